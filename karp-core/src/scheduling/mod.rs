@@ -1,0 +1,530 @@
+//! The scheduling simulation, with Karpenter v1 semantics.
+//!
+//! [`schedule`] places every pending pod of a [`ClusterSnapshot`] on an existing node (or in-flight
+//! NodeClaim), on a NodeClaim opened earlier in the same pass, or on a new NodeClaim from the
+//! highest-weight NodePool that can take it; every pod that fits nowhere gets a reason.
+//!
+//! - Pods are sorted by CPU, then memory, descending (first-fit decreasing).
+//! - Existing nodes are tried first (initialized before in-flight, then by name), then the NodeClaims
+//!   of this pass (fewest pods first), then NodePools by weight (then name).
+//! - A NodeClaim keeps every instance type that can still hold all its pods plus the daemonset
+//!   overhead and has an available offering its requirements allow. At the end its options are
+//!   ordered by their cheapest compatible offering and truncated to 600 (respecting `minValues`).
+//! - Preferences (preferred node affinity, preferred pod (anti-)affinity, ScheduleAnyway spread) are
+//!   treated as required and relaxed one step at a time when a pod fails, in Karpenter's order; the
+//!   last step tolerates PreferNoSchedule taints when a NodePool has one.
+//! - NodePool limits are enforced by subtracting the largest remaining option of every new
+//!   NodeClaim from what the pool has left.
+//!
+//! ```
+//! use karp_core::testing::{instance_type, nodepool, pod};
+//! use karp_core::cluster::ClusterSnapshot;
+//! use karp_core::scheduling::{schedule, SchedulerOptions};
+//!
+//! let types = vec![instance_type("small").cpu("2").memory("4Gi").price(0.05).build(),
+//!                  instance_type("large").cpu("8").memory("16Gi").price(0.2).build()];
+//! let snapshot = ClusterSnapshot {
+//!     node_pools: vec![nodepool("default", types)],
+//!     pods: (0..3).map(|i| pod(&format!("web-{i}")).cpu("1").memory("1Gi").build()).collect(),
+//!     ..Default::default()
+//! };
+//! let results = schedule(&snapshot, &SchedulerOptions::default());
+//! assert_eq!(results.new_nodeclaims.len(), 1);
+//! assert_eq!(results.new_nodeclaims[0].instance_types[0].name, "large");
+//! assert!(results.unschedulable.is_empty());
+//! ```
+
+mod claim;
+mod topology;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use crate::cloud::InstanceType;
+use crate::cluster::{ClusterSnapshot, NodePool};
+use crate::labels;
+use crate::pod::{Pod, WhenUnsatisfiable};
+use crate::requirements::{Requirement, Requirements};
+use crate::resources::Resources;
+use crate::taints::{first_untolerated, Effect, Taint, Toleration};
+
+use claim::{Claim, ExistingSlot, PoolCtx};
+use topology::{PodConstraints, PodGroups, Topology};
+
+/// Karpenter truncates a NodeClaim's instance type options to this many.
+pub const MAX_INSTANCE_TYPES: usize = 600;
+
+/// Whether preferences are honoured (Karpenter `--preference-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PreferencePolicy {
+    /// Treat preferences as required, relaxing them one at a time (Karpenter default).
+    #[default]
+    Respect,
+    /// Drop preferences up front.
+    Ignore,
+}
+
+/// Options of a scheduling pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    /// Preference policy.
+    pub preference_policy: PreferencePolicy,
+    /// Truncate instance type options to this many (Karpenter: 600).
+    pub max_instance_types: usize,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions { preference_policy: PreferencePolicy::Respect, max_instance_types: MAX_INSTANCE_TYPES }
+    }
+}
+
+/// The offering a NodeClaim is expected to launch with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChosenOffering {
+    /// Instance type.
+    pub instance_type: String,
+    /// Zone.
+    pub zone: String,
+    /// Capacity type.
+    pub capacity_type: String,
+    /// USD per hour.
+    pub price: f64,
+}
+
+/// A NodeClaim the pass decided to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNodeClaim {
+    /// NodePool name.
+    pub nodepool: String,
+    /// Placeholder hostname used for hostname topology during the pass.
+    pub hostname: String,
+    /// Requirements the instance must satisfy, including `node.kubernetes.io/instance-type In`
+    /// the options (hostname excluded).
+    pub requirements: Requirements,
+    /// Instance type options, cheapest compatible offering first.
+    pub instance_types: Vec<Arc<InstanceType>>,
+    /// Snapshot indices of the pods placed on it.
+    pub pods: Vec<usize>,
+    /// Pod requests plus daemonset overhead.
+    pub requests: Resources,
+    /// The daemonset overhead included in `requests`.
+    pub daemon_overhead: Resources,
+    /// Template labels the node will carry.
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node will carry (startup taints excluded).
+    pub taints: Vec<Taint>,
+    /// The cheapest available offering the requirements allow.
+    pub cheapest: ChosenOffering,
+}
+
+/// Pods placed on an existing node or in-flight NodeClaim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingPlacement {
+    /// Node name.
+    pub node: String,
+    /// Snapshot indices of pods placed there.
+    pub pods: Vec<usize>,
+}
+
+/// A pod that could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unschedulable {
+    /// Snapshot index.
+    pub pod: usize,
+    /// Why, in words a person can act on.
+    pub reason: String,
+}
+
+/// Counters of one pass (the operator turns them into metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchedulingStats {
+    /// Pending pods considered.
+    pub pods: usize,
+    /// Relaxation steps applied.
+    pub relaxations: usize,
+    /// Placement attempts (pod × node / NodeClaim / pool).
+    pub attempts: u64,
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedulingResults {
+    /// NodeClaims to create.
+    pub new_nodeclaims: Vec<NewNodeClaim>,
+    /// Pods placed on existing nodes, by node name order.
+    pub existing: Vec<ExistingPlacement>,
+    /// Pods that fit nowhere.
+    pub unschedulable: Vec<Unschedulable>,
+    /// Counters.
+    pub stats: SchedulingStats,
+}
+
+impl SchedulingResults {
+    /// Total hourly price of the new NodeClaims' cheapest offerings.
+    #[must_use]
+    pub fn cost_per_hour(&self) -> f64 {
+        self.new_nodeclaims.iter().map(|c| c.cheapest.price).sum()
+    }
+}
+
+/// What the scheduler keeps per pending pod (the relaxed copy of its constraints).
+struct PodState {
+    idx: usize,
+    pod: Pod,
+    tolerate_prefer_no_schedule: bool,
+    groups: PodGroups,
+    data: PodData,
+}
+
+/// Derived scheduling data of a pod under its current relaxation.
+pub(crate) struct PodData {
+    /// Requirements including the heaviest preferred node-affinity term.
+    pub requirements: Requirements,
+    /// Requirements without preferences.
+    pub strict: Requirements,
+    /// Tolerations (plus PreferNoSchedule when relaxed that far).
+    pub tolerations: Vec<Toleration>,
+}
+
+impl PodState {
+    fn compute(&mut self, respect: bool) {
+        let strict = self.pod.strict_requirements();
+        let mut requirements = strict.clone();
+        if respect {
+            if let Some(best) = heaviest(&self.pod.preferred_node_affinity) {
+                requirements.add_all(&self.pod.preferred_node_affinity[best].term);
+            }
+        }
+        let mut tolerations = self.pod.tolerations.clone();
+        if self.tolerate_prefer_no_schedule {
+            tolerations.push(Toleration::all_with_effect(Effect::PreferNoSchedule));
+        }
+        self.data = PodData { requirements, strict, tolerations };
+    }
+
+    fn constraints(&self, respect: bool) -> PodConstraints {
+        PodConstraints::of(&self.pod, respect)
+    }
+
+    /// One relaxation step in Karpenter's order; returns what was relaxed.
+    fn relax(&mut self, any_prefer_no_schedule: bool) -> Option<&'static str> {
+        let p = &mut self.pod;
+        if p.required_node_affinity.len() > 1 {
+            p.required_node_affinity.remove(0);
+            return Some("required node affinity term");
+        }
+        if let Some(i) = heaviest(&p.preferred_pod_affinity) {
+            p.preferred_pod_affinity.remove(i);
+            return Some("preferred pod affinity term");
+        }
+        if let Some(i) = heaviest(&p.preferred_pod_anti_affinity) {
+            p.preferred_pod_anti_affinity.remove(i);
+            return Some("preferred pod anti-affinity term");
+        }
+        if let Some(i) = heaviest(&p.preferred_node_affinity) {
+            p.preferred_node_affinity.remove(i);
+            return Some("preferred node affinity term");
+        }
+        if let Some(i) = p.topology_spread.iter().position(|t| t.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway) {
+            p.topology_spread.remove(i);
+            return Some("ScheduleAnyway topology spread constraint");
+        }
+        if any_prefer_no_schedule && !self.tolerate_prefer_no_schedule {
+            self.tolerate_prefer_no_schedule = true;
+            return Some("PreferNoSchedule taints");
+        }
+        None
+    }
+}
+
+/// Index of the first term with the highest weight.
+fn heaviest<T>(terms: &[crate::pod::Weighted<T>]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, t) in terms.iter().enumerate() {
+        if best.is_none_or(|b| t.weight > terms[b].weight) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+/// Whether a daemonset pod would run on nodes of this pool (taints tolerated, requirements compatible).
+fn daemon_compatible(ds: &Pod, template: &Requirements, taints: &[Taint], well_known: &dyn Fn(&str) -> bool) -> bool {
+    first_untolerated(taints, &ds.tolerations).is_none() && template.compatible(&ds.strict_requirements(), well_known).is_ok()
+}
+
+/// Run one scheduling pass over the snapshot's pending pods.
+#[must_use]
+pub fn schedule(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> SchedulingResults {
+    Scheduler::new(snapshot, options).solve()
+}
+
+struct Scheduler<'a> {
+    snapshot: &'a ClusterSnapshot,
+    options: &'a SchedulerOptions,
+    respect: bool,
+    pools: Vec<PoolCtx>,
+    existing: Vec<ExistingSlot>,
+    claims: Vec<Claim>,
+    /// Claim ids bucketed by pod count; iteration order = fewest pods first, then creation order.
+    buckets: Vec<BTreeSet<usize>>,
+    topology: Topology,
+    remaining: BTreeMap<String, (BTreeMap<String, i64>, Option<i64>)>,
+    any_prefer_no_schedule: bool,
+    stats: SchedulingStats,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(snapshot: &'a ClusterSnapshot, options: &'a SchedulerOptions) -> Self {
+        let respect = options.preference_policy == PreferencePolicy::Respect;
+        let mut pool_order: Vec<&NodePool> = snapshot.node_pools.iter().collect();
+        pool_order.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name)));
+        let pools: Vec<PoolCtx> = pool_order
+            .into_iter()
+            .map(|p| {
+                let template = p.template_requirements();
+                let provider_keys: BTreeSet<String> =
+                    p.instance_types.iter().flat_map(|t| t.requirements.keys().map(str::to_string)).collect();
+                let wk = |k: &str| labels::is_well_known(k) || provider_keys.contains(k);
+                let mut overhead = Resources::new();
+                for ds in &snapshot.daemonsets {
+                    if daemon_compatible(ds, &template, &p.taints, &wk) {
+                        overhead.add_assign(&ds.requests);
+                    }
+                }
+                PoolCtx::new(p, template, overhead, provider_keys)
+            })
+            .collect();
+        let any_prefer_no_schedule =
+            snapshot.node_pools.iter().any(|p| p.taints.iter().any(|t| t.effect == Effect::PreferNoSchedule));
+        let usage = snapshot.nodepool_usage();
+        let mut remaining = BTreeMap::new();
+        for p in &snapshot.node_pools {
+            let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
+            let res: BTreeMap<String, i64> =
+                p.limits.resources.iter().map(|(k, v)| (k.clone(), v - used.get(k))).collect();
+            remaining.insert(p.name.clone(), (res, p.limits.nodes.map(|n| n - count)));
+        }
+        // Existing nodes: usage from bound pods.
+        let mut used: BTreeMap<&str, (Resources, Vec<crate::pod::HostPort>)> = BTreeMap::new();
+        for p in &snapshot.pods {
+            if let Some(n) = &p.node_name {
+                let e = used.entry(n.as_str()).or_default();
+                e.0.add_assign(&p.requests);
+                e.1.extend(p.host_ports.iter().cloned());
+            }
+        }
+        let mut nodes: Vec<&crate::cluster::Node> = snapshot.nodes.iter().filter(|n| !n.deleting).collect();
+        nodes.sort_by(|a, b| b.initialized.cmp(&a.initialized).then_with(|| a.name.cmp(&b.name)));
+        let existing = nodes
+            .into_iter()
+            .map(|n| {
+                let (u, ports) = used.get(n.name.as_str()).cloned().unwrap_or_default();
+                ExistingSlot::new(n, &u, ports)
+            })
+            .collect();
+        Scheduler {
+            snapshot,
+            options,
+            respect,
+            pools,
+            existing,
+            claims: Vec::new(),
+            buckets: Vec::new(),
+            topology: Topology::default(),
+            remaining,
+            any_prefer_no_schedule,
+            stats: SchedulingStats::default(),
+        }
+    }
+
+    fn solve(mut self) -> SchedulingResults {
+        let pending = self.snapshot.pending();
+        let mut states: Vec<PodState> = pending
+            .iter()
+            .map(|&idx| {
+                let mut pod = self.snapshot.pods[idx].clone();
+                if !self.respect {
+                    pod.preferred_node_affinity.clear();
+                    pod.preferred_pod_affinity.clear();
+                    pod.preferred_pod_anti_affinity.clear();
+                    pod.topology_spread.retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
+                }
+                PodState {
+                    idx,
+                    pod,
+                    tolerate_prefer_no_schedule: false,
+                    groups: PodGroups::default(),
+                    data: PodData { requirements: Requirements::new(), strict: Requirements::new(), tolerations: vec![] },
+                }
+            })
+            .collect();
+        let constraints: Vec<(usize, PodConstraints)> =
+            states.iter().map(|s| (s.idx, s.constraints(self.respect))).collect();
+        let (topology, groups) = Topology::new(self.snapshot, &constraints);
+        self.topology = topology;
+        for (s, g) in states.iter_mut().zip(groups) {
+            s.groups = g;
+            s.compute(self.respect);
+        }
+        self.stats.pods = states.len();
+
+        // First-fit decreasing: CPU then memory, descending; ties keep snapshot order.
+        let mut order: Vec<usize> = (0..states.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (&states[a].pod.requests, &states[b].pod.requests);
+            rb.cpu.cmp(&ra.cpu).then_with(|| rb.memory.cmp(&ra.memory)).then_with(|| states[a].idx.cmp(&states[b].idx))
+        });
+        let mut queue: VecDeque<usize> = order.into_iter().collect();
+        // Karpenter's queue: stop when a full cycle made no progress.
+        let mut last_len: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut errors: BTreeMap<usize, String> = BTreeMap::new();
+        let mut existing_pods: Vec<Vec<usize>> = vec![Vec::new(); self.existing.len()];
+        while let Some(&s) = queue.front() {
+            if last_len.get(&s) == Some(&queue.len()) {
+                break;
+            }
+            queue.pop_front();
+            match self.add(&states[s], &mut existing_pods) {
+                Ok(()) => {
+                    errors.remove(&s);
+                }
+                Err(e) => {
+                    errors.insert(s, e);
+                    let relaxed = states[s].relax(self.any_prefer_no_schedule).is_some();
+                    if relaxed {
+                        self.stats.relaxations += 1;
+                        let c = states[s].constraints(self.respect);
+                        states[s].groups = self.topology.groups_for(&states[s].pod, &c);
+                        states[s].compute(self.respect);
+                        last_len.clear();
+                        queue.push_back(s);
+                    } else {
+                        queue.push_back(s);
+                        last_len.insert(s, queue.len());
+                    }
+                }
+            }
+        }
+        self.finish(&states, errors, existing_pods)
+    }
+
+    fn add(&mut self, st: &PodState, existing_pods: &mut [Vec<usize>]) -> Result<(), String> {
+        let pod = &st.pod;
+        for (i, slot) in self.existing.iter_mut().enumerate() {
+            self.stats.attempts += 1;
+            if slot.try_add(pod, &st.data, &st.groups, &mut self.topology).is_ok() {
+                existing_pods[i].push(st.idx);
+                return Ok(());
+            }
+        }
+        // NodeClaims of this pass, fewest pods first.
+        let mut chosen = None;
+        'outer: for bucket in &self.buckets {
+            for &c in bucket {
+                self.stats.attempts += 1;
+                let claim = &mut self.claims[c];
+                let pool = &self.pools[claim.pool];
+                if claim.try_add(pod, &st.data, &st.groups, pool, &mut self.topology).is_ok() {
+                    chosen = Some(c);
+                    break 'outer;
+                }
+            }
+        }
+        if let Some(c) = chosen {
+            let n = self.claims[c].pods.len();
+            self.buckets[n - 1].remove(&c);
+            if self.buckets.len() <= n {
+                self.buckets.resize_with(n + 1, BTreeSet::new);
+            }
+            self.buckets[n].insert(c);
+            self.claims[c].pods.push(st.idx);
+            return Ok(());
+        }
+        // A new NodeClaim from the first pool (by weight) that can take the pod.
+        let mut reasons = Vec::new();
+        if self.pools.is_empty() {
+            return Err("no NodePool exists to launch a node for it".to_string());
+        }
+        for p in 0..self.pools.len() {
+            self.stats.attempts += 1;
+            let pool = &self.pools[p];
+            let (limits, nodes_left) = self.remaining.get(&pool.name).cloned().unwrap_or_default();
+            if nodes_left.is_some_and(|n| n <= 0) {
+                reasons.push(format!("nodepool {:?} reached its limit of nodes", pool.name));
+                continue;
+            }
+            let types: Vec<u32> = pool.types_within_limits(&limits);
+            if types.is_empty() {
+                let names: Vec<&str> = limits.keys().map(String::as_str).collect();
+                reasons.push(format!(
+                    "nodepool {:?}: every instance type would exceed its remaining limits ({})",
+                    pool.name,
+                    names.join(", ")
+                ));
+                continue;
+            }
+            let hostname = format!("{}-{}", pool.name, self.claims.len());
+            self.topology.register_hostname(&hostname);
+            let mut claim = Claim::new(p, pool, hostname, types);
+            match claim.try_add(pod, &st.data, &st.groups, pool, &mut self.topology) {
+                Ok(()) => {
+                    // Track the largest option against the pool's limits.
+                    let max_cap = claim.max_capacity(pool);
+                    if let Some((lim, nodes)) = self.remaining.get_mut(&pool.name) {
+                        for (k, v) in lim.iter_mut() {
+                            *v -= max_cap.get(k);
+                        }
+                        if let Some(n) = nodes {
+                            *n -= 1;
+                        }
+                    }
+                    claim.pods.push(st.idx);
+                    let id = self.claims.len();
+                    self.claims.push(claim);
+                    if self.buckets.len() < 2 {
+                        self.buckets.resize_with(2, BTreeSet::new);
+                    }
+                    self.buckets[1].insert(id);
+                    return Ok(());
+                }
+                Err(e) => reasons.push(format!("incompatible with nodepool {:?}: {e}", pool.name)),
+            }
+        }
+        Err(reasons.join("; "))
+    }
+
+    fn finish(self, states: &[PodState], errors: BTreeMap<usize, String>, existing_pods: Vec<Vec<usize>>) -> SchedulingResults {
+        let mut results = SchedulingResults { stats: self.stats, ..Default::default() };
+        let mut unschedulable: BTreeMap<usize, String> =
+            errors.into_iter().map(|(s, e)| (states[s].idx, e)).collect();
+        for claim in &self.claims {
+            let pool = &self.pools[claim.pool];
+            match claim.finalize(pool, self.options.max_instance_types) {
+                Ok(nc) => results.new_nodeclaims.push(nc),
+                Err(e) => {
+                    for &p in &claim.pods {
+                        unschedulable.insert(p, format!("incompatible with nodepool {:?}: {e}", pool.name));
+                    }
+                }
+            }
+        }
+        for (slot, pods) in self.existing.iter().zip(existing_pods) {
+            if !pods.is_empty() {
+                results.existing.push(ExistingPlacement { node: slot.name.clone(), pods });
+            }
+        }
+        results.existing.sort_by(|a, b| a.node.cmp(&b.node));
+        results.unschedulable = unschedulable.into_iter().map(|(pod, reason)| Unschedulable { pod, reason }).collect();
+        results
+    }
+}
+
+/// Requirement `node.kubernetes.io/instance-type In [names]`.
+pub(crate) fn instance_type_requirement(types: &[Arc<InstanceType>]) -> Requirement {
+    Requirement::in_values(labels::INSTANCE_TYPE, types.iter().map(|t| t.name.clone()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,480 @@
+//! Topology groups: pod counts per topology domain for spread constraints and pod (anti-)affinity.
+//!
+//! Follows Karpenter's model: every distinct constraint (type, key, selector, namespaces, skew,
+//! node filter) is one group shared by all pods that own it. Spread and affinity count a pod in a
+//! domain only once its node is pinned to a single domain; anti-affinity counts every domain the
+//! pod might land in. Inverse anti-affinity groups keep pods out of the domains of pods whose
+//! required anti-affinity selects them (symmetry).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::ClusterSnapshot;
+use crate::labels;
+use crate::pod::{InclusionPolicy, LabelSelector, NamespaceSet, Pod, WhenUnsatisfiable};
+use crate::requirements::{Requirement, Requirements};
+use crate::taints::{first_untolerated, Taint, Toleration};
+
+/// Which nodes a spread group counts (nodeAffinityPolicy / nodeTaintsPolicy).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub(crate) struct NodeFilter {
+    /// OR-ed node requirement terms; empty means every node.
+    terms: Vec<Requirements>,
+    /// Tolerations the node's taints must be tolerated by, when the taints policy is Honor.
+    tolerations: Option<Vec<Toleration>>,
+}
+
+impl NodeFilter {
+    fn for_pod(pod: &Pod, affinity: InclusionPolicy, taints: InclusionPolicy) -> Self {
+        let mut terms = Vec::new();
+        if affinity == InclusionPolicy::Honor {
+            let base = pod.node_selector.clone();
+            if pod.required_node_affinity.is_empty() {
+                if !base.is_empty() {
+                    terms.push(base);
+                }
+            } else {
+                for t in &pod.required_node_affinity {
+                    terms.push(base.intersect(t));
+                }
+            }
+        }
+        let tolerations = (taints == InclusionPolicy::Honor).then(|| pod.tolerations.clone());
+        NodeFilter { terms, tolerations }
+    }
+
+    fn matches(&self, node: &Requirements, taints: &[Taint]) -> bool {
+        (self.terms.is_empty() || self.terms.iter().any(|t| t.intersects(node)))
+            && self.tolerations.as_ref().is_none_or(|tol| first_untolerated(taints, tol).is_none())
+    }
+}
+
+/// The kind of a topology group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum GroupKind {
+    Spread { max_skew: i32, min_domains: Option<i32>, filter: NodeFilter },
+    Affinity,
+    AntiAffinity,
+    /// The anti-affinity of already placed pods, seen from pods it selects.
+    InverseAntiAffinity,
+}
+
+/// Identity of a group (Karpenter hashes the same fields).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct GroupKey {
+    pub kind: GroupKind,
+    pub key: String,
+    pub namespaces: NamespaceSet,
+    pub selector: LabelSelector,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    pub id: GroupKey,
+    /// Count per domain id (index into the key's domain table).
+    counts: Vec<i32>,
+    /// Domains with a non-zero count.
+    nonzero: BTreeSet<u32>,
+}
+
+impl Group {
+    fn selects(&self, pod: &Pod) -> bool {
+        self.id.namespaces.contains(&pod.namespace) && self.id.selector.matches(&pod.labels)
+    }
+
+    fn count(&self, d: u32) -> i32 {
+        self.counts.get(d as usize).copied().unwrap_or(0)
+    }
+
+    fn record(&mut self, d: u32) {
+        let i = d as usize;
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+        self.nonzero.insert(d);
+    }
+
+    /// A person-readable description for unschedulable reasons.
+    pub fn describe(&self) -> String {
+        match &self.id.kind {
+            GroupKind::Spread { max_skew, min_domains, .. } => {
+                let md = min_domains.map(|m| format!(", minDomains {m}")).unwrap_or_default();
+                format!("topology spread constraint on {} (maxSkew {max_skew}{md})", self.id.key)
+            }
+            GroupKind::Affinity => format!("pod affinity on {}", self.id.key),
+            GroupKind::AntiAffinity => format!("pod anti-affinity on {}", self.id.key),
+            GroupKind::InverseAntiAffinity => format!("anti-affinity of other pods on {}", self.id.key),
+        }
+    }
+}
+
+/// Interned domain names of one topology key.
+#[derive(Debug, Clone, Default)]
+struct Domains {
+    ids: BTreeMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Domains {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(name.to_string(), id);
+        self.names.push(name.to_string());
+        id
+    }
+}
+
+/// The groups one pod takes part in.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PodGroups {
+    /// Groups created from the pod's own constraints.
+    pub owned: Vec<usize>,
+    /// Inverse anti-affinity groups owned by this pod (its required anti-affinity terms).
+    pub inverse_owned: Vec<usize>,
+}
+
+/// All topology groups of a scheduling pass.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Topology {
+    groups: Vec<Group>,
+    index: BTreeMap<GroupKey, usize>,
+    domains: BTreeMap<String, Domains>,
+    /// Inverse groups (indices), checked against every pod.
+    inverse: Vec<usize>,
+    /// Pods placed so far (existing bound pods and this pass): pod labels/ns, node requirements,
+    /// node taints. Needed to count groups created late (after a relaxation).
+    placed: Vec<(Pod, Requirements, Vec<Taint>)>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A constraint of a pod turned into a group key, plus whether it is inverse-owned.
+fn pod_group_keys(pod: &Pod, c: &PodConstraints, namespaces: &BTreeMap<String, BTreeMap<String, String>>) -> (Vec<GroupKey>, Vec<GroupKey>) {
+    let mut owned = Vec::new();
+    let mut inverse = Vec::new();
+    for tsc in &c.spread {
+        let Some(selector) = pod.spread_selector(tsc) else { continue };
+        owned.push(GroupKey {
+            kind: GroupKind::Spread {
+                max_skew: tsc.max_skew.max(1),
+                min_domains: tsc.min_domains,
+                filter: NodeFilter::for_pod(pod, tsc.node_affinity_policy, tsc.node_taints_policy),
+            },
+            key: tsc.topology_key.clone(),
+            namespaces: NamespaceSet::Only([pod.namespace.clone()].into_iter().collect()),
+            selector,
+        });
+    }
+    for (terms, kind) in [(&c.affinity, GroupKind::Affinity), (&c.anti_affinity, GroupKind::AntiAffinity)] {
+        for term in terms {
+            let Some(selector) = pod.term_selector(term) else { continue };
+            owned.push(GroupKey {
+                kind: kind.clone(),
+                key: term.topology_key.clone(),
+                namespaces: pod.term_namespaces(term, namespaces),
+                selector,
+            });
+        }
+    }
+    for term in &pod.pod_anti_affinity {
+        let Some(selector) = pod.term_selector(term) else { continue };
+        inverse.push(GroupKey {
+            kind: GroupKind::InverseAntiAffinity,
+            key: term.topology_key.clone(),
+            namespaces: pod.term_namespaces(term, namespaces),
+            selector,
+        });
+    }
+    (owned, inverse)
+}
+
+/// The (possibly relaxed) constraints of a pending pod that create groups.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PodConstraints {
+    pub spread: Vec<crate::pod::TopologySpreadConstraint>,
+    pub affinity: Vec<crate::pod::PodAffinityTerm>,
+    pub anti_affinity: Vec<crate::pod::PodAffinityTerm>,
+}
+
+impl PodConstraints {
+    /// Required and preferred terms, all treated as required; ScheduleAnyway spread included.
+    pub fn of(pod: &Pod, respect_preferences: bool) -> Self {
+        let mut c = PodConstraints {
+            spread: pod.topology_spread.clone(),
+            affinity: pod.pod_affinity.clone(),
+            anti_affinity: pod.pod_anti_affinity.clone(),
+        };
+        if respect_preferences {
+            c.affinity.extend(pod.preferred_pod_affinity.iter().map(|w| w.term.clone()));
+            c.anti_affinity.extend(pod.preferred_pod_anti_affinity.iter().map(|w| w.term.clone()));
+        } else {
+            c.spread.retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
+        }
+        c
+    }
+}
+
+/// Why the topology refused a placement.
+#[derive(Debug, Clone)]
+pub(crate) struct TopologyError(pub String);
+
+impl Topology {
+    /// Build the topology from the snapshot: domains from node pools, instance types and nodes;
+    /// groups of every pending pod; counts of bound pods.
+    pub fn new(snapshot: &ClusterSnapshot, pending: &[(usize, PodConstraints)]) -> (Self, Vec<PodGroups>) {
+        let mut t = Topology { namespaces: snapshot.namespaces.clone(), ..Default::default() };
+        // Bound pods, placed on their nodes.
+        let nodes: BTreeMap<&str, &crate::cluster::Node> = snapshot.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        for n in &snapshot.nodes {
+            for (k, v) in &n.labels {
+                t.domains.entry(k.clone()).or_default().intern(v);
+            }
+        }
+        for pool in &snapshot.node_pools {
+            let template = pool.template_requirements();
+            for it in &pool.instance_types {
+                let reqs = template.intersect(&it.requirements);
+                for r in reqs.iter() {
+                    if r.key() == labels::HOSTNAME {
+                        continue;
+                    }
+                    let d = t.domains.entry(r.key().to_string()).or_default();
+                    for v in r.values() {
+                        d.intern(v);
+                    }
+                }
+            }
+        }
+        for p in &snapshot.pods {
+            if let Some(node) = p.node_name.as_deref().and_then(|n| nodes.get(n)) {
+                t.placed.push((p.clone(), Requirements::from_labels(&node.labels), node.taints.clone()));
+            }
+        }
+        // Inverse groups of bound pods with required anti-affinity.
+        for i in 0..t.placed.len() {
+            let (pod, reqs, _) = t.placed[i].clone();
+            let (_, inverse) = pod_group_keys(&pod, &PodConstraints::default(), &t.namespaces);
+            for key in inverse {
+                let g = t.ensure(key);
+                t.record_possible(g, &reqs);
+            }
+        }
+        let mut per_pod = Vec::with_capacity(pending.len());
+        for (idx, c) in pending {
+            per_pod.push(t.groups_for(&snapshot.pods[*idx], c));
+        }
+        (t, per_pod)
+    }
+
+    /// The groups a pod owns under its current constraints (creating and counting new ones).
+    pub fn groups_for(&mut self, pod: &Pod, c: &PodConstraints) -> PodGroups {
+        let (owned, inverse) = pod_group_keys(pod, c, &self.namespaces);
+        let owned: Vec<usize> = owned.into_iter().map(|k| self.ensure(k)).collect();
+        let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| self.ensure(k)).collect();
+        let mut owned_sorted = owned;
+        owned_sorted.sort_unstable();
+        owned_sorted.dedup();
+        PodGroups { owned: owned_sorted, inverse_owned }
+    }
+
+    fn ensure(&mut self, key: GroupKey) -> usize {
+        if let Some(&g) = self.index.get(&key) {
+            return g;
+        }
+        let inverse = key.kind == GroupKind::InverseAntiAffinity;
+        let id = self.groups.len();
+        self.groups.push(Group { id: key.clone(), counts: Vec::new(), nonzero: BTreeSet::new() });
+        self.index.insert(key, id);
+        self.domains.entry(self.groups[id].id.key.clone()).or_default();
+        if inverse {
+            self.inverse.push(id);
+        } else {
+            // Count every pod placed so far.
+            let placed = std::mem::take(&mut self.placed);
+            for (pod, reqs, taints) in &placed {
+                self.count_into(id, pod, reqs, taints);
+            }
+            self.placed = placed;
+        }
+        id
+    }
+
+    /// Register a new hostname (a NodeClaim opened in this pass).
+    pub fn register_hostname(&mut self, hostname: &str) {
+        self.domains.entry(labels::HOSTNAME.to_string()).or_default().intern(hostname);
+    }
+
+    fn domain_id(&self, key: &str, name: &str) -> Option<u32> {
+        self.domains.get(key).and_then(|d| d.ids.get(name).copied())
+    }
+
+    /// Every known domain of `key` that `req` allows.
+    fn possible_domains(&self, key: &str, req: Option<&Requirement>) -> Vec<u32> {
+        let Some(d) = self.domains.get(key) else { return Vec::new() };
+        match req {
+            Some(r) if r.len().is_some() => r.values().iter().filter_map(|v| d.ids.get(*v).copied()).collect(),
+            Some(r) => d.ids.iter().filter(|(name, _)| r.has(name)).map(|(_, id)| *id).collect(),
+            None => d.ids.values().copied().collect(),
+        }
+    }
+
+    fn record_possible(&mut self, g: usize, reqs: &Requirements) {
+        let key = self.groups[g].id.key.clone();
+        for d in self.possible_domains(&key, reqs.get(&key)) {
+            self.groups[g].record(d);
+        }
+    }
+
+    fn count_into(&mut self, g: usize, pod: &Pod, reqs: &Requirements, taints: &[Taint]) {
+        let group = &self.groups[g];
+        if !group.selects(pod) {
+            return;
+        }
+        match &group.id.kind {
+            GroupKind::Spread { filter, .. } => {
+                if !filter.matches(reqs, taints) {
+                    return;
+                }
+                self.record_single(g, reqs);
+            }
+            GroupKind::Affinity => self.record_single(g, reqs),
+            GroupKind::AntiAffinity => self.record_possible(g, reqs),
+            GroupKind::InverseAntiAffinity => {}
+        }
+    }
+
+    fn record_single(&mut self, g: usize, reqs: &Requirements) {
+        let key = &self.groups[g].id.key;
+        if let Some(v) = reqs.get(key).and_then(Requirement::single_value) {
+            if let Some(d) = self.domain_id(key, v) {
+                self.groups[g].record(d);
+            } else {
+                let key = key.clone();
+                let d = self.domains.entry(key).or_default().intern(v);
+                self.groups[g].record(d);
+            }
+        }
+    }
+
+    /// Record a pod placed on a node with `reqs` (and `taints`).
+    pub fn record(&mut self, pod: &Pod, groups: &PodGroups, reqs: &Requirements, taints: &[Taint]) {
+        for g in 0..self.groups.len() {
+            if self.groups[g].id.kind != GroupKind::InverseAntiAffinity {
+                self.count_into(g, pod, reqs, taints);
+            }
+        }
+        for &g in &groups.inverse_owned {
+            self.record_possible(g, reqs);
+        }
+        self.placed.push((pod.clone(), reqs.clone(), taints.to_vec()));
+    }
+
+    /// Quick check used before the full computation: whether a pod owning anti-affinity groups
+    /// on the hostname key is already excluded from `hostname`.
+    pub fn hostname_blocked(&self, groups: &PodGroups, pod: &Pod, hostname: &str) -> bool {
+        let Some(d) = self.domain_id(labels::HOSTNAME, hostname) else { return false };
+        groups.owned.iter().any(|&g| {
+            let grp = &self.groups[g];
+            grp.id.kind == GroupKind::AntiAffinity && grp.id.key == labels::HOSTNAME && grp.count(d) > 0
+        }) || self.inverse.iter().any(|&g| {
+            let grp = &self.groups[g];
+            grp.id.key == labels::HOSTNAME && grp.count(d) > 0 && grp.selects(pod)
+        })
+    }
+
+    /// Narrow `node` (a node's or NodeClaim's requirements, already intersected with the pod's)
+    /// by every group the pod takes part in.
+    ///
+    /// `strict` are the pod's strict requirements (the domains it may use for counting).
+    pub fn add_requirements(
+        &self,
+        pod: &Pod,
+        groups: &PodGroups,
+        strict: &Requirements,
+        node: &mut Requirements,
+    ) -> Result<(), TopologyError> {
+        let inverse = self.inverse.iter().copied().filter(|&g| self.groups[g].selects(pod));
+        for g in groups.owned.iter().copied().chain(inverse) {
+            let group = &self.groups[g];
+            let key = group.id.key.as_str();
+            let allowed = self.allowed(g, pod, strict.get(key), node.get(key));
+            node.add(allowed);
+            if node.get(key).is_some_and(Requirement::is_empty) {
+                return Err(TopologyError(format!("{} cannot be satisfied", group.describe())));
+            }
+        }
+        Ok(())
+    }
+
+    fn allowed(&self, g: usize, pod: &Pod, pod_domains: Option<&Requirement>, node_domains: Option<&Requirement>) -> Requirement {
+        let group = &self.groups[g];
+        let key = group.id.key.as_str();
+        let Some(table) = self.domains.get(key) else { return Requirement::in_values(key, Vec::<String>::new()) };
+        let pod_has = |name: &str| pod_domains.is_none_or(|r| r.has(name));
+        let node_candidates = self.possible_domains(key, node_domains);
+        let name = |d: u32| table.names[d as usize].as_str();
+        let mut out: Vec<&str> = Vec::new();
+        match &group.id.kind {
+            GroupKind::Spread { max_skew, min_domains, .. } => {
+                let min = if key == labels::HOSTNAME {
+                    0
+                } else {
+                    let mut min = i32::MAX;
+                    let mut eligible = 0;
+                    for (n, &d) in &table.ids {
+                        if pod_has(n) {
+                            eligible += 1;
+                            min = min.min(group.count(d));
+                        }
+                    }
+                    if eligible == 0 || min_domains.is_some_and(|m| eligible < m) {
+                        min = 0;
+                    }
+                    min
+                };
+                let self_count = i32::from(group.selects(pod));
+                let mut best: Option<(i32, &str)> = None;
+                for d in node_candidates {
+                    let n = name(d);
+                    if !pod_has(n) {
+                        continue;
+                    }
+                    let c = group.count(d) + self_count;
+                    if c - min <= *max_skew && best.is_none_or(|(bc, bn)| (c, n) < (bc, bn)) {
+                        best = Some((c, n));
+                    }
+                }
+                if let Some((_, n)) = best {
+                    out.push(n);
+                }
+            }
+            GroupKind::Affinity => {
+                for &d in &group.nonzero {
+                    let n = name(d);
+                    if pod_has(n) {
+                        out.push(n);
+                    }
+                }
+                if out.is_empty() && group.selects(pod) {
+                    // Bootstrap: the first domain the node can be in, else the first the pod allows.
+                    let first_node = node_candidates.iter().map(|&d| name(d)).filter(|n| pod_has(n)).min();
+                    let first_any = table.ids.keys().map(String::as_str).find(|n| pod_has(n));
+                    if let Some(n) = first_node.or(first_any) {
+                        out.push(n);
+                    }
+                }
+            }
+            GroupKind::AntiAffinity | GroupKind::InverseAntiAffinity => {
+                for d in node_candidates {
+                    let n = name(d);
+                    if group.count(d) == 0 && pod_has(n) {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        Requirement::in_values(key, out)
+    }
+}
