@@ -327,8 +327,17 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                     .map(|(q, ni)| (*q, nodes[*ni].pinned(key)))
                     .collect();
                 let joined = matching.iter().any(|(_, md)| *md == Some(d));
-                let alone = sel.matches(&pod.labels) && ns.contains(&pod.namespace) && matching.is_empty();
-                if !joined && !alone {
+                // A pod matching its own affinity may start a group where no matching pod exists yet.
+                let bootstrap = sel.matches(&pod.labels) && ns.contains(&pod.namespace);
+                if bootstrap && !joined {
+                    // ...but only once: other new pods of the same group must not be elsewhere
+                    // unless matching pods already ran there.
+                    let split = matching.iter().any(|(q, md)| pods[*q].node_name.is_none() && pods[*q].pod_affinity.contains(term) && *md != Some(d));
+                    if split {
+                        err(format!("pod {} started a second {key} domain {d} for its pod affinity group", pod.key()));
+                    }
+                }
+                if !joined && !bootstrap {
                     err(format!("pod {} violates pod affinity on {key}: no matching pod in {d}", pod.key()));
                 }
             }

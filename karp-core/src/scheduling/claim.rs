@@ -195,7 +195,7 @@ impl Claim {
         let mut reqs = self.requirements.clone();
         let mut changed = reqs.add_all(&data.requirements);
         let before = reqs.clone();
-        topology.add_requirements(pod, groups, &data.strict, &mut reqs).map_err(|e| e.0)?;
+        topology.add_requirements(pod, groups, &data.strict, &mut reqs, &pool.taints).map_err(|e| e.0)?;
         changed |= before != reqs;
         if reqs.is_unsatisfiable() {
             return Err(format!("incompatible requirements, {reqs}"));
@@ -351,7 +351,7 @@ impl ExistingSlot {
         }
         self.requirements.compatible(&data.requirements, &|_| false).map_err(|e| e.to_string())?;
         let mut reqs = self.requirements.clone();
-        topology.add_requirements(pod, groups, &data.strict, &mut reqs).map_err(|e| e.0)?;
+        topology.add_requirements(pod, groups, &data.strict, &mut reqs, &self.taints).map_err(|e| e.0)?;
         if reqs.is_unsatisfiable() {
             return Err("topology".to_string());
         }

@@ -289,7 +289,11 @@ impl<'a> Scheduler<'a> {
                 let wk = |k: &str| labels::is_well_known(k) || provider_keys.contains(k);
                 let mut overhead = Resources::new();
                 for ds in &snapshot.daemonsets {
-                    if daemon_compatible(ds, &template, &p.taints, &wk) {
+                    // Like Karpenter, but also require an instance type of the pool the daemon
+                    // could run on (an arm64-only daemonset adds nothing to an amd64 pool).
+                    let strict = ds.strict_requirements();
+                    let on_some_type = p.instance_types.iter().any(|it| template.intersect(&it.requirements).compatible(&strict, &wk).is_ok());
+                    if daemon_compatible(ds, &template, &p.taints, &wk) && on_some_type {
                         overhead.add_assign(&ds.requests);
                     }
                 }

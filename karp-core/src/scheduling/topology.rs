@@ -134,6 +134,10 @@ pub(crate) struct PodGroups {
     pub owned: Vec<usize>,
     /// Inverse anti-affinity groups owned by this pod (its required anti-affinity terms).
     pub inverse_owned: Vec<usize>,
+    /// Spread and affinity groups of other pods that count this pod (so its domain gets pinned).
+    pub selected_by: Vec<usize>,
+    /// Number of groups that existed when `selected_by` was computed.
+    pub known: usize,
 }
 
 /// All topology groups of a scheduling pass.
@@ -263,7 +267,17 @@ impl Topology {
         }
         let mut per_pod = Vec::with_capacity(pending.len());
         for (idx, c) in pending {
-            per_pod.push(t.groups_for(&snapshot.pods[*idx], c));
+            let (owned, inverse) = pod_group_keys(&snapshot.pods[*idx], c, &t.namespaces);
+            let owned: Vec<usize> = owned.into_iter().map(|k| t.ensure(k)).collect();
+            let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| t.ensure(k)).collect();
+            per_pod.push(PodGroups { owned, inverse_owned, selected_by: Vec::new(), known: 0 });
+        }
+        // Now that every group exists, find the ones that count each pod.
+        for ((idx, _), g) in pending.iter().zip(per_pod.iter_mut()) {
+            g.owned.sort_unstable();
+            g.owned.dedup();
+            g.selected_by = t.selecting(&snapshot.pods[*idx], &g.owned, 0);
+            g.known = t.groups.len();
         }
         (t, per_pod)
     }
@@ -276,7 +290,19 @@ impl Topology {
         let mut owned_sorted = owned;
         owned_sorted.sort_unstable();
         owned_sorted.dedup();
-        PodGroups { owned: owned_sorted, inverse_owned }
+        let selected_by = self.selecting(pod, &owned_sorted, 0);
+        PodGroups { owned: owned_sorted, inverse_owned, selected_by, known: self.groups.len() }
+    }
+
+    /// Spread / affinity groups from index `from` on, not owned by the pod, that select it.
+    fn selecting(&self, pod: &Pod, owned: &[usize], from: usize) -> Vec<usize> {
+        (from..self.groups.len())
+            .filter(|g| owned.binary_search(g).is_err())
+            .filter(|&g| {
+                let grp = &self.groups[g];
+                matches!(grp.id.kind, GroupKind::Spread { .. } | GroupKind::Affinity) && grp.selects(pod)
+            })
+            .collect()
     }
 
     fn ensure(&mut self, key: GroupKey) -> usize {
@@ -394,6 +420,7 @@ impl Topology {
         groups: &PodGroups,
         strict: &Requirements,
         node: &mut Requirements,
+        taints: &[Taint],
     ) -> Result<(), TopologyError> {
         let inverse = self.inverse.iter().copied().filter(|&g| self.groups[g].selects(pod));
         for g in groups.owned.iter().copied().chain(inverse) {
@@ -405,7 +432,43 @@ impl Topology {
                 return Err(TopologyError(format!("{} cannot be satisfied", group.describe())));
             }
         }
+        // Pin every domain that a group counts this pod in, so counts stay exact.
+        let late = if self.groups.len() > groups.known { self.selecting(pod, &groups.owned, groups.known) } else { Vec::new() };
+        for &g in groups.owned.iter().chain(&groups.selected_by).chain(&late) {
+            self.pin(g, pod, node, taints);
+        }
         Ok(())
+    }
+
+    /// Narrow an open domain of group `g` to one value: the least loaded for spread, the most
+    /// loaded for affinity, the first free one for anti-affinity.
+    fn pin(&self, g: usize, pod: &Pod, node: &mut Requirements, taints: &[Taint]) {
+        let group = &self.groups[g];
+        let key = group.id.key.as_str();
+        if node.get(key).is_some_and(|r| r.single_value().is_some()) {
+            return;
+        }
+        if let GroupKind::Spread { filter, .. } = &group.id.kind {
+            if !filter.matches(node, taints) {
+                return;
+            }
+        }
+        if group.id.kind == GroupKind::InverseAntiAffinity || !group.selects(pod) && group.id.kind == GroupKind::AntiAffinity {
+            return;
+        }
+        let Some(table) = self.domains.get(key) else { return };
+        let mut candidates: Vec<(i32, &str)> = self
+            .possible_domains(key, node.get(key))
+            .into_iter()
+            .map(|d| (group.count(d), table.names[d as usize].as_str()))
+            .collect();
+        candidates.sort_by(|a, b| match group.id.kind {
+            GroupKind::Affinity => b.0.cmp(&a.0).then(a.1.cmp(b.1)),
+            _ => a.0.cmp(&b.0).then(a.1.cmp(b.1)),
+        });
+        if let Some((_, d)) = candidates.first() {
+            node.add(Requirement::in_values(key, [d.to_string()]));
+        }
     }
 
     fn allowed(&self, g: usize, pod: &Pod, pod_domains: Option<&Requirement>, node_domains: Option<&Requirement>) -> Requirement {
