@@ -1,1 +1,133 @@
-//! Benchmark support.
+//! Workload generators for karp's benchmarks.
+//!
+//! [`karpenter_benchmark`] reproduces the workload of Karpenter's scheduling benchmark
+//! (`pkg/controllers/provisioning/scheduling/scheduling_benchmark_test.go`): 400 synthetic instance
+//! types and a mix of plain, zonal-spread, hostname-spread, zonal self-affinity and hostname
+//! anti-affinity pods.
+//!
+//! ```
+//! let snapshot = karp_benches::karpenter_benchmark(100, 42);
+//! assert_eq!(snapshot.pods.len(), 100);
+//! assert_eq!(snapshot.node_pools[0].instance_types.len(), 400);
+//! ```
+
+use std::sync::Arc;
+
+use karp_core::cloud::{InstanceType, Offering};
+use karp_core::cluster::{ClusterSnapshot, NodePool};
+use karp_core::labels::{HOSTNAME, ZONE};
+use karp_core::pod::Pod;
+use karp_core::resources::Resources;
+use karp_core::testing::pod;
+
+/// A small deterministic generator (SplitMix64), so workloads are identical across runs.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Karpenter's `fake.InstanceTypes(n)`: type `i` has `i+1` vCPU, `2(i+1)` GiB, `10(i+1)` pods,
+/// spot offerings in zones 1–2 and on-demand in zones 1–3, priced `0.1·vCPU + 0.1·GiB`, with
+/// 100m / 10Mi overhead.
+#[must_use]
+pub fn fake_instance_types(n: usize) -> Vec<Arc<InstanceType>> {
+    (0..n)
+        .map(|i| {
+            let cpus = (i + 1) as i64;
+            let mut capacity = Resources::new();
+            capacity.cpu = cpus * 1000;
+            capacity.memory = 2 * cpus * (1 << 30);
+            capacity.pods = 10 * cpus;
+            capacity.ephemeral_storage = 100 << 30;
+            let mut overhead = Resources::new();
+            overhead.cpu = 100;
+            overhead.memory = 10 << 20;
+            let price = 0.1 * cpus as f64 + 0.1 * (2 * cpus) as f64;
+            let mut offerings = Vec::new();
+            for z in ["test-zone-1", "test-zone-2"] {
+                offerings.push(Offering::new(z, "spot", price));
+            }
+            for z in ["test-zone-1", "test-zone-2", "test-zone-3"] {
+                offerings.push(Offering::new(z, "on-demand", price));
+            }
+            Arc::new(InstanceType::new(format!("fake-it-{i}"), &Default::default(), capacity, overhead, offerings))
+        })
+        .collect()
+}
+
+const LABEL_VALUES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+const CPU_MILLIS: [&str; 5] = ["100m", "250m", "500m", "1000m", "1500m"];
+const MEMORY_MI: [&str; 6] = ["100Mi", "256Mi", "512Mi", "1024Mi", "2048Mi", "4096Mi"];
+
+/// The five-way pod mix: plain, zonal spread, hostname spread, zonal self-affinity, hostname
+/// anti-affinity (all sharing `app=nginx`), remainder plain.
+#[must_use]
+pub fn diverse_pods(count: usize, rng: &mut Rng) -> Vec<Pod> {
+    let per = count / 5;
+    let mut out = Vec::with_capacity(count);
+    let mut next = |rng: &mut Rng, kind: usize, i: usize| -> Pod {
+        let cpu = CPU_MILLIS[rng.below(CPU_MILLIS.len())];
+        let mem = MEMORY_MI[rng.below(MEMORY_MI.len())];
+        let b = pod(&format!("pod-{kind}-{i}")).cpu(cpu).memory(mem);
+        match kind {
+            1 | 2 => {
+                let key = if kind == 1 { ZONE } else { HOSTNAME };
+                let own = LABEL_VALUES[rng.below(7)];
+                let sel = LABEL_VALUES[rng.below(7)];
+                b.label("my-label", own).spread(key, 1, &[("my-label", sel)])
+            }
+            3 => {
+                let v = LABEL_VALUES[rng.below(7)];
+                b.label("my-affinity", v).affinity(ZONE, &[("my-affinity", v)])
+            }
+            4 => b.label("app", "nginx").anti_affinity(HOSTNAME, &[("app", "nginx")]),
+            _ => b.label("my-label", LABEL_VALUES[rng.below(7)]),
+        }
+        .build()
+    };
+    for kind in 0..5 {
+        for i in 0..per {
+            out.push(next(rng, kind, i));
+        }
+    }
+    for i in out.len()..count {
+        out.push(next(rng, 0, i));
+    }
+    out
+}
+
+/// The whole benchmark snapshot: one NodePool over 400 fake types, `pods` pending pods.
+#[must_use]
+pub fn karpenter_benchmark(pods: usize, seed: u64) -> ClusterSnapshot {
+    let mut rng = Rng::new(seed);
+    ClusterSnapshot {
+        node_pools: vec![NodePool::new("default", fake_instance_types(400))],
+        pods: diverse_pods(pods, &mut rng),
+        ..Default::default()
+    }
+}

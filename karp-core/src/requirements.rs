@@ -452,6 +452,25 @@ impl Requirement {
         Requirement { key: self.key.clone(), allow_absent, values, min, max, min_values }.normalized()
     }
 
+    /// Whether every label state `self` allows, `other` allows too (and `other` asks for no
+    /// larger `minValues`). Conservative: may answer `false` for some subsets with open integer
+    /// ranges, never `true` for a non-subset.
+    #[must_use]
+    pub fn is_subset_of(&self, other: &Requirement) -> bool {
+        if (self.allow_absent && !other.allow_absent) || other.min_values > self.min_values {
+            return false;
+        }
+        match (&self.values, &other.values) {
+            (ValueSet::Only(a), _) => a.iter().all(|v| other.has(v)),
+            (ValueSet::AllExcept(a), ValueSet::AllExcept(b)) => {
+                let bounds_within = other.min.is_none_or(|m| self.min.is_some_and(|s| s >= m))
+                    && other.max.is_none_or(|m| self.max.is_some_and(|s| s <= m));
+                bounds_within && b.iter().all(|v| a.contains(v) || !self.has(v))
+            }
+            (ValueSet::AllExcept(_), ValueSet::Only(_)) => false,
+        }
+    }
+
     /// Whether the intersection with `other` is non-empty, without building it.
     #[must_use]
     pub fn intersects(&self, other: &Requirement) -> bool {
@@ -730,6 +749,12 @@ impl Requirements {
         Ok(())
     }
 
+    /// Whether intersecting `other` into `self` would change `self`.
+    #[must_use]
+    pub fn is_narrowed_by(&self, other: &Requirements) -> bool {
+        other.map.values().any(|o| self.map.get(&o.key).is_none_or(|s| !s.is_subset_of(o)))
+    }
+
     /// Whether every key constrained by both sides intersects (keys on one side only are ignored).
     #[must_use]
     pub fn intersects(&self, other: &Requirements) -> bool {
@@ -921,6 +946,14 @@ mod laws {
             for s in PROBES {
                 prop_assert_eq!(i.matches(s), a.matches(s) && b.matches(s));
             }
+        }
+
+        #[test]
+        fn subset_agrees_with_intersection(a in arb_requirement(), b in arb_requirement()) {
+            if a.is_subset_of(&b) {
+                prop_assert_eq!(a.intersect(&b), a.clone());
+            }
+            prop_assert!(a.intersect(&b).is_subset_of(&a) || a.intersect(&b).min_values() > a.min_values());
         }
 
         #[test]

@@ -332,7 +332,11 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                 if bootstrap && !joined {
                     // ...but only once: other new pods of the same group must not be elsewhere
                     // unless matching pods already ran there.
-                    let split = matching.iter().any(|(q, md)| pods[*q].node_name.is_none() && pods[*q].pod_affinity.contains(term) && *md != Some(d));
+                    // Two new owners of the same term, each alone in a different domain.
+                    let alone = |q: usize, dq: Option<&str>| !matching.iter().any(|(r, mr)| *r != q && *mr == dq && dq.is_some());
+                    let split = matching.iter().any(|(q, md)| {
+                        pods[*q].node_name.is_none() && pods[*q].pod_affinity.contains(term) && *md != Some(d) && alone(*q, *md)
+                    });
                     if split {
                         err(format!("pod {} started a second {key} domain {d} for its pod affinity group", pod.key()));
                     }

@@ -1,5 +1,6 @@
 //! NodeClaims opened during a pass, and existing nodes as placement targets.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -18,6 +19,14 @@ pub(super) struct TypeCtx {
     pub it: Arc<InstanceType>,
     /// The type's requirements plus `DoesNotExist` for provider labels it does not set.
     pub full: Requirements,
+    /// Available offerings as (zone index, capacity type index, price, offering index).
+    offers: Vec<(u16, u16, f64, usize)>,
+}
+
+/// Which zones and capacity types a set of requirements allows, by pool index.
+struct OfferingMask {
+    zones: Vec<bool>,
+    capacity_types: Vec<bool>,
 }
 
 /// A NodePool prepared for the pass.
@@ -25,15 +34,20 @@ pub(super) struct PoolCtx {
     pub name: String,
     pub template: Requirements,
     pub labels: BTreeMap<String, String>,
-    pub taints: Vec<Taint>,
+    pub taints: Arc<Vec<Taint>>,
     pub daemon_overhead: Resources,
     pub types: Vec<TypeCtx>,
     provider_keys: BTreeSet<String>,
+    zones: Vec<String>,
+    capacity_types: Vec<String>,
 }
 
 impl PoolCtx {
     pub fn new(pool: &NodePool, template: Requirements, daemon_overhead: Resources, provider_keys: BTreeSet<String>) -> Self {
         let mut types = Vec::new();
+        let zones: Vec<String> = pool.instance_types.iter().flat_map(|t| t.offerings.iter().map(|o| o.zone.clone())).collect::<BTreeSet<_>>().into_iter().collect();
+        let capacity_types: Vec<String> =
+            pool.instance_types.iter().flat_map(|t| t.offerings.iter().map(|o| o.capacity_type.clone())).collect::<BTreeSet<_>>().into_iter().collect();
         for it in &pool.instance_types {
             let mut full = it.requirements.clone();
             for k in &provider_keys {
@@ -43,17 +57,39 @@ impl PoolCtx {
             }
             // Keep only types the template allows and that have an offering it allows.
             if full.intersects(&template) && it.offerings.iter().any(|o| o.available && o.compatible(&template)) {
-                types.push(TypeCtx { it: it.clone(), full });
+                let offers = it
+                    .offerings
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.available)
+                    .map(|(i, o)| {
+                        let z = zones.binary_search(&o.zone).unwrap_or(0) as u16;
+                        let c = capacity_types.binary_search(&o.capacity_type).unwrap_or(0) as u16;
+                        (z, c, o.price, i)
+                    })
+                    .collect();
+                types.push(TypeCtx { it: it.clone(), full, offers });
             }
         }
         PoolCtx {
             name: pool.name.clone(),
             template,
             labels: pool.labels.clone(),
-            taints: pool.taints.clone(),
+            taints: Arc::new(pool.taints.clone()),
             daemon_overhead,
             types,
             provider_keys,
+            zones,
+            capacity_types,
+        }
+    }
+
+    fn mask(&self, reqs: &Requirements) -> OfferingMask {
+        let z = reqs.get(labels::ZONE);
+        let c = reqs.get(labels::CAPACITY_TYPE);
+        OfferingMask {
+            zones: self.zones.iter().map(|v| z.is_none_or(|r| r.has(v))).collect(),
+            capacity_types: self.capacity_types.iter().map(|v| c.is_none_or(|r| r.has(v))).collect(),
         }
     }
 
@@ -76,7 +112,8 @@ impl PoolCtx {
 pub(super) struct Claim {
     pub pool: usize,
     pub hostname: String,
-    pub requirements: Requirements,
+    host: u32,
+    pub requirements: Arc<Requirements>,
     pub pods: Vec<usize>,
     /// Pod requests (without daemon overhead).
     pub requests: Resources,
@@ -89,36 +126,57 @@ pub(super) struct Claim {
 
 fn bounds(pool: &PoolCtx, types: &[u32]) -> (Resources, Resources) {
     let mut max = Resources::new();
-    let mut min: Option<Resources> = None;
+    let mut min = Resources::new();
+    let mut first = true;
     for &t in types {
         let a = pool.types[t as usize].it.allocatable();
-        max = max.max(a);
-        min = Some(match min {
-            None => a.clone(),
-            Some(m) => {
-                let mut r = m.clone();
-                r.cpu = r.cpu.min(a.cpu);
-                r.memory = r.memory.min(a.memory);
-                r.ephemeral_storage = r.ephemeral_storage.min(a.ephemeral_storage);
-                r.pods = r.pods.min(a.pods);
-                r.extended.retain(|k, v| {
-                    if let Some(o) = a.extended.get(k) {
-                        *v = (*v).min(*o);
-                        true
-                    } else {
-                        false
-                    }
-                });
-                r
+        if first {
+            max = a.clone();
+            min = a.clone();
+            first = false;
+            continue;
+        }
+        max.cpu = max.cpu.max(a.cpu);
+        max.memory = max.memory.max(a.memory);
+        max.ephemeral_storage = max.ephemeral_storage.max(a.ephemeral_storage);
+        max.pods = max.pods.max(a.pods);
+        min.cpu = min.cpu.min(a.cpu);
+        min.memory = min.memory.min(a.memory);
+        min.ephemeral_storage = min.ephemeral_storage.min(a.ephemeral_storage);
+        min.pods = min.pods.min(a.pods);
+        if !a.extended.is_empty() || !max.extended.is_empty() || !min.extended.is_empty() {
+            for (k, v) in &a.extended {
+                let e = max.extended.entry(k.clone()).or_insert(*v);
+                *e = (*e).max(*v);
             }
-        });
+            min.extended.retain(|k, v| match a.extended.get(k) {
+                Some(o) => {
+                    *v = (*v).min(*o);
+                    true
+                }
+                None => false,
+            });
+        }
     }
-    (max, min.unwrap_or_default())
+    (max, min)
 }
 
-/// Whether the type can be launched under `reqs`: compatible labels and an available offering.
-fn type_allowed(t: &TypeCtx, reqs: &Requirements) -> bool {
-    t.full.intersects(reqs) && t.it.offerings.iter().any(|o| o.available && o.compatible(reqs))
+/// Whether the type can be launched under `reqs`: compatible labels on the `changed` keys and an
+/// available offering in an allowed zone and capacity type.
+fn type_allowed(t: &TypeCtx, reqs: &Requirements, changed: &[&str], mask: &OfferingMask) -> bool {
+    changed.iter().all(|k| {
+        *k == labels::ZONE
+            || *k == labels::CAPACITY_TYPE
+            || match (t.full.get(k), reqs.get(k)) {
+                (Some(tr), Some(r)) => tr.intersects(r),
+                _ => true,
+            }
+    }) && t.offers.iter().any(|&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
+}
+
+/// Keys whose requirement differs between `old` and `new`.
+fn changed_keys<'a>(old: &Requirements, new: &'a Requirements) -> Vec<&'a str> {
+    new.iter().filter(|r| old.get(r.key()) != Some(*r)).map(Requirement::key).collect()
 }
 
 /// Distinct values of `key` among `types` (restricted by `req`).
@@ -150,14 +208,15 @@ fn min_values_violation(pool: &PoolCtx, types: &[u32], reqs: &Requirements) -> O
 }
 
 impl Claim {
-    pub fn new(pool_idx: usize, pool: &PoolCtx, hostname: String, types: Vec<u32>) -> Self {
+    pub fn new(pool_idx: usize, pool: &PoolCtx, hostname: String, host: u32, types: Vec<u32>) -> Self {
         let mut requirements = pool.template.clone();
         requirements.add(Requirement::in_values(labels::HOSTNAME, [hostname.clone()]));
         let (max_alloc, min_alloc) = bounds(pool, &types);
         Claim {
             pool: pool_idx,
             hostname,
-            requirements,
+            host,
+            requirements: Arc::new(requirements),
             pods: Vec::new(),
             requests: Resources::new(),
             types,
@@ -173,14 +232,14 @@ impl Claim {
     }
 
     /// Try to add the pod; on success the claim is updated (the caller records the pod index).
-    pub fn try_add(&mut self, pod: &Pod, data: &PodData, groups: &PodGroups, pool: &PoolCtx, topology: &mut Topology) -> Result<(), String> {
+    pub fn try_add(&mut self, pod: &Arc<Pod>, data: &PodData, groups: &PodGroups, pool: &PoolCtx, topology: &mut Topology) -> Result<(), String> {
         let total = self.requests.plus(&pod.requests);
         let with_daemons = total.plus(&pool.daemon_overhead);
         // Quick rejections first: they decide most attempts in large passes.
         if !with_daemons.fits_in(&self.max_alloc) && !self.pods.is_empty() {
             return Err("no remaining instance type has room".to_string());
         }
-        if topology.hostname_blocked(groups, pod, &self.hostname) {
+        if topology.hostname_blocked(groups, self.host) {
             return Err("pod anti-affinity on kubernetes.io/hostname".to_string());
         }
         if let Some(t) = first_untolerated(&pool.taints, &data.tolerations) {
@@ -192,12 +251,14 @@ impl Claim {
         self.requirements
             .compatible(&data.requirements, &|k| pool.is_well_known(k))
             .map_err(|e| format!("incompatible requirements, {e}"))?;
-        let mut reqs = self.requirements.clone();
-        let mut changed = reqs.add_all(&data.requirements);
-        let before = reqs.clone();
+        let mut reqs: Cow<'_, Requirements> = if self.requirements.is_narrowed_by(&data.requirements) {
+            Cow::Owned(self.requirements.intersect(&data.requirements))
+        } else {
+            Cow::Borrowed(&*self.requirements)
+        };
         topology.add_requirements(pod, groups, &data.strict, &mut reqs, &pool.taints).map_err(|e| e.0)?;
-        changed |= before != reqs;
-        if reqs.is_unsatisfiable() {
+        let changed = matches!(reqs, Cow::Owned(_));
+        if changed && reqs.is_unsatisfiable() {
             return Err(format!("incompatible requirements, {reqs}"));
         }
         // Instance types still able to hold everything.
@@ -205,12 +266,14 @@ impl Claim {
         let remaining: Vec<u32> = if quick_fit && !changed {
             self.types.clone()
         } else {
+            let keys = if changed { changed_keys(&self.requirements, &reqs) } else { Vec::new() };
+            let mask = pool.mask(&reqs);
             self.types
                 .iter()
                 .copied()
                 .filter(|&t| {
                     let tc = &pool.types[t as usize];
-                    (quick_fit || with_daemons.fits_in(tc.it.allocatable())) && (!changed || type_allowed(tc, &reqs))
+                    (quick_fit || with_daemons.fits_in(tc.it.allocatable())) && (!changed || type_allowed(tc, &reqs, &keys, &mask))
                 })
                 .collect()
         };
@@ -220,21 +283,25 @@ impl Claim {
         if let Some(v) = min_values_violation(pool, &remaining, &reqs) {
             return Err(v);
         }
-        topology.record(pod, groups, &reqs, &pool.taints);
+        if let Cow::Owned(r) = reqs {
+            self.requirements = Arc::new(r);
+        }
+        topology.record(pod, groups, &self.requirements, &pool.taints);
         if remaining.len() != self.types.len() {
             let (max_alloc, min_alloc) = bounds(pool, &remaining);
             self.max_alloc = max_alloc;
             self.min_alloc = min_alloc;
         }
         self.types = remaining;
-        self.requirements = reqs;
         self.requests = total;
         self.host_ports.extend(pod.host_ports.iter().cloned());
         Ok(())
     }
 
     fn explain_no_type(&self, pool: &PoolCtx, reqs: &Requirements, pod_requests: &Resources, total: &Resources) -> String {
-        let by_reqs = self.types.iter().filter(|&&t| type_allowed(&pool.types[t as usize], reqs)).count();
+        let keys: Vec<&str> = reqs.keys().collect();
+        let mask = pool.mask(reqs);
+        let by_reqs = self.types.iter().filter(|&&t| type_allowed(&pool.types[t as usize], reqs, &keys, &mask)).count();
         let by_res = self.types.iter().filter(|&&t| total.fits_in(pool.types[t as usize].it.allocatable())).count();
         let overhead = if pool.daemon_overhead.is_zero() {
             String::new()
@@ -263,13 +330,19 @@ impl Claim {
 
     /// Order the options by price, truncate, and describe the NodeClaim.
     pub fn finalize(&self, pool: &PoolCtx, max_types: usize) -> Result<NewNodeClaim, String> {
-        let mut reqs = self.requirements.clone();
+        let mut reqs = (*self.requirements).clone();
+        let mask = pool.mask(&reqs);
         let mut options: Vec<(f64, &Arc<InstanceType>, u32)> = self
             .types
             .iter()
             .filter_map(|&t| {
-                let it = &pool.types[t as usize].it;
-                it.cheapest_offering(&reqs).map(|o| (o.price, it, t))
+                let tc = &pool.types[t as usize];
+                tc.offers
+                    .iter()
+                    .filter(|&&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
+                    .map(|&(_, _, p, _)| p)
+                    .min_by(f64::total_cmp)
+                    .map(|p| (p, &tc.it, t))
             })
             .collect();
         options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
@@ -303,7 +376,7 @@ impl Claim {
             requests: self.requests.plus(&pool.daemon_overhead),
             daemon_overhead: pool.daemon_overhead.clone(),
             labels: pool.labels.clone(),
-            taints: pool.taints.clone(),
+            taints: pool.taints.to_vec(),
             cheapest: ChosenOffering {
                 instance_type: first.name.clone(),
                 zone: o.zone,
@@ -318,8 +391,9 @@ impl Claim {
 pub(super) struct ExistingSlot {
     pub name: String,
     hostname: String,
-    requirements: Requirements,
-    taints: Vec<Taint>,
+    host: u32,
+    requirements: Arc<Requirements>,
+    taints: Arc<Vec<Taint>>,
     available: Resources,
     host_ports: Vec<HostPort>,
 }
@@ -329,18 +403,24 @@ impl ExistingSlot {
         ExistingSlot {
             name: node.name.clone(),
             hostname: node.labels.get(labels::HOSTNAME).cloned().unwrap_or_else(|| node.name.clone()),
-            requirements: Requirements::from_labels(&node.labels),
-            taints: node.taints.clone(),
+            host: u32::MAX,
+            requirements: Arc::new(Requirements::from_labels(&node.labels)),
+            taints: Arc::new(node.taints.clone()),
             available: node.allocatable.minus(used),
             host_ports,
         }
     }
 
-    pub fn try_add(&mut self, pod: &Pod, data: &PodData, groups: &PodGroups, topology: &mut Topology) -> Result<(), String> {
+    /// Look up the node's hostname domain (after the topology is built).
+    pub fn bind(&mut self, topology: &mut Topology) {
+        self.host = topology.hostname_id(&self.hostname);
+    }
+
+    pub fn try_add(&mut self, pod: &Arc<Pod>, data: &PodData, groups: &PodGroups, topology: &mut Topology) -> Result<(), String> {
         if !pod.requests.fits_in(&self.available) {
             return Err(format!("not enough resources on node {}", self.name));
         }
-        if topology.hostname_blocked(groups, pod, &self.hostname) {
+        if topology.hostname_blocked(groups, self.host) {
             return Err("pod anti-affinity on kubernetes.io/hostname".to_string());
         }
         if let Some(t) = first_untolerated(&self.taints, &data.tolerations) {
@@ -350,7 +430,7 @@ impl ExistingSlot {
             return Err("host port conflict".to_string());
         }
         self.requirements.compatible(&data.requirements, &|_| false).map_err(|e| e.to_string())?;
-        let mut reqs = self.requirements.clone();
+        let mut reqs: Cow<'_, Requirements> = Cow::Borrowed(&*self.requirements);
         topology.add_requirements(pod, groups, &data.strict, &mut reqs, &self.taints).map_err(|e| e.0)?;
         if reqs.is_unsatisfiable() {
             return Err("topology".to_string());

@@ -172,6 +172,8 @@ impl SchedulingResults {
 struct PodState {
     idx: usize,
     pod: Pod,
+    /// The snapshot pod (labels and namespace are what topology records).
+    orig: Arc<Pod>,
     tolerate_prefer_no_schedule: bool,
     groups: PodGroups,
     data: PodData,
@@ -357,6 +359,7 @@ impl<'a> Scheduler<'a> {
                 }
                 PodState {
                     idx,
+                    orig: Arc::new(self.snapshot.pods[idx].clone()),
                     pod,
                     tolerate_prefer_no_schedule: false,
                     groups: PodGroups::default(),
@@ -368,6 +371,9 @@ impl<'a> Scheduler<'a> {
             states.iter().map(|s| (s.idx, s.constraints(self.respect))).collect();
         let (topology, groups) = Topology::new(self.snapshot, &constraints);
         self.topology = topology;
+        for slot in &mut self.existing {
+            slot.bind(&mut self.topology);
+        }
         for (s, g) in states.iter_mut().zip(groups) {
             s.groups = g;
             s.compute(self.respect);
@@ -415,10 +421,9 @@ impl<'a> Scheduler<'a> {
     }
 
     fn add(&mut self, st: &PodState, existing_pods: &mut [Vec<usize>]) -> Result<(), String> {
-        let pod = &st.pod;
         for (i, slot) in self.existing.iter_mut().enumerate() {
             self.stats.attempts += 1;
-            if slot.try_add(pod, &st.data, &st.groups, &mut self.topology).is_ok() {
+            if slot.try_add(&st.orig, &st.data, &st.groups, &mut self.topology).is_ok() {
                 existing_pods[i].push(st.idx);
                 return Ok(());
             }
@@ -430,7 +435,7 @@ impl<'a> Scheduler<'a> {
                 self.stats.attempts += 1;
                 let claim = &mut self.claims[c];
                 let pool = &self.pools[claim.pool];
-                if claim.try_add(pod, &st.data, &st.groups, pool, &mut self.topology).is_ok() {
+                if claim.try_add(&st.orig, &st.data, &st.groups, pool, &mut self.topology).is_ok() {
                     chosen = Some(c);
                     break 'outer;
                 }
@@ -470,9 +475,9 @@ impl<'a> Scheduler<'a> {
                 continue;
             }
             let hostname = format!("{}-{}", pool.name, self.claims.len());
-            self.topology.register_hostname(&hostname);
-            let mut claim = Claim::new(p, pool, hostname, types);
-            match claim.try_add(pod, &st.data, &st.groups, pool, &mut self.topology) {
+            let host = self.topology.register_hostname(&hostname);
+            let mut claim = Claim::new(p, pool, hostname, host, types);
+            match claim.try_add(&st.orig, &st.data, &st.groups, pool, &mut self.topology) {
                 Ok(()) => {
                     // Track the largest option against the pool's limits.
                     let max_cap = claim.max_capacity(pool);

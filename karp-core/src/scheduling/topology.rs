@@ -6,7 +6,9 @@
 //! pod might land in. Inverse anti-affinity groups keep pods out of the domains of pods whose
 //! required anti-affinity selects them (symmetry).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
@@ -136,8 +138,22 @@ pub(crate) struct PodGroups {
     pub inverse_owned: Vec<usize>,
     /// Spread and affinity groups of other pods that count this pod (so its domain gets pinned).
     pub selected_by: Vec<usize>,
-    /// Number of groups that existed when `selected_by` was computed.
+    /// Inverse anti-affinity groups (of other pods) that select this pod.
+    pub inverse_selecting: Vec<usize>,
+    /// Non-inverse groups that count this pod when it is placed.
+    pub counted_in: Vec<usize>,
+    /// Groups that forbid hostnames where they have a count (quick rejection).
+    pub hostname_blockers: Vec<usize>,
+    /// Number of groups that existed when the lists above were computed.
     pub known: usize,
+}
+
+/// A pod placed so far, kept for counting groups created later.
+#[derive(Debug, Clone)]
+struct Placed {
+    pod: Arc<Pod>,
+    reqs: Arc<Requirements>,
+    taints: Arc<Vec<Taint>>,
 }
 
 /// All topology groups of a scheduling pass.
@@ -146,11 +162,10 @@ pub(crate) struct Topology {
     groups: Vec<Group>,
     index: BTreeMap<GroupKey, usize>,
     domains: BTreeMap<String, Domains>,
-    /// Inverse groups (indices), checked against every pod.
+    /// Inverse groups (indices).
     inverse: Vec<usize>,
-    /// Pods placed so far (existing bound pods and this pass): pod labels/ns, node requirements,
-    /// node taints. Needed to count groups created late (after a relaxation).
-    placed: Vec<(Pod, Requirements, Vec<Taint>)>,
+    /// Pods placed so far (bound pods and this pass).
+    placed: Vec<Placed>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -229,7 +244,6 @@ impl Topology {
     /// groups of every pending pod; counts of bound pods.
     pub fn new(snapshot: &ClusterSnapshot, pending: &[(usize, PodConstraints)]) -> (Self, Vec<PodGroups>) {
         let mut t = Topology { namespaces: snapshot.namespaces.clone(), ..Default::default() };
-        // Bound pods, placed on their nodes.
         let nodes: BTreeMap<&str, &crate::cluster::Node> = snapshot.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         for n in &snapshot.nodes {
             for (k, v) in &n.labels {
@@ -251,18 +265,24 @@ impl Topology {
                 }
             }
         }
+        // Bound pods, placed on their nodes.
+        let mut node_reqs: BTreeMap<&str, (Arc<Requirements>, Arc<Vec<Taint>>)> = BTreeMap::new();
         for p in &snapshot.pods {
             if let Some(node) = p.node_name.as_deref().and_then(|n| nodes.get(n)) {
-                t.placed.push((p.clone(), Requirements::from_labels(&node.labels), node.taints.clone()));
+                let (reqs, taints) = node_reqs
+                    .entry(node.name.as_str())
+                    .or_insert_with(|| (Arc::new(Requirements::from_labels(&node.labels)), Arc::new(node.taints.clone())))
+                    .clone();
+                t.placed.push(Placed { pod: Arc::new(p.clone()), reqs, taints });
             }
         }
         // Inverse groups of bound pods with required anti-affinity.
         for i in 0..t.placed.len() {
-            let (pod, reqs, _) = t.placed[i].clone();
-            let (_, inverse) = pod_group_keys(&pod, &PodConstraints::default(), &t.namespaces);
+            let placed = t.placed[i].clone();
+            let (_, inverse) = pod_group_keys(&placed.pod, &PodConstraints::default(), &t.namespaces);
             for key in inverse {
                 let g = t.ensure(key);
-                t.record_possible(g, &reqs);
+                t.record_possible(g, &placed.reqs);
             }
         }
         let mut per_pod = Vec::with_capacity(pending.len());
@@ -270,16 +290,32 @@ impl Topology {
             let (owned, inverse) = pod_group_keys(&snapshot.pods[*idx], c, &t.namespaces);
             let owned: Vec<usize> = owned.into_iter().map(|k| t.ensure(k)).collect();
             let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| t.ensure(k)).collect();
-            per_pod.push(PodGroups { owned, inverse_owned, selected_by: Vec::new(), known: 0 });
+            per_pod.push(PodGroups { owned, inverse_owned, ..Default::default() });
         }
-        // Now that every group exists, find the ones that count each pod.
+        // Now that every group exists, find the ones that count or constrain each pod.
         for ((idx, _), g) in pending.iter().zip(per_pod.iter_mut()) {
-            g.owned.sort_unstable();
-            g.owned.dedup();
-            g.selected_by = t.selecting(&snapshot.pods[*idx], &g.owned, 0);
-            g.known = t.groups.len();
+            t.index_pod(&snapshot.pods[*idx], g);
         }
         (t, per_pod)
+    }
+
+    fn index_pod(&self, pod: &Pod, g: &mut PodGroups) {
+        g.owned.sort_unstable();
+        g.owned.dedup();
+        g.selected_by = self.selecting(pod, &g.owned, 0);
+        g.inverse_selecting = self.inverse.iter().copied().filter(|&i| self.groups[i].selects(pod)).collect();
+        g.counted_in = (0..self.groups.len())
+            .filter(|&i| self.groups[i].id.kind != GroupKind::InverseAntiAffinity && self.groups[i].selects(pod))
+            .collect();
+        g.hostname_blockers = g
+            .owned
+            .iter()
+            .copied()
+            .filter(|&i| self.groups[i].id.kind == GroupKind::AntiAffinity)
+            .chain(g.inverse_selecting.iter().copied())
+            .filter(|&i| self.groups[i].id.key == labels::HOSTNAME)
+            .collect();
+        g.known = self.groups.len();
     }
 
     /// The groups a pod owns under its current constraints (creating and counting new ones).
@@ -287,11 +323,9 @@ impl Topology {
         let (owned, inverse) = pod_group_keys(pod, c, &self.namespaces);
         let owned: Vec<usize> = owned.into_iter().map(|k| self.ensure(k)).collect();
         let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| self.ensure(k)).collect();
-        let mut owned_sorted = owned;
-        owned_sorted.sort_unstable();
-        owned_sorted.dedup();
-        let selected_by = self.selecting(pod, &owned_sorted, 0);
-        PodGroups { owned: owned_sorted, inverse_owned, selected_by, known: self.groups.len() }
+        let mut g = PodGroups { owned, inverse_owned, ..Default::default() };
+        self.index_pod(pod, &mut g);
+        g
     }
 
     /// Spread / affinity groups from index `from` on, not owned by the pod, that select it.
@@ -319,17 +353,22 @@ impl Topology {
         } else {
             // Count every pod placed so far.
             let placed = std::mem::take(&mut self.placed);
-            for (pod, reqs, taints) in &placed {
-                self.count_into(id, pod, reqs, taints);
+            for p in &placed {
+                self.count_into(id, &p.pod, &p.reqs, &p.taints);
             }
             self.placed = placed;
         }
         id
     }
 
-    /// Register a new hostname (a NodeClaim opened in this pass).
-    pub fn register_hostname(&mut self, hostname: &str) {
-        self.domains.entry(labels::HOSTNAME.to_string()).or_default().intern(hostname);
+    /// Register a new hostname (a NodeClaim opened in this pass); returns its domain id.
+    pub fn register_hostname(&mut self, hostname: &str) -> u32 {
+        self.domains.entry(labels::HOSTNAME.to_string()).or_default().intern(hostname)
+    }
+
+    /// The domain id of a hostname, registering it if new.
+    pub fn hostname_id(&mut self, hostname: &str) -> u32 {
+        self.register_hostname(hostname)
     }
 
     fn domain_id(&self, key: &str, name: &str) -> Option<u32> {
@@ -374,19 +413,23 @@ impl Topology {
     fn record_single(&mut self, g: usize, reqs: &Requirements) {
         let key = &self.groups[g].id.key;
         if let Some(v) = reqs.get(key).and_then(Requirement::single_value) {
-            if let Some(d) = self.domain_id(key, v) {
-                self.groups[g].record(d);
-            } else {
-                let key = key.clone();
-                let d = self.domains.entry(key).or_default().intern(v);
-                self.groups[g].record(d);
-            }
+            let d = match self.domain_id(key, v) {
+                Some(d) => d,
+                None => {
+                    let key = key.clone();
+                    self.domains.entry(key).or_default().intern(v)
+                }
+            };
+            self.groups[g].record(d);
         }
     }
 
     /// Record a pod placed on a node with `reqs` (and `taints`).
-    pub fn record(&mut self, pod: &Pod, groups: &PodGroups, reqs: &Requirements, taints: &[Taint]) {
-        for g in 0..self.groups.len() {
+    pub fn record(&mut self, pod: &Arc<Pod>, groups: &PodGroups, reqs: &Arc<Requirements>, taints: &Arc<Vec<Taint>>) {
+        for &g in &groups.counted_in {
+            self.count_into(g, pod, reqs, taints);
+        }
+        for g in groups.known..self.groups.len() {
             if self.groups[g].id.kind != GroupKind::InverseAntiAffinity {
                 self.count_into(g, pod, reqs, taints);
             }
@@ -394,24 +437,17 @@ impl Topology {
         for &g in &groups.inverse_owned {
             self.record_possible(g, reqs);
         }
-        self.placed.push((pod.clone(), reqs.clone(), taints.to_vec()));
+        self.placed.push(Placed { pod: pod.clone(), reqs: reqs.clone(), taints: taints.clone() });
     }
 
-    /// Quick check used before the full computation: whether a pod owning anti-affinity groups
-    /// on the hostname key is already excluded from `hostname`.
-    pub fn hostname_blocked(&self, groups: &PodGroups, pod: &Pod, hostname: &str) -> bool {
-        let Some(d) = self.domain_id(labels::HOSTNAME, hostname) else { return false };
-        groups.owned.iter().any(|&g| {
-            let grp = &self.groups[g];
-            grp.id.kind == GroupKind::AntiAffinity && grp.id.key == labels::HOSTNAME && grp.count(d) > 0
-        }) || self.inverse.iter().any(|&g| {
-            let grp = &self.groups[g];
-            grp.id.key == labels::HOSTNAME && grp.count(d) > 0 && grp.selects(pod)
-        })
+    /// Quick check before the full computation: whether a hostname anti-affinity (own or of
+    /// other pods) already excludes the pod from hostname domain `host`.
+    pub fn hostname_blocked(&self, groups: &PodGroups, host: u32) -> bool {
+        groups.hostname_blockers.iter().any(|&g| self.groups[g].count(host) > 0)
     }
 
     /// Narrow `node` (a node's or NodeClaim's requirements, already intersected with the pod's)
-    /// by every group the pod takes part in.
+    /// by every group the pod takes part in; clones `node` only when something narrows.
     ///
     /// `strict` are the pod's strict requirements (the domains it may use for counting).
     pub fn add_requirements(
@@ -419,15 +455,25 @@ impl Topology {
         pod: &Pod,
         groups: &PodGroups,
         strict: &Requirements,
-        node: &mut Requirements,
+        node: &mut Cow<'_, Requirements>,
         taints: &[Taint],
     ) -> Result<(), TopologyError> {
-        let inverse = self.inverse.iter().copied().filter(|&g| self.groups[g].selects(pod));
-        for g in groups.owned.iter().copied().chain(inverse) {
+        for &g in groups.owned.iter().chain(&groups.inverse_selecting) {
             let group = &self.groups[g];
             let key = group.id.key.as_str();
-            let allowed = self.allowed(g, pod, strict.get(key), node.get(key));
-            node.add(allowed);
+            let pod_domains = strict.get(key);
+            let allowed = match node.get(key).and_then(Requirement::single_value) {
+                Some(v) => match self.pinned_allowed(g, pod, pod_domains, v) {
+                    Some(true) => continue,
+                    Some(false) => return Err(TopologyError(format!("{} cannot be satisfied", group.describe()))),
+                    None => self.allowed(g, pod, pod_domains, node.get(key)),
+                },
+                None => self.allowed(g, pod, pod_domains, node.get(key)),
+            };
+            if node.get(key).is_some_and(|r| r.is_subset_of(&allowed)) {
+                continue;
+            }
+            node.to_mut().add(allowed);
             if node.get(key).is_some_and(Requirement::is_empty) {
                 return Err(TopologyError(format!("{} cannot be satisfied", group.describe())));
             }
@@ -442,7 +488,7 @@ impl Topology {
 
     /// Narrow an open domain of group `g` to one value: the least loaded for spread, the most
     /// loaded for affinity, the first free one for anti-affinity.
-    fn pin(&self, g: usize, pod: &Pod, node: &mut Requirements, taints: &[Taint]) {
+    fn pin(&self, g: usize, pod: &Pod, node: &mut Cow<'_, Requirements>, taints: &[Taint]) {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
         if node.get(key).is_some_and(|r| r.single_value().is_some()) {
@@ -467,8 +513,50 @@ impl Topology {
             _ => a.0.cmp(&b.0).then(a.1.cmp(b.1)),
         });
         if let Some((_, d)) = candidates.first() {
-            node.add(Requirement::in_values(key, [d.to_string()]));
+            node.to_mut().add(Requirement::in_values(key, [d.to_string()]));
         }
+    }
+    /// Fast path for a node pinned to domain `v`: whether the group allows it (`None` when the
+    /// domain is unknown and the general computation must decide).
+    fn pinned_allowed(&self, g: usize, pod: &Pod, pod_domains: Option<&Requirement>, v: &str) -> Option<bool> {
+        let group = &self.groups[g];
+        let key = group.id.key.as_str();
+        let table = self.domains.get(key)?;
+        let d = *table.ids.get(v)?;
+        if !pod_domains.is_none_or(|r| r.has(v)) {
+            return Some(false);
+        }
+        Some(match &group.id.kind {
+            GroupKind::Spread { max_skew, min_domains, .. } => {
+                let min = if key == labels::HOSTNAME {
+                    0
+                } else {
+                    let mut min = i32::MAX;
+                    let mut eligible = 0;
+                    for (n, &dd) in &table.ids {
+                        if pod_domains.is_none_or(|r| r.has(n)) {
+                            eligible += 1;
+                            min = min.min(group.count(dd));
+                        }
+                    }
+                    if eligible == 0 || min_domains.is_some_and(|m| eligible < m) {
+                        0
+                    } else {
+                        min
+                    }
+                };
+                group.count(d) + i32::from(group.selects(pod)) - min <= *max_skew
+            }
+            GroupKind::Affinity => {
+                if group.count(d) > 0 {
+                    true
+                } else {
+                    let elsewhere = group.nonzero.iter().any(|&o| pod_domains.is_none_or(|r| r.has(&table.names[o as usize])));
+                    !elsewhere && group.selects(pod)
+                }
+            }
+            GroupKind::AntiAffinity | GroupKind::InverseAntiAffinity => group.count(d) == 0,
+        })
     }
 
     fn allowed(&self, g: usize, pod: &Pod, pod_domains: Option<&Requirement>, node_domains: Option<&Requirement>) -> Requirement {

@@ -1,0 +1,15 @@
+//! # karp-operator
+//!
+//! The `karp` binary's library: the command line ([`cli`]) and `karp plan`, which reads Kubernetes
+//! manifests ([`manifests`]), converts them once into karp-core's snapshot ([`convert`]), runs the
+//! scheduler and prints the plan ([`plan`]).
+//!
+//! Entry points for programs and fuzz targets: [`plan::plan_paths`] (files and folders) and
+//! [`plan::plan_documents`] (raw manifest text). Neither panics on any input; bad input is a
+//! [`plan::PlanError`] naming the file, the object and the field.
+
+pub mod cli;
+pub mod convert;
+pub mod manifests;
+pub mod nodepool;
+pub mod plan;

@@ -1,0 +1,219 @@
+//! Serde types for `karpenter.sh/v1` `NodePool`, with Karpenter's field names.
+//!
+//! Unknown fields are ignored; fields of the wrong type are deserialization errors. Scalars that
+//! Kubernetes stores as strings (requirement values, limits, durations) also accept plain YAML
+//! numbers, as people write them. The pre-v1 field `spec.disruption.expireAfter` is read and
+//! honoured by [`NodePoolSpec::expire_after`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A string that may be written as a YAML / JSON number or boolean too (`"4"`, `4`, `1.5`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct FlexString(pub String);
+
+impl<'de> Deserialize<'de> for FlexString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            N(serde_json::Number),
+            B(bool),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::S(s)) => Ok(FlexString(s)),
+            Ok(Raw::N(n)) => Ok(FlexString(n.to_string())),
+            Ok(Raw::B(b)) => Ok(FlexString(b.to_string())),
+            Err(_) => Err(serde::de::Error::custom("expected a string or a number")),
+        }
+    }
+}
+
+/// A `NodePool` object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePool {
+    /// `karpenter.sh/v1`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `NodePool`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Metadata (a namespace, as Helm may render it, is ignored: NodePools are cluster-scoped).
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: NodePoolSpec,
+}
+
+/// `spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolSpec {
+    /// `spec.template`: what every node of the pool looks like.
+    #[serde(default)]
+    pub template: NodeClaimTemplate,
+    /// `spec.disruption`.
+    #[serde(default)]
+    pub disruption: Option<Disruption>,
+    /// `spec.limits`: resource name (or `nodes`) to quantity.
+    #[serde(default)]
+    pub limits: BTreeMap<String, FlexString>,
+    /// `spec.weight` (1..=100; higher is tried first).
+    #[serde(default)]
+    pub weight: Option<i32>,
+}
+
+impl NodePoolSpec {
+    /// `spec.template.spec.expireAfter`, else the pre-v1 `spec.disruption.expireAfter`.
+    #[must_use]
+    pub fn expire_after(&self) -> Option<&str> {
+        self.template
+            .spec
+            .expire_after
+            .as_ref()
+            .or_else(|| {
+                self.disruption
+                    .as_ref()
+                    .and_then(|d| d.expire_after.as_ref())
+            })
+            .map(|s| s.0.as_str())
+    }
+}
+
+/// `spec.template`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClaimTemplate {
+    /// `spec.template.metadata`.
+    #[serde(default)]
+    pub metadata: TemplateMetadata,
+    /// `spec.template.spec`.
+    #[serde(default)]
+    pub spec: NodeClaimTemplateSpec,
+}
+
+/// `spec.template.metadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Labels every node gets.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations every node gets.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `spec.template.spec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClaimTemplateSpec {
+    /// Requirements on instance types and labels.
+    #[serde(default)]
+    pub requirements: Vec<NodeSelectorRequirementWithMinValues>,
+    /// Taints every node gets.
+    #[serde(default)]
+    pub taints: Vec<TaintSpec>,
+    /// Taints present only while the node starts.
+    #[serde(default)]
+    pub startup_taints: Vec<TaintSpec>,
+    /// The node class (`EC2NodeClass`).
+    #[serde(default)]
+    pub node_class_ref: Option<NodeClassReference>,
+    /// Node lifetime (`720h`, `Never`).
+    #[serde(default)]
+    pub expire_after: Option<FlexString>,
+    /// How long a draining node may take.
+    #[serde(default)]
+    pub termination_grace_period: Option<FlexString>,
+}
+
+/// A requirement with Karpenter's `minValues`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorRequirementWithMinValues {
+    /// Label key.
+    #[serde(default)]
+    pub key: String,
+    /// Operator (In, NotIn, Exists, DoesNotExist, Gt, Lt, Gte, Lte).
+    #[serde(default)]
+    pub operator: String,
+    /// Values.
+    #[serde(default)]
+    pub values: Vec<FlexString>,
+    /// The least number of distinct values the launch must keep.
+    #[serde(default)]
+    pub min_values: Option<i64>,
+}
+
+/// A taint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaintSpec {
+    /// Key.
+    #[serde(default)]
+    pub key: String,
+    /// Value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    #[serde(default)]
+    pub effect: String,
+}
+
+/// `spec.template.spec.nodeClassRef`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClassReference {
+    /// `karpenter.k8s.aws`.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// `EC2NodeClass`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The node class name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `spec.disruption`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disruption {
+    /// `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    #[serde(default)]
+    pub consolidation_policy: Option<String>,
+    /// Delay before consolidating (`1m`, `Never`).
+    #[serde(default)]
+    pub consolidate_after: Option<FlexString>,
+    /// Disruption budgets.
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
+    /// The pre-v1 location of `spec.template.spec.expireAfter` (honoured, with a warning).
+    #[serde(default)]
+    pub expire_after: Option<FlexString>,
+}
+
+/// One disruption budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Node count or percentage (`10%`, `0`).
+    #[serde(default)]
+    pub nodes: Option<FlexString>,
+    /// Cron schedule when the budget is active.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// How long it is active after each schedule hit.
+    #[serde(default)]
+    pub duration: Option<FlexString>,
+    /// Disruption reasons it applies to (`Empty`, `Drifted`, `Underutilized`).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
