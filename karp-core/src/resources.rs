@@ -513,6 +513,16 @@ impl Resources {
             && self.extended.iter().all(|(k, v)| *v <= 0 || capacity.extended.get(k).is_some_and(|c| v <= c))
     }
 
+    /// Whether `self + other` fits in `capacity`, without allocating.
+    #[must_use]
+    pub fn sum_fits_in(&self, other: &Resources, capacity: &Resources) -> bool {
+        self.cpu.saturating_add(other.cpu) <= capacity.cpu
+            && self.memory.saturating_add(other.memory) <= capacity.memory
+            && self.ephemeral_storage.saturating_add(other.ephemeral_storage) <= capacity.ephemeral_storage
+            && self.pods.saturating_add(other.pods) <= capacity.pods
+            && (self.extended.is_empty() && other.extended.is_empty() || self.plus(other).fits_in(capacity))
+    }
+
     /// The names of resources in `self` that exceed `capacity`.
     #[must_use]
     pub fn exceeding(&self, capacity: &Resources) -> Vec<String> {

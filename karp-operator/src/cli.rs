@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::plan::{plan_paths, render_table, PlanError, Solver};
+use crate::plan::{plan_paths, render_table, Solver};
 
 /// karp: a Kubernetes node autoscaler API-compatible with Karpenter v1.
 #[derive(Debug, Parser)]
@@ -82,9 +82,6 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
     let plan = match result {
         Ok(p) => p,
         Err(e) => {
-            if let PlanError::Load(_) | PlanError::Convert(_) = &e {
-                // Warnings gathered before the error are lost; the error is what matters.
-            }
             eprintln!("error: {}", report(&e));
             return ExitCode::from(e.exit_code());
         }

@@ -117,6 +117,8 @@ pub(super) struct Claim {
     pub pods: Vec<usize>,
     /// Pod requests (without daemon overhead).
     pub requests: Resources,
+    /// Pod requests plus daemon overhead.
+    with_daemons: Resources,
     pub types: Vec<u32>,
     /// Component-wise max / min allocatable over `types` (quick accept / reject).
     max_alloc: Resources,
@@ -219,6 +221,7 @@ impl Claim {
             requirements: Arc::new(requirements),
             pods: Vec::new(),
             requests: Resources::new(),
+            with_daemons: pool.daemon_overhead.clone(),
             types,
             max_alloc,
             min_alloc,
@@ -233,10 +236,8 @@ impl Claim {
 
     /// Try to add the pod; on success the claim is updated (the caller records the pod index).
     pub fn try_add(&mut self, pod: &Arc<Pod>, data: &PodData, groups: &PodGroups, pool: &PoolCtx, topology: &mut Topology) -> Result<(), String> {
-        let total = self.requests.plus(&pod.requests);
-        let with_daemons = total.plus(&pool.daemon_overhead);
         // Quick rejections first: they decide most attempts in large passes.
-        if !with_daemons.fits_in(&self.max_alloc) && !self.pods.is_empty() {
+        if !self.pods.is_empty() && !self.with_daemons.sum_fits_in(&pod.requests, &self.max_alloc) {
             return Err("no remaining instance type has room".to_string());
         }
         if topology.hostname_blocked(groups, self.host) {
@@ -261,6 +262,8 @@ impl Claim {
         if changed && reqs.is_unsatisfiable() {
             return Err(format!("incompatible requirements, {reqs}"));
         }
+        let total = self.requests.plus(&pod.requests);
+        let with_daemons = total.plus(&pool.daemon_overhead);
         // Instance types still able to hold everything.
         let quick_fit = with_daemons.fits_in(&self.min_alloc);
         let remaining: Vec<u32> = if quick_fit && !changed {
@@ -294,6 +297,7 @@ impl Claim {
         }
         self.types = remaining;
         self.requests = total;
+        self.with_daemons = with_daemons;
         self.host_ports.extend(pod.host_ports.iter().cloned());
         Ok(())
     }
@@ -356,9 +360,11 @@ impl Claim {
             return Err("no instance type with an available offering remains".to_string());
         };
         // Capacity types actually offered by the options.
-        let offered: BTreeSet<String> = types
+        let offered: BTreeSet<String> = kept
             .iter()
-            .flat_map(|t| t.offerings.iter().filter(|o| o.available && o.compatible(&reqs)).map(|o| o.capacity_type.clone()))
+            .flat_map(|&t| pool.types[t as usize].offers.iter())
+            .filter(|&&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
+            .map(|&(_, c, _, _)| pool.capacity_types[c as usize].clone())
             .collect();
         reqs.add(Requirement::in_values(labels::CAPACITY_TYPE, offered));
         reqs.add(instance_type_requirement(&types));

@@ -148,6 +148,17 @@ pub(crate) struct PodGroups {
     pub known: usize,
 }
 
+impl PodGroups {
+    /// Whether group `g` selects the pod (from the precomputed lists; `None` for groups created
+    /// after they were computed).
+    fn selects(&self, g: usize) -> Option<bool> {
+        if g >= self.known {
+            return None;
+        }
+        Some(self.counted_in.binary_search(&g).is_ok() || self.inverse_selecting.binary_search(&g).is_ok())
+    }
+}
+
 /// A pod placed so far, kept for counting groups created later.
 #[derive(Debug, Clone)]
 struct Placed {
@@ -328,6 +339,10 @@ impl Topology {
         g
     }
 
+    fn selects(&self, g: usize, pod: &Pod, groups: &PodGroups) -> bool {
+        groups.selects(g).unwrap_or_else(|| self.groups[g].selects(pod))
+    }
+
     /// Spread / affinity groups from index `from` on, not owned by the pod, that select it.
     fn selecting(&self, pod: &Pod, owned: &[usize], from: usize) -> Vec<usize> {
         (from..self.groups.len())
@@ -463,12 +478,12 @@ impl Topology {
             let key = group.id.key.as_str();
             let pod_domains = strict.get(key);
             let allowed = match node.get(key).and_then(Requirement::single_value) {
-                Some(v) => match self.pinned_allowed(g, pod, pod_domains, v) {
+                Some(v) => match self.pinned_allowed(g, pod, groups, pod_domains, v) {
                     Some(true) => continue,
                     Some(false) => return Err(TopologyError(format!("{} cannot be satisfied", group.describe()))),
-                    None => self.allowed(g, pod, pod_domains, node.get(key)),
+                    None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
                 },
-                None => self.allowed(g, pod, pod_domains, node.get(key)),
+                None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
             };
             if node.get(key).is_some_and(|r| r.is_subset_of(&allowed)) {
                 continue;
@@ -481,14 +496,14 @@ impl Topology {
         // Pin every domain that a group counts this pod in, so counts stay exact.
         let late = if self.groups.len() > groups.known { self.selecting(pod, &groups.owned, groups.known) } else { Vec::new() };
         for &g in groups.owned.iter().chain(&groups.selected_by).chain(&late) {
-            self.pin(g, pod, node, taints);
+            self.pin(g, pod, groups, node, taints);
         }
         Ok(())
     }
 
     /// Narrow an open domain of group `g` to one value: the least loaded for spread, the most
     /// loaded for affinity, the first free one for anti-affinity.
-    fn pin(&self, g: usize, pod: &Pod, node: &mut Cow<'_, Requirements>, taints: &[Taint]) {
+    fn pin(&self, g: usize, pod: &Pod, groups: &PodGroups, node: &mut Cow<'_, Requirements>, taints: &[Taint]) {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
         if node.get(key).is_some_and(|r| r.single_value().is_some()) {
@@ -499,7 +514,7 @@ impl Topology {
                 return;
             }
         }
-        if group.id.kind == GroupKind::InverseAntiAffinity || !group.selects(pod) && group.id.kind == GroupKind::AntiAffinity {
+        if group.id.kind == GroupKind::InverseAntiAffinity || !self.selects(g, pod, groups) && group.id.kind == GroupKind::AntiAffinity {
             return;
         }
         let Some(table) = self.domains.get(key) else { return };
@@ -518,7 +533,7 @@ impl Topology {
     }
     /// Fast path for a node pinned to domain `v`: whether the group allows it (`None` when the
     /// domain is unknown and the general computation must decide).
-    fn pinned_allowed(&self, g: usize, pod: &Pod, pod_domains: Option<&Requirement>, v: &str) -> Option<bool> {
+    fn pinned_allowed(&self, g: usize, pod: &Pod, groups: &PodGroups, pod_domains: Option<&Requirement>, v: &str) -> Option<bool> {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
         let table = self.domains.get(key)?;
@@ -545,21 +560,21 @@ impl Topology {
                         min
                     }
                 };
-                group.count(d) + i32::from(group.selects(pod)) - min <= *max_skew
+                group.count(d) + i32::from(self.selects(g, pod, groups)) - min <= *max_skew
             }
             GroupKind::Affinity => {
                 if group.count(d) > 0 {
                     true
                 } else {
                     let elsewhere = group.nonzero.iter().any(|&o| pod_domains.is_none_or(|r| r.has(&table.names[o as usize])));
-                    !elsewhere && group.selects(pod)
+                    !elsewhere && self.selects(g, pod, groups)
                 }
             }
             GroupKind::AntiAffinity | GroupKind::InverseAntiAffinity => group.count(d) == 0,
         })
     }
 
-    fn allowed(&self, g: usize, pod: &Pod, pod_domains: Option<&Requirement>, node_domains: Option<&Requirement>) -> Requirement {
+    fn allowed(&self, g: usize, pod: &Pod, groups: &PodGroups, pod_domains: Option<&Requirement>, node_domains: Option<&Requirement>) -> Requirement {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
         let Some(table) = self.domains.get(key) else { return Requirement::in_values(key, Vec::<String>::new()) };
@@ -585,7 +600,7 @@ impl Topology {
                     }
                     min
                 };
-                let self_count = i32::from(group.selects(pod));
+                let self_count = i32::from(self.selects(g, pod, groups));
                 let mut best: Option<(i32, &str)> = None;
                 for d in node_candidates {
                     let n = name(d);
@@ -608,7 +623,7 @@ impl Topology {
                         out.push(n);
                     }
                 }
-                if out.is_empty() && group.selects(pod) {
+                if out.is_empty() && self.selects(g, pod, groups) {
                     // Bootstrap: the first domain the node can be in, else the first the pod allows.
                     let first_node = node_candidates.iter().map(|&d| name(d)).filter(|n| pod_has(n)).min();
                     let first_any = table.ids.keys().map(String::as_str).find(|n| pod_has(n));
