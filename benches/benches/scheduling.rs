@@ -14,9 +14,15 @@ fn scheduling(c: &mut Criterion) {
         let snapshot = karp_benches::karpenter_benchmark(n, 42);
         let first = schedule(&snapshot, &options);
         let scheduled: usize = first.new_nodeclaims.iter().map(|c| c.pods.len()).sum();
-        eprintln!("pods={n} scheduled={scheduled} nodes={} unschedulable={}", first.new_nodeclaims.len(), first.unschedulable.len());
+        eprintln!(
+            "pods={n} scheduled={scheduled} nodes={} unschedulable={}",
+            first.new_nodeclaims.len(),
+            first.unschedulable.len()
+        );
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(n), &snapshot, |b, s| b.iter(|| schedule(s, &options)));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &snapshot, |b, s| {
+            b.iter(|| schedule(s, &options))
+        });
     }
     group.finish();
 }

@@ -75,7 +75,13 @@ pub fn fake_instance_types(n: usize) -> Vec<Arc<InstanceType>> {
             for z in ["test-zone-1", "test-zone-2", "test-zone-3"] {
                 offerings.push(Offering::new(z, "on-demand", price));
             }
-            Arc::new(InstanceType::new(format!("fake-it-{i}"), &Default::default(), capacity, overhead, offerings))
+            Arc::new(InstanceType::new(
+                format!("fake-it-{i}"),
+                &Default::default(),
+                capacity,
+                overhead,
+                offerings,
+            ))
         })
         .collect()
 }
@@ -99,13 +105,17 @@ pub fn diverse_pods(count: usize, rng: &mut Rng) -> Vec<Pod> {
                 let key = if kind == 1 { ZONE } else { HOSTNAME };
                 let own = LABEL_VALUES[rng.below(7)];
                 let sel = LABEL_VALUES[rng.below(7)];
-                b.label("my-label", own).spread(key, 1, &[("my-label", sel)])
+                b.label("my-label", own)
+                    .spread(key, 1, &[("my-label", sel)])
             }
             3 => {
                 let v = LABEL_VALUES[rng.below(7)];
-                b.label("my-affinity", v).affinity(ZONE, &[("my-affinity", v)])
+                b.label("my-affinity", v)
+                    .affinity(ZONE, &[("my-affinity", v)])
             }
-            4 => b.label("app", "nginx").anti_affinity(HOSTNAME, &[("app", "nginx")]),
+            4 => b
+                .label("app", "nginx")
+                .anti_affinity(HOSTNAME, &[("app", "nginx")]),
             _ => b.label("my-label", LABEL_VALUES[rng.below(7)]),
         }
         .build()

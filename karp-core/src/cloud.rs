@@ -31,14 +31,21 @@ impl Offering {
     /// An available offering.
     #[must_use]
     pub fn new(zone: impl Into<String>, capacity_type: impl Into<String>, price: f64) -> Self {
-        Offering { zone: zone.into(), capacity_type: capacity_type.into(), price, available: true }
+        Offering {
+            zone: zone.into(),
+            capacity_type: capacity_type.into(),
+            price,
+            available: true,
+        }
     }
 
     /// Whether the offering's zone and capacity type satisfy `reqs`.
     #[must_use]
     pub fn compatible(&self, reqs: &Requirements) -> bool {
         reqs.get(labels::ZONE).is_none_or(|r| r.has(&self.zone))
-            && reqs.get(labels::CAPACITY_TYPE).is_none_or(|r| r.has(&self.capacity_type))
+            && reqs
+                .get(labels::CAPACITY_TYPE)
+                .is_none_or(|r| r.has(&self.capacity_type))
     }
 }
 
@@ -76,7 +83,10 @@ impl InstanceType {
             reqs.add(Requirement::in_values(k.clone(), [v.clone()]));
         }
         if !reqs.has_key(labels::INSTANCE_TYPE) {
-            reqs.add(Requirement::in_values(labels::INSTANCE_TYPE, [name.clone()]));
+            reqs.add(Requirement::in_values(
+                labels::INSTANCE_TYPE,
+                [name.clone()],
+            ));
         }
         if !reqs.has_key(labels::ARCH) {
             reqs.add(Requirement::in_values(labels::ARCH, ["amd64"]));
@@ -91,7 +101,14 @@ impl InstanceType {
         reqs.add(Requirement::in_values(labels::ZONE, zones));
         reqs.add(Requirement::in_values(labels::CAPACITY_TYPE, cts));
         let allocatable = capacity.minus(&overhead);
-        InstanceType { name, requirements: reqs, capacity, overhead, offerings, allocatable }
+        InstanceType {
+            name,
+            requirements: reqs,
+            capacity,
+            overhead,
+            offerings,
+            allocatable,
+        }
     }
 
     /// Capacity minus overhead.
@@ -106,13 +123,20 @@ impl InstanceType {
         self.offerings
             .iter()
             .filter(|o| o.available && o.compatible(reqs))
-            .min_by(|a, b| a.price.total_cmp(&b.price).then_with(|| a.zone.cmp(&b.zone)).then_with(|| a.capacity_type.cmp(&b.capacity_type)))
+            .min_by(|a, b| {
+                a.price
+                    .total_cmp(&b.price)
+                    .then_with(|| a.zone.cmp(&b.zone))
+                    .then_with(|| a.capacity_type.cmp(&b.capacity_type))
+            })
     }
 
     /// The single value of a label this type offers, if it offers exactly one.
     #[must_use]
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.requirements.get(key).and_then(Requirement::single_value)
+        self.requirements
+            .get(key)
+            .and_then(Requirement::single_value)
     }
 }
 
@@ -251,7 +275,11 @@ pub trait CloudProvider: Send + Sync {
     ///
     /// # Errors
     /// [`CloudError::NodeClassNotReady`] when the node class cannot be resolved.
-    async fn instance_types(&self, nodepool: &str, node_class: Option<&str>) -> Result<Vec<Arc<InstanceType>>, CloudError>;
+    async fn instance_types(
+        &self,
+        nodepool: &str,
+        node_class: Option<&str>,
+    ) -> Result<Vec<Arc<InstanceType>>, CloudError>;
 
     /// Why an instance drifted from its node class, if it did.
     ///
@@ -271,13 +299,23 @@ mod tests {
             &BTreeMap::new(),
             Resources::from_pairs([("cpu", "2"), ("memory", "8Gi"), ("pods", "29")]).unwrap(),
             Resources::from_pairs([("cpu", "100m")]).unwrap(),
-            vec![Offering::new("a", "spot", 0.03), Offering::new("b", "on-demand", 0.096)],
+            vec![
+                Offering::new("a", "spot", 0.03),
+                Offering::new("b", "on-demand", 0.096),
+            ],
         );
-        assert_eq!(it.requirements.get(labels::ZONE).unwrap().values(), vec!["a", "b"]);
+        assert_eq!(
+            it.requirements.get(labels::ZONE).unwrap().values(),
+            vec!["a", "b"]
+        );
         assert_eq!(it.label(labels::ARCH), Some("amd64"));
         assert_eq!(it.allocatable().cpu, 1900);
-        let od = Requirements::from_iter([Requirement::in_values(labels::CAPACITY_TYPE, ["on-demand"])]);
+        let od =
+            Requirements::from_iter([Requirement::in_values(labels::CAPACITY_TYPE, ["on-demand"])]);
         assert_eq!(it.cheapest_offering(&od).unwrap().zone, "b");
-        assert_eq!(it.cheapest_offering(&Requirements::new()).unwrap().price, 0.03);
+        assert_eq!(
+            it.cheapest_offering(&Requirements::new()).unwrap().price,
+            0.03
+        );
     }
 }

@@ -66,7 +66,10 @@ impl NodePool {
         for (k, v) in &self.labels {
             r.add(Requirement::in_values(k.clone(), [v.clone()]));
         }
-        r.add(Requirement::in_values(labels::NODEPOOL, [self.name.clone()]));
+        r.add(Requirement::in_values(
+            labels::NODEPOOL,
+            [self.name.clone()],
+        ));
         r
     }
 }
@@ -95,11 +98,26 @@ pub struct Node {
 impl Node {
     /// An initialized node.
     #[must_use]
-    pub fn new(name: impl Into<String>, labels: BTreeMap<String, String>, allocatable: Resources) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        labels: BTreeMap<String, String>,
+        allocatable: Resources,
+    ) -> Self {
         let name = name.into();
         let mut labels = labels;
-        labels.entry(labels::HOSTNAME.to_string()).or_insert_with(|| name.clone());
-        Node { name, labels, taints: Vec::new(), capacity: allocatable.clone(), allocatable, initialized: true, deleting: false, price: None }
+        labels
+            .entry(labels::HOSTNAME.to_string())
+            .or_insert_with(|| name.clone());
+        Node {
+            name,
+            labels,
+            taints: Vec::new(),
+            capacity: allocatable.clone(),
+            allocatable,
+            initialized: true,
+            deleting: false,
+            price: None,
+        }
     }
 
     /// The NodePool it belongs to, from its label.
@@ -128,7 +146,9 @@ impl ClusterSnapshot {
     /// Indices of pods without a node.
     #[must_use]
     pub fn pending(&self) -> Vec<usize> {
-        (0..self.pods.len()).filter(|&i| self.pods[i].node_name.is_none()).collect()
+        (0..self.pods.len())
+            .filter(|&i| self.pods[i].node_name.is_none())
+            .collect()
     }
 
     /// Per NodePool, the resources and node count already in use (sum of capacity of its nodes,

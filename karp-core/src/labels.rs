@@ -32,7 +32,16 @@ pub const CAPACITY_RESERVED: &str = "reserved";
 
 /// The core well-known labels: keys that node pools need not list for pods to select on them,
 /// because instance types and offerings define them.
-pub const WELL_KNOWN: [&str; 8] = [NODEPOOL, CAPACITY_TYPE, ZONE, REGION, INSTANCE_TYPE, ARCH, OS, WINDOWS_BUILD];
+pub const WELL_KNOWN: [&str; 8] = [
+    NODEPOOL,
+    CAPACITY_TYPE,
+    ZONE,
+    REGION,
+    INSTANCE_TYPE,
+    ARCH,
+    OS,
+    WINDOWS_BUILD,
+];
 
 /// Whether `key` is one of the core well-known labels.
 #[must_use]
@@ -58,7 +67,9 @@ pub fn normalize_key(key: &str) -> &str {
 pub fn is_restricted(key: &str) -> bool {
     let domain = key.split('/').next().unwrap_or("");
     key == HOSTNAME
-        || (key.contains('/') && (domain == "karpenter.sh" || domain.ends_with(".karpenter.sh")) && !is_well_known(key))
+        || (key.contains('/')
+            && (domain == "karpenter.sh" || domain.ends_with(".karpenter.sh"))
+            && !is_well_known(key))
 }
 
 #[cfg(test)]
@@ -67,7 +78,10 @@ mod tests {
 
     #[test]
     fn beta_keys_normalize() {
-        assert_eq!(normalize_key("failure-domain.beta.kubernetes.io/zone"), ZONE);
+        assert_eq!(
+            normalize_key("failure-domain.beta.kubernetes.io/zone"),
+            ZONE
+        );
         assert_eq!(normalize_key("team"), "team");
     }
 

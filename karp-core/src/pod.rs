@@ -53,7 +53,10 @@ impl LabelSelector {
         V: Into<String>,
     {
         LabelSelector {
-            match_labels: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            match_labels: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             match_expressions: Vec::new(),
         }
     }
@@ -61,7 +64,9 @@ impl LabelSelector {
     /// Whether `labels` satisfy the selector.
     #[must_use]
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|e| {
                 let v = labels.get(&e.key);
                 match e.operator {
@@ -256,7 +261,11 @@ pub struct ContainerRequests {
 /// The larger of (regular containers + all sidecars) and, for each plain init container, its
 /// requests plus the sidecars started before it; then pod overhead is added.
 #[must_use]
-pub fn effective_requests(containers: &[ContainerRequests], init: &[ContainerRequests], overhead: &Resources) -> Resources {
+pub fn effective_requests(
+    containers: &[ContainerRequests],
+    init: &[ContainerRequests],
+    overhead: &Resources,
+) -> Resources {
     let mut running = Resources::new();
     for c in containers {
         running.add_assign(&c.requests);
@@ -342,12 +351,19 @@ impl Pod {
         self.node_selector.matches_labels(labels)
             && self.volume_requirements.matches_labels(labels)
             && (self.required_node_affinity.is_empty()
-                || self.required_node_affinity.iter().any(|t| t.matches_labels(labels)))
+                || self
+                    .required_node_affinity
+                    .iter()
+                    .any(|t| t.matches_labels(labels)))
     }
 
     /// Resolve the namespaces an affinity term looks at.
     #[must_use]
-    pub fn term_namespaces(&self, term: &PodAffinityTerm, namespaces: &BTreeMap<String, BTreeMap<String, String>>) -> NamespaceSet {
+    pub fn term_namespaces(
+        &self,
+        term: &PodAffinityTerm,
+        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> NamespaceSet {
         let mut set: BTreeSet<String> = term.namespaces.iter().cloned().collect();
         if let Some(sel) = &term.namespace_selector {
             if sel.match_labels.is_empty() && sel.match_expressions.is_empty() {
@@ -404,15 +420,27 @@ mod tests {
 
     #[test]
     fn effective_requests_take_the_init_peak_and_sidecars() {
-        let containers = vec![ContainerRequests { requests: r("1", "1Gi"), restartable: false }];
+        let containers = vec![ContainerRequests {
+            requests: r("1", "1Gi"),
+            restartable: false,
+        }];
         // A plain init container bigger than the app dominates.
-        let init = vec![ContainerRequests { requests: r("2", "512Mi"), restartable: false }];
+        let init = vec![ContainerRequests {
+            requests: r("2", "512Mi"),
+            restartable: false,
+        }];
         let e = effective_requests(&containers, &init, &Resources::new());
         assert_eq!((e.cpu, e.memory, e.pods), (2000, 1 << 30, 1));
         // A sidecar adds to the app and to later init containers.
         let init = vec![
-            ContainerRequests { requests: r("500m", "100Mi"), restartable: true },
-            ContainerRequests { requests: r("1", "1Gi"), restartable: false },
+            ContainerRequests {
+                requests: r("500m", "100Mi"),
+                restartable: true,
+            },
+            ContainerRequests {
+                requests: r("1", "1Gi"),
+                restartable: false,
+            },
         ];
         let e = effective_requests(&containers, &init, &r("100m", "10Mi"));
         assert_eq!(e.cpu, 1600);
@@ -437,7 +465,11 @@ mod tests {
 
     #[test]
     fn host_ports_conflict_on_overlapping_ips() {
-        let p = |ip: &str, port, proto: &str| HostPort { ip: ip.into(), port, protocol: proto.into() };
+        let p = |ip: &str, port, proto: &str| HostPort {
+            ip: ip.into(),
+            port,
+            protocol: proto.into(),
+        };
         assert!(p("", 80, "TCP").conflicts(&p("10.0.0.1", 80, "TCP")));
         assert!(!p("10.0.0.2", 80, "TCP").conflicts(&p("10.0.0.1", 80, "TCP")));
         assert!(!p("", 80, "UDP").conflicts(&p("", 80, "TCP")));

@@ -60,7 +60,11 @@ impl Operator {
             "Lt" => Operator::Lt,
             "Gte" => Operator::Gte,
             "Lte" => Operator::Lte,
-            other => return Err(RequirementError::UnknownOperator { operator: other.to_string() }),
+            other => {
+                return Err(RequirementError::UnknownOperator {
+                    operator: other.to_string(),
+                })
+            }
         })
     }
 
@@ -193,7 +197,11 @@ impl Requirement {
     ///
     /// # Errors
     /// [`RequirementError`] naming the key and the problem.
-    pub fn new<I, S>(key: impl Into<String>, op: Operator, values: I) -> Result<Self, RequirementError>
+    pub fn new<I, S>(
+        key: impl Into<String>,
+        op: Operator,
+        values: I,
+    ) -> Result<Self, RequirementError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -211,10 +219,21 @@ impl Requirement {
                     operator: op,
                     values: values.clone(),
                 }),
-                _ => Err(RequirementError::NotAnInteger { key: key.clone(), operator: op, values: values.clone() }),
+                _ => Err(RequirementError::NotAnInteger {
+                    key: key.clone(),
+                    operator: op,
+                    values: values.clone(),
+                }),
             }
         };
-        let base = |allow_absent, values| Requirement { key: key.clone(), allow_absent, values, min: None, max: None, min_values: None };
+        let base = |allow_absent, values| Requirement {
+            key: key.clone(),
+            allow_absent,
+            values,
+            min: None,
+            max: None,
+            min_values: None,
+        };
         let r = match op {
             Operator::In | Operator::NotIn if set.is_empty() => {
                 return Err(RequirementError::MissingValues { key, operator: op });
@@ -228,19 +247,31 @@ impl Requirement {
             Operator::DoesNotExist => base(true, ValueSet::Only(BTreeSet::new())),
             Operator::Gt => {
                 let n = int_value()?;
-                Requirement { min: Some(n.saturating_add(1)), ..base(false, ValueSet::AllExcept(BTreeSet::new())) }
+                Requirement {
+                    min: Some(n.saturating_add(1)),
+                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                }
             }
             Operator::Gte => {
                 let n = int_value()?;
-                Requirement { min: Some(n), ..base(false, ValueSet::AllExcept(BTreeSet::new())) }
+                Requirement {
+                    min: Some(n),
+                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                }
             }
             Operator::Lt => {
                 let n = int_value()?;
-                Requirement { max: Some(n.saturating_sub(1)), ..base(false, ValueSet::AllExcept(BTreeSet::new())) }
+                Requirement {
+                    max: Some(n.saturating_sub(1)),
+                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                }
             }
             Operator::Lte => {
                 let n = int_value()?;
-                Requirement { max: Some(n), ..base(false, ValueSet::AllExcept(BTreeSet::new())) }
+                Requirement {
+                    max: Some(n),
+                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                }
             }
         };
         Ok(r.normalized())
@@ -311,7 +342,10 @@ impl Requirement {
         if let Some(mv) = r.min_values {
             let n_values = r.values.len();
             if mv == 0 || mv > 50 || (r.operator == Operator::In && mv > n_values) {
-                return Err(RequirementError::BadMinValues { key: r.key.clone(), min_values: mv as i64 });
+                return Err(RequirementError::BadMinValues {
+                    key: r.key.clone(),
+                    min_values: mv as i64,
+                });
             }
             req.min_values = Some(mv);
         }
@@ -371,7 +405,9 @@ impl Requirement {
             }
             ValueSet::AllExcept(set) => {
                 if min.is_some() || max.is_some() {
-                    set.retain(|v| in_bounds(v) && parse_int(v).is_some_and(|n| n.to_string() == *v));
+                    set.retain(|v| {
+                        in_bounds(v) && parse_int(v).is_some_and(|n| n.to_string() == *v)
+                    });
                     if let (Some(lo), Some(hi)) = (min, max) {
                         let size = i128::from(hi) - i128::from(lo) + 1;
                         if size <= set.len() as i128 {
@@ -381,8 +417,10 @@ impl Requirement {
                             self.max = None;
                         } else if size <= 64 {
                             // A small closed range: enumerate it so the representation stays canonical.
-                            let only: BTreeSet<String> =
-                                (lo..=hi).map(|n| n.to_string()).filter(|v| !set.contains(v)).collect();
+                            let only: BTreeSet<String> = (lo..=hi)
+                                .map(|n| n.to_string())
+                                .filter(|v| !set.contains(v))
+                                .collect();
                             self.values = ValueSet::Only(only);
                             self.min = None;
                             self.max = None;
@@ -442,14 +480,27 @@ impl Requirement {
             (a, b) => a.or(b),
         };
         let values = match (&self.values, &other.values) {
-            (ValueSet::Only(a), ValueSet::Only(b)) => ValueSet::Only(a.intersection(b).cloned().collect()),
-            (ValueSet::Only(a), ValueSet::AllExcept(b)) | (ValueSet::AllExcept(b), ValueSet::Only(a)) => {
+            (ValueSet::Only(a), ValueSet::Only(b)) => {
+                ValueSet::Only(a.intersection(b).cloned().collect())
+            }
+            (ValueSet::Only(a), ValueSet::AllExcept(b))
+            | (ValueSet::AllExcept(b), ValueSet::Only(a)) => {
                 ValueSet::Only(a.difference(b).cloned().collect())
             }
-            (ValueSet::AllExcept(a), ValueSet::AllExcept(b)) => ValueSet::AllExcept(a.union(b).cloned().collect()),
+            (ValueSet::AllExcept(a), ValueSet::AllExcept(b)) => {
+                ValueSet::AllExcept(a.union(b).cloned().collect())
+            }
         };
         let min_values = self.min_values.max(other.min_values);
-        Requirement { key: self.key.clone(), allow_absent, values, min, max, min_values }.normalized()
+        Requirement {
+            key: self.key.clone(),
+            allow_absent,
+            values,
+            min,
+            max,
+            min_values,
+        }
+        .normalized()
     }
 
     /// Whether every label state `self` allows, `other` allows too (and `other` asks for no
@@ -479,12 +530,20 @@ impl Requirement {
         }
         match (&self.values, &other.values) {
             (ValueSet::Only(a), ValueSet::Only(b)) => {
-                let (small, big_req) = if a.len() <= b.len() { (a, other) } else { (b, self) };
+                let (small, big_req) = if a.len() <= b.len() {
+                    (a, other)
+                } else {
+                    (b, self)
+                };
                 let small_req = if a.len() <= b.len() { self } else { other };
                 small.iter().any(|v| big_req.has(v) && small_req.has(v))
             }
-            (ValueSet::Only(a), ValueSet::AllExcept(_)) => a.iter().any(|v| self.has(v) && other.has(v)),
-            (ValueSet::AllExcept(_), ValueSet::Only(b)) => b.iter().any(|v| self.has(v) && other.has(v)),
+            (ValueSet::Only(a), ValueSet::AllExcept(_)) => {
+                a.iter().any(|v| self.has(v) && other.has(v))
+            }
+            (ValueSet::AllExcept(_), ValueSet::Only(b)) => {
+                b.iter().any(|v| self.has(v) && other.has(v))
+            }
             (ValueSet::AllExcept(_), ValueSet::AllExcept(_)) => !self.intersect(other).is_empty(),
         }
     }
@@ -511,7 +570,9 @@ impl Requirement {
     #[must_use]
     pub fn single_value(&self) -> Option<&str> {
         match &self.values {
-            ValueSet::Only(s) if s.len() == 1 && !self.allow_absent => s.iter().next().map(String::as_str),
+            ValueSet::Only(s) if s.len() == 1 && !self.allow_absent => {
+                s.iter().next().map(String::as_str)
+            }
             _ => None,
         }
     }
@@ -528,7 +589,9 @@ impl Requirement {
         };
         let mut out = Vec::new();
         match &self.values {
-            ValueSet::Only(s) if s.is_empty() && self.allow_absent => out.push(mk(Operator::DoesNotExist, vec![])),
+            ValueSet::Only(s) if s.is_empty() && self.allow_absent => {
+                out.push(mk(Operator::DoesNotExist, vec![]))
+            }
             ValueSet::Only(s) => out.push(mk(Operator::In, s.iter().cloned().collect())),
             ValueSet::AllExcept(s) => {
                 if !self.allow_absent && s.is_empty() && self.min.is_none() && self.max.is_none() {
@@ -621,14 +684,19 @@ impl Requirements {
     /// `key In [value]` for every label.
     #[must_use]
     pub fn from_labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
-        labels.into_iter().map(|(k, v)| Requirement::in_values(k.clone(), [v.clone()])).collect()
+        labels
+            .into_iter()
+            .map(|(k, v)| Requirement::in_values(k.clone(), [v.clone()]))
+            .collect()
     }
 
     /// Build from manifest requirements (ANDed; repeated keys intersect).
     ///
     /// # Errors
     /// The first invalid requirement, with its index.
-    pub fn from_node_selector(reqs: &[NodeSelectorRequirement]) -> Result<Self, (usize, RequirementError)> {
+    pub fn from_node_selector(
+        reqs: &[NodeSelectorRequirement],
+    ) -> Result<Self, (usize, RequirementError)> {
         let mut out = Requirements::new();
         for (i, r) in reqs.iter().enumerate() {
             out.add(Requirement::from_node_selector(r).map_err(|e| (i, e))?);
@@ -720,7 +788,9 @@ impl Requirements {
     /// Whether a node with these labels satisfies every requirement.
     #[must_use]
     pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.map.values().all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+        self.map
+            .values()
+            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
     }
 
     /// Check that a pod's requirements (`pod`) can be met by a node described by `self`.
@@ -731,17 +801,28 @@ impl Requirements {
     ///
     /// # Errors
     /// [`Incompatible`] for the first key (in key order) that fails.
-    pub fn compatible(&self, pod: &Requirements, is_well_known: &dyn Fn(&str) -> bool) -> Result<(), Incompatible> {
+    pub fn compatible(
+        &self,
+        pod: &Requirements,
+        is_well_known: &dyn Fn(&str) -> bool,
+    ) -> Result<(), Incompatible> {
         for p in pod.map.values() {
             match self.map.get(&p.key) {
                 Some(n) => {
                     if !n.intersects(p) {
-                        return Err(Incompatible::Disjoint { key: p.key.clone(), pod: p.to_string(), node: n.to_string() });
+                        return Err(Incompatible::Disjoint {
+                            key: p.key.clone(),
+                            pod: p.to_string(),
+                            node: n.to_string(),
+                        });
                     }
                 }
                 None => {
                     if !p.allow_absent && !is_well_known(&p.key) {
-                        return Err(Incompatible::Undefined { key: p.key.clone(), pod: p.to_string() });
+                        return Err(Incompatible::Undefined {
+                            key: p.key.clone(),
+                            pod: p.to_string(),
+                        });
                     }
                 }
             }
@@ -752,20 +833,33 @@ impl Requirements {
     /// Whether intersecting `other` into `self` would change `self`.
     #[must_use]
     pub fn is_narrowed_by(&self, other: &Requirements) -> bool {
-        other.map.values().any(|o| self.map.get(&o.key).is_none_or(|s| !s.is_subset_of(o)))
+        other
+            .map
+            .values()
+            .any(|o| self.map.get(&o.key).is_none_or(|s| !s.is_subset_of(o)))
     }
 
     /// Whether every key constrained by both sides intersects (keys on one side only are ignored).
     #[must_use]
     pub fn intersects(&self, other: &Requirements) -> bool {
-        let (small, big) = if self.len() <= other.len() { (self, other) } else { (other, self) };
-        small.map.values().all(|r| big.map.get(&r.key).is_none_or(|o| o.intersects(r)))
+        let (small, big) = if self.len() <= other.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        small
+            .map
+            .values()
+            .all(|r| big.map.get(&r.key).is_none_or(|o| o.intersects(r)))
     }
 
     /// Express as manifest requirements, in key order.
     #[must_use]
     pub fn to_node_selector(&self) -> Vec<NodeSelectorRequirement> {
-        self.map.values().flat_map(Requirement::to_node_selector).collect()
+        self.map
+            .values()
+            .flat_map(Requirement::to_node_selector)
+            .collect()
     }
 }
 
@@ -807,7 +901,10 @@ mod tests {
             (Operator::In, [false, false, true, true, false, false]),
             (Operator::NotIn, [true, true, true, false, false, true]),
             (Operator::Exists, [false, true, true, true, true, true]),
-            (Operator::DoesNotExist, [true, false, false, false, false, false]),
+            (
+                Operator::DoesNotExist,
+                [true, false, false, false, false, false],
+            ),
             (Operator::Gt, [false, false, false, true, true, false]),
             (Operator::Lt, [false, true, true, true, false, false]),
             (Operator::Gte, [false, false, false, true, true, false]),
@@ -829,7 +926,11 @@ mod tests {
             for (op_b, b) in samples() {
                 let i = a.intersect(&b);
                 for s in STATES {
-                    assert_eq!(i.matches(s), a.matches(s) && b.matches(s), "{op_a} ∩ {op_b} on {s:?}");
+                    assert_eq!(
+                        i.matches(s),
+                        a.matches(s) && b.matches(s),
+                        "{op_a} ∩ {op_b} on {s:?}"
+                    );
                 }
                 let any_state = STATES.iter().any(|s| i.matches(*s));
                 // Wider domain than STATES for open sets: the intersection may be non-empty
@@ -857,13 +958,21 @@ mod tests {
 
     #[test]
     fn invalid_requirements_are_rejected() {
-        assert!(matches!(Operator::parse("Like"), Err(RequirementError::UnknownOperator { .. })));
+        assert!(matches!(
+            Operator::parse("Like"),
+            Err(RequirementError::UnknownOperator { .. })
+        ));
         assert!(Requirement::new("k", Operator::In, Vec::<String>::new()).is_err());
         assert!(Requirement::new("k", Operator::Exists, ["a"]).is_err());
         assert!(Requirement::new("k", Operator::Gt, ["a"]).is_err());
         assert!(Requirement::new("k", Operator::Gt, ["1", "2"]).is_err());
         assert!(Requirement::new("", Operator::Exists, Vec::<String>::new()).is_err());
-        let bad_min = NodeSelectorRequirement { key: "k".into(), operator: Operator::In, values: vec!["a".into()], min_values: Some(2) };
+        let bad_min = NodeSelectorRequirement {
+            key: "k".into(),
+            operator: Operator::In,
+            values: vec!["a".into()],
+            min_values: Some(2),
+        };
         assert!(Requirement::from_node_selector(&bad_min).is_err());
     }
 
@@ -872,7 +981,10 @@ mod tests {
         let node = Requirements::from_iter([Requirement::in_values("zone", ["a"])]);
         let pod = Requirements::from_iter([Requirement::in_values("zone", ["b"])]);
         let err = node.compatible(&pod, &|_| false).unwrap_err();
-        assert_eq!(err.to_string(), "zone: pod needs zone In [b], but the node offers zone In [a]");
+        assert_eq!(
+            err.to_string(),
+            "zone: pod needs zone In [b], but the node offers zone In [a]"
+        );
         let pod = Requirements::from_iter([Requirement::in_values("team", ["x"])]);
         let err = node.compatible(&pod, &|_| false).unwrap_err();
         assert!(matches!(err, Incompatible::Undefined { .. }));
@@ -890,7 +1002,10 @@ mod tests {
                     continue; // the empty set has no valid manifest form
                 }
                 let back = Requirements::from_node_selector(&i.to_node_selector()).unwrap();
-                let back = back.get("k").cloned().unwrap_or_else(|| Requirement::any("k"));
+                let back = back
+                    .get("k")
+                    .cloned()
+                    .unwrap_or_else(|| Requirement::any("k"));
                 for s in STATES {
                     assert_eq!(back.matches(s), i.matches(s));
                 }
@@ -905,12 +1020,17 @@ mod laws {
     use proptest::prelude::*;
 
     fn arb_requirement() -> impl Strategy<Value = Requirement> {
-        let values = prop::collection::vec(prop::sample::select(vec!["1", "2", "3", "4", "a", "b"]), 1..4);
+        let values = prop::collection::vec(
+            prop::sample::select(vec!["1", "2", "3", "4", "a", "b"]),
+            1..4,
+        );
         (0usize..8, values, 0i64..6, prop::option::of(1usize..3)).prop_map(|(op, vals, n, mv)| {
             let op = Operator::ALL[op];
             let r = match op {
                 Operator::In | Operator::NotIn => Requirement::new("k", op, vals),
-                Operator::Exists | Operator::DoesNotExist => Requirement::new("k", op, Vec::<String>::new()),
+                Operator::Exists | Operator::DoesNotExist => {
+                    Requirement::new("k", op, Vec::<String>::new())
+                }
                 _ => Requirement::new("k", op, [n.to_string()]),
             }
             .unwrap();
@@ -921,8 +1041,17 @@ mod laws {
         })
     }
 
-    const PROBES: [Option<&str>; 9] =
-        [None, Some("0"), Some("1"), Some("2"), Some("3"), Some("4"), Some("5"), Some("a"), Some("b")];
+    const PROBES: [Option<&str>; 9] = [
+        None,
+        Some("0"),
+        Some("1"),
+        Some("2"),
+        Some("3"),
+        Some("4"),
+        Some("5"),
+        Some("a"),
+        Some("b"),
+    ];
 
     proptest! {
         #[test]

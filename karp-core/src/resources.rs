@@ -28,7 +28,9 @@ pub enum QuantityError {
     #[error("quantity is empty")]
     Empty,
     /// The numeric part is not a decimal number.
-    #[error("quantity {input:?} has no valid number (expected forms like 500m, 1.5, 1e3, 2Gi, 100Ki)")]
+    #[error(
+        "quantity {input:?} has no valid number (expected forms like 500m, 1.5, 1e3, 2Gi, 100Ki)"
+    )]
     BadNumber {
         /// The rejected input.
         input: String,
@@ -83,19 +85,28 @@ impl Quantity {
     /// A quantity of `n` whole units, printed in decimal SI.
     #[must_use]
     pub fn from_units(n: i64) -> Self {
-        Quantity { nanos: i128::from(n) * NANO, format: QuantityFormat::DecimalSi }
+        Quantity {
+            nanos: i128::from(n) * NANO,
+            format: QuantityFormat::DecimalSi,
+        }
     }
 
     /// A quantity of `m` milli-units (millicores for CPU), printed in decimal SI.
     #[must_use]
     pub fn from_millis(m: i64) -> Self {
-        Quantity { nanos: i128::from(m) * 1_000_000, format: QuantityFormat::DecimalSi }
+        Quantity {
+            nanos: i128::from(m) * 1_000_000,
+            format: QuantityFormat::DecimalSi,
+        }
     }
 
     /// A quantity of `b` bytes, printed with binary suffixes where exact.
     #[must_use]
     pub fn from_bytes(b: i64) -> Self {
-        Quantity { nanos: i128::from(b) * NANO, format: QuantityFormat::BinarySi }
+        Quantity {
+            nanos: i128::from(b) * NANO,
+            format: QuantityFormat::BinarySi,
+        }
     }
 
     /// The value in nano-units.
@@ -149,8 +160,12 @@ impl FromStr for Quantity {
         if input.is_empty() {
             return Err(QuantityError::Empty);
         }
-        let bad_number = || QuantityError::BadNumber { input: input.to_string() };
-        let out_of_range = || QuantityError::OutOfRange { input: input.to_string() };
+        let bad_number = || QuantityError::BadNumber {
+            input: input.to_string(),
+        };
+        let out_of_range = || QuantityError::OutOfRange {
+            input: input.to_string(),
+        };
         let bytes = input.as_bytes();
         let mut i = 0;
         let mut negative = false;
@@ -190,7 +205,10 @@ impl FromStr for Quantity {
                 dropped_nonzero |= d != 0;
                 continue;
             }
-            mantissa = mantissa.checked_mul(10).and_then(|m| m.checked_add(d)).ok_or_else(out_of_range)?;
+            mantissa = mantissa
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(d))
+                .ok_or_else(out_of_range)?;
             if mantissa > MAX_NANOS {
                 return Err(out_of_range());
             }
@@ -218,11 +236,17 @@ impl FromStr for Quantity {
             s if s.starts_with('e') || s.starts_with('E') => {
                 let exp = &s[1..];
                 let valid = !exp.is_empty()
-                    && exp.trim_start_matches(['+', '-']).bytes().all(|b| b.is_ascii_digit())
+                    && exp
+                        .trim_start_matches(['+', '-'])
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
                     && exp.len() - exp.trim_start_matches(['+', '-']).len() <= 1
                     && !exp.trim_start_matches(['+', '-']).is_empty();
                 if !valid {
-                    return Err(QuantityError::BadSuffix { input: input.to_string(), suffix: s.to_string() });
+                    return Err(QuantityError::BadSuffix {
+                        input: input.to_string(),
+                        suffix: s.to_string(),
+                    });
                 }
                 let e: i32 = exp.parse().map_err(|_| out_of_range())?;
                 if !(-60..=60).contains(&e) {
@@ -230,10 +254,17 @@ impl FromStr for Quantity {
                 }
                 (e, 0, QuantityFormat::DecimalExponent)
             }
-            s => return Err(QuantityError::BadSuffix { input: input.to_string(), suffix: s.to_string() }),
+            s => {
+                return Err(QuantityError::BadSuffix {
+                    input: input.to_string(),
+                    suffix: s.to_string(),
+                })
+            }
         };
         // nanos = mantissa * 10^(9 + exp10 - frac_digits) * 2^pow2, rounded up.
-        let mut value = mantissa.checked_mul(1i128 << pow2).ok_or_else(out_of_range)?;
+        let mut value = mantissa
+            .checked_mul(1i128 << pow2)
+            .ok_or_else(out_of_range)?;
         let shift = 9 + exp10 - frac_digits;
         if shift >= 0 {
             for _ in 0..shift {
@@ -258,7 +289,10 @@ impl FromStr for Quantity {
         if negative {
             value = -value;
         }
-        Ok(Quantity { nanos: value, format })
+        Ok(Quantity {
+            nanos: value,
+            format,
+        })
     }
 }
 
@@ -289,7 +323,11 @@ impl fmt::Display for Quantity {
             exp += 3;
         }
         if self.format == QuantityFormat::DecimalExponent {
-            return if exp == 0 { write!(f, "{v}") } else { write!(f, "{v}e{exp}") };
+            return if exp == 0 {
+                write!(f, "{v}")
+            } else {
+                write!(f, "{v}e{exp}")
+            };
         }
         let suffix = match exp {
             -9 => "n",
@@ -425,12 +463,16 @@ impl Resources {
         let mut r = Resources::new();
         for (k, v) in pairs {
             let name = k.as_ref();
-            let q: Quantity =
-                v.as_ref().parse().map_err(|source| ResourceError { name: name.to_string(), source })?;
+            let q: Quantity = v.as_ref().parse().map_err(|source| ResourceError {
+                name: name.to_string(),
+                source,
+            })?;
             if q.nanos() < 0 {
                 return Err(ResourceError {
                     name: name.to_string(),
-                    source: QuantityError::Negative { input: v.as_ref().to_string() },
+                    source: QuantityError::Negative {
+                        input: v.as_ref().to_string(),
+                    },
                 });
             }
             r.set(name, &q);
@@ -455,7 +497,9 @@ impl Resources {
     pub fn add_assign(&mut self, other: &Resources) {
         self.cpu = self.cpu.saturating_add(other.cpu);
         self.memory = self.memory.saturating_add(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_add(other.ephemeral_storage);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
         self.pods = self.pods.saturating_add(other.pods);
         for (k, v) in &other.extended {
             let e = self.extended.entry(k.clone()).or_insert(0);
@@ -510,7 +554,10 @@ impl Resources {
             && self.memory <= capacity.memory
             && self.ephemeral_storage <= capacity.ephemeral_storage
             && self.pods <= capacity.pods
-            && self.extended.iter().all(|(k, v)| *v <= 0 || capacity.extended.get(k).is_some_and(|c| v <= c))
+            && self
+                .extended
+                .iter()
+                .all(|(k, v)| *v <= 0 || capacity.extended.get(k).is_some_and(|c| v <= c))
     }
 
     /// Whether `self + other` fits in `capacity`, without allocating.
@@ -518,9 +565,13 @@ impl Resources {
     pub fn sum_fits_in(&self, other: &Resources, capacity: &Resources) -> bool {
         self.cpu.saturating_add(other.cpu) <= capacity.cpu
             && self.memory.saturating_add(other.memory) <= capacity.memory
-            && self.ephemeral_storage.saturating_add(other.ephemeral_storage) <= capacity.ephemeral_storage
+            && self
+                .ephemeral_storage
+                .saturating_add(other.ephemeral_storage)
+                <= capacity.ephemeral_storage
             && self.pods.saturating_add(other.pods) <= capacity.pods
-            && (self.extended.is_empty() && other.extended.is_empty() || self.plus(other).fits_in(capacity))
+            && (self.extended.is_empty() && other.extended.is_empty()
+                || self.plus(other).fits_in(capacity))
     }
 
     /// The names of resources in `self` that exceed `capacity`.
@@ -544,7 +595,11 @@ impl Resources {
     /// Print as a `name=quantity` list (`cpu=1500m, memory=2Gi, pods=3`).
     #[must_use]
     pub fn describe(&self) -> String {
-        self.to_quantities().into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        self.to_quantities()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Convert to Kubernetes quantities by name (non-zero entries only).
@@ -605,12 +660,21 @@ mod tests {
 
     #[test]
     fn rejects_junk_with_clear_errors() {
-        for bad in ["", "abc", "1.2.3", "1Qi", "1 Gi", "Gi", "1ee3", "1e", "1e+", "--1", "1Kib", "0x10", "1e99"] {
+        for bad in [
+            "", "abc", "1.2.3", "1Qi", "1 Gi", "Gi", "1ee3", "1e", "1e+", "--1", "1Kib", "0x10",
+            "1e99",
+        ] {
             let err = bad.parse::<Quantity>().expect_err(bad);
             assert!(!err.to_string().is_empty());
         }
-        assert!(matches!("1Qi".parse::<Quantity>(), Err(QuantityError::BadSuffix { .. })));
-        assert!(matches!("1e99".parse::<Quantity>(), Err(QuantityError::OutOfRange { .. })));
+        assert!(matches!(
+            "1Qi".parse::<Quantity>(),
+            Err(QuantityError::BadSuffix { .. })
+        ));
+        assert!(matches!(
+            "1e99".parse::<Quantity>(),
+            Err(QuantityError::OutOfRange { .. })
+        ));
     }
 
     #[test]
@@ -631,7 +695,19 @@ mod tests {
 
     #[test]
     fn printing_round_trips_the_value() {
-        for s in ["500m", "1.5", "1e3", "2Gi", "1.8G", "100Ki", "0.25", "7n", "123456789", "3Ei", "1.5Ki"] {
+        for s in [
+            "500m",
+            "1.5",
+            "1e3",
+            "2Gi",
+            "1.8G",
+            "100Ki",
+            "0.25",
+            "7n",
+            "123456789",
+            "3Ei",
+            "1.5Ki",
+        ] {
             let a = q(s);
             let b = q(&a.to_string());
             assert_eq!(a.nanos(), b.nanos(), "{s} -> {a}");
@@ -640,7 +716,8 @@ mod tests {
 
     #[test]
     fn resources_fit_and_exceed() {
-        let req = Resources::from_pairs([("cpu", "1"), ("memory", "1Gi"), ("nvidia.com/gpu", "1")]).unwrap();
+        let req = Resources::from_pairs([("cpu", "1"), ("memory", "1Gi"), ("nvidia.com/gpu", "1")])
+            .unwrap();
         let cap = Resources::from_pairs([("cpu", "2"), ("memory", "2Gi")]).unwrap();
         assert!(!req.fits_in(&cap));
         assert_eq!(req.exceeding(&cap), vec!["nvidia.com/gpu".to_string()]);

@@ -62,7 +62,11 @@ impl Taint {
     /// A taint `key=value:effect`.
     #[must_use]
     pub fn new(key: impl Into<String>, value: impl Into<String>, effect: Effect) -> Self {
-        Taint { key: key.into(), value: value.into(), effect }
+        Taint {
+            key: key.into(),
+            value: value.into(),
+            effect,
+        }
     }
 }
 
@@ -77,7 +81,9 @@ impl fmt::Display for Taint {
 }
 
 /// How a toleration compares values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 pub enum TolerationOperator {
     /// The taint value must equal the toleration value.
     #[default]
@@ -107,19 +113,34 @@ impl Toleration {
     /// Tolerate any taint with `key`.
     #[must_use]
     pub fn exists(key: impl Into<String>) -> Self {
-        Toleration { key: key.into(), operator: TolerationOperator::Exists, value: String::new(), effect: None }
+        Toleration {
+            key: key.into(),
+            operator: TolerationOperator::Exists,
+            value: String::new(),
+            effect: None,
+        }
     }
 
     /// Tolerate `key=value` with the given effect (all effects when `None`).
     #[must_use]
     pub fn equal(key: impl Into<String>, value: impl Into<String>, effect: Option<Effect>) -> Self {
-        Toleration { key: key.into(), operator: TolerationOperator::Equal, value: value.into(), effect }
+        Toleration {
+            key: key.into(),
+            operator: TolerationOperator::Equal,
+            value: value.into(),
+            effect,
+        }
     }
 
     /// Tolerate every taint with this effect.
     #[must_use]
     pub fn all_with_effect(effect: Effect) -> Self {
-        Toleration { key: String::new(), operator: TolerationOperator::Exists, value: String::new(), effect: Some(effect) }
+        Toleration {
+            key: String::new(),
+            operator: TolerationOperator::Exists,
+            value: String::new(),
+            effect: Some(effect),
+        }
     }
 
     /// Whether this toleration tolerates `taint` (Kubernetes `ToleratesTaint`).
@@ -136,7 +157,9 @@ impl Toleration {
         match self.operator {
             TolerationOperator::Exists => true,
             // An empty key with Equal is invalid in Kubernetes and matches nothing but the empty key.
-            TolerationOperator::Equal => (!self.key.is_empty() || taint.key.is_empty()) && self.value == taint.value,
+            TolerationOperator::Equal => {
+                (!self.key.is_empty() || taint.key.is_empty()) && self.value == taint.value
+            }
         }
     }
 }
@@ -144,7 +167,9 @@ impl Toleration {
 /// The first taint (in order) that none of the tolerations tolerates.
 #[must_use]
 pub fn first_untolerated<'a>(taints: &'a [Taint], tolerations: &[Toleration]) -> Option<&'a Taint> {
-    taints.iter().find(|t| !tolerations.iter().any(|tol| tol.tolerates(t)))
+    taints
+        .iter()
+        .find(|t| !tolerations.iter().any(|tol| tol.tolerates(t)))
 }
 
 #[cfg(test)]
@@ -173,9 +198,15 @@ mod tests {
 
     #[test]
     fn first_untolerated_names_the_taint() {
-        let taints = vec![Taint::new("a", "", Effect::NoSchedule), Taint::new("b", "x", Effect::NoExecute)];
+        let taints = vec![
+            Taint::new("a", "", Effect::NoSchedule),
+            Taint::new("b", "x", Effect::NoExecute),
+        ];
         let tols = vec![Toleration::exists("a")];
-        assert_eq!(first_untolerated(&taints, &tols).map(ToString::to_string), Some("b=x:NoExecute".to_string()));
+        assert_eq!(
+            first_untolerated(&taints, &tols).map(ToString::to_string),
+            Some("b=x:NoExecute".to_string())
+        );
         assert_eq!(first_untolerated(&taints, &[Toleration::exists("")]), None);
     }
 }

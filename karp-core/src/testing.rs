@@ -19,8 +19,8 @@ use crate::cloud::{CloudError, CloudProvider, Instance, InstanceType, LaunchRequ
 use crate::cluster::{Node, NodePool};
 use crate::labels;
 use crate::pod::{
-    HostPort, InclusionPolicy, LabelSelector, Pod, PodAffinityTerm, TopologySpreadConstraint, Weighted,
-    WhenUnsatisfiable,
+    HostPort, InclusionPolicy, LabelSelector, Pod, PodAffinityTerm, TopologySpreadConstraint,
+    Weighted, WhenUnsatisfiable,
 };
 use crate::requirements::{Operator, Requirement, Requirements};
 use crate::resources::{Quantity, Resources};
@@ -30,7 +30,8 @@ use crate::taints::{Effect, Taint, Toleration};
 pub const ZONES: [&str; 3] = ["test-zone-1", "test-zone-2", "test-zone-3"];
 
 fn qty(s: &str) -> Quantity {
-    s.parse().unwrap_or_else(|e| panic!("test quantity {s:?}: {e}"))
+    s.parse()
+        .unwrap_or_else(|e| panic!("test quantity {s:?}: {e}"))
 }
 
 /// Builder for [`InstanceType`].
@@ -61,7 +62,10 @@ pub fn instance_type(name: &str) -> InstanceTypeBuilder {
         overhead: Resources::new(),
         labels: BTreeMap::new(),
         zones: ZONES.iter().map(ToString::to_string).collect(),
-        capacity_types: vec![labels::CAPACITY_SPOT.into(), labels::CAPACITY_ON_DEMAND.into()],
+        capacity_types: vec![
+            labels::CAPACITY_SPOT.into(),
+            labels::CAPACITY_ON_DEMAND.into(),
+        ],
         price: None,
         spot_price: None,
         offerings: None,
@@ -144,20 +148,31 @@ impl InstanceTypeBuilder {
     #[must_use]
     pub fn build(self) -> Arc<InstanceType> {
         let od = self.price.unwrap_or_else(|| {
-            0.1 * (self.capacity.cpu as f64 / 1000.0) + 0.01 * (self.capacity.memory as f64 / f64::from(1 << 30))
+            0.1 * (self.capacity.cpu as f64 / 1000.0)
+                + 0.01 * (self.capacity.memory as f64 / f64::from(1 << 30))
         });
         let spot = self.spot_price.unwrap_or(od * 0.6);
         let offerings = self.offerings.unwrap_or_else(|| {
             let mut v = Vec::new();
             for z in &self.zones {
                 for ct in &self.capacity_types {
-                    let p = if ct == labels::CAPACITY_SPOT { spot } else { od };
+                    let p = if ct == labels::CAPACITY_SPOT {
+                        spot
+                    } else {
+                        od
+                    };
                     v.push(Offering::new(z.clone(), ct.clone(), p));
                 }
             }
             v
         });
-        Arc::new(InstanceType::new(self.name, &self.labels, self.capacity, self.overhead, offerings))
+        Arc::new(InstanceType::new(
+            self.name,
+            &self.labels,
+            self.capacity,
+            self.overhead,
+            offerings,
+        ))
     }
 }
 
@@ -170,7 +185,8 @@ pub fn nodepool(name: &str, types: Vec<Arc<InstanceType>>) -> NodePool {
 /// A requirement, panicking on invalid input (tests only).
 #[must_use]
 pub fn req(key: &str, op: Operator, values: &[&str]) -> Requirement {
-    Requirement::new(key, op, values.iter().copied()).unwrap_or_else(|e| panic!("test requirement: {e}"))
+    Requirement::new(key, op, values.iter().copied())
+        .unwrap_or_else(|e| panic!("test requirement: {e}"))
 }
 
 /// Builder for [`Pod`].
@@ -182,7 +198,11 @@ pub struct PodBuilder {
 /// Start building a pending pod in namespace `default` with no requests but its pod slot.
 #[must_use]
 pub fn pod(name: &str) -> PodBuilder {
-    let mut p = Pod { namespace: "default".into(), name: name.into(), ..Default::default() };
+    let mut p = Pod {
+        namespace: "default".into(),
+        name: name.into(),
+        ..Default::default()
+    };
     p.requests.pods = 1;
     PodBuilder { pod: p }
 }
@@ -227,25 +247,34 @@ impl PodBuilder {
     /// A required node affinity term (OR-ed with other terms).
     #[must_use]
     pub fn required_term(mut self, reqs: Vec<Requirement>) -> Self {
-        self.pod.required_node_affinity.push(reqs.into_iter().collect());
+        self.pod
+            .required_node_affinity
+            .push(reqs.into_iter().collect());
         self
     }
     /// A preferred node affinity term.
     #[must_use]
     pub fn preferred_term(mut self, weight: i32, reqs: Vec<Requirement>) -> Self {
-        self.pod.preferred_node_affinity.push(Weighted { weight, term: reqs.into_iter().collect::<Requirements>() });
+        self.pod.preferred_node_affinity.push(Weighted {
+            weight,
+            term: reqs.into_iter().collect::<Requirements>(),
+        });
         self
     }
     /// A required pod affinity term selecting `labels` on `key`.
     #[must_use]
     pub fn affinity(mut self, key: &str, labels: &[(&str, &str)]) -> Self {
-        self.pod.pod_affinity.push(PodAffinityTerm::new(key, labels.iter().copied()));
+        self.pod
+            .pod_affinity
+            .push(PodAffinityTerm::new(key, labels.iter().copied()));
         self
     }
     /// A required pod anti-affinity term selecting `labels` on `key`.
     #[must_use]
     pub fn anti_affinity(mut self, key: &str, labels: &[(&str, &str)]) -> Self {
-        self.pod.pod_anti_affinity.push(PodAffinityTerm::new(key, labels.iter().copied()));
+        self.pod
+            .pod_anti_affinity
+            .push(PodAffinityTerm::new(key, labels.iter().copied()));
         self
     }
     /// A raw required pod affinity term.
@@ -257,27 +286,44 @@ impl PodBuilder {
     /// A preferred pod affinity term.
     #[must_use]
     pub fn preferred_affinity(mut self, weight: i32, key: &str, labels: &[(&str, &str)]) -> Self {
-        self.pod.preferred_pod_affinity.push(Weighted { weight, term: PodAffinityTerm::new(key, labels.iter().copied()) });
+        self.pod.preferred_pod_affinity.push(Weighted {
+            weight,
+            term: PodAffinityTerm::new(key, labels.iter().copied()),
+        });
         self
     }
     /// A preferred pod anti-affinity term.
     #[must_use]
-    pub fn preferred_anti_affinity(mut self, weight: i32, key: &str, labels: &[(&str, &str)]) -> Self {
-        self.pod
-            .preferred_pod_anti_affinity
-            .push(Weighted { weight, term: PodAffinityTerm::new(key, labels.iter().copied()) });
+    pub fn preferred_anti_affinity(
+        mut self,
+        weight: i32,
+        key: &str,
+        labels: &[(&str, &str)],
+    ) -> Self {
+        self.pod.preferred_pod_anti_affinity.push(Weighted {
+            weight,
+            term: PodAffinityTerm::new(key, labels.iter().copied()),
+        });
         self
     }
     /// A DoNotSchedule spread constraint on `key` selecting `labels`.
     #[must_use]
     pub fn spread(mut self, key: &str, max_skew: i32, labels: &[(&str, &str)]) -> Self {
-        self.pod.topology_spread.push(TopologySpreadConstraint::new(key, max_skew, LabelSelector::labels(labels.iter().copied())));
+        self.pod.topology_spread.push(TopologySpreadConstraint::new(
+            key,
+            max_skew,
+            LabelSelector::labels(labels.iter().copied()),
+        ));
         self
     }
     /// A ScheduleAnyway spread constraint.
     #[must_use]
     pub fn spread_soft(mut self, key: &str, max_skew: i32, labels: &[(&str, &str)]) -> Self {
-        let mut t = TopologySpreadConstraint::new(key, max_skew, LabelSelector::labels(labels.iter().copied()));
+        let mut t = TopologySpreadConstraint::new(
+            key,
+            max_skew,
+            LabelSelector::labels(labels.iter().copied()),
+        );
         t.when_unsatisfiable = WhenUnsatisfiable::ScheduleAnyway;
         self.pod.topology_spread.push(t);
         self
@@ -290,8 +336,18 @@ impl PodBuilder {
     }
     /// Spread with minDomains.
     #[must_use]
-    pub fn spread_min_domains(mut self, key: &str, max_skew: i32, min_domains: i32, labels: &[(&str, &str)]) -> Self {
-        let mut t = TopologySpreadConstraint::new(key, max_skew, LabelSelector::labels(labels.iter().copied()));
+    pub fn spread_min_domains(
+        mut self,
+        key: &str,
+        max_skew: i32,
+        min_domains: i32,
+        labels: &[(&str, &str)],
+    ) -> Self {
+        let mut t = TopologySpreadConstraint::new(
+            key,
+            max_skew,
+            LabelSelector::labels(labels.iter().copied()),
+        );
         t.min_domains = Some(min_domains);
         t.node_affinity_policy = InclusionPolicy::Honor;
         self.pod.topology_spread.push(t);
@@ -306,13 +362,19 @@ impl PodBuilder {
     /// A host port (TCP, all addresses).
     #[must_use]
     pub fn host_port(mut self, port: i32) -> Self {
-        self.pod.host_ports.push(HostPort { ip: String::new(), port, protocol: "TCP".into() });
+        self.pod.host_ports.push(HostPort {
+            ip: String::new(),
+            port,
+            protocol: "TCP".into(),
+        });
         self
     }
     /// A volume zone requirement.
     #[must_use]
     pub fn volume_zone(mut self, zone: &str) -> Self {
-        self.pod.volume_requirements.add(Requirement::in_values(labels::ZONE, [zone]));
+        self.pod
+            .volume_requirements
+            .add(Requirement::in_values(labels::ZONE, [zone]));
         self
     }
     /// Bind to a node.
@@ -330,7 +392,13 @@ impl PodBuilder {
 
 /// An existing initialized node built from an instance type, in `zone`, owned by `pool`.
 #[must_use]
-pub fn node_from(name: &str, it: &InstanceType, zone: &str, pool: &str, capacity_type: &str) -> Node {
+pub fn node_from(
+    name: &str,
+    it: &InstanceType,
+    zone: &str,
+    pool: &str,
+    capacity_type: &str,
+) -> Node {
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for r in it.requirements.iter() {
         if let Some(v) = r.single_value() {
@@ -369,24 +437,40 @@ impl FakeCloudProvider {
     /// A provider offering `types`.
     #[must_use]
     pub fn new(instance_types: Vec<Arc<InstanceType>>) -> Self {
-        FakeCloudProvider { instance_types, ..Default::default() }
+        FakeCloudProvider {
+            instance_types,
+            ..Default::default()
+        }
     }
 
     /// Queue an error for the next call.
     pub fn fail_next(&self, e: CloudError) {
-        self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(e);
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(e);
     }
 
     fn call(&self, what: String) -> Result<(), CloudError> {
-        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(what);
-        match self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front() {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(what);
+        match self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+        {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
     fn instances(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Instance>> {
-        self.instances.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.instances
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -400,7 +484,9 @@ impl CloudProvider for FakeCloudProvider {
         self.call(format!("create {}", request.nodeclaim))?;
         let mut best: Option<(f64, &InstanceType, &Offering)> = None;
         for it in &self.instance_types {
-            if !it.requirements.intersects(&request.requirements) || !request.requests.fits_in(it.allocatable()) {
+            if !it.requirements.intersects(&request.requirements)
+                || !request.requests.fits_in(it.allocatable())
+            {
                 continue;
             }
             if let Some(o) = it.cheapest_offering(&request.requirements) {
@@ -410,7 +496,9 @@ impl CloudProvider for FakeCloudProvider {
             }
         }
         let Some((_, it, o)) = best else {
-            return Err(CloudError::InsufficientCapacity { offerings: Vec::new() });
+            return Err(CloudError::InsufficientCapacity {
+                offerings: Vec::new(),
+            });
         };
         let mut instances = self.instances();
         let id = format!("fake:///{}/i-{}", o.zone, instances.len() + 1);
@@ -430,13 +518,20 @@ impl CloudProvider for FakeCloudProvider {
         self.call(format!("delete {provider_id}"))?;
         match self.instances().remove(provider_id) {
             Some(_) => Ok(()),
-            None => Err(CloudError::NotFound { provider_id: provider_id.into() }),
+            None => Err(CloudError::NotFound {
+                provider_id: provider_id.into(),
+            }),
         }
     }
 
     async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
         self.call(format!("get {provider_id}"))?;
-        self.instances().get(provider_id).cloned().ok_or_else(|| CloudError::NotFound { provider_id: provider_id.into() })
+        self.instances()
+            .get(provider_id)
+            .cloned()
+            .ok_or_else(|| CloudError::NotFound {
+                provider_id: provider_id.into(),
+            })
     }
 
     async fn list(&self) -> Result<Vec<Instance>, CloudError> {
@@ -444,7 +539,11 @@ impl CloudProvider for FakeCloudProvider {
         Ok(self.instances().values().cloned().collect())
     }
 
-    async fn instance_types(&self, nodepool: &str, _node_class: Option<&str>) -> Result<Vec<Arc<InstanceType>>, CloudError> {
+    async fn instance_types(
+        &self,
+        nodepool: &str,
+        _node_class: Option<&str>,
+    ) -> Result<Vec<Arc<InstanceType>>, CloudError> {
         self.call(format!("instance_types {nodepool}"))?;
         Ok(self.instance_types.clone())
     }
@@ -485,9 +584,13 @@ mod tests {
         assert_eq!(inst.instance_type, "small");
         assert_eq!(inst.capacity_type, "spot");
         cp.fail_next(CloudError::InsufficientCapacity { offerings: vec![] });
-        assert!(ready(cp.create(&req)).unwrap_err().is_insufficient_capacity());
+        assert!(ready(cp.create(&req))
+            .unwrap_err()
+            .is_insufficient_capacity());
         assert!(ready(cp.delete(&inst.provider_id)).is_ok());
-        assert!(ready(cp.delete(&inst.provider_id)).unwrap_err().is_not_found());
+        assert!(ready(cp.delete(&inst.provider_id))
+            .unwrap_err()
+            .is_not_found());
         assert_eq!(ready(cp.list()).unwrap().len(), 0);
         let calls = cp.calls.lock().unwrap().clone();
         assert_eq!(calls[0], "create nc-1");

@@ -42,27 +42,42 @@ impl PlanNode {
         self.domains.get(key)
     }
     fn pinned(&self, key: &str) -> Option<&str> {
-        self.domains.get(key).filter(|s| s.len() == 1).and_then(|s| s.iter().next()).map(String::as_str)
+        self.domains
+            .get(key)
+            .filter(|s| s.len() == 1)
+            .and_then(|s| s.iter().next())
+            .map(String::as_str)
     }
 }
 
 fn hard_taints(taints: &[Taint]) -> impl Iterator<Item = &Taint> {
-    taints.iter().filter(|t| t.effect != Effect::PreferNoSchedule)
+    taints
+        .iter()
+        .filter(|t| t.effect != Effect::PreferNoSchedule)
 }
 
 fn tolerated(pod: &Pod, taints: &[Taint]) -> Option<String> {
-    hard_taints(taints).find(|t| !pod.tolerations.iter().any(|tol| tol.tolerates(t))).map(ToString::to_string)
+    hard_taints(taints)
+        .find(|t| !pod.tolerations.iter().any(|tol| tol.tolerates(t)))
+        .map(ToString::to_string)
 }
 
 /// Validate `results` against `snapshot`.
 ///
 /// # Errors
 /// Every [`Violation`] found.
-pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Result<(), Vec<Violation>> {
+pub fn validate(
+    snapshot: &ClusterSnapshot,
+    results: &SchedulingResults,
+) -> Result<(), Vec<Violation>> {
     let mut v: Vec<Violation> = Vec::new();
     let mut err = |s: String| v.push(Violation(s));
     let pods = &snapshot.pods;
-    let pools: BTreeMap<&str, &NodePool> = snapshot.node_pools.iter().map(|p| (p.name.as_str(), p)).collect();
+    let pools: BTreeMap<&str, &NodePool> = snapshot
+        .node_pools
+        .iter()
+        .map(|p| (p.name.as_str(), p))
+        .collect();
 
     // 1. Every pending pod exactly once; bound pods never.
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
@@ -78,7 +93,10 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
     for (i, p) in pods.iter().enumerate() {
         let n = seen.get(&i).copied().unwrap_or(0);
         if p.node_name.is_none() && n != 1 {
-            err(format!("pending pod {} appears {n} times in the plan", p.key()));
+            err(format!(
+                "pending pod {} appears {n} times in the plan",
+                p.key()
+            ));
         }
         if p.node_name.is_some() && n != 0 {
             err(format!("bound pod {} was placed again", p.key()));
@@ -86,19 +104,40 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
     }
     for u in &results.unschedulable {
         if u.reason.trim().is_empty() {
-            err(format!("unschedulable pod {} has no reason", pods[u.pod].key()));
+            err(format!(
+                "unschedulable pod {} has no reason",
+                pods[u.pod].key()
+            ));
         }
     }
 
     // 2. Build plan nodes.
     let mut nodes: Vec<PlanNode> = Vec::new();
-    let by_name: BTreeMap<&str, usize> = snapshot.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let by_name: BTreeMap<&str, usize> = snapshot
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
     let mut node_index: BTreeMap<String, usize> = BTreeMap::new();
     for n in &snapshot.nodes {
-        let domains = n.labels.iter().map(|(k, v)| (k.clone(), [v.clone()].into_iter().collect())).collect();
-        let bound: Vec<usize> = (0..pods.len()).filter(|&i| pods[i].node_name.as_deref() == Some(n.name.as_str())).collect();
+        let domains = n
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), [v.clone()].into_iter().collect()))
+            .collect();
+        let bound: Vec<usize> = (0..pods.len())
+            .filter(|&i| pods[i].node_name.as_deref() == Some(n.name.as_str()))
+            .collect();
         node_index.insert(n.name.clone(), nodes.len());
-        nodes.push(PlanNode { name: n.name.clone(), labels: n.labels.clone(), taints: n.taints.clone(), domains, pods: bound, new_pods: vec![] });
+        nodes.push(PlanNode {
+            name: n.name.clone(),
+            labels: n.labels.clone(),
+            taints: n.taints.clone(),
+            domains,
+            pods: bound,
+            new_pods: vec![],
+        });
     }
     for e in &results.existing {
         let Some(&i) = node_index.get(&e.node) else {
@@ -111,27 +150,51 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
         }
         nodes[i].pods.extend(e.pods.iter().copied());
         nodes[i].new_pods.extend(e.pods.iter().copied());
-        let used = nodes[i].pods.iter().fold(Resources::new(), |a, &p| a.plus(&pods[p].requests));
+        let used = nodes[i]
+            .pods
+            .iter()
+            .fold(Resources::new(), |a, &p| a.plus(&pods[p].requests));
         if !used.fits_in(&sn.allocatable) {
-            err(format!("node {} is over capacity: {} needed, {} allocatable", e.node, used.describe(), sn.allocatable.describe()));
+            err(format!(
+                "node {} is over capacity: {} needed, {} allocatable",
+                e.node,
+                used.describe(),
+                sn.allocatable.describe()
+            ));
         }
     }
     let mut pool_usage: BTreeMap<String, (Resources, i64)> = snapshot.nodepool_usage();
     for c in &results.new_nodeclaims {
         let Some(pool) = pools.get(c.nodepool.as_str()) else {
-            err(format!("nodeclaim {} uses unknown nodepool {}", c.hostname, c.nodepool));
+            err(format!(
+                "nodeclaim {} uses unknown nodepool {}",
+                c.hostname, c.nodepool
+            ));
             continue;
         };
         if c.instance_types.is_empty() {
-            err(format!("nodeclaim {} has no instance type options", c.hostname));
+            err(format!(
+                "nodeclaim {} has no instance type options",
+                c.hostname
+            ));
             continue;
         }
-        let Some(chosen) = c.instance_types.iter().find(|t| t.name == c.cheapest.instance_type) else {
-            err(format!("nodeclaim {}: chosen type {} is not among its options", c.hostname, c.cheapest.instance_type));
+        let Some(chosen) = c
+            .instance_types
+            .iter()
+            .find(|t| t.name == c.cheapest.instance_type)
+        else {
+            err(format!(
+                "nodeclaim {}: chosen type {} is not among its options",
+                c.hostname, c.cheapest.instance_type
+            ));
             continue;
         };
         if c.instance_types[0].name != chosen.name {
-            err(format!("nodeclaim {}: options are not ordered cheapest first", c.hostname));
+            err(format!(
+                "nodeclaim {}: options are not ordered cheapest first",
+                c.hostname
+            ));
         }
         // Labels of the node the launch is expected to produce.
         let mut node_labels: BTreeMap<String, String> = BTreeMap::new();
@@ -145,21 +208,35 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
         }
         for r in pool.requirements.iter() {
             if let Some(val) = r.single_value() {
-                node_labels.entry(r.key().into()).or_insert_with(|| val.into());
+                node_labels
+                    .entry(r.key().into())
+                    .or_insert_with(|| val.into());
             }
         }
         node_labels.insert(labels::NODEPOOL.into(), pool.name.clone());
         node_labels.insert(labels::ZONE.into(), c.cheapest.zone.clone());
-        node_labels.insert(labels::CAPACITY_TYPE.into(), c.cheapest.capacity_type.clone());
+        node_labels.insert(
+            labels::CAPACITY_TYPE.into(),
+            c.cheapest.capacity_type.clone(),
+        );
         node_labels.insert(labels::HOSTNAME.into(), c.hostname.clone());
         if !pool.requirements.matches_labels(&node_labels) {
-            err(format!("nodeclaim {}: node labels violate nodepool {} requirements", c.hostname, pool.name));
+            err(format!(
+                "nodeclaim {}: node labels violate nodepool {} requirements",
+                c.hostname, pool.name
+            ));
         }
         let offering_ok = chosen.offerings.iter().any(|o| {
-            o.available && o.zone == c.cheapest.zone && o.capacity_type == c.cheapest.capacity_type && (o.price - c.cheapest.price).abs() < 1e-9
+            o.available
+                && o.zone == c.cheapest.zone
+                && o.capacity_type == c.cheapest.capacity_type
+                && (o.price - c.cheapest.price).abs() < 1e-9
         });
         if !offering_ok {
-            err(format!("nodeclaim {}: offering {}/{} of {} does not exist", c.hostname, c.cheapest.zone, c.cheapest.capacity_type, chosen.name));
+            err(format!(
+                "nodeclaim {}: offering {}/{} of {} does not exist",
+                c.hostname, c.cheapest.zone, c.cheapest.capacity_type, chosen.name
+            ));
         }
         // Daemonset overhead, derived independently.
         let mut overhead = Resources::new();
@@ -168,23 +245,40 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                 overhead.add_assign(&ds.requests);
             }
         }
-        let mut total = c.pods.iter().fold(overhead, |a, &p| a.plus(&pods[p].requests));
+        let mut total = c
+            .pods
+            .iter()
+            .fold(overhead, |a, &p| a.plus(&pods[p].requests));
         total.pods = total.pods.max(0);
         for it in &c.instance_types {
             if !total.fits_in(it.allocatable()) {
-                err(format!("nodeclaim {}: {} does not fit instance type {} ({})", c.hostname, total.describe(), it.name, it.allocatable().describe()));
+                err(format!(
+                    "nodeclaim {}: {} does not fit instance type {} ({})",
+                    c.hostname,
+                    total.describe(),
+                    it.name,
+                    it.allocatable().describe()
+                ));
             }
             if !it.requirements.intersects(&c.requirements) {
-                err(format!("nodeclaim {}: option {} violates its requirements", c.hostname, it.name));
+                err(format!(
+                    "nodeclaim {}: option {} violates its requirements",
+                    c.hostname, it.name
+                ));
             }
         }
-        let mut domains: BTreeMap<String, BTreeSet<String>> =
-            node_labels.iter().map(|(k, val)| (k.clone(), [val.clone()].into_iter().collect())).collect();
+        let mut domains: BTreeMap<String, BTreeSet<String>> = node_labels
+            .iter()
+            .map(|(k, val)| (k.clone(), [val.clone()].into_iter().collect()))
+            .collect();
         // Zones stay open unless the requirements pin them.
         for key in [labels::ZONE, labels::CAPACITY_TYPE] {
             if let Some(r) = c.requirements.get(key) {
                 if r.len().is_some_and(|n| n > 1) {
-                    domains.insert(key.into(), r.values().into_iter().map(String::from).collect());
+                    domains.insert(
+                        key.into(),
+                        r.values().into_iter().map(String::from).collect(),
+                    );
                 }
             }
         }
@@ -203,7 +297,11 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
     // Limits.
     for pool in &snapshot.node_pools {
         let (used, count) = pool_usage.get(&pool.name).cloned().unwrap_or_default();
-        let before = snapshot.nodepool_usage().get(&pool.name).cloned().unwrap_or_default();
+        let before = snapshot
+            .nodepool_usage()
+            .get(&pool.name)
+            .cloned()
+            .unwrap_or_default();
         for (k, lim) in &pool.limits.resources {
             if used.get(k) > *lim && used.get(k) > before.0.get(k) {
                 err(format!("nodepool {} exceeds its {k} limit", pool.name));
@@ -228,7 +326,10 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
         for &p in &n.pods {
             for hp in &pods[p].host_ports {
                 if ports.iter().any(|u: &crate::pod::HostPort| u.conflicts(hp)) {
-                    err(format!("host port {} conflicts on node {}", hp.port, n.name));
+                    err(format!(
+                        "host port {} conflicts on node {}",
+                        hp.port, n.name
+                    ));
                 }
                 ports.push(hp.clone());
             }
@@ -236,10 +337,18 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
         for &p in &n.new_pods {
             let pod = &pods[p];
             if !pod.node_matches(&n.labels) {
-                err(format!("pod {} does not match the labels of node {}", pod.key(), n.name));
+                err(format!(
+                    "pod {} does not match the labels of node {}",
+                    pod.key(),
+                    n.name
+                ));
             }
             if let Some(t) = tolerated(pod, &n.taints) {
-                err(format!("pod {} does not tolerate taint {t} of node {}", pod.key(), n.name));
+                err(format!(
+                    "pod {} does not tolerate taint {t} of node {}",
+                    pod.key(),
+                    n.name
+                ));
             }
         }
     }
@@ -268,16 +377,24 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
     for n in &nodes {
         for &p in &n.new_pods {
             let pod = &pods[p];
-            for tsc in pod.topology_spread.iter().filter(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule) {
-                let Some(sel) = pod.spread_selector(tsc) else { continue };
+            for tsc in pod
+                .topology_spread
+                .iter()
+                .filter(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
+            {
+                let Some(sel) = pod.spread_selector(tsc) else {
+                    continue;
+                };
                 let key = tsc.topology_key.as_str();
                 let Some(d) = n.pinned(key) else {
                     err(format!("pod {} has a spread constraint on {key} but its node is not pinned to one domain", pod.key()));
                     continue;
                 };
                 let honors = |node: &PlanNode| {
-                    (tsc.node_affinity_policy == InclusionPolicy::Ignore || pod.node_matches(&node.labels))
-                        && (tsc.node_taints_policy == InclusionPolicy::Ignore || tolerated(pod, &node.taints).is_none())
+                    (tsc.node_affinity_policy == InclusionPolicy::Ignore
+                        || pod.node_matches(&node.labels))
+                        && (tsc.node_taints_policy == InclusionPolicy::Ignore
+                            || tolerated(pod, &node.taints).is_none())
                 };
                 let mut counts: BTreeMap<&str, i32> = BTreeMap::new();
                 let mut slack = 0;
@@ -290,7 +407,9 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                         let qp = &pods[q];
                         if qp.namespace == pod.namespace && sel.matches(&qp.labels) {
                             *counts.entry(md).or_default() += 1;
-                            let owner = qp.topology_spread.iter().any(|t| t.topology_key == key && qp.spread_selector(t) == Some(sel.clone()));
+                            let owner = qp.topology_spread.iter().any(|t| {
+                                t.topology_key == key && qp.spread_selector(t) == Some(sel.clone())
+                            });
                             if md == d && qp.node_name.is_none() && !owner {
                                 slack += 1;
                             }
@@ -301,7 +420,11 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                     0
                 } else {
                     let dom = universe(key, pod);
-                    let min = dom.iter().map(|x| counts.get(x.as_str()).copied().unwrap_or(0)).min().unwrap_or(0);
+                    let min = dom
+                        .iter()
+                        .map(|x| counts.get(x.as_str()).copied().unwrap_or(0))
+                        .min()
+                        .unwrap_or(0);
                     if tsc.min_domains.is_some_and(|m| (dom.len() as i32) < m) {
                         0
                     } else {
@@ -314,16 +437,25 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                 }
             }
             for term in &pod.pod_affinity {
-                let Some(sel) = pod.term_selector(term) else { continue };
+                let Some(sel) = pod.term_selector(term) else {
+                    continue;
+                };
                 let ns = pod.term_namespaces(term, &snapshot.namespaces);
                 let key = term.topology_key.as_str();
                 let Some(d) = n.pinned(key) else {
-                    err(format!("pod {} has pod affinity on {key} but its node is not pinned to one domain", pod.key()));
+                    err(format!(
+                        "pod {} has pod affinity on {key} but its node is not pinned to one domain",
+                        pod.key()
+                    ));
                     continue;
                 };
                 let matching: Vec<(usize, Option<&str>)> = pod_node
                     .iter()
-                    .filter(|(q, _)| **q != p && ns.contains(&pods[**q].namespace) && sel.matches(&pods[**q].labels))
+                    .filter(|(q, _)| {
+                        **q != p
+                            && ns.contains(&pods[**q].namespace)
+                            && sel.matches(&pods[**q].labels)
+                    })
                     .map(|(q, ni)| (*q, nodes[*ni].pinned(key)))
                     .collect();
                 let joined = matching.iter().any(|(_, md)| *md == Some(d));
@@ -333,20 +465,35 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                     // ...but only once: other new pods of the same group must not be elsewhere
                     // unless matching pods already ran there.
                     // Two new owners of the same term, each alone in a different domain.
-                    let alone = |q: usize, dq: Option<&str>| !matching.iter().any(|(r, mr)| *r != q && *mr == dq && dq.is_some());
+                    let alone = |q: usize, dq: Option<&str>| {
+                        !matching
+                            .iter()
+                            .any(|(r, mr)| *r != q && *mr == dq && dq.is_some())
+                    };
                     let split = matching.iter().any(|(q, md)| {
-                        pods[*q].node_name.is_none() && pods[*q].pod_affinity.contains(term) && *md != Some(d) && alone(*q, *md)
+                        pods[*q].node_name.is_none()
+                            && pods[*q].pod_affinity.contains(term)
+                            && *md != Some(d)
+                            && alone(*q, *md)
                     });
                     if split {
-                        err(format!("pod {} started a second {key} domain {d} for its pod affinity group", pod.key()));
+                        err(format!(
+                            "pod {} started a second {key} domain {d} for its pod affinity group",
+                            pod.key()
+                        ));
                     }
                 }
                 if !joined && !bootstrap {
-                    err(format!("pod {} violates pod affinity on {key}: no matching pod in {d}", pod.key()));
+                    err(format!(
+                        "pod {} violates pod affinity on {key}: no matching pod in {d}",
+                        pod.key()
+                    ));
                 }
             }
             for term in &pod.pod_anti_affinity {
-                let Some(sel) = pod.term_selector(term) else { continue };
+                let Some(sel) = pod.term_selector(term) else {
+                    continue;
+                };
                 let ns = pod.term_namespaces(term, &snapshot.namespaces);
                 let key = term.topology_key.as_str();
                 let Some(mine) = n.domain(key) else { continue };
@@ -354,7 +501,11 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                     if q != p && ns.contains(&pods[q].namespace) && sel.matches(&pods[q].labels) {
                         if let Some(theirs) = nodes[ni].domain(key) {
                             if !mine.is_disjoint(theirs) {
-                                err(format!("pod {} violates pod anti-affinity on {key} with pod {}", pod.key(), pods[q].key()));
+                                err(format!(
+                                    "pod {} violates pod anti-affinity on {key} with pod {}",
+                                    pod.key(),
+                                    pods[q].key()
+                                ));
                             }
                         }
                     }
@@ -367,7 +518,9 @@ pub fn validate(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Resu
                 }
                 let other = &pods[q];
                 for term in &other.pod_anti_affinity {
-                    let Some(sel) = other.term_selector(term) else { continue };
+                    let Some(sel) = other.term_selector(term) else {
+                        continue;
+                    };
                     let ns = other.term_namespaces(term, &snapshot.namespaces);
                     if !(ns.contains(&pod.namespace) && sel.matches(&pod.labels)) {
                         continue;

@@ -43,11 +43,27 @@ pub(super) struct PoolCtx {
 }
 
 impl PoolCtx {
-    pub fn new(pool: &NodePool, template: Requirements, daemon_overhead: Resources, provider_keys: BTreeSet<String>) -> Self {
+    pub fn new(
+        pool: &NodePool,
+        template: Requirements,
+        daemon_overhead: Resources,
+        provider_keys: BTreeSet<String>,
+    ) -> Self {
         let mut types = Vec::new();
-        let zones: Vec<String> = pool.instance_types.iter().flat_map(|t| t.offerings.iter().map(|o| o.zone.clone())).collect::<BTreeSet<_>>().into_iter().collect();
-        let capacity_types: Vec<String> =
-            pool.instance_types.iter().flat_map(|t| t.offerings.iter().map(|o| o.capacity_type.clone())).collect::<BTreeSet<_>>().into_iter().collect();
+        let zones: Vec<String> = pool
+            .instance_types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let capacity_types: Vec<String> = pool
+            .instance_types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.capacity_type.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for it in &pool.instance_types {
             let mut full = it.requirements.clone();
             for k in &provider_keys {
@@ -56,7 +72,12 @@ impl PoolCtx {
                 }
             }
             // Keep only types the template allows and that have an offering it allows.
-            if full.intersects(&template) && it.offerings.iter().any(|o| o.available && o.compatible(&template)) {
+            if full.intersects(&template)
+                && it
+                    .offerings
+                    .iter()
+                    .any(|o| o.available && o.compatible(&template))
+            {
                 let offers = it
                     .offerings
                     .iter()
@@ -68,7 +89,11 @@ impl PoolCtx {
                         (z, c, o.price, i)
                     })
                     .collect();
-                types.push(TypeCtx { it: it.clone(), full, offers });
+                types.push(TypeCtx {
+                    it: it.clone(),
+                    full,
+                    offers,
+                });
             }
         }
         PoolCtx {
@@ -88,8 +113,16 @@ impl PoolCtx {
         let z = reqs.get(labels::ZONE);
         let c = reqs.get(labels::CAPACITY_TYPE);
         OfferingMask {
-            zones: self.zones.iter().map(|v| z.is_none_or(|r| r.has(v))).collect(),
-            capacity_types: self.capacity_types.iter().map(|v| c.is_none_or(|r| r.has(v))).collect(),
+            zones: self
+                .zones
+                .iter()
+                .map(|v| z.is_none_or(|r| r.has(v)))
+                .collect(),
+            capacity_types: self
+                .capacity_types
+                .iter()
+                .map(|v| c.is_none_or(|r| r.has(v)))
+                .collect(),
         }
     }
 
@@ -173,12 +206,18 @@ fn type_allowed(t: &TypeCtx, reqs: &Requirements, changed: &[&str], mask: &Offer
                 (Some(tr), Some(r)) => tr.intersects(r),
                 _ => true,
             }
-    }) && t.offers.iter().any(|&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
+    }) && t
+        .offers
+        .iter()
+        .any(|&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
 }
 
 /// Keys whose requirement differs between `old` and `new`.
 fn changed_keys<'a>(old: &Requirements, new: &'a Requirements) -> Vec<&'a str> {
-    new.iter().filter(|r| old.get(r.key()) != Some(*r)).map(Requirement::key).collect()
+    new.iter()
+        .filter(|r| old.get(r.key()) != Some(*r))
+        .map(Requirement::key)
+        .collect()
 }
 
 /// Distinct values of `key` among `types` (restricted by `req`).
@@ -202,7 +241,10 @@ fn min_values_violation(pool: &PoolCtx, types: &[u32], reqs: &Requirements) -> O
         if let Some(min) = r.min_values() {
             let n = distinct_values(pool, types, r);
             if n < min {
-                return Some(format!("minValues requirement on {} needs {min} distinct values, only {n} remain", r.key()));
+                return Some(format!(
+                    "minValues requirement on {} needs {min} distinct values, only {n} remain",
+                    r.key()
+                ));
             }
         }
     }
@@ -210,7 +252,13 @@ fn min_values_violation(pool: &PoolCtx, types: &[u32], reqs: &Requirements) -> O
 }
 
 impl Claim {
-    pub fn new(pool_idx: usize, pool: &PoolCtx, hostname: String, host: u32, types: Vec<u32>) -> Self {
+    pub fn new(
+        pool_idx: usize,
+        pool: &PoolCtx,
+        hostname: String,
+        host: u32,
+        types: Vec<u32>,
+    ) -> Self {
         let mut requirements = pool.template.clone();
         requirements.add(Requirement::in_values(labels::HOSTNAME, [hostname.clone()]));
         let (max_alloc, min_alloc) = bounds(pool, &types);
@@ -231,13 +279,26 @@ impl Claim {
 
     /// Largest capacity among the remaining options (for limits).
     pub fn max_capacity(&self, pool: &PoolCtx) -> Resources {
-        self.types.iter().fold(Resources::new(), |m, &t| m.max(&pool.types[t as usize].it.capacity))
+        self.types.iter().fold(Resources::new(), |m, &t| {
+            m.max(&pool.types[t as usize].it.capacity)
+        })
     }
 
     /// Try to add the pod; on success the claim is updated (the caller records the pod index).
-    pub fn try_add(&mut self, pod: &Arc<Pod>, data: &PodData, groups: &PodGroups, pool: &PoolCtx, topology: &mut Topology) -> Result<(), String> {
+    pub fn try_add(
+        &mut self,
+        pod: &Arc<Pod>,
+        data: &PodData,
+        groups: &PodGroups,
+        pool: &PoolCtx,
+        topology: &mut Topology,
+    ) -> Result<(), String> {
         // Quick rejections first: they decide most attempts in large passes.
-        if !self.pods.is_empty() && !self.with_daemons.sum_fits_in(&pod.requests, &self.max_alloc) {
+        if !self.pods.is_empty()
+            && !self
+                .with_daemons
+                .sum_fits_in(&pod.requests, &self.max_alloc)
+        {
             return Err("no remaining instance type has room".to_string());
         }
         if topology.hostname_blocked(groups, self.host) {
@@ -246,18 +307,28 @@ impl Claim {
         if let Some(t) = first_untolerated(&pool.taints, &data.tolerations) {
             return Err(format!("did not tolerate taint {t}"));
         }
-        if let Some(hp) = pod.host_ports.iter().find(|hp| self.host_ports.iter().any(|u| u.conflicts(hp))) {
-            return Err(format!("host port {}/{} is already used on the node", hp.port, hp.protocol));
+        if let Some(hp) = pod
+            .host_ports
+            .iter()
+            .find(|hp| self.host_ports.iter().any(|u| u.conflicts(hp)))
+        {
+            return Err(format!(
+                "host port {}/{} is already used on the node",
+                hp.port, hp.protocol
+            ));
         }
         self.requirements
             .compatible(&data.requirements, &|k| pool.is_well_known(k))
             .map_err(|e| format!("incompatible requirements, {e}"))?;
-        let mut reqs: Cow<'_, Requirements> = if self.requirements.is_narrowed_by(&data.requirements) {
-            Cow::Owned(self.requirements.intersect(&data.requirements))
-        } else {
-            Cow::Borrowed(&*self.requirements)
-        };
-        topology.add_requirements(pod, groups, &data.strict, &mut reqs, &pool.taints).map_err(|e| e.0)?;
+        let mut reqs: Cow<'_, Requirements> =
+            if self.requirements.is_narrowed_by(&data.requirements) {
+                Cow::Owned(self.requirements.intersect(&data.requirements))
+            } else {
+                Cow::Borrowed(&*self.requirements)
+            };
+        topology
+            .add_requirements(pod, groups, &data.strict, &mut reqs, &pool.taints)
+            .map_err(|e| e.0)?;
         let changed = matches!(reqs, Cow::Owned(_));
         if changed && reqs.is_unsatisfiable() {
             return Err(format!("incompatible requirements, {reqs}"));
@@ -269,14 +340,19 @@ impl Claim {
         let remaining: Vec<u32> = if quick_fit && !changed {
             self.types.clone()
         } else {
-            let keys = if changed { changed_keys(&self.requirements, &reqs) } else { Vec::new() };
+            let keys = if changed {
+                changed_keys(&self.requirements, &reqs)
+            } else {
+                Vec::new()
+            };
             let mask = pool.mask(&reqs);
             self.types
                 .iter()
                 .copied()
                 .filter(|&t| {
                     let tc = &pool.types[t as usize];
-                    (quick_fit || with_daemons.fits_in(tc.it.allocatable())) && (!changed || type_allowed(tc, &reqs, &keys, &mask))
+                    (quick_fit || with_daemons.fits_in(tc.it.allocatable()))
+                        && (!changed || type_allowed(tc, &reqs, &keys, &mask))
                 })
                 .collect()
         };
@@ -302,15 +378,32 @@ impl Claim {
         Ok(())
     }
 
-    fn explain_no_type(&self, pool: &PoolCtx, reqs: &Requirements, pod_requests: &Resources, total: &Resources) -> String {
+    fn explain_no_type(
+        &self,
+        pool: &PoolCtx,
+        reqs: &Requirements,
+        pod_requests: &Resources,
+        total: &Resources,
+    ) -> String {
         let keys: Vec<&str> = reqs.keys().collect();
         let mask = pool.mask(reqs);
-        let by_reqs = self.types.iter().filter(|&&t| type_allowed(&pool.types[t as usize], reqs, &keys, &mask)).count();
-        let by_res = self.types.iter().filter(|&&t| total.fits_in(pool.types[t as usize].it.allocatable())).count();
+        let by_reqs = self
+            .types
+            .iter()
+            .filter(|&&t| type_allowed(&pool.types[t as usize], reqs, &keys, &mask))
+            .count();
+        let by_res = self
+            .types
+            .iter()
+            .filter(|&&t| total.fits_in(pool.types[t as usize].it.allocatable()))
+            .count();
         let overhead = if pool.daemon_overhead.is_zero() {
             String::new()
         } else {
-            format!(" plus daemonset overhead {{{}}}", pool.daemon_overhead.describe())
+            format!(
+                " plus daemonset overhead {{{}}}",
+                pool.daemon_overhead.describe()
+            )
         };
         let mut shown = reqs.clone();
         shown.remove(labels::HOSTNAME);
@@ -320,9 +413,15 @@ impl Claim {
             format!("no instance type satisfies requirements {shown} with an available offering")
         } else if by_res == 0 {
             if self.pods.is_empty() {
-                format!("no instance type has enough resources for requests {{{}}}{overhead}", pod_requests.describe())
+                format!(
+                    "no instance type has enough resources for requests {{{}}}{overhead}",
+                    pod_requests.describe()
+                )
             } else {
-                format!("no instance type has enough resources for {{{}}}", total.describe())
+                format!(
+                    "no instance type has enough resources for {{{}}}",
+                    total.describe()
+                )
             }
         } else {
             format!(
@@ -343,7 +442,9 @@ impl Claim {
                 let tc = &pool.types[t as usize];
                 tc.offers
                     .iter()
-                    .filter(|&&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
+                    .filter(|&&(z, c, _, _)| {
+                        mask.zones[z as usize] && mask.capacity_types[c as usize]
+                    })
                     .map(|&(_, _, p, _)| p)
                     .min_by(f64::total_cmp)
                     .map(|p| (p, &tc.it, t))
@@ -353,7 +454,9 @@ impl Claim {
         options.truncate(max_types.max(1));
         let kept: Vec<u32> = options.iter().map(|o| o.2).collect();
         if let Some(v) = min_values_violation(pool, &kept, &reqs) {
-            return Err(format!("after truncating to the {max_types} cheapest instance types, {v}"));
+            return Err(format!(
+                "after truncating to the {max_types} cheapest instance types, {v}"
+            ));
         }
         let types: Vec<Arc<InstanceType>> = options.iter().map(|o| o.1.clone()).collect();
         let Some(first) = types.first() else {
@@ -408,7 +511,11 @@ impl ExistingSlot {
     pub fn new(node: &Node, used: &Resources, host_ports: Vec<HostPort>) -> Self {
         ExistingSlot {
             name: node.name.clone(),
-            hostname: node.labels.get(labels::HOSTNAME).cloned().unwrap_or_else(|| node.name.clone()),
+            hostname: node
+                .labels
+                .get(labels::HOSTNAME)
+                .cloned()
+                .unwrap_or_else(|| node.name.clone()),
             host: u32::MAX,
             requirements: Arc::new(Requirements::from_labels(&node.labels)),
             taints: Arc::new(node.taints.clone()),
@@ -422,7 +529,13 @@ impl ExistingSlot {
         self.host = topology.hostname_id(&self.hostname);
     }
 
-    pub fn try_add(&mut self, pod: &Arc<Pod>, data: &PodData, groups: &PodGroups, topology: &mut Topology) -> Result<(), String> {
+    pub fn try_add(
+        &mut self,
+        pod: &Arc<Pod>,
+        data: &PodData,
+        groups: &PodGroups,
+        topology: &mut Topology,
+    ) -> Result<(), String> {
         if !pod.requests.fits_in(&self.available) {
             return Err(format!("not enough resources on node {}", self.name));
         }
@@ -432,12 +545,20 @@ impl ExistingSlot {
         if let Some(t) = first_untolerated(&self.taints, &data.tolerations) {
             return Err(format!("did not tolerate taint {t}"));
         }
-        if pod.host_ports.iter().any(|hp| self.host_ports.iter().any(|u| u.conflicts(hp))) {
+        if pod
+            .host_ports
+            .iter()
+            .any(|hp| self.host_ports.iter().any(|u| u.conflicts(hp)))
+        {
             return Err("host port conflict".to_string());
         }
-        self.requirements.compatible(&data.requirements, &|_| false).map_err(|e| e.to_string())?;
+        self.requirements
+            .compatible(&data.requirements, &|_| false)
+            .map_err(|e| e.to_string())?;
         let mut reqs: Cow<'_, Requirements> = Cow::Borrowed(&*self.requirements);
-        topology.add_requirements(pod, groups, &data.strict, &mut reqs, &self.taints).map_err(|e| e.0)?;
+        topology
+            .add_requirements(pod, groups, &data.strict, &mut reqs, &self.taints)
+            .map_err(|e| e.0)?;
         if reqs.is_unsatisfiable() {
             return Err("topology".to_string());
         }

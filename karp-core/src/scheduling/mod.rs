@@ -75,7 +75,10 @@ pub struct SchedulerOptions {
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        SchedulerOptions { preference_policy: PreferencePolicy::Respect, max_instance_types: MAX_INSTANCE_TYPES }
+        SchedulerOptions {
+            preference_policy: PreferencePolicy::Respect,
+            max_instance_types: MAX_INSTANCE_TYPES,
+        }
     }
 }
 
@@ -202,7 +205,11 @@ impl PodState {
         if self.tolerate_prefer_no_schedule {
             tolerations.push(Toleration::all_with_effect(Effect::PreferNoSchedule));
         }
-        self.data = PodData { requirements, strict, tolerations };
+        self.data = PodData {
+            requirements,
+            strict,
+            tolerations,
+        };
     }
 
     fn constraints(&self, respect: bool) -> PodConstraints {
@@ -228,7 +235,11 @@ impl PodState {
             p.preferred_node_affinity.remove(i);
             return Some("preferred node affinity term");
         }
-        if let Some(i) = p.topology_spread.iter().position(|t| t.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway) {
+        if let Some(i) = p
+            .topology_spread
+            .iter()
+            .position(|t| t.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway)
+        {
             p.topology_spread.remove(i);
             return Some("ScheduleAnyway topology spread constraint");
         }
@@ -252,8 +263,16 @@ fn heaviest<T>(terms: &[crate::pod::Weighted<T>]) -> Option<usize> {
 }
 
 /// Whether a daemonset pod would run on nodes of this pool (taints tolerated, requirements compatible).
-fn daemon_compatible(ds: &Pod, template: &Requirements, taints: &[Taint], well_known: &dyn Fn(&str) -> bool) -> bool {
-    first_untolerated(taints, &ds.tolerations).is_none() && template.compatible(&ds.strict_requirements(), well_known).is_ok()
+fn daemon_compatible(
+    ds: &Pod,
+    template: &Requirements,
+    taints: &[Taint],
+    well_known: &dyn Fn(&str) -> bool,
+) -> bool {
+    first_untolerated(taints, &ds.tolerations).is_none()
+        && template
+            .compatible(&ds.strict_requirements(), well_known)
+            .is_ok()
 }
 
 /// Run one scheduling pass over the snapshot's pending pods.
@@ -286,15 +305,23 @@ impl<'a> Scheduler<'a> {
             .into_iter()
             .map(|p| {
                 let template = p.template_requirements();
-                let provider_keys: BTreeSet<String> =
-                    p.instance_types.iter().flat_map(|t| t.requirements.keys().map(str::to_string)).collect();
+                let provider_keys: BTreeSet<String> = p
+                    .instance_types
+                    .iter()
+                    .flat_map(|t| t.requirements.keys().map(str::to_string))
+                    .collect();
                 let wk = |k: &str| labels::is_well_known(k) || provider_keys.contains(k);
                 let mut overhead = Resources::new();
                 for ds in &snapshot.daemonsets {
                     // Like Karpenter, but also require an instance type of the pool the daemon
                     // could run on (an arm64-only daemonset adds nothing to an amd64 pool).
                     let strict = ds.strict_requirements();
-                    let on_some_type = p.instance_types.iter().any(|it| template.intersect(&it.requirements).compatible(&strict, &wk).is_ok());
+                    let on_some_type = p.instance_types.iter().any(|it| {
+                        template
+                            .intersect(&it.requirements)
+                            .compatible(&strict, &wk)
+                            .is_ok()
+                    });
                     if daemon_compatible(ds, &template, &p.taints, &wk) && on_some_type {
                         overhead.add_assign(&ds.requests);
                     }
@@ -302,14 +329,21 @@ impl<'a> Scheduler<'a> {
                 PoolCtx::new(p, template, overhead, provider_keys)
             })
             .collect();
-        let any_prefer_no_schedule =
-            snapshot.node_pools.iter().any(|p| p.taints.iter().any(|t| t.effect == Effect::PreferNoSchedule));
+        let any_prefer_no_schedule = snapshot.node_pools.iter().any(|p| {
+            p.taints
+                .iter()
+                .any(|t| t.effect == Effect::PreferNoSchedule)
+        });
         let usage = snapshot.nodepool_usage();
         let mut remaining = BTreeMap::new();
         for p in &snapshot.node_pools {
             let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
-            let res: BTreeMap<String, i64> =
-                p.limits.resources.iter().map(|(k, v)| (k.clone(), v - used.get(k))).collect();
+            let res: BTreeMap<String, i64> = p
+                .limits
+                .resources
+                .iter()
+                .map(|(k, v)| (k.clone(), v - used.get(k)))
+                .collect();
             remaining.insert(p.name.clone(), (res, p.limits.nodes.map(|n| n - count)));
         }
         // Existing nodes: usage from bound pods.
@@ -321,8 +355,13 @@ impl<'a> Scheduler<'a> {
                 e.1.extend(p.host_ports.iter().cloned());
             }
         }
-        let mut nodes: Vec<&crate::cluster::Node> = snapshot.nodes.iter().filter(|n| !n.deleting).collect();
-        nodes.sort_by(|a, b| b.initialized.cmp(&a.initialized).then_with(|| a.name.cmp(&b.name)));
+        let mut nodes: Vec<&crate::cluster::Node> =
+            snapshot.nodes.iter().filter(|n| !n.deleting).collect();
+        nodes.sort_by(|a, b| {
+            b.initialized
+                .cmp(&a.initialized)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         let existing = nodes
             .into_iter()
             .map(|n| {
@@ -355,7 +394,8 @@ impl<'a> Scheduler<'a> {
                     pod.preferred_node_affinity.clear();
                     pod.preferred_pod_affinity.clear();
                     pod.preferred_pod_anti_affinity.clear();
-                    pod.topology_spread.retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
+                    pod.topology_spread
+                        .retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
                 }
                 PodState {
                     idx,
@@ -363,12 +403,18 @@ impl<'a> Scheduler<'a> {
                     pod,
                     tolerate_prefer_no_schedule: false,
                     groups: PodGroups::default(),
-                    data: PodData { requirements: Requirements::new(), strict: Requirements::new(), tolerations: vec![] },
+                    data: PodData {
+                        requirements: Requirements::new(),
+                        strict: Requirements::new(),
+                        tolerations: vec![],
+                    },
                 }
             })
             .collect();
-        let constraints: Vec<(usize, PodConstraints)> =
-            states.iter().map(|s| (s.idx, s.constraints(self.respect))).collect();
+        let constraints: Vec<(usize, PodConstraints)> = states
+            .iter()
+            .map(|s| (s.idx, s.constraints(self.respect)))
+            .collect();
         let (topology, groups) = Topology::new(self.snapshot, &constraints);
         self.topology = topology;
         for slot in &mut self.existing {
@@ -384,7 +430,10 @@ impl<'a> Scheduler<'a> {
         let mut order: Vec<usize> = (0..states.len()).collect();
         order.sort_by(|&a, &b| {
             let (ra, rb) = (&states[a].pod.requests, &states[b].pod.requests);
-            rb.cpu.cmp(&ra.cpu).then_with(|| rb.memory.cmp(&ra.memory)).then_with(|| states[a].idx.cmp(&states[b].idx))
+            rb.cpu
+                .cmp(&ra.cpu)
+                .then_with(|| rb.memory.cmp(&ra.memory))
+                .then_with(|| states[a].idx.cmp(&states[b].idx))
         });
         let mut queue: VecDeque<usize> = order.into_iter().collect();
         // Karpenter's queue: stop when a full cycle made no progress.
@@ -423,7 +472,10 @@ impl<'a> Scheduler<'a> {
     fn add(&mut self, st: &PodState, existing_pods: &mut [Vec<usize>]) -> Result<(), String> {
         for (i, slot) in self.existing.iter_mut().enumerate() {
             self.stats.attempts += 1;
-            if slot.try_add(&st.orig, &st.data, &st.groups, &mut self.topology).is_ok() {
+            if slot
+                .try_add(&st.orig, &st.data, &st.groups, &mut self.topology)
+                .is_ok()
+            {
                 existing_pods[i].push(st.idx);
                 return Ok(());
             }
@@ -435,7 +487,10 @@ impl<'a> Scheduler<'a> {
                 self.stats.attempts += 1;
                 let claim = &mut self.claims[c];
                 let pool = &self.pools[claim.pool];
-                if claim.try_add(&st.orig, &st.data, &st.groups, pool, &mut self.topology).is_ok() {
+                if claim
+                    .try_add(&st.orig, &st.data, &st.groups, pool, &mut self.topology)
+                    .is_ok()
+                {
                     chosen = Some(c);
                     break 'outer;
                 }
@@ -461,7 +516,10 @@ impl<'a> Scheduler<'a> {
             let pool = &self.pools[p];
             let (limits, nodes_left) = self.remaining.get(&pool.name).cloned().unwrap_or_default();
             if nodes_left.is_some_and(|n| n <= 0) {
-                reasons.push(format!("nodepool {:?} reached its limit of nodes", pool.name));
+                reasons.push(format!(
+                    "nodepool {:?} reached its limit of nodes",
+                    pool.name
+                ));
                 continue;
             }
             let types: Vec<u32> = pool.types_within_limits(&limits);
@@ -504,28 +562,47 @@ impl<'a> Scheduler<'a> {
         Err(reasons.join("; "))
     }
 
-    fn finish(self, states: &[PodState], errors: BTreeMap<usize, String>, existing_pods: Vec<Vec<usize>>) -> SchedulingResults {
-        let mut results = SchedulingResults { stats: self.stats, ..Default::default() };
-        let mut unschedulable: BTreeMap<usize, String> =
-            errors.into_iter().map(|(s, e)| (states[s].idx, e)).collect();
+    fn finish(
+        self,
+        states: &[PodState],
+        errors: BTreeMap<usize, String>,
+        existing_pods: Vec<Vec<usize>>,
+    ) -> SchedulingResults {
+        let mut results = SchedulingResults {
+            stats: self.stats,
+            ..Default::default()
+        };
+        let mut unschedulable: BTreeMap<usize, String> = errors
+            .into_iter()
+            .map(|(s, e)| (states[s].idx, e))
+            .collect();
         for claim in &self.claims {
             let pool = &self.pools[claim.pool];
             match claim.finalize(pool, self.options.max_instance_types) {
                 Ok(nc) => results.new_nodeclaims.push(nc),
                 Err(e) => {
                     for &p in &claim.pods {
-                        unschedulable.insert(p, format!("incompatible with nodepool {:?}: {e}", pool.name));
+                        unschedulable.insert(
+                            p,
+                            format!("incompatible with nodepool {:?}: {e}", pool.name),
+                        );
                     }
                 }
             }
         }
         for (slot, pods) in self.existing.iter().zip(existing_pods) {
             if !pods.is_empty() {
-                results.existing.push(ExistingPlacement { node: slot.name.clone(), pods });
+                results.existing.push(ExistingPlacement {
+                    node: slot.name.clone(),
+                    pods,
+                });
             }
         }
         results.existing.sort_by(|a, b| a.node.cmp(&b.node));
-        results.unschedulable = unschedulable.into_iter().map(|(pod, reason)| Unschedulable { pod, reason }).collect();
+        results.unschedulable = unschedulable
+            .into_iter()
+            .map(|(pod, reason)| Unschedulable { pod, reason })
+            .collect();
         results
     }
 }

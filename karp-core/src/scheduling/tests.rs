@@ -17,7 +17,11 @@ fn run_with(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> Schedulin
         panic!("plan failed validation: {v:?}\nplan: {r:#?}");
     }
     let lb = crate::packing::lower_bound_per_hour(snapshot, &r);
-    assert!(lb <= r.cost_per_hour() + 1e-9, "lower bound {lb} above cost {}", r.cost_per_hour());
+    assert!(
+        lb <= r.cost_per_hour() + 1e-9,
+        "lower bound {lb} above cost {}",
+        r.cost_per_hour()
+    );
     r
 }
 
@@ -39,16 +43,28 @@ fn sized_types() -> Vec<std::sync::Arc<crate::cloud::InstanceType>> {
         .collect()
 }
 
-fn snapshot(types: Vec<std::sync::Arc<crate::cloud::InstanceType>>, pods: Vec<crate::pod::Pod>) -> ClusterSnapshot {
-    ClusterSnapshot { node_pools: vec![nodepool("default", types)], pods, ..Default::default() }
+fn snapshot(
+    types: Vec<std::sync::Arc<crate::cloud::InstanceType>>,
+    pods: Vec<crate::pod::Pod>,
+) -> ClusterSnapshot {
+    ClusterSnapshot {
+        node_pools: vec![nodepool("default", types)],
+        pods,
+        ..Default::default()
+    }
 }
 
 fn pods(prefix: &str, n: usize, f: impl Fn(PodBuilder) -> PodBuilder) -> Vec<crate::pod::Pod> {
-    (0..n).map(|i| f(pod(&format!("{prefix}-{i}"))).build()).collect()
+    (0..n)
+        .map(|i| f(pod(&format!("{prefix}-{i}"))).build())
+        .collect()
 }
 
 fn zone_of(c: &NewNodeClaim) -> &str {
-    c.requirements.get(ZONE).and_then(|r| r.single_value()).unwrap_or(&c.cheapest.zone)
+    c.requirements
+        .get(ZONE)
+        .and_then(|r| r.single_value())
+        .unwrap_or(&c.cheapest.zone)
 }
 
 fn zone_counts(r: &SchedulingResults) -> BTreeMap<String, usize> {
@@ -74,7 +90,11 @@ fn packs_pods_onto_one_node_when_they_fit() {
 fn keeps_every_instance_type_that_still_fits_cheapest_first() {
     let s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("3").memory("1Gi")));
     let r = run(&s);
-    let names: Vec<&str> = r.new_nodeclaims[0].instance_types.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = r.new_nodeclaims[0]
+        .instance_types
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     assert_eq!(names, ["m.4x", "m.8x", "m.16x"]);
     let it = r.new_nodeclaims[0].requirements.get(INSTANCE_TYPE).unwrap();
     assert_eq!(it.values(), vec!["m.16x", "m.4x", "m.8x"]);
@@ -105,20 +125,37 @@ fn pod_too_large_for_every_type_gets_a_reason_naming_its_requests() {
     assert_eq!(r.unschedulable.len(), 1);
     let reason = &r.unschedulable[0].reason;
     assert!(reason.contains("nodepool \"default\""), "{reason}");
-    assert!(reason.contains("no instance type has enough resources") && reason.contains("cpu=64"), "{reason}");
+    assert!(
+        reason.contains("no instance type has enough resources") && reason.contains("cpu=64"),
+        "{reason}"
+    );
 }
 
 #[test]
 fn extended_resources_select_types_that_have_them() {
     let mut types = sized_types();
-    types.push(instance_type("g.4x").cpu("4").memory("16Gi").resource("nvidia.com/gpu", "1").price(1.0).build());
-    let r = run(&snapshot(types, pods("gpu", 1, |p| p.cpu("1").resource("nvidia.com/gpu", "1"))));
+    types.push(
+        instance_type("g.4x")
+            .cpu("4")
+            .memory("16Gi")
+            .resource("nvidia.com/gpu", "1")
+            .price(1.0)
+            .build(),
+    );
+    let r = run(&snapshot(
+        types,
+        pods("gpu", 1, |p| p.cpu("1").resource("nvidia.com/gpu", "1")),
+    ));
     assert_eq!(r.new_nodeclaims[0].cheapest.instance_type, "g.4x");
 }
 
 #[test]
 fn pod_slots_limit_packing() {
-    let types = vec![instance_type("tiny-pods").cpu("16").memory("64Gi").pods(3).build()];
+    let types = vec![instance_type("tiny-pods")
+        .cpu("16")
+        .memory("64Gi")
+        .pods(3)
+        .build()];
     let r = run(&snapshot(types, pods("p", 7, |p| p.cpu("100m"))));
     assert_eq!(r.new_nodeclaims.len(), 3);
 }
@@ -141,7 +178,13 @@ fn required_node_affinity_falls_back_to_the_next_term() {
 
 #[test]
 fn satisfiable_preferred_node_affinity_is_honoured() {
-    let s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1").preferred_term(10, vec![req(ZONE, Operator::In, &["test-zone-3"])])));
+    let s = snapshot(
+        sized_types(),
+        pods("p", 1, |p| {
+            p.cpu("1")
+                .preferred_term(10, vec![req(ZONE, Operator::In, &["test-zone-3"])])
+        }),
+    );
     let r = run(&s);
     assert_eq!(zone_of(&r.new_nodeclaims[0]), "test-zone-3");
 }
@@ -164,17 +207,41 @@ fn heaviest_preference_wins_and_unsatisfiable_ones_are_relaxed() {
 
 #[test]
 fn ignore_preference_policy_drops_preferences() {
-    let s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1").preferred_term(10, vec![req(ZONE, Operator::In, &["test-zone-3"])])));
-    let r = run_with(&s, &SchedulerOptions { preference_policy: PreferencePolicy::Ignore, ..Default::default() });
+    let s = snapshot(
+        sized_types(),
+        pods("p", 1, |p| {
+            p.cpu("1")
+                .preferred_term(10, vec![req(ZONE, Operator::In, &["test-zone-3"])])
+        }),
+    );
+    let r = run_with(
+        &s,
+        &SchedulerOptions {
+            preference_policy: PreferencePolicy::Ignore,
+            ..Default::default()
+        },
+    );
     assert_eq!(r.stats.relaxations, 0);
-    assert!(r.new_nodeclaims[0].requirements.get(ZONE).is_none_or(|z| z.single_value().is_none()));
+    assert!(r.new_nodeclaims[0]
+        .requirements
+        .get(ZONE)
+        .is_none_or(|z| z.single_value().is_none()));
 }
 
 #[test]
 fn custom_labels_must_come_from_the_nodepool() {
-    let s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1").node_selector("team", "a")));
+    let s = snapshot(
+        sized_types(),
+        pods("p", 1, |p| p.cpu("1").node_selector("team", "a")),
+    );
     let r = run(&s);
-    assert!(r.unschedulable[0].reason.contains("no node pool or instance type sets label \"team\""), "{}", r.unschedulable[0].reason);
+    assert!(
+        r.unschedulable[0]
+            .reason
+            .contains("no node pool or instance type sets label \"team\""),
+        "{}",
+        r.unschedulable[0].reason
+    );
     let mut s2 = s.clone();
     s2.node_pools[0].labels.insert("team".into(), "a".into());
     let r = run(&s2);
@@ -186,7 +253,12 @@ fn custom_labels_must_come_from_the_nodepool() {
 fn not_in_and_does_not_exist_on_undefined_labels_are_fine() {
     let s = snapshot(
         sized_types(),
-        pods("p", 1, |p| p.cpu("1").required_term(vec![req("team", Operator::NotIn, &["x"]), req("gpu", Operator::DoesNotExist, &[])])),
+        pods("p", 1, |p| {
+            p.cpu("1").required_term(vec![
+                req("team", Operator::NotIn, &["x"]),
+                req("gpu", Operator::DoesNotExist, &[]),
+            ])
+        }),
     );
     assert!(run(&s).unschedulable.is_empty());
 }
@@ -194,10 +266,21 @@ fn not_in_and_does_not_exist_on_undefined_labels_are_fine() {
 #[test]
 fn architecture_requirements_select_matching_types() {
     let types = vec![
-        instance_type("amd").cpu("4").arch("amd64").price(0.1).build(),
-        instance_type("arm").cpu("4").arch("arm64").price(0.2).build(),
+        instance_type("amd")
+            .cpu("4")
+            .arch("amd64")
+            .price(0.1)
+            .build(),
+        instance_type("arm")
+            .cpu("4")
+            .arch("arm64")
+            .price(0.2)
+            .build(),
     ];
-    let r = run(&snapshot(types, pods("p", 1, |p| p.cpu("1").node_selector(ARCH, "arm64"))));
+    let r = run(&snapshot(
+        types,
+        pods("p", 1, |p| p.cpu("1").node_selector(ARCH, "arm64")),
+    ));
     assert_eq!(r.new_nodeclaims[0].cheapest.instance_type, "arm");
 }
 
@@ -205,15 +288,30 @@ fn architecture_requirements_select_matching_types() {
 fn gt_and_lt_requirements_filter_numeric_labels() {
     let types: Vec<_> = [2, 4, 8]
         .iter()
-        .map(|c| instance_type(&format!("c{c}")).cpu(&c.to_string()).label("example.com/cpu", &c.to_string()).price(f64::from(*c)).build())
+        .map(|c| {
+            instance_type(&format!("c{c}"))
+                .cpu(&c.to_string())
+                .label("example.com/cpu", &c.to_string())
+                .price(f64::from(*c))
+                .build()
+        })
         .collect();
-    let r = run(&snapshot(types, pods("p", 1, |p| p.cpu("1").required_term(vec![req("example.com/cpu", Operator::Gt, &["3"])]))));
+    let r = run(&snapshot(
+        types,
+        pods("p", 1, |p| {
+            p.cpu("1")
+                .required_term(vec![req("example.com/cpu", Operator::Gt, &["3"])])
+        }),
+    ));
     assert_eq!(r.new_nodeclaims[0].cheapest.instance_type, "c4");
 }
 
 #[test]
 fn volume_zones_pin_the_node() {
-    let r = run(&snapshot(sized_types(), pods("db", 1, |p| p.cpu("1").volume_zone("test-zone-3"))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("db", 1, |p| p.cpu("1").volume_zone("test-zone-3")),
+    ));
     assert_eq!(zone_of(&r.new_nodeclaims[0]), "test-zone-3");
 }
 
@@ -225,16 +323,33 @@ fn cheapest_offering_is_spot_unless_the_pool_requires_on_demand() {
     let r = run(&s);
     assert_eq!(r.new_nodeclaims[0].cheapest.capacity_type, "spot");
     let mut s2 = s.clone();
-    s2.node_pools[0].requirements.add(req(CAPACITY_TYPE, Operator::In, &["on-demand"]));
+    s2.node_pools[0]
+        .requirements
+        .add(req(CAPACITY_TYPE, Operator::In, &["on-demand"]));
     let r = run(&s2);
     assert_eq!(r.new_nodeclaims[0].cheapest.capacity_type, "on-demand");
-    assert_eq!(r.new_nodeclaims[0].requirements.get(CAPACITY_TYPE).unwrap().values(), vec!["on-demand"]);
+    assert_eq!(
+        r.new_nodeclaims[0]
+            .requirements
+            .get(CAPACITY_TYPE)
+            .unwrap()
+            .values(),
+        vec!["on-demand"]
+    );
 }
 
 #[test]
 fn pods_can_select_a_capacity_type() {
-    let s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1").node_selector(CAPACITY_TYPE, "on-demand")));
-    assert_eq!(run(&s).new_nodeclaims[0].cheapest.capacity_type, "on-demand");
+    let s = snapshot(
+        sized_types(),
+        pods("p", 1, |p| {
+            p.cpu("1").node_selector(CAPACITY_TYPE, "on-demand")
+        }),
+    );
+    assert_eq!(
+        run(&s).new_nodeclaims[0].cheapest.capacity_type,
+        "on-demand"
+    );
 }
 
 #[test]
@@ -242,7 +357,10 @@ fn unavailable_offerings_are_not_chosen() {
     use crate::cloud::Offering;
     let mut spot = Offering::new("test-zone-1", "spot", 0.01);
     spot.available = false;
-    let types = vec![instance_type("only").cpu("4").offerings(vec![spot, Offering::new("test-zone-1", "on-demand", 0.1)]).build()];
+    let types = vec![instance_type("only")
+        .cpu("4")
+        .offerings(vec![spot, Offering::new("test-zone-1", "on-demand", 0.1)])
+        .build()];
     let r = run(&snapshot(types, pods("p", 1, |p| p.cpu("1"))));
     assert_eq!(r.new_nodeclaims[0].cheapest.capacity_type, "on-demand");
 }
@@ -250,24 +368,42 @@ fn unavailable_offerings_are_not_chosen() {
 #[test]
 fn zone_restricted_pool_only_uses_its_zones() {
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    s.node_pools[0].requirements.add(req(ZONE, Operator::In, &["test-zone-2"]));
+    s.node_pools[0]
+        .requirements
+        .add(req(ZONE, Operator::In, &["test-zone-2"]));
     assert_eq!(run(&s).new_nodeclaims[0].cheapest.zone, "test-zone-2");
 }
 
 #[test]
 fn options_are_truncated_but_keep_the_cheapest() {
     let s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    let r = run_with(&s, &SchedulerOptions { max_instance_types: 2, ..Default::default() });
-    let names: Vec<&str> = r.new_nodeclaims[0].instance_types.iter().map(|t| t.name.as_str()).collect();
+    let r = run_with(
+        &s,
+        &SchedulerOptions {
+            max_instance_types: 2,
+            ..Default::default()
+        },
+    );
+    let names: Vec<&str> = r.new_nodeclaims[0]
+        .instance_types
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     assert_eq!(names, ["m.2x", "m.4x"]);
 }
 
 #[test]
 fn min_values_that_cannot_be_met_make_pods_unschedulable() {
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("10")));
-    s.node_pools[0].requirements.add(req(INSTANCE_TYPE, Operator::Exists, &[]).with_min_values(2));
+    s.node_pools[0]
+        .requirements
+        .add(req(INSTANCE_TYPE, Operator::Exists, &[]).with_min_values(2));
     let r = run(&s);
-    assert!(r.unschedulable[0].reason.contains("minValues"), "{}", r.unschedulable[0].reason);
+    assert!(
+        r.unschedulable[0].reason.contains("minValues"),
+        "{}",
+        r.unschedulable[0].reason
+    );
     // Smaller pods leave enough types.
     s.pods = pods("p", 1, |p| p.cpu("1"));
     assert!(run(&s).unschedulable.is_empty());
@@ -276,9 +412,21 @@ fn min_values_that_cannot_be_met_make_pods_unschedulable() {
 #[test]
 fn min_values_survive_truncation_or_fail() {
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    s.node_pools[0].requirements.add(req(INSTANCE_TYPE, Operator::Exists, &[]).with_min_values(3));
-    let r = run_with(&s, &SchedulerOptions { max_instance_types: 2, ..Default::default() });
-    assert!(r.unschedulable[0].reason.contains("truncating"), "{}", r.unschedulable[0].reason);
+    s.node_pools[0]
+        .requirements
+        .add(req(INSTANCE_TYPE, Operator::Exists, &[]).with_min_values(3));
+    let r = run_with(
+        &s,
+        &SchedulerOptions {
+            max_instance_types: 2,
+            ..Default::default()
+        },
+    );
+    assert!(
+        r.unschedulable[0].reason.contains("truncating"),
+        "{}",
+        r.unschedulable[0].reason
+    );
 }
 
 // ---------------------------------------------------------------- weights and pools
@@ -289,7 +437,11 @@ fn higher_weight_pools_are_tried_first() {
     low.weight = 1;
     let mut high = nodepool("high", sized_types());
     high.weight = 50;
-    let s = ClusterSnapshot { node_pools: vec![low, high], pods: pods("p", 1, |p| p.cpu("1")), ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![low, high],
+        pods: pods("p", 1, |p| p.cpu("1")),
+        ..Default::default()
+    };
     assert_eq!(run(&s).new_nodeclaims[0].nodepool, "high");
 }
 
@@ -297,15 +449,23 @@ fn higher_weight_pools_are_tried_first() {
 fn pods_fall_back_to_a_lower_weight_pool_they_tolerate() {
     let mut high = nodepool("high", sized_types());
     high.weight = 50;
-    high.taints.push(taint("dedicated", "gpu", Effect::NoSchedule));
+    high.taints
+        .push(taint("dedicated", "gpu", Effect::NoSchedule));
     let low = nodepool("low", sized_types());
-    let s = ClusterSnapshot { node_pools: vec![low, high], pods: pods("p", 1, |p| p.cpu("1")), ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![low, high],
+        pods: pods("p", 1, |p| p.cpu("1")),
+        ..Default::default()
+    };
     assert_eq!(run(&s).new_nodeclaims[0].nodepool, "low");
 }
 
 #[test]
 fn no_nodepool_means_a_clear_reason() {
-    let s = ClusterSnapshot { pods: pods("p", 1, |p| p.cpu("1")), ..Default::default() };
+    let s = ClusterSnapshot {
+        pods: pods("p", 1, |p| p.cpu("1")),
+        ..Default::default()
+    };
     assert!(run(&s).unschedulable[0].reason.contains("no NodePool"));
 }
 
@@ -315,7 +475,10 @@ fn pods_pinned_to_a_nodepool_by_label_use_it() {
     let b = nodepool("b", sized_types());
     let s = ClusterSnapshot {
         node_pools: vec![a, b],
-        pods: pods("p", 2, |p| p.cpu("1").required_term(vec![req(crate::labels::NODEPOOL, Operator::In, &["b"])])),
+        pods: pods("p", 2, |p| {
+            p.cpu("1")
+                .required_term(vec![req(crate::labels::NODEPOOL, Operator::In, &["b"])])
+        }),
         ..Default::default()
     };
     let r = run(&s);
@@ -327,10 +490,24 @@ fn pods_pinned_to_a_nodepool_by_label_use_it() {
 #[test]
 fn taints_require_tolerations() {
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    s.node_pools[0].taints.push(taint("dedicated", "web", Effect::NoSchedule));
+    s.node_pools[0]
+        .taints
+        .push(taint("dedicated", "web", Effect::NoSchedule));
     let r = run(&s);
-    assert!(r.unschedulable[0].reason.contains("did not tolerate taint dedicated=web:NoSchedule"), "{}", r.unschedulable[0].reason);
-    s.pods = pods("p", 1, |p| p.cpu("1").toleration(Toleration::equal("dedicated", "web", Some(Effect::NoSchedule))));
+    assert!(
+        r.unschedulable[0]
+            .reason
+            .contains("did not tolerate taint dedicated=web:NoSchedule"),
+        "{}",
+        r.unschedulable[0].reason
+    );
+    s.pods = pods("p", 1, |p| {
+        p.cpu("1").toleration(Toleration::equal(
+            "dedicated",
+            "web",
+            Some(Effect::NoSchedule),
+        ))
+    });
     let r = run(&s);
     assert!(r.unschedulable.is_empty());
     assert_eq!(r.new_nodeclaims[0].taints.len(), 1);
@@ -339,14 +516,20 @@ fn taints_require_tolerations() {
 #[test]
 fn startup_taints_do_not_block_placement() {
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    s.node_pools[0].startup_taints.push(taint("node.cilium.io/agent-not-ready", "", Effect::NoExecute));
+    s.node_pools[0].startup_taints.push(taint(
+        "node.cilium.io/agent-not-ready",
+        "",
+        Effect::NoExecute,
+    ));
     assert!(run(&s).unschedulable.is_empty());
 }
 
 #[test]
 fn prefer_no_schedule_is_tolerated_as_the_last_relaxation() {
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    s.node_pools[0].taints.push(taint("soft", "", Effect::PreferNoSchedule));
+    s.node_pools[0]
+        .taints
+        .push(taint("soft", "", Effect::PreferNoSchedule));
     let r = run(&s);
     assert!(r.unschedulable.is_empty());
     assert_eq!(r.stats.relaxations, 1);
@@ -368,17 +551,30 @@ fn existing_node_taints_are_respected() {
 
 #[test]
 fn host_ports_conflict_within_a_node() {
-    let r = run(&snapshot(sized_types(), pods("p", 3, |p| p.cpu("100m").host_port(8080))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("p", 3, |p| p.cpu("100m").host_port(8080)),
+    ));
     assert_eq!(r.new_nodeclaims.len(), 3);
-    let r = run(&snapshot(sized_types(), (0..3).map(|i| pod(&format!("p{i}")).cpu("100m").host_port(8080 + i)).map(PodBuilder::build).collect()));
+    let r = run(&snapshot(
+        sized_types(),
+        (0..3)
+            .map(|i| pod(&format!("p{i}")).cpu("100m").host_port(8080 + i))
+            .map(PodBuilder::build)
+            .collect(),
+    ));
     assert_eq!(r.new_nodeclaims.len(), 1);
 }
 
 #[test]
 fn host_ports_of_bound_pods_block_existing_nodes() {
     let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
-    let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("100m").host_port(443)));
-    s.nodes.push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    let mut s = snapshot(
+        sized_types(),
+        pods("p", 1, |p| p.cpu("100m").host_port(443)),
+    );
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
     s.pods.push(pod("bound").host_port(443).node("n1").build());
     let r = run(&s);
     assert!(r.existing.is_empty());
@@ -394,12 +590,17 @@ fn existing_and_in_flight_nodes_are_used_before_new_ones() {
     let mut inflight = node_from("inflight", &it, "test-zone-1", "default", "spot");
     inflight.initialized = false;
     s.nodes.push(inflight);
-    s.nodes.push(node_from("ready", &it, "test-zone-2", "default", "spot"));
+    s.nodes
+        .push(node_from("ready", &it, "test-zone-2", "default", "spot"));
     s.pods.push(pod("bound").cpu("2").node("ready").build());
     let r = run(&s);
     assert!(r.new_nodeclaims.is_empty(), "{r:#?}");
     // Initialized nodes first: 2 CPU free on "ready", the rest on the in-flight node.
-    let by: BTreeMap<&str, usize> = r.existing.iter().map(|e| (e.node.as_str(), e.pods.len())).collect();
+    let by: BTreeMap<&str, usize> = r
+        .existing
+        .iter()
+        .map(|e| (e.node.as_str(), e.pods.len()))
+        .collect();
     assert_eq!(by["ready"], 2);
     assert_eq!(by["inflight"], 3);
 }
@@ -417,8 +618,12 @@ fn deleting_nodes_receive_no_pods() {
 #[test]
 fn node_selectors_apply_to_existing_nodes() {
     let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
-    let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1").node_selector(ZONE, "test-zone-2")));
-    s.nodes.push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    let mut s = snapshot(
+        sized_types(),
+        pods("p", 1, |p| p.cpu("1").node_selector(ZONE, "test-zone-2")),
+    );
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
     let r = run(&s);
     assert!(r.existing.is_empty());
     assert_eq!(zone_of(&r.new_nodeclaims[0]), "test-zone-2");
@@ -428,7 +633,18 @@ fn node_selectors_apply_to_existing_nodes() {
 
 #[test]
 fn daemonset_overhead_is_added_to_new_nodes() {
-    let types = vec![instance_type("m.2x").cpu("2").memory("8Gi").price(0.1).build(), instance_type("m.4x").cpu("4").memory("16Gi").price(0.2).build()];
+    let types = vec![
+        instance_type("m.2x")
+            .cpu("2")
+            .memory("8Gi")
+            .price(0.1)
+            .build(),
+        instance_type("m.4x")
+            .cpu("4")
+            .memory("16Gi")
+            .price(0.2)
+            .build(),
+    ];
     let mut s = snapshot(types, pods("p", 1, |p| p.cpu("1500m")));
     s.daemonsets.push(pod("ds").cpu("1").build());
     let r = run(&s);
@@ -438,11 +654,35 @@ fn daemonset_overhead_is_added_to_new_nodes() {
 
 #[test]
 fn daemonsets_that_do_not_tolerate_the_pool_add_no_overhead() {
-    let types = vec![instance_type("m.2x").cpu("2").memory("8Gi").price(0.1).build(), instance_type("m.4x").cpu("4").memory("16Gi").price(0.2).build()];
-    let mut s = snapshot(types, pods("p", 1, |p| p.cpu("1500m").toleration(Toleration::exists("dedicated"))));
-    s.node_pools[0].taints.push(taint("dedicated", "x", Effect::NoSchedule));
+    let types = vec![
+        instance_type("m.2x")
+            .cpu("2")
+            .memory("8Gi")
+            .price(0.1)
+            .build(),
+        instance_type("m.4x")
+            .cpu("4")
+            .memory("16Gi")
+            .price(0.2)
+            .build(),
+    ];
+    let mut s = snapshot(
+        types,
+        pods("p", 1, |p| {
+            p.cpu("1500m").toleration(Toleration::exists("dedicated"))
+        }),
+    );
+    s.node_pools[0]
+        .taints
+        .push(taint("dedicated", "x", Effect::NoSchedule));
     s.daemonsets.push(pod("ds").cpu("1").build());
-    s.daemonsets.push(pod("ds-other-arch").cpu("1").toleration(Toleration::exists("")).node_selector(ARCH, "s390x").build());
+    s.daemonsets.push(
+        pod("ds-other-arch")
+            .cpu("1")
+            .toleration(Toleration::exists(""))
+            .node_selector(ARCH, "s390x")
+            .build(),
+    );
     let r = run(&s);
     assert_eq!(r.new_nodeclaims[0].cheapest.instance_type, "m.2x");
 }
@@ -457,18 +697,30 @@ fn nodepool_cpu_limits_stop_new_nodes() {
     let r = run(&s);
     assert_eq!(r.new_nodeclaims.len(), 2);
     assert_eq!(r.unschedulable.len(), 1);
-    assert!(r.unschedulable[0].reason.contains("limits"), "{}", r.unschedulable[0].reason);
+    assert!(
+        r.unschedulable[0].reason.contains("limits"),
+        "{}",
+        r.unschedulable[0].reason
+    );
 }
 
 #[test]
 fn limits_subtract_the_largest_option() {
     // A 1-CPU pod could use a 2- or 16-CPU type; the limit accounting assumes the largest.
     let mut s = snapshot(sized_types(), pods("p", 2, |p| p.cpu("1").host_port(80)));
-    s.node_pools[0].limits.resources.insert("cpu".into(), 20_000);
+    s.node_pools[0]
+        .limits
+        .resources
+        .insert("cpu".into(), 20_000);
     let r = run(&s);
     assert_eq!(r.new_nodeclaims.len(), 2);
     // The second claim had only 4 CPU of limit left: its options stop at 4 CPU.
-    let max_second = r.new_nodeclaims[1].instance_types.iter().map(|t| t.capacity.cpu).max().unwrap();
+    let max_second = r.new_nodeclaims[1]
+        .instance_types
+        .iter()
+        .map(|t| t.capacity.cpu)
+        .max()
+        .unwrap();
     assert_eq!(max_second, 4000);
 }
 
@@ -477,7 +729,8 @@ fn node_count_limits_include_existing_nodes() {
     let it = instance_type("m.2x").cpu("2").memory("8Gi").build();
     let mut s = snapshot(vec![it.clone()], pods("p", 3, |p| p.cpu("1500m")));
     s.node_pools[0].limits.nodes = Some(2);
-    s.nodes.push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
     s.pods.push(pod("bound").cpu("1").node("n1").build());
     let r = run(&s);
     assert_eq!(r.new_nodeclaims.len(), 1);
@@ -489,18 +742,43 @@ fn node_count_limits_include_existing_nodes() {
 
 #[test]
 fn zonal_spread_balances_across_zones() {
-    let r = run(&snapshot(sized_types(), pods("web", 6, |p| p.cpu("1").label("app", "web").spread(ZONE, 1, &[("app", "web")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("web", 6, |p| {
+            p.cpu("1")
+                .label("app", "web")
+                .spread(ZONE, 1, &[("app", "web")])
+        }),
+    ));
     let counts = zone_counts(&r);
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "{counts:?}"
+    );
 }
 
 #[test]
 fn zonal_spread_counts_existing_pods() {
     let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
-    let mut s = snapshot(sized_types(), pods("web", 4, |p| p.cpu("3").label("app", "web").spread(ZONE, 1, &[("app", "web")])));
-    s.nodes.push(node_from("full", &it, "test-zone-1", "default", "spot"));
+    let mut s = snapshot(
+        sized_types(),
+        pods("web", 4, |p| {
+            p.cpu("3")
+                .label("app", "web")
+                .spread(ZONE, 1, &[("app", "web")])
+        }),
+    );
+    s.nodes
+        .push(node_from("full", &it, "test-zone-1", "default", "spot"));
     for i in 0..2 {
-        s.pods.push(pod(&format!("old-{i}")).cpu("1500m").label("app", "web").node("full").build());
+        s.pods.push(
+            pod(&format!("old-{i}"))
+                .cpu("1500m")
+                .label("app", "web")
+                .node("full")
+                .build(),
+        );
     }
     let r = run(&s);
     let counts = zone_counts(&r);
@@ -514,7 +792,14 @@ fn spread_respects_the_pods_own_zone_requirements() {
     let r = run(&snapshot(
         sized_types(),
         pods("web", 4, |p| {
-            p.cpu("1").label("app", "web").spread(ZONE, 1, &[("app", "web")]).required_term(vec![req(ZONE, Operator::In, &["test-zone-1", "test-zone-2"])])
+            p.cpu("1")
+                .label("app", "web")
+                .spread(ZONE, 1, &[("app", "web")])
+                .required_term(vec![req(
+                    ZONE,
+                    Operator::In,
+                    &["test-zone-1", "test-zone-2"],
+                )])
         }),
     ));
     let counts = zone_counts(&r);
@@ -524,28 +809,62 @@ fn spread_respects_the_pods_own_zone_requirements() {
 
 #[test]
 fn hostname_spread_puts_one_pod_per_node() {
-    let r = run(&snapshot(sized_types(), pods("web", 4, |p| p.cpu("100m").label("app", "web").spread(HOSTNAME, 1, &[("app", "web")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("web", 4, |p| {
+            p.cpu("100m")
+                .label("app", "web")
+                .spread(HOSTNAME, 1, &[("app", "web")])
+        }),
+    ));
     assert_eq!(r.new_nodeclaims.len(), 4);
 }
 
 #[test]
 fn hostname_spread_max_skew_allows_several_per_node() {
-    let r = run(&snapshot(sized_types(), pods("web", 4, |p| p.cpu("100m").label("app", "web").spread(HOSTNAME, 2, &[("app", "web")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("web", 4, |p| {
+            p.cpu("100m")
+                .label("app", "web")
+                .spread(HOSTNAME, 2, &[("app", "web")])
+        }),
+    ));
     assert_eq!(r.new_nodeclaims.len(), 2);
 }
 
 #[test]
 fn min_domains_limits_pods_per_domain_when_domains_are_missing() {
-    let r = run(&snapshot(sized_types(), pods("web", 5, |p| p.cpu("100m").label("app", "web").spread_min_domains(ZONE, 1, 5, &[("app", "web")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("web", 5, |p| {
+            p.cpu("100m")
+                .label("app", "web")
+                .spread_min_domains(ZONE, 1, 5, &[("app", "web")])
+        }),
+    ));
     // Only 3 zones exist, fewer than minDomains 5: global min is 0, so at most maxSkew (1) per zone.
     assert_eq!(r.unschedulable.len(), 2);
-    assert!(r.unschedulable[0].reason.contains("topology spread constraint on topology.kubernetes.io/zone"), "{}", r.unschedulable[0].reason);
-    assert_eq!(zone_counts(&r).values().copied().collect::<Vec<_>>(), vec![1, 1, 1]);
+    assert!(
+        r.unschedulable[0]
+            .reason
+            .contains("topology spread constraint on topology.kubernetes.io/zone"),
+        "{}",
+        r.unschedulable[0].reason
+    );
+    assert_eq!(
+        zone_counts(&r).values().copied().collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
 }
 
 #[test]
 fn spread_only_counts_matching_pods() {
-    let mut ps = pods("web", 3, |p| p.cpu("100m").label("app", "web").spread(ZONE, 1, &[("app", "web")]));
+    let mut ps = pods("web", 3, |p| {
+        p.cpu("100m")
+            .label("app", "web")
+            .spread(ZONE, 1, &[("app", "web")])
+    });
     ps.extend(pods("other", 3, |p| p.cpu("100m").label("app", "other")));
     let r = run(&snapshot(sized_types(), ps));
     assert!(r.unschedulable.is_empty());
@@ -553,7 +872,14 @@ fn spread_only_counts_matching_pods() {
 
 #[test]
 fn schedule_anyway_spread_is_relaxed_when_it_cannot_be_met() {
-    let mut s = snapshot(sized_types(), pods("web", 3, |p| p.cpu("100m").label("app", "web").spread_soft(HOSTNAME, 1, &[("app", "web")])));
+    let mut s = snapshot(
+        sized_types(),
+        pods("web", 3, |p| {
+            p.cpu("100m")
+                .label("app", "web")
+                .spread_soft(HOSTNAME, 1, &[("app", "web")])
+        }),
+    );
     s.node_pools[0].limits.nodes = Some(1);
     let r = run(&s);
     assert!(r.unschedulable.is_empty(), "{r:#?}");
@@ -563,9 +889,18 @@ fn schedule_anyway_spread_is_relaxed_when_it_cannot_be_met() {
 #[test]
 fn match_label_keys_split_spread_groups_by_revision() {
     let mk = |name: &str, rev: &str| {
-        let mut t = crate::pod::TopologySpreadConstraint::new(HOSTNAME, 1, LabelSelector::labels([("app", "web")]));
+        let mut t = crate::pod::TopologySpreadConstraint::new(
+            HOSTNAME,
+            1,
+            LabelSelector::labels([("app", "web")]),
+        );
         t.match_label_keys = vec!["rev".into()];
-        pod(name).cpu("100m").label("app", "web").label("rev", rev).spread_constraint(t).build()
+        pod(name)
+            .cpu("100m")
+            .label("app", "web")
+            .label("rev", rev)
+            .spread_constraint(t)
+            .build()
     };
     let ps = vec![mk("a1", "1"), mk("a2", "1"), mk("b1", "2"), mk("b2", "2")];
     let r = run(&snapshot(sized_types(), ps));
@@ -573,14 +908,106 @@ fn match_label_keys_split_spread_groups_by_revision() {
     assert_eq!(r.new_nodeclaims.len(), 2);
 }
 
+fn policy_snapshot(
+    affinity: crate::pod::InclusionPolicy,
+    taints: crate::pod::InclusionPolicy,
+    tainted: bool,
+) -> ClusterSnapshot {
+    let mut types = sized_types();
+    types.push(
+        instance_type("arm.16x")
+            .cpu("16")
+            .memory("64Gi")
+            .arch("arm64")
+            .price(0.7)
+            .build(),
+    );
+    let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
+    let mk = |i: usize| {
+        let mut t = crate::pod::TopologySpreadConstraint::new(
+            ZONE,
+            1,
+            LabelSelector::labels([("app", "web")]),
+        );
+        t.node_affinity_policy = affinity;
+        t.node_taints_policy = taints;
+        let mut b = pod(&format!("web-{i}"))
+            .cpu("100m")
+            .label("app", "web")
+            .spread_constraint(t);
+        if !tainted {
+            b = b.required_term(vec![req(ARCH, Operator::In, &["arm64"])]);
+        }
+        b.build()
+    };
+    let mut s = snapshot(types, (0..3).map(mk).collect());
+    let mut n = node_from("old", &it, "test-zone-1", "default", "spot");
+    if tainted {
+        n.taints.push(taint("maintenance", "", Effect::NoSchedule));
+    }
+    s.nodes.push(n);
+    for i in 0..2 {
+        s.pods.push(
+            pod(&format!("old-{i}"))
+                .cpu("100m")
+                .label("app", "web")
+                .toleration(Toleration::exists("maintenance"))
+                .node("old")
+                .build(),
+        );
+    }
+    s
+}
+
+#[test]
+fn node_taints_policy_honor_ignores_pods_on_untolerated_nodes() {
+    use crate::pod::InclusionPolicy::{Honor, Ignore};
+    let r = run(&policy_snapshot(Honor, Ignore, true));
+    assert!(
+        zone_counts(&r).get("test-zone-1").is_none(),
+        "{:?}",
+        zone_counts(&r)
+    );
+    let r = run(&policy_snapshot(Honor, Honor, true));
+    assert_eq!(
+        zone_counts(&r).get("test-zone-1"),
+        Some(&1),
+        "{:?}",
+        zone_counts(&r)
+    );
+}
+
+#[test]
+fn node_affinity_policy_honor_ignores_pods_on_nodes_the_pod_cannot_use() {
+    use crate::pod::InclusionPolicy::{Honor, Ignore};
+    let r = run(&policy_snapshot(Honor, Ignore, false));
+    assert_eq!(
+        zone_counts(&r).get("test-zone-1"),
+        Some(&1),
+        "{:?}",
+        zone_counts(&r)
+    );
+    let r = run(&policy_snapshot(Ignore, Ignore, false));
+    assert!(
+        zone_counts(&r).get("test-zone-1").is_none(),
+        "{:?}",
+        zone_counts(&r)
+    );
+}
+
 // ---------------------------------------------------------------- pod affinity
 
 #[test]
 fn zonal_affinity_follows_existing_pods() {
     let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
-    let mut s = snapshot(sized_types(), pods("app", 3, |p| p.cpu("1").affinity(ZONE, &[("app", "db")])));
-    s.nodes.push(node_from("dbnode", &it, "test-zone-2", "default", "spot"));
-    s.pods.push(pod("db").cpu("4").label("app", "db").node("dbnode").build());
+    let mut s = snapshot(
+        sized_types(),
+        pods("app", 3, |p| p.cpu("1").affinity(ZONE, &[("app", "db")])),
+    );
+    s.nodes
+        .push(node_from("dbnode", &it, "test-zone-2", "default", "spot"));
+    s.pods
+        .push(pod("db").cpu("4").label("app", "db").node("dbnode").build());
     let r = run(&s);
     assert!(r.unschedulable.is_empty());
     assert!(r.new_nodeclaims.iter().all(|c| zone_of(c) == "test-zone-2"));
@@ -588,13 +1015,29 @@ fn zonal_affinity_follows_existing_pods() {
 
 #[test]
 fn affinity_without_matching_pods_is_unschedulable() {
-    let r = run(&snapshot(sized_types(), pods("app", 1, |p| p.cpu("1").affinity(ZONE, &[("app", "db")]))));
-    assert!(r.unschedulable[0].reason.contains("pod affinity on topology.kubernetes.io/zone"), "{}", r.unschedulable[0].reason);
+    let r = run(&snapshot(
+        sized_types(),
+        pods("app", 1, |p| p.cpu("1").affinity(ZONE, &[("app", "db")])),
+    ));
+    assert!(
+        r.unschedulable[0]
+            .reason
+            .contains("pod affinity on topology.kubernetes.io/zone"),
+        "{}",
+        r.unschedulable[0].reason
+    );
 }
 
 #[test]
 fn self_affinity_keeps_a_group_in_one_zone() {
-    let r = run(&snapshot(sized_types(), pods("cache", 6, |p| p.cpu("6").label("app", "cache").affinity(ZONE, &[("app", "cache")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("cache", 6, |p| {
+            p.cpu("6")
+                .label("app", "cache")
+                .affinity(ZONE, &[("app", "cache")])
+        }),
+    ));
     assert!(r.unschedulable.is_empty());
     assert_eq!(zone_counts(&r).len(), 1);
     assert!(r.new_nodeclaims.len() >= 3);
@@ -603,7 +1046,9 @@ fn self_affinity_keeps_a_group_in_one_zone() {
 #[test]
 fn affinity_waits_for_pending_pods_it_depends_on() {
     // The dependent pod is larger, so it is tried first and must be retried after the db pod.
-    let mut ps = pods("app", 1, |p| p.cpu("2").affinity(HOSTNAME, &[("app", "db")]));
+    let mut ps = pods("app", 1, |p| {
+        p.cpu("2").affinity(HOSTNAME, &[("app", "db")])
+    });
     ps.extend(pods("db", 1, |p| p.cpu("1").label("app", "db")));
     let r = run(&snapshot(sized_types(), ps));
     assert!(r.unschedulable.is_empty(), "{r:#?}");
@@ -612,7 +1057,13 @@ fn affinity_waits_for_pending_pods_it_depends_on() {
 
 #[test]
 fn preferred_affinity_is_relaxed_when_unsatisfiable() {
-    let r = run(&snapshot(sized_types(), pods("app", 1, |p| p.cpu("1").preferred_affinity(10, ZONE, &[("app", "missing")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("app", 1, |p| {
+            p.cpu("1")
+                .preferred_affinity(10, ZONE, &[("app", "missing")])
+        }),
+    ));
     assert!(r.unschedulable.is_empty());
 }
 
@@ -620,35 +1071,73 @@ fn preferred_affinity_is_relaxed_when_unsatisfiable() {
 
 #[test]
 fn hostname_anti_affinity_gives_each_pod_its_own_node() {
-    let r = run(&snapshot(sized_types(), pods("web", 5, |p| p.cpu("100m").label("app", "web").anti_affinity(HOSTNAME, &[("app", "web")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("web", 5, |p| {
+            p.cpu("100m")
+                .label("app", "web")
+                .anti_affinity(HOSTNAME, &[("app", "web")])
+        }),
+    ));
     assert_eq!(r.new_nodeclaims.len(), 5);
 }
 
 #[test]
 fn zonal_anti_affinity_allows_one_pod_per_zone() {
-    let r = run(&snapshot(sized_types(), pods("web", 4, |p| p.cpu("100m").label("app", "web").anti_affinity(ZONE, &[("app", "web")]))));
+    let r = run(&snapshot(
+        sized_types(),
+        pods("web", 4, |p| {
+            p.cpu("100m")
+                .label("app", "web")
+                .anti_affinity(ZONE, &[("app", "web")])
+        }),
+    ));
     assert_eq!(r.new_nodeclaims.len(), 3);
     assert_eq!(r.unschedulable.len(), 1);
-    assert!(r.unschedulable[0].reason.contains("anti-affinity"), "{}", r.unschedulable[0].reason);
+    assert!(
+        r.unschedulable[0].reason.contains("anti-affinity"),
+        "{}",
+        r.unschedulable[0].reason
+    );
 }
 
 #[test]
 fn anti_affinity_of_bound_pods_is_symmetric() {
     let it = instance_type("m.16x").cpu("16").memory("64Gi").build();
-    let mut s = snapshot(sized_types(), pods("web", 2, |p| p.cpu("100m").label("app", "web")));
-    s.nodes.push(node_from("n1", &it, "test-zone-1", "default", "spot"));
-    s.pods.push(pod("loner").cpu("100m").anti_affinity(ZONE, &[("app", "web")]).node("n1").build());
+    let mut s = snapshot(
+        sized_types(),
+        pods("web", 2, |p| p.cpu("100m").label("app", "web")),
+    );
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    s.pods.push(
+        pod("loner")
+            .cpu("100m")
+            .anti_affinity(ZONE, &[("app", "web")])
+            .node("n1")
+            .build(),
+    );
     let r = run(&s);
     assert!(r.existing.is_empty());
-    assert!(r.new_nodeclaims.iter().all(|c| zone_of(c) != "test-zone-1"), "{r:#?}");
+    assert!(
+        r.new_nodeclaims.iter().all(|c| zone_of(c) != "test-zone-1"),
+        "{r:#?}"
+    );
 }
 
 #[test]
 fn anti_affinity_avoids_domains_of_existing_matching_pods() {
     let it = instance_type("m.16x").cpu("16").memory("64Gi").build();
-    let mut s = snapshot(sized_types(), pods("web", 1, |p| p.cpu("100m").anti_affinity(ZONE, &[("app", "db")])));
-    s.nodes.push(node_from("n1", &it, "test-zone-1", "default", "spot"));
-    s.pods.push(pod("db").cpu("100m").label("app", "db").node("n1").build());
+    let mut s = snapshot(
+        sized_types(),
+        pods("web", 1, |p| {
+            p.cpu("100m").anti_affinity(ZONE, &[("app", "db")])
+        }),
+    );
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    s.pods
+        .push(pod("db").cpu("100m").label("app", "db").node("n1").build());
     let r = run(&s);
     assert!(r.existing.is_empty());
     assert_ne!(zone_of(&r.new_nodeclaims[0]), "test-zone-1");
@@ -664,9 +1153,20 @@ fn anti_affinity_namespace_selector_covers_other_namespaces() {
     let mut p = pod("web").cpu("100m").build();
     p.pod_anti_affinity.push(term);
     let mut s = snapshot(sized_types(), vec![p]);
-    s.namespaces.insert("data".into(), [("team".to_string(), "data".to_string())].into());
-    s.nodes.push(node_from("n1", &it, "test-zone-1", "default", "spot"));
-    s.pods.push(pod("db").namespace("data").cpu("100m").label("app", "db").node("n1").build());
+    s.namespaces.insert(
+        "data".into(),
+        [("team".to_string(), "data".to_string())].into(),
+    );
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    s.pods.push(
+        pod("db")
+            .namespace("data")
+            .cpu("100m")
+            .label("app", "db")
+            .node("n1")
+            .build(),
+    );
     let r = run(&s);
     assert!(r.existing.is_empty());
     // Without the selector the term only looks at its own namespace, so n1 is fine.
@@ -677,7 +1177,16 @@ fn anti_affinity_namespace_selector_covers_other_namespaces() {
 
 #[test]
 fn preferred_anti_affinity_is_relaxed_when_unsatisfiable() {
-    let mut s = snapshot(sized_types(), pods("web", 3, |p| p.cpu("100m").label("app", "web").preferred_anti_affinity(10, HOSTNAME, &[("app", "web")])));
+    let mut s = snapshot(
+        sized_types(),
+        pods("web", 3, |p| {
+            p.cpu("100m").label("app", "web").preferred_anti_affinity(
+                10,
+                HOSTNAME,
+                &[("app", "web")],
+            )
+        }),
+    );
     s.node_pools[0].limits.nodes = Some(2);
     let r = run(&s);
     assert!(r.unschedulable.is_empty());
@@ -688,7 +1197,11 @@ fn preferred_anti_affinity_is_relaxed_when_unsatisfiable() {
 
 #[test]
 fn same_snapshot_gives_the_same_plan() {
-    let mut ps = pods("web", 20, |p| p.cpu("700m").label("app", "web").spread(ZONE, 1, &[("app", "web")]));
+    let mut ps = pods("web", 20, |p| {
+        p.cpu("700m")
+            .label("app", "web")
+            .spread(ZONE, 1, &[("app", "web")])
+    });
     ps.extend(pods("batch", 30, |p| p.cpu("300m").memory("2Gi")));
     let s = snapshot(sized_types(), ps);
     assert_eq!(run(&s), run(&s));
@@ -707,7 +1220,10 @@ fn inflight_claims_stay_open_for_later_pods() {
 fn node_objects_ignore_snapshot_nodes_field_order() {
     let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
     let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
-    s.nodes = vec![node_from("b", &it, "test-zone-1", "default", "spot"), node_from("a", &it, "test-zone-1", "default", "spot")];
+    s.nodes = vec![
+        node_from("b", &it, "test-zone-1", "default", "spot"),
+        node_from("a", &it, "test-zone-1", "default", "spot"),
+    ];
     assert_eq!(run(&s).existing[0].node, "a");
     let _unused: Option<Node> = None;
 }
@@ -719,7 +1235,10 @@ mod properties {
     fn arb_pod(i: usize) -> impl Strategy<Value = crate::pod::Pod> {
         (1u32..40, 1u32..40, 0usize..8, 0usize..3).prop_map(move |(cpu, mem, kind, app)| {
             let app = ["a", "b", "c"][app];
-            let b = pod(&format!("p{i}")).cpu(&format!("{}m", cpu * 100)).memory(&format!("{}Mi", mem * 256)).label("app", app);
+            let b = pod(&format!("p{i}"))
+                .cpu(&format!("{}m", cpu * 100))
+                .memory(&format!("{}Mi", mem * 256))
+                .label("app", app);
             match kind {
                 0 => b.spread(ZONE, 1, &[("app", app)]),
                 1 => b.spread(HOSTNAME, 1, &[("app", app)]),

@@ -46,14 +46,21 @@ impl NodeFilter {
 
     fn matches(&self, node: &Requirements, taints: &[Taint]) -> bool {
         (self.terms.is_empty() || self.terms.iter().any(|t| t.intersects(node)))
-            && self.tolerations.as_ref().is_none_or(|tol| first_untolerated(taints, tol).is_none())
+            && self
+                .tolerations
+                .as_ref()
+                .is_none_or(|tol| first_untolerated(taints, tol).is_none())
     }
 }
 
 /// The kind of a topology group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum GroupKind {
-    Spread { max_skew: i32, min_domains: Option<i32>, filter: NodeFilter },
+    Spread {
+        max_skew: i32,
+        min_domains: Option<i32>,
+        filter: NodeFilter,
+    },
     Affinity,
     AntiAffinity,
     /// The anti-affinity of already placed pods, seen from pods it selects.
@@ -99,13 +106,24 @@ impl Group {
     /// A person-readable description for unschedulable reasons.
     pub fn describe(&self) -> String {
         match &self.id.kind {
-            GroupKind::Spread { max_skew, min_domains, .. } => {
-                let md = min_domains.map(|m| format!(", minDomains {m}")).unwrap_or_default();
-                format!("topology spread constraint on {} (maxSkew {max_skew}{md})", self.id.key)
+            GroupKind::Spread {
+                max_skew,
+                min_domains,
+                ..
+            } => {
+                let md = min_domains
+                    .map(|m| format!(", minDomains {m}"))
+                    .unwrap_or_default();
+                format!(
+                    "topology spread constraint on {} (maxSkew {max_skew}{md})",
+                    self.id.key
+                )
             }
             GroupKind::Affinity => format!("pod affinity on {}", self.id.key),
             GroupKind::AntiAffinity => format!("pod anti-affinity on {}", self.id.key),
-            GroupKind::InverseAntiAffinity => format!("anti-affinity of other pods on {}", self.id.key),
+            GroupKind::InverseAntiAffinity => {
+                format!("anti-affinity of other pods on {}", self.id.key)
+            }
         }
     }
 }
@@ -155,7 +173,10 @@ impl PodGroups {
         if g >= self.known {
             return None;
         }
-        Some(self.counted_in.binary_search(&g).is_ok() || self.inverse_selecting.binary_search(&g).is_ok())
+        Some(
+            self.counted_in.binary_search(&g).is_ok()
+                || self.inverse_selecting.binary_search(&g).is_ok(),
+        )
     }
 }
 
@@ -181,11 +202,17 @@ pub(crate) struct Topology {
 }
 
 /// A constraint of a pod turned into a group key, plus whether it is inverse-owned.
-fn pod_group_keys(pod: &Pod, c: &PodConstraints, namespaces: &BTreeMap<String, BTreeMap<String, String>>) -> (Vec<GroupKey>, Vec<GroupKey>) {
+fn pod_group_keys(
+    pod: &Pod,
+    c: &PodConstraints,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+) -> (Vec<GroupKey>, Vec<GroupKey>) {
     let mut owned = Vec::new();
     let mut inverse = Vec::new();
     for tsc in &c.spread {
-        let Some(selector) = pod.spread_selector(tsc) else { continue };
+        let Some(selector) = pod.spread_selector(tsc) else {
+            continue;
+        };
         owned.push(GroupKey {
             kind: GroupKind::Spread {
                 max_skew: tsc.max_skew.max(1),
@@ -197,9 +224,14 @@ fn pod_group_keys(pod: &Pod, c: &PodConstraints, namespaces: &BTreeMap<String, B
             selector,
         });
     }
-    for (terms, kind) in [(&c.affinity, GroupKind::Affinity), (&c.anti_affinity, GroupKind::AntiAffinity)] {
+    for (terms, kind) in [
+        (&c.affinity, GroupKind::Affinity),
+        (&c.anti_affinity, GroupKind::AntiAffinity),
+    ] {
         for term in terms {
-            let Some(selector) = pod.term_selector(term) else { continue };
+            let Some(selector) = pod.term_selector(term) else {
+                continue;
+            };
             owned.push(GroupKey {
                 kind: kind.clone(),
                 key: term.topology_key.clone(),
@@ -209,7 +241,9 @@ fn pod_group_keys(pod: &Pod, c: &PodConstraints, namespaces: &BTreeMap<String, B
         }
     }
     for term in &pod.pod_anti_affinity {
-        let Some(selector) = pod.term_selector(term) else { continue };
+        let Some(selector) = pod.term_selector(term) else {
+            continue;
+        };
         inverse.push(GroupKey {
             kind: GroupKind::InverseAntiAffinity,
             key: term.topology_key.clone(),
@@ -237,10 +271,16 @@ impl PodConstraints {
             anti_affinity: pod.pod_anti_affinity.clone(),
         };
         if respect_preferences {
-            c.affinity.extend(pod.preferred_pod_affinity.iter().map(|w| w.term.clone()));
-            c.anti_affinity.extend(pod.preferred_pod_anti_affinity.iter().map(|w| w.term.clone()));
+            c.affinity
+                .extend(pod.preferred_pod_affinity.iter().map(|w| w.term.clone()));
+            c.anti_affinity.extend(
+                pod.preferred_pod_anti_affinity
+                    .iter()
+                    .map(|w| w.term.clone()),
+            );
         } else {
-            c.spread.retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
+            c.spread
+                .retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
         }
         c
     }
@@ -253,9 +293,19 @@ pub(crate) struct TopologyError(pub String);
 impl Topology {
     /// Build the topology from the snapshot: domains from node pools, instance types and nodes;
     /// groups of every pending pod; counts of bound pods.
-    pub fn new(snapshot: &ClusterSnapshot, pending: &[(usize, PodConstraints)]) -> (Self, Vec<PodGroups>) {
-        let mut t = Topology { namespaces: snapshot.namespaces.clone(), ..Default::default() };
-        let nodes: BTreeMap<&str, &crate::cluster::Node> = snapshot.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    pub fn new(
+        snapshot: &ClusterSnapshot,
+        pending: &[(usize, PodConstraints)],
+    ) -> (Self, Vec<PodGroups>) {
+        let mut t = Topology {
+            namespaces: snapshot.namespaces.clone(),
+            ..Default::default()
+        };
+        let nodes: BTreeMap<&str, &crate::cluster::Node> = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n))
+            .collect();
         for n in &snapshot.nodes {
             for (k, v) in &n.labels {
                 t.domains.entry(k.clone()).or_default().intern(v);
@@ -282,15 +332,25 @@ impl Topology {
             if let Some(node) = p.node_name.as_deref().and_then(|n| nodes.get(n)) {
                 let (reqs, taints) = node_reqs
                     .entry(node.name.as_str())
-                    .or_insert_with(|| (Arc::new(Requirements::from_labels(&node.labels)), Arc::new(node.taints.clone())))
+                    .or_insert_with(|| {
+                        (
+                            Arc::new(Requirements::from_labels(&node.labels)),
+                            Arc::new(node.taints.clone()),
+                        )
+                    })
                     .clone();
-                t.placed.push(Placed { pod: Arc::new(p.clone()), reqs, taints });
+                t.placed.push(Placed {
+                    pod: Arc::new(p.clone()),
+                    reqs,
+                    taints,
+                });
             }
         }
         // Inverse groups of bound pods with required anti-affinity.
         for i in 0..t.placed.len() {
             let placed = t.placed[i].clone();
-            let (_, inverse) = pod_group_keys(&placed.pod, &PodConstraints::default(), &t.namespaces);
+            let (_, inverse) =
+                pod_group_keys(&placed.pod, &PodConstraints::default(), &t.namespaces);
             for key in inverse {
                 let g = t.ensure(key);
                 t.record_possible(g, &placed.reqs);
@@ -301,7 +361,11 @@ impl Topology {
             let (owned, inverse) = pod_group_keys(&snapshot.pods[*idx], c, &t.namespaces);
             let owned: Vec<usize> = owned.into_iter().map(|k| t.ensure(k)).collect();
             let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| t.ensure(k)).collect();
-            per_pod.push(PodGroups { owned, inverse_owned, ..Default::default() });
+            per_pod.push(PodGroups {
+                owned,
+                inverse_owned,
+                ..Default::default()
+            });
         }
         // Now that every group exists, find the ones that count or constrain each pod.
         for ((idx, _), g) in pending.iter().zip(per_pod.iter_mut()) {
@@ -314,9 +378,17 @@ impl Topology {
         g.owned.sort_unstable();
         g.owned.dedup();
         g.selected_by = self.selecting(pod, &g.owned, 0);
-        g.inverse_selecting = self.inverse.iter().copied().filter(|&i| self.groups[i].selects(pod)).collect();
+        g.inverse_selecting = self
+            .inverse
+            .iter()
+            .copied()
+            .filter(|&i| self.groups[i].selects(pod))
+            .collect();
         g.counted_in = (0..self.groups.len())
-            .filter(|&i| self.groups[i].id.kind != GroupKind::InverseAntiAffinity && self.groups[i].selects(pod))
+            .filter(|&i| {
+                self.groups[i].id.kind != GroupKind::InverseAntiAffinity
+                    && self.groups[i].selects(pod)
+            })
             .collect();
         g.hostname_blockers = g
             .owned
@@ -334,13 +406,19 @@ impl Topology {
         let (owned, inverse) = pod_group_keys(pod, c, &self.namespaces);
         let owned: Vec<usize> = owned.into_iter().map(|k| self.ensure(k)).collect();
         let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| self.ensure(k)).collect();
-        let mut g = PodGroups { owned, inverse_owned, ..Default::default() };
+        let mut g = PodGroups {
+            owned,
+            inverse_owned,
+            ..Default::default()
+        };
         self.index_pod(pod, &mut g);
         g
     }
 
     fn selects(&self, g: usize, pod: &Pod, groups: &PodGroups) -> bool {
-        groups.selects(g).unwrap_or_else(|| self.groups[g].selects(pod))
+        groups
+            .selects(g)
+            .unwrap_or_else(|| self.groups[g].selects(pod))
     }
 
     /// Spread / affinity groups from index `from` on, not owned by the pod, that select it.
@@ -349,7 +427,8 @@ impl Topology {
             .filter(|g| owned.binary_search(g).is_err())
             .filter(|&g| {
                 let grp = &self.groups[g];
-                matches!(grp.id.kind, GroupKind::Spread { .. } | GroupKind::Affinity) && grp.selects(pod)
+                matches!(grp.id.kind, GroupKind::Spread { .. } | GroupKind::Affinity)
+                    && grp.selects(pod)
             })
             .collect()
     }
@@ -360,9 +439,15 @@ impl Topology {
         }
         let inverse = key.kind == GroupKind::InverseAntiAffinity;
         let id = self.groups.len();
-        self.groups.push(Group { id: key.clone(), counts: Vec::new(), nonzero: BTreeSet::new() });
+        self.groups.push(Group {
+            id: key.clone(),
+            counts: Vec::new(),
+            nonzero: BTreeSet::new(),
+        });
         self.index.insert(key, id);
-        self.domains.entry(self.groups[id].id.key.clone()).or_default();
+        self.domains
+            .entry(self.groups[id].id.key.clone())
+            .or_default();
         if inverse {
             self.inverse.push(id);
         } else {
@@ -378,7 +463,10 @@ impl Topology {
 
     /// Register a new hostname (a NodeClaim opened in this pass); returns its domain id.
     pub fn register_hostname(&mut self, hostname: &str) -> u32 {
-        self.domains.entry(labels::HOSTNAME.to_string()).or_default().intern(hostname)
+        self.domains
+            .entry(labels::HOSTNAME.to_string())
+            .or_default()
+            .intern(hostname)
     }
 
     /// The domain id of a hostname, registering it if new.
@@ -392,10 +480,21 @@ impl Topology {
 
     /// Every known domain of `key` that `req` allows.
     fn possible_domains(&self, key: &str, req: Option<&Requirement>) -> Vec<u32> {
-        let Some(d) = self.domains.get(key) else { return Vec::new() };
+        let Some(d) = self.domains.get(key) else {
+            return Vec::new();
+        };
         match req {
-            Some(r) if r.len().is_some() => r.values().iter().filter_map(|v| d.ids.get(*v).copied()).collect(),
-            Some(r) => d.ids.iter().filter(|(name, _)| r.has(name)).map(|(_, id)| *id).collect(),
+            Some(r) if r.len().is_some() => r
+                .values()
+                .iter()
+                .filter_map(|v| d.ids.get(*v).copied())
+                .collect(),
+            Some(r) => d
+                .ids
+                .iter()
+                .filter(|(name, _)| r.has(name))
+                .map(|(_, id)| *id)
+                .collect(),
             None => d.ids.values().copied().collect(),
         }
     }
@@ -440,7 +539,13 @@ impl Topology {
     }
 
     /// Record a pod placed on a node with `reqs` (and `taints`).
-    pub fn record(&mut self, pod: &Arc<Pod>, groups: &PodGroups, reqs: &Arc<Requirements>, taints: &Arc<Vec<Taint>>) {
+    pub fn record(
+        &mut self,
+        pod: &Arc<Pod>,
+        groups: &PodGroups,
+        reqs: &Arc<Requirements>,
+        taints: &Arc<Vec<Taint>>,
+    ) {
         for &g in &groups.counted_in {
             self.count_into(g, pod, reqs, taints);
         }
@@ -452,13 +557,20 @@ impl Topology {
         for &g in &groups.inverse_owned {
             self.record_possible(g, reqs);
         }
-        self.placed.push(Placed { pod: pod.clone(), reqs: reqs.clone(), taints: taints.clone() });
+        self.placed.push(Placed {
+            pod: pod.clone(),
+            reqs: reqs.clone(),
+            taints: taints.clone(),
+        });
     }
 
     /// Quick check before the full computation: whether a hostname anti-affinity (own or of
     /// other pods) already excludes the pod from hostname domain `host`.
     pub fn hostname_blocked(&self, groups: &PodGroups, host: u32) -> bool {
-        groups.hostname_blockers.iter().any(|&g| self.groups[g].count(host) > 0)
+        groups
+            .hostname_blockers
+            .iter()
+            .any(|&g| self.groups[g].count(host) > 0)
     }
 
     /// Narrow `node` (a node's or NodeClaim's requirements, already intersected with the pod's)
@@ -480,7 +592,12 @@ impl Topology {
             let allowed = match node.get(key).and_then(Requirement::single_value) {
                 Some(v) => match self.pinned_allowed(g, pod, groups, pod_domains, v) {
                     Some(true) => continue,
-                    Some(false) => return Err(TopologyError(format!("{} cannot be satisfied", group.describe()))),
+                    Some(false) => {
+                        return Err(TopologyError(format!(
+                            "{} cannot be satisfied",
+                            group.describe()
+                        )))
+                    }
                     None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
                 },
                 None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
@@ -490,11 +607,18 @@ impl Topology {
             }
             node.to_mut().add(allowed);
             if node.get(key).is_some_and(Requirement::is_empty) {
-                return Err(TopologyError(format!("{} cannot be satisfied", group.describe())));
+                return Err(TopologyError(format!(
+                    "{} cannot be satisfied",
+                    group.describe()
+                )));
             }
         }
         // Pin every domain that a group counts this pod in, so counts stay exact.
-        let late = if self.groups.len() > groups.known { self.selecting(pod, &groups.owned, groups.known) } else { Vec::new() };
+        let late = if self.groups.len() > groups.known {
+            self.selecting(pod, &groups.owned, groups.known)
+        } else {
+            Vec::new()
+        };
         for &g in groups.owned.iter().chain(&groups.selected_by).chain(&late) {
             self.pin(g, pod, groups, node, taints);
         }
@@ -503,7 +627,14 @@ impl Topology {
 
     /// Narrow an open domain of group `g` to one value: the least loaded for spread, the most
     /// loaded for affinity, the first free one for anti-affinity.
-    fn pin(&self, g: usize, pod: &Pod, groups: &PodGroups, node: &mut Cow<'_, Requirements>, taints: &[Taint]) {
+    fn pin(
+        &self,
+        g: usize,
+        pod: &Pod,
+        groups: &PodGroups,
+        node: &mut Cow<'_, Requirements>,
+        taints: &[Taint],
+    ) {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
         if node.get(key).is_some_and(|r| r.single_value().is_some()) {
@@ -514,10 +645,14 @@ impl Topology {
                 return;
             }
         }
-        if group.id.kind == GroupKind::InverseAntiAffinity || !self.selects(g, pod, groups) && group.id.kind == GroupKind::AntiAffinity {
+        if group.id.kind == GroupKind::InverseAntiAffinity
+            || !self.selects(g, pod, groups) && group.id.kind == GroupKind::AntiAffinity
+        {
             return;
         }
-        let Some(table) = self.domains.get(key) else { return };
+        let Some(table) = self.domains.get(key) else {
+            return;
+        };
         let mut candidates: Vec<(i32, &str)> = self
             .possible_domains(key, node.get(key))
             .into_iter()
@@ -528,12 +663,20 @@ impl Topology {
             _ => a.0.cmp(&b.0).then(a.1.cmp(b.1)),
         });
         if let Some((_, d)) = candidates.first() {
-            node.to_mut().add(Requirement::in_values(key, [d.to_string()]));
+            node.to_mut()
+                .add(Requirement::in_values(key, [d.to_string()]));
         }
     }
     /// Fast path for a node pinned to domain `v`: whether the group allows it (`None` when the
     /// domain is unknown and the general computation must decide).
-    fn pinned_allowed(&self, g: usize, pod: &Pod, groups: &PodGroups, pod_domains: Option<&Requirement>, v: &str) -> Option<bool> {
+    fn pinned_allowed(
+        &self,
+        g: usize,
+        pod: &Pod,
+        groups: &PodGroups,
+        pod_domains: Option<&Requirement>,
+        v: &str,
+    ) -> Option<bool> {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
         let table = self.domains.get(key)?;
@@ -542,7 +685,11 @@ impl Topology {
             return Some(false);
         }
         Some(match &group.id.kind {
-            GroupKind::Spread { max_skew, min_domains, .. } => {
+            GroupKind::Spread {
+                max_skew,
+                min_domains,
+                ..
+            } => {
                 let min = if key == labels::HOSTNAME {
                     0
                 } else {
@@ -566,7 +713,10 @@ impl Topology {
                 if group.count(d) > 0 {
                     true
                 } else {
-                    let elsewhere = group.nonzero.iter().any(|&o| pod_domains.is_none_or(|r| r.has(&table.names[o as usize])));
+                    let elsewhere = group
+                        .nonzero
+                        .iter()
+                        .any(|&o| pod_domains.is_none_or(|r| r.has(&table.names[o as usize])));
                     !elsewhere && self.selects(g, pod, groups)
                 }
             }
@@ -574,16 +724,29 @@ impl Topology {
         })
     }
 
-    fn allowed(&self, g: usize, pod: &Pod, groups: &PodGroups, pod_domains: Option<&Requirement>, node_domains: Option<&Requirement>) -> Requirement {
+    fn allowed(
+        &self,
+        g: usize,
+        pod: &Pod,
+        groups: &PodGroups,
+        pod_domains: Option<&Requirement>,
+        node_domains: Option<&Requirement>,
+    ) -> Requirement {
         let group = &self.groups[g];
         let key = group.id.key.as_str();
-        let Some(table) = self.domains.get(key) else { return Requirement::in_values(key, Vec::<String>::new()) };
+        let Some(table) = self.domains.get(key) else {
+            return Requirement::in_values(key, Vec::<String>::new());
+        };
         let pod_has = |name: &str| pod_domains.is_none_or(|r| r.has(name));
         let node_candidates = self.possible_domains(key, node_domains);
         let name = |d: u32| table.names[d as usize].as_str();
         let mut out: Vec<&str> = Vec::new();
         match &group.id.kind {
-            GroupKind::Spread { max_skew, min_domains, .. } => {
+            GroupKind::Spread {
+                max_skew,
+                min_domains,
+                ..
+            } => {
                 let min = if key == labels::HOSTNAME {
                     0
                 } else {
@@ -625,7 +788,11 @@ impl Topology {
                 }
                 if out.is_empty() && self.selects(g, pod, groups) {
                     // Bootstrap: the first domain the node can be in, else the first the pod allows.
-                    let first_node = node_candidates.iter().map(|&d| name(d)).filter(|n| pod_has(n)).min();
+                    let first_node = node_candidates
+                        .iter()
+                        .map(|&d| name(d))
+                        .filter(|n| pod_has(n))
+                        .min();
                     let first_any = table.ids.keys().map(String::as_str).find(|n| pod_has(n));
                     if let Some(n) = first_node.or(first_any) {
                         out.push(n);
