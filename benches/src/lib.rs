@@ -96,7 +96,7 @@ const MEMORY_MI: [&str; 6] = ["100Mi", "256Mi", "512Mi", "1024Mi", "2048Mi", "40
 pub fn diverse_pods(count: usize, rng: &mut Rng) -> Vec<Pod> {
     let per = count / 5;
     let mut out = Vec::with_capacity(count);
-    let mut next = |rng: &mut Rng, kind: usize, i: usize| -> Pod {
+    let next = |rng: &mut Rng, kind: usize, i: usize| -> Pod {
         let cpu = CPU_MILLIS[rng.below(CPU_MILLIS.len())];
         let mem = MEMORY_MI[rng.below(MEMORY_MI.len())];
         let b = pod(&format!("pod-{kind}-{i}")).cpu(cpu).memory(mem);
