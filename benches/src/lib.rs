@@ -1,5 +1,10 @@
 //! Workload generators for karp's benchmarks.
 //!
+//! - [`karpenter_benchmark`]: Karpenter's own scheduling benchmark (below).
+//! - [`Workload`]: the solver benchmark workloads: [`synthetic`] shapes and samples of public
+//!   [`traces`], packed onto the built-in AWS catalog ([`aws`]) by the `solver-compare` harness
+//!   ([`compare`]) and the `packing` criterion bench. See `docs/solver.md`.
+//!
 //! [`karpenter_benchmark`] reproduces the workload of Karpenter's scheduling benchmark
 //! (`pkg/controllers/provisioning/scheduling/scheduling_benchmark_test.go`): 400 synthetic instance
 //! types and a mix of plain, zonal-spread, hostname-spread, zonal self-affinity and hostname
@@ -11,6 +16,8 @@
 //! assert_eq!(snapshot.node_pools[0].instance_types.len(), 400);
 //! ```
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use karp_core::cloud::{InstanceType, Offering};
@@ -19,6 +26,14 @@ use karp_core::labels::{HOSTNAME, ZONE};
 use karp_core::pod::Pod;
 use karp_core::resources::Resources;
 use karp_core::testing::pod;
+
+pub mod aws;
+pub mod compare;
+pub mod synthetic;
+pub mod traces;
+
+use synthetic::Shape;
+use traces::Traces;
 
 /// A small deterministic generator (SplitMix64), so workloads are identical across runs.
 #[derive(Debug, Clone)]
@@ -139,5 +154,73 @@ pub fn karpenter_benchmark(pods: usize, seed: u64) -> ClusterSnapshot {
         node_pools: vec![NodePool::new("default", fake_instance_types(400))],
         pods: diverse_pods(pods, &mut rng),
         ..Default::default()
+    }
+}
+
+/// A solver benchmark workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Workload {
+    /// A synthetic shape.
+    Synthetic(Shape),
+    /// Pods of the Alibaba v2017 batch-task trace ([`Traces::sample_v2017`]).
+    AlibabaV2017,
+    /// Pods of the Alibaba GPU v2023 trace ([`Traces::sample_gpu_v2023`]).
+    AlibabaGpuV2023,
+}
+
+impl Workload {
+    /// Every workload: the synthetic shapes, then the traces.
+    pub const ALL: [Workload; 5] = [
+        Workload::Synthetic(Shape::UniformSmall),
+        Workload::Synthetic(Shape::Mixed),
+        Workload::Synthetic(Shape::Bimodal),
+        Workload::AlibabaV2017,
+        Workload::AlibabaGpuV2023,
+    ];
+
+    /// The name used on the command line and in tables.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Synthetic(s) => s.name(),
+            Workload::AlibabaV2017 => "alibaba-v2017",
+            Workload::AlibabaGpuV2023 => "alibaba-gpu-v2023",
+        }
+    }
+
+    /// Whether the workload asks for GPUs (its NodePool then allows the `g` and `p` categories).
+    #[must_use]
+    pub fn gpu(self) -> bool {
+        matches!(self, Workload::AlibabaGpuV2023)
+    }
+
+    /// `count` pending pods of this workload.
+    #[must_use]
+    pub fn pods(self, count: usize, traces: &Traces, rng: &mut Rng) -> Vec<Pod> {
+        match self {
+            Workload::Synthetic(s) => s.pods(count, rng),
+            Workload::AlibabaV2017 => traces.sample_v2017(count, rng),
+            Workload::AlibabaGpuV2023 => traces.sample_gpu_v2023(count, rng),
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                format!("unknown workload {s:?} (one of {})", names.join(", "))
+            })
     }
 }

@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use karp_core::cluster::ClusterSnapshot;
-use karp_core::packing::lower_bound_per_hour;
-use karp_core::scheduling::{schedule, SchedulerOptions, SchedulingResults};
+use karp_core::packing::{Ffd, Milp, PackResult, Packer};
+use karp_core::scheduling::{SchedulerOptions, SchedulingResults};
 use serde::{Deserialize, Serialize};
 
 use crate::convert::{build_snapshot, CatalogSource, ConvertError};
@@ -83,12 +83,6 @@ pub enum PlanError {
         /// The IO error.
         #[source]
         source: std::io::Error,
-    },
-    /// The requested solver is not available.
-    #[error("solver {solver:?} is not available yet: the MILP packer is not implemented in this version (use --solver ffd)")]
-    SolverUnavailable {
-        /// The solver name.
-        solver: &'static str,
     },
     /// The plan broke a scheduling rule (a bug in the scheduler; found by the independent validator).
     #[error("the plan failed validation (this is a bug in karp):\n  {}", violations.join("\n  "))]
@@ -178,6 +172,9 @@ pub struct SolverOutput {
     pub name: String,
     /// Wall-clock milliseconds of the scheduling pass.
     pub millis: u64,
+    /// Why the MILP kept the FFD plan, when it did (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// The plan in the JSON shape of DESIGN.md ("Plan output").
@@ -231,7 +228,6 @@ pub fn plan_paths(
     catalog: Option<&Path>,
     solver: Solver,
 ) -> Result<Plan, PlanError> {
-    check_solver(solver)?;
     let catalog = match catalog {
         None => CatalogSource::Builtin,
         Some(p) => CatalogSource::File {
@@ -256,18 +252,9 @@ pub fn plan_documents(
     catalog: &CatalogSource,
     solver: Solver,
 ) -> Result<Plan, PlanError> {
-    check_solver(solver)?;
     plan_manifests(parse_text(file, text)?, catalog, solver)
 }
 
-fn check_solver(solver: Solver) -> Result<(), PlanError> {
-    match solver {
-        Solver::Ffd => Ok(()),
-        Solver::Milp => Err(PlanError::SolverUnavailable {
-            solver: solver.name(),
-        }),
-    }
-}
 
 /// Plan from loaded manifests.
 ///
@@ -278,15 +265,18 @@ pub fn plan_manifests(
     catalog: &CatalogSource,
     solver: Solver,
 ) -> Result<Plan, PlanError> {
-    check_solver(solver)?;
     let converted = build_snapshot(&manifests, catalog)?;
     let mut warnings = manifests.warnings;
     warnings.extend(converted.warnings);
     let snapshot = converted.snapshot;
     let started = Instant::now();
-    let results = schedule(&snapshot, &SchedulerOptions::default());
+    let packed = match solver {
+        Solver::Ffd => Ffd { options: SchedulerOptions::default() }.pack(&snapshot),
+        Solver::Milp => Milp::default().pack(&snapshot),
+    };
     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let output = render_output(&snapshot, &results, solver, millis);
+    let output = render_output(&snapshot, &packed, solver, millis);
+    let results = packed.results;
     let plan = Plan {
         output,
         warnings,
@@ -301,10 +291,11 @@ pub fn plan_manifests(
 
 fn render_output(
     snapshot: &ClusterSnapshot,
-    results: &SchedulingResults,
+    packed: &PackResult,
     solver: Solver,
     millis: u64,
 ) -> PlanOutput {
+    let results = &packed.results;
     let key = |i: &usize| snapshot.pods[*i].key();
     let nodeclaims = results
         .new_nodeclaims
@@ -350,11 +341,12 @@ fn render_output(
             .collect(),
         cost: CostOutput {
             total_per_hour: results.cost_per_hour(),
-            lower_bound_per_hour: lower_bound_per_hour(snapshot, results),
+            lower_bound_per_hour: packed.lower_bound_per_hour,
         },
         solver: SolverOutput {
             name: solver.name().to_string(),
             millis,
+            fallback: packed.fallback.clone(),
         },
     }
 }

@@ -35,6 +35,7 @@
 //! ```
 
 mod claim;
+pub(crate) mod replay;
 mod topology;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -275,6 +276,24 @@ fn daemon_compatible(
             .is_ok()
 }
 
+/// The daemonset overhead of every new node of `pool`: the requests of each daemonset that
+/// tolerates the pool's taints, is compatible with its template and could run on one of its
+/// instance types.
+pub(crate) fn daemon_overhead(daemonsets: &[Pod], pool: &NodePool, template: &Requirements, provider_keys: &BTreeSet<String>) -> Resources {
+    let wk = |k: &str| labels::is_well_known(k) || provider_keys.contains(k);
+    let mut overhead = Resources::new();
+    for ds in daemonsets {
+        // Like Karpenter, but also require an instance type of the pool the daemon could run on
+        // (an arm64-only daemonset adds nothing to an amd64 pool).
+        let strict = ds.strict_requirements();
+        let on_some_type = pool.instance_types.iter().any(|it| template.intersect(&it.requirements).compatible(&strict, &wk).is_ok());
+        if daemon_compatible(ds, template, &pool.taints, &wk) && on_some_type {
+            overhead.add_assign(&ds.requests);
+        }
+    }
+    overhead
+}
+
 /// Run one scheduling pass over the snapshot's pending pods.
 #[must_use]
 pub fn schedule(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> SchedulingResults {
@@ -310,22 +329,7 @@ impl<'a> Scheduler<'a> {
                     .iter()
                     .flat_map(|t| t.requirements.keys().map(str::to_string))
                     .collect();
-                let wk = |k: &str| labels::is_well_known(k) || provider_keys.contains(k);
-                let mut overhead = Resources::new();
-                for ds in &snapshot.daemonsets {
-                    // Like Karpenter, but also require an instance type of the pool the daemon
-                    // could run on (an arm64-only daemonset adds nothing to an amd64 pool).
-                    let strict = ds.strict_requirements();
-                    let on_some_type = p.instance_types.iter().any(|it| {
-                        template
-                            .intersect(&it.requirements)
-                            .compatible(&strict, &wk)
-                            .is_ok()
-                    });
-                    if daemon_compatible(ds, &template, &p.taints, &wk) && on_some_type {
-                        overhead.add_assign(&ds.requests);
-                    }
-                }
+                let overhead = daemon_overhead(&snapshot.daemonsets, p, &template, &provider_keys);
                 PoolCtx::new(p, template, overhead, provider_keys)
             })
             .collect();
@@ -384,7 +388,8 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn solve(mut self) -> SchedulingResults {
+    /// Build every pending pod's state and the topology.
+    fn prepare(&mut self) -> Vec<PodState> {
         let pending = self.snapshot.pending();
         let mut states: Vec<PodState> = pending
             .iter()
@@ -425,6 +430,11 @@ impl<'a> Scheduler<'a> {
             s.compute(self.respect);
         }
         self.stats.pods = states.len();
+        states
+    }
+
+    fn solve(mut self) -> SchedulingResults {
+        let mut states = self.prepare();
 
         // First-fit decreasing: CPU then memory, descending; ties keep snapshot order.
         let mut order: Vec<usize> = (0..states.len()).collect();

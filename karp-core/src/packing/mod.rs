@@ -1,4 +1,9 @@
-//! Cost bounds for plans.
+//! Packers and cost bounds.
+//!
+//! A [`Packer`] turns a snapshot into a plan. [`Ffd`] is Karpenter's first-fit-decreasing
+//! scheduler as is; `Milp` (feature `milp`) re-packs what it can model with a pattern
+//! (column-generation) formulation solved by HiGHS, and falls back to the FFD plan whenever it
+//! cannot prove a plan at least as cheap.
 //!
 //! [`lower_bound_per_hour`] bounds the hourly cost of the new nodes of *any* valid plan that
 //! schedules the same pods. For each resource (CPU, memory) every pod is charged the cheapest
@@ -7,11 +12,91 @@
 //! assumed to absorb the most expensive demand first (a fractional knapsack), and the bound is the
 //! larger of the two resources. Packing constraints only make real plans dearer.
 
+#[cfg(feature = "milp")]
+mod milp;
+
+#[cfg(feature = "milp")]
+pub use milp::Milp;
+
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
 use crate::pod::Pod;
-use crate::scheduling::SchedulingResults;
+use crate::scheduling::{schedule, SchedulerOptions, SchedulingResults};
 use crate::taints::first_untolerated;
+
+/// Counters of a packing run (the operator and benches report them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackStats {
+    /// Pod groups (identical requests and constraints) the MILP modelled.
+    pub groups: usize,
+    /// Patterns (columns) generated.
+    pub columns: usize,
+    /// Column-generation rounds.
+    pub rounds: usize,
+    /// Pods left on their FFD NodeClaims because the MILP does not model their constraints.
+    pub fixed_pods: usize,
+    /// Cost of the FFD plan the MILP started from.
+    pub ffd_cost: f64,
+}
+
+/// A packed plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackResult {
+    /// The plan.
+    pub results: SchedulingResults,
+    /// No valid plan that places the same pods costs less per hour.
+    pub lower_bound_per_hour: f64,
+    /// The packer that produced the plan (`ffd`, or `milp` when its plan was kept).
+    pub packer: &'static str,
+    /// Why the MILP plan was not used, when it was not.
+    pub fallback: Option<String>,
+    /// Counters.
+    pub stats: PackStats,
+}
+
+/// Something that packs pending pods onto nodes.
+pub trait Packer {
+    /// Short name (`ffd`, `milp`).
+    fn name(&self) -> &'static str;
+    /// Plan the snapshot's pending pods.
+    fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult;
+}
+
+/// Karpenter's first-fit-decreasing scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct Ffd {
+    /// Scheduler options.
+    pub options: SchedulerOptions,
+}
+
+impl Packer for Ffd {
+    fn name(&self) -> &'static str {
+        "ffd"
+    }
+
+    fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult {
+        let results = schedule(snapshot, &self.options);
+        let lower_bound_per_hour = lower_bound(snapshot, &results);
+        let stats = PackStats { ffd_cost: results.cost_per_hour(), ..Default::default() };
+        PackResult { results, lower_bound_per_hour, packer: "ffd", fallback: None, stats }
+    }
+}
+
+/// The best lower bound karp can compute for a plan: the larger of the per-unit price bound
+/// ([`lower_bound_per_hour`]) and, with the `milp` feature, the LP bound of the pattern
+/// formulation (valid when no existing node has room).
+#[must_use]
+pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f64 {
+    let simple = lower_bound_per_hour(snapshot, results);
+    #[cfg(feature = "milp")]
+    {
+        simple.max(milp::pattern_bound(snapshot, results, Milp::default().max_rounds))
+    }
+    #[cfg(not(feature = "milp"))]
+    {
+        simple
+    }
+}
 
 /// Cheapest price per millicore and per byte among the offerings `pod` could use.
 fn unit_prices(snapshot: &ClusterSnapshot, pod: &Pod) -> (f64, f64) {
@@ -108,7 +193,7 @@ pub fn lower_bound_per_hour(snapshot: &ClusterSnapshot, results: &SchedulingResu
 }
 
 #[cfg(test)]
-mod tests {
+mod bound_tests {
     use super::*;
 
     #[test]
@@ -117,3 +202,6 @@ mod tests {
         assert_eq!(knapsack(vec![(1.0, 10.0)], 20.0), 0.0);
     }
 }
+
+#[cfg(all(test, feature = "milp"))]
+mod tests;
