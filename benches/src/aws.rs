@@ -98,11 +98,17 @@ pub fn aws_instance_types() -> Vec<Arc<InstanceType>> {
 #[must_use]
 pub fn nodepool(capacity: CapacityType, gpu: bool, types: Vec<Arc<InstanceType>>) -> NodePool {
     let mut pool = NodePool::new(capacity.as_str(), types);
-    pool.requirements
-        .add(Requirement::in_values(labels::CAPACITY_TYPE, [capacity.as_str()]));
+    pool.requirements.add(Requirement::in_values(
+        labels::CAPACITY_TYPE,
+        [capacity.as_str()],
+    ));
     pool.requirements
         .add(Requirement::in_values(labels::ARCH, ["amd64", "arm64"]));
-    let categories: &[&str] = if gpu { &GPU_CATEGORIES } else { &CPU_CATEGORIES };
+    let categories: &[&str] = if gpu {
+        &GPU_CATEGORIES
+    } else {
+        &CPU_CATEGORIES
+    };
     pool.requirements.add(Requirement::in_values(
         INSTANCE_CATEGORY,
         categories.iter().copied(),

@@ -132,7 +132,16 @@ pub fn table(rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "{:<18} {:<9} {:>5} {:<6} {:>10} {:>10} {:>7} {:>6} {:>5} {:>9}  fallback",
-        "workload", "capacity", "pods", "packer", "cost $/h", "bound $/h", "ratio", "nodes", "unsch", "ms"
+        "workload",
+        "capacity",
+        "pods",
+        "packer",
+        "cost $/h",
+        "bound $/h",
+        "ratio",
+        "nodes",
+        "unsch",
+        "ms"
     );
     for r in rows {
         let _ = writeln!(

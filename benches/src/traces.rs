@@ -107,11 +107,14 @@ fn rows<'a>(
         .unwrap_or_default();
     let mut cols = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let c = header.iter().position(|h| h == w).ok_or_else(|| TraceError {
-            file: file.to_string(),
-            line: Some(1),
-            reason: format!("no column {w:?} in the header"),
-        })?;
+        let c = header
+            .iter()
+            .position(|h| h == w)
+            .ok_or_else(|| TraceError {
+                file: file.to_string(),
+                line: Some(1),
+                reason: format!("no column {w:?} in the header"),
+            })?;
         cols.push(c);
     }
     let mut out = Vec::new();
@@ -345,7 +348,13 @@ mod tests {
         assert_eq!(pods.len(), 1000);
         let gpus: i64 = pods
             .iter()
-            .map(|p| p.requests.extended.get(crate::aws::NVIDIA_GPU).copied().unwrap_or(0))
+            .map(|p| {
+                p.requests
+                    .extended
+                    .get(crate::aws::NVIDIA_GPU)
+                    .copied()
+                    .unwrap_or(0)
+            })
             .sum();
         assert!(gpus >= 700, "most trace pods use a GPU, got {gpus}");
     }
@@ -353,6 +362,9 @@ mod tests {
     #[test]
     fn a_missing_column_names_the_file() {
         let e = parse_v2017("x.csv", "task_id,instances\nj1-t1,3\n").unwrap_err();
-        assert_eq!(e.to_string(), "trace x.csv line 1: no column \"cpu_millicores\" in the header");
+        assert_eq!(
+            e.to_string(),
+            "trace x.csv line 1: no column \"cpu_millicores\" in the header"
+        );
     }
 }

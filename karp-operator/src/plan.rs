@@ -255,7 +255,6 @@ pub fn plan_documents(
     plan_manifests(parse_text(file, text)?, catalog, solver)
 }
 
-
 /// Plan from loaded manifests.
 ///
 /// # Errors
@@ -271,7 +270,10 @@ pub fn plan_manifests(
     let snapshot = converted.snapshot;
     let started = Instant::now();
     let packed = match solver {
-        Solver::Ffd => Ffd { options: SchedulerOptions::default() }.pack(&snapshot),
+        Solver::Ffd => Ffd {
+            options: SchedulerOptions::default(),
+        }
+        .pack(&snapshot),
         Solver::Milp => Milp::default().pack(&snapshot),
     };
     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

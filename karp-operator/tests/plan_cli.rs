@@ -315,10 +315,26 @@ fn the_milp_solver_is_never_dearer_than_ffd_and_schedules_the_same_pods() {
     let milp = karp(&["plan", "-f", ex.to_str().unwrap(), "--solver", "milp"]).json();
     assert_eq!(milp["solver"]["name"], "milp");
     let cost = |p: &serde_json::Value| p["cost"]["total_per_hour"].as_f64().unwrap();
-    assert!(cost(&milp) <= cost(&ffd) + 1e-9, "milp {} > ffd {}", cost(&milp), cost(&ffd));
+    assert!(
+        cost(&milp) <= cost(&ffd) + 1e-9,
+        "milp {} > ffd {}",
+        cost(&milp),
+        cost(&ffd)
+    );
     assert!(milp["cost"]["lower_bound_per_hour"].as_f64().unwrap() <= cost(&milp) + 1e-9);
     let pods = |p: &serde_json::Value| {
-        let mut v: Vec<String> = p["nodeclaims"].as_array().unwrap().iter().flat_map(|c| c["pods"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string())).collect();
+        let mut v: Vec<String> = p["nodeclaims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c["pods"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+            })
+            .collect();
         v.sort();
         v
     };

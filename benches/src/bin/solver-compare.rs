@@ -172,7 +172,11 @@ fn main() -> ExitCode {
     for &workload in &args.workloads {
         for &capacity in &args.capacities {
             for &pods in &args.pods {
-                let case = Case { workload, capacity, pods };
+                let case = Case {
+                    workload,
+                    capacity,
+                    pods,
+                };
                 let snapshot = case.snapshot(&traces, types.clone(), args.seed);
                 let case_rows = run_case(&case, &snapshot, &packers);
                 let text = table(&case_rows);

@@ -3,7 +3,8 @@
 //!
 //! 1. Run the FFD scheduler. Pods whose constraints the MILP does not model (topology spread,
 //!    pod affinity, anti-affinity other than on hostname, preferences, pods other pods' topology
-//!    selects) keep their FFD NodeClaims, together with every pod sharing those NodeClaims.
+//!    selects) keep their FFD NodeClaims; the other pods on those NodeClaims may move, and the
+//!    kept NodeClaims' instance types are recomputed for what stays.
 //! 2. The other pods form *groups* (same requests, requirements, tolerations, host ports,
 //!    hostname anti-affinity, NodePool). A *pattern* is an instance type of a NodePool plus a
 //!    count per group that fits its allocatable minus the daemonset overhead, respecting host
@@ -22,7 +23,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use good_lp::solvers::{DualValues, SolutionWithDual};
-use good_lp::{highs, variable, Constraint, Expression, ProblemVariables, Solution, SolverModel, Variable, WithInitialSolution};
+use good_lp::{
+    highs, variable, Constraint, Expression, ProblemVariables, Solution, SolverModel, Variable,
+    WithInitialSolution,
+};
 
 use super::{lower_bound_per_hour, PackResult, PackStats, Packer};
 use crate::cloud::InstanceType;
@@ -32,7 +36,9 @@ use crate::pod::{LabelSelector, NamespaceSet, Pod};
 use crate::requirements::Requirements;
 use crate::resources::Resources;
 use crate::scheduling::replay::Replay;
-use crate::scheduling::{daemon_overhead, schedule, NewNodeClaim, SchedulerOptions, SchedulingResults};
+use crate::scheduling::{
+    daemon_overhead, schedule, NewNodeClaim, SchedulerOptions, SchedulingResults,
+};
 use crate::taints::{first_untolerated, Effect};
 use crate::validation::validate;
 
@@ -51,7 +57,12 @@ pub struct Milp {
 
 impl Default for Milp {
     fn default() -> Self {
-        Milp { options: SchedulerOptions::default(), time_limit_secs: 1.5, mip_gap: 0.002, max_rounds: 60 }
+        Milp {
+            options: SchedulerOptions::default(),
+            time_limit_secs: 1.5,
+            mip_gap: 0.002,
+            max_rounds: 60,
+        }
     }
 }
 
@@ -102,7 +113,13 @@ struct Model {
 }
 
 fn res_key(r: &Resources) -> (i64, i64, i64, i64, Vec<(String, i64)>) {
-    (r.cpu, r.memory, r.ephemeral_storage, r.pods, r.extended.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    (
+        r.cpu,
+        r.memory,
+        r.ephemeral_storage,
+        r.pods,
+        r.extended.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    )
 }
 
 /// Whether a selector of `owner` matches `pod` (namespace rules applied).
@@ -118,25 +135,49 @@ fn is_free(snapshot: &ClusterSnapshot, pod: &Pod) -> bool {
         && pod.preferred_pod_anti_affinity.is_empty()
         && pod.preferred_node_affinity.is_empty()
         && pod.required_node_affinity.len() <= 1
-        && pod.pod_anti_affinity.iter().all(|t| t.topology_key == labels::HOSTNAME);
+        && pod
+            .pod_anti_affinity
+            .iter()
+            .all(|t| t.topology_key == labels::HOSTNAME);
     if !simple {
         return false;
     }
     // Nobody's topology may count or target this pod, except hostname anti-affinity.
     !snapshot.pods.iter().any(|o| {
-        o.topology_spread.iter().any(|t| o.namespace == pod.namespace && o.spread_selector(t).is_some_and(|s| s.matches(&pod.labels)))
-            || o.pod_affinity.iter().chain(o.preferred_pod_affinity.iter().map(|w| &w.term)).any(|t| {
-                selects(o.term_selector(t), &o.term_namespaces(t, &snapshot.namespaces), pod)
+        o.topology_spread.iter().any(|t| {
+            o.namespace == pod.namespace
+                && o.spread_selector(t).is_some_and(|s| s.matches(&pod.labels))
+        }) || o
+            .pod_affinity
+            .iter()
+            .chain(o.preferred_pod_affinity.iter().map(|w| &w.term))
+            .any(|t| {
+                selects(
+                    o.term_selector(t),
+                    &o.term_namespaces(t, &snapshot.namespaces),
+                    pod,
+                )
             })
-            || o.pod_anti_affinity.iter().chain(o.preferred_pod_anti_affinity.iter().map(|w| &w.term)).any(|t| {
-                t.topology_key != labels::HOSTNAME && selects(o.term_selector(t), &o.term_namespaces(t, &snapshot.namespaces), pod)
-            })
+            || o.pod_anti_affinity
+                .iter()
+                .chain(o.preferred_pod_anti_affinity.iter().map(|w| &w.term))
+                .any(|t| {
+                    t.topology_key != labels::HOSTNAME
+                        && selects(
+                            o.term_selector(t),
+                            &o.term_namespaces(t, &snapshot.namespaces),
+                            pod,
+                        )
+                })
     })
 }
 
 /// Keys of the pod's requirements that the pool's template already implies are dropped.
 fn class_requirements(template: &Requirements, pod: &Requirements) -> Requirements {
-    pod.iter().filter(|r| !template.get(r.key()).is_some_and(|t| t.is_subset_of(r))).cloned().collect()
+    pod.iter()
+        .filter(|r| !template.get(r.key()).is_some_and(|t| t.is_subset_of(r)))
+        .cloned()
+        .collect()
 }
 
 /// Whether instance type `it` can carry a node with requirements `reqs` (its labels intersect;
@@ -149,12 +190,22 @@ fn type_matches(it: &InstanceType, reqs: &Requirements, provider_keys: &BTreeSet
 }
 
 fn provider_keys(pool: &NodePool) -> BTreeSet<String> {
-    pool.instance_types.iter().flat_map(|t| t.requirements.keys().map(str::to_string)).collect()
+    pool.instance_types
+        .iter()
+        .flat_map(|t| t.requirements.keys().map(str::to_string))
+        .collect()
 }
 
 fn pool_accepts(pool: &NodePool, pod: &Pod, keys: &BTreeSet<String>) -> bool {
-    let hard_taint = first_untolerated(&pool.taints, &pod.tolerations).is_some_and(|t| t.effect != Effect::PreferNoSchedule);
-    !hard_taint && pool.template_requirements().compatible(&pod.strict_requirements(), &|k| labels::is_well_known(k) || keys.contains(k)).is_ok()
+    let hard_taint = first_untolerated(&pool.taints, &pod.tolerations)
+        .is_some_and(|t| t.effect != Effect::PreferNoSchedule);
+    !hard_taint
+        && pool
+            .template_requirements()
+            .compatible(&pod.strict_requirements(), &|k| {
+                labels::is_well_known(k) || keys.contains(k)
+            })
+            .is_ok()
 }
 
 impl Model {
@@ -163,8 +214,18 @@ impl Model {
     /// `relaxed` builds the relaxation used for the lower bound: one config per (pool, type) at
     /// its cheapest offering under the template, and a group fits every type its own requirements
     /// allow (so groups of different requirements may share nodes, never raising the LP).
-    fn new(snapshot: &ClusterSnapshot, pods: &[(usize, Vec<usize>)], overheads: &[Resources], limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)>, relaxed: bool) -> Self {
-        let templates: Vec<Requirements> = snapshot.node_pools.iter().map(NodePool::template_requirements).collect();
+    fn new(
+        snapshot: &ClusterSnapshot,
+        pods: &[(usize, Vec<usize>)],
+        overheads: &[Resources],
+        limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)>,
+        relaxed: bool,
+    ) -> Self {
+        let templates: Vec<Requirements> = snapshot
+            .node_pools
+            .iter()
+            .map(NodePool::template_requirements)
+            .collect();
         let keys: Vec<BTreeSet<String>> = snapshot.node_pools.iter().map(provider_keys).collect();
         // Classes are per pool; pods of one group share their pool set, so use the first pool's template.
         let mut class_ids: BTreeMap<Requirements, usize> = BTreeMap::new();
@@ -175,7 +236,10 @@ impl Model {
         for (p, pools) in pods {
             let pod = &snapshot.pods[*p];
             let strict = pod.strict_requirements();
-            let class_reqs = pools.first().map(|&pi| class_requirements(&templates[pi], &strict)).unwrap_or_default();
+            let class_reqs = pools
+                .first()
+                .map(|&pi| class_requirements(&templates[pi], &strict))
+                .unwrap_or_default();
             let class = *class_ids.entry(class_reqs.clone()).or_insert_with(|| {
                 classes.push(class_reqs.clone());
                 classes.len() - 1
@@ -184,12 +248,26 @@ impl Model {
             ports.sort();
             let mut tols = pod.tolerations.clone();
             tols.sort();
-            let key = format!("{:?}|{pools:?}|{class}|{ports:?}|{tols:?}|{:?}|{:?}|{}", res_key(&pod.requests), pod.pod_anti_affinity, pod.labels, pod.namespace);
+            let key = format!(
+                "{:?}|{pools:?}|{class}|{ports:?}|{tols:?}|{:?}|{:?}|{}",
+                res_key(&pod.requests),
+                pod.pod_anti_affinity,
+                pod.labels,
+                pod.namespace
+            );
             match index.get(&key) {
                 Some(&g) => groups[g].pods.push(*p),
                 None => {
                     index.insert(key, groups.len());
-                    groups.push(Group { pods: vec![*p], requests: pod.requests.clone(), pools: pools.clone(), class, per_node: None, conflicts: BTreeSet::new(), reqs: strict.clone() });
+                    groups.push(Group {
+                        pods: vec![*p],
+                        requests: pod.requests.clone(),
+                        pools: pools.clone(),
+                        class,
+                        per_node: None,
+                        conflicts: BTreeSet::new(),
+                        reqs: strict.clone(),
+                    });
                 }
             }
         }
@@ -197,9 +275,23 @@ impl Model {
         let n = groups.len();
         for a in 0..n {
             for b in a..n {
-                let (pa, pb) = (&snapshot.pods[groups[a].pods[0]], &snapshot.pods[groups[b].pods[0]]);
-                let ports = pa.host_ports.iter().any(|x| pb.host_ports.iter().any(|y| x.conflicts(y)));
-                let anti = |o: &Pod, q: &Pod| o.pod_anti_affinity.iter().any(|t| selects(o.term_selector(t), &o.term_namespaces(t, &snapshot.namespaces), q));
+                let (pa, pb) = (
+                    &snapshot.pods[groups[a].pods[0]],
+                    &snapshot.pods[groups[b].pods[0]],
+                );
+                let ports = pa
+                    .host_ports
+                    .iter()
+                    .any(|x| pb.host_ports.iter().any(|y| x.conflicts(y)));
+                let anti = |o: &Pod, q: &Pod| {
+                    o.pod_anti_affinity.iter().any(|t| {
+                        selects(
+                            o.term_selector(t),
+                            &o.term_namespaces(t, &snapshot.namespaces),
+                            q,
+                        )
+                    })
+                };
                 if ports || anti(pa, pb) || anti(pb, pa) {
                     if a == b {
                         groups[a].per_node = Some(1);
@@ -233,12 +325,20 @@ impl Model {
                         continue;
                     }
                 }
-                let Some(o) = it.cheapest_offering(&reqs) else { continue };
+                let Some(o) = it.cheapest_offering(&reqs) else {
+                    continue;
+                };
                 let room = it.allocatable().minus(&overheads[p]);
                 if room.cpu < 0 || room.memory < 0 || room.pods < 1 {
                     continue;
                 }
-                configs.push(Config { pool: p, class, it: it.clone(), price: o.price, room });
+                configs.push(Config {
+                    pool: p,
+                    class,
+                    it: it.clone(),
+                    price: o.price,
+                    room,
+                });
             }
         }
         let fits: Vec<Vec<usize>> = groups
@@ -248,7 +348,11 @@ impl Model {
                     .filter(|&k| {
                         let c = &configs[k];
                         let class_ok = if relaxed {
-                            type_matches(&c.it, &templates[c.pool].intersect(&g.reqs), &keys[c.pool])
+                            type_matches(
+                                &c.it,
+                                &templates[c.pool].intersect(&g.reqs),
+                                &keys[c.pool],
+                            )
                         } else {
                             g.class == 0 || g.class == c.class
                         };
@@ -257,7 +361,14 @@ impl Model {
                     .collect()
             })
             .collect();
-        Model { groups, configs, fits, patterns: Vec::new(), seen: BTreeSet::new(), limits }
+        Model {
+            groups,
+            configs,
+            fits,
+            patterns: Vec::new(),
+            seen: BTreeSet::new(),
+            limits,
+        }
     }
 
     fn add_pattern(&mut self, p: Pattern) -> bool {
@@ -275,7 +386,12 @@ impl Model {
         let room = &self.configs[k].room;
         let r = &grp.requests;
         let mut n = grp.pods.len() as i64;
-        for (need, have) in [(r.cpu, room.cpu), (r.memory, room.memory), (r.ephemeral_storage, room.ephemeral_storage), (r.pods, room.pods)] {
+        for (need, have) in [
+            (r.cpu, room.cpu),
+            (r.memory, room.memory),
+            (r.ephemeral_storage, room.ephemeral_storage),
+            (r.pods, room.pods),
+        ] {
             if need > 0 {
                 n = n.min(have / need);
             }
@@ -306,7 +422,10 @@ impl Model {
                 }
             }
             let Some((_, k, n)) = best else { return false };
-            self.add_pattern(Pattern { config: k, counts: vec![(g, n)] });
+            self.add_pattern(Pattern {
+                config: k,
+                counts: vec![(g, n)],
+            });
         }
         true
     }
@@ -315,7 +434,9 @@ impl Model {
     fn price(&self, k: usize, value: &[f64]) -> Option<(f64, Pattern)> {
         let cfg = &self.configs[k];
         let room = &cfg.room;
-        let cands: Vec<usize> = (0..self.groups.len()).filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok()).collect();
+        let cands: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
+            .collect();
         if cands.is_empty() {
             return None;
         }
@@ -334,18 +455,30 @@ impl Model {
         let mut best: Option<(f64, Pattern)> = None;
         for mode in 0..4 {
             let mut order = cands.clone();
-            order.sort_by(|&a, &b| (value[b] / share(b, mode).max(1e-12)).total_cmp(&(value[a] / share(a, mode).max(1e-12))).then(a.cmp(&b)));
+            order.sort_by(|&a, &b| {
+                (value[b] / share(b, mode).max(1e-12))
+                    .total_cmp(&(value[a] / share(a, mode).max(1e-12)))
+                    .then(a.cmp(&b))
+            });
             let mut left = room.clone();
             let mut counts: Vec<(usize, u32)> = Vec::new();
             let mut total = 0.0;
             for g in order {
-                if counts.iter().any(|(h, _)| self.groups[g].conflicts.contains(h)) {
+                if counts
+                    .iter()
+                    .any(|(h, _)| self.groups[g].conflicts.contains(h))
+                {
                     continue;
                 }
                 let grp = &self.groups[g];
                 let r = &grp.requests;
                 let mut n = grp.pods.len() as i64;
-                for (need, have) in [(r.cpu, left.cpu), (r.memory, left.memory), (r.ephemeral_storage, left.ephemeral_storage), (r.pods, left.pods)] {
+                for (need, have) in [
+                    (r.cpu, left.cpu),
+                    (r.memory, left.memory),
+                    (r.ephemeral_storage, left.ephemeral_storage),
+                    (r.pods, left.pods),
+                ] {
                     if need > 0 {
                         n = n.min(have / need);
                     }
@@ -378,7 +511,9 @@ impl Model {
     /// An upper bound on the value of any pattern of config `k` (fractional knapsack per dimension).
     fn price_upper_bound(&self, k: usize, value: &[f64]) -> f64 {
         let room = &self.configs[k].room;
-        let cands: Vec<usize> = (0..self.groups.len()).filter(|&g| value[g] > 0.0 && self.fits[g].binary_search(&k).is_ok()).collect();
+        let cands: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| value[g] > 0.0 && self.fits[g].binary_search(&k).is_ok())
+            .collect();
         let mut best = f64::INFINITY;
         for dim in 0..3 {
             let size = |g: usize| {
@@ -389,7 +524,10 @@ impl Model {
             let mut items: Vec<(f64, f64, f64)> = cands
                 .iter()
                 .map(|&g| {
-                    let bound = self.groups[g].per_node.map_or(self.groups[g].pods.len() as f64, f64::from).min(self.groups[g].pods.len() as f64);
+                    let bound = self.groups[g]
+                        .per_node
+                        .map_or(self.groups[g].pods.len() as f64, f64::from)
+                        .min(self.groups[g].pods.len() as f64);
                     (value[g], size(g), bound)
                 })
                 .collect();
@@ -413,18 +551,45 @@ impl Model {
 
     /// Build the master problem over the current patterns.
     #[allow(clippy::type_complexity)]
-    fn master(&self, integer: bool) -> (ProblemVariables, Vec<Variable>, Expression, Vec<Constraint>, Vec<Constraint>) {
+    fn master(
+        &self,
+        integer: bool,
+    ) -> (
+        ProblemVariables,
+        Vec<Variable>,
+        Expression,
+        Vec<Constraint>,
+        Vec<Constraint>,
+    ) {
         let mut vars = ProblemVariables::new();
-        let x: Vec<Variable> = self.patterns.iter().map(|_| vars.add(if integer { variable().integer().min(0) } else { variable().min(0) })).collect();
-        let objective: Expression = self.patterns.iter().zip(&x).map(|(p, v)| self.configs[p.config].price * *v).sum();
+        let x: Vec<Variable> = self
+            .patterns
+            .iter()
+            .map(|_| {
+                vars.add(if integer {
+                    variable().integer().min(0)
+                } else {
+                    variable().min(0)
+                })
+            })
+            .collect();
+        let objective: Expression = self
+            .patterns
+            .iter()
+            .zip(&x)
+            .map(|(p, v)| self.configs[p.config].price * *v)
+            .sum();
         let mut cover: Vec<Expression> = vec![Expression::from(0.0); self.groups.len()];
         for (p, v) in self.patterns.iter().zip(&x) {
             for &(g, n) in &p.counts {
                 cover[g] += f64::from(n) * *v;
             }
         }
-        let cover_rows: Vec<Constraint> =
-            cover.into_iter().enumerate().map(|(g, e)| e.geq(self.groups[g].pods.len() as f64)).collect();
+        let cover_rows: Vec<Constraint> = cover
+            .into_iter()
+            .enumerate()
+            .map(|(g, e)| e.geq(self.groups[g].pods.len() as f64))
+            .collect();
         let mut limit_rows = Vec::new();
         for (&pool, (lim, nodes)) in &self.limits {
             for (name, left) in lim {
@@ -438,7 +603,13 @@ impl Model {
                 limit_rows.push(e.leq(*left as f64));
             }
             if let Some(n) = nodes {
-                let e: Expression = self.patterns.iter().zip(&x).filter(|(p, _)| self.configs[p.config].pool == pool).map(|(_, v)| Expression::from(*v)).sum();
+                let e: Expression = self
+                    .patterns
+                    .iter()
+                    .zip(&x)
+                    .filter(|(p, _)| self.configs[p.config].pool == pool)
+                    .map(|(_, v)| Expression::from(*v))
+                    .sum();
                 limit_rows.push(e.leq(*n as f64));
             }
         }
@@ -451,13 +622,25 @@ impl Model {
         for round in 0..max_rounds {
             let (vars, _x, objective, cover, limits) = self.master(false);
             let mut problem = vars.minimise(objective).using(highs).set_threads(1);
-            let cover_refs: Vec<_> = cover.into_iter().map(|c| problem.add_constraint(c)).collect();
-            let limit_refs: Vec<_> = limits.into_iter().map(|c| problem.add_constraint(c)).collect();
+            let cover_refs: Vec<_> = cover
+                .into_iter()
+                .map(|c| problem.add_constraint(c))
+                .collect();
+            let limit_refs: Vec<_> = limits
+                .into_iter()
+                .map(|c| problem.add_constraint(c))
+                .collect();
             let mut sol = problem.solve().map_err(|e| format!("LP master: {e}"))?;
             let d = sol.compute_dual();
-            duals = cover_refs.iter().map(|c| d.dual(c.clone()).max(0.0)).collect();
+            duals = cover_refs
+                .iter()
+                .map(|c| d.dual(c.clone()).max(0.0))
+                .collect();
             // Limit duals are ≤ 0 for ≤ rows: they raise the cost of configs of that pool.
-            let limit_duals: Vec<f64> = limit_refs.iter().map(|c| d.dual(c.clone()).min(0.0)).collect();
+            let limit_duals: Vec<f64> = limit_refs
+                .iter()
+                .map(|c| d.dual(c.clone()).min(0.0))
+                .collect();
             let mut penalty = vec![0.0; self.configs.len()];
             let mut row = 0;
             for (&pool, (lim, nodes)) in &self.limits {
@@ -496,7 +679,11 @@ impl Model {
 
     /// Farley's lower bound from cover duals (limits ignored, which only lowers the LP).
     fn farley_bound(&self, duals: &[f64]) -> f64 {
-        let total: f64 = duals.iter().zip(&self.groups).map(|(d, g)| d * g.pods.len() as f64).sum();
+        let total: f64 = duals
+            .iter()
+            .zip(&self.groups)
+            .map(|(d, g)| d * g.pods.len() as f64)
+            .sum();
         let mut theta: f64 = 1.0;
         for k in 0..self.configs.len() {
             let ub = self.price_upper_bound(k, duals);
@@ -523,22 +710,37 @@ impl Model {
             problem.add_constraint(c);
         }
         let problem = problem.with_initial_solution(x.iter().copied().zip(warm.iter().copied()));
-        let sol = problem.solve().map_err(|e| format!("integer master: {e}"))?;
-        Ok(x.iter().map(|v| sol.value(*v).round().max(0.0) as u32).collect())
+        let sol = problem
+            .solve()
+            .map_err(|e| format!("integer master: {e}"))?;
+        Ok(x.iter()
+            .map(|v| sol.value(*v).round().max(0.0) as u32)
+            .collect())
     }
 }
 
 /// Pod groups of a model with the pods each pool set allows.
 fn pools_for(snapshot: &ClusterSnapshot, pod: &Pod) -> Vec<usize> {
-    snapshot.node_pools.iter().enumerate().filter(|(_, p)| pool_accepts(p, pod, &provider_keys(p))).map(|(i, _)| i).collect()
+    snapshot
+        .node_pools
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| pool_accepts(p, pod, &provider_keys(p)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Per-pool overhead that certainly runs on every node (daemonsets without node constraints).
 fn certain_overhead(snapshot: &ClusterSnapshot, pool: &NodePool) -> Resources {
     let mut r = Resources::new();
     for ds in &snapshot.daemonsets {
-        let unconstrained = ds.node_selector.is_empty() && ds.required_node_affinity.is_empty() && ds.volume_requirements.is_empty();
-        if unconstrained && first_untolerated(&pool.taints, &ds.tolerations).is_none_or(|t| t.effect == Effect::PreferNoSchedule) {
+        let unconstrained = ds.node_selector.is_empty()
+            && ds.required_node_affinity.is_empty()
+            && ds.volume_requirements.is_empty();
+        if unconstrained
+            && first_untolerated(&pool.taints, &ds.tolerations)
+                .is_none_or(|t| t.effect == Effect::PreferNoSchedule)
+        {
             r.add_assign(&ds.requests);
         }
     }
@@ -547,21 +749,37 @@ fn certain_overhead(snapshot: &ClusterSnapshot, pool: &NodePool) -> Resources {
 
 /// The LP (Farley) lower bound over every pod the plan places on new nodes, when no existing
 /// node has room; 0 otherwise.
-pub(super) fn pattern_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults, max_rounds: usize) -> f64 {
+pub(super) fn pattern_bound(
+    snapshot: &ClusterSnapshot,
+    results: &SchedulingResults,
+    max_rounds: usize,
+) -> f64 {
     let has_room = snapshot.nodes.iter().any(|n| {
-        let used = snapshot.pods.iter().filter(|p| p.node_name.as_deref() == Some(n.name.as_str())).fold(Resources::new(), |a, p| a.plus(&p.requests));
+        let used = snapshot
+            .pods
+            .iter()
+            .filter(|p| p.node_name.as_deref() == Some(n.name.as_str()))
+            .fold(Resources::new(), |a, p| a.plus(&p.requests));
         let free = n.allocatable.minus(&used);
         !n.deleting && free.cpu > 0 && free.memory > 0 && free.pods > 0
     });
     if has_room {
         return 0.0;
     }
-    let pods: Vec<(usize, Vec<usize>)> =
-        results.new_nodeclaims.iter().flat_map(|c| c.pods.iter()).map(|&p| (p, pools_for(snapshot, &snapshot.pods[p]))).collect();
+    let pods: Vec<(usize, Vec<usize>)> = results
+        .new_nodeclaims
+        .iter()
+        .flat_map(|c| c.pods.iter())
+        .map(|&p| (p, pools_for(snapshot, &snapshot.pods[p])))
+        .collect();
     if pods.is_empty() || pods.iter().any(|(_, pools)| pools.is_empty()) {
         return 0.0;
     }
-    let overheads: Vec<Resources> = snapshot.node_pools.iter().map(|p| certain_overhead(snapshot, p)).collect();
+    let overheads: Vec<Resources> = snapshot
+        .node_pools
+        .iter()
+        .map(|p| certain_overhead(snapshot, p))
+        .collect();
     let mut model = Model::new(snapshot, &pods, &overheads, BTreeMap::new(), true);
     // Conflicts and per-node limits only tighten the real problem; drop them for the bound's pricing
     // upper bound (it already ignores them) but keep them in the patterns (still valid columns).
@@ -575,9 +793,25 @@ pub(super) fn pattern_bound(snapshot: &ClusterSnapshot, results: &SchedulingResu
 }
 
 impl Milp {
-    fn fallback(&self, snapshot: &ClusterSnapshot, ffd: SchedulingResults, stats: PackStats, why: String) -> PackResult {
-        let lb = lower_bound_per_hour(snapshot, &ffd).max(pattern_bound(snapshot, &ffd, self.max_rounds));
-        PackResult { lower_bound_per_hour: lb, results: ffd, packer: "ffd", fallback: Some(why), stats }
+    fn fallback(
+        &self,
+        snapshot: &ClusterSnapshot,
+        ffd: SchedulingResults,
+        stats: PackStats,
+        why: String,
+    ) -> PackResult {
+        let lb = lower_bound_per_hour(snapshot, &ffd).max(pattern_bound(
+            snapshot,
+            &ffd,
+            self.max_rounds,
+        ));
+        PackResult {
+            lower_bound_per_hour: lb,
+            results: ffd,
+            packer: "ffd",
+            fallback: Some(why),
+            stats,
+        }
     }
 }
 
@@ -588,27 +822,54 @@ impl Packer for Milp {
 
     fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult {
         let ffd = schedule(snapshot, &self.options);
-        let mut stats = PackStats { ffd_cost: ffd.cost_per_hour(), ..Default::default() };
+        let mut stats = PackStats {
+            ffd_cost: ffd.cost_per_hour(),
+            ..Default::default()
+        };
         if ffd.new_nodeclaims.is_empty() {
-            return PackResult { lower_bound_per_hour: 0.0, results: ffd, packer: "ffd", fallback: None, stats };
+            return PackResult {
+                lower_bound_per_hour: 0.0,
+                results: ffd,
+                packer: "ffd",
+                fallback: None,
+                stats,
+            };
         }
         // Which FFD NodeClaims the MILP may rebuild.
-        let pool_index: BTreeMap<&str, usize> = snapshot.node_pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+        let pool_index: BTreeMap<&str, usize> = snapshot
+            .node_pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
         let mut keep: Vec<NewNodeClaim> = Vec::new();
         let mut free: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut warm_claims: Vec<&NewNodeClaim> = Vec::new();
         for c in &ffd.new_nodeclaims {
-            if c.pods.iter().all(|&p| is_free(snapshot, &snapshot.pods[p])) {
-                let pool = pool_index[c.nodepool.as_str()];
-                free.extend(c.pods.iter().map(|&p| (p, vec![pool])));
+            let pool = pool_index[c.nodepool.as_str()];
+            let (movable, fixed): (Vec<usize>, Vec<usize>) = c
+                .pods
+                .iter()
+                .partition(|&&p| is_free(snapshot, &snapshot.pods[p]));
+            if fixed.is_empty() {
+                free.extend(movable.iter().map(|&p| (p, vec![pool])));
                 warm_claims.push(c);
             } else {
-                stats.fixed_pods += c.pods.len();
-                keep.push(c.clone());
+                // The constrained pods keep this NodeClaim; the others may move.
+                stats.fixed_pods += fixed.len();
+                free.extend(movable.iter().map(|&p| (p, vec![pool])));
+                let mut k = c.clone();
+                k.pods = fixed;
+                keep.push(k);
             }
         }
         if free.is_empty() {
-            return self.fallback(snapshot, ffd, stats, "no NodeClaim holds only pods the MILP models".into());
+            return self.fallback(
+                snapshot,
+                ffd,
+                stats,
+                "every pod on a new NodeClaim has constraints the MILP does not model".into(),
+            );
         }
         // Limits left for the rebuilt NodeClaims: minus existing nodes and the kept NodeClaims.
         let usage = snapshot.nodepool_usage();
@@ -618,10 +879,19 @@ impl Packer for Milp {
                 continue;
             }
             let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
-            let mut res: BTreeMap<String, i64> = p.limits.resources.iter().map(|(k, v)| (k.clone(), v - used.get(k))).collect();
+            let mut res: BTreeMap<String, i64> = p
+                .limits
+                .resources
+                .iter()
+                .map(|(k, v)| (k.clone(), v - used.get(k)))
+                .collect();
             let mut nodes = p.limits.nodes.map(|n| n - count);
             for c in keep.iter().filter(|c| c.nodepool == p.name) {
-                if let Some(t) = c.instance_types.iter().find(|t| t.name == c.cheapest.instance_type) {
+                if let Some(t) = c
+                    .instance_types
+                    .iter()
+                    .find(|t| t.name == c.cheapest.instance_type)
+                {
                     for (k, v) in res.iter_mut() {
                         *v -= t.capacity.get(k);
                     }
@@ -635,15 +905,32 @@ impl Packer for Milp {
         let overheads: Vec<Resources> = snapshot
             .node_pools
             .iter()
-            .map(|p| daemon_overhead(&snapshot.daemonsets, p, &p.template_requirements(), &provider_keys(p)))
+            .map(|p| {
+                daemon_overhead(
+                    &snapshot.daemonsets,
+                    p,
+                    &p.template_requirements(),
+                    &provider_keys(p),
+                )
+            })
             .collect();
         let mut model = Model::new(snapshot, &free, &overheads, limits, false);
         stats.groups = model.groups.len();
         if model.fits.iter().any(Vec::is_empty) {
-            return self.fallback(snapshot, ffd, stats, "a pod group fits no instance type of its NodePool".into());
+            return self.fallback(
+                snapshot,
+                ffd,
+                stats,
+                "a pod group fits no instance type of its NodePool".into(),
+            );
         }
         // Warm start: the FFD NodeClaims as patterns.
-        let group_of: BTreeMap<usize, usize> = model.groups.iter().enumerate().flat_map(|(g, grp)| grp.pods.iter().map(move |&p| (p, g))).collect();
+        let group_of: BTreeMap<usize, usize> = model
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(g, grp)| grp.pods.iter().map(move |&p| (p, g)))
+            .collect();
         let mut warm_patterns: Vec<Pattern> = Vec::new();
         for c in &warm_claims {
             let pool = pool_index[c.nodepool.as_str()];
@@ -651,14 +938,23 @@ impl Packer for Milp {
             for p in &c.pods {
                 *counts.entry(group_of[p]).or_default() += 1;
             }
-            let classes: BTreeSet<usize> = counts.keys().map(|&g| model.groups[g].class).filter(|&c| c != 0).collect();
+            let classes: BTreeSet<usize> = counts
+                .keys()
+                .map(|&g| model.groups[g].class)
+                .filter(|&c| c != 0)
+                .collect();
             let class = classes.iter().next().copied().unwrap_or(0);
             if classes.len() > 1 {
                 continue;
             }
-            let k = model.configs.iter().position(|cfg| cfg.pool == pool && cfg.class == class && cfg.it.name == c.cheapest.instance_type);
+            let k = model.configs.iter().position(|cfg| {
+                cfg.pool == pool && cfg.class == class && cfg.it.name == c.cheapest.instance_type
+            });
             if let Some(k) = k {
-                let pattern = Pattern { config: k, counts: counts.into_iter().collect() };
+                let pattern = Pattern {
+                    config: k,
+                    counts: counts.into_iter().collect(),
+                };
                 model.add_pattern(pattern.clone());
                 warm_patterns.push(pattern);
             }
@@ -683,8 +979,30 @@ impl Packer for Milp {
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         // Assign pods to the chosen nodes and replay them through the scheduler's checks.
-        let mut queues: Vec<std::collections::VecDeque<usize>> = model.groups.iter().map(|g| g.pods.iter().copied().collect()).collect();
+        let mut queues: Vec<std::collections::VecDeque<usize>> = model
+            .groups
+            .iter()
+            .map(|g| g.pods.iter().copied().collect())
+            .collect();
         let mut replay = Replay::new(snapshot, &self.options, &ffd.existing, &keep);
+        // Kept NodeClaims that lost pods get options recomputed for their smaller load.
+        let by_host: BTreeMap<&str, &NewNodeClaim> = ffd
+            .new_nodeclaims
+            .iter()
+            .map(|c| (c.hostname.as_str(), c))
+            .collect();
+        let mut kept = Vec::with_capacity(keep.len());
+        for k in &keep {
+            let original = by_host[k.hostname.as_str()];
+            if k.pods.len() == original.pods.len() {
+                kept.push(k.clone());
+                continue;
+            }
+            match replay.shrink(original, k.pods.clone()) {
+                Ok(c) => kept.push(c),
+                Err(e) => return self.fallback(snapshot, ffd, stats, e),
+            }
+        }
         for (pi, &m) in counts.iter().enumerate() {
             let pattern = &model.patterns[pi];
             let pool = &snapshot.node_pools[model.configs[pattern.config].pool].name;
@@ -707,33 +1025,69 @@ impl Packer for Milp {
                 // Largest pods first, as the scheduler would add them.
                 chosen.sort_by(|a, b| {
                     let (ra, rb) = (&snapshot.pods[*a].requests, &snapshot.pods[*b].requests);
-                    rb.cpu.cmp(&ra.cpu).then(rb.memory.cmp(&ra.memory)).then(a.cmp(b))
+                    rb.cpu
+                        .cmp(&ra.cpu)
+                        .then(rb.memory.cmp(&ra.memory))
+                        .then(a.cmp(b))
                 });
                 for p in chosen {
                     if let Err(e) = replay.add(claim, p) {
-                        return self.fallback(snapshot, ffd, stats, format!("replaying the MILP plan: pod {}: {e}", snapshot.pods[p].key()));
+                        return self.fallback(
+                            snapshot,
+                            ffd,
+                            stats,
+                            format!(
+                                "replaying the MILP plan: pod {}: {e}",
+                                snapshot.pods[p].key()
+                            ),
+                        );
                     }
                 }
             }
         }
         if queues.iter().any(|q| !q.is_empty()) {
-            return self.fallback(snapshot, ffd, stats, "the integer master left pods uncovered".into());
+            return self.fallback(
+                snapshot,
+                ffd,
+                stats,
+                "the integer master left pods uncovered".into(),
+            );
         }
         let rebuilt = match replay.finish() {
             Ok(r) => r,
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         let mut results = ffd.clone();
-        results.new_nodeclaims = keep;
+        results.new_nodeclaims = kept;
         results.new_nodeclaims.extend(rebuilt);
         if let Err(v) = validate(snapshot, &results) {
             let first = v.first().map(ToString::to_string).unwrap_or_default();
-            return self.fallback(snapshot, ffd, stats, format!("the MILP plan failed validation: {first}"));
+            return self.fallback(
+                snapshot,
+                ffd,
+                stats,
+                format!("the MILP plan failed validation: {first}"),
+            );
         }
         if results.cost_per_hour() >= ffd.cost_per_hour() - 1e-9 {
-            return self.fallback(snapshot, ffd, stats, "the MILP plan is not cheaper than FFD".into());
+            return self.fallback(
+                snapshot,
+                ffd,
+                stats,
+                "the MILP plan is not cheaper than FFD".into(),
+            );
         }
-        let lb = lower_bound_per_hour(snapshot, &results).max(pattern_bound(snapshot, &results, self.max_rounds));
-        PackResult { lower_bound_per_hour: lb, results, packer: "milp", fallback: None, stats }
+        let lb = lower_bound_per_hour(snapshot, &results).max(pattern_bound(
+            snapshot,
+            &results,
+            self.max_rounds,
+        ));
+        PackResult {
+            lower_bound_per_hour: lb,
+            results,
+            packer: "milp",
+            fallback: None,
+            stats,
+        }
     }
 }

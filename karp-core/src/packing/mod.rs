@@ -77,8 +77,17 @@ impl Packer for Ffd {
     fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult {
         let results = schedule(snapshot, &self.options);
         let lower_bound_per_hour = lower_bound(snapshot, &results);
-        let stats = PackStats { ffd_cost: results.cost_per_hour(), ..Default::default() };
-        PackResult { results, lower_bound_per_hour, packer: "ffd", fallback: None, stats }
+        let stats = PackStats {
+            ffd_cost: results.cost_per_hour(),
+            ..Default::default()
+        };
+        PackResult {
+            results,
+            lower_bound_per_hour,
+            packer: "ffd",
+            fallback: None,
+            stats,
+        }
     }
 }
 
@@ -90,7 +99,11 @@ pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f
     let simple = lower_bound_per_hour(snapshot, results);
     #[cfg(feature = "milp")]
     {
-        simple.max(milp::pattern_bound(snapshot, results, Milp::default().max_rounds))
+        simple.max(milp::pattern_bound(
+            snapshot,
+            results,
+            Milp::default().max_rounds,
+        ))
     }
     #[cfg(not(feature = "milp"))]
     {

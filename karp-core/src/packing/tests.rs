@@ -10,7 +10,11 @@ fn check(snapshot: &ClusterSnapshot, r: &PackResult) {
         panic!("{} plan failed validation: {v:?}", r.packer);
     }
     let cost = r.results.cost_per_hour();
-    assert!(r.lower_bound_per_hour <= cost + 1e-9, "bound {} above cost {cost}", r.lower_bound_per_hour);
+    assert!(
+        r.lower_bound_per_hour <= cost + 1e-9,
+        "bound {} above cost {cost}",
+        r.lower_bound_per_hour
+    );
 }
 
 fn both(snapshot: &ClusterSnapshot) -> (PackResult, PackResult) {
@@ -26,8 +30,18 @@ fn both(snapshot: &ClusterSnapshot) -> (PackResult, PackResult) {
 /// Small nodes are cheaper per CPU than the large one FFD grows into.
 fn small_is_cheaper() -> Vec<std::sync::Arc<crate::cloud::InstanceType>> {
     vec![
-        instance_type("small").cpu("2").memory("8Gi").price(0.10).spot_price(0.10).build(),
-        instance_type("large").cpu("8").memory("32Gi").price(0.50).spot_price(0.50).build(),
+        instance_type("small")
+            .cpu("2")
+            .memory("8Gi")
+            .price(0.10)
+            .spot_price(0.10)
+            .build(),
+        instance_type("large")
+            .cpu("8")
+            .memory("32Gi")
+            .price(0.50)
+            .spot_price(0.50)
+            .build(),
     ]
 }
 
@@ -35,33 +49,71 @@ fn small_is_cheaper() -> Vec<std::sync::Arc<crate::cloud::InstanceType>> {
 fn milp_splits_the_large_node_ffd_picks_into_cheaper_small_ones() {
     let s = ClusterSnapshot {
         node_pools: vec![nodepool("default", small_is_cheaper())],
-        pods: (0..8).map(|i| pod(&format!("p{i}")).cpu("1").memory("1Gi").build()).collect(),
+        pods: (0..8)
+            .map(|i| pod(&format!("p{i}")).cpu("1").memory("1Gi").build())
+            .collect(),
         ..Default::default()
     };
     let (f, m) = both(&s);
-    assert!((f.results.cost_per_hour() - 0.5).abs() < 1e-9, "{}", f.results.cost_per_hour());
+    assert!(
+        (f.results.cost_per_hour() - 0.5).abs() < 1e-9,
+        "{}",
+        f.results.cost_per_hour()
+    );
     assert_eq!(m.packer, "milp", "{:?}", m.fallback);
-    assert!((m.results.cost_per_hour() - 0.4).abs() < 1e-9, "{}", m.results.cost_per_hour());
+    assert!(
+        (m.results.cost_per_hour() - 0.4).abs() < 1e-9,
+        "{}",
+        m.results.cost_per_hour()
+    );
     assert_eq!(m.results.new_nodeclaims.len(), 4);
     // 8 CPU of demand at 0.05 per CPU: the bound is tight here.
-    assert!((m.lower_bound_per_hour - 0.4).abs() < 1e-6, "{}", m.lower_bound_per_hour);
+    assert!(
+        (m.lower_bound_per_hour - 0.4).abs() < 1e-6,
+        "{}",
+        m.lower_bound_per_hour
+    );
 }
 
 #[test]
 fn milp_honours_hostname_anti_affinity_and_host_ports() {
-    let mut pods: Vec<_> = (0..4).map(|i| pod(&format!("a{i}")).cpu("100m").label("app", "a").anti_affinity(HOSTNAME, &[("app", "a")]).build()).collect();
+    let mut pods: Vec<_> = (0..4)
+        .map(|i| {
+            pod(&format!("a{i}"))
+                .cpu("100m")
+                .label("app", "a")
+                .anti_affinity(HOSTNAME, &[("app", "a")])
+                .build()
+        })
+        .collect();
     pods.extend((0..3).map(|i| pod(&format!("h{i}")).cpu("100m").host_port(9100).build()));
     pods.extend((0..8).map(|i| pod(&format!("p{i}")).cpu("1").build()));
-    let s = ClusterSnapshot { node_pools: vec![nodepool("default", small_is_cheaper())], pods, ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![nodepool("default", small_is_cheaper())],
+        pods,
+        ..Default::default()
+    };
     let (_, m) = both(&s);
     assert!(m.results.new_nodeclaims.len() >= 4);
 }
 
 #[test]
 fn pods_with_zonal_spread_keep_their_ffd_nodeclaims() {
-    let mut pods: Vec<_> = (0..3).map(|i| pod(&format!("z{i}")).cpu("1").label("app", "z").spread(ZONE, 1, &[("app", "z")]).build()).collect();
+    let mut pods: Vec<_> = (0..3)
+        .map(|i| {
+            pod(&format!("z{i}"))
+                .cpu("1")
+                .label("app", "z")
+                .spread(ZONE, 1, &[("app", "z")])
+                .build()
+        })
+        .collect();
     pods.extend((0..8).map(|i| pod(&format!("p{i}")).cpu("1").build()));
-    let s = ClusterSnapshot { node_pools: vec![nodepool("default", small_is_cheaper())], pods, ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![nodepool("default", small_is_cheaper())],
+        pods,
+        ..Default::default()
+    };
     let (_, m) = both(&s);
     assert!(m.stats.fixed_pods >= 3);
 }
@@ -70,24 +122,51 @@ fn pods_with_zonal_spread_keep_their_ffd_nodeclaims() {
 fn milp_respects_nodepool_limits() {
     let mut pool = nodepool("default", small_is_cheaper());
     pool.limits.nodes = Some(2);
-    let s = ClusterSnapshot { node_pools: vec![pool], pods: (0..8).map(|i| pod(&format!("p{i}")).cpu("1").build()).collect(), ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![pool],
+        pods: (0..8)
+            .map(|i| pod(&format!("p{i}")).cpu("1").build())
+            .collect(),
+        ..Default::default()
+    };
     let (_, m) = both(&s);
     assert!(m.results.new_nodeclaims.len() <= 2);
 }
 
 #[test]
 fn milp_keeps_pods_on_their_weighted_pool() {
-    let mut high = nodepool("high", vec![instance_type("big").cpu("8").memory("32Gi").price(0.5).spot_price(0.5).build()]);
+    let mut high = nodepool(
+        "high",
+        vec![instance_type("big")
+            .cpu("8")
+            .memory("32Gi")
+            .price(0.5)
+            .spot_price(0.5)
+            .build()],
+    );
     high.weight = 10;
     let low = nodepool("low", small_is_cheaper());
-    let s = ClusterSnapshot { node_pools: vec![high, low], pods: (0..8).map(|i| pod(&format!("p{i}")).cpu("1").build()).collect(), ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![high, low],
+        pods: (0..8)
+            .map(|i| pod(&format!("p{i}")).cpu("1").build())
+            .collect(),
+        ..Default::default()
+    };
     let (_, m) = both(&s);
-    assert!(m.results.new_nodeclaims.iter().all(|c| c.nodepool == "high"));
+    assert!(m
+        .results
+        .new_nodeclaims
+        .iter()
+        .all(|c| c.nodepool == "high"));
 }
 
 #[test]
 fn empty_plans_need_no_solver() {
-    let s = ClusterSnapshot { node_pools: vec![nodepool("default", small_is_cheaper())], ..Default::default() };
+    let s = ClusterSnapshot {
+        node_pools: vec![nodepool("default", small_is_cheaper())],
+        ..Default::default()
+    };
     let m = Milp::default().pack(&s);
     assert!(m.results.new_nodeclaims.is_empty());
     assert_eq!(m.lower_bound_per_hour, 0.0);
@@ -105,7 +184,12 @@ mod properties {
                     let cpu = 1i64 << cpu_exp;
                     let mem = cpu * i64::from(mem_ratio) * 2;
                     let price = f64::from(cents) / 1000.0 * cpu as f64;
-                    instance_type(&format!("t{i}")).cpu(&cpu.to_string()).memory(&format!("{mem}Gi")).price(price).spot_price(price).build()
+                    instance_type(&format!("t{i}"))
+                        .cpu(&cpu.to_string())
+                        .memory(&format!("{mem}Gi"))
+                        .price(price)
+                        .spot_price(price)
+                        .build()
                 })
                 .collect()
         })
@@ -116,7 +200,9 @@ mod properties {
             v.into_iter()
                 .enumerate()
                 .map(|(i, (cpu, mem, kind))| {
-                    let b = pod(&format!("p{i}")).cpu(&format!("{}m", cpu * 250)).memory(&format!("{}Mi", mem * 512));
+                    let b = pod(&format!("p{i}"))
+                        .cpu(&format!("{}m", cpu * 250))
+                        .memory(&format!("{}Mi", mem * 512));
                     match kind {
                         0 => b.label("app", "x").anti_affinity(HOSTNAME, &[("app", "x")]),
                         1 => b.host_port(8080),

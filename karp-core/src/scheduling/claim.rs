@@ -277,6 +277,47 @@ impl Claim {
         }
     }
 
+    /// A NodeClaim with given requirements and pods, keeping every type of the pool that allows
+    /// the requirements and holds the pods plus the daemonset overhead (no topology checks: the
+    /// caller guarantees the pods' topology, e.g. by keeping an earlier placement).
+    pub fn with_pods(
+        pool_idx: usize,
+        pool: &PoolCtx,
+        hostname: String,
+        host: u32,
+        requirements: Requirements,
+        pods: Vec<usize>,
+        requests: Resources,
+    ) -> Option<Self> {
+        let with_daemons = requests.plus(&pool.daemon_overhead);
+        let keys: Vec<&str> = requirements.keys().collect();
+        let mask = pool.mask(&requirements);
+        let types: Vec<u32> = (0..pool.types.len() as u32)
+            .filter(|&t| {
+                let tc = &pool.types[t as usize];
+                with_daemons.fits_in(tc.it.allocatable())
+                    && type_allowed(tc, &requirements, &keys, &mask)
+            })
+            .collect();
+        if types.is_empty() {
+            return None;
+        }
+        let (max_alloc, min_alloc) = bounds(pool, &types);
+        Some(Claim {
+            pool: pool_idx,
+            hostname,
+            host,
+            requirements: Arc::new(requirements),
+            pods,
+            requests,
+            with_daemons,
+            types,
+            max_alloc,
+            min_alloc,
+            host_ports: Vec::new(),
+        })
+    }
+
     /// Largest capacity among the remaining options (for limits).
     pub fn max_capacity(&self, pool: &PoolCtx) -> Resources {
         self.types.iter().fold(Resources::new(), |m, &t| {

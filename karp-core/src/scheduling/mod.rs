@@ -279,14 +279,24 @@ fn daemon_compatible(
 /// The daemonset overhead of every new node of `pool`: the requests of each daemonset that
 /// tolerates the pool's taints, is compatible with its template and could run on one of its
 /// instance types.
-pub(crate) fn daemon_overhead(daemonsets: &[Pod], pool: &NodePool, template: &Requirements, provider_keys: &BTreeSet<String>) -> Resources {
+pub(crate) fn daemon_overhead(
+    daemonsets: &[Pod],
+    pool: &NodePool,
+    template: &Requirements,
+    provider_keys: &BTreeSet<String>,
+) -> Resources {
     let wk = |k: &str| labels::is_well_known(k) || provider_keys.contains(k);
     let mut overhead = Resources::new();
     for ds in daemonsets {
         // Like Karpenter, but also require an instance type of the pool the daemon could run on
         // (an arm64-only daemonset adds nothing to an amd64 pool).
         let strict = ds.strict_requirements();
-        let on_some_type = pool.instance_types.iter().any(|it| template.intersect(&it.requirements).compatible(&strict, &wk).is_ok());
+        let on_some_type = pool.instance_types.iter().any(|it| {
+            template
+                .intersect(&it.requirements)
+                .compatible(&strict, &wk)
+                .is_ok()
+        });
         if daemon_compatible(ds, template, &pool.taints, &wk) && on_some_type {
             overhead.add_assign(&ds.requests);
         }
