@@ -81,6 +81,8 @@ struct Group {
     conflicts: BTreeSet<usize>,
     /// The pods' strict requirements.
     reqs: Requirements,
+    /// A bundle: the constrained pods of one FFD NodeClaim, placed together exactly once.
+    bundle: bool,
 }
 
 /// An instance type of a NodePool under a requirement class.
@@ -92,6 +94,17 @@ struct Config {
     price: f64,
     /// Allocatable minus daemonset overhead.
     room: Resources,
+}
+
+/// Constrained pods that stay together on a NodeClaim of the FFD plan (its requirements, e.g. a
+/// pinned zone, kept), which the MILP may still fill with movable pods or move to another type.
+#[derive(Debug, Clone)]
+struct Bundle {
+    pods: Vec<usize>,
+    pool: usize,
+    requirements: Requirements,
+    /// The FFD NodeClaim it comes from (hostname).
+    hostname: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -217,6 +230,7 @@ impl Model {
     fn new(
         snapshot: &ClusterSnapshot,
         pods: &[(usize, Vec<usize>)],
+        bundles: &[Bundle],
         overheads: &[Resources],
         limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)>,
         relaxed: bool,
@@ -267,32 +281,68 @@ impl Model {
                         per_node: None,
                         conflicts: BTreeSet::new(),
                         reqs: strict.clone(),
+                        bundle: false,
                     });
                 }
             }
         }
-        // Conflicts: host ports and hostname anti-affinity (both directions).
+        for b in bundles {
+            let class_reqs = class_requirements(&templates[b.pool], &b.requirements);
+            let class = *class_ids.entry(class_reqs.clone()).or_insert_with(|| {
+                classes.push(class_reqs.clone());
+                classes.len() - 1
+            });
+            let requests = b.pods.iter().fold(Resources::new(), |acc, &p| {
+                acc.plus(&snapshot.pods[p].requests)
+            });
+            groups.push(Group {
+                pods: b.pods.clone(),
+                requests,
+                pools: vec![b.pool],
+                class,
+                per_node: Some(1),
+                conflicts: BTreeSet::new(),
+                reqs: b.requirements.clone(),
+                bundle: true,
+            });
+        }
+        // Conflicts: host ports and hostname anti-affinity (both directions), over every pod of
+        // a bundle and one pod of an ordinary group (its pods are identical).
         let n = groups.len();
+        let members = |g: &Group| -> Vec<usize> {
+            if g.bundle {
+                g.pods.clone()
+            } else {
+                vec![g.pods[0]]
+            }
+        };
         for a in 0..n {
             for b in a..n {
-                let (pa, pb) = (
-                    &snapshot.pods[groups[a].pods[0]],
-                    &snapshot.pods[groups[b].pods[0]],
-                );
-                let ports = pa
-                    .host_ports
-                    .iter()
-                    .any(|x| pb.host_ports.iter().any(|y| x.conflicts(y)));
-                let anti = |o: &Pod, q: &Pod| {
-                    o.pod_anti_affinity.iter().any(|t| {
-                        selects(
-                            o.term_selector(t),
-                            &o.term_namespaces(t, &snapshot.namespaces),
-                            q,
-                        )
-                    })
+                if a == b && groups[a].bundle {
+                    continue;
+                }
+                let (ma, mb) = (members(&groups[a]), members(&groups[b]));
+                let pair_conflicts = |pa: &Pod, pb: &Pod| {
+                    let ports = pa
+                        .host_ports
+                        .iter()
+                        .any(|x| pb.host_ports.iter().any(|y| x.conflicts(y)));
+                    let anti = |o: &Pod, q: &Pod| {
+                        o.pod_anti_affinity.iter().any(|t| {
+                            selects(
+                                o.term_selector(t),
+                                &o.term_namespaces(t, &snapshot.namespaces),
+                                q,
+                            )
+                        })
+                    };
+                    ports || anti(pa, pb) || anti(pb, pa)
                 };
-                if ports || anti(pa, pb) || anti(pb, pa) {
+                let conflict = ma.iter().any(|&x| {
+                    mb.iter()
+                        .any(|&y| pair_conflicts(&snapshot.pods[x], &snapshot.pods[y]))
+                });
+                if conflict {
                     if a == b {
                         groups[a].per_node = Some(1);
                     } else {
@@ -662,9 +712,9 @@ impl Model {
                 }
             }
             let mut added = 0;
-            for k in 0..self.configs.len() {
+            for (k, pen) in penalty.iter().enumerate() {
                 if let Some((value, pattern)) = self.price(k, &duals) {
-                    let cost = self.configs[k].price + penalty[k];
+                    let cost = self.configs[k].price + pen;
                     if value > cost * (1.0 + 1e-7) + 1e-9 && self.add_pattern(pattern) {
                         added += 1;
                     }
@@ -780,7 +830,7 @@ pub(super) fn pattern_bound(
         .iter()
         .map(|p| certain_overhead(snapshot, p))
         .collect();
-    let mut model = Model::new(snapshot, &pods, &overheads, BTreeMap::new(), true);
+    let mut model = Model::new(snapshot, &pods, &[], &overheads, BTreeMap::new(), true);
     // Conflicts and per-node limits only tighten the real problem; drop them for the bound's pricing
     // upper bound (it already ignores them) but keep them in the patterns (still valid columns).
     if model.fits.iter().any(Vec::is_empty) || !model.seed_single() {
@@ -835,43 +885,40 @@ impl Packer for Milp {
                 stats,
             };
         }
-        // Which FFD NodeClaims the MILP may rebuild.
         let pool_index: BTreeMap<&str, usize> = snapshot
             .node_pools
             .iter()
             .enumerate()
             .map(|(i, p)| (p.name.as_str(), i))
             .collect();
-        let mut keep: Vec<NewNodeClaim> = Vec::new();
+        // Movable pods become groups; the constrained pods of each FFD NodeClaim become a bundle.
         let mut free: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut warm_claims: Vec<&NewNodeClaim> = Vec::new();
+        let mut bundles: Vec<Bundle> = Vec::new();
         for c in &ffd.new_nodeclaims {
             let pool = pool_index[c.nodepool.as_str()];
             let (movable, fixed): (Vec<usize>, Vec<usize>) = c
                 .pods
                 .iter()
                 .partition(|&&p| is_free(snapshot, &snapshot.pods[p]));
-            if fixed.is_empty() {
-                free.extend(movable.iter().map(|&p| (p, vec![pool])));
-                warm_claims.push(c);
-            } else {
-                // The constrained pods keep this NodeClaim; the others may move.
+            free.extend(movable.iter().map(|&p| (p, vec![pool])));
+            if !fixed.is_empty() {
                 stats.fixed_pods += fixed.len();
-                free.extend(movable.iter().map(|&p| (p, vec![pool])));
-                let mut k = c.clone();
-                k.pods = fixed;
-                keep.push(k);
+                let mut requirements = c.requirements.clone();
+                requirements.remove(labels::INSTANCE_TYPE);
+                requirements.remove(labels::CAPACITY_TYPE);
+                requirements.add_all(&snapshot.node_pools[pool].template_requirements());
+                bundles.push(Bundle {
+                    pods: fixed,
+                    pool,
+                    requirements,
+                    hostname: c.hostname.clone(),
+                });
             }
         }
-        if free.is_empty() {
-            return self.fallback(
-                snapshot,
-                ffd,
-                stats,
-                "every pod on a new NodeClaim has constraints the MILP does not model".into(),
-            );
+        if free.is_empty() && bundles.iter().all(|b| b.pods.is_empty()) {
+            return self.fallback(snapshot, ffd, stats, "nothing to pack".into());
         }
-        // Limits left for the rebuilt NodeClaims: minus existing nodes and the kept NodeClaims.
+        // Limits left for the new NodeClaims after the existing nodes.
         let usage = snapshot.nodepool_usage();
         let mut limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)> = BTreeMap::new();
         for (i, p) in snapshot.node_pools.iter().enumerate() {
@@ -879,28 +926,13 @@ impl Packer for Milp {
                 continue;
             }
             let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
-            let mut res: BTreeMap<String, i64> = p
+            let res: BTreeMap<String, i64> = p
                 .limits
                 .resources
                 .iter()
                 .map(|(k, v)| (k.clone(), v - used.get(k)))
                 .collect();
-            let mut nodes = p.limits.nodes.map(|n| n - count);
-            for c in keep.iter().filter(|c| c.nodepool == p.name) {
-                if let Some(t) = c
-                    .instance_types
-                    .iter()
-                    .find(|t| t.name == c.cheapest.instance_type)
-                {
-                    for (k, v) in res.iter_mut() {
-                        *v -= t.capacity.get(k);
-                    }
-                }
-                if let Some(n) = nodes.as_mut() {
-                    *n -= 1;
-                }
-            }
-            limits.insert(i, (res, nodes));
+            limits.insert(i, (res, p.limits.nodes.map(|n| n - count)));
         }
         let overheads: Vec<Resources> = snapshot
             .node_pools
@@ -914,7 +946,7 @@ impl Packer for Milp {
                 )
             })
             .collect();
-        let mut model = Model::new(snapshot, &free, &overheads, limits, false);
+        let mut model = Model::new(snapshot, &free, &bundles, &overheads, limits, false);
         stats.groups = model.groups.len();
         if model.fits.iter().any(Vec::is_empty) {
             return self.fallback(
@@ -924,29 +956,34 @@ impl Packer for Milp {
                 "a pod group fits no instance type of its NodePool".into(),
             );
         }
-        // Warm start: the FFD NodeClaims as patterns.
-        let group_of: BTreeMap<usize, usize> = model
-            .groups
-            .iter()
-            .enumerate()
-            .flat_map(|(g, grp)| grp.pods.iter().map(move |&p| (p, g)))
-            .collect();
+        // Warm start: every FFD NodeClaim as a pattern.
+        let mut group_of: BTreeMap<usize, usize> = BTreeMap::new();
+        for (g, grp) in model.groups.iter().enumerate() {
+            for &p in &grp.pods {
+                group_of.insert(p, g);
+            }
+        }
         let mut warm_patterns: Vec<Pattern> = Vec::new();
-        for c in &warm_claims {
+        for c in &ffd.new_nodeclaims {
             let pool = pool_index[c.nodepool.as_str()];
             let mut counts: BTreeMap<usize, u32> = BTreeMap::new();
             for p in &c.pods {
-                *counts.entry(group_of[p]).or_default() += 1;
+                let g = group_of[p];
+                if model.groups[g].bundle {
+                    counts.insert(g, 1);
+                } else {
+                    *counts.entry(g).or_default() += 1;
+                }
             }
             let classes: BTreeSet<usize> = counts
                 .keys()
                 .map(|&g| model.groups[g].class)
                 .filter(|&c| c != 0)
                 .collect();
-            let class = classes.iter().next().copied().unwrap_or(0);
             if classes.len() > 1 {
                 continue;
             }
+            let class = classes.iter().next().copied().unwrap_or(0);
             let k = model.configs.iter().position(|cfg| {
                 cfg.pool == pool && cfg.class == class && cfg.it.name == c.cheapest.instance_type
             });
@@ -979,46 +1016,56 @@ impl Packer for Milp {
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         // Assign pods to the chosen nodes and replay them through the scheduler's checks.
+        let kept: Vec<NewNodeClaim> = bundles
+            .iter()
+            .map(|b| {
+                let original = ffd.new_nodeclaims.iter().find(|c| c.hostname == b.hostname);
+                let mut k = original
+                    .cloned()
+                    .unwrap_or_else(|| ffd.new_nodeclaims[0].clone());
+                k.pods = b.pods.clone();
+                k
+            })
+            .collect();
+        let mut replay = Replay::new(snapshot, &self.options, &ffd.existing, &kept);
         let mut queues: Vec<std::collections::VecDeque<usize>> = model
             .groups
             .iter()
             .map(|g| g.pods.iter().copied().collect())
             .collect();
-        let mut replay = Replay::new(snapshot, &self.options, &ffd.existing, &keep);
-        // Kept NodeClaims that lost pods get options recomputed for their smaller load.
-        let by_host: BTreeMap<&str, &NewNodeClaim> = ffd
-            .new_nodeclaims
-            .iter()
-            .map(|c| (c.hostname.as_str(), c))
-            .collect();
-        let mut kept = Vec::with_capacity(keep.len());
-        for k in &keep {
-            let original = by_host[k.hostname.as_str()];
-            if k.pods.len() == original.pods.len() {
-                kept.push(k.clone());
-                continue;
-            }
-            match replay.shrink(original, k.pods.clone()) {
-                Ok(c) => kept.push(c),
-                Err(e) => return self.fallback(snapshot, ffd, stats, e),
-            }
-        }
+        let mut bundle_used = vec![false; model.groups.len()];
         for (pi, &m) in counts.iter().enumerate() {
             let pattern = &model.patterns[pi];
             let pool = &snapshot.node_pools[model.configs[pattern.config].pool].name;
             for _ in 0..m {
+                let mut bundle: Option<usize> = None;
                 let mut chosen = Vec::new();
                 for &(g, n) in &pattern.counts {
+                    if model.groups[g].bundle {
+                        if !bundle_used[g] {
+                            bundle_used[g] = true;
+                            bundle = Some(g);
+                        }
+                        continue;
+                    }
                     for _ in 0..n {
                         if let Some(p) = queues[g].pop_front() {
                             chosen.push(p);
                         }
                     }
                 }
-                if chosen.is_empty() {
+                if chosen.is_empty() && bundle.is_none() {
                     continue;
                 }
-                let claim = match replay.open(pool) {
+                let claim = match bundle {
+                    Some(g) => {
+                        queues[g].clear();
+                        let b = &bundles[g - (model.groups.len() - bundles.len())];
+                        replay.open_with(&b.hostname, pool, b.requirements.clone(), b.pods.clone())
+                    }
+                    None => replay.open(pool),
+                };
+                let claim = match claim {
                     Ok(c) => c,
                     Err(e) => return self.fallback(snapshot, ffd, stats, e),
                 };
@@ -1058,8 +1105,7 @@ impl Packer for Milp {
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         let mut results = ffd.clone();
-        results.new_nodeclaims = kept;
-        results.new_nodeclaims.extend(rebuilt);
+        results.new_nodeclaims = rebuilt;
         if let Err(v) = validate(snapshot, &results) {
             let first = v.first().map(ToString::to_string).unwrap_or_default();
             return self.fallback(

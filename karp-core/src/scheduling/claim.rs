@@ -318,6 +318,11 @@ impl Claim {
         })
     }
 
+    /// Record the host ports of a pod placed without [`Claim::try_add`].
+    pub fn add_host_ports(&mut self, pod: &Pod) {
+        self.host_ports.extend(pod.host_ports.iter().cloned());
+    }
+
     /// Largest capacity among the remaining options (for limits).
     pub fn max_capacity(&self, pool: &PoolCtx) -> Resources {
         self.types.iter().fold(Resources::new(), |m, &t| {

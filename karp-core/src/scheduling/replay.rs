@@ -72,37 +72,6 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Re-derive a kept NodeClaim that lost some pods: same requirements (minus the instance
-    /// type and capacity type narrowing, re-derived from the pool), only `pods`, options recomputed
-    /// for the smaller load.
-    ///
-    /// # Errors
-    /// When the pool is unknown or no instance type remains.
-    pub fn shrink(
-        &mut self,
-        claim: &NewNodeClaim,
-        pods: Vec<usize>,
-    ) -> Result<NewNodeClaim, String> {
-        let p = self
-            .sched
-            .pools
-            .iter()
-            .position(|x| x.name == claim.nodepool)
-            .ok_or_else(|| format!("nodepool {:?} does not exist", claim.nodepool))?;
-        let ctx = &self.sched.pools[p];
-        let mut reqs = claim.requirements.clone();
-        reqs.remove(labels::INSTANCE_TYPE);
-        reqs.remove(labels::CAPACITY_TYPE);
-        reqs.add_all(&ctx.template);
-        let requests = pods.iter().fold(Resources::new(), |acc, &i| {
-            acc.plus(&self.sched.snapshot.pods[i].requests)
-        });
-        let host = self.sched.topology.register_hostname(&claim.hostname);
-        let c = Claim::with_pods(p, ctx, claim.hostname.clone(), host, reqs, pods, requests)
-            .ok_or_else(|| format!("no instance type remains for nodeclaim {}", claim.hostname))?;
-        c.finalize(ctx, self.sched.options.max_instance_types)
-    }
-
     /// Open an empty NodeClaim of `pool` with every instance type of the pool.
     ///
     /// # Errors
@@ -122,6 +91,53 @@ impl<'a> Replay<'a> {
         self.sched
             .claims
             .push(Claim::new(p, ctx, hostname, host, types));
+        Ok(self.sched.claims.len() - 1)
+    }
+
+    /// Open a NodeClaim that keeps an earlier placement: `pods` (already recorded in the topology
+    /// under `hostname`) on requirements `requirements`; more pods may be added.
+    ///
+    /// # Errors
+    /// When the pool is unknown or no instance type holds the pods.
+    pub fn open_with(
+        &mut self,
+        hostname: &str,
+        pool: &str,
+        requirements: Requirements,
+        pods: Vec<usize>,
+    ) -> Result<usize, String> {
+        let p = self
+            .sched
+            .pools
+            .iter()
+            .position(|x| x.name == pool)
+            .ok_or_else(|| format!("nodepool {pool:?} does not exist"))?;
+        let ctx = &self.sched.pools[p];
+        let requests = pods.iter().fold(Resources::new(), |acc, &i| {
+            acc.plus(&self.sched.snapshot.pods[i].requests)
+        });
+        let host = self.sched.topology.register_hostname(hostname);
+        let mut reqs = requirements;
+        reqs.add(Requirement::in_values(
+            labels::HOSTNAME,
+            [hostname.to_string()],
+        ));
+        let mut c = Claim::with_pods(
+            p,
+            ctx,
+            hostname.to_string(),
+            host,
+            reqs,
+            pods.clone(),
+            requests,
+        )
+        .ok_or_else(|| format!("no instance type holds the pods of nodeclaim {hostname}"))?;
+        for &i in &pods {
+            if let Some(&s) = self.by_pod.get(&i) {
+                c.add_host_ports(&self.states[s].orig);
+            }
+        }
+        self.sched.claims.push(c);
         Ok(self.sched.claims.len() - 1)
     }
 
