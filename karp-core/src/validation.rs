@@ -204,6 +204,14 @@ pub fn validate(
             }
         }
         for (k, val) in &pool.labels {
+            if c.labels.get(k) != Some(val) {
+                err(format!(
+                    "nodeclaim {}: template label {k}={val} is missing",
+                    c.hostname
+                ));
+            }
+        }
+        for (k, val) in &c.labels {
             node_labels.insert(k.clone(), val.clone());
         }
         for r in pool.requirements.iter() {

@@ -558,43 +558,133 @@ impl Model {
         best
     }
 
-    /// An upper bound on the value of any pattern of config `k` (fractional knapsack per dimension).
-    fn price_upper_bound(&self, k: usize, value: &[f64]) -> f64 {
+    /// The knapsack items of config `k` under `value`: (value, sizes as shares of the room per
+    /// dimension, count bound), and the dimensions used (cpu, memory, pods, extended resources).
+    fn items(&self, k: usize, value: &[f64]) -> Vec<(f64, Vec<f64>, f64)> {
         let room = &self.configs[k].room;
-        let cands: Vec<usize> = (0..self.groups.len())
+        let mut caps = vec![room.cpu as f64, room.memory as f64, room.pods as f64];
+        let ext: Vec<&String> = room.extended.keys().collect();
+        caps.extend(ext.iter().map(|n| room.extended[*n] as f64));
+        (0..self.groups.len())
             .filter(|&g| value[g] > 0.0 && self.fits[g].binary_search(&k).is_ok())
-            .collect();
+            .map(|g| {
+                let grp = &self.groups[g];
+                let r = &grp.requests;
+                let mut sizes = vec![r.cpu as f64, r.memory as f64, r.pods as f64];
+                sizes.extend(
+                    ext.iter()
+                        .map(|n| r.extended.get(*n).copied().unwrap_or(0) as f64),
+                );
+                let shares = sizes
+                    .iter()
+                    .zip(&caps)
+                    .map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 })
+                    .collect();
+                let bound = grp
+                    .per_node
+                    .map_or(grp.pods.len() as f64, f64::from)
+                    .min(grp.pods.len() as f64);
+                (value[g], shares, bound)
+            })
+            .collect()
+    }
+
+    /// An upper bound on the value of any pattern of config `k`: the best fractional knapsack
+    /// over a single dimension (each dimension's capacity is 1 after scaling).
+    fn price_upper_bound(&self, k: usize, value: &[f64]) -> f64 {
+        let items = self.items(k, value);
+        let dims = items.first().map_or(0, |i| i.1.len());
         let mut best = f64::INFINITY;
-        for dim in 0..3 {
-            let size = |g: usize| {
-                let r = &self.groups[g].requests;
-                [r.cpu, r.memory, r.pods][dim] as f64
-            };
-            let cap = [room.cpu, room.memory, room.pods][dim] as f64;
-            let mut items: Vec<(f64, f64, f64)> = cands
+        for dim in 0..dims {
+            let mut total: f64 = items
                 .iter()
-                .map(|&g| {
-                    let bound = self.groups[g]
-                        .per_node
-                        .map_or(self.groups[g].pods.len() as f64, f64::from)
-                        .min(self.groups[g].pods.len() as f64);
-                    (value[g], size(g), bound)
-                })
-                .collect();
-            // Free items (size 0) can all be taken.
-            let mut total: f64 = items.iter().filter(|i| i.1 <= 0.0).map(|i| i.0 * i.2).sum();
-            items.retain(|i| i.1 > 0.0);
-            items.sort_by(|a, b| (b.0 / b.1).total_cmp(&(a.0 / a.1)));
-            let mut left = cap;
-            for (v, s, u) in items {
+                .filter(|i| i.1[dim] <= 0.0)
+                .map(|i| i.0 * i.2)
+                .sum();
+            let mut sorted: Vec<&(f64, Vec<f64>, f64)> =
+                items.iter().filter(|i| i.1[dim] > 0.0).collect();
+            sorted.sort_by(|a, b| (b.0 / b.1[dim]).total_cmp(&(a.0 / a.1[dim])));
+            let mut left = 1.0;
+            for (v, s, u) in sorted {
                 if left <= 0.0 {
                     break;
                 }
-                let take = (left / s).min(u);
+                let take = (left / s[dim]).min(*u);
                 total += v * take;
-                left -= take * s;
+                left -= take * s[dim];
             }
             best = best.min(total);
+        }
+        if dims == 0 {
+            0.0
+        } else {
+            best
+        }
+    }
+
+    /// A tighter upper bound for config `k`: the Lagrangian dual of the multi-dimensional
+    /// knapsack's LP relaxation, `L(λ) = Σλ + Σ u·max(0, v − λ·s)`, minimized by projected
+    /// subgradient steps from the single-dimension bound. Any λ ≥ 0 gives a valid bound.
+    fn refined_upper_bound(&self, k: usize, value: &[f64], start: f64) -> f64 {
+        let items = self.items(k, value);
+        let Some(dims) = items.first().map(|i| i.1.len()) else {
+            return 0.0;
+        };
+        let eval = |l: &[f64]| -> (f64, Vec<f64>) {
+            let mut total: f64 = l.iter().sum();
+            let mut grad = vec![1.0; dims];
+            for (v, s, u) in &items {
+                let reduced = v - l.iter().zip(s).map(|(a, b)| a * b).sum::<f64>();
+                if reduced > 0.0 {
+                    total += u * reduced;
+                    for (g, si) in grad.iter_mut().zip(s) {
+                        *g -= u * si;
+                    }
+                }
+            }
+            (total, grad)
+        };
+        // Start from the best single-dimension bound: λ = its critical value/size ratio on that
+        // dimension (where L equals the fractional knapsack value), 0 elsewhere.
+        let mut lambda = vec![0.0; dims];
+        let mut best = start;
+        let mut best_dim = (f64::INFINITY, 0usize, 0.0f64);
+        for dim in 0..dims {
+            let mut sorted: Vec<&(f64, Vec<f64>, f64)> =
+                items.iter().filter(|i| i.1[dim] > 0.0).collect();
+            sorted.sort_by(|a, b| (b.0 / b.1[dim]).total_cmp(&(a.0 / a.1[dim])));
+            let mut left = 1.0;
+            let mut critical = 0.0;
+            for (v, sz, u) in sorted {
+                critical = v / sz[dim];
+                let take = (left / sz[dim]).min(*u);
+                left -= take * sz[dim];
+                if left <= 1e-12 {
+                    break;
+                }
+                critical = 0.0;
+            }
+            let mut l = vec![0.0; dims];
+            l[dim] = critical;
+            let (val, _) = eval(&l);
+            if val < best_dim.0 {
+                best_dim = (val, dim, critical);
+            }
+        }
+        lambda[best_dim.1] = best_dim.2;
+        best = best.min(best_dim.0);
+        let mut step = best_dim.2.max(1e-9) * 0.5;
+        for _ in 0..60 {
+            let (val, grad) = eval(&lambda);
+            best = best.min(val);
+            let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+            if norm < 1e-12 {
+                break;
+            }
+            for (l, g) in lambda.iter_mut().zip(&grad) {
+                *l = (*l - step * g / norm).max(0.0);
+            }
+            step *= 0.9;
         }
         best
     }
@@ -727,21 +817,37 @@ impl Model {
         Ok((max_rounds, duals))
     }
 
-    /// Farley's lower bound from cover duals (limits ignored, which only lowers the LP).
+    /// Farley's lower bound from cover duals (limits ignored, which only lowers the LP): the duals
+    /// scaled by θ = max over configs of (best pattern value bound / price) are feasible for the
+    /// LP's dual, so `Σ n·π / θ` bounds the LP and every integer plan from below.
     fn farley_bound(&self, duals: &[f64]) -> f64 {
         let total: f64 = duals
             .iter()
             .zip(&self.groups)
             .map(|(d, g)| d * g.pods.len() as f64)
             .sum();
-        let mut theta: f64 = 1.0;
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let mut cheap: Vec<(f64, usize, f64)> = Vec::with_capacity(self.configs.len());
         for k in 0..self.configs.len() {
             let ub = self.price_upper_bound(k, duals);
-            if self.configs[k].price > 0.0 {
-                theta = theta.max(ub / self.configs[k].price);
-            } else if ub > 0.0 {
-                return 0.0;
+            let price = self.configs[k].price;
+            if price <= 0.0 {
+                if ub > 0.0 {
+                    return 0.0;
+                }
+                continue;
             }
+            cheap.push((ub / price, k, ub));
+        }
+        cheap.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut theta: f64 = 1.0;
+        for (ratio, k, ub) in cheap {
+            if ratio <= theta {
+                break;
+            }
+            theta = theta.max(self.refined_upper_bound(k, duals, ub) / self.configs[k].price);
         }
         total / theta
     }
@@ -850,11 +956,18 @@ impl Milp {
         stats: PackStats,
         why: String,
     ) -> PackResult {
-        let lb = lower_bound_per_hour(snapshot, &ffd).max(pattern_bound(
-            snapshot,
-            &ffd,
-            self.max_rounds,
-        ));
+        self.fallback_with(None, snapshot, ffd, stats, why)
+    }
+
+    fn fallback_with(
+        &self,
+        model_lb: Option<f64>,
+        snapshot: &ClusterSnapshot,
+        ffd: SchedulingResults,
+        stats: PackStats,
+        why: String,
+    ) -> PackResult {
+        let lb = self.bound(snapshot, &ffd, model_lb);
         PackResult {
             lower_bound_per_hour: lb,
             results: ffd,
@@ -863,6 +976,37 @@ impl Milp {
             stats,
         }
     }
+
+    /// The plan's lower bound: the per-unit bound, and the LP bound from the MILP's model when it
+    /// is a relaxation, else from a relaxed model built for the purpose.
+    fn bound(
+        &self,
+        snapshot: &ClusterSnapshot,
+        results: &SchedulingResults,
+        model_lb: Option<f64>,
+    ) -> f64 {
+        let simple = lower_bound_per_hour(snapshot, results);
+        simple.max(model_lb.unwrap_or_else(|| pattern_bound(snapshot, results, self.max_rounds)))
+    }
+}
+
+/// Whether the MILP's own model is also a relaxation of every valid plan (so its duals give the
+/// lower bound): no bundles, no requirement classes, each pod's pool is the only one it could
+/// use, and the daemonset overhead is the one every node certainly carries.
+fn model_is_relaxation(
+    snapshot: &ClusterSnapshot,
+    model: &Model,
+    free: &[(usize, Vec<usize>)],
+    overheads: &[Resources],
+) -> bool {
+    model.groups.iter().all(|g| !g.bundle && g.class == 0)
+        && free
+            .iter()
+            .all(|(p, pools)| pools_for(snapshot, &snapshot.pods[*p]) == *pools)
+        && free
+            .iter()
+            .flat_map(|(_, pools)| pools.iter())
+            .all(|&p| overheads[p] == certain_overhead(snapshot, &snapshot.node_pools[p]))
 }
 
 impl Packer for Milp {
@@ -999,10 +1143,14 @@ impl Packer for Milp {
         if !model.seed_single() {
             return self.fallback(snapshot, ffd, stats, "no single-group pattern fits".into());
         }
-        let rounds = match model.generate(self.max_rounds) {
-            Ok((r, _)) => r,
+        let (rounds, duals) = match model.generate(self.max_rounds) {
+            Ok(r) => r,
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
+        // The LP bound comes from this model when it is a relaxation of every valid plan.
+        let model_lb = (snapshot.nodes.is_empty()
+            && model_is_relaxation(snapshot, &model, &free, &overheads))
+        .then(|| model.farley_bound(&duals));
         stats.rounds = rounds;
         stats.columns = model.patterns.len();
         let mut warm = vec![0.0; model.patterns.len()];
@@ -1013,7 +1161,7 @@ impl Packer for Milp {
         }
         let counts = match model.solve_integer(&warm, self.time_limit_secs, self.mip_gap) {
             Ok(c) => c,
-            Err(e) => return self.fallback(snapshot, ffd, stats, e),
+            Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };
         // Assign pods to the chosen nodes and replay them through the scheduler's checks.
         let kept: Vec<NewNodeClaim> = bundles
@@ -1067,7 +1215,7 @@ impl Packer for Milp {
                 };
                 let claim = match claim {
                     Ok(c) => c,
-                    Err(e) => return self.fallback(snapshot, ffd, stats, e),
+                    Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
                 };
                 // Largest pods first, as the scheduler would add them.
                 chosen.sort_by(|a, b| {
@@ -1079,7 +1227,8 @@ impl Packer for Milp {
                 });
                 for p in chosen {
                     if let Err(e) = replay.add(claim, p) {
-                        return self.fallback(
+                        return self.fallback_with(
+                            model_lb,
                             snapshot,
                             ffd,
                             stats,
@@ -1093,7 +1242,8 @@ impl Packer for Milp {
             }
         }
         if queues.iter().any(|q| !q.is_empty()) {
-            return self.fallback(
+            return self.fallback_with(
+                model_lb,
                 snapshot,
                 ffd,
                 stats,
@@ -1102,13 +1252,14 @@ impl Packer for Milp {
         }
         let rebuilt = match replay.finish() {
             Ok(r) => r,
-            Err(e) => return self.fallback(snapshot, ffd, stats, e),
+            Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };
         let mut results = ffd.clone();
         results.new_nodeclaims = rebuilt;
         if let Err(v) = validate(snapshot, &results) {
             let first = v.first().map(ToString::to_string).unwrap_or_default();
-            return self.fallback(
+            return self.fallback_with(
+                model_lb,
                 snapshot,
                 ffd,
                 stats,
@@ -1116,18 +1267,15 @@ impl Packer for Milp {
             );
         }
         if results.cost_per_hour() >= ffd.cost_per_hour() - 1e-9 {
-            return self.fallback(
+            return self.fallback_with(
+                model_lb,
                 snapshot,
                 ffd,
                 stats,
                 "the MILP plan is not cheaper than FFD".into(),
             );
         }
-        let lb = lower_bound_per_hour(snapshot, &results).max(pattern_bound(
-            snapshot,
-            &results,
-            self.max_rounds,
-        ));
+        let lb = self.bound(snapshot, &results, model_lb);
         PackResult {
             lower_bound_per_hour: lb,
             results,

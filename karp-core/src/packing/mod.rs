@@ -76,7 +76,8 @@ impl Packer for Ffd {
 
     fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult {
         let results = schedule(snapshot, &self.options);
-        let lower_bound_per_hour = lower_bound(snapshot, &results);
+        // The quick per-unit bound; the MILP packer computes the LP bound.
+        let lower_bound_per_hour = lower_bound_per_hour(snapshot, &results);
         let stats = PackStats {
             ffd_cost: results.cost_per_hour(),
             ..Default::default()

@@ -196,6 +196,38 @@ fn bounds(pool: &PoolCtx, types: &[u32]) -> (Resources, Resources) {
     (max, min)
 }
 
+/// The labels a NodeClaim's node carries besides those of its instance type and offering: the
+/// template labels, and for every other label its requirements constrain (that no instance type
+/// sets) a concrete value, as Karpenter sets one from the requirement (`In`: its first value; `Gt`
+/// / `Gte`: the smallest allowed integer; `Exists` / `NotIn`: a generated value).
+pub(super) fn node_labels(pool: &PoolCtx, reqs: &Requirements) -> BTreeMap<String, String> {
+    let mut out = pool.labels.clone();
+    for r in reqs.iter() {
+        let key = r.key();
+        if out.contains_key(key)
+            || key == labels::HOSTNAME
+            || pool.is_well_known(key)
+            || r.allows_absent()
+        {
+            continue;
+        }
+        let value = match r.values().first() {
+            Some(v) => Some((*v).to_string()),
+            None => match r.bounds() {
+                (Some(lo), _) => Some(lo.to_string()),
+                (None, Some(hi)) => Some(hi.to_string()),
+                (None, None) => (0..)
+                    .map(|i| format!("karp-generated-{i}"))
+                    .find(|v| r.has(v)),
+            },
+        };
+        if let Some(v) = value.filter(|v| r.has(v)) {
+            out.insert(key.to_string(), v);
+        }
+    }
+    out
+}
+
 /// Whether the type can be launched under `reqs`: compatible labels on the `changed` keys and an
 /// available offering in an allowed zone and capacity type.
 fn type_allowed(t: &TypeCtx, reqs: &Requirements, changed: &[&str], mask: &OfferingMask) -> bool {
@@ -530,7 +562,7 @@ impl Claim {
             pods: self.pods.clone(),
             requests: self.requests.plus(&pool.daemon_overhead),
             daemon_overhead: pool.daemon_overhead.clone(),
-            labels: pool.labels.clone(),
+            labels: node_labels(pool, &self.requirements),
             taints: pool.taints.to_vec(),
             cheapest: ChosenOffering {
                 instance_type: first.name.clone(),

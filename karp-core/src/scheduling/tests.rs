@@ -250,6 +250,30 @@ fn custom_labels_must_come_from_the_nodepool() {
 }
 
 #[test]
+fn custom_label_requirements_of_the_pool_become_node_labels() {
+    let mut s = snapshot(sized_types(), pods("p", 1, |p| p.cpu("1")));
+    s.node_pools[0]
+        .requirements
+        .add(req("example.com/team", Operator::In, &["a", "b"]));
+    s.node_pools[0]
+        .requirements
+        .add(req("example.com/tier", Operator::Exists, &[]));
+    s.node_pools[0]
+        .requirements
+        .add(req("example.com/gen", Operator::Gt, &["3"]));
+    let r = run(&s);
+    let labels = &r.new_nodeclaims[0].labels;
+    assert_eq!(labels["example.com/team"], "a");
+    assert_eq!(labels["example.com/gen"], "4");
+    assert!(labels.contains_key("example.com/tier"));
+    // A pod selecting the other value narrows the claim to it.
+    s.pods = pods("p", 1, |p| {
+        p.cpu("1").node_selector("example.com/team", "b")
+    });
+    assert_eq!(run(&s).new_nodeclaims[0].labels["example.com/team"], "b");
+}
+
+#[test]
 fn not_in_and_does_not_exist_on_undefined_labels_are_fine() {
     let s = snapshot(
         sized_types(),
