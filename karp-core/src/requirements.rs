@@ -405,23 +405,11 @@ impl Requirement {
             }
             ValueSet::AllExcept(set) => {
                 if min.is_some() || max.is_some() {
-                    set.retain(|v| {
-                        in_bounds(v) && parse_int(v).is_some_and(|n| n.to_string() == *v)
-                    });
+                    // Only excluded values inside the range matter.
+                    set.retain(|v| in_bounds(v));
                     if let (Some(lo), Some(hi)) = (min, max) {
-                        let size = i128::from(hi) - i128::from(lo) + 1;
-                        if size <= set.len() as i128 {
-                            // Every integer in range is excluded (or the range is empty).
+                        if lo > hi {
                             self.values = ValueSet::Only(BTreeSet::new());
-                            self.min = None;
-                            self.max = None;
-                        } else if size <= 64 {
-                            // A small closed range: enumerate it so the representation stays canonical.
-                            let only: BTreeSet<String> = (lo..=hi)
-                                .map(|n| n.to_string())
-                                .filter(|v| !set.contains(v))
-                                .collect();
-                            self.values = ValueSet::Only(only);
                             self.min = None;
                             self.max = None;
                         }
@@ -954,6 +942,20 @@ mod tests {
         assert!(req(Operator::Gt, &["5"]).intersects(&req(Operator::Lt, &["7"])));
         assert!(!req(Operator::Gt, &["5"]).intersects(&req(Operator::In, &["5", "a"])));
         assert!(req(Operator::Gte, &["5"]).intersects(&req(Operator::In, &["5"])));
+    }
+
+    #[test]
+    fn integer_ranges_keep_non_canonical_spellings() {
+        // Kubernetes parses "01" as 1, so it satisfies both bounds and their intersection.
+        let i = req(Operator::Gte, &["0"]).intersect(&req(Operator::Lte, &["5"]));
+        assert!(i.matches(Some("01")) && i.matches(Some("5")) && !i.matches(Some("6")));
+        let one = req(Operator::Gte, &["1"])
+            .intersect(&req(Operator::Lte, &["1"]))
+            .intersect(&req(Operator::NotIn, &["1"]));
+        assert!(!one.is_empty() && one.matches(Some("+1")) && !one.matches(Some("1")));
+        assert!(req(Operator::Gt, &["5"])
+            .intersect(&req(Operator::Lt, &["6"]))
+            .is_empty());
     }
 
     #[test]

@@ -154,10 +154,23 @@ pub fn validate(
             .pods
             .iter()
             .fold(Resources::new(), |a, &p| a.plus(&pods[p].requests));
-        if !used.fits_in(&sn.allocatable) {
+        // Like kube-scheduler, a new pod only needs room in the resources it requests; a node
+        // already over-committed in others (by bound pods) is not the plan's doing.
+        let requested: BTreeSet<String> = e
+            .pods
+            .iter()
+            .flat_map(|&p| pods[p].requests.iter().map(|(k, _)| k.to_string()))
+            .collect();
+        let over: Vec<String> = used
+            .exceeding(&sn.allocatable)
+            .into_iter()
+            .filter(|r| requested.contains(r))
+            .collect();
+        if !over.is_empty() {
             err(format!(
-                "node {} is over capacity: {} needed, {} allocatable",
+                "node {} is over capacity in {}: {} needed, {} allocatable",
                 e.node,
+                over.join(", "),
                 used.describe(),
                 sn.allocatable.describe()
             ));

@@ -1120,12 +1120,21 @@ impl Builder {
     }
 }
 
+/// The most pods one workload may expand to in a plan (a simulation of more would only exhaust
+/// memory; real clusters stay far below it).
+pub const MAX_REPLICAS: i32 = 100_000;
+
 fn replicas(origin: &ObjectRef, r: Option<i32>) -> Result<i32, ConvertError> {
     match r {
         Some(n) if n < 0 => Err(field_err(
             origin,
             "spec.replicas",
             format!("must not be negative, got {n}"),
+        )),
+        Some(n) if n > MAX_REPLICAS => Err(field_err(
+            origin,
+            "spec.replicas",
+            format!("{n} is more than the {MAX_REPLICAS} pods karp plan simulates per workload"),
         )),
         Some(n) => Ok(n),
         None => Ok(1),
@@ -1316,6 +1325,13 @@ pub fn build_snapshot(
                         ));
                     }
                     n = n.min(c);
+                }
+                if n > MAX_REPLICAS {
+                    return Err(field_err(
+                        o,
+                        "spec.parallelism",
+                        format!("{n} is more than the {MAX_REPLICAS} pods karp plan simulates per workload"),
+                    ));
                 }
                 if spec.suspend == Some(true) {
                     n = 0;

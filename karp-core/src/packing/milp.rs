@@ -622,6 +622,104 @@ impl Model {
         }
     }
 
+    /// Upper bounds from the exact one-dimensional bounded knapsack (integer counts) on each
+    /// dimension whose capacity is small in units of the sizes' greatest common divisor; the
+    /// fractional bound rounds away whole pods on small nodes, this does not.
+    fn integer_upper_bound(&self, k: usize, value: &[f64]) -> f64 {
+        const MAX_STATES: i64 = 20_000;
+        let room = &self.configs[k].room;
+        let cands: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| value[g] > 0.0 && self.fits[g].binary_search(&k).is_ok())
+            .collect();
+        let mut best = f64::INFINITY;
+        let mut dims: Vec<(i64, Vec<i64>)> = vec![
+            (
+                room.cpu,
+                cands.iter().map(|&g| self.groups[g].requests.cpu).collect(),
+            ),
+            (
+                room.memory,
+                cands
+                    .iter()
+                    .map(|&g| self.groups[g].requests.memory)
+                    .collect(),
+            ),
+            (
+                room.pods,
+                cands
+                    .iter()
+                    .map(|&g| self.groups[g].requests.pods)
+                    .collect(),
+            ),
+        ];
+        for (name, cap) in &room.extended {
+            dims.push((
+                *cap,
+                cands
+                    .iter()
+                    .map(|&g| {
+                        self.groups[g]
+                            .requests
+                            .extended
+                            .get(name)
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .collect(),
+            ));
+        }
+        for (cap, weights) in dims {
+            if cap <= 0 {
+                continue;
+            }
+            let gcd = weights
+                .iter()
+                .filter(|w| **w > 0)
+                .fold(0i64, |a, &b| gcd(a, b));
+            if gcd == 0 {
+                continue;
+            }
+            let slots = cap / gcd;
+            if slots > MAX_STATES {
+                continue;
+            }
+            let slots = slots as usize;
+            let mut dp = vec![0.0f64; slots + 1];
+            let mut free_value = 0.0;
+            for (i, &g) in cands.iter().enumerate() {
+                let grp = &self.groups[g];
+                let count = grp
+                    .per_node
+                    .map_or(grp.pods.len(), |l| (l as usize).min(grp.pods.len()));
+                let w = weights[i] / gcd;
+                if weights[i] <= 0 {
+                    free_value += value[g] * count as f64;
+                    continue;
+                }
+                // Binary splitting of the count into 0/1 items.
+                let mut left = count;
+                let mut chunk = 1usize;
+                while left > 0 {
+                    let take = chunk.min(left);
+                    left -= take;
+                    chunk *= 2;
+                    let (wt, v) = (w as usize * take, value[g] * take as f64);
+                    if wt > slots {
+                        continue;
+                    }
+                    for c in (wt..=slots).rev() {
+                        let cand = dp[c - wt] + v;
+                        if cand > dp[c] {
+                            dp[c] = cand;
+                        }
+                    }
+                }
+            }
+            best = best.min(dp[slots] + free_value);
+        }
+        best
+    }
+
     /// A tighter upper bound for config `k`: the Lagrangian dual of the multi-dimensional
     /// knapsack's LP relaxation, `L(λ) = Σλ + Σ u·max(0, v − λ·s)`, minimized by projected
     /// subgradient steps from the single-dimension bound. Any λ ≥ 0 gives a valid bound.
@@ -847,7 +945,10 @@ impl Model {
             if ratio <= theta {
                 break;
             }
-            theta = theta.max(self.refined_upper_bound(k, duals, ub) / self.configs[k].price);
+            let refined = self
+                .refined_upper_bound(k, duals, ub)
+                .min(self.integer_upper_bound(k, duals));
+            theta = theta.max(refined / self.configs[k].price);
         }
         total / theta
     }
@@ -872,6 +973,14 @@ impl Model {
         Ok(x.iter()
             .map(|v| sol.value(*v).round().max(0.0) as u32)
             .collect())
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
     }
 }
 

@@ -630,6 +630,22 @@ fn existing_and_in_flight_nodes_are_used_before_new_ones() {
 }
 
 #[test]
+fn nodes_over_committed_by_bound_pods_still_take_pods_that_need_other_resources() {
+    let it = instance_type("m.2x").cpu("2").memory("8Gi").build();
+    let mut s = snapshot(sized_types(), pods("p", 1, |p| p.memory("1Gi")));
+    s.nodes
+        .push(node_from("n1", &it, "test-zone-1", "default", "spot"));
+    s.pods.push(
+        pod("odd")
+            .resource("example.com/foo", "1")
+            .node("n1")
+            .build(),
+    );
+    let r = run(&s);
+    assert_eq!(r.existing.len(), 1);
+}
+
+#[test]
 fn deleting_nodes_receive_no_pods() {
     let it = instance_type("m.4x").cpu("4").memory("16Gi").build();
     let mut n = node_from("going", &it, "test-zone-1", "default", "spot");
