@@ -37,9 +37,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use karp_core::cluster::ClusterSnapshot;
-use karp_core::packing::{Ffd, Milp, PackResult, Packer};
+use karp_core::packing::{Clock, Ffd, Milp, PackResult, Packer};
 use karp_core::scheduling::{SchedulerOptions, SchedulingResults};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::convert::{build_snapshot, CatalogSource, ConvertError};
 use crate::manifests::{load_paths, parse_text, LoadError, Manifests};
@@ -274,7 +275,10 @@ pub fn plan_manifests(
             options: SchedulerOptions::default(),
         }
         .pack(&snapshot),
-        Solver::Milp => Milp::default().pack(&snapshot),
+        Solver::Milp => {
+            let clock = Clock(Arc::new(move || started.elapsed().as_secs_f64()));
+            Milp::default().with_clock(clock).pack(&snapshot)
+        }
     };
     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let output = render_output(&snapshot, &packed, solver, millis);

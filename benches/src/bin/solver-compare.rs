@@ -4,7 +4,7 @@
 //! cargo run --release -p karp-benches --bin solver-compare -- \
 //!     [--pods 1000,5000] [--workloads uniform-small,mixed,bimodal,alibaba-v2017,alibaba-gpu-v2023]
 //!     [--capacity on-demand,spot] [--packers ffd,milp] [--seed 42] [--json out.json] [--stats]
-//!     [--data-dir DIR | --full-traces] [--time-limit SECS] [--mip-gap GAP] [--max-rounds N]
+//!     [--data-dir DIR | --full-traces] [--time-limit SECS] [--budget SECS] [--mip-gap GAP] [--max-rounds N]
 //! ```
 //!
 //! Traces come from the samples embedded from `benches/data/`, or from the full files in
@@ -87,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
                 }));
             }
             "--time-limit" => a.milp.time_limit_secs = one(&flag, &value()?)?,
+            "--budget" => a.milp.budget_secs = one(&flag, &value()?)?,
             "--mip-gap" => a.milp.mip_gap = one(&flag, &value()?)?,
             "--max-rounds" => a.milp.max_rounds = one(&flag, &value()?)?,
             "-h" | "--help" => return Err(String::new()),
@@ -156,6 +157,7 @@ fn main() -> ExitCode {
         args.milp.max_rounds
     );
     let types = aws_instance_types();
+    let epoch = std::time::Instant::now();
     let packers: Vec<Box<dyn Packer>> = args
         .packers
         .iter()
@@ -163,7 +165,9 @@ fn main() -> ExitCode {
             if p == "ffd" {
                 Box::new(Ffd::default())
             } else {
-                Box::new(args.milp.clone())
+                Box::new(args.milp.clone().with_clock(karp_core::packing::Clock(
+                    std::sync::Arc::new(move || epoch.elapsed().as_secs_f64()),
+                )))
             }
         })
         .collect();
@@ -191,8 +195,8 @@ fn main() -> ExitCode {
                     if args.stats {
                         let s = &r.stats;
                         println!(
-                            "    stats: plan from {}, groups {}, columns {}, rounds {}, fixed pods {}, ffd cost {:.3}, own bound {:.3}",
-                            r.plan_from, s.groups, s.columns, s.rounds, s.fixed_pods, s.ffd_cost, r.own_lower_bound
+                            "    stats: plan from {}, groups {}, columns {}, rounds {}, fixed pods {}, ffd cost {:.3}, lp {:.3}, own bound {:.3}",
+                            r.plan_from, s.groups, s.columns, s.rounds, s.fixed_pods, s.ffd_cost, s.lp_cost, r.own_lower_bound
                         );
                     }
                 }

@@ -42,6 +42,21 @@ use crate::scheduling::{
 use crate::taints::{first_untolerated, Effect};
 use crate::validation::validate;
 
+/// Configs priced exactly per column-generation round once the greedy pricing finds nothing.
+const EXACT_PRICING_CONFIGS: usize = 12;
+/// Configs whose pricing bound Farley's bound refines (the most promising ones).
+const REFINED_CONFIGS: usize = 40;
+
+/// A monotonic clock in seconds, injected so that the core never reads the time itself.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> f64 + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// The MILP packer.
 #[derive(Debug, Clone)]
 pub struct Milp {
@@ -53,6 +68,13 @@ pub struct Milp {
     pub mip_gap: f64,
     /// Maximum column-generation rounds.
     pub max_rounds: usize,
+    /// Wall-clock budget of the whole run per 1 000 pending pods (scaled linearly between 1 000
+    /// and 5 000 pods, never below this value), in seconds, enforced when a [`Clock`] is given:
+    /// column generation stops at 60 % of it and the integer master gets what is left (at least
+    /// 0.2 s, at most `time_limit_secs`).
+    pub budget_secs: f64,
+    /// The clock for `budget_secs`; without one only the round and time limits apply.
+    pub clock: Option<Clock>,
 }
 
 impl Default for Milp {
@@ -62,7 +84,18 @@ impl Default for Milp {
             time_limit_secs: 1.5,
             mip_gap: 0.002,
             max_rounds: 60,
+            budget_secs: 1.8,
+            clock: None,
         }
+    }
+}
+
+impl Milp {
+    /// Use `clock` to enforce `budget_secs`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 }
 
@@ -123,6 +156,8 @@ struct Model {
     seen: BTreeSet<Pattern>,
     /// Per pool: remaining resource limits and node count (None: unlimited).
     limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)>,
+    /// Objective of the last LP master (over the patterns generated so far).
+    lp_value: f64,
 }
 
 fn res_key(r: &Resources) -> (i64, i64, i64, i64, Vec<(String, i64)>) {
@@ -418,6 +453,7 @@ impl Model {
             patterns: Vec::new(),
             seen: BTreeSet::new(),
             limits,
+            lp_value: 0.0,
         }
     }
 
@@ -622,11 +658,130 @@ impl Model {
         }
     }
 
+    /// Solve the pricing problem of config `k` exactly (a small MILP in HiGHS): the most valuable
+    /// pattern under `value`. Returns an upper bound on the best value (the optimum plus HiGHS's
+    /// gap tolerance) and the pattern found, or `None` when it did not finish in time.
+    fn exact_price(&self, k: usize, value: &[f64], time_limit: f64) -> Option<(f64, Pattern)> {
+        let room = &self.configs[k].room;
+        let cands: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
+            .collect();
+        if cands.is_empty() {
+            return Some((
+                0.0,
+                Pattern {
+                    config: k,
+                    counts: Vec::new(),
+                },
+            ));
+        }
+        let limit = |g: usize| {
+            let grp = &self.groups[g];
+            grp.per_node
+                .map_or(grp.pods.len(), |l| (l as usize).min(grp.pods.len())) as f64
+        };
+        let mut vars = ProblemVariables::new();
+        let a: Vec<Variable> = cands
+            .iter()
+            .map(|&g| vars.add(variable().integer().min(0).max(limit(g))))
+            .collect();
+        let objective: Expression = cands.iter().zip(&a).map(|(&g, v)| value[g] * *v).sum();
+        let mut rows: Vec<Constraint> = Vec::new();
+        let mut dims: Vec<(i64, Vec<i64>)> = vec![
+            (
+                room.cpu,
+                cands.iter().map(|&g| self.groups[g].requests.cpu).collect(),
+            ),
+            (
+                room.memory,
+                cands
+                    .iter()
+                    .map(|&g| self.groups[g].requests.memory)
+                    .collect(),
+            ),
+            (
+                room.ephemeral_storage,
+                cands
+                    .iter()
+                    .map(|&g| self.groups[g].requests.ephemeral_storage)
+                    .collect(),
+            ),
+            (
+                room.pods,
+                cands
+                    .iter()
+                    .map(|&g| self.groups[g].requests.pods)
+                    .collect(),
+            ),
+        ];
+        for (name, cap) in &room.extended {
+            dims.push((
+                *cap,
+                cands
+                    .iter()
+                    .map(|&g| {
+                        self.groups[g]
+                            .requests
+                            .extended
+                            .get(name)
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .collect(),
+            ));
+        }
+        for (cap, sizes) in &dims {
+            let e: Expression = sizes.iter().zip(&a).map(|(s, v)| *s as f64 * *v).sum();
+            rows.push(e.leq(*cap as f64));
+        }
+        // Conflicting groups: binary indicators, at most one of each conflicting pair.
+        let mut ind: BTreeMap<usize, Variable> = BTreeMap::new();
+        for (i, &g) in cands.iter().enumerate() {
+            if cands.iter().any(|h| self.groups[g].conflicts.contains(h)) {
+                let y = vars.add(variable().binary());
+                rows.push((Expression::from(a[i]) - limit(g) * y).leq(0.0));
+                ind.insert(g, y);
+            }
+        }
+        for (&g, &y) in &ind {
+            for (&h, &z) in ind.range(g + 1..) {
+                if self.groups[g].conflicts.contains(&h) {
+                    rows.push((Expression::from(y) + z).leq(1.0));
+                }
+            }
+        }
+        let mut problem = vars
+            .maximise(objective)
+            .using(highs)
+            .set_threads(1)
+            .set_time_limit(time_limit);
+        for r in rows {
+            problem.add_constraint(r);
+        }
+        let sol = problem.solve().ok()?;
+        if matches!(sol.status(), good_lp::solvers::SolutionStatus::TimeLimit) {
+            return None;
+        }
+        let mut counts: Vec<(usize, u32)> = Vec::new();
+        let mut total = 0.0;
+        for (&g, v) in cands.iter().zip(&a) {
+            let n = sol.value(*v).round().max(0.0) as u32;
+            if n > 0 {
+                counts.push((g, n));
+                total += value[g] * f64::from(n);
+            }
+        }
+        Some((
+            total + (total.abs() * 1e-4).max(1e-6),
+            Pattern { config: k, counts },
+        ))
+    }
+
     /// Upper bounds from the exact one-dimensional bounded knapsack (integer counts) on each
     /// dimension whose capacity is small in units of the sizes' greatest common divisor; the
     /// fractional bound rounds away whole pods on small nodes, this does not.
     fn integer_upper_bound(&self, k: usize, value: &[f64]) -> f64 {
-        const MAX_STATES: i64 = 20_000;
+        const MAX_STATES: i64 = 5_000;
         let room = &self.configs[k].room;
         let cands: Vec<usize> = (0..self.groups.len())
             .filter(|&g| value[g] > 0.0 && self.fits[g].binary_search(&k).is_ok())
@@ -772,7 +927,7 @@ impl Model {
         lambda[best_dim.1] = best_dim.2;
         best = best.min(best_dim.0);
         let mut step = best_dim.2.max(1e-9) * 0.5;
-        for _ in 0..60 {
+        for _ in 0..30 {
             let (val, grad) = eval(&lambda);
             best = best.min(val);
             let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
@@ -855,10 +1010,17 @@ impl Model {
     }
 
     /// Column generation; returns (rounds, the last LP duals of the cover rows).
-    fn generate(&mut self, max_rounds: usize) -> Result<(usize, Vec<f64>), String> {
+    fn generate(
+        &mut self,
+        max_rounds: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(usize, Vec<f64>), String> {
         let mut duals = vec![0.0; self.groups.len()];
         for round in 0..max_rounds {
-            let (vars, _x, objective, cover, limits) = self.master(false);
+            if round > 0 && stop() {
+                return Ok((round, duals));
+            }
+            let (vars, x, objective, cover, limits) = self.master(false);
             let mut problem = vars.minimise(objective).using(highs).set_threads(1);
             let cover_refs: Vec<_> = cover
                 .into_iter()
@@ -869,6 +1031,12 @@ impl Model {
                 .map(|c| problem.add_constraint(c))
                 .collect();
             let mut sol = problem.solve().map_err(|e| format!("LP master: {e}"))?;
+            self.lp_value = self
+                .patterns
+                .iter()
+                .zip(&x)
+                .map(|(p, v)| self.configs[p.config].price * sol.value(*v))
+                .sum();
             let d = sol.compute_dual();
             duals = cover_refs
                 .iter()
@@ -901,10 +1069,40 @@ impl Model {
             }
             let mut added = 0;
             for (k, pen) in penalty.iter().enumerate() {
+                if k % 64 == 63 && stop() {
+                    break;
+                }
                 if let Some((value, pattern)) = self.price(k, &duals) {
                     let cost = self.configs[k].price + pen;
                     if value > cost * (1.0 + 1e-7) + 1e-9 && self.add_pattern(pattern) {
                         added += 1;
+                    }
+                }
+            }
+            if added == 0 && !stop() {
+                // The greedy found nothing: price the most promising configs exactly.
+                let mut promising: Vec<(f64, usize)> = penalty
+                    .iter()
+                    .enumerate()
+                    .map(|(k, pen)| {
+                        (
+                            self.price_upper_bound(k, &duals)
+                                / (self.configs[k].price + pen).max(1e-12),
+                            k,
+                        )
+                    })
+                    .filter(|(r, _)| *r > 1.0 + 1e-6)
+                    .collect();
+                promising.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                for &(_, k) in promising.iter().take(EXACT_PRICING_CONFIGS) {
+                    if stop() {
+                        break;
+                    }
+                    let cost = self.configs[k].price + penalty[k];
+                    if let Some((bound, pattern)) = self.exact_price(k, &duals, 0.2) {
+                        if bound > cost * (1.0 + 1e-6) + 1e-9 && self.add_pattern(pattern) {
+                            added += 1;
+                        }
                     }
                 }
             }
@@ -918,7 +1116,7 @@ impl Model {
     /// Farley's lower bound from cover duals (limits ignored, which only lowers the LP): the duals
     /// scaled by θ = max over configs of (best pattern value bound / price) are feasible for the
     /// LP's dual, so `Σ n·π / θ` bounds the LP and every integer plan from below.
-    fn farley_bound(&self, duals: &[f64]) -> f64 {
+    fn farley_bound(&self, duals: &[f64], stop: &dyn Fn() -> bool) -> f64 {
         let total: f64 = duals
             .iter()
             .zip(&self.groups)
@@ -941,13 +1139,23 @@ impl Model {
         }
         cheap.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut theta: f64 = 1.0;
-        for (ratio, k, ub) in cheap {
+        for (i, (ratio, k, ub)) in cheap.into_iter().enumerate() {
             if ratio <= theta {
                 break;
             }
-            let refined = self
+            if i >= REFINED_CONFIGS {
+                // Unrefined configs keep their (larger, still valid) single-dimension bound.
+                theta = theta.max(ratio);
+                break;
+            }
+            let mut refined = self
                 .refined_upper_bound(k, duals, ub)
                 .min(self.integer_upper_bound(k, duals));
+            if refined / self.configs[k].price > theta && !stop() {
+                if let Some((exact, _)) = self.exact_price(k, duals, 0.1) {
+                    refined = refined.min(exact);
+                }
+            }
             theta = theta.max(refined / self.configs[k].price);
         }
         total / theta
@@ -985,14 +1193,41 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 /// Pod groups of a model with the pods each pool set allows.
-fn pools_for(snapshot: &ClusterSnapshot, pod: &Pod) -> Vec<usize> {
-    snapshot
-        .node_pools
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| pool_accepts(p, pod, &provider_keys(p)))
-        .map(|(i, _)| i)
-        .collect()
+/// What decides which NodePools accept a pod.
+type PodKey = (Requirements, Vec<crate::taints::Toleration>);
+
+/// Which NodePools accept which pods, computed once per distinct (requirements, tolerations).
+struct PoolIndex<'a> {
+    snapshot: &'a ClusterSnapshot,
+    keys: Vec<BTreeSet<String>>,
+    cache: std::cell::RefCell<BTreeMap<PodKey, Vec<usize>>>,
+}
+
+impl<'a> PoolIndex<'a> {
+    fn new(snapshot: &'a ClusterSnapshot) -> Self {
+        PoolIndex {
+            snapshot,
+            keys: snapshot.node_pools.iter().map(provider_keys).collect(),
+            cache: Default::default(),
+        }
+    }
+
+    fn pools_for(&self, pod: &Pod) -> Vec<usize> {
+        let key = (pod.strict_requirements(), pod.tolerations.clone());
+        if let Some(v) = self.cache.borrow().get(&key) {
+            return v.clone();
+        }
+        let v: Vec<usize> = self
+            .snapshot
+            .node_pools
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| pool_accepts(p, pod, &self.keys[*i]))
+            .map(|(i, _)| i)
+            .collect();
+        self.cache.borrow_mut().insert(key, v.clone());
+        v
+    }
 }
 
 /// Per-pool overhead that certainly runs on every node (daemonsets without node constraints).
@@ -1018,6 +1253,7 @@ pub(super) fn pattern_bound(
     snapshot: &ClusterSnapshot,
     results: &SchedulingResults,
     max_rounds: usize,
+    stop: &dyn Fn() -> bool,
 ) -> f64 {
     let has_room = snapshot.nodes.iter().any(|n| {
         let used = snapshot
@@ -1031,11 +1267,12 @@ pub(super) fn pattern_bound(
     if has_room {
         return 0.0;
     }
+    let index = PoolIndex::new(snapshot);
     let pods: Vec<(usize, Vec<usize>)> = results
         .new_nodeclaims
         .iter()
         .flat_map(|c| c.pods.iter())
-        .map(|&p| (p, pools_for(snapshot, &snapshot.pods[p])))
+        .map(|&p| (p, index.pools_for(&snapshot.pods[p])))
         .collect();
     if pods.is_empty() || pods.iter().any(|(_, pools)| pools.is_empty()) {
         return 0.0;
@@ -1051,8 +1288,8 @@ pub(super) fn pattern_bound(
     if model.fits.iter().any(Vec::is_empty) || !model.seed_single() {
         return 0.0;
     }
-    match model.generate(max_rounds) {
-        Ok((_, duals)) => model.farley_bound(&duals),
+    match model.generate(max_rounds, stop) {
+        Ok((_, duals)) => model.farley_bound(&duals, stop),
         Err(_) => 0.0,
     }
 }
@@ -1095,7 +1332,10 @@ impl Milp {
         model_lb: Option<f64>,
     ) -> f64 {
         let simple = lower_bound_per_hour(snapshot, results);
-        simple.max(model_lb.unwrap_or_else(|| pattern_bound(snapshot, results, self.max_rounds)))
+        simple.max(
+            model_lb
+                .unwrap_or_else(|| pattern_bound(snapshot, results, self.max_rounds, &|| false)),
+        )
     }
 }
 
@@ -1108,10 +1348,11 @@ fn model_is_relaxation(
     free: &[(usize, Vec<usize>)],
     overheads: &[Resources],
 ) -> bool {
+    let index = PoolIndex::new(snapshot);
     model.groups.iter().all(|g| !g.bundle && g.class == 0)
         && free
             .iter()
-            .all(|(p, pools)| pools_for(snapshot, &snapshot.pods[*p]) == *pools)
+            .all(|(p, pools)| index.pools_for(&snapshot.pods[*p]) == *pools)
         && free
             .iter()
             .flat_map(|(_, pools)| pools.iter())
@@ -1124,6 +1365,37 @@ impl Packer for Milp {
     }
 
     fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult {
+        let scale = (snapshot.pending().len() as f64 / 1000.0).clamp(1.0, 5.0);
+        let run = Run {
+            started: self.now(),
+            budget: self.budget_secs * scale,
+            time_limit: self.time_limit_secs * scale,
+        };
+        self.pack_timed(snapshot, &run)
+    }
+}
+
+/// Time accounting of one `pack` call.
+struct Run {
+    started: f64,
+    budget: f64,
+    time_limit: f64,
+}
+
+impl Milp {
+    fn now(&self) -> f64 {
+        self.clock.as_ref().map_or(0.0, |c| (c.0)())
+    }
+
+    /// Fraction of the budget used since the run started (0 without a clock).
+    fn elapsed_fraction(&self, run: &Run) -> f64 {
+        match &self.clock {
+            Some(c) if run.budget > 0.0 => ((c.0)() - run.started) / run.budget,
+            _ => 0.0,
+        }
+    }
+
+    fn pack_timed(&self, snapshot: &ClusterSnapshot, run: &Run) -> PackResult {
         let ffd = schedule(snapshot, &self.options);
         let mut stats = PackStats {
             ffd_cost: ffd.cost_per_hour(),
@@ -1252,23 +1524,29 @@ impl Packer for Milp {
         if !model.seed_single() {
             return self.fallback(snapshot, ffd, stats, "no single-group pattern fits".into());
         }
-        let (rounds, duals) = match model.generate(self.max_rounds) {
+        let cg_stop = || self.elapsed_fraction(run) > 0.6;
+        let (rounds, duals) = match model.generate(self.max_rounds, &cg_stop) {
             Ok(r) => r,
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         // The LP bound comes from this model when it is a relaxation of every valid plan.
         let model_lb = (snapshot.nodes.is_empty()
             && model_is_relaxation(snapshot, &model, &free, &overheads))
-        .then(|| model.farley_bound(&duals));
+        .then(|| model.farley_bound(&duals, &cg_stop));
         stats.rounds = rounds;
         stats.columns = model.patterns.len();
+        stats.lp_cost = model.lp_value;
         let mut warm = vec![0.0; model.patterns.len()];
         for wp in &warm_patterns {
             if let Some(i) = model.patterns.iter().position(|p| p == wp) {
                 warm[i] += 1.0;
             }
         }
-        let counts = match model.solve_integer(&warm, self.time_limit_secs, self.mip_gap) {
+        let left = match &self.clock {
+            Some(_) => (run.budget * (1.0 - self.elapsed_fraction(run))).clamp(0.2, run.time_limit),
+            None => run.time_limit,
+        };
+        let counts = match model.solve_integer(&warm, left, self.mip_gap) {
             Ok(c) => c,
             Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };

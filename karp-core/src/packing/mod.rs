@@ -16,7 +16,7 @@
 mod milp;
 
 #[cfg(feature = "milp")]
-pub use milp::Milp;
+pub use milp::{Clock, Milp};
 
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
@@ -37,6 +37,8 @@ pub struct PackStats {
     pub fixed_pods: usize,
     /// Cost of the FFD plan the MILP started from.
     pub ffd_cost: f64,
+    /// Value of the last LP master of column generation (over the generated patterns).
+    pub lp_cost: f64,
 }
 
 /// A packed plan.
@@ -104,6 +106,7 @@ pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f
             snapshot,
             results,
             Milp::default().max_rounds,
+            &|| false,
         ))
     }
     #[cfg(not(feature = "milp"))]
@@ -183,9 +186,20 @@ pub fn lower_bound_per_hour(snapshot: &ClusterSnapshot, results: &SchedulingResu
         .chain(results.existing.iter().flat_map(|e| e.pods.iter()));
     let mut cpu_items = Vec::new();
     let mut mem_items = Vec::new();
+    // Pods with the same requirements and tolerations have the same unit prices.
+    let mut cache: std::collections::BTreeMap<
+        (
+            crate::requirements::Requirements,
+            Vec<crate::taints::Toleration>,
+        ),
+        (f64, f64),
+    > = std::collections::BTreeMap::new();
     for &p in placed {
         let pod = &snapshot.pods[p];
-        let (per_cpu, per_mem) = unit_prices(snapshot, pod);
+        let key = (pod.strict_requirements(), pod.tolerations.clone());
+        let (per_cpu, per_mem) = *cache
+            .entry(key)
+            .or_insert_with(|| unit_prices(snapshot, pod));
         cpu_items.push((per_cpu, pod.requests.cpu as f64));
         mem_items.push((per_mem, pod.requests.memory as f64));
     }
