@@ -35,6 +35,7 @@ use crate::labels;
 use crate::pod::{LabelSelector, NamespaceSet, Pod};
 use crate::requirements::Requirements;
 use crate::resources::Resources;
+use crate::scheduling::larger_first;
 use crate::scheduling::replay::Replay;
 use crate::scheduling::{
     daemon_overhead, schedule, NewNodeClaim, SchedulerOptions, SchedulingResults,
@@ -658,6 +659,34 @@ impl Model {
         }
     }
 
+    /// Capacity and per-candidate sizes of every resource dimension (cpu, memory, optionally
+    /// ephemeral storage, pods, extended resources of the room).
+    fn dimensions(
+        &self,
+        room: &Resources,
+        cands: &[usize],
+        with_storage: bool,
+    ) -> Vec<(i64, Vec<i64>)> {
+        let sizes = |f: &dyn Fn(&Resources) -> i64| {
+            cands
+                .iter()
+                .map(|&g| f(&self.groups[g].requests))
+                .collect::<Vec<i64>>()
+        };
+        let mut dims = vec![
+            (room.cpu, sizes(&|r| r.cpu)),
+            (room.memory, sizes(&|r| r.memory)),
+        ];
+        if with_storage {
+            dims.push((room.ephemeral_storage, sizes(&|r| r.ephemeral_storage)));
+        }
+        dims.push((room.pods, sizes(&|r| r.pods)));
+        for (name, cap) in &room.extended {
+            dims.push((*cap, sizes(&|r| r.extended.get(name).copied().unwrap_or(0))));
+        }
+        dims
+    }
+
     /// Solve the pricing problem of config `k` exactly (a small MILP in HiGHS): the most valuable
     /// pattern under `value`. Returns an upper bound on the best value (the optimum plus HiGHS's
     /// gap tolerance) and the pattern found, or `None` when it did not finish in time.
@@ -687,49 +716,7 @@ impl Model {
             .collect();
         let objective: Expression = cands.iter().zip(&a).map(|(&g, v)| value[g] * *v).sum();
         let mut rows: Vec<Constraint> = Vec::new();
-        let mut dims: Vec<(i64, Vec<i64>)> = vec![
-            (
-                room.cpu,
-                cands.iter().map(|&g| self.groups[g].requests.cpu).collect(),
-            ),
-            (
-                room.memory,
-                cands
-                    .iter()
-                    .map(|&g| self.groups[g].requests.memory)
-                    .collect(),
-            ),
-            (
-                room.ephemeral_storage,
-                cands
-                    .iter()
-                    .map(|&g| self.groups[g].requests.ephemeral_storage)
-                    .collect(),
-            ),
-            (
-                room.pods,
-                cands
-                    .iter()
-                    .map(|&g| self.groups[g].requests.pods)
-                    .collect(),
-            ),
-        ];
-        for (name, cap) in &room.extended {
-            dims.push((
-                *cap,
-                cands
-                    .iter()
-                    .map(|&g| {
-                        self.groups[g]
-                            .requests
-                            .extended
-                            .get(name)
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .collect(),
-            ));
-        }
+        let dims = self.dimensions(room, &cands, true);
         for (cap, sizes) in &dims {
             let e: Expression = sizes.iter().zip(&a).map(|(s, v)| *s as f64 * *v).sum();
             rows.push(e.leq(*cap as f64));
@@ -787,42 +774,7 @@ impl Model {
             .filter(|&g| value[g] > 0.0 && self.fits[g].binary_search(&k).is_ok())
             .collect();
         let mut best = f64::INFINITY;
-        let mut dims: Vec<(i64, Vec<i64>)> = vec![
-            (
-                room.cpu,
-                cands.iter().map(|&g| self.groups[g].requests.cpu).collect(),
-            ),
-            (
-                room.memory,
-                cands
-                    .iter()
-                    .map(|&g| self.groups[g].requests.memory)
-                    .collect(),
-            ),
-            (
-                room.pods,
-                cands
-                    .iter()
-                    .map(|&g| self.groups[g].requests.pods)
-                    .collect(),
-            ),
-        ];
-        for (name, cap) in &room.extended {
-            dims.push((
-                *cap,
-                cands
-                    .iter()
-                    .map(|&g| {
-                        self.groups[g]
-                            .requests
-                            .extended
-                            .get(name)
-                            .copied()
-                            .unwrap_or(0)
-                    })
-                    .collect(),
-            ));
-        }
+        let dims = self.dimensions(room, &cands, false);
         for (cap, weights) in dims {
             if cap <= 0 {
                 continue;
@@ -1606,10 +1558,7 @@ impl Milp {
                 };
                 // Largest pods first, as the scheduler would add them.
                 chosen.sort_by(|a, b| {
-                    let (ra, rb) = (&snapshot.pods[*a].requests, &snapshot.pods[*b].requests);
-                    rb.cpu
-                        .cmp(&ra.cpu)
-                        .then(rb.memory.cmp(&ra.memory))
+                    larger_first(&snapshot.pods[*a].requests, &snapshot.pods[*b].requests)
                         .then(a.cmp(b))
                 });
                 for p in chosen {

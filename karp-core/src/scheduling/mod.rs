@@ -304,6 +304,11 @@ pub(crate) fn daemon_overhead(
     overhead
 }
 
+/// Karpenter's pod order: larger CPU request first, then larger memory request.
+pub(crate) fn larger_first(a: &Resources, b: &Resources) -> std::cmp::Ordering {
+    b.cpu.cmp(&a.cpu).then_with(|| b.memory.cmp(&a.memory))
+}
+
 /// Run one scheduling pass over the snapshot's pending pods.
 #[must_use]
 pub fn schedule(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> SchedulingResults {
@@ -449,10 +454,7 @@ impl<'a> Scheduler<'a> {
         // First-fit decreasing: CPU then memory, descending; ties keep snapshot order.
         let mut order: Vec<usize> = (0..states.len()).collect();
         order.sort_by(|&a, &b| {
-            let (ra, rb) = (&states[a].pod.requests, &states[b].pod.requests);
-            rb.cpu
-                .cmp(&ra.cpu)
-                .then_with(|| rb.memory.cmp(&ra.memory))
+            larger_first(&states[a].pod.requests, &states[b].pod.requests)
                 .then_with(|| states[a].idx.cmp(&states[b].idx))
         });
         let mut queue: VecDeque<usize> = order.into_iter().collect();

@@ -72,17 +72,20 @@ impl<'a> Replay<'a> {
         }
     }
 
+    fn pool_position(&self, pool: &str) -> Result<usize, String> {
+        self.sched
+            .pools
+            .iter()
+            .position(|x| x.name == pool)
+            .ok_or_else(|| format!("nodepool {pool:?} does not exist"))
+    }
+
     /// Open an empty NodeClaim of `pool` with every instance type of the pool.
     ///
     /// # Errors
     /// When the pool does not exist.
     pub fn open(&mut self, pool: &str) -> Result<usize, String> {
-        let p = self
-            .sched
-            .pools
-            .iter()
-            .position(|x| x.name == pool)
-            .ok_or_else(|| format!("nodepool {pool:?} does not exist"))?;
+        let p = self.pool_position(pool)?;
         let ctx = &self.sched.pools[p];
         let hostname = format!("{pool}-packed-{}", self.opened);
         self.opened += 1;
@@ -106,12 +109,7 @@ impl<'a> Replay<'a> {
         requirements: Requirements,
         pods: Vec<usize>,
     ) -> Result<usize, String> {
-        let p = self
-            .sched
-            .pools
-            .iter()
-            .position(|x| x.name == pool)
-            .ok_or_else(|| format!("nodepool {pool:?} does not exist"))?;
+        let p = self.pool_position(pool)?;
         let ctx = &self.sched.pools[p];
         let requests = pods.iter().fold(Resources::new(), |acc, &i| {
             acc.plus(&self.sched.snapshot.pods[i].requests)

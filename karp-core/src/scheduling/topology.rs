@@ -147,6 +147,33 @@ impl Domains {
     }
 }
 
+/// The global minimum count of a spread group over the domains the pod may use: 0 for hostname
+/// (a new node is always possible) and when fewer than `minDomains` domains are eligible.
+fn spread_min(
+    group: &Group,
+    key: &str,
+    table: &Domains,
+    pod_domains: Option<&Requirement>,
+    min_domains: Option<i32>,
+) -> i32 {
+    if key == labels::HOSTNAME {
+        return 0;
+    }
+    let mut min = i32::MAX;
+    let mut eligible = 0;
+    for (n, &d) in &table.ids {
+        if pod_domains.is_none_or(|r| r.has(n)) {
+            eligible += 1;
+            min = min.min(group.count(d));
+        }
+    }
+    if eligible == 0 || min_domains.is_some_and(|m| eligible < m) {
+        0
+    } else {
+        min
+    }
+}
+
 /// The groups one pod takes part in.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PodGroups {
@@ -690,23 +717,7 @@ impl Topology {
                 min_domains,
                 ..
             } => {
-                let min = if key == labels::HOSTNAME {
-                    0
-                } else {
-                    let mut min = i32::MAX;
-                    let mut eligible = 0;
-                    for (n, &dd) in &table.ids {
-                        if pod_domains.is_none_or(|r| r.has(n)) {
-                            eligible += 1;
-                            min = min.min(group.count(dd));
-                        }
-                    }
-                    if eligible == 0 || min_domains.is_some_and(|m| eligible < m) {
-                        0
-                    } else {
-                        min
-                    }
-                };
+                let min = spread_min(group, key, table, pod_domains, *min_domains);
                 group.count(d) + i32::from(self.selects(g, pod, groups)) - min <= *max_skew
             }
             GroupKind::Affinity => {
@@ -747,22 +758,7 @@ impl Topology {
                 min_domains,
                 ..
             } => {
-                let min = if key == labels::HOSTNAME {
-                    0
-                } else {
-                    let mut min = i32::MAX;
-                    let mut eligible = 0;
-                    for (n, &d) in &table.ids {
-                        if pod_has(n) {
-                            eligible += 1;
-                            min = min.min(group.count(d));
-                        }
-                    }
-                    if eligible == 0 || min_domains.is_some_and(|m| eligible < m) {
-                        min = 0;
-                    }
-                    min
-                };
+                let min = spread_min(group, key, table, pod_domains, *min_domains);
                 let self_count = i32::from(self.selects(g, pod, groups));
                 let mut best: Option<(i32, &str)> = None;
                 for d in node_candidates {
