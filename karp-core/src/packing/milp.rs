@@ -130,6 +130,35 @@ struct Config {
     room: Resources,
 }
 
+/// Whether `a` has at least as much of every resource as `b`.
+fn covers(a: &Resources, b: &Resources) -> bool {
+    b.fits_in(a)
+        && b.extended
+            .iter()
+            .all(|(k, v)| a.extended.get(k).copied().unwrap_or(0) >= *v)
+}
+
+/// Keep only configs no other config of the same pool and class dominates (cheaper or equal and
+/// with at least as much room); ties keep the first by price then name.
+fn prune_dominated(mut configs: Vec<Config>) -> Vec<Config> {
+    configs.sort_by(|a, b| {
+        (a.pool, a.class)
+            .cmp(&(b.pool, b.class))
+            .then(a.price.total_cmp(&b.price))
+            .then_with(|| a.it.name.cmp(&b.it.name))
+    });
+    let mut kept: Vec<Config> = Vec::with_capacity(configs.len());
+    for c in configs {
+        let dominated = kept.iter().any(|k| {
+            k.pool == c.pool && k.class == c.class && k.price <= c.price && covers(&k.room, &c.room)
+        });
+        if !dominated {
+            kept.push(c);
+        }
+    }
+    kept
+}
+
 /// Constrained pods that stay together on a NodeClaim of the FFD plan (its requirements, e.g. a
 /// pinned zone, kept), which the MILP may still fill with movable pods or move to another type.
 #[derive(Debug, Clone)]
@@ -426,6 +455,17 @@ impl Model {
                     room,
                 });
             }
+        }
+        // Drop dominated configs (another of the same pool and class is no dearer and has at least
+        // as much room in every resource): they change neither the LP, the MILP nor Farley's θ.
+        // In the relaxation, fits also depend on type labels, so only prune when no group has own
+        // requirements there.
+        if !relaxed
+            || groups
+                .iter()
+                .all(|g| class_requirements(&templates[g.pools[0]], &g.reqs).is_empty())
+        {
+            configs = prune_dominated(configs);
         }
         let fits: Vec<Vec<usize>> = groups
             .iter()
