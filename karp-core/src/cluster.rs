@@ -151,6 +151,26 @@ impl ClusterSnapshot {
             .collect()
     }
 
+    /// Per NodePool (by name), what its `limits` leave after its existing nodes: the remaining
+    /// amount of every limited resource, and of nodes when `limits.nodes` is set.
+    #[must_use]
+    pub fn remaining_limits(&self) -> BTreeMap<String, (BTreeMap<String, i64>, Option<i64>)> {
+        let usage = self.nodepool_usage();
+        self.node_pools
+            .iter()
+            .map(|p| {
+                let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
+                let res = p
+                    .limits
+                    .resources
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v - used.get(k)))
+                    .collect();
+                (p.name.clone(), (res, p.limits.nodes.map(|n| n - count)))
+            })
+            .collect()
+    }
+
     /// Per NodePool, the resources and node count already in use (sum of capacity of its nodes,
     /// as Karpenter accounts limits).
     #[must_use]

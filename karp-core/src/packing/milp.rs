@@ -1436,21 +1436,14 @@ impl Milp {
             return self.fallback(snapshot, ffd, stats, "nothing to pack".into());
         }
         // Limits left for the new NodeClaims after the existing nodes.
-        let usage = snapshot.nodepool_usage();
-        let mut limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)> = BTreeMap::new();
-        for (i, p) in snapshot.node_pools.iter().enumerate() {
-            if p.limits.resources.is_empty() && p.limits.nodes.is_none() {
-                continue;
-            }
-            let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
-            let res: BTreeMap<String, i64> = p
-                .limits
-                .resources
-                .iter()
-                .map(|(k, v)| (k.clone(), v - used.get(k)))
-                .collect();
-            limits.insert(i, (res, p.limits.nodes.map(|n| n - count)));
-        }
+        let remaining = snapshot.remaining_limits();
+        let limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)> = snapshot
+            .node_pools
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.limits.resources.is_empty() || p.limits.nodes.is_some())
+            .map(|(i, p)| (i, remaining[&p.name].clone()))
+            .collect();
         let overheads: Vec<Resources> = snapshot
             .node_pools
             .iter()

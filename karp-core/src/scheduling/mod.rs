@@ -353,18 +353,7 @@ impl<'a> Scheduler<'a> {
                 .iter()
                 .any(|t| t.effect == Effect::PreferNoSchedule)
         });
-        let usage = snapshot.nodepool_usage();
-        let mut remaining = BTreeMap::new();
-        for p in &snapshot.node_pools {
-            let (used, count) = usage.get(&p.name).cloned().unwrap_or_default();
-            let res: BTreeMap<String, i64> = p
-                .limits
-                .resources
-                .iter()
-                .map(|(k, v)| (k.clone(), v - used.get(k)))
-                .collect();
-            remaining.insert(p.name.clone(), (res, p.limits.nodes.map(|n| n - count)));
-        }
+        let remaining = snapshot.remaining_limits();
         // Existing nodes: usage from bound pods.
         let mut used: BTreeMap<&str, (Resources, Vec<crate::pod::HostPort>)> = BTreeMap::new();
         for p in &snapshot.pods {
