@@ -1517,7 +1517,7 @@ impl Milp {
         // The LP bound comes from this model when it is a relaxation of every valid plan.
         let model_lb = (snapshot.nodes.is_empty()
             && model_is_relaxation(snapshot, &model, &free, &overheads))
-        .then(|| model.farley_bound(&duals, &cg_stop));
+        .then(|| model.farley_bound(&duals, &|| self.elapsed_fraction(run) > 0.8));
         stats.rounds = rounds;
         stats.columns = model.patterns.len();
         stats.lp_cost = model.lp_value;
