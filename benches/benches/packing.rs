@@ -13,7 +13,10 @@ use karp_benches::aws::{aws_instance_types, CapacityType};
 use karp_benches::compare::Case;
 use karp_benches::traces::Traces;
 use karp_benches::Workload;
-use karp_core::packing::{Ffd, Milp, Packer};
+use std::sync::Arc;
+use std::time::Instant;
+
+use karp_core::packing::{Clock, Ffd, Milp, Packer};
 
 fn packing(c: &mut Criterion) {
     let traces = Traces::embedded().expect("embedded trace samples parse");
@@ -22,9 +25,15 @@ fn packing(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(10));
+    let epoch = Instant::now();
     let packers: [(&str, Box<dyn Packer>); 2] = [
         ("ffd", Box::new(Ffd::default())),
-        ("milp", Box::new(Milp::default())),
+        (
+            "milp",
+            Box::new(
+                Milp::default().with_clock(Clock(Arc::new(move || epoch.elapsed().as_secs_f64()))),
+            ),
+        ),
     ];
     for &n in &[100usize, 1000, 5000] {
         let case = Case {
