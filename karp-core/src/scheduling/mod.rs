@@ -35,6 +35,7 @@
 //! ```
 
 mod claim;
+#[cfg(feature = "milp")]
 pub(crate) mod replay;
 mod topology;
 
