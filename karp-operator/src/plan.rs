@@ -440,6 +440,9 @@ pub fn render_table(p: &PlanOutput) -> String {
         "\nTotal cost: ${:.4}/hour (lower bound ${:.4}/hour); solver {} in {} ms",
         p.cost.total_per_hour, p.cost.lower_bound_per_hour, p.solver.name, p.solver.millis
     );
+    if let Some(why) = &p.solver.fallback {
+        let _ = writeln!(out, "The MILP kept the FFD plan: {why}.");
+    }
     out
 }
 
