@@ -151,6 +151,28 @@ impl ClusterSnapshot {
             .collect()
     }
 
+    /// Every node that is not being deleted, with what its bound pods leave of its allocatable.
+    #[must_use]
+    pub fn free_capacity(&self) -> Vec<(&Node, Resources)> {
+        let mut used: BTreeMap<&str, Resources> = BTreeMap::new();
+        for p in &self.pods {
+            if let Some(n) = &p.node_name {
+                used.entry(n.as_str()).or_default().add_assign(&p.requests);
+            }
+        }
+        self.nodes
+            .iter()
+            .filter(|n| !n.deleting)
+            .map(|n| {
+                (
+                    n,
+                    n.allocatable
+                        .minus(used.get(n.name.as_str()).unwrap_or(&Resources::new())),
+                )
+            })
+            .collect()
+    }
+
     /// Per NodePool (by name), what its `limits` leave after its existing nodes: the remaining
     /// amount of every limited resource, and of nodes when `limits.nodes` is set.
     #[must_use]

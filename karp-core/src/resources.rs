@@ -515,6 +515,22 @@ impl Resources {
         r
     }
 
+    /// `n · self`, component-wise (saturating).
+    #[must_use]
+    pub fn scaled(&self, n: i64) -> Resources {
+        Resources {
+            cpu: self.cpu.saturating_mul(n),
+            memory: self.memory.saturating_mul(n),
+            ephemeral_storage: self.ephemeral_storage.saturating_mul(n),
+            pods: self.pods.saturating_mul(n),
+            extended: self
+                .extended
+                .iter()
+                .map(|(k, v)| (k.clone(), v.saturating_mul(n)))
+                .collect(),
+        }
+    }
+
     /// `self - other`, component-wise (may go negative).
     #[must_use]
     pub fn minus(&self, other: &Resources) -> Resources {

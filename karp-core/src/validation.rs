@@ -176,7 +176,8 @@ pub fn validate(
             ));
         }
     }
-    let mut pool_usage: BTreeMap<String, (Resources, i64)> = snapshot.nodepool_usage();
+    let usage_before = snapshot.nodepool_usage();
+    let mut pool_usage: BTreeMap<String, (Resources, i64)> = usage_before.clone();
     for c in &results.new_nodeclaims {
         let Some(pool) = pools.get(c.nodepool.as_str()) else {
             err(format!(
@@ -318,11 +319,7 @@ pub fn validate(
     // Limits.
     for pool in &snapshot.node_pools {
         let (used, count) = pool_usage.get(&pool.name).cloned().unwrap_or_default();
-        let before = snapshot
-            .nodepool_usage()
-            .get(&pool.name)
-            .cloned()
-            .unwrap_or_default();
+        let before = usage_before.get(&pool.name).cloned().unwrap_or_default();
         for (k, lim) in &pool.limits.resources {
             if used.get(k) > *lim && used.get(k) > before.0.get(k) {
                 err(format!("nodepool {} exceeds its {k} limit", pool.name));

@@ -509,8 +509,12 @@ impl Model {
 
     /// The most pods of group `g` alone that fit config `k`.
     fn single_count(&self, g: usize, k: usize) -> u32 {
+        self.fit_count(g, &self.configs[k].room)
+    }
+
+    /// How many pods of group `g` fit in `room` (capped by the group's size and per-node limit).
+    fn fit_count(&self, g: usize, room: &Resources) -> u32 {
         let grp = &self.groups[g];
-        let room = &self.configs[k].room;
         let r = &grp.requests;
         let mut n = grp.pods.len() as i64;
         for (need, have) in [
@@ -597,35 +601,13 @@ impl Model {
                 {
                     continue;
                 }
-                let grp = &self.groups[g];
-                let r = &grp.requests;
-                let mut n = grp.pods.len() as i64;
-                for (need, have) in [
-                    (r.cpu, left.cpu),
-                    (r.memory, left.memory),
-                    (r.ephemeral_storage, left.ephemeral_storage),
-                    (r.pods, left.pods),
-                ] {
-                    if need > 0 {
-                        n = n.min(have / need);
-                    }
-                }
-                for (name, need) in &r.extended {
-                    if *need > 0 {
-                        n = n.min(left.extended.get(name).copied().unwrap_or(0) / need);
-                    }
-                }
-                if let Some(l) = grp.per_node {
-                    n = n.min(i64::from(l));
-                }
-                if n <= 0 {
+                let n = self.fit_count(g, &left);
+                if n == 0 {
                     continue;
                 }
-                for _ in 0..n {
-                    left = left.minus(r);
-                }
-                counts.push((g, n as u32));
-                total += value[g] * n as f64;
+                left = left.minus(&self.groups[g].requests.scaled(i64::from(n)));
+                counts.push((g, n));
+                total += value[g] * f64::from(n);
             }
             counts.sort_unstable();
             if best.as_ref().is_none_or(|(b, _)| total > *b) {
@@ -1247,15 +1229,10 @@ pub(super) fn pattern_bound(
     max_rounds: usize,
     stop: &dyn Fn() -> bool,
 ) -> f64 {
-    let has_room = snapshot.nodes.iter().any(|n| {
-        let used = snapshot
-            .pods
-            .iter()
-            .filter(|p| p.node_name.as_deref() == Some(n.name.as_str()))
-            .fold(Resources::new(), |a, p| a.plus(&p.requests));
-        let free = n.allocatable.minus(&used);
-        !n.deleting && free.cpu > 0 && free.memory > 0 && free.pods > 0
-    });
+    let has_room = snapshot
+        .free_capacity()
+        .iter()
+        .any(|(_, free)| free.cpu > 0 && free.memory > 0 && free.pods > 0);
     if has_room {
         return 0.0;
     }

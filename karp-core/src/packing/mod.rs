@@ -205,15 +205,7 @@ pub fn lower_bound_per_hour(snapshot: &ClusterSnapshot, results: &SchedulingResu
     }
     let mut free_cpu = 0.0;
     let mut free_mem = 0.0;
-    for n in snapshot.nodes.iter().filter(|n| !n.deleting) {
-        let used = snapshot
-            .pods
-            .iter()
-            .filter(|p| p.node_name.as_deref() == Some(n.name.as_str()))
-            .fold(crate::resources::Resources::new(), |acc, p| {
-                acc.plus(&p.requests)
-            });
-        let f = n.allocatable.minus(&used);
+    for (_, f) in snapshot.free_capacity() {
         free_cpu += f.cpu.max(0) as f64;
         free_mem += f.memory.max(0) as f64;
     }
