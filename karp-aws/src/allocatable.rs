@@ -45,6 +45,25 @@ pub struct ResourceAmounts {
     pub extended: BTreeMap<String, i64>,
 }
 
+impl ResourceAmounts {
+    /// The core's resource vector (zero extended resources dropped).
+    #[must_use]
+    pub fn to_core(&self) -> karp_core::resources::Resources {
+        karp_core::resources::Resources {
+            cpu: self.cpu_millis,
+            memory: self.memory_bytes,
+            ephemeral_storage: self.ephemeral_storage_bytes,
+            pods: self.pods,
+            extended: self
+                .extended
+                .iter()
+                .filter(|(_, v)| **v != 0)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        }
+    }
+}
+
 /// The kubelet settings that change capacity or overhead (EC2NodeClass `spec.kubelet`).
 ///
 /// The maps hold Kubernetes quantity strings exactly as written in the manifest; they are parsed by

@@ -113,6 +113,28 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
+    /// The core's instance type for this entry.
+    #[must_use]
+    pub fn to_instance_type(&self) -> karp_core::cloud::InstanceType {
+        let offerings = self
+            .offerings
+            .iter()
+            .map(|o| karp_core::cloud::Offering {
+                zone: o.zone.clone(),
+                capacity_type: o.capacity_type.clone(),
+                price: o.price,
+                available: o.available,
+            })
+            .collect();
+        karp_core::cloud::InstanceType::new(
+            self.name.clone(),
+            &self.labels,
+            self.capacity.to_core(),
+            self.overhead.to_core(),
+            offerings,
+        )
+    }
+
     /// Capacity minus overhead, per resource (extended resources keep their capacity).
     pub fn allocatable(&self) -> ResourceAmounts {
         let mut a = self.capacity.clone();

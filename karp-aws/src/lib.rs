@@ -1,5 +1,7 @@
-//! AWS provider pieces of karp that need no IO and no AWS SDK.
+//! karp's AWS provider: the EC2 implementation of karp-core's cloud-provider trait, and the pure
+//! pieces it is built from.
 //!
+//! Pure (no IO):
 //! - [`catalog`]: the built-in us-east-1 instance-type catalog ([`catalog::builtin_catalog`]) with every
 //!   well-known label Karpenter's AWS provider sets, capacity, overhead and offerings.
 //! - [`allocatable`]: Karpenter's AWS capacity / overhead formula (max pods from ENIs, VM memory
@@ -7,6 +9,15 @@
 //! - [`nodeclass`]: serde types for `karpenter.k8s.aws/v1` `EC2NodeClass` and the derivation of
 //!   allocatable settings from its spec.
 //! - [`catalog_file`]: the JSON catalog file format (`karp plan --catalog`), reader and writer.
+//! - [`describe`]: EC2 API shapes → catalog facts; [`userdata`]: node bootstrap per AMI family;
+//!   [`launch`]: the launch plan (capacity type, overrides, templates, tags); [`resolve`]: selector
+//!   terms → filters, AMI aliases → SSM parameters, status conditions; [`error`]: error codes.
+//!
+//! With IO (aws-sdk-ec2 / ssm / pricing through [`sdk::AwsClients`]):
+//! - [`provider::AwsCloudProvider`]: instance types and offerings from DescribeInstanceTypes /
+//!   DescribeInstanceTypeOfferings, prices ([`pricing`]), node class resolution, CreateFleet
+//!   launches, batched DescribeInstances / TerminateInstances ([`batcher`]), the
+//!   insufficient-capacity cache ([`unavailable`]) and drift.
 //!
 //! Everything here is deterministic: maps are `BTreeMap`s and catalogs are sorted by name.
 //!
@@ -21,10 +32,22 @@
 //! ```
 
 pub mod allocatable;
+pub mod batcher;
 pub mod catalog;
 pub mod catalog_file;
+pub mod describe;
+pub mod error;
+pub mod launch;
 pub mod nodeclass;
+pub mod pricing;
+pub mod provider;
 mod quantity;
+pub mod resolve;
+pub mod sdk;
+pub mod unavailable;
+pub mod userdata;
 
 pub use allocatable::{AmiFamily, KubeletSettings, NodeClassSettings, ResourceAmounts};
 pub use catalog::{builtin_catalog, CatalogEntry, CatalogOffering};
+pub use provider::AwsCloudProvider;
+pub use sdk::{AwsClients, AwsSettings};

@@ -141,7 +141,7 @@ impl InstanceType {
 }
 
 /// What a launch request asks the cloud for (a NodeClaim's spec).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LaunchRequest {
     /// NodeClaim name.
     pub nodeclaim: String,
@@ -153,6 +153,10 @@ pub struct LaunchRequest {
     pub requirements: Requirements,
     /// Resources the pods need.
     pub requests: Resources,
+    /// Labels the node registers with (NodePool template labels and single-valued requirements).
+    pub labels: BTreeMap<String, String>,
+    /// Taints the node registers with (NodePool taints and startup taints).
+    pub taints: Vec<crate::taints::Taint>,
 }
 
 /// A launched instance.

@@ -579,6 +579,7 @@ mod tests {
             node_class: None,
             requirements: Requirements::new(),
             requests: Resources::new(),
+            ..LaunchRequest::default()
         };
         let inst = ready(cp.create(&req)).unwrap();
         assert_eq!(inst.instance_type, "small");

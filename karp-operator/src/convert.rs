@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use karp_aws::allocatable::ResourceAmounts;
 use karp_aws::catalog::CatalogEntry;
 use karp_aws::nodeclass::EC2NodeClass;
-use karp_core::cloud::{InstanceType, Offering};
+use karp_core::cloud::InstanceType;
 use karp_core::cluster::{ClusterSnapshot, Limits, Node, NodePool};
 use karp_core::labels;
 use karp_core::pod::{
@@ -119,40 +119,13 @@ fn field_err(object: &ObjectRef, field: impl Into<String>, reason: impl Display)
 /// Convert a karp-aws resource vector into the core's.
 #[must_use]
 pub fn to_resources(a: &ResourceAmounts) -> Resources {
-    Resources {
-        cpu: a.cpu_millis,
-        memory: a.memory_bytes,
-        ephemeral_storage: a.ephemeral_storage_bytes,
-        pods: a.pods,
-        extended: a
-            .extended
-            .iter()
-            .filter(|(_, v)| **v != 0)
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-    }
+    a.to_core()
 }
 
 /// Convert a catalog entry into the core's instance type.
 #[must_use]
 pub fn to_instance_type(e: &CatalogEntry) -> InstanceType {
-    let offerings = e
-        .offerings
-        .iter()
-        .map(|o| Offering {
-            zone: o.zone.clone(),
-            capacity_type: o.capacity_type.clone(),
-            price: o.price,
-            available: o.available,
-        })
-        .collect();
-    InstanceType::new(
-        e.name.clone(),
-        &e.labels,
-        to_resources(&e.capacity),
-        to_resources(&e.overhead),
-        offerings,
-    )
+    e.to_instance_type()
 }
 
 fn parse_quantity(object: &ObjectRef, field: &str, q: &str) -> Result<Quantity, ConvertError> {

@@ -1,0 +1,678 @@
+//! [`AwsCloudProvider`]: karp-core's [`CloudProvider`] on EC2.
+//!
+//! It keeps the account's instance types and offerings (refreshed by the operator on a timer),
+//! prices, the insufficient-capacity cache and the resolved node classes, and acts through
+//! CreateFleet / DescribeInstances / TerminateInstances (the last two batched).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{Filter, InstanceLifecycleType, LocationType};
+use karp_core::cloud::{CloudError, CloudProvider, Instance, InstanceType, LaunchRequest};
+use karp_core::labels;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::allocatable::{self, NodeClassSettings};
+use crate::batcher::{BatchFn, Batcher};
+use crate::catalog::{self, CatalogEntry, CatalogOffering, TypeFacts};
+use crate::describe::{self, tag};
+use crate::error::AwsError;
+use crate::launch::{self, tags};
+use crate::nodeclass::{EC2NodeClass, EC2NodeClassStatus};
+use crate::pricing::{builtin_on_demand_prices, PriceTable};
+use crate::resolve::{resolve_node_class, ResolvedNodeClass};
+use crate::sdk::{AwsClients, AwsSettings};
+use crate::unavailable::UnavailableOfferings;
+
+/// The provider-ID scheme: `aws:///<zone>/<instance-id>`.
+#[must_use]
+pub fn provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The instance id of a provider ID (`aws:///us-east-1a/i-0abc` → `i-0abc`).
+#[must_use]
+pub fn instance_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let id = rest.rsplit('/').next()?;
+    id.starts_with("i-").then_some(id)
+}
+
+/// The account's instance types and where they are offered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountCatalog {
+    /// Facts per type, sorted by name.
+    pub types: Vec<TypeFacts>,
+    /// Zones per type.
+    pub zones: BTreeMap<String, Vec<String>>,
+}
+
+/// Catalog entries (labels, capacity, overhead, priced offerings) for `settings`, restricted to
+/// `zones` when given. Types without a price or an offering are left out.
+///
+/// # Errors
+/// [`allocatable::AllocatableError`] when the settings are invalid.
+pub fn catalog_entries(
+    account: &AccountCatalog,
+    prices: &PriceTable,
+    settings: &NodeClassSettings,
+    region: &str,
+    zones: Option<&BTreeSet<String>>,
+    unavailable: &UnavailableOfferings,
+    now: Instant,
+) -> Result<Vec<CatalogEntry>, allocatable::AllocatableError> {
+    settings.validate()?;
+    let mut out = Vec::new();
+    for facts in &account.types {
+        let Some(labels) = catalog::type_labels(facts, settings.ami_family, Some(region)) else {
+            continue;
+        };
+        let mut offerings = Vec::new();
+        for zone in account.zones.get(&facts.name).into_iter().flatten() {
+            if zones.is_some_and(|z| !z.contains(zone)) {
+                continue;
+            }
+            for ct in &facts.usage_classes {
+                let Some(price) = prices.price(&facts.name, zone, ct) else {
+                    continue;
+                };
+                offerings.push(CatalogOffering {
+                    zone: zone.clone(),
+                    capacity_type: ct.clone(),
+                    price,
+                    available: !unavailable.is_unavailable(&facts.name, zone, ct, now),
+                });
+            }
+        }
+        if offerings.is_empty() {
+            continue;
+        }
+        offerings.sort_by(|a, b| (&a.zone, &a.capacity_type).cmp(&(&b.zone, &b.capacity_type)));
+        let (capacity, overhead) = allocatable::compute(&catalog::instance_facts(facts), settings)?;
+        out.push(CatalogEntry {
+            name: facts.name.clone(),
+            labels,
+            capacity,
+            overhead,
+            offerings,
+        });
+    }
+    Ok(out)
+}
+
+/// Fetches the account's instance types and per-zone offerings. Branch-ENI counts (not in the
+/// API) come from Karpenter's table in the built-in catalog.
+///
+/// # Errors
+/// [`AwsError`] when DescribeInstanceTypes or DescribeInstanceTypeOfferings fails.
+pub async fn fetch_account_catalog(clients: &AwsClients) -> Result<AccountCatalog, AwsError> {
+    let infos = clients
+        .ec2
+        .describe_instance_types()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeInstanceTypes", &e))?;
+    let offerings = clients
+        .ec2
+        .describe_instance_type_offerings()
+        .location_type(LocationType::AvailabilityZone)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeInstanceTypeOfferings", &e))?;
+    let pod_enis: BTreeMap<String, i64> = catalog::builtin_type_facts()
+        .map(|facts| {
+            facts
+                .into_iter()
+                .map(|f| {
+                    let n = f
+                        .extended
+                        .get(catalog::resources::POD_ENI)
+                        .copied()
+                        .unwrap_or(0);
+                    (f.name, n)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut types: Vec<TypeFacts> = infos
+        .iter()
+        .filter_map(|info| {
+            let name = info.instance_type()?.as_str();
+            describe::type_facts(info, pod_enis.get(name).copied().unwrap_or(0))
+        })
+        .collect();
+    types.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(AccountCatalog {
+        types,
+        zones: describe::zones_by_type(&offerings),
+    })
+}
+
+/// The EC2 cloud provider.
+pub struct AwsCloudProvider {
+    clients: AwsClients,
+    settings: AwsSettings,
+    account: RwLock<Arc<AccountCatalog>>,
+    prices: PriceTable,
+    unavailable: UnavailableOfferings,
+    node_classes: RwLock<BTreeMap<String, Arc<ResolvedNodeClass>>>,
+    describe: Batcher<aws_sdk_ec2::types::Instance>,
+    terminate: Batcher<()>,
+}
+
+impl std::fmt::Debug for AwsCloudProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCloudProvider")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Batch windows (Karpenter: 100 ms idle, 1 s at most, 500 ids per call).
+const BATCH_IDLE: Duration = Duration::from_millis(100);
+const BATCH_MAX_WAIT: Duration = Duration::from_secs(1);
+const BATCH_MAX_ITEMS: usize = 500;
+
+impl AwsCloudProvider {
+    /// A provider with the built-in on-demand prices and no instance types yet (call
+    /// [`AwsCloudProvider::refresh_instance_types`]).
+    #[must_use]
+    pub fn new(clients: AwsClients, settings: AwsSettings) -> Self {
+        let ec2 = clients.ec2.clone();
+        let describe_call: BatchFn<aws_sdk_ec2::types::Instance> = Arc::new(move |ids| {
+            let ec2 = ec2.clone();
+            Box::pin(async move { describe_instances_by_id(&ec2, ids).await })
+        });
+        let ec2 = clients.ec2.clone();
+        let terminate_call: BatchFn<()> = Arc::new(move |ids| {
+            let ec2 = ec2.clone();
+            Box::pin(async move {
+                let out = ec2
+                    .terminate_instances()
+                    .set_instance_ids(Some(ids))
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("TerminateInstances", &e))?;
+                Ok(out
+                    .terminating_instances()
+                    .iter()
+                    .filter_map(|c| c.instance_id().map(|id| (id.to_string(), ())))
+                    .collect())
+            })
+        });
+        AwsCloudProvider {
+            clients,
+            settings,
+            account: RwLock::default(),
+            prices: PriceTable::new(builtin_on_demand_prices().unwrap_or_default()),
+            unavailable: UnavailableOfferings::new(),
+            node_classes: RwLock::default(),
+            describe: Batcher::new(describe_call, BATCH_IDLE, BATCH_MAX_WAIT, BATCH_MAX_ITEMS),
+            terminate: Batcher::new(terminate_call, BATCH_IDLE, BATCH_MAX_WAIT, BATCH_MAX_ITEMS),
+        }
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    /// The prices in use.
+    #[must_use]
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    /// The insufficient-capacity cache.
+    #[must_use]
+    pub fn unavailable_offerings(&self) -> &UnavailableOfferings {
+        &self.unavailable
+    }
+
+    /// The account catalog currently in use.
+    #[must_use]
+    pub fn account_catalog(&self) -> Arc<AccountCatalog> {
+        Arc::clone(&read(&self.account))
+    }
+
+    /// Refreshes instance types and offerings from the API.
+    ///
+    /// # Errors
+    /// [`AwsError`] when a call fails; the previous catalog stays in use.
+    pub async fn refresh_instance_types(&self) -> Result<usize, AwsError> {
+        let catalog = fetch_account_catalog(&self.clients)
+            .instrument(info_span!("refresh_instance_types"))
+            .await?;
+        let n = catalog.types.len();
+        *write(&self.account) = Arc::new(catalog);
+        info!(types = n, "instance types refreshed");
+        Ok(n)
+    }
+
+    /// Refreshes spot prices, and on-demand prices when the Pricing API is enabled.
+    ///
+    /// # Errors
+    /// [`AwsError`] of the first failing call; prices already fetched are kept.
+    pub async fn refresh_prices(&self) -> Result<(), AwsError> {
+        let spot = self.prices.refresh_spot(&self.clients).await?;
+        let od = self
+            .prices
+            .refresh_on_demand(&self.clients, &self.settings.region)
+            .await?;
+        info!(spot, on_demand = od, "prices refreshed");
+        Ok(())
+    }
+
+    /// Resolves a node class and keeps it for launches when Ready; returns the status to write.
+    ///
+    /// # Errors
+    /// [`AwsError`] when a call fails (the previous resolution stays in use).
+    pub async fn resolve_node_class(
+        &self,
+        node_class: &EC2NodeClass,
+    ) -> Result<EC2NodeClassStatus, AwsError> {
+        let name = node_class.metadata.name.clone().unwrap_or_default();
+        let resolution = resolve_node_class(&self.clients, &self.settings, node_class)
+            .instrument(info_span!("resolve_node_class", nodeclass = %name))
+            .await?;
+        let mut classes = write(&self.node_classes);
+        match resolution.resolved {
+            Ok(r) => {
+                classes.insert(name, Arc::new(r));
+            }
+            Err(why) => {
+                warn!(nodeclass = %name, reason = %why, "node class not ready");
+                classes.remove(&name);
+            }
+        }
+        Ok(resolution.status)
+    }
+
+    /// Forgets a deleted node class.
+    pub fn remove_node_class(&self, name: &str) {
+        write(&self.node_classes).remove(name);
+    }
+
+    /// The resolved node class.
+    ///
+    /// # Errors
+    /// [`CloudError::NodeClassNotReady`] when it is unknown or not Ready.
+    pub fn resolved_node_class(&self, name: &str) -> Result<Arc<ResolvedNodeClass>, CloudError> {
+        read(&self.node_classes)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CloudError::NodeClassNotReady {
+                name: name.to_string(),
+                reason: "not resolved (missing, or a condition is False)".into(),
+            })
+    }
+
+    /// Instance types for a resolved node class (zones of its subnets, types its AMIs serve).
+    ///
+    /// # Errors
+    /// [`CloudError::NodeClassNotReady`] when the settings derived from the spec are invalid.
+    pub fn instance_types_for(
+        &self,
+        resolved: &ResolvedNodeClass,
+    ) -> Result<Vec<Arc<InstanceType>>, CloudError> {
+        let zones = resolved.zones();
+        let entries = catalog_entries(
+            &self.account_catalog(),
+            &self.prices,
+            &resolved.settings,
+            &self.settings.region,
+            Some(&zones),
+            &self.unavailable,
+            Instant::now(),
+        )
+        .map_err(|e| CloudError::NodeClassNotReady {
+            name: resolved.name().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(entries
+            .iter()
+            .map(CatalogEntry::to_instance_type)
+            .filter(|it| resolved.ami_for(&it.requirements).is_some())
+            .map(Arc::new)
+            .collect())
+    }
+
+    fn to_instance(&self, inst: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+        let id = inst.instance_id()?;
+        let zone = inst
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default();
+        let capacity_type = if inst.instance_lifecycle() == Some(&InstanceLifecycleType::Spot) {
+            "spot"
+        } else {
+            "on-demand"
+        };
+        let instance_type = inst
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default();
+        let labels = BTreeMap::from([
+            (labels::INSTANCE_TYPE.to_string(), instance_type.clone()),
+            (labels::ZONE.to_string(), zone.to_string()),
+            (labels::CAPACITY_TYPE.to_string(), capacity_type.to_string()),
+            (
+                catalog::labels::REGION.to_string(),
+                self.settings.region.clone(),
+            ),
+        ]);
+        Some(Instance {
+            provider_id: provider_id(zone, id),
+            nodeclaim: tag(inst.tags(), tags::NODECLAIM).map(str::to_string),
+            instance_type,
+            zone: zone.to_string(),
+            capacity_type: capacity_type.to_string(),
+            labels,
+        })
+    }
+
+    async fn describe_one(
+        &self,
+        provider_id: &str,
+    ) -> Result<aws_sdk_ec2::types::Instance, CloudError> {
+        let not_found = || CloudError::NotFound {
+            provider_id: provider_id.to_string(),
+        };
+        let id = instance_id(provider_id).ok_or_else(not_found)?;
+        match self.describe.get(id).await? {
+            Some(inst) if inst.instance_state_terminated() => Err(not_found()),
+            Some(inst) => Ok(inst),
+            None => Err(not_found()),
+        }
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Instance, CloudError> {
+        let class_name = request.node_class.clone().unwrap_or_default();
+        let resolved = self.resolved_node_class(&class_name)?;
+        let types = self.instance_types_for(&resolved)?;
+        let plan = launch::plan_fleet(&self.settings, &resolved, request, &types)?;
+        debug!(
+            capacity_type = %plan.capacity_type,
+            overrides = plan.overrides().count(),
+            templates = plan.templates.len(),
+            "fleet planned"
+        );
+        for t in &plan.templates {
+            launch::ensure_launch_template(&self.clients, &self.settings, &resolved, &plan, t)
+                .await?;
+        }
+        let out = launch::create_fleet_request(&self.clients, &plan)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("CreateFleet", &e))?;
+        let outcome = launch::fleet_outcome(&plan, &out);
+        let now = Instant::now();
+        if outcome.capacity_type_exhausted {
+            self.unavailable
+                .mark_capacity_type(&plan.capacity_type, now);
+        }
+        for o in &outcome.unavailable {
+            self.unavailable.mark(o.clone(), now);
+        }
+        let mut launched = outcome.launched.into_iter();
+        let Some((id, itype, zone)) = launched.next() else {
+            if outcome.errors.is_empty() {
+                warn!(
+                    offerings = outcome.unavailable.len(),
+                    "insufficient capacity"
+                );
+                return Err(CloudError::InsufficientCapacity {
+                    offerings: outcome.unavailable,
+                });
+            }
+            let msg = outcome
+                .errors
+                .iter()
+                .map(|(c, m)| format!("{c}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(AwsError {
+                operation: "CreateFleet",
+                code: outcome.errors.first().map(|(c, _)| c.clone()),
+                message: msg,
+            }
+            .into());
+        };
+        // Capacity 1 launches one instance; anything extra would leak, so terminate it.
+        let extra: Vec<String> = launched.map(|(id, _, _)| id).collect();
+        if !extra.is_empty() {
+            warn!(
+                ?extra,
+                "fleet launched more than one instance; terminating extras"
+            );
+            let _ = self
+                .clients
+                .ec2
+                .terminate_instances()
+                .set_instance_ids(Some(extra))
+                .send()
+                .await;
+        }
+        let labels = BTreeMap::from([
+            (labels::INSTANCE_TYPE.to_string(), itype.clone()),
+            (labels::ZONE.to_string(), zone.clone()),
+            (
+                labels::CAPACITY_TYPE.to_string(),
+                plan.capacity_type.clone(),
+            ),
+            (
+                catalog::labels::REGION.to_string(),
+                self.settings.region.clone(),
+            ),
+        ]);
+        info!(instance = %id, instance_type = %itype, %zone, capacity_type = %plan.capacity_type, "launched");
+        Ok(Instance {
+            provider_id: provider_id(&zone, &id),
+            nodeclaim: Some(request.nodeclaim.clone()),
+            instance_type: itype,
+            zone,
+            capacity_type: plan.capacity_type,
+            labels,
+        })
+    }
+}
+
+trait Terminated {
+    fn instance_state_terminated(&self) -> bool;
+}
+
+impl Terminated for aws_sdk_ec2::types::Instance {
+    fn instance_state_terminated(&self) -> bool {
+        matches!(
+            self.state().and_then(|s| s.name()),
+            Some(aws_sdk_ec2::types::InstanceStateName::Terminated)
+        )
+    }
+}
+
+async fn describe_instances_by_id(
+    ec2: &aws_sdk_ec2::Client,
+    ids: Vec<String>,
+) -> Result<BTreeMap<String, aws_sdk_ec2::types::Instance>, AwsError> {
+    // Filtering by instance-id (instead of InstanceIds) makes unknown ids simply absent, where
+    // InstanceIds fails the whole batch with InvalidInstanceID.NotFound.
+    let reservations = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance-id")
+                .set_values(Some(ids))
+                .build(),
+        )
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsError::from_sdk("DescribeInstances", &e))?;
+    Ok(reservations
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(|id| (id.to_string(), i.clone())))
+        .collect())
+}
+
+/// Why an instance drifted from its resolved node class (Karpenter's reasons), if it did.
+#[must_use]
+pub fn drift_reason(
+    inst: &aws_sdk_ec2::types::Instance,
+    resolved: &ResolvedNodeClass,
+) -> Option<&'static str> {
+    if let Some(image) = inst.image_id() {
+        if !resolved.amis.iter().any(|a| a.id == image) {
+            return Some("AMIDrift");
+        }
+    }
+    if let Some(subnet) = inst.subnet_id() {
+        if !resolved.subnets.iter().any(|s| s.id == subnet) {
+            return Some("SubnetDrift");
+        }
+    }
+    let have: BTreeSet<&str> = inst
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    let want: BTreeSet<&str> = resolved
+        .security_groups
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    if !have.is_empty() && have != want {
+        return Some("SecurityGroupDrift");
+    }
+    if let Some(hash) = tag(inst.tags(), tags::NODECLASS_HASH) {
+        if hash != resolved.spec_hash() {
+            return Some("NodeClassDrift");
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl CloudProvider for AwsCloudProvider {
+    fn name(&self) -> &str {
+        "aws"
+    }
+
+    async fn create(&self, request: &LaunchRequest) -> Result<Instance, CloudError> {
+        let span =
+            info_span!("create", nodeclaim = %request.nodeclaim, nodepool = %request.nodepool);
+        self.launch(request).instrument(span).await
+    }
+
+    async fn delete(&self, provider_id: &str) -> Result<(), CloudError> {
+        let span = info_span!("delete", provider_id);
+        async {
+            let inst = self.describe_one(provider_id).await?;
+            let id = inst.instance_id().unwrap_or_default().to_string();
+            if describe::is_terminating(&inst) {
+                debug!(instance = %id, "already shutting down");
+                return Ok(());
+            }
+            match self.terminate.get(&id).await {
+                Ok(_) => {
+                    info!(instance = %id, "terminating");
+                    Ok(())
+                }
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+                    Err(CloudError::NotFound {
+                        provider_id: provider_id.to_string(),
+                    })
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get(&self, provider_id: &str) -> Result<Instance, CloudError> {
+        let inst = self.describe_one(provider_id).await?;
+        self.to_instance(&inst).ok_or_else(|| CloudError::NotFound {
+            provider_id: provider_id.to_string(),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>, CloudError> {
+        let reservations = self
+            .clients
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("tag-key")
+                    .values(tags::NODEPOOL)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", self.settings.cluster_tag_key()))
+                    .values("owned")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .values("shutting-down")
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeInstances", &e))?;
+        let mut out: Vec<Instance> = reservations
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| self.to_instance(i))
+            .collect();
+        out.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
+        Ok(out)
+    }
+
+    async fn instance_types(
+        &self,
+        _nodepool: &str,
+        node_class: Option<&str>,
+    ) -> Result<Vec<Arc<InstanceType>>, CloudError> {
+        let resolved = self.resolved_node_class(node_class.unwrap_or_default())?;
+        self.instance_types_for(&resolved)
+    }
+
+    async fn is_drifted(&self, instance: &Instance) -> Result<Option<String>, CloudError> {
+        let inst = self.describe_one(&instance.provider_id).await?;
+        let Some(class) = tag(inst.tags(), tags::NODECLASS) else {
+            return Ok(None);
+        };
+        let resolved = self.resolved_node_class(class)?;
+        Ok(drift_reason(&inst, &resolved).map(str::to_string))
+    }
+}

@@ -1,0 +1,849 @@
+//! EC2NodeClass resolution: subnets and security groups by selector terms, AMIs by alias (public SSM
+//! parameters), id, name or tags, and the instance profile, into the node class's status with
+//! Karpenter's conditions (`SubnetsReady`, `SecurityGroupsReady`, `AMIsReady`,
+//! `InstanceProfileReady`, `Ready`).
+//!
+//! Selector semantics (Karpenter's): terms are ORed; within a term, every field must match (AND).
+//! A tag value `*` matches any value of the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use aws_sdk_ec2::types::Filter;
+use karp_core::labels;
+use karp_core::requirements::{Requirement, Requirements};
+
+use crate::allocatable::{AmiFamily, NodeClassSettings};
+use crate::catalog::labels as aws_labels;
+use crate::error::{AwsError, ErrorKind};
+use crate::nodeclass::{
+    AMISelectorTerm, Ami, Condition, EC2NodeClass, EC2NodeClassStatus, NodeSelectorRequirement,
+    SecurityGroup, SecurityGroupSelectorTerm, Subnet, SubnetSelectorTerm,
+};
+use crate::sdk::{AwsClients, AwsSettings};
+
+/// One EC2 filter as (name, values); converted to the SDK's `Filter` at the call.
+pub type FilterSpec = (String, Vec<String>);
+
+fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<FilterSpec> {
+    tags.iter()
+        .map(|(k, v)| {
+            if v == "*" {
+                ("tag-key".to_string(), vec![k.clone()])
+            } else {
+                (format!("tag:{k}"), vec![v.clone()])
+            }
+        })
+        .collect()
+}
+
+/// The `DescribeSubnets` filters of one subnet selector term.
+#[must_use]
+pub fn subnet_filters(term: &SubnetSelectorTerm) -> Vec<FilterSpec> {
+    let mut f = tag_filters(&term.tags);
+    if let Some(id) = &term.id {
+        f.push(("subnet-id".into(), vec![id.clone()]));
+    }
+    f
+}
+
+/// The `DescribeSecurityGroups` filters of one security group selector term.
+#[must_use]
+pub fn security_group_filters(term: &SecurityGroupSelectorTerm) -> Vec<FilterSpec> {
+    let mut f = tag_filters(&term.tags);
+    if let Some(id) = &term.id {
+        f.push(("group-id".into(), vec![id.clone()]));
+    }
+    if let Some(name) = &term.name {
+        f.push(("group-name".into(), vec![name.clone()]));
+    }
+    f
+}
+
+/// The `DescribeImages` filters and owners of one AMI selector term (not for aliases).
+#[must_use]
+pub fn ami_filters(term: &AMISelectorTerm) -> (Vec<FilterSpec>, Vec<String>) {
+    let mut f = tag_filters(&term.tags);
+    if let Some(id) = &term.id {
+        f.push(("image-id".into(), vec![id.clone()]));
+    }
+    if let Some(name) = &term.name {
+        f.push(("name".into(), vec![name.clone()]));
+    }
+    let owners = match (&term.owner, &term.name, &term.id) {
+        (Some(o), _, _) => vec![o.clone()],
+        // Karpenter: a name without an owner looks in the account's own and Amazon's images.
+        (None, Some(_), None) => vec!["self".into(), "amazon".into()],
+        _ => Vec::new(),
+    };
+    (f, owners)
+}
+
+fn sdk_filters(specs: &[FilterSpec]) -> Vec<Filter> {
+    specs
+        .iter()
+        .map(|(name, values)| {
+            Filter::builder()
+                .name(name)
+                .set_values(Some(values.clone()))
+                .build()
+        })
+        .collect()
+}
+
+/// One AMI variant an alias resolves to: the SSM parameter holding its id, and the requirements
+/// of the instance types it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasParameter {
+    /// Full SSM parameter name.
+    pub parameter: String,
+    /// Requirements of the instance types that use this AMI.
+    pub requirements: Requirements,
+}
+
+fn arch_req(arch: &str) -> Requirement {
+    Requirement::in_values(labels::ARCH, [arch])
+}
+
+/// Parses `family@version` and lists the SSM parameters of the AMIs it names, as Karpenter's
+/// alias resolution does (`latest` or a pinned release).
+///
+/// # Errors
+/// A message naming what is wrong with the alias.
+pub fn alias_parameters(
+    alias: &str,
+    kubernetes_version: &str,
+    prefix: &str,
+) -> Result<Vec<AliasParameter>, String> {
+    let (family, version) = alias
+        .split_once('@')
+        .ok_or_else(|| format!("alias {alias:?} must be family@version"))?;
+    let family = AmiFamily::from_alias_family(family)
+        .ok_or_else(|| format!("alias {alias:?}: unknown family {family:?}"))?;
+    if version.is_empty() {
+        return Err(format!("alias {alias:?}: empty version"));
+    }
+    let k8s = kubernetes_version;
+    let mut out = Vec::new();
+    let mut push = |parameter: String, reqs: Vec<Requirement>| {
+        out.push(AliasParameter {
+            parameter,
+            requirements: Requirements::from_iter(reqs),
+        });
+    };
+    let no_gpu = || Requirement::does_not_exist(aws_labels::INSTANCE_GPU_COUNT);
+    let no_accel = || Requirement::does_not_exist(aws_labels::INSTANCE_ACCELERATOR_COUNT);
+    match family {
+        AmiFamily::AL2023 => {
+            let release = |arch: &str, variant: &str| {
+                if version == "latest" {
+                    "recommended".to_string()
+                } else {
+                    format!("amazon-eks-node-al2023-{arch}-{variant}-{k8s}-{version}")
+                }
+            };
+            let base = format!("{prefix}/eks/optimized-ami/{k8s}/amazon-linux-2023");
+            for (arch, kube_arch) in [("x86_64", "amd64"), ("arm64", "arm64")] {
+                push(
+                    format!(
+                        "{base}/{arch}/standard/{}/image_id",
+                        release(arch, "standard")
+                    ),
+                    vec![arch_req(kube_arch), no_gpu(), no_accel()],
+                );
+                push(
+                    format!("{base}/{arch}/nvidia/{}/image_id", release(arch, "nvidia")),
+                    vec![
+                        arch_req(kube_arch),
+                        Requirement::exists(aws_labels::INSTANCE_GPU_COUNT),
+                    ],
+                );
+            }
+            push(
+                format!(
+                    "{base}/x86_64/neuron/{}/image_id",
+                    release("x86_64", "neuron")
+                ),
+                vec![
+                    arch_req("amd64"),
+                    Requirement::exists(aws_labels::INSTANCE_ACCELERATOR_COUNT),
+                ],
+            );
+        }
+        AmiFamily::AL2 => {
+            let release = if version == "latest" {
+                "recommended".to_string()
+            } else {
+                format!("amazon-eks-node-{k8s}-{version}")
+            };
+            let base = format!("{prefix}/eks/optimized-ami/{k8s}");
+            push(
+                format!("{base}/amazon-linux-2/{release}/image_id"),
+                vec![arch_req("amd64"), no_gpu(), no_accel()],
+            );
+            push(
+                format!(
+                    "{base}/amazon-linux-2-gpu/{}/image_id",
+                    release.replace("amazon-eks-node-", "amazon-eks-gpu-node-")
+                ),
+                vec![
+                    arch_req("amd64"),
+                    Requirement::exists(aws_labels::INSTANCE_GPU_COUNT),
+                ],
+            );
+            push(
+                format!(
+                    "{base}/amazon-linux-2-arm64/{}/image_id",
+                    release.replace("amazon-eks-node-", "amazon-eks-arm64-node-")
+                ),
+                vec![arch_req("arm64"), no_gpu(), no_accel()],
+            );
+        }
+        AmiFamily::Bottlerocket => {
+            let release = if version == "latest" {
+                "latest".to_string()
+            } else {
+                version.trim_start_matches('v').to_string()
+            };
+            for (arch, kube_arch) in [("x86_64", "amd64"), ("arm64", "arm64")] {
+                push(
+                    format!("{prefix}/bottlerocket/aws-k8s-{k8s}/{arch}/{release}/image_id"),
+                    vec![arch_req(kube_arch), no_gpu()],
+                );
+                push(
+                    format!("{prefix}/bottlerocket/aws-k8s-{k8s}-nvidia/{arch}/{release}/image_id"),
+                    vec![
+                        arch_req(kube_arch),
+                        Requirement::exists(aws_labels::INSTANCE_GPU_COUNT),
+                    ],
+                );
+            }
+        }
+        AmiFamily::Windows2019 | AmiFamily::Windows2022 | AmiFamily::Windows2025 => {
+            if version != "latest" {
+                return Err(format!(
+                    "alias {alias:?}: Windows aliases only support @latest"
+                ));
+            }
+            let year = &family.name()[7..];
+            push(
+                format!(
+                    "{prefix}/ami-windows-latest/Windows_Server-{year}-English-Core-EKS_Optimized-{k8s}/image_id"
+                ),
+                vec![arch_req("amd64")],
+            );
+        }
+        AmiFamily::Custom => return Err(format!("alias {alias:?}: Custom has no alias")),
+    }
+    Ok(out)
+}
+
+/// A subnet the node class selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedSubnet {
+    /// Subnet id.
+    pub id: String,
+    /// Zone name.
+    pub zone: String,
+    /// Zone id.
+    pub zone_id: Option<String>,
+    /// Free IPv4 addresses.
+    pub available_ips: i64,
+}
+
+/// An AMI the node class selected, with the requirements of the types it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedAmi {
+    /// Image id.
+    pub id: String,
+    /// Image name.
+    pub name: Option<String>,
+    /// Creation date (RFC 3339) for newest-first ordering.
+    pub creation_date: String,
+    /// Whether AWS marked it deprecated.
+    pub deprecated: bool,
+    /// Which instance types it serves (architecture, GPU or not...).
+    pub requirements: Requirements,
+}
+
+/// A node class resolved against the account: what a launch needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedNodeClass {
+    /// The node class as given (spec).
+    pub node_class: EC2NodeClass,
+    /// Allocatable settings from the spec.
+    pub settings: NodeClassSettings,
+    /// Subnets, most free IPs first.
+    pub subnets: Vec<ResolvedSubnet>,
+    /// Security groups, by id.
+    pub security_groups: Vec<SecurityGroup>,
+    /// AMIs, newest first.
+    pub amis: Vec<ResolvedAmi>,
+    /// Instance profile name.
+    pub instance_profile: Option<String>,
+}
+
+impl ResolvedNodeClass {
+    /// The node class name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.node_class.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// Zones of the selected subnets.
+    #[must_use]
+    pub fn zones(&self) -> BTreeSet<String> {
+        self.subnets.iter().map(|s| s.zone.clone()).collect()
+    }
+
+    /// The subnet a launch in `zone` uses: the one with the most free addresses.
+    #[must_use]
+    pub fn subnet_for_zone(&self, zone: &str) -> Option<&ResolvedSubnet> {
+        self.subnets
+            .iter()
+            .filter(|s| s.zone == zone)
+            .max_by(|a, b| a.available_ips.cmp(&b.available_ips).then(b.id.cmp(&a.id)))
+    }
+
+    /// The newest non-deprecated AMI (else newest) serving an instance type with `labels`.
+    #[must_use]
+    pub fn ami_for(&self, type_requirements: &Requirements) -> Option<&ResolvedAmi> {
+        let fits = |a: &&ResolvedAmi| type_requirements.intersects(&a.requirements);
+        self.amis
+            .iter()
+            .filter(|a| !a.deprecated)
+            .find(fits)
+            .or_else(|| self.amis.iter().find(fits))
+    }
+
+    /// A stable hash of the spec fields that shape launched instances (Karpenter's
+    /// `ec2nodeclass-hash`), for static drift detection.
+    #[must_use]
+    pub fn spec_hash(&self) -> String {
+        let spec = &self.node_class.spec;
+        // Selector terms drive dynamic drift (AMI/subnet/SG ids), so they are not in the hash.
+        let relevant = serde_json::json!({
+            "amiFamily": spec.ami_family,
+            "role": spec.role,
+            "instanceProfile": spec.instance_profile,
+            "userData": spec.user_data,
+            "tags": spec.tags,
+            "metadataOptions": spec.metadata_options,
+            "blockDeviceMappings": spec.block_device_mappings,
+            "instanceStorePolicy": spec.instance_store_policy,
+            "detailedMonitoring": spec.detailed_monitoring,
+            "associatePublicIPAddress": spec.associate_public_ip_address,
+            "kubelet": spec.kubelet,
+            "context": spec.context,
+        });
+        format!("{:016x}", fnv1a(relevant.to_string().as_bytes()))
+    }
+
+    /// The status Karpenter would write (all conditions True).
+    #[must_use]
+    pub fn status(&self) -> EC2NodeClassStatus {
+        EC2NodeClassStatus {
+            subnets: self
+                .subnets
+                .iter()
+                .map(|s| Subnet {
+                    id: s.id.clone(),
+                    zone: s.zone.clone(),
+                    zone_id: s.zone_id.clone(),
+                })
+                .collect(),
+            security_groups: self.security_groups.clone(),
+            amis: self
+                .amis
+                .iter()
+                .map(|a| Ami {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    deprecated: a.deprecated,
+                    requirements: a
+                        .requirements
+                        .to_node_selector()
+                        .into_iter()
+                        .map(|r| NodeSelectorRequirement {
+                            key: r.key,
+                            operator: r.operator.as_str().to_string(),
+                            values: r.values,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            instance_profile: self.instance_profile.clone(),
+            conditions: conditions(&[]),
+        }
+    }
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free hash for names and drift hashes.
+#[must_use]
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The condition types of an EC2NodeClass, in status order.
+pub const CONDITION_TYPES: [&str; 5] = [
+    "SubnetsReady",
+    "SecurityGroupsReady",
+    "AMIsReady",
+    "InstanceProfileReady",
+    "Ready",
+];
+
+/// Conditions with the given failures (type, reason, message); the others are True and `Ready`
+/// is False when anything failed.
+#[must_use]
+pub fn conditions(failures: &[(&str, &str, String)]) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for t in CONDITION_TYPES {
+        let failure = if t == "Ready" {
+            failures
+                .first()
+                .map(|(ft, _, msg)| ("NotReady".to_string(), format!("{ft} is False: {msg}")))
+        } else {
+            failures
+                .iter()
+                .find(|(ft, _, _)| *ft == t)
+                .map(|(_, r, m)| ((*r).to_string(), m.clone()))
+        };
+        out.push(match failure {
+            Some((reason, message)) => Condition {
+                type_: t.to_string(),
+                status: "False".into(),
+                reason: Some(reason),
+                message: Some(message),
+                ..Condition::default()
+            },
+            None => Condition {
+                type_: t.to_string(),
+                status: "True".into(),
+                reason: Some(t.to_string()),
+                ..Condition::default()
+            },
+        });
+    }
+    out
+}
+
+/// The outcome of resolving a node class: the status to write, and what launches need when Ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    /// Status with conditions (always set).
+    pub status: EC2NodeClassStatus,
+    /// The resolved node class, or why it is not ready.
+    pub resolved: Result<ResolvedNodeClass, String>,
+}
+
+/// Resolves a node class against the account. API failures are errors; "nothing matched" and
+/// invalid specs are a not-ready [`Resolution`] with False conditions.
+///
+/// # Errors
+/// [`AwsError`] when a Describe or SSM call fails.
+pub async fn resolve_node_class(
+    clients: &AwsClients,
+    settings: &AwsSettings,
+    node_class: &EC2NodeClass,
+) -> Result<Resolution, AwsError> {
+    let spec = &node_class.spec;
+    let mut failures: Vec<(&str, &str, String)> = Vec::new();
+    let nc_settings = match spec.settings() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            failures.push(("AMIsReady", "InvalidSpec", e.to_string()));
+            None
+        }
+    };
+
+    let subnets = describe_subnets(clients, &spec.subnet_selector_terms).await?;
+    if spec.subnet_selector_terms.is_empty() {
+        failures.push((
+            "SubnetsReady",
+            "SubnetsNotFound",
+            "spec.subnetSelectorTerms is empty".into(),
+        ));
+    } else if subnets.is_empty() {
+        failures.push((
+            "SubnetsReady",
+            "SubnetsNotFound",
+            "no subnet matches spec.subnetSelectorTerms".into(),
+        ));
+    }
+    let security_groups =
+        describe_security_groups(clients, &spec.security_group_selector_terms).await?;
+    if security_groups.is_empty() {
+        failures.push((
+            "SecurityGroupsReady",
+            "SecurityGroupsNotFound",
+            "no security group matches spec.securityGroupSelectorTerms".into(),
+        ));
+    }
+    let amis = match describe_amis(clients, settings, &spec.ami_selector_terms).await? {
+        Ok(a) if a.is_empty() => {
+            failures.push((
+                "AMIsReady",
+                "AMINotFound",
+                "no AMI matches spec.amiSelectorTerms".into(),
+            ));
+            a
+        }
+        Ok(a) => a,
+        Err(msg) => {
+            failures.push(("AMIsReady", "InvalidAlias", msg));
+            Vec::new()
+        }
+    };
+    let instance_profile = match (&spec.instance_profile, &spec.role) {
+        (Some(p), _) => Some(p.clone()),
+        // Karpenter creates a profile for the role named `<cluster>_<hash>`; karp derives the same
+        // kind of name (creating it through IAM is left to the installer, see docs/aws.md).
+        (None, Some(role)) => Some(format!(
+            "{}_{:016x}",
+            settings.cluster_name,
+            fnv1a(format!("{}/{role}", settings.region).as_bytes())
+        )),
+        (None, None) => {
+            failures.push((
+                "InstanceProfileReady",
+                "InstanceProfileNotFound",
+                "neither spec.role nor spec.instanceProfile is set".into(),
+            ));
+            None
+        }
+    };
+    let mut status = EC2NodeClassStatus {
+        subnets: subnets
+            .iter()
+            .map(|s| Subnet {
+                id: s.id.clone(),
+                zone: s.zone.clone(),
+                zone_id: s.zone_id.clone(),
+            })
+            .collect(),
+        security_groups: security_groups.clone(),
+        instance_profile: instance_profile.clone(),
+        ..EC2NodeClassStatus::default()
+    };
+    let resolved = match (failures.is_empty(), nc_settings) {
+        (true, Some(nc_settings)) => {
+            let r = ResolvedNodeClass {
+                node_class: node_class.clone(),
+                settings: nc_settings,
+                subnets,
+                security_groups,
+                amis,
+                instance_profile,
+            };
+            status = r.status();
+            Ok(r)
+        }
+        _ => {
+            status.conditions = conditions(&failures);
+            let mut why = String::new();
+            for (t, _, m) in &failures {
+                let _ = write!(why, "{}{t}: {m}", if why.is_empty() { "" } else { "; " });
+            }
+            Err(why)
+        }
+    };
+    Ok(Resolution { status, resolved })
+}
+
+async fn describe_subnets(
+    clients: &AwsClients,
+    terms: &[SubnetSelectorTerm],
+) -> Result<Vec<ResolvedSubnet>, AwsError> {
+    let mut by_id: BTreeMap<String, ResolvedSubnet> = BTreeMap::new();
+    for term in terms {
+        let subnets = clients
+            .ec2
+            .describe_subnets()
+            .set_filters(Some(sdk_filters(&subnet_filters(term))))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeSubnets", &e))?;
+        for s in subnets {
+            let (Some(id), Some(zone)) = (s.subnet_id(), s.availability_zone()) else {
+                continue;
+            };
+            by_id.insert(
+                id.to_string(),
+                ResolvedSubnet {
+                    id: id.to_string(),
+                    zone: zone.to_string(),
+                    zone_id: s.availability_zone_id().map(str::to_string),
+                    available_ips: i64::from(s.available_ip_address_count().unwrap_or(0)),
+                },
+            );
+        }
+    }
+    let mut out: Vec<ResolvedSubnet> = by_id.into_values().collect();
+    out.sort_by(|a, b| b.available_ips.cmp(&a.available_ips).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+async fn describe_security_groups(
+    clients: &AwsClients,
+    terms: &[SecurityGroupSelectorTerm],
+) -> Result<Vec<SecurityGroup>, AwsError> {
+    let mut by_id: BTreeMap<String, SecurityGroup> = BTreeMap::new();
+    for term in terms {
+        let groups = clients
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(sdk_filters(&security_group_filters(term))))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeSecurityGroups", &e))?;
+        for g in groups {
+            if let Some(id) = g.group_id() {
+                by_id.insert(
+                    id.to_string(),
+                    SecurityGroup {
+                        id: id.to_string(),
+                        name: g.group_name().map(str::to_string),
+                    },
+                );
+            }
+        }
+    }
+    Ok(by_id.into_values().collect())
+}
+
+fn image_arch_requirements(arch: Option<&str>) -> Requirements {
+    let kube = match arch {
+        Some("arm64") => "arm64",
+        _ => "amd64",
+    };
+    Requirements::from_iter([arch_req(kube)])
+}
+
+/// Resolves AMI terms: `Ok(Err(msg))` for an invalid alias.
+async fn describe_amis(
+    clients: &AwsClients,
+    settings: &AwsSettings,
+    terms: &[AMISelectorTerm],
+) -> Result<Result<Vec<ResolvedAmi>, String>, AwsError> {
+    let mut found: BTreeMap<String, ResolvedAmi> = BTreeMap::new();
+    for term in terms {
+        if let Some(alias) = &term.alias {
+            let params = match alias_parameters(
+                alias,
+                &settings.kubernetes_version,
+                &settings.ssm_parameter_prefix,
+            ) {
+                Ok(p) => p,
+                Err(msg) => return Ok(Err(msg)),
+            };
+            for p in params {
+                let Some(id) = ssm_parameter(clients, &p.parameter).await? else {
+                    continue;
+                };
+                let mut ami = describe_image(clients, &id).await?.unwrap_or(ResolvedAmi {
+                    id: id.clone(),
+                    name: None,
+                    creation_date: String::new(),
+                    deprecated: false,
+                    requirements: Requirements::new(),
+                });
+                // The alias variant's requirements are more precise than the image's arch.
+                ami.requirements = p.requirements;
+                found.entry(id).or_insert(ami);
+            }
+            continue;
+        }
+        if let Some(param) = &term.ssm_parameter {
+            if let Some(id) = ssm_parameter(clients, param).await? {
+                if let Some(ami) = describe_image(clients, &id).await? {
+                    found.entry(id).or_insert(ami);
+                }
+            }
+            continue;
+        }
+        let (filters, owners) = ami_filters(term);
+        let images = clients
+            .ec2
+            .describe_images()
+            .set_filters(Some(sdk_filters(&filters)))
+            .set_owners((!owners.is_empty()).then_some(owners))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeImages", &e))?;
+        // Karpenter keeps the newest image per requirement set (architecture here).
+        let mut newest: BTreeMap<String, ResolvedAmi> = BTreeMap::new();
+        for img in &images {
+            let Some(ami) = to_resolved_ami(img) else {
+                continue;
+            };
+            let key = format!("{:?}", ami.requirements.to_node_selector());
+            let keep = newest
+                .get(&key)
+                .is_none_or(|cur| ami.creation_date > cur.creation_date);
+            if keep {
+                newest.insert(key, ami);
+            }
+        }
+        for ami in newest.into_values() {
+            found.entry(ami.id.clone()).or_insert(ami);
+        }
+    }
+    let mut out: Vec<ResolvedAmi> = found.into_values().collect();
+    out.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then(a.id.cmp(&b.id)));
+    Ok(Ok(out))
+}
+
+fn to_resolved_ami(img: &aws_sdk_ec2::types::Image) -> Option<ResolvedAmi> {
+    let id = img.image_id()?.to_string();
+    let deprecated = img.deprecation_time().is_some_and(|t| {
+        // RFC 3339 strings compare chronologically when both are UTC with the same format.
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap_or_default();
+        t < now.as_str()
+    });
+    Some(ResolvedAmi {
+        id,
+        name: img.name().map(str::to_string),
+        creation_date: img.creation_date().unwrap_or_default().to_string(),
+        deprecated,
+        requirements: image_arch_requirements(img.architecture().map(|a| a.as_str())),
+    })
+}
+
+async fn describe_image(clients: &AwsClients, id: &str) -> Result<Option<ResolvedAmi>, AwsError> {
+    match clients.ec2.describe_images().image_ids(id).send().await {
+        Ok(out) => Ok(out.images().first().and_then(to_resolved_ami)),
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribeImages", &e);
+            if err.kind() == ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+async fn ssm_parameter(clients: &AwsClients, name: &str) -> Result<Option<String>, AwsError> {
+    match clients.ssm.get_parameter().name(name).send().await {
+        Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+        Err(e) => {
+            let err = AwsError::from_sdk("GetParameter", &e);
+            if err.kind() == ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_terms_become_filters() {
+        let term = SubnetSelectorTerm {
+            tags: BTreeMap::from([
+                ("karpenter.sh/discovery".to_string(), "demo".to_string()),
+                ("tier".to_string(), "*".to_string()),
+            ]),
+            id: None,
+        };
+        assert_eq!(
+            subnet_filters(&term),
+            vec![
+                (
+                    "tag:karpenter.sh/discovery".to_string(),
+                    vec!["demo".to_string()]
+                ),
+                ("tag-key".to_string(), vec!["tier".to_string()]),
+            ]
+        );
+        let sg = SecurityGroupSelectorTerm {
+            name: Some("nodes".into()),
+            ..SecurityGroupSelectorTerm::default()
+        };
+        assert_eq!(
+            security_group_filters(&sg),
+            vec![("group-name".to_string(), vec!["nodes".to_string()])]
+        );
+        let ami = AMISelectorTerm {
+            name: Some("my-ami-*".into()),
+            ..AMISelectorTerm::default()
+        };
+        let (f, owners) = ami_filters(&ami);
+        assert_eq!(f, vec![("name".to_string(), vec!["my-ami-*".to_string()])]);
+        assert_eq!(owners, vec!["self", "amazon"]);
+    }
+
+    #[test]
+    fn aliases_name_the_eks_parameters() {
+        let p = alias_parameters("al2023@latest", "1.33", "/aws/service").unwrap();
+        let names: Vec<&str> = p.iter().map(|a| a.parameter.as_str()).collect();
+        assert!(names.contains(
+            &"/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/x86_64/standard/recommended/image_id"
+        ));
+        assert!(names.contains(
+            &"/aws/service/eks/optimized-ami/1.33/amazon-linux-2023/arm64/standard/recommended/image_id"
+        ));
+        let pinned = alias_parameters("al2023@v20240807", "1.30", "/p").unwrap();
+        assert_eq!(
+            pinned[0].parameter,
+            "/p/eks/optimized-ami/1.30/amazon-linux-2023/x86_64/standard/amazon-eks-node-al2023-x86_64-standard-1.30-v20240807/image_id"
+        );
+        let br = alias_parameters("bottlerocket@v1.20.3", "1.31", "/aws/service").unwrap();
+        assert_eq!(
+            br[0].parameter,
+            "/aws/service/bottlerocket/aws-k8s-1.31/x86_64/1.20.3/image_id"
+        );
+        let win = alias_parameters("windows2022@latest", "1.31", "/aws/service").unwrap();
+        assert_eq!(
+            win[0].parameter,
+            "/aws/service/ami-windows-latest/Windows_Server-2022-English-Core-EKS_Optimized-1.31/image_id"
+        );
+        assert!(alias_parameters("al2023", "1.33", "/x").is_err());
+        assert!(alias_parameters("ubuntu@latest", "1.33", "/x").is_err());
+        assert!(alias_parameters("windows2022@v1", "1.33", "/x").is_err());
+        // Standard AMIs serve types without GPUs; nvidia ones serve GPU types.
+        let std_req = &p[0].requirements;
+        let gpu_type = Requirements::from_iter([
+            Requirement::in_values(labels::ARCH, ["amd64"]),
+            Requirement::in_values(aws_labels::INSTANCE_GPU_COUNT, ["1"]),
+        ]);
+        assert!(!gpu_type.intersects(std_req));
+        assert!(gpu_type.intersects(&p[1].requirements));
+    }
+
+    #[test]
+    fn conditions_report_the_first_failure_in_ready() {
+        let ok = conditions(&[]);
+        assert!(ok.iter().all(|c| c.status == "True"));
+        let bad = conditions(&[("SubnetsReady", "SubnetsNotFound", "none".into())]);
+        let ready = bad.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("SubnetsReady is False: none")
+        );
+        let amis = bad.iter().find(|c| c.type_ == "AMIsReady").unwrap();
+        assert_eq!(amis.status, "True");
+    }
+}
