@@ -38,6 +38,7 @@ pub mod catalog_file;
 pub mod describe;
 pub mod error;
 pub mod launch;
+pub mod moto;
 pub mod nodeclass;
 pub mod pricing;
 pub mod provider;

@@ -252,6 +252,17 @@ impl AwsCloudProvider {
         Arc::clone(&read(&self.account))
     }
 
+    /// Uses an already fetched account catalog (shared between providers, or from a cache).
+    pub fn set_account_catalog(&self, catalog: Arc<AccountCatalog>) {
+        *write(&self.account) = catalog;
+    }
+
+    /// The SDK clients.
+    #[must_use]
+    pub fn clients(&self) -> &AwsClients {
+        &self.clients
+    }
+
     /// Refreshes instance types and offerings from the API.
     ///
     /// # Errors
@@ -652,6 +663,7 @@ impl CloudProvider for AwsCloudProvider {
         let mut out: Vec<Instance> = reservations
             .iter()
             .flat_map(|r| r.instances())
+            .filter(|i| !i.instance_state_terminated())
             .filter_map(|i| self.to_instance(i))
             .collect();
         out.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));

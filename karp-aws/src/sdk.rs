@@ -33,6 +33,8 @@ pub struct AwsSettings {
     pub max_attempts: u32,
     /// Initial back-off between attempts.
     pub initial_backoff: Duration,
+    /// Use fixed dummy credentials instead of the default chain (moto_server accepts any).
+    pub dummy_credentials: bool,
 }
 
 impl AwsSettings {
@@ -51,6 +53,7 @@ impl AwsSettings {
             use_pricing_api: true,
             max_attempts: 3,
             initial_backoff: Duration::from_secs(1),
+            dummy_credentials: false,
         }
     }
 
@@ -61,6 +64,15 @@ impl AwsSettings {
         self.endpoint_url = Some(url.into());
         self.use_pricing_api = false;
         self
+    }
+
+    /// Settings for a local moto_server: endpoint override, dummy credentials, short back-off.
+    #[must_use]
+    pub fn for_moto(region: &str, cluster_name: &str, url: &str) -> Self {
+        let mut s = Self::new(region, cluster_name).with_endpoint(url);
+        s.dummy_credentials = true;
+        s.initial_backoff = Duration::from_millis(10);
+        s
     }
 
     /// The cluster ownership tag key, `kubernetes.io/cluster/<name>`.
@@ -94,6 +106,11 @@ impl AwsClients {
             .retry_config(retry);
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url.clone());
+        }
+        if settings.dummy_credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "karp-dummy",
+            ));
         }
         let conf = loader.load().await;
         Self::from_sdk_config(&conf, settings.use_pricing_api)

@@ -1,0 +1,426 @@
+//! karp-aws against a real EC2 / SSM HTTP API: moto_server on a free loopback port, driven through
+//! aws-sdk-ec2 / aws-sdk-ssm exactly as in production (only the endpoint differs).
+//!
+//! moto lacks EKS's public SSM AMI parameters (and `/aws/` names are reserved), so these tests
+//! point `ssm_parameter_prefix` at a prefix they write.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use karp_aws::catalog::{builtin_type_facts, TypeFacts};
+use karp_aws::launch::tags;
+use karp_aws::moto::MotoServer;
+use karp_aws::nodeclass::EC2NodeClass;
+use karp_aws::provider::{fetch_account_catalog, AccountCatalog};
+use karp_aws::{AwsClients, AwsCloudProvider, AwsSettings};
+use karp_core::cloud::{CloudProvider, LaunchRequest};
+use karp_core::labels;
+use karp_core::requirements::{Requirement, Requirements};
+use karp_core::resources::Resources;
+use tokio::sync::OnceCell;
+
+const REGION: &str = "us-east-1";
+
+fn server() -> &'static MotoServer {
+    static SERVER: OnceLock<MotoServer> = OnceLock::new();
+    SERVER.get_or_init(|| MotoServer::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// DescribeInstanceTypes costs ~4 s on moto: fetch it once per test binary.
+async fn account_catalog() -> Arc<AccountCatalog> {
+    static CATALOG: OnceCell<Arc<AccountCatalog>> = OnceCell::const_new();
+    CATALOG
+        .get_or_init(|| async {
+            let clients = AwsClients::load(&settings("catalog")).await;
+            Arc::new(fetch_account_catalog(&clients).await.unwrap())
+        })
+        .await
+        .clone()
+}
+
+fn settings(cluster: &str) -> AwsSettings {
+    let mut s = AwsSettings::for_moto(REGION, cluster, &server().url());
+    s.ssm_parameter_prefix = format!("/karp-test/{cluster}");
+    s.cluster_endpoint = "https://api.example".into();
+    s.cluster_ca_bundle = "Q0E=".into();
+    s
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+/// A VPC with subnets in three zones and a security group, tagged for discovery, and an AL2023
+/// AMI published under the test's SSM prefix. Returns the AMI id.
+async fn seed(clients: &AwsClients, settings: &AwsSettings, octet: u8) -> String {
+    let cluster = &settings.cluster_name;
+    let ec2 = &clients.ec2;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block(format!("10.{octet}.0.0/16"))
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c"].iter().enumerate() {
+        ec2.create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.{octet}.{i}.0/24"))
+            .availability_zone(*zone)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Subnet)
+                    .tags(tag("karpenter.sh/discovery", cluster))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    ec2.create_security_group()
+        .group_name(format!("{cluster}-nodes"))
+        .description("nodes")
+        .vpc_id(&vpc_id)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(tag("karpenter.sh/discovery", cluster))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let images = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(
+            Filter::builder()
+                .name("name")
+                .values("al2023-ami-2023*-x86_64")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = images.images().iter().filter_map(|i| i.image_id()).collect();
+    ids.sort_unstable();
+    let ami = ids.first().expect("moto ships AL2023 AMIs").to_string();
+    publish_ami(clients, settings, &ami).await;
+    ami
+}
+
+async fn publish_ami(clients: &AwsClients, settings: &AwsSettings, ami: &str) {
+    clients
+        .ssm
+        .put_parameter()
+        .name(format!(
+            "{}/eks/optimized-ami/{}/amazon-linux-2023/x86_64/standard/recommended/image_id",
+            settings.ssm_parameter_prefix, settings.kubernetes_version
+        ))
+        .value(ami)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+}
+
+fn node_class(cluster: &str, discovery: &str) -> EC2NodeClass {
+    serde_yaml::from_str(&format!(
+        r"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata:
+  name: default
+spec:
+  role: KarpenterNodeRole-{cluster}
+  amiSelectorTerms:
+    - alias: al2023@latest
+  subnetSelectorTerms:
+    - tags:
+        karpenter.sh/discovery: {discovery}
+  securityGroupSelectorTerms:
+    - tags:
+        karpenter.sh/discovery: {discovery}
+  tags:
+    team: infra
+"
+    ))
+    .unwrap()
+}
+
+async fn provider(cluster: &str, octet: u8) -> (AwsCloudProvider, String) {
+    let settings = settings(cluster);
+    let clients = AwsClients::load(&settings).await;
+    let ami = seed(&clients, &settings, octet).await;
+    let provider = AwsCloudProvider::new(clients, settings);
+    provider.set_account_catalog(account_catalog().await);
+    let status = provider
+        .resolve_node_class(&node_class(cluster, cluster))
+        .await
+        .unwrap();
+    assert!(
+        status.conditions.iter().all(|c| c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
+    (provider, ami)
+}
+
+fn request(nodeclaim: &str, types: &[&str], capacity_type: &str) -> LaunchRequest {
+    LaunchRequest {
+        nodeclaim: nodeclaim.into(),
+        nodepool: "default".into(),
+        node_class: Some("default".into()),
+        requirements: Requirements::from_iter([
+            Requirement::in_values(labels::INSTANCE_TYPE, types.iter().copied()),
+            Requirement::in_values(labels::CAPACITY_TYPE, [capacity_type]),
+        ]),
+        requests: Resources::from_pairs([("cpu", "1"), ("memory", "1Gi")]).unwrap(),
+        labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
+        taints: Vec::new(),
+    }
+}
+
+fn comparable(mut f: TypeFacts) -> TypeFacts {
+    f.extended.remove(karp_aws::catalog::resources::POD_ENI);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_types_from_the_api_match_the_builtin_catalog() {
+    let account = account_catalog().await;
+    let builtin = builtin_type_facts().unwrap();
+    let live: BTreeMap<&str, &TypeFacts> =
+        account.types.iter().map(|f| (f.name.as_str(), f)).collect();
+    let mut compared = 0;
+    for b in &builtin {
+        let l = live
+            .get(b.name.as_str())
+            .unwrap_or_else(|| panic!("{} missing from DescribeInstanceTypes", b.name));
+        assert_eq!(comparable((*l).clone()), comparable(b.clone()), "{}", b.name);
+        compared += 1;
+    }
+    assert_eq!(compared, builtin.len());
+    assert!(compared > 1200, "only {compared} types");
+    // Offerings per zone: us-east-1e offers far fewer types than us-east-1a.
+    let in_zone = |z: &str| account.zones.values().filter(|zs| zs.iter().any(|x| x == z)).count();
+    assert!(in_zone("us-east-1a") > 500);
+    assert!(in_zone("us-east-1e") < 100);
+    assert!(account.zones["m5.large"].contains(&"us-east-1a".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_class_resolves_subnets_security_groups_and_amis() {
+    let (provider, ami) = provider("resolve", 11).await;
+    let resolved = provider.resolved_node_class("default").unwrap();
+    let status = resolved.status();
+    assert_eq!(status.subnets.len(), 3);
+    let zones: Vec<&str> = status.subnets.iter().map(|s| s.zone.as_str()).collect();
+    for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+        assert!(zones.contains(&z), "{zones:?}");
+    }
+    assert_eq!(status.security_groups.len(), 1);
+    assert_eq!(status.security_groups[0].name.as_deref(), Some("resolve-nodes"));
+    assert_eq!(status.amis.len(), 1);
+    assert_eq!(status.amis[0].id, ami);
+    assert!(status.instance_profile.is_some());
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+
+    // Instance types are limited to the subnets' zones and to types the AMI serves (x86, no GPU).
+    let types = provider
+        .instance_types("default", Some("default"))
+        .await
+        .unwrap();
+    assert!(types.len() > 300, "{} types", types.len());
+    for it in &types {
+        assert_eq!(it.label(labels::ARCH), Some("amd64"), "{}", it.name);
+        for o in &it.offerings {
+            assert!(zones.contains(&o.zone.as_str()), "{} {}", it.name, o.zone);
+        }
+    }
+    assert!(!types.iter().any(|t| t.name.starts_with("p4d")));
+
+    // A node class whose selectors match nothing is not ready and has no instance types.
+    let bad = provider
+        .resolve_node_class(&node_class("resolve", "nobody"))
+        .await
+        .unwrap();
+    let subnets = bad.conditions.iter().find(|c| c.type_ == "SubnetsReady").unwrap();
+    assert_eq!(subnets.status, "False");
+    assert_eq!(subnets.reason.as_deref(), Some("SubnetsNotFound"));
+    let err = provider
+        .instance_types("default", Some("default"))
+        .await
+        .unwrap_err();
+    assert!(err.is_node_class_not_ready(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_list_get_delete_and_drift() {
+    let (provider, ami) = provider("launch", 12).await;
+    let inst = provider
+        .create(&request("nc-launch-1", &["m5.large", "m5.xlarge"], "on-demand"))
+        .await
+        .unwrap();
+    assert!(inst.provider_id.starts_with("aws:///us-east-1"), "{}", inst.provider_id);
+    assert_eq!(inst.instance_type, "m5.large");
+    assert_eq!(inst.capacity_type, "on-demand");
+    assert_eq!(inst.nodeclaim.as_deref(), Some("nc-launch-1"));
+    assert_eq!(inst.labels[labels::ZONE], inst.zone);
+
+    // The instance carries karp's tags, the user's tags and the AMI; its template exists.
+    let id = karp_aws::provider::instance_id(&inst.provider_id).unwrap().to_string();
+    let ec2 = &provider.clients().ec2;
+    let out = ec2.describe_instances().instance_ids(&id).send().await.unwrap();
+    let described = &out.reservations()[0].instances()[0];
+    let t = |k: &str| karp_aws::describe::tag(described.tags(), k).map(str::to_string);
+    assert_eq!(t(tags::NODECLAIM).as_deref(), Some("nc-launch-1"));
+    assert_eq!(t(tags::NODEPOOL).as_deref(), Some("default"));
+    assert_eq!(t(tags::NODECLASS).as_deref(), Some("default"));
+    assert_eq!(t("kubernetes.io/cluster/launch").as_deref(), Some("owned"));
+    assert_eq!(t(tags::EKS_CLUSTER_NAME).as_deref(), Some("launch"));
+    assert_eq!(t("team").as_deref(), Some("infra"));
+    assert_eq!(described.image_id(), Some(ami.as_str()));
+    let lts = ec2
+        .describe_launch_templates()
+        .filters(
+            Filter::builder()
+                .name("tag:karpenter.k8s.aws/cluster")
+                .values("launch")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // One template per (AMI, max pods): m5.large (29 pods) and m5.xlarge (58 pods).
+    assert_eq!(lts.launch_templates().len(), 2);
+    for lt in lts.launch_templates() {
+        let lt_name = lt.launch_template_name().unwrap();
+        assert!(lt_name.starts_with("karpenter.k8s.aws/"), "{lt_name}");
+        let version = ec2
+            .describe_launch_template_versions()
+            .launch_template_name(lt_name)
+            .send()
+            .await
+            .unwrap();
+        let data = version.launch_template_versions()[0]
+            .launch_template_data()
+            .unwrap();
+        assert_eq!(
+            data.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
+            Some("required")
+        );
+        assert_eq!(data.image_id(), Some(ami.as_str()));
+        use base64::Engine as _;
+        let user_data = base64::engine::general_purpose::STANDARD
+            .decode(data.user_data().unwrap())
+            .unwrap();
+        let user_data = String::from_utf8(user_data).unwrap();
+        assert!(user_data.contains("kind: NodeConfig"), "{user_data}");
+        assert!(user_data.contains("karpenter.sh/unregistered"), "{user_data}");
+        assert!(user_data.contains("team=a"), "{user_data}");
+    }
+
+    // A second launch reuses the templates.
+    let second = provider
+        .create(&request("nc-launch-2", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    let lts = ec2
+        .describe_launch_templates()
+        .filters(
+            Filter::builder()
+                .name("tag:karpenter.k8s.aws/cluster")
+                .values("launch")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lts.launch_templates().len(), 2);
+
+    // List finds exactly this cluster's instances; Get finds each.
+    let listed = provider.list().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|i| i.provider_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&inst.provider_id.as_str()));
+    assert!(ids.contains(&second.provider_id.as_str()));
+    let got = provider.get(&inst.provider_id).await.unwrap();
+    assert_eq!(got.instance_type, "m5.large");
+    assert_eq!(got.nodeclaim.as_deref(), Some("nc-launch-1"));
+
+    // Not drifted; then publish a new AMI: AMIDrift.
+    assert_eq!(provider.is_drifted(&inst).await.unwrap(), None);
+    let other_ami = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(Filter::builder().name("name").values("al2023-ami-2023*-x86_64").build())
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .find(|i| *i != ami)
+        .expect("a second AL2023 AMI")
+        .to_string();
+    publish_ami(provider.clients(), provider.settings(), &other_ami).await;
+    provider
+        .resolve_node_class(&node_class("launch", "launch"))
+        .await
+        .unwrap();
+    assert_eq!(
+        provider.is_drifted(&inst).await.unwrap().as_deref(),
+        Some("AMIDrift")
+    );
+
+    // Delete terminates; once gone, Get and Delete say NotFound.
+    provider.delete(&inst.provider_id).await.unwrap();
+    let mut gone = false;
+    for _ in 0..20 {
+        match provider.get(&inst.provider_id).await {
+            Err(e) if e.is_not_found() => {
+                gone = true;
+                break;
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    assert!(gone, "instance never reported NotFound");
+    assert!(provider.delete(&inst.provider_id).await.unwrap_err().is_not_found());
+    let listed = provider.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].provider_id, second.provider_id);
+    provider.delete(&second.provider_id).await.unwrap();
+    // Unknown and malformed ids are NotFound too.
+    assert!(provider
+        .get("aws:///us-east-1a/i-0000000000000000f")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(provider.get("garbage").await.unwrap_err().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_launches_take_the_cheapest_allowed_offering() {
+    let (provider, _) = provider("spot", 13).await;
+    let inst = provider
+        .create(&request("nc-spot", &["c5.large", "m5.large", "r5.large"], "spot"))
+        .await
+        .unwrap();
+    assert_eq!(inst.capacity_type, "spot");
+    // moto launches the first override; karp orders them cheapest first (c5.large here).
+    assert_eq!(inst.instance_type, "c5.large");
+    // A request nothing can satisfy is InsufficientCapacity without launching.
+    let err = provider
+        .create(&request("nc-none", &["zz9.mega"], "spot"))
+        .await
+        .unwrap_err();
+    assert!(err.is_insufficient_capacity(), "{err:?}");
+    assert_eq!(provider.list().await.unwrap().len(), 1);
+}
