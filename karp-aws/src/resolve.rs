@@ -744,8 +744,11 @@ async fn ssm_parameter(clients: &AwsClients, name: &str) -> Result<Option<String
     match clients.ssm.get_parameter().name(name).send().await {
         Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
         Err(e) => {
+            let modeled_not_found = e.as_service_error().is_some_and(
+                aws_sdk_ssm::operation::get_parameter::GetParameterError::is_parameter_not_found,
+            );
             let err = AwsError::from_sdk("GetParameter", &e);
-            if err.kind() == ErrorKind::NotFound {
+            if modeled_not_found || err.kind() == ErrorKind::NotFound {
                 Ok(None)
             } else {
                 Err(err)

@@ -109,7 +109,11 @@ impl AwsClients {
         }
         if settings.dummy_credentials {
             loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "karp-dummy",
+                "testing",
+                "testing",
+                None,
+                None,
+                "karp-dummy",
             ));
         }
         let conf = loader.load().await;

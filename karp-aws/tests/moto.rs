@@ -63,7 +63,10 @@ async fn seed(clients: &AwsClients, settings: &AwsSettings, octet: u8) -> String
         .await
         .unwrap();
     let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c"].iter().enumerate() {
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c"]
+        .iter()
+        .enumerate()
+    {
         ec2.create_subnet()
             .vpc_id(&vpc_id)
             .cidr_block(format!("10.{octet}.{i}.0/24"))
@@ -103,7 +106,11 @@ async fn seed(clients: &AwsClients, settings: &AwsSettings, octet: u8) -> String
         .send()
         .await
         .unwrap();
-    let mut ids: Vec<&str> = images.images().iter().filter_map(|i| i.image_id()).collect();
+    let mut ids: Vec<&str> = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .collect();
     ids.sort_unstable();
     let ami = ids.first().expect("moto ships AL2023 AMIs").to_string();
     publish_ami(clients, settings, &ami).await;
@@ -199,13 +206,24 @@ async fn instance_types_from_the_api_match_the_builtin_catalog() {
         let l = live
             .get(b.name.as_str())
             .unwrap_or_else(|| panic!("{} missing from DescribeInstanceTypes", b.name));
-        assert_eq!(comparable((*l).clone()), comparable(b.clone()), "{}", b.name);
+        assert_eq!(
+            comparable((*l).clone()),
+            comparable(b.clone()),
+            "{}",
+            b.name
+        );
         compared += 1;
     }
     assert_eq!(compared, builtin.len());
     assert!(compared > 1200, "only {compared} types");
     // Offerings per zone: us-east-1e offers far fewer types than us-east-1a.
-    let in_zone = |z: &str| account.zones.values().filter(|zs| zs.iter().any(|x| x == z)).count();
+    let in_zone = |z: &str| {
+        account
+            .zones
+            .values()
+            .filter(|zs| zs.iter().any(|x| x == z))
+            .count()
+    };
     assert!(in_zone("us-east-1a") > 500);
     assert!(in_zone("us-east-1e") < 100);
     assert!(account.zones["m5.large"].contains(&"us-east-1a".to_string()));
@@ -222,11 +240,18 @@ async fn node_class_resolves_subnets_security_groups_and_amis() {
         assert!(zones.contains(&z), "{zones:?}");
     }
     assert_eq!(status.security_groups.len(), 1);
-    assert_eq!(status.security_groups[0].name.as_deref(), Some("resolve-nodes"));
+    assert_eq!(
+        status.security_groups[0].name.as_deref(),
+        Some("resolve-nodes")
+    );
     assert_eq!(status.amis.len(), 1);
     assert_eq!(status.amis[0].id, ami);
     assert!(status.instance_profile.is_some());
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(ready.status, "True");
 
     // Instance types are limited to the subnets' zones and to types the AMI serves (x86, no GPU).
@@ -248,7 +273,11 @@ async fn node_class_resolves_subnets_security_groups_and_amis() {
         .resolve_node_class(&node_class("resolve", "nobody"))
         .await
         .unwrap();
-    let subnets = bad.conditions.iter().find(|c| c.type_ == "SubnetsReady").unwrap();
+    let subnets = bad
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SubnetsReady")
+        .unwrap();
     assert_eq!(subnets.status, "False");
     assert_eq!(subnets.reason.as_deref(), Some("SubnetsNotFound"));
     let err = provider
@@ -262,19 +291,34 @@ async fn node_class_resolves_subnets_security_groups_and_amis() {
 async fn launch_list_get_delete_and_drift() {
     let (provider, ami) = provider("launch", 12).await;
     let inst = provider
-        .create(&request("nc-launch-1", &["m5.large", "m5.xlarge"], "on-demand"))
+        .create(&request(
+            "nc-launch-1",
+            &["m5.large", "m5.xlarge"],
+            "on-demand",
+        ))
         .await
         .unwrap();
-    assert!(inst.provider_id.starts_with("aws:///us-east-1"), "{}", inst.provider_id);
+    assert!(
+        inst.provider_id.starts_with("aws:///us-east-1"),
+        "{}",
+        inst.provider_id
+    );
     assert_eq!(inst.instance_type, "m5.large");
     assert_eq!(inst.capacity_type, "on-demand");
     assert_eq!(inst.nodeclaim.as_deref(), Some("nc-launch-1"));
     assert_eq!(inst.labels[labels::ZONE], inst.zone);
 
     // The instance carries karp's tags, the user's tags and the AMI; its template exists.
-    let id = karp_aws::provider::instance_id(&inst.provider_id).unwrap().to_string();
+    let id = karp_aws::provider::instance_id(&inst.provider_id)
+        .unwrap()
+        .to_string();
     let ec2 = &provider.clients().ec2;
-    let out = ec2.describe_instances().instance_ids(&id).send().await.unwrap();
+    let out = ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
     let described = &out.reservations()[0].instances()[0];
     let t = |k: &str| karp_aws::describe::tag(described.tags(), k).map(str::to_string);
     assert_eq!(t(tags::NODECLAIM).as_deref(), Some("nc-launch-1"));
@@ -322,7 +366,10 @@ async fn launch_list_get_delete_and_drift() {
             .unwrap();
         let user_data = String::from_utf8(user_data).unwrap();
         assert!(user_data.contains("kind: NodeConfig"), "{user_data}");
-        assert!(user_data.contains("karpenter.sh/unregistered"), "{user_data}");
+        assert!(
+            user_data.contains("karpenter.sh/unregistered"),
+            "{user_data}"
+        );
         assert!(user_data.contains("team=a"), "{user_data}");
     }
 
@@ -359,7 +406,12 @@ async fn launch_list_get_delete_and_drift() {
     let other_ami = ec2
         .describe_images()
         .owners("amazon")
-        .filters(Filter::builder().name("name").values("al2023-ami-2023*-x86_64").build())
+        .filters(
+            Filter::builder()
+                .name("name")
+                .values("al2023-ami-2023*-x86_64")
+                .build(),
+        )
         .send()
         .await
         .unwrap()
@@ -392,7 +444,11 @@ async fn launch_list_get_delete_and_drift() {
         }
     }
     assert!(gone, "instance never reported NotFound");
-    assert!(provider.delete(&inst.provider_id).await.unwrap_err().is_not_found());
+    assert!(provider
+        .delete(&inst.provider_id)
+        .await
+        .unwrap_err()
+        .is_not_found());
     let listed = provider.list().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].provider_id, second.provider_id);
@@ -410,7 +466,11 @@ async fn launch_list_get_delete_and_drift() {
 async fn spot_launches_take_the_cheapest_allowed_offering() {
     let (provider, _) = provider("spot", 13).await;
     let inst = provider
-        .create(&request("nc-spot", &["c5.large", "m5.large", "r5.large"], "spot"))
+        .create(&request(
+            "nc-spot",
+            &["c5.large", "m5.large", "r5.large"],
+            "spot",
+        ))
         .await
         .unwrap();
     assert_eq!(inst.capacity_type, "spot");

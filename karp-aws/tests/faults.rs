@@ -1,0 +1,841 @@
+//! What moto cannot show (see STACK-NOTES: CreateFleet ignores strategies and never fails, no EKS
+//! SSM parameters, constant spot prices, no Pricing API), checked with aws-smithy-mocks: the
+//! CreateFleet request karp builds, alias resolution, price refreshes, and faults
+//! (insufficient capacity, throttling, 5xx, partial fleet errors, over-launch).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::Credentials;
+use aws_sdk_ec2::error::ErrorMetadata;
+use aws_sdk_ec2::operation::create_fleet::{CreateFleetError, CreateFleetInput, CreateFleetOutput};
+use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
+use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
+use aws_sdk_ec2::operation::describe_spot_price_history::DescribeSpotPriceHistoryOutput;
+use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
+use aws_sdk_ec2::operation::terminate_instances::{
+    TerminateInstancesInput, TerminateInstancesOutput,
+};
+use aws_sdk_ec2::types::{
+    ArchitectureValues, CreateFleetError as FleetErrorItem, CreateFleetInstance,
+    DefaultTargetCapacityType, FleetLaunchTemplateOverrides, FleetOnDemandAllocationStrategy,
+    FleetType, Image, Instance as Ec2Instance, InstanceLifecycle, InstanceState,
+    InstanceStateChange, InstanceStateName, InstanceType as Ec2Type,
+    LaunchTemplateAndOverridesResponse, Placement, Reservation, ResourceType, SecurityGroup,
+    SpotAllocationStrategy, SpotPrice, Subnet, Tag,
+};
+use aws_sdk_ssm::operation::get_parameter::{
+    GetParameterError, GetParameterInput, GetParameterOutput,
+};
+use aws_sdk_ssm::types::Parameter;
+use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
+use karp_aws::catalog::{builtin_offerings, builtin_type_facts};
+use karp_aws::nodeclass::EC2NodeClass;
+use karp_aws::provider::AccountCatalog;
+use karp_aws::{AwsClients, AwsCloudProvider, AwsSettings};
+use karp_core::cloud::{CloudError, CloudProvider, LaunchRequest};
+use karp_core::labels;
+use karp_core::requirements::{Requirement, Requirements};
+use karp_core::resources::Resources;
+
+macro_rules! client {
+    ($krate:ident, $rules:expr) => {{
+        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        for rule in $rules {
+            interceptor = interceptor.with_rule(rule);
+        }
+        let conf = $krate::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1)),
+            )
+            .build();
+        $krate::Client::from_conf(conf)
+    }};
+}
+
+fn clients(ec2: &[&Rule], ssm: &[&Rule], pricing: Option<&[&Rule]>) -> AwsClients {
+    AwsClients {
+        ec2: client!(aws_sdk_ec2, ec2.iter().copied()),
+        ssm: client!(aws_sdk_ssm, ssm.iter().copied()),
+        sqs: client!(aws_sdk_sqs, std::iter::empty::<&Rule>()),
+        pricing: pricing.map(|rules| client!(aws_sdk_pricing, rules.iter().copied())),
+    }
+}
+
+fn settings() -> AwsSettings {
+    let mut s = AwsSettings::new("us-east-1", "mocked");
+    s.use_pricing_api = false;
+    s
+}
+
+fn builtin_account() -> Arc<AccountCatalog> {
+    let offerings = builtin_offerings().unwrap();
+    let zones = offerings
+        .iter()
+        .map(|(t, os)| {
+            let mut z: Vec<String> = os.iter().map(|o| o.zone.clone()).collect();
+            z.dedup();
+            (t.clone(), z)
+        })
+        .collect();
+    Arc::new(AccountCatalog {
+        types: builtin_type_facts().unwrap(),
+        zones,
+    })
+}
+
+fn ec2_tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+/// Rules for a node class with subnets in 1a and 1b, one security group, and an AL2023 AMI for
+/// each architecture published under the real `/aws/service` SSM prefix.
+fn resolution_rules() -> (Vec<Rule>, Vec<Rule>) {
+    let subnets = mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
+        DescribeSubnetsOutput::builder()
+            .subnets(
+                Subnet::builder()
+                    .subnet_id("subnet-a")
+                    .availability_zone("us-east-1a")
+                    .availability_zone_id("use1-az2")
+                    .available_ip_address_count(200)
+                    .build(),
+            )
+            .subnets(
+                Subnet::builder()
+                    .subnet_id("subnet-b")
+                    .availability_zone("us-east-1b")
+                    .availability_zone_id("use1-az4")
+                    .available_ip_address_count(100)
+                    .build(),
+            )
+            .build()
+    });
+    let sgs = mock!(aws_sdk_ec2::Client::describe_security_groups).then_output(|| {
+        DescribeSecurityGroupsOutput::builder()
+            .security_groups(
+                SecurityGroup::builder()
+                    .group_id("sg-1")
+                    .group_name("nodes")
+                    .build(),
+            )
+            .build()
+    });
+    let images = mock!(aws_sdk_ec2::Client::describe_images).then_compute_output(|input| {
+        let id = input.image_ids().first().cloned().unwrap_or_default();
+        let arch = if id.contains("arm") {
+            ArchitectureValues::Arm64
+        } else {
+            ArchitectureValues::X8664
+        };
+        DescribeImagesOutput::builder()
+            .images(
+                Image::builder()
+                    .image_id(&id)
+                    .name(format!("{id}-name"))
+                    .architecture(arch)
+                    .creation_date("2026-11-01T00:00:00.000Z")
+                    .build(),
+            )
+            .build()
+    });
+    let param = mock!(aws_sdk_ssm::Client::get_parameter)
+        .match_requests(|i: &GetParameterInput| {
+            i.name()
+                .is_some_and(|n| n.contains("/standard/recommended/"))
+        })
+        .then_compute_output(|i| {
+            let name = i.name().unwrap_or_default();
+            let id = if name.contains("/arm64/") {
+                "ami-arm"
+            } else {
+                "ami-x86"
+            };
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().name(name).value(id).build())
+                .build()
+        });
+    let missing = mock!(aws_sdk_ssm::Client::get_parameter).then_error(|| {
+        GetParameterError::ParameterNotFound(
+            aws_sdk_ssm::types::error::ParameterNotFound::builder().build(),
+        )
+    });
+    (vec![subnets, sgs, images], vec![param, missing])
+}
+
+fn node_class() -> EC2NodeClass {
+    serde_yaml::from_str(
+        r"
+metadata: {name: default}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+",
+    )
+    .unwrap()
+}
+
+fn lt_rules() -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_ec2::Client::describe_launch_templates).then_error(|| {
+            aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidLaunchTemplateName.NotFoundException")
+                    .build(),
+            )
+        }),
+        mock!(aws_sdk_ec2::Client::create_launch_template)
+            .then_output(|| CreateLaunchTemplateOutput::builder().build()),
+    ]
+}
+
+fn launched(
+    id: &str,
+    itype: &str,
+    zone: &str,
+    lifecycle: InstanceLifecycle,
+) -> CreateFleetInstance {
+    CreateFleetInstance::builder()
+        .instance_ids(id)
+        .instance_type(Ec2Type::from(itype))
+        .lifecycle(lifecycle)
+        .launch_template_and_overrides(
+            LaunchTemplateAndOverridesResponse::builder()
+                .overrides(
+                    FleetLaunchTemplateOverrides::builder()
+                        .instance_type(Ec2Type::from(itype))
+                        .availability_zone(zone)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+fn fleet_error(code: &str, itype: &str, subnet: &str) -> FleetErrorItem {
+    FleetErrorItem::builder()
+        .error_code(code)
+        .error_message("no capacity")
+        .launch_template_and_overrides(
+            LaunchTemplateAndOverridesResponse::builder()
+                .overrides(
+                    FleetLaunchTemplateOverrides::builder()
+                        .instance_type(Ec2Type::from(itype))
+                        .subnet_id(subnet)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+fn request(types: &[&str], capacity_types: &[&str]) -> LaunchRequest {
+    let mut reqs = Requirements::from_iter([Requirement::in_values(
+        labels::CAPACITY_TYPE,
+        capacity_types.iter().copied(),
+    )]);
+    if !types.is_empty() {
+        reqs.add(Requirement::in_values(
+            labels::INSTANCE_TYPE,
+            types.iter().copied(),
+        ));
+    }
+    LaunchRequest {
+        nodeclaim: "nc-1".into(),
+        nodepool: "default".into(),
+        node_class: Some("default".into()),
+        requirements: reqs,
+        requests: Resources::from_pairs([("cpu", "1"), ("memory", "2Gi")]).unwrap(),
+        labels: BTreeMap::new(),
+        taints: Vec::new(),
+    }
+}
+
+type Captured<T> = Arc<Mutex<Vec<T>>>;
+
+fn capture_fleet(
+    captured: &Captured<CreateFleetInput>,
+    respond: impl Fn() -> CreateFleetOutput + Send + Sync + 'static,
+) -> Rule {
+    let c = Arc::clone(captured);
+    mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            c.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_output(respond)
+}
+
+async fn provider(extra_ec2: Vec<Rule>) -> AwsCloudProvider {
+    let (mut ec2, ssm) = resolution_rules();
+    ec2.extend(lt_rules());
+    ec2.extend(extra_ec2);
+    let ec2_refs: Vec<&Rule> = ec2.iter().collect();
+    let ssm_refs: Vec<&Rule> = ssm.iter().collect();
+    let p = AwsCloudProvider::new(clients(&ec2_refs, &ssm_refs, None), settings());
+    p.set_account_catalog(builtin_account());
+    let status = p.resolve_node_class(&node_class()).await.unwrap();
+    assert!(
+        status.conditions.iter().all(|c| c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
+    p
+}
+
+#[tokio::test]
+async fn alias_resolution_reads_the_eks_parameters() {
+    let p = provider(Vec::new()).await;
+    let resolved = p.resolved_node_class("default").unwrap();
+    let status = resolved.status();
+    let ids: Vec<&str> = status.amis.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, vec!["ami-arm", "ami-x86"]);
+    let arm = &status.amis[0];
+    assert!(arm
+        .requirements
+        .iter()
+        .any(|r| r.key == labels::ARCH && r.values == vec!["arm64"]));
+    // Subnets: most free addresses first; zone 1a uses subnet-a.
+    assert_eq!(status.subnets[0].id, "subnet-a");
+    assert_eq!(
+        resolved.subnet_for_zone("us-east-1b").unwrap().id,
+        "subnet-b"
+    );
+    // Both architectures' types are offered, GPU types are not (no nvidia AMI published).
+    let types = p.instance_types("default", Some("default")).await.unwrap();
+    assert!(types.iter().any(|t| t.label(labels::ARCH) == Some("arm64")));
+    assert!(!types.iter().any(|t| t.name.starts_with("g5.")));
+}
+
+#[tokio::test]
+async fn create_fleet_request_has_overrides_strategy_tags_and_templates() {
+    let captured: Captured<CreateFleetInput> = Arc::default();
+    let fleet = capture_fleet(&captured, || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-1",
+                "t4g.nano",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    });
+    let p = provider(vec![fleet]).await;
+    let inst = p
+        .create(&request(&[], &["spot", "on-demand"]))
+        .await
+        .unwrap();
+    assert_eq!(inst.provider_id, "aws:///us-east-1a/i-1");
+    assert_eq!(inst.capacity_type, "spot");
+
+    let input = captured.lock().unwrap()[0].clone();
+    assert_eq!(input.r#type(), Some(&FleetType::Instant));
+    let target = input.target_capacity_specification().unwrap();
+    assert_eq!(target.total_target_capacity(), Some(1));
+    assert_eq!(
+        target.default_target_capacity_type(),
+        Some(&DefaultTargetCapacityType::Spot)
+    );
+    assert_eq!(
+        input.spot_options().and_then(|o| o.allocation_strategy()),
+        Some(&SpotAllocationStrategy::PriceCapacityOptimized)
+    );
+    let overrides: Vec<_> = input
+        .launch_template_configs()
+        .iter()
+        .flat_map(|c| c.overrides())
+        .collect();
+    assert_eq!(overrides.len(), 60);
+    // Only the node class's zones, each in the zone's subnet; the 60 cheapest offerings that fit.
+    let mut included = std::collections::BTreeSet::new();
+    let mut max_included: f64 = 0.0;
+    for o in &overrides {
+        let t = o.instance_type().unwrap().as_str();
+        let zone = o.availability_zone().unwrap();
+        assert!(["us-east-1a", "us-east-1b"].contains(&zone), "{zone}");
+        let subnet = if zone == "us-east-1a" {
+            "subnet-a"
+        } else {
+            "subnet-b"
+        };
+        assert_eq!(o.subnet_id(), Some(subnet));
+        max_included = max_included.max(p.prices().spot(t, zone).unwrap());
+        included.insert((t.to_string(), zone.to_string()));
+    }
+    let req = request(&[], &["spot", "on-demand"]);
+    let types = p.instance_types("default", Some("default")).await.unwrap();
+    let mut min_excluded = f64::INFINITY;
+    for it in &types {
+        if !req.requests.fits_in(it.allocatable()) {
+            continue;
+        }
+        for o in it.offerings.iter().filter(|o| o.capacity_type == "spot") {
+            if !included.contains(&(it.name.clone(), o.zone.clone())) {
+                min_excluded = min_excluded.min(o.price);
+            }
+        }
+    }
+    assert!(
+        max_included <= min_excluded,
+        "an override costs {max_included} but an offering left out costs {min_excluded}"
+    );
+    for lt in input.launch_template_configs() {
+        let spec = lt.launch_template_specification().unwrap();
+        assert!(spec
+            .launch_template_name()
+            .unwrap()
+            .starts_with("karpenter.k8s.aws/"));
+        assert_eq!(spec.version(), Some("$Latest"));
+    }
+    let instance_tags: BTreeMap<&str, &str> = input
+        .tag_specifications()
+        .iter()
+        .find(|t| t.resource_type() == Some(&ResourceType::Instance))
+        .unwrap()
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap(), t.value().unwrap()))
+        .collect();
+    assert_eq!(instance_tags["karpenter.sh/nodeclaim"], "nc-1");
+    assert_eq!(instance_tags["karpenter.sh/nodepool"], "default");
+    assert_eq!(instance_tags["karpenter.k8s.aws/ec2nodeclass"], "default");
+    assert_eq!(instance_tags["kubernetes.io/cluster/mocked"], "owned");
+    assert_eq!(instance_tags["eks:eks-cluster-name"], "mocked");
+    for rt in [ResourceType::Volume, ResourceType::Fleet] {
+        assert!(input
+            .tag_specifications()
+            .iter()
+            .any(|t| t.resource_type() == Some(&rt)));
+    }
+}
+
+#[tokio::test]
+async fn on_demand_uses_lowest_price() {
+    let captured: Captured<CreateFleetInput> = Arc::default();
+    let fleet = capture_fleet(&captured, || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-2",
+                "m5.large",
+                "us-east-1b",
+                InstanceLifecycle::OnDemand,
+            ))
+            .build()
+    });
+    let p = provider(vec![fleet]).await;
+    let inst = p
+        .create(&request(&["m5.large", "m5.xlarge"], &["on-demand"]))
+        .await
+        .unwrap();
+    assert_eq!(inst.capacity_type, "on-demand");
+    assert_eq!(inst.zone, "us-east-1b");
+    let input = captured.lock().unwrap()[0].clone();
+    assert_eq!(
+        input
+            .on_demand_options()
+            .and_then(|o| o.allocation_strategy()),
+        Some(&FleetOnDemandAllocationStrategy::LowestPrice)
+    );
+    assert!(input.spot_options().is_none());
+    let n: usize = input
+        .launch_template_configs()
+        .iter()
+        .map(|c| c.overrides().len())
+        .sum();
+    assert_eq!(n, 4, "2 types x 2 zones");
+}
+
+#[tokio::test]
+async fn insufficient_capacity_is_cached_and_avoided() {
+    let captured: Captured<CreateFleetInput> = Arc::default();
+    let calls = Arc::new(Mutex::new(0));
+    let c = Arc::clone(&calls);
+    let cap = Arc::clone(&captured);
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            cap.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_compute_output(move |_| {
+            let mut n = c.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                CreateFleetOutput::builder()
+                    .errors(fleet_error(
+                        "InsufficientInstanceCapacity",
+                        "c5.large",
+                        "subnet-a",
+                    ))
+                    .build()
+            } else {
+                CreateFleetOutput::builder()
+                    .instances(launched(
+                        "i-3",
+                        "c5.large",
+                        "us-east-1b",
+                        InstanceLifecycle::Spot,
+                    ))
+                    .build()
+            }
+        });
+    let p = provider(vec![fleet]).await;
+    let req = request(&["c5.large"], &["spot"]);
+    let err = p.create(&req).await.unwrap_err();
+    match &err {
+        CloudError::InsufficientCapacity { offerings } => {
+            assert_eq!(offerings.len(), 1);
+            assert_eq!(offerings[0].instance_type, "c5.large");
+            assert_eq!(offerings[0].zone, "us-east-1a");
+            assert_eq!(offerings[0].capacity_type, "spot");
+        }
+        other => panic!("expected InsufficientCapacity, got {other:?}"),
+    }
+    let now = Instant::now();
+    assert!(p
+        .unavailable_offerings()
+        .is_unavailable("c5.large", "us-east-1a", "spot", now));
+    // The scheduler sees the offering as unavailable.
+    let types = p.instance_types("default", Some("default")).await.unwrap();
+    let c5 = types.iter().find(|t| t.name == "c5.large").unwrap();
+    let o = c5
+        .offerings
+        .iter()
+        .find(|o| o.zone == "us-east-1a" && o.capacity_type == "spot")
+        .unwrap();
+    assert!(!o.available);
+    // The retry leaves the failed zone out and launches in 1b.
+    let inst = p.create(&req).await.unwrap();
+    assert_eq!(inst.zone, "us-east-1b");
+    let second = captured.lock().unwrap()[1].clone();
+    let zones: Vec<&str> = second
+        .launch_template_configs()
+        .iter()
+        .flat_map(|c| c.overrides())
+        .filter_map(|o| o.availability_zone())
+        .collect();
+    assert_eq!(zones, vec!["us-east-1b"]);
+}
+
+#[tokio::test]
+async fn partial_fleet_errors_still_launch_and_cache_the_failures() {
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet).then_output(|| {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-4",
+                "m5.large",
+                "us-east-1b",
+                InstanceLifecycle::Spot,
+            ))
+            .errors(fleet_error(
+                "InsufficientInstanceCapacity",
+                "c5.large",
+                "subnet-a",
+            ))
+            .build()
+    });
+    let p = provider(vec![fleet]).await;
+    let inst = p
+        .create(&request(&["c5.large", "m5.large"], &["spot"]))
+        .await
+        .unwrap();
+    assert_eq!(inst.instance_type, "m5.large");
+    assert!(p.unavailable_offerings().is_unavailable(
+        "c5.large",
+        "us-east-1a",
+        "spot",
+        Instant::now()
+    ));
+}
+
+#[tokio::test]
+async fn account_wide_spot_limit_falls_back_to_on_demand() {
+    let captured: Captured<CreateFleetInput> = Arc::default();
+    let calls = Arc::new(Mutex::new(0));
+    let c = Arc::clone(&calls);
+    let cap = Arc::clone(&captured);
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            cap.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_compute_output(move |_| {
+            let mut n = c.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                CreateFleetOutput::builder()
+                    .errors(fleet_error(
+                        "MaxSpotInstanceCountExceeded",
+                        "m5.large",
+                        "subnet-a",
+                    ))
+                    .build()
+            } else {
+                CreateFleetOutput::builder()
+                    .instances(launched(
+                        "i-5",
+                        "m5.large",
+                        "us-east-1a",
+                        InstanceLifecycle::OnDemand,
+                    ))
+                    .build()
+            }
+        });
+    let p = provider(vec![fleet]).await;
+    let req = request(&["m5.large"], &["spot", "on-demand"]);
+    assert!(p.create(&req).await.unwrap_err().is_insufficient_capacity());
+    let inst = p.create(&req).await.unwrap();
+    assert_eq!(inst.capacity_type, "on-demand");
+    let second = captured.lock().unwrap()[1].clone();
+    assert_eq!(
+        second
+            .target_capacity_specification()
+            .unwrap()
+            .default_target_capacity_type(),
+        Some(&DefaultTargetCapacityType::OnDemand)
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_without_launching() {
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
+        .sequence()
+        .http_status(500, None)
+        .times(3)
+        .build();
+    let terminate = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .then_output(|| TerminateInstancesOutput::builder().build());
+    let p = provider(vec![fleet.clone(), terminate.clone()]).await;
+    let err = p
+        .create(&request(&["m5.large"], &["spot"]))
+        .await
+        .unwrap_err();
+    match err {
+        CloudError::Api {
+            operation,
+            retryable,
+            ..
+        } => {
+            assert_eq!(operation, "CreateFleet");
+            assert!(retryable);
+        }
+        other => panic!("expected Api error, got {other:?}"),
+    }
+    assert_eq!(fleet.num_calls(), 3, "three attempts");
+    assert_eq!(terminate.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn throttled_describes_back_off_and_succeed() {
+    let describe = mock!(aws_sdk_ec2::Client::describe_instances)
+        .sequence()
+        .error(|| {
+            aws_sdk_ec2::operation::describe_instances::DescribeInstancesError::generic(
+                ErrorMetadata::builder()
+                    .code("RequestLimitExceeded")
+                    .message("Request limit exceeded.")
+                    .build(),
+            )
+        })
+        .times(2)
+        .output(|| {
+            DescribeInstancesOutput::builder()
+                .reservations(
+                    Reservation::builder()
+                        .instances(
+                            Ec2Instance::builder()
+                                .instance_id("i-7")
+                                .instance_type(Ec2Type::M5Large)
+                                .placement(
+                                    Placement::builder().availability_zone("us-east-1a").build(),
+                                )
+                                .state(
+                                    InstanceState::builder()
+                                        .name(InstanceStateName::Running)
+                                        .build(),
+                                )
+                                .tags(ec2_tag("karpenter.sh/nodeclaim", "nc-7"))
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+        .build();
+    let p = provider(vec![describe.clone()]).await;
+    let inst = p.get("aws:///us-east-1a/i-7").await.unwrap();
+    assert_eq!(inst.nodeclaim.as_deref(), Some("nc-7"));
+    assert_eq!(inst.capacity_type, "on-demand");
+    assert_eq!(describe.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn extra_instances_from_a_fleet_are_terminated() {
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet).then_output(|| {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-8",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .instances(launched(
+                "i-9",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    });
+    let terminated: Captured<TerminateInstancesInput> = Arc::default();
+    let t = Arc::clone(&terminated);
+    let terminate = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .match_requests(move |i| {
+            t.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_output(|| {
+            TerminateInstancesOutput::builder()
+                .terminating_instances(InstanceStateChange::builder().instance_id("i-9").build())
+                .build()
+        });
+    let p = provider(vec![fleet, terminate]).await;
+    let inst = p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
+    assert_eq!(inst.provider_id, "aws:///us-east-1a/i-8");
+    let calls = terminated.lock().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].instance_ids(), ["i-9".to_string()]);
+}
+
+#[tokio::test]
+async fn create_fleet_api_errors_are_typed() {
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet).then_error(|| {
+        CreateFleetError::generic(
+            ErrorMetadata::builder()
+                .code("UnauthorizedOperation")
+                .message("not allowed")
+                .build(),
+        )
+    });
+    let p = provider(vec![fleet]).await;
+    match p
+        .create(&request(&["m5.large"], &["spot"]))
+        .await
+        .unwrap_err()
+    {
+        CloudError::Api {
+            operation,
+            message,
+            retryable,
+        } => {
+            assert_eq!(operation, "CreateFleet");
+            assert!(message.contains("UnauthorizedOperation"), "{message}");
+            assert!(!retryable);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A node class that was never resolved is NodeClassNotReady.
+    let mut req = request(&["m5.large"], &["spot"]);
+    req.node_class = Some("other".into());
+    assert!(p.create(&req).await.unwrap_err().is_node_class_not_ready());
+}
+
+#[tokio::test]
+async fn spot_prices_refresh_to_the_latest_sample() {
+    let ts = |s: i64| aws_smithy_types::DateTime::from_secs(s);
+    let history = mock!(aws_sdk_ec2::Client::describe_spot_price_history).then_output(move || {
+        DescribeSpotPriceHistoryOutput::builder()
+            .spot_price_history(
+                SpotPrice::builder()
+                    .instance_type(Ec2Type::M5Large)
+                    .availability_zone("us-east-1a")
+                    .spot_price("0.0400")
+                    .timestamp(ts(1_000))
+                    .build(),
+            )
+            .spot_price_history(
+                SpotPrice::builder()
+                    .instance_type(Ec2Type::M5Large)
+                    .availability_zone("us-east-1a")
+                    .spot_price("0.0350")
+                    .timestamp(ts(2_000))
+                    .build(),
+            )
+            .spot_price_history(
+                SpotPrice::builder()
+                    .instance_type(Ec2Type::M5Large)
+                    .availability_zone("us-east-1b")
+                    .spot_price("not-a-price")
+                    .timestamp(ts(2_000))
+                    .build(),
+            )
+            .build()
+    });
+    let products = mock!(aws_sdk_pricing::Client::get_products).then_output(|| {
+        aws_sdk_pricing::operation::get_products::GetProductsOutput::builder()
+            .price_list(
+                r#"{"product":{"attributes":{"instanceType":"m5.large"}},"terms":{"OnDemand":{"a":{"priceDimensions":{"b":{"pricePerUnit":{"USD":"0.1010000000"}}}}}}}"#,
+            )
+            .build()
+    });
+    let clients = clients(&[&history], &[], Some(&[&products]));
+    let mut s = settings();
+    s.use_pricing_api = true;
+    let p = AwsCloudProvider::new(clients, s);
+    let od_before = p.prices().on_demand("m5.large").unwrap();
+    assert!((od_before - 0.096).abs() < 1e-9);
+    p.refresh_prices().await.unwrap();
+    assert_eq!(p.prices().spot("m5.large", "us-east-1a"), Some(0.035));
+    // Unknown (bad row): spot falls back to the on-demand price, now from the Pricing API.
+    assert_eq!(p.prices().on_demand("m5.large"), Some(0.101));
+    assert_eq!(p.prices().spot("m5.large", "us-east-1b"), Some(0.101));
+    assert_eq!(p.prices().spot_len(), 1);
+}
+
+#[tokio::test]
+async fn launch_templates_created_concurrently_are_not_an_error() {
+    let describe = mock!(aws_sdk_ec2::Client::describe_launch_templates)
+        .then_output(|| DescribeLaunchTemplatesOutput::builder().build());
+    let create = mock!(aws_sdk_ec2::Client::create_launch_template).then_error(|| {
+        aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateError::generic(
+            ErrorMetadata::builder()
+                .code("InvalidLaunchTemplateName.AlreadyExistsException")
+                .build(),
+        )
+    });
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet).then_output(|| {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-10",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    });
+    // These rules come before the default template rules, so they win.
+    let (mut ec2, ssm) = resolution_rules();
+    let mut rules = vec![describe, create, fleet];
+    rules.append(&mut ec2);
+    let ec2_refs: Vec<&Rule> = rules.iter().collect();
+    let ssm_refs: Vec<&Rule> = ssm.iter().collect();
+    let p = AwsCloudProvider::new(clients(&ec2_refs, &ssm_refs, None), settings());
+    p.set_account_catalog(builtin_account());
+    p.resolve_node_class(&node_class()).await.unwrap();
+    let inst = p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
+    assert_eq!(inst.provider_id, "aws:///us-east-1a/i-10");
+}
