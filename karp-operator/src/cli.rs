@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::catalog::{fetch_catalog_json, CatalogOptions, FetchedCatalog};
 use crate::plan::{plan_paths, render_table, Solver};
 
 /// karp: a Kubernetes node autoscaler API-compatible with Karpenter v1.
@@ -22,6 +23,25 @@ pub struct Cli {
 pub enum Command {
     /// Plan which nodes to launch for the pending pods in Kubernetes manifests (no cluster needed).
     Plan(PlanArgs),
+    /// Write the instance-type catalog of a live EC2 API (JSON, the `karp plan --catalog` format).
+    Catalog(CatalogArgs),
+}
+
+/// Arguments of `karp catalog`.
+#[derive(Debug, clap::Args)]
+pub struct CatalogArgs {
+    /// AWS region.
+    #[arg(long)]
+    pub region: String,
+    /// Endpoint override for EC2 / Pricing (e.g. moto_server's `http://127.0.0.1:5000`).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Keep only these zones (repeatable); default: every zone.
+    #[arg(long = "zone")]
+    pub zones: Vec<String>,
+    /// Output file; default: stdout.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
 }
 
 /// Arguments of `karp plan`.
@@ -110,11 +130,68 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Run `karp catalog`: exit 0 with the catalog written, 1 when the API fails, 2 on bad output path.
+pub fn run_catalog(args: &CatalogArgs) -> ExitCode {
+    // With an endpoint override and no credentials in the environment, sign with dummy ones
+    // (emulators such as moto accept any).
+    let dummy_credentials =
+        args.endpoint_url.is_some() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none();
+    let opts = CatalogOptions {
+        region: args.region.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        zones: args.zones.iter().cloned().collect(),
+        dummy_credentials,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let FetchedCatalog {
+        json,
+        types: n,
+        warnings,
+    } = match runtime.block_on(fetch_catalog_json(&opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            return ExitCode::from(1);
+        }
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let written = match &args.output {
+        Some(path) => {
+            std::fs::write(path, json + "\n").map_err(|e| (path.display().to_string(), e))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all((json + "\n").as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| ("stdout".to_string(), e))
+        }
+    };
+    if let Err((what, e)) = written {
+        eprintln!("error: writing {what}: {e}");
+        return ExitCode::from(2);
+    }
+    eprintln!("{n} instance types");
+    ExitCode::SUCCESS
+}
+
 /// Parse the command line and run it.
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Plan(args) => run_plan(args),
+        Command::Catalog(args) => run_catalog(args),
     }
 }
