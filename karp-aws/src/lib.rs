@@ -37,6 +37,7 @@ pub mod catalog;
 pub mod catalog_file;
 pub mod describe;
 pub mod error;
+pub mod interruption;
 pub mod launch;
 pub mod moto;
 pub mod nodeclass;

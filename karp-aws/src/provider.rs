@@ -291,6 +291,50 @@ impl AwsCloudProvider {
         Ok(())
     }
 
+    /// Handles a spot interruption warning for offerings: the reclaimed (type, zone) is short of
+    /// spot capacity, so it is marked unavailable (Karpenter does the same).
+    pub fn mark_spot_interrupted(&self, instance_type: &str, zone: &str) {
+        self.unavailable.mark(
+            karp_core::cloud::UnavailableOffering {
+                instance_type: instance_type.to_string(),
+                zone: zone.to_string(),
+                capacity_type: "spot".into(),
+            },
+            Instant::now(),
+        );
+    }
+
+    /// Refreshes instance types every `types_every` and prices every `prices_every` until
+    /// `shutdown` resolves; failures are logged and retried at the next tick (the previous data
+    /// stays in use). The first refresh happens immediately.
+    pub async fn refresh_periodically(
+        self: Arc<Self>,
+        types_every: Duration,
+        prices_every: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut types_tick = tokio::time::interval(types_every);
+        let mut prices_tick = tokio::time::interval(prices_every);
+        types_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        prices_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = types_tick.tick() => {
+                    if let Err(e) = self.refresh_instance_types().await {
+                        warn!(error = %e, "instance type refresh failed");
+                    }
+                }
+                _ = prices_tick.tick() => {
+                    if let Err(e) = self.refresh_prices().await {
+                        warn!(error = %e, "price refresh failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Resolves a node class and keeps it for launches when Ready; returns the status to write.
     ///
     /// # Errors

@@ -484,3 +484,50 @@ async fn spot_launches_take_the_cheapest_allowed_offering() {
     assert!(err.is_insufficient_capacity(), "{err:?}");
     assert_eq!(provider.list().await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interruption_messages_round_trip_through_sqs() {
+    use karp_aws::interruption::{InterruptionAction, InterruptionKind, InterruptionQueue};
+    let settings = settings("sqs");
+    let clients = AwsClients::load(&settings).await;
+    clients
+        .sqs
+        .create_queue()
+        .queue_name("karp-interruption")
+        .send()
+        .await
+        .unwrap();
+    let queue = InterruptionQueue::open(&clients, "karp-interruption")
+        .await
+        .unwrap();
+    let spot = r#"{"version":"0","id":"e1","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","region":"us-east-1","resources":["arn:aws:ec2:us-east-1a:instance/i-0abc"],"detail":{"instance-id":"i-0abc","instance-action":"terminate"}}"#;
+    for body in [spot, "not json"] {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(queue.url())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::new();
+    for _ in 0..5 {
+        received.extend(queue.receive(1).await.unwrap());
+        if received.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(received.len(), 2);
+    let good = received.iter().find(|r| r.event.is_ok()).unwrap();
+    let event = good.event.as_ref().unwrap();
+    assert_eq!(event.kind, InterruptionKind::SpotInterruption);
+    assert_eq!(event.instance_ids, vec!["i-0abc"]);
+    assert_eq!(event.zone.as_deref(), Some("us-east-1a"));
+    assert_eq!(event.action(), InterruptionAction::CordonAndDrain);
+    assert!(received.iter().any(|r| r.event.is_err()));
+    for r in &received {
+        queue.delete(&r.receipt_handle).await.unwrap();
+    }
+    assert!(queue.receive(1).await.unwrap().is_empty());
+}
