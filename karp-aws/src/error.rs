@@ -43,10 +43,13 @@ pub fn classify(code: &str) -> ErrorKind {
         "UnauthorizedOperation" | "AuthFailure" | "AccessDenied" | "AccessDeniedException" => {
             ErrorKind::Unauthorized
         }
-        "InvalidLaunchTemplateName.AlreadyExistsException" => ErrorKind::AlreadyExists,
+        "InvalidLaunchTemplateName.AlreadyExistsException" | "EntityAlreadyExists" => {
+            ErrorKind::AlreadyExists
+        }
         c if c.ends_with(".NotFound")
             || c.ends_with("NotFoundException")
             || c == "ParameterNotFound"
+            || c == "NoSuchEntity"
             || c == "InvalidInstanceID.Malformed" =>
         {
             ErrorKind::NotFound

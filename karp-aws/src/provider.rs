@@ -360,9 +360,19 @@ impl AwsCloudProvider {
         Ok(resolution.status)
     }
 
-    /// Forgets a deleted node class.
-    pub fn remove_node_class(&self, name: &str) {
-        write(&self.node_classes).remove(name);
+    /// Forgets a deleted node class and deletes the instance profile karp created for its role.
+    ///
+    /// # Errors
+    /// [`AwsError`] when IAM fails; the node class is forgotten either way.
+    pub async fn delete_node_class(&self, node_class: &EC2NodeClass) -> Result<(), AwsError> {
+        let name = node_class.metadata.name.clone().unwrap_or_default();
+        write(&self.node_classes).remove(&name);
+        match (&node_class.spec.role, &node_class.spec.instance_profile) {
+            (Some(role), None) => {
+                crate::resolve::delete_instance_profile(&self.clients, &self.settings, role).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The resolved node class.

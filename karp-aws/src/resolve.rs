@@ -502,13 +502,17 @@ pub async fn resolve_node_class(
     };
     let instance_profile = match (&spec.instance_profile, &spec.role) {
         (Some(p), _) => Some(p.clone()),
-        // Karpenter creates a profile for the role named `<cluster>_<hash>`; karp derives the same
-        // kind of name (creating it through IAM is left to the installer, see docs/aws.md).
-        (None, Some(role)) => Some(format!(
-            "{}_{:016x}",
-            settings.cluster_name,
-            fnv1a(format!("{}/{role}", settings.region).as_bytes())
-        )),
+        // Karpenter creates and owns an instance profile for the role.
+        (None, Some(role)) => {
+            let name = node_class.metadata.name.as_deref().unwrap_or_default();
+            match ensure_instance_profile(clients, settings, name, role).await? {
+                Ok(profile) => Some(profile),
+                Err(msg) => {
+                    failures.push(("InstanceProfileReady", "RoleNotFound", msg));
+                    None
+                }
+            }
+        }
         (None, None) => {
             failures.push((
                 "InstanceProfileReady",
@@ -554,6 +558,198 @@ pub async fn resolve_node_class(
         }
     };
     Ok(Resolution { status, resolved })
+}
+
+/// The name of the instance profile karp manages for `role` in this cluster and region.
+#[must_use]
+pub fn instance_profile_name(settings: &AwsSettings, role: &str) -> String {
+    format!(
+        "{}_{:016x}",
+        settings.cluster_name,
+        fnv1a(format!("{}/{role}", settings.region).as_bytes())
+    )
+}
+
+/// Creates (or repairs) the instance profile for `role`: it exists, is tagged as this cluster's,
+/// and holds exactly `role`. `Ok(Err(msg))` when the role does not exist.
+///
+/// # Errors
+/// [`AwsError`] when an IAM call fails otherwise.
+pub async fn ensure_instance_profile(
+    clients: &AwsClients,
+    settings: &AwsSettings,
+    node_class: &str,
+    role: &str,
+) -> Result<Result<String, String>, AwsError> {
+    let name = instance_profile_name(settings, role);
+    // A role given as an ARN or with a path is referred to by its last segment.
+    let role_name = role.rsplit('/').next().unwrap_or(role);
+    let existing = match clients
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+    {
+        Ok(out) => out.instance_profile().cloned(),
+        Err(e) => {
+            let modeled = e.as_service_error().is_some_and(
+                aws_sdk_iam::operation::get_instance_profile::GetInstanceProfileError::is_no_such_entity_exception,
+            );
+            let err = AwsError::from_sdk("GetInstanceProfile", &e);
+            if !(modeled || err.kind() == ErrorKind::NotFound) {
+                return Err(err);
+            }
+            None
+        }
+    };
+    let roles: Vec<String> = existing
+        .as_ref()
+        .map(|p| {
+            p.roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if roles.iter().any(|r| r == role_name) {
+        return Ok(Ok(name));
+    }
+    if existing.is_none() {
+        let tags = [
+            (settings.cluster_tag_key(), "owned".to_string()),
+            (
+                "karpenter.k8s.aws/ec2nodeclass".to_string(),
+                node_class.to_string(),
+            ),
+            (
+                "topology.kubernetes.io/region".to_string(),
+                settings.region.clone(),
+            ),
+        ];
+        let mut req = clients
+            .iam
+            .create_instance_profile()
+            .instance_profile_name(&name)
+            .path(format!(
+                "/karpenter/{}/{}/",
+                settings.region, settings.cluster_name
+            ));
+        for (k, v) in tags {
+            req = req.tags(
+                aws_sdk_iam::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| {
+                        AwsError::invalid_response("CreateInstanceProfile", e.to_string())
+                    })?,
+            );
+        }
+        if let Err(e) = req.send().await {
+            let err = AwsError::from_sdk("CreateInstanceProfile", &e);
+            if err.kind() != ErrorKind::AlreadyExists {
+                return Err(err);
+            }
+        }
+    }
+    // An instance profile holds one role: replace a stale one.
+    for stale in roles {
+        clients
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(&name)
+            .role_name(&stale)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("RemoveRoleFromInstanceProfile", &e))?;
+    }
+    match clients
+        .iam
+        .add_role_to_instance_profile()
+        .instance_profile_name(&name)
+        .role_name(role_name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(Ok(name)),
+        Err(e) => {
+            let modeled_missing = e.as_service_error().is_some_and(
+                aws_sdk_iam::operation::add_role_to_instance_profile::AddRoleToInstanceProfileError::is_no_such_entity_exception,
+            );
+            let err = AwsError::from_sdk("AddRoleToInstanceProfile", &e);
+            match err.kind() {
+                _ if modeled_missing => Ok(Err(format!("role {role_name:?} does not exist"))),
+                ErrorKind::NotFound => Ok(Err(format!("role {role_name:?} does not exist"))),
+                // LimitExceeded: another writer added the role concurrently.
+                _ if err.code.as_deref() == Some("LimitExceeded") => Ok(Ok(name)),
+                _ => Err(err),
+            }
+        }
+    }
+}
+
+/// Deletes the instance profile karp created for `role` (when the node class goes away).
+///
+/// # Errors
+/// [`AwsError`] when an IAM call fails with anything but "not found".
+pub async fn delete_instance_profile(
+    clients: &AwsClients,
+    settings: &AwsSettings,
+    role: &str,
+) -> Result<(), AwsError> {
+    let name = instance_profile_name(settings, role);
+    let roles: Vec<String> = match clients
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .instance_profile()
+            .map(|p| {
+                p.roles()
+                    .iter()
+                    .map(|r| r.role_name().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(e) => {
+            let err = AwsError::from_sdk("GetInstanceProfile", &e);
+            let modeled = e.as_service_error().is_some_and(
+                aws_sdk_iam::operation::get_instance_profile::GetInstanceProfileError::is_no_such_entity_exception,
+            );
+            return if modeled || err.kind() == ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(err)
+            };
+        }
+    };
+    for r in roles {
+        clients
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(&name)
+            .role_name(&r)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("RemoveRoleFromInstanceProfile", &e))?;
+    }
+    if let Err(e) = clients
+        .iam
+        .delete_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+    {
+        let err = AwsError::from_sdk("DeleteInstanceProfile", &e);
+        if err.kind() != ErrorKind::NotFound {
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 async fn describe_subnets(

@@ -91,6 +91,8 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     /// SQS (interruption queue).
     pub sqs: aws_sdk_sqs::Client,
+    /// IAM (instance profiles for `spec.role`).
+    pub iam: aws_sdk_iam::Client,
     /// Pricing (on-demand prices), when enabled.
     pub pricing: Option<aws_sdk_pricing::Client>,
 }
@@ -134,6 +136,7 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::new(conf),
             ssm: aws_sdk_ssm::Client::new(conf),
             sqs: aws_sdk_sqs::Client::new(conf),
+            iam: aws_sdk_iam::Client::new(conf),
             pricing,
         }
     }

@@ -66,11 +66,43 @@ macro_rules! client {
     }};
 }
 
+/// IAM already holds karp's instance profile with the node role.
+fn iam_rules() -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_iam::Client::get_instance_profile).then_compute_output(|i| {
+            aws_sdk_iam::operation::get_instance_profile::GetInstanceProfileOutput::builder()
+                .instance_profile(
+                    aws_sdk_iam::types::InstanceProfile::builder()
+                        .instance_profile_name(i.instance_profile_name().unwrap_or_default())
+                        .instance_profile_id("AIPA1")
+                        .arn("arn:aws:iam::123456789012:instance-profile/x")
+                        .path("/")
+                        .create_date(aws_smithy_types::DateTime::from_secs(0))
+                        .roles(
+                            aws_sdk_iam::types::Role::builder()
+                                .role_name("KarpenterNodeRole")
+                                .role_id("AROA1")
+                                .arn("arn:aws:iam::123456789012:role/KarpenterNodeRole")
+                                .path("/")
+                                .create_date(aws_smithy_types::DateTime::from_secs(0))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        }),
+    ]
+}
+
 fn clients(ec2: &[&Rule], ssm: &[&Rule], pricing: Option<&[&Rule]>) -> AwsClients {
+    let iam = iam_rules();
     AwsClients {
         ec2: client!(aws_sdk_ec2, ec2.iter().copied()),
         ssm: client!(aws_sdk_ssm, ssm.iter().copied()),
         sqs: client!(aws_sdk_sqs, std::iter::empty::<&Rule>()),
+        iam: client!(aws_sdk_iam, iam.iter()),
         pricing: pricing.map(|rules| client!(aws_sdk_pricing, rules.iter().copied())),
     }
 }

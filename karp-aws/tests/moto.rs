@@ -113,6 +113,16 @@ async fn seed(clients: &AwsClients, settings: &AwsSettings, octet: u8) -> String
         .collect();
     ids.sort_unstable();
     let ami = ids.first().expect("moto ships AL2023 AMIs").to_string();
+    clients
+        .iam
+        .create_role()
+        .role_name(format!("KarpenterNodeRole-{cluster}"))
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
     publish_ami(clients, settings, &ami).await;
     ami
 }
@@ -246,7 +256,24 @@ async fn node_class_resolves_subnets_security_groups_and_amis() {
     );
     assert_eq!(status.amis.len(), 1);
     assert_eq!(status.amis[0].id, ami);
-    assert!(status.instance_profile.is_some());
+    // karp created the instance profile for the role.
+    let profile = status.instance_profile.clone().unwrap();
+    let got = provider
+        .clients()
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .unwrap();
+    let roles: Vec<&str> = got
+        .instance_profile()
+        .unwrap()
+        .roles()
+        .iter()
+        .map(|r| r.role_name())
+        .collect();
+    assert_eq!(roles, vec!["KarpenterNodeRole-resolve"]);
     let ready = status
         .conditions
         .iter()
@@ -285,6 +312,31 @@ async fn node_class_resolves_subnets_security_groups_and_amis() {
         .await
         .unwrap_err();
     assert!(err.is_node_class_not_ready(), "{err:?}");
+
+    // A role that does not exist: InstanceProfileReady is False.
+    let mut missing_role = node_class("resolve", "resolve");
+    missing_role.spec.role = Some("NoSuchRole".into());
+    let st = provider.resolve_node_class(&missing_role).await.unwrap();
+    let ip = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InstanceProfileReady")
+        .unwrap();
+    assert_eq!(ip.status, "False", "{:?}", st.conditions);
+
+    // Deleting the node class deletes the instance profile karp made.
+    provider
+        .delete_node_class(&node_class("resolve", "resolve"))
+        .await
+        .unwrap();
+    let gone = provider
+        .clients()
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await;
+    assert!(gone.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
