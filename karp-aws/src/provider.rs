@@ -360,13 +360,55 @@ impl AwsCloudProvider {
         Ok(resolution.status)
     }
 
-    /// Forgets a deleted node class and deletes the instance profile karp created for its role.
+    /// Forgets a deleted node class and deletes what karp created for it: its launch templates and
+    /// the instance profile for its role.
     ///
     /// # Errors
     /// [`AwsError`] when IAM fails; the node class is forgotten either way.
     pub async fn delete_node_class(&self, node_class: &EC2NodeClass) -> Result<(), AwsError> {
         let name = node_class.metadata.name.clone().unwrap_or_default();
         write(&self.node_classes).remove(&name);
+        // Its launch templates go too (karp tags them with the cluster and the node class).
+        let templates = self
+            .clients
+            .ec2
+            .describe_launch_templates()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", self.settings.cluster_tag_key()))
+                    .values("owned")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tags::NODECLASS))
+                    .values(&name)
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeLaunchTemplates", &e))?;
+        for t in templates {
+            let Some(id) = t.launch_template_id() else {
+                continue;
+            };
+            if let Err(e) = self
+                .clients
+                .ec2
+                .delete_launch_template()
+                .launch_template_id(id)
+                .send()
+                .await
+            {
+                let err = AwsError::from_sdk("DeleteLaunchTemplate", &e);
+                if err.kind() != crate::error::ErrorKind::NotFound {
+                    return Err(err);
+                }
+            }
+        }
         match (&node_class.spec.role, &node_class.spec.instance_profile) {
             (Some(role), None) => {
                 crate::resolve::delete_instance_profile(&self.clients, &self.settings, role).await

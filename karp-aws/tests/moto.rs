@@ -505,6 +505,23 @@ async fn launch_list_get_delete_and_drift() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].provider_id, second.provider_id);
     provider.delete(&second.provider_id).await.unwrap();
+    // Deleting the node class removes its launch templates.
+    provider
+        .delete_node_class(&node_class("launch", "launch"))
+        .await
+        .unwrap();
+    let lts = ec2
+        .describe_launch_templates()
+        .filters(
+            Filter::builder()
+                .name("tag:karpenter.k8s.aws/cluster")
+                .values("launch")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lts.launch_templates().len(), 0);
     // Unknown and malformed ids are NotFound too.
     assert!(provider
         .get("aws:///us-east-1a/i-0000000000000000f")
