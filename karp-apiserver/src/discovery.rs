@@ -81,3 +81,69 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+fn fnv(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016X}")
+}
+
+/// The OpenAPI v3 document of one group/version: one PATCH operation per resource, tagged with
+/// its group/version/kind and accepting `fieldValidation`, which is what kubectl checks to
+/// decide that the server validates fields itself. No schemas.
+pub(crate) fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    let prefix = gv_path(group, version);
+    for d in reg.all().filter(|d| d.group == group && d.version == version) {
+        let path = if d.namespaced {
+            format!("/{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
+        } else {
+            format!("/{prefix}/{}/{{name}}", d.plural)
+        };
+        let gvk = json!({"group": d.group, "version": d.version, "kind": d.kind});
+        paths.insert(
+            path,
+            json!({"patch": {
+                "operationId": format!("patch{}", d.kind),
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": [
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                    {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}
+                ],
+                "responses": {"200": {"description": "OK"}}
+            }}),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": GIT_VERSION},
+                "paths": paths, "components": {"schemas": {}}}))
+}
+
+/// The OpenAPI v3 root: every group/version with the URL of its document.
+pub(crate) fn openapi_v3_root(reg: &Registry) -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, vs) in reg.groups() {
+        for v in vs {
+            let doc = openapi_v3_gv(reg, &g, &v).map(|d| d.to_string()).unwrap_or_default();
+            let p = gv_path(&g, &v);
+            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", fnv(&doc))}));
+        }
+    }
+    json!({"paths": paths})
+}

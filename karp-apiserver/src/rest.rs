@@ -91,11 +91,11 @@ fn parse_json_or_yaml(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 fn body_value(req: &Req) -> Result<Value, ApiError> {
-    let yaml = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains("yaml"));
+    let ctype = content_type(req);
+    if ctype.contains("protobuf") || ctype.contains("cbor") {
+        return Err(unsupported_media(&ctype));
+    }
+    let yaml = ctype.contains("yaml");
     if yaml {
         parse_json_or_yaml(&req.body)
     } else {
@@ -152,6 +152,15 @@ fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<ResponseBody>, ApiErr
         ["apis", g, v] => {
             let v = discovery::resource_list(&inner.state().registry, g, v).ok_or_else(ApiError::no_resource)?;
             get_only(v)
+        }
+        ["openapi", "v3"] => get_only(discovery::openapi_v3_root(&inner.state().registry)),
+        ["openapi", "v3", "api", v] => {
+            let doc = discovery::openapi_v3_gv(&inner.state().registry, "", v).ok_or_else(ApiError::no_resource)?;
+            get_only(doc)
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            let doc = discovery::openapi_v3_gv(&inner.state().registry, g, v).ok_or_else(ApiError::no_resource)?;
+            get_only(doc)
         }
         ["api", "v1", rest @ ..] => resource(inner, req, "", "v1", rest),
         ["apis", g, v, rest @ ..] => resource(inner, req, g, v, rest),
@@ -342,6 +351,13 @@ fn watch_handler(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<R
     Ok(r)
 }
 
+fn unsupported_media(got: &str) -> ApiError {
+    ApiError::new(
+        Reason::UnsupportedMediaType,
+        format!("the body of the request was in an unknown format ({got:?}) - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
+    )
+}
+
 fn content_type(req: &Req) -> String {
     req.headers
         .get(http::header::CONTENT_TYPE)
@@ -364,12 +380,7 @@ fn apply_patch(doc: &mut Value, req: &Req) -> Result<(), ApiError> {
         "application/apply-patch+yaml" | "application/apply-patch+json" => {
             strategic_merge(doc, &parse_json_or_yaml(&req.body)?)
         }
-        other => {
-            return Err(ApiError::new(
-                Reason::UnsupportedMediaType,
-                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
-            ))
-        }
+        other => return Err(unsupported_media(other)),
     }
     if !doc.is_object() {
         return Err(ApiError::bad_request("the patch turned the object into a non-object"));
