@@ -1,0 +1,89 @@
+//! Reflector caches shared by the simulators: a kube-runtime reflector per kind, driven by a
+//! background task that wakes the simulator's loop on every change.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// A reflector store kept up to date by a background task (aborted on drop).
+pub(crate) struct Cache<K: Resource + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    pub(crate) store: Store<K>,
+    task: JoinHandle<()>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    /// Start watching `api`; every event (or error) notifies `wake`.
+    pub(crate) fn start(api: Api<K>, wake: Arc<Notify>) -> Self {
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Err(e) = ev {
+                    tracing::debug!(error = %e, "sim watch error (retrying with backoff)");
+                }
+                wake.notify_one();
+            }
+        });
+        Cache { store, task }
+    }
+
+    /// Wait until the first list has arrived.
+    pub(crate) async fn ready(&self) {
+        // The writer lives as long as the task; if it is gone the loop just runs on an empty store.
+        let _ = self.store.wait_until_ready().await;
+    }
+}
+
+impl<K: Resource + 'static> Drop for Cache<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// When the next pass of a simulator loop is due: on a change notification (after `debounce`, to
+/// batch bursts of events) or after `resync`, whichever comes first.
+pub(crate) struct Ticker {
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) resync: Duration,
+    pub(crate) debounce: Duration,
+}
+
+impl Ticker {
+    /// A ticker with its own notifier.
+    pub(crate) fn new(resync: Duration, debounce: Duration) -> Self {
+        Ticker {
+            wake: Arc::new(Notify::new()),
+            resync,
+            debounce,
+        }
+    }
+
+    /// Wait for the next pass.
+    pub(crate) async fn tick(&self) {
+        tokio::select! {
+            () = self.wake.notified() => tokio::time::sleep(self.debounce).await,
+            () = tokio::time::sleep(self.resync) => {}
+        }
+    }
+}

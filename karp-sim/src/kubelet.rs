@@ -1,0 +1,503 @@
+//! The simulated kubelet: one loop standing in for the kubelets of every [`SimCloud`] instance.
+//!
+//! For each running instance without a Node it registers one (see [`crate::node::node_object`]):
+//! Ready=False at first, Ready=True after [`KubeletOptions::ready_delay`], and the launch
+//! request's startup taints removed [`KubeletOptions::startup_taint_delay`] after that. Pods bound
+//! to its nodes become Running after [`KubeletOptions::pod_start_delay`]; pods being deleted there
+//! are removed (grace period 0) after [`KubeletOptions::pod_stop_delay`]. When an instance is
+//! terminated its kubelet stops: the Node's conditions turn Unknown (`NodeStatusUnknown`), and the
+//! Node itself is left for karp to delete.
+//!
+//! It only ever patches what a kubelet owns (Node status, the startup taints, Pod status), so the
+//! labels and taint changes karp makes at registration survive.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::cache::{Cache, Ticker};
+use crate::cloud::{InstanceState, SimCloud, SimInstance};
+use crate::node::{
+    node_conditions, node_object, node_status, pod_ip, ready_status, removable_startup_taints,
+    without_startup_taints, Readiness,
+};
+
+/// How often the kubelet polls the cloud by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(150);
+
+/// How long the kubelet waits for its own Node create to show up in its cache before creating it
+/// again (a watch event normally arrives within milliseconds).
+const CREATE_GRACE: Duration = Duration::from_secs(2);
+
+/// Timing of the simulated kubelet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletOptions {
+    /// How often to poll the cloud for instances (and resync pods and nodes).
+    pub poll_interval: Duration,
+    /// From registration to Ready=True (0 allowed).
+    pub ready_delay: Duration,
+    /// From Ready=True to the removal of the startup taints.
+    pub startup_taint_delay: Duration,
+    /// From binding to Running.
+    pub pod_start_delay: Duration,
+    /// From a bound pod's deletion to its removal (the simulated termination grace period).
+    pub pod_stop_delay: Duration,
+}
+
+impl Default for KubeletOptions {
+    fn default() -> Self {
+        KubeletOptions {
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            ready_delay: Duration::from_secs(1),
+            startup_taint_delay: Duration::from_millis(500),
+            pod_start_delay: Duration::from_millis(200),
+            pod_stop_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+impl KubeletOptions {
+    /// Set the polling interval.
+    #[must_use]
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+    /// Set the delay from registration to Ready.
+    #[must_use]
+    pub fn ready_delay(mut self, d: Duration) -> Self {
+        self.ready_delay = d;
+        self
+    }
+    /// Set the delay from Ready to the removal of startup taints.
+    #[must_use]
+    pub fn startup_taint_delay(mut self, d: Duration) -> Self {
+        self.startup_taint_delay = d;
+        self
+    }
+    /// Set the delay from binding to Running.
+    #[must_use]
+    pub fn pod_start_delay(mut self, d: Duration) -> Self {
+        self.pod_start_delay = d;
+        self
+    }
+    /// Set the delay from deletion to removal of a bound pod.
+    #[must_use]
+    pub fn pod_stop_delay(mut self, d: Duration) -> Self {
+        self.pod_stop_delay = d;
+        self
+    }
+}
+
+/// The simulated kubelet of every instance of one [`SimCloud`].
+pub struct Kubelet {
+    client: Client,
+    cloud: Arc<SimCloud>,
+    options: KubeletOptions,
+    /// Provider ID → when its Node was registered (created or first seen).
+    registered: BTreeMap<String, Instant>,
+    /// Provider ID → when its Node was first Ready.
+    ready_since: BTreeMap<String, Instant>,
+    /// Node name → when we created it (until the cache shows it).
+    created: BTreeMap<String, Instant>,
+    /// Pod UID → when first seen bound to one of our nodes.
+    pods_bound: BTreeMap<String, Instant>,
+    /// Pod UID → when first seen deleting on one of our nodes.
+    pods_deleting: BTreeMap<String, Instant>,
+    /// Pod UID → its IP.
+    pod_ips: BTreeMap<String, Ipv4Addr>,
+    next_pod_ip: u64,
+}
+
+impl std::fmt::Debug for Kubelet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubelet")
+            .field("options", &self.options)
+            .field("nodes", &self.registered.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_time() -> Time {
+    Time(Timestamp::now())
+}
+
+fn is_conflict_or_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The pod status a kubelet reports for a running pod.
+#[must_use]
+pub fn running_pod_status(
+    pod: &Pod,
+    pod_ip: Ipv4Addr,
+    host_ip: &str,
+    now: &Time,
+) -> serde_json::Value {
+    let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    let spec = pod.spec.as_ref();
+    let containers: Vec<serde_json::Value> = spec
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "image": c.image.clone().unwrap_or_default(),
+                "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()),
+                "containerID": format!("containerd://{}-{}", pod.metadata.uid.clone().unwrap_or_default(), c.name),
+                "ready": true,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            })
+        })
+        .collect();
+    json!({
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                cond("PodReadyToStartContainers"),
+                cond("Initialized"),
+                cond("Ready"),
+                cond("ContainersReady"),
+                cond("PodScheduled"),
+            ],
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "podIP": pod_ip.to_string(),
+            "podIPs": [{"ip": pod_ip.to_string()}],
+            "startTime": now,
+            "containerStatuses": containers,
+            "qosClass": pod.status.as_ref().and_then(|s| s.qos_class.clone()).unwrap_or_else(|| "BestEffort".into()),
+        }
+    })
+}
+
+fn pod_is_running(pod: &Pod) -> bool {
+    let Some(st) = pod.status.as_ref() else {
+        return false;
+    };
+    st.phase.as_deref() == Some("Running")
+        && st
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+impl Kubelet {
+    /// A kubelet for `cloud`'s instances talking to the cluster through `client`.
+    #[must_use]
+    pub fn new(client: Client, cloud: Arc<SimCloud>, options: KubeletOptions) -> Self {
+        Kubelet {
+            client,
+            cloud,
+            options,
+            registered: BTreeMap::new(),
+            ready_since: BTreeMap::new(),
+            created: BTreeMap::new(),
+            pods_bound: BTreeMap::new(),
+            pods_deleting: BTreeMap::new(),
+            pod_ips: BTreeMap::new(),
+            next_pod_ip: 0,
+        }
+    }
+
+    /// Run until `shutdown` completes. API errors are logged and retried on the next poll.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+        let ticker = Ticker::new(self.options.poll_interval, Duration::from_millis(20));
+        let nodes = Cache::start(
+            Api::<Node>::all(self.client.clone()),
+            Arc::clone(&ticker.wake),
+        );
+        let pods = Cache::start(
+            Api::<Pod>::all(self.client.clone()),
+            Arc::clone(&ticker.wake),
+        );
+        let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = async { nodes.ready().await; pods.ready().await } => {}
+        }
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.pass(&nodes, &pods) => {}
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = ticker.tick() => {}
+            }
+        }
+    }
+
+    async fn pass(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
+        let now = Instant::now();
+        let region = self.cloud.region().to_string();
+        let node_map: BTreeMap<String, Arc<Node>> = nodes
+            .store
+            .state()
+            .into_iter()
+            .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
+            .collect();
+        let mut live_nodes: BTreeMap<String, SimInstance> = BTreeMap::new();
+        for inst in self.cloud.instances() {
+            let name = inst.node_name(&region);
+            let pid = inst.instance.provider_id.clone();
+            match inst.state {
+                InstanceState::Running => {
+                    if let Some(node) = node_map.get(&name) {
+                        self.created.remove(&name);
+                        self.tend_node(&inst, node, &region, now).await;
+                        live_nodes.insert(name, inst);
+                    } else if self
+                        .created
+                        .get(&name)
+                        .is_none_or(|t| now.duration_since(*t) > CREATE_GRACE)
+                    {
+                        self.register(&inst, &region, now).await;
+                    }
+                }
+                InstanceState::Terminated => {
+                    self.registered.remove(&pid);
+                    self.ready_since.remove(&pid);
+                    if let Some(node) = node_map.get(&name) {
+                        self.mark_unknown(&inst, node).await;
+                    }
+                }
+            }
+        }
+        self.tend_pods(pods, &live_nodes, now).await;
+    }
+
+    async fn register(&mut self, inst: &SimInstance, region: &str, now: Instant) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let t = now_time();
+        let node = node_object(inst, region, &t);
+        let name = inst.node_name(region);
+        match api.create(&PostParams::default(), &node).await {
+            Ok(_) => {
+                tracing::info!(node = %name, provider_id = %inst.instance.provider_id, "sim kubelet registered node");
+            }
+            Err(e) if is_conflict_or_exists(&e) => {}
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "sim kubelet could not register node");
+                return;
+            }
+        }
+        self.created.insert(name.clone(), now);
+        self.registered
+            .insert(inst.instance.provider_id.clone(), now);
+        self.ready_since.remove(&inst.instance.provider_id);
+        // Some servers drop the status on create: send it through the status subresource too.
+        let status = json!({"status": node_status(inst, region, Readiness::NotReady, &t)});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            tracing::debug!(node = %name, error = %e, "sim kubelet could not post initial node status");
+        }
+    }
+
+    async fn tend_node(&mut self, inst: &SimInstance, node: &Node, region: &str, now: Instant) {
+        if node.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let pid = inst.instance.provider_id.clone();
+        let name = inst.node_name(region);
+        let api: Api<Node> = Api::all(self.client.clone());
+        let registered = *self.registered.entry(pid.clone()).or_insert(now);
+        let want_ready = now.duration_since(registered) >= self.options.ready_delay;
+        let readiness = if want_ready {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady
+        };
+        if ready_status(node) != Some(readiness.status()) {
+            let status = json!({"status": node_status(inst, region, readiness, &now_time())});
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => {
+                    if want_ready {
+                        tracing::info!(node = %name, "sim kubelet node ready");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "sim kubelet could not post node status");
+                    return;
+                }
+            }
+        }
+        if !want_ready {
+            return;
+        }
+        let ready_since = *self.ready_since.entry(pid).or_insert(now);
+        if now.duration_since(ready_since) < self.options.startup_taint_delay {
+            return;
+        }
+        let startup = removable_startup_taints(inst);
+        if startup.is_empty() {
+            return;
+        }
+        let current = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        let Some(kept) = without_startup_taints(&current, &startup) else {
+            return;
+        };
+        // Optimistic concurrency: only replace the taints of the version we looked at, so a
+        // concurrent change by karp (removing karpenter.sh/unregistered) is never undone.
+        let patch = json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": node.metadata.resource_version},
+            {"op": "replace", "path": "/spec/taints", "value": kept},
+        ]);
+        let Ok(patch) = serde_json::from_value(patch) else {
+            return;
+        };
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+        {
+            Ok(_) => tracing::info!(node = %name, "sim kubelet removed startup taints"),
+            Err(e) => {
+                tracing::debug!(node = %name, error = %e, "sim kubelet startup taint removal raced; retrying")
+            }
+        }
+    }
+
+    async fn mark_unknown(&mut self, inst: &SimInstance, node: &Node) {
+        if ready_status(node) == Some("Unknown")
+            || node.spec.as_ref().and_then(|s| s.provider_id.as_deref())
+                != Some(inst.instance.provider_id.as_str())
+        {
+            return;
+        }
+        let Some(name) = node.metadata.name.clone() else {
+            return;
+        };
+        let api: Api<Node> = Api::all(self.client.clone());
+        let status =
+            json!({"status": {"conditions": node_conditions(Readiness::Unknown, &now_time())}});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
+            Ok(_) => tracing::info!(node = %name, "sim kubelet stopped: node status unknown"),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "sim kubelet could not mark node unknown")
+            }
+        }
+    }
+
+    async fn tend_pods(
+        &mut self,
+        pods: &Cache<Pod>,
+        live_nodes: &BTreeMap<String, SimInstance>,
+        now: Instant,
+    ) {
+        let mut all: Vec<Arc<Pod>> = pods.store.state();
+        all.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for pod in all {
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+                continue;
+            };
+            let Some(inst) = live_nodes.get(node) else {
+                continue;
+            };
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let (Some(ns), Some(name)) =
+                (pod.metadata.namespace.clone(), pod.metadata.name.clone())
+            else {
+                continue;
+            };
+            seen.insert(uid.clone());
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            if pod.metadata.deletion_timestamp.is_some() {
+                let since = *self.pods_deleting.entry(uid.clone()).or_insert(now);
+                if now.duration_since(since) >= self.options.pod_stop_delay {
+                    let dp = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    };
+                    match api.delete(&name, &dp).await {
+                        Ok(_) => {
+                            tracing::debug!(pod = %format!("{ns}/{name}"), "sim kubelet stopped pod")
+                        }
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => {
+                            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "sim kubelet could not remove pod")
+                        }
+                    }
+                }
+                continue;
+            }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded" | "Failed")) || pod_is_running(&pod) {
+                continue;
+            }
+            let since = *self.pods_bound.entry(uid.clone()).or_insert(now);
+            if now.duration_since(since) < self.options.pod_start_delay {
+                continue;
+            }
+            let ip = match self.pod_ips.get(&uid) {
+                Some(ip) => *ip,
+                None => {
+                    self.next_pod_ip += 1;
+                    let ip = pod_ip(self.next_pod_ip);
+                    self.pod_ips.insert(uid.clone(), ip);
+                    ip
+                }
+            };
+            let status = running_pod_status(&pod, ip, &inst.private_ip.to_string(), &now_time());
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => {
+                    tracing::debug!(pod = %format!("{ns}/{name}"), node = %node, "sim kubelet started pod")
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "sim kubelet could not post pod status")
+                }
+            }
+        }
+        self.pods_bound.retain(|uid, _| seen.contains(uid));
+        self.pods_deleting.retain(|uid, _| seen.contains(uid));
+        self.pod_ips.retain(|uid, _| seen.contains(uid));
+    }
+}
+
+/// Run a [`Kubelet`] until `shutdown` completes.
+pub async fn run_kubelet(
+    client: Client,
+    cloud: Arc<SimCloud>,
+    options: KubeletOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    Kubelet::new(client, cloud, options).run(shutdown).await;
+}

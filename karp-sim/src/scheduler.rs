@@ -1,0 +1,330 @@
+//! The simulated kube-scheduler: binds pending pods through `pods/binding` and marks the ones that
+//! fit nowhere `PodScheduled=False` with reason `Unschedulable` (what karp's provisioner waits
+//! for). The decisions are [`crate::fit::ClusterState::place`]'s.
+//!
+//! Pods are taken in the real scheduler's queue order (priority descending, then creation time),
+//! ties broken by namespace/name. Each pass starts from the watch caches plus the bindings this
+//! scheduler made that the caches do not show yet ("assumed" pods, as in the real scheduler).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::cache::{Cache, Ticker};
+use crate::fit::{ClusterState, Decision};
+use crate::view::{NodeView, PodView};
+
+/// The scheduler name pods get by default; pods naming another scheduler are left alone.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// How long a binding this scheduler made counts even though the cache does not show it yet.
+const ASSUME_TTL: Duration = Duration::from_secs(10);
+
+/// How long after writing an Unschedulable condition the scheduler trusts its own write over a
+/// cache that does not show it yet.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Options of the simulated scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    /// Periodic re-evaluation even without changes.
+    pub resync: Duration,
+    /// How long to gather a burst of pod / node changes before a pass.
+    pub debounce: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            resync: Duration::from_millis(500),
+            debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+impl SchedulerOptions {
+    /// Set the resync period.
+    #[must_use]
+    pub fn resync(mut self, d: Duration) -> Self {
+        self.resync = d;
+        self
+    }
+    /// Set the debounce.
+    #[must_use]
+    pub fn debounce(mut self, d: Duration) -> Self {
+        self.debounce = d;
+        self
+    }
+}
+
+/// One pending pod's fate in a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassDecision {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Where it goes or why it cannot.
+    pub decision: Decision,
+}
+
+/// The queue order of pending pods: priority descending, creation time, namespace, name.
+fn queue_key(p: &Pod) -> (i32, Option<Time>, String, String) {
+    (
+        -p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+        p.metadata.creation_timestamp.clone(),
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Whether the default scheduler should place `pod` now.
+#[must_use]
+pub fn is_pending(pod: &PodView) -> bool {
+    pod.node_name.is_none() && !pod.deleting && !pod.is_terminal() && pod.uses_default_scheduler()
+}
+
+/// Decide every pending pod of `pods` on `nodes` (pure): the bound pods occupy their nodes, then
+/// pending pods are placed one by one in queue order, each seeing the previous placements.
+#[must_use]
+pub fn plan(nodes: &[Node], pods: &[Pod]) -> Vec<PassDecision> {
+    let node_views: Vec<NodeView> = nodes.iter().map(NodeView::from_node).collect();
+    let mut sorted: Vec<&Pod> = pods.iter().collect();
+    sorted.sort_by_key(|p| queue_key(p));
+    let views: Vec<PodView> = sorted.iter().map(|p| PodView::from_pod(p)).collect();
+    let mut state = ClusterState::new(
+        node_views,
+        views.iter().filter(|v| v.node_name.is_some()).cloned(),
+    );
+    views
+        .iter()
+        .filter(|v| is_pending(v))
+        .map(|v| PassDecision {
+            namespace: v.namespace.clone(),
+            name: v.name.clone(),
+            decision: state.place(v),
+        })
+        .collect()
+}
+
+/// The PodScheduled condition of `pod`, if any.
+fn scheduled_condition(pod: &Pod) -> Option<&PodCondition> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled")
+}
+
+/// Whether `pod` already says it is unschedulable with `message`.
+#[must_use]
+pub fn reports_unschedulable(pod: &Pod, message: &str) -> bool {
+    scheduled_condition(pod).is_some_and(|c| {
+        c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+            && c.message.as_deref() == Some(message)
+    })
+}
+
+/// The status patch that marks `pod` unschedulable with `message` (other conditions kept).
+#[must_use]
+pub fn unschedulable_patch(pod: &Pod, message: &str, now: &Time) -> serde_json::Value {
+    let mut conditions: Vec<serde_json::Value> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.type_ != "PodScheduled")
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    conditions.push(json!({
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": message,
+        "lastProbeTime": null,
+        "lastTransitionTime": now,
+    }));
+    json!({"status": {"phase": "Pending", "conditions": conditions}})
+}
+
+/// The simulated kube-scheduler.
+pub struct Scheduler {
+    client: Client,
+    options: SchedulerOptions,
+    /// Pod UID → (node, when) for bindings the cache may not show yet.
+    assumed: BTreeMap<String, (String, Instant)>,
+    /// Pod UID → (message, when) last written.
+    reported: BTreeMap<String, (String, Instant)>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler working through `client`.
+    #[must_use]
+    pub fn new(client: Client, options: SchedulerOptions) -> Self {
+        Scheduler {
+            client,
+            options,
+            assumed: BTreeMap::new(),
+            reported: BTreeMap::new(),
+        }
+    }
+
+    /// Run until `shutdown` completes. API errors are logged and retried on the next pass.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+        let ticker = Ticker::new(self.options.resync, self.options.debounce);
+        let nodes = Cache::start(
+            Api::<Node>::all(self.client.clone()),
+            Arc::clone(&ticker.wake),
+        );
+        let pods = Cache::start(
+            Api::<Pod>::all(self.client.clone()),
+            Arc::clone(&ticker.wake),
+        );
+        let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = async { nodes.ready().await; pods.ready().await } => {}
+        }
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.pass(&nodes, &pods) => {}
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = ticker.tick() => {}
+            }
+        }
+    }
+
+    async fn pass(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
+        let now = Instant::now();
+        let nodes: Vec<Node> = nodes.store.state().iter().map(|n| Node::clone(n)).collect();
+        let mut pods: Vec<Pod> = pods.store.state().iter().map(|p| Pod::clone(p)).collect();
+        // Forget assumptions the cache has caught up with (or that expired).
+        let by_uid: BTreeMap<String, &Pod> = pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+            .collect();
+        self.assumed.retain(|uid, (_, at)| {
+            by_uid
+                .get(uid)
+                .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+                && now.duration_since(*at) < ASSUME_TTL
+        });
+        self.reported.retain(|uid, _| by_uid.contains_key(uid));
+        for p in &mut pods {
+            if let Some((node, _)) = p.metadata.uid.as_ref().and_then(|u| self.assumed.get(u)) {
+                if let Some(spec) = p.spec.as_mut() {
+                    spec.node_name = Some(node.clone());
+                }
+            }
+        }
+        let decisions = plan(&nodes, &pods);
+        let index: BTreeMap<(String, String), &Pod> = pods
+            .iter()
+            .map(|p| {
+                (
+                    (
+                        p.metadata.namespace.clone().unwrap_or_default(),
+                        p.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    p,
+                )
+            })
+            .collect();
+        for d in decisions {
+            let Some(pod) = index.get(&(d.namespace.clone(), d.name.clone())) else {
+                continue;
+            };
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &d.namespace);
+            let key = format!("{}/{}", d.namespace, d.name);
+            match d.decision {
+                Decision::Bind(node) => {
+                    let binding = Binding {
+                        metadata: ObjectMeta {
+                            name: Some(d.name.clone()),
+                            namespace: Some(d.namespace.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        target: ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Node".into()),
+                            name: Some(node.clone()),
+                            ..ObjectReference::default()
+                        },
+                    };
+                    match api
+                        .create_subresource::<Binding, serde_json::Value>(
+                            "binding",
+                            &d.name,
+                            &PostParams::default(),
+                            &binding,
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(pod = %key, node = %node, "sim scheduler bound pod");
+                            self.assumed.insert(uid, (node, now));
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %key, node = %node, error = %e, "sim scheduler could not bind pod");
+                        }
+                    }
+                }
+                Decision::Unschedulable(message) => {
+                    if reports_unschedulable(pod, &message)
+                        || self.reported.get(&uid).is_some_and(|(m, at)| {
+                            *m == message && now.duration_since(*at) < REPORT_GRACE
+                        })
+                    {
+                        continue;
+                    }
+                    let patch = unschedulable_patch(pod, &message, &Time(Timestamp::now()));
+                    match api
+                        .patch_status(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::debug!(pod = %key, message = %message, "sim scheduler marked pod unschedulable");
+                            self.reported.insert(uid, (message, now));
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %key, error = %e, "sim scheduler could not mark pod unschedulable");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Run a [`Scheduler`] until `shutdown` completes.
+pub async fn run_scheduler(
+    client: Client,
+    options: SchedulerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    Scheduler::new(client, options).run(shutdown).await;
+}
