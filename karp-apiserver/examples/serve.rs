@@ -14,7 +14,10 @@ fn main() -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         karp_apiserver::write_kubeconfig(&kubeconfig, &url)?;
-        println!("serving on {url}; kubeconfig written to {}", kubeconfig.display());
+        println!(
+            "serving on {url}; kubeconfig written to {}",
+            kubeconfig.display()
+        );
         karp_apiserver::ApiServer::new().serve(listener).await;
         Ok(())
     })

@@ -19,7 +19,10 @@ pub(crate) fn api_versions() -> Value {
 }
 
 fn group_json(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     let preferred = vs.first().cloned().unwrap_or(json!({}));
     json!({"name": name, "versions": vs, "preferredVersion": preferred})
 }
@@ -35,14 +38,26 @@ pub(crate) fn group_list(reg: &Registry) -> Value {
 }
 
 pub(crate) fn group(reg: &Registry, name: &str) -> Option<Value> {
-    let (g, vs) = reg.groups().into_iter().find(|(g, _)| g == name && !g.is_empty())?;
+    let (g, vs) = reg
+        .groups()
+        .into_iter()
+        .find(|(g, _)| g == name && !g.is_empty())?;
     let mut v = group_json(&g, &vs);
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
     Some(v)
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 fn resource_json(d: &ResourceDef) -> Vec<Value> {
     let mut out = vec![json!({
@@ -78,8 +93,14 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -105,7 +126,10 @@ fn fnv(s: &str) -> String {
 pub(crate) fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let prefix = gv_path(group, version);
-    for d in reg.all().filter(|d| d.group == group && d.version == version) {
+    for d in reg
+        .all()
+        .filter(|d| d.group == group && d.version == version)
+    {
         let path = if d.namespaced {
             format!("/{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
         } else {
@@ -131,8 +155,10 @@ pub(crate) fn openapi_v3_gv(reg: &Registry, group: &str, version: &str) -> Optio
     if paths.is_empty() {
         return None;
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": GIT_VERSION},
-                "paths": paths, "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": GIT_VERSION},
+                "paths": paths, "components": {"schemas": {}}}),
+    )
 }
 
 /// The OpenAPI v3 root: every group/version with the URL of its document.
@@ -140,9 +166,14 @@ pub(crate) fn openapi_v3_root(reg: &Registry) -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in reg.groups() {
         for v in vs {
-            let doc = openapi_v3_gv(reg, &g, &v).map(|d| d.to_string()).unwrap_or_default();
+            let doc = openapi_v3_gv(reg, &g, &v)
+                .map(|d| d.to_string())
+                .unwrap_or_default();
             let p = gv_path(&g, &v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", fnv(&doc))}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", fnv(&doc))}),
+            );
         }
     }
     json!({"paths": paths})

@@ -83,7 +83,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a reason and message.
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        ApiError { reason, message: message.into(), details: None }
+        ApiError {
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// Adds `details` to the Status.
@@ -137,18 +141,27 @@ impl ApiError {
 
     pub(crate) fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let qualified = qualified(group, plural);
-        Self::new(Reason::NotFound, format!("{qualified} \"{name}\" not found"))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            Reason::NotFound,
+            format!("{qualified} \"{name}\" not found"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     pub(crate) fn no_resource() -> Self {
-        Self::new(Reason::NotFound, "the server could not find the requested resource")
+        Self::new(
+            Reason::NotFound,
+            "the server could not find the requested resource",
+        )
     }
 
     pub(crate) fn already_exists(group: &str, plural: &str, name: &str) -> Self {
         let qualified = qualified(group, plural);
-        Self::new(Reason::AlreadyExists, format!("{qualified} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            Reason::AlreadyExists,
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     pub(crate) fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
@@ -170,7 +183,10 @@ impl ApiError {
     }
 
     pub(crate) fn method_not_allowed() -> Self {
-        Self::new(Reason::MethodNotAllowed, "the server does not allow this method on the requested resource")
+        Self::new(
+            Reason::MethodNotAllowed,
+            "the server does not allow this method on the requested resource",
+        )
     }
 }
 

@@ -20,10 +20,10 @@
 
 mod discovery;
 mod error;
-mod rest;
 mod patch;
 mod pdb;
 mod registry;
+mod rest;
 mod selector;
 mod store;
 mod table;
@@ -67,7 +67,10 @@ pub struct ApiServerConfig {
 
 impl Default for ApiServerConfig {
     fn default() -> Self {
-        ApiServerConfig { history: DEFAULT_HISTORY, bookmark_interval: DEFAULT_BOOKMARK_INTERVAL }
+        ApiServerConfig {
+            history: DEFAULT_HISTORY,
+            bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
+        }
     }
 }
 
@@ -112,8 +115,16 @@ pub struct Gvr {
 
 impl Gvr {
     /// A resource of any group.
-    pub fn new(group: impl Into<String>, version: impl Into<String>, resource: impl Into<String>) -> Self {
-        Gvr { group: group.into(), version: version.into(), resource: resource.into() }
+    pub fn new(
+        group: impl Into<String>,
+        version: impl Into<String>,
+        resource: impl Into<String>,
+    ) -> Self {
+        Gvr {
+            group: group.into(),
+            version: version.into(),
+            resource: resource.into(),
+        }
     }
 
     /// A resource of the core `v1` group (`pods`, `nodes`, …).
@@ -155,7 +166,11 @@ pub struct Subscription {
 impl Subscription {
     fn convert(msg: Msg) -> Option<Change> {
         let Msg::Event(ev) = msg else { return None };
-        let api_version = ev.object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = ev
+            .object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let version = registry::split_api_version(api_version).1.to_string();
         Some(Change {
             kind: match ev.kind {
@@ -229,7 +244,9 @@ impl Default for ApiServer {
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServer").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("ApiServer")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -242,7 +259,12 @@ impl ApiServer {
 
     /// A server with the given settings.
     pub fn with_config(config: ApiServerConfig) -> Self {
-        ApiServer { inner: Arc::new(Inner { state: Mutex::new(State::new(config.history)), config }) }
+        ApiServer {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::new(config.history)),
+                config,
+            }),
+        }
     }
 
     /// A server that keeps only the last `events` events for resuming watches (tests use a tiny
@@ -268,11 +290,16 @@ impl ApiServer {
                 let server = server.clone();
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let mut s = server.clone();
-                        tower::Service::call(&mut s, req)
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let mut s = server.clone();
+                            tower::Service::call(&mut s, req)
+                        },
+                    );
+                    if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                    {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -291,13 +318,20 @@ impl ApiServer {
     pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();
         for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-            let v: Value = serde::Deserialize::deserialize(doc)
-                .map_err(|e| ApiError::new(Reason::BadRequest, format!("document {}: {e}", i + 1)))?;
+            let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| {
+                ApiError::new(Reason::BadRequest, format!("document {}: {e}", i + 1))
+            })?;
             if v.is_null() {
                 continue;
             }
             let items = match v.get("items").and_then(Value::as_array) {
-                Some(items) if v.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) => items.clone(),
+                Some(items)
+                    if v.get("kind")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| k.ends_with("List")) =>
+                {
+                    items.clone()
+                }
                 _ => vec![v],
             };
             for item in items {
@@ -314,7 +348,10 @@ impl ApiServer {
     /// Unknown kinds (404), invalid objects (422), bad input (400).
     pub fn apply(&self, object: Value) -> Result<Value, ApiError> {
         if !object.is_object() {
-            return Err(ApiError::new(Reason::BadRequest, "an object must be a JSON object"));
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                "an object must be a JSON object",
+            ));
         }
         self.inner.state().apply_fixture(object)
     }
@@ -323,16 +360,26 @@ impl ApiServer {
     pub fn get(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Option<Value> {
         let st = self.inner.state();
         let def = st.registry.get(&gvr.group, &gvr.version, &gvr.resource)?;
-        let ns = if def.namespaced { namespace.unwrap_or("default") } else { "" };
-        st.get_obj(&def.store_key(), ns, name).map(|o| State::render(def, o))
+        let ns = if def.namespaced {
+            namespace.unwrap_or("default")
+        } else {
+            ""
+        };
+        st.get_obj(&def.store_key(), ns, name)
+            .map(|o| State::render(def, o))
     }
 
     /// Every object of a resource, in (namespace, name) order; `namespace` None = all namespaces.
     pub fn list(&self, gvr: &Gvr, namespace: Option<&str>) -> Vec<Value> {
         let st = self.inner.state();
-        let Some(def) = st.registry.get(&gvr.group, &gvr.version, &gvr.resource) else { return Vec::new() };
+        let Some(def) = st.registry.get(&gvr.group, &gvr.version, &gvr.resource) else {
+            return Vec::new();
+        };
         let ns = if def.namespaced { namespace } else { None };
-        st.list_objs(&def.store_key(), ns).iter().map(|o| State::render(def, o)).collect()
+        st.list_objs(&def.store_key(), ns)
+            .iter()
+            .map(|o| State::render(def, o))
+            .collect()
     }
 
     /// Deletes an object as a DELETE request would (finalizers honoured, dependents collected).
@@ -346,7 +393,8 @@ impl ApiServer {
             .get(&gvr.group, &gvr.version, &gvr.resource)
             .cloned()
             .ok_or_else(ApiError::no_resource)?;
-        st.delete(&def, namespace, name, &DeleteOpts::default()).map(|_| ())
+        st.delete(&def, namespace, name, &DeleteOpts::default())
+            .map(|_| ())
     }
 
     /// Subscribes to every change from now on.
@@ -403,7 +451,10 @@ where
                     };
                     span.in_scope(|| rest::handle(&inner, req))
                 }
-                Err(_) => rest::error_response(&ApiError::new(Reason::BadRequest, "error reading the request body")),
+                Err(_) => rest::error_response(&ApiError::new(
+                    Reason::BadRequest,
+                    "error reading the request body",
+                )),
             };
             span.record("status", response.status().as_u16());
             span.in_scope(|| tracing::debug!("request served"));

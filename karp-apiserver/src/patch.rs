@@ -27,7 +27,13 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 fn patch_err(msg: impl Into<String>) -> ApiError {
-    ApiError::new(Reason::Invalid, format!("the server rejected our request due to an error in our request: {}", msg.into()))
+    ApiError::new(
+        Reason::Invalid,
+        format!(
+            "the server rejected our request due to an error in our request: {}",
+            msg.into()
+        ),
+    )
 }
 
 fn parse_pointer(p: &str) -> Result<Vec<String>, ApiError> {
@@ -37,7 +43,10 @@ fn parse_pointer(p: &str) -> Result<Vec<String>, ApiError> {
     let rest = p
         .strip_prefix('/')
         .ok_or_else(|| ApiError::bad_request(format!("invalid JSON pointer {p:?}")))?;
-    Ok(rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect())
+    Ok(rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect())
 }
 
 fn get_at<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -69,7 +78,8 @@ fn add_at(doc: &mut Value, path: &[String], value: Value) -> Result<(), ApiError
         *doc = value;
         return Ok(());
     };
-    let parent = get_at_mut(doc, parent).ok_or_else(|| patch_err("add operation does not apply: parent does not exist"))?;
+    let parent = get_at_mut(doc, parent)
+        .ok_or_else(|| patch_err("add operation does not apply: parent does not exist"))?;
     match parent {
         Value::Object(m) => {
             m.insert(last.clone(), value);
@@ -79,7 +89,8 @@ fn add_at(doc: &mut Value, path: &[String], value: Value) -> Result<(), ApiError
             let idx = if last == "-" {
                 a.len()
             } else {
-                last.parse::<usize>().map_err(|_| patch_err(format!("invalid array index {last:?}")))?
+                last.parse::<usize>()
+                    .map_err(|_| patch_err(format!("invalid array index {last:?}")))?
             };
             if idx > a.len() {
                 return Err(patch_err(format!("array index {idx} out of bounds")));
@@ -87,7 +98,9 @@ fn add_at(doc: &mut Value, path: &[String], value: Value) -> Result<(), ApiError
             a.insert(idx, value);
             Ok(())
         }
-        _ => Err(patch_err("add operation does not apply: parent is not a container")),
+        _ => Err(patch_err(
+            "add operation does not apply: parent is not a container",
+        )),
     }
 }
 
@@ -95,19 +108,26 @@ fn remove_at(doc: &mut Value, path: &[String]) -> Result<Value, ApiError> {
     let Some((last, parent)) = path.split_last() else {
         return Err(patch_err("cannot remove the whole document"));
     };
-    let parent = get_at_mut(doc, parent).ok_or_else(|| patch_err("remove operation does not apply: path does not exist"))?;
+    let parent = get_at_mut(doc, parent)
+        .ok_or_else(|| patch_err("remove operation does not apply: path does not exist"))?;
     match parent {
-        Value::Object(m) => m
-            .remove(last)
-            .ok_or_else(|| patch_err(format!("remove operation does not apply: {last:?} does not exist"))),
+        Value::Object(m) => m.remove(last).ok_or_else(|| {
+            patch_err(format!(
+                "remove operation does not apply: {last:?} does not exist"
+            ))
+        }),
         Value::Array(a) => {
-            let idx = last.parse::<usize>().map_err(|_| patch_err(format!("invalid array index {last:?}")))?;
+            let idx = last
+                .parse::<usize>()
+                .map_err(|_| patch_err(format!("invalid array index {last:?}")))?;
             if idx >= a.len() {
                 return Err(patch_err(format!("array index {idx} out of bounds")));
             }
             Ok(a.remove(idx))
         }
-        _ => Err(patch_err("remove operation does not apply: parent is not a container")),
+        _ => Err(patch_err(
+            "remove operation does not apply: parent is not a container",
+        )),
     }
 }
 
@@ -117,11 +137,24 @@ pub(crate) fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError>
         .as_array()
         .ok_or_else(|| ApiError::bad_request("a JSON patch must be a list of operations"))?;
     for op in ops {
-        let name = op.get("op").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("JSON patch operation without \"op\""))?;
-        let path = parse_pointer(op.get("path").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("JSON patch operation without \"path\""))?)?;
-        let value = || op.get("value").cloned().ok_or_else(|| ApiError::bad_request(format!("JSON patch {name} operation without \"value\"")));
+        let name = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("JSON patch operation without \"op\""))?;
+        let path = parse_pointer(
+            op.get("path")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("JSON patch operation without \"path\""))?,
+        )?;
+        let value = || {
+            op.get("value").cloned().ok_or_else(|| {
+                ApiError::bad_request(format!("JSON patch {name} operation without \"value\""))
+            })
+        };
         let from = || -> Result<Vec<String>, ApiError> {
-            parse_pointer(op.get("from").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request(format!("JSON patch {name} operation without \"from\"")))?)
+            parse_pointer(op.get("from").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::bad_request(format!("JSON patch {name} operation without \"from\""))
+            })?)
         };
         match name {
             "add" => add_at(doc, &path, value()?)?,
@@ -130,7 +163,9 @@ pub(crate) fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError>
             }
             "replace" => {
                 let v = value()?;
-                let slot = get_at_mut(doc, &path).ok_or_else(|| patch_err("replace operation does not apply: path does not exist"))?;
+                let slot = get_at_mut(doc, &path).ok_or_else(|| {
+                    patch_err("replace operation does not apply: path does not exist")
+                })?;
                 *slot = v;
             }
             "move" => {
@@ -139,16 +174,25 @@ pub(crate) fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError>
                 add_at(doc, &path, v)?;
             }
             "copy" => {
-                let v = get_at(doc, &from()?).cloned().ok_or_else(|| patch_err("copy operation does not apply: from does not exist"))?;
+                let v = get_at(doc, &from()?).cloned().ok_or_else(|| {
+                    patch_err("copy operation does not apply: from does not exist")
+                })?;
                 add_at(doc, &path, v)?;
             }
             "test" => {
                 let want = value()?;
                 if get_at(doc, &path) != Some(&want) {
-                    return Err(patch_err(format!("test operation failed at {:?}", op.get("path"))));
+                    return Err(patch_err(format!(
+                        "test operation failed at {:?}",
+                        op.get("path")
+                    )));
                 }
             }
-            other => return Err(ApiError::bad_request(format!("unknown JSON patch operation {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown JSON patch operation {other:?}"
+                )))
+            }
         }
     }
     Ok(())
@@ -156,9 +200,20 @@ pub(crate) fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError>
 
 /// The merge key of a list field in a strategic merge patch, if it is merged by key.
 fn merge_key(field: &str, patch: &[Value]) -> Option<&'static str> {
-    let all_have = |k: &str| !patch.is_empty() && patch.iter().all(|e| e.get(k).is_some() || e.get("$patch").is_some());
+    let all_have = |k: &str| {
+        !patch.is_empty()
+            && patch
+                .iter()
+                .all(|e| e.get(k).is_some() || e.get("$patch").is_some())
+    };
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => Some("name"),
         "ports" if all_have("containerPort") => Some("containerPort"),
         "ports" if all_have("port") => Some("port"),
         "volumeMounts" => Some("mountPath"),
@@ -253,8 +308,14 @@ pub(crate) fn strategic_merge(target: &mut Value, patch: &Value) {
 }
 
 fn merge_list(current: Option<&Value>, patch: &[Value], field: &str) -> Value {
-    let current: Vec<Value> = current.and_then(Value::as_array).cloned().unwrap_or_default();
-    if patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace")) {
+    let current: Vec<Value> = current
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
         return Value::Array(
             patch
                 .iter()
@@ -321,7 +382,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(doc, json!({"a": {"b": [2, 3, 4]}, "x": 2, "z": 2, "k/e": true}));
+        assert_eq!(
+            doc,
+            json!({"a": {"b": [2, 3, 4]}, "x": 2, "z": 2, "k/e": true})
+        );
         assert!(json_patch(&mut doc, &json!([{"op": "test", "path": "/x", "value": 3}])).is_err());
         assert!(json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
         assert!(json_patch(&mut doc, &json!({"op": "add"})).is_err());

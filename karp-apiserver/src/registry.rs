@@ -61,38 +61,318 @@ impl ResourceDef {
 }
 
 /// Built-in kinds: (group, version, plural, kind, namespaced, short names, status, scale, categories).
-type Builtin = (&'static str, &'static str, &'static str, &'static str, bool, &'static [&'static str], bool, bool, &'static [&'static str]);
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    bool,
+    bool,
+    &'static [&'static str],
+);
 
 const BUILTINS: &[Builtin] = &[
-    ("", "v1", "namespaces", "Namespace", false, &["ns"], true, false, &[]),
+    (
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        false,
+        &["ns"],
+        true,
+        false,
+        &[],
+    ),
     ("", "v1", "nodes", "Node", false, &["no"], true, false, &[]),
-    ("", "v1", "pods", "Pod", true, &["po"], true, false, &["all"]),
-    ("", "v1", "events", "Event", true, &["ev"], false, false, &[]),
-    ("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false, &[]),
+    (
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        true,
+        &["po"],
+        true,
+        false,
+        &["all"],
+    ),
+    (
+        "",
+        "v1",
+        "events",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "",
+        "v1",
+        "configmaps",
+        "ConfigMap",
+        true,
+        &["cm"],
+        false,
+        false,
+        &[],
+    ),
     ("", "v1", "secrets", "Secret", true, &[], false, false, &[]),
-    ("", "v1", "services", "Service", true, &["svc"], true, false, &["all"]),
-    ("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false, &[]),
-    ("", "v1", "persistentvolumes", "PersistentVolume", false, &["pv"], true, false, &[]),
-    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true, false, &[]),
-    ("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true, &["all"]),
-    ("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true, true, &["all"]),
-    ("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], true, true, &["all"]),
-    ("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true, false, &["all"]),
-    ("batch", "v1", "jobs", "Job", true, &[], true, false, &["all"]),
-    ("batch", "v1", "cronjobs", "CronJob", true, &["cj"], true, false, &["all"]),
-    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true, &["pdb"], true, false, &[]),
-    ("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false, &[]),
-    ("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false, &[]),
-    ("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true, false, &["api-extensions"]),
-    ("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, &[], false, false, &[]),
-    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false, &[]),
-    ("rbac.authorization.k8s.io", "v1", "roles", "Role", true, &[], false, false, &[]),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, &[], false, false, &[]),
-    ("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", false, &["pc"], false, false, &[]),
-    ("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, &["sc"], false, false, &[]),
-    ("storage.k8s.io", "v1", "csinodes", "CSINode", false, &[], false, false, &[]),
-    ("storage.k8s.io", "v1", "csidrivers", "CSIDriver", false, &[], false, false, &[]),
-    ("storage.k8s.io", "v1", "volumeattachments", "VolumeAttachment", false, &[], true, false, &[]),
+    (
+        "",
+        "v1",
+        "services",
+        "Service",
+        true,
+        &["svc"],
+        true,
+        false,
+        &["all"],
+    ),
+    (
+        "",
+        "v1",
+        "serviceaccounts",
+        "ServiceAccount",
+        true,
+        &["sa"],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        false,
+        &["pv"],
+        true,
+        false,
+        &[],
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        true,
+        false,
+        &[],
+    ),
+    (
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        true,
+        &["deploy"],
+        true,
+        true,
+        &["all"],
+    ),
+    (
+        "apps",
+        "v1",
+        "replicasets",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        true,
+        true,
+        &["all"],
+    ),
+    (
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        true,
+        &["sts"],
+        true,
+        true,
+        &["all"],
+    ),
+    (
+        "apps",
+        "v1",
+        "daemonsets",
+        "DaemonSet",
+        true,
+        &["ds"],
+        true,
+        false,
+        &["all"],
+    ),
+    (
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        true,
+        &[],
+        true,
+        false,
+        &["all"],
+    ),
+    (
+        "batch",
+        "v1",
+        "cronjobs",
+        "CronJob",
+        true,
+        &["cj"],
+        true,
+        false,
+        &["all"],
+    ),
+    (
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+        &["pdb"],
+        true,
+        false,
+        &[],
+    ),
+    (
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "Lease",
+        true,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "events.k8s.io",
+        "v1",
+        "events",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        true,
+        false,
+        &["api-extensions"],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "Role",
+        true,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        true,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "priorityclasses",
+        "PriorityClass",
+        false,
+        &["pc"],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        false,
+        &["sc"],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "csinodes",
+        "CSINode",
+        false,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "csidrivers",
+        "CSIDriver",
+        false,
+        &[],
+        false,
+        false,
+        &[],
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "VolumeAttachment",
+        false,
+        &[],
+        true,
+        false,
+        &[],
+    ),
 ];
 
 /// The order groups are listed in discovery (built-ins first, then CRD groups by name).
@@ -148,17 +428,23 @@ impl Registry {
             };
             defs.insert((group.into(), version.into(), plural.into()), def);
         }
-        Registry { defs, crd_preferred: BTreeMap::new() }
+        Registry {
+            defs,
+            crd_preferred: BTreeMap::new(),
+        }
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceDef> {
-        self.defs.get(&(group.to_string(), version.to_string(), plural.to_string()))
+        self.defs
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
     /// Finds a resource by apiVersion and kind.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceDef> {
         let (group, version) = split_api_version(api_version);
-        self.defs.values().find(|d| d.group == group && d.version == version && d.kind == kind)
+        self.defs
+            .values()
+            .find(|d| d.group == group && d.version == version && d.kind == kind)
     }
 
     /// Every definition, sorted by group, version, plural.
@@ -196,22 +482,30 @@ impl Registry {
     /// Registers the resources a CRD object defines (replacing what it registered before).
     /// Returns false (and registers nothing) when the CRD is unusable or collides with a built-in.
     pub fn register_crd(&mut self, crd: &Value) -> bool {
-        let Some(name) = crd.pointer("/metadata/name").and_then(Value::as_str) else { return false };
+        let Some(name) = crd.pointer("/metadata/name").and_then(Value::as_str) else {
+            return false;
+        };
         self.unregister_crd(name);
         let defs = match crd_defs(crd) {
             Some(d) => d,
             None => return false,
         };
-        if defs.iter().any(|d| self.defs.get(&(d.group.clone(), d.version.clone(), d.plural.clone())).is_some_and(|e| e.crd.is_none())) {
+        if defs.iter().any(|d| {
+            self.defs
+                .get(&(d.group.clone(), d.version.clone(), d.plural.clone()))
+                .is_some_and(|e| e.crd.is_none())
+        }) {
             return false;
         }
         if let Some(storage) = storage_version(crd) {
             if let Some(first) = defs.first() {
-                self.crd_preferred.insert(name.to_string(), (first.group.clone(), storage));
+                self.crd_preferred
+                    .insert(name.to_string(), (first.group.clone(), storage));
             }
         }
         for d in defs {
-            self.defs.insert((d.group.clone(), d.version.clone(), d.plural.clone()), d);
+            self.defs
+                .insert((d.group.clone(), d.version.clone(), d.plural.clone()), d);
         }
         true
     }
@@ -253,7 +547,11 @@ fn storage_version(crd: &Value) -> Option<String> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -277,17 +575,35 @@ fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let mut out = Vec::new();
     for v in spec.get("versions")?.as_array()? {
-        let Some(version) = v.get("name").and_then(Value::as_str) else { continue };
+        let Some(version) = v.get("name").and_then(Value::as_str) else {
+            continue;
+        };
         if v.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
         let sub = v.get("subresources");
-        let status = sub.and_then(|s| s.get("status")).is_some_and(|s| !s.is_null());
-        let scale = sub.and_then(|s| s.get("scale")).filter(|s| s.is_object()).map(|s| ScalePaths {
-            spec_replicas: s.get("specReplicasPath").and_then(Value::as_str).unwrap_or(".spec.replicas").to_string(),
-            status_replicas: s.get("statusReplicasPath").and_then(Value::as_str).unwrap_or(".status.replicas").to_string(),
-            label_selector: s.get("labelSelectorPath").and_then(Value::as_str).map(str::to_string),
-        });
+        let status = sub
+            .and_then(|s| s.get("status"))
+            .is_some_and(|s| !s.is_null());
+        let scale = sub
+            .and_then(|s| s.get("scale"))
+            .filter(|s| s.is_object())
+            .map(|s| ScalePaths {
+                spec_replicas: s
+                    .get("specReplicasPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or(".spec.replicas")
+                    .to_string(),
+                status_replicas: s
+                    .get("statusReplicasPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or(".status.replicas")
+                    .to_string(),
+                label_selector: s
+                    .get("labelSelectorPath")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            });
         let printer_columns = v
             .get("additionalPrinterColumns")
             .and_then(Value::as_array)
@@ -296,10 +612,18 @@ fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
                     .filter_map(|c| {
                         Some(PrinterColumn {
                             name: c.get("name")?.as_str()?.to_string(),
-                            type_: c.get("type").and_then(Value::as_str).unwrap_or("string").to_string(),
+                            type_: c
+                                .get("type")
+                                .and_then(Value::as_str)
+                                .unwrap_or("string")
+                                .to_string(),
                             json_path: c.get("jsonPath")?.as_str()?.to_string(),
                             priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
-                            description: c.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+                            description: c
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
                         })
                     })
                     .collect()
@@ -327,7 +651,10 @@ fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
 
 /// The status the server writes on an accepted CRD.
 pub(crate) fn crd_status(crd: &Value, now: &str) -> Value {
-    let names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    let names = crd
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let stored: Vec<String> = storage_version(crd).into_iter().collect();
     json!({
         "acceptedNames": names,
@@ -396,7 +723,10 @@ mod tests {
         assert_eq!(d.short_names, vec!["wd"]);
         assert!(r.get("example.com", "v1beta1", "widgets").is_none());
         assert!(r.groups().iter().any(|(g, _)| g == "example.com"));
-        assert_eq!(r.unregister_crd("widgets.example.com"), vec![("example.com".to_string(), "widgets".to_string())]);
+        assert_eq!(
+            r.unregister_crd("widgets.example.com"),
+            vec![("example.com".to_string(), "widgets".to_string())]
+        );
         assert!(r.get("example.com", "v1", "widgets").is_none());
     }
 
@@ -411,7 +741,9 @@ mod tests {
     #[test]
     fn schema_defaults_fill_missing_fields() {
         let c = crd();
-        let schema = c.pointer("/spec/versions/0/schema/openAPIV3Schema").unwrap();
+        let schema = c
+            .pointer("/spec/versions/0/schema/openAPIV3Schema")
+            .unwrap();
         let mut obj = json!({"metadata": {"name": "w"}});
         apply_defaults(&mut obj, schema);
         assert_eq!(obj["spec"]["size"], 3);

@@ -36,7 +36,9 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -57,13 +59,18 @@ pub(crate) fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(percent_decode(k)).or_insert_with(|| percent_decode(v));
+        out.entry(percent_decode(k))
+            .or_insert_with(|| percent_decode(v));
     }
     out
 }
 
 fn full(code: u16, content_type: &str, body: Vec<u8>) -> Response<ResponseBody> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -72,7 +79,11 @@ fn full(code: u16, content_type: &str, body: Vec<u8>) -> Response<ResponseBody> 
 }
 
 pub(crate) fn json_response(code: u16, v: &Value) -> Response<ResponseBody> {
-    full(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    full(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<ResponseBody> {
@@ -80,14 +91,16 @@ pub(crate) fn error_response(e: &ApiError) -> Response<ResponseBody> {
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
 fn parse_json_or_yaml(body: &Bytes) -> Result<Value, ApiError> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
     }
-    serde_yaml::from_slice::<Value>(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML request body: {e}")))
+    serde_yaml::from_slice::<Value>(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML request body: {e}")))
 }
 
 fn body_value(req: &Req) -> Result<Value, ApiError> {
@@ -128,7 +141,12 @@ pub(crate) fn handle(inner: &Arc<Inner>, req: Req) -> Response<ResponseBody> {
 }
 
 fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<ResponseBody>, ApiError> {
-    let segs: Vec<String> = req.path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<String> = req
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get_only = |v: Value| -> Result<Response<ResponseBody>, ApiError> {
         if req.method != Method::GET {
@@ -142,24 +160,29 @@ fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<ResponseBody>, ApiErr
         ["api"] => get_only(discovery::api_versions()),
         ["apis"] => get_only(discovery::group_list(&inner.state().registry)),
         ["apis", g] => {
-            let v = discovery::group(&inner.state().registry, g).ok_or_else(ApiError::no_resource)?;
+            let v =
+                discovery::group(&inner.state().registry, g).ok_or_else(ApiError::no_resource)?;
             get_only(v)
         }
         ["api", "v1"] => {
-            let v = discovery::resource_list(&inner.state().registry, "", "v1").ok_or_else(ApiError::no_resource)?;
+            let v = discovery::resource_list(&inner.state().registry, "", "v1")
+                .ok_or_else(ApiError::no_resource)?;
             get_only(v)
         }
         ["apis", g, v] => {
-            let v = discovery::resource_list(&inner.state().registry, g, v).ok_or_else(ApiError::no_resource)?;
+            let v = discovery::resource_list(&inner.state().registry, g, v)
+                .ok_or_else(ApiError::no_resource)?;
             get_only(v)
         }
         ["openapi", "v3"] => get_only(discovery::openapi_v3_root(&inner.state().registry)),
         ["openapi", "v3", "api", v] => {
-            let doc = discovery::openapi_v3_gv(&inner.state().registry, "", v).ok_or_else(ApiError::no_resource)?;
+            let doc = discovery::openapi_v3_gv(&inner.state().registry, "", v)
+                .ok_or_else(ApiError::no_resource)?;
             get_only(doc)
         }
         ["openapi", "v3", "apis", g, v] => {
-            let doc = discovery::openapi_v3_gv(&inner.state().registry, g, v).ok_or_else(ApiError::no_resource)?;
+            let doc = discovery::openapi_v3_gv(&inner.state().registry, g, v)
+                .ok_or_else(ApiError::no_resource)?;
             get_only(doc)
         }
         ["api", "v1", rest @ ..] => resource(inner, req, "", "v1", rest),
@@ -168,12 +191,21 @@ fn route(inner: &Arc<Inner>, req: &Req) -> Result<Response<ResponseBody>, ApiErr
     }
 }
 
-fn resource(inner: &Arc<Inner>, req: &Req, group: &str, version: &str, rest: &[&str]) -> Result<Response<ResponseBody>, ApiError> {
+fn resource(
+    inner: &Arc<Inner>,
+    req: &Req,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Response<ResponseBody>, ApiError> {
     let (legacy_watch, rest) = match rest {
         ["watch", tail @ ..] => (true, tail),
         _ => (false, rest),
     };
-    let (namespace, plural, name, sub) = if rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2], "status" | "finalize") {
+    let (namespace, plural, name, sub) = if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !matches!(rest[2], "status" | "finalize")
+    {
         if rest.len() > 5 {
             return Err(ApiError::no_resource());
         }
@@ -184,7 +216,12 @@ fn resource(inner: &Arc<Inner>, req: &Req, group: &str, version: &str, rest: &[&
         }
         (None, rest[0], rest.get(1), rest.get(2))
     };
-    let def = inner.state().registry.get(group, version, plural).cloned().ok_or_else(ApiError::no_resource)?;
+    let def = inner
+        .state()
+        .registry
+        .get(group, version, plural)
+        .cloned()
+        .ok_or_else(ApiError::no_resource)?;
     if namespace.is_some() && !def.namespaced {
         return Err(ApiError::no_resource());
     }
@@ -199,8 +236,17 @@ fn resource(inner: &Arc<Inner>, req: &Req, group: &str, version: &str, rest: &[&
             return Err(ApiError::no_resource());
         }
     }
-    let t = Target { def, namespace, name: name.map(|s| s.to_string()), sub: sub.map(|s| s.to_string()) };
-    let watch = legacy_watch || matches!(req.query.get("watch").map(String::as_str), Some("true" | "1"));
+    let t = Target {
+        def,
+        namespace,
+        name: name.map(|s| s.to_string()),
+        sub: sub.map(|s| s.to_string()),
+    };
+    let watch = legacy_watch
+        || matches!(
+            req.query.get("watch").map(String::as_str),
+            Some("true" | "1")
+        );
     match (&req.method, t.name.as_deref(), t.sub.as_deref()) {
         (&Method::GET, _, None) if watch => watch_handler(inner, req, &t),
         (&Method::GET, None, None) => list(inner, req, &t),
@@ -214,33 +260,52 @@ fn resource(inner: &Arc<Inner>, req: &Req, group: &str, version: &str, rest: &[&
         }
         (&Method::POST, None, None) => {
             let body = body_value(req)?;
-            let obj = inner.state().create(&t.def, t.namespace.as_deref(), body, false)?;
+            let obj = inner
+                .state()
+                .create(&t.def, t.namespace.as_deref(), body, false)?;
             Ok(json_response(201, &obj))
         }
         (&Method::POST, Some(n), Some("binding")) => {
             let body = body_value(req)?;
             let ns = t.namespace.as_deref().unwrap_or("default");
-            Ok(json_response(201, &inner.state().bind(&t.def, ns, n, &body)?))
+            Ok(json_response(
+                201,
+                &inner.state().bind(&t.def, ns, n, &body)?,
+            ))
         }
         (&Method::POST, Some(n), Some("eviction")) => {
             let body = body_value(req)?;
             if let Some(k) = body.get("kind").and_then(Value::as_str) {
                 if k != "Eviction" {
-                    return Err(ApiError::bad_request(format!("expected an Eviction, got {k}")));
+                    return Err(ApiError::bad_request(format!(
+                        "expected an Eviction, got {k}"
+                    )));
                 }
             }
             let ns = t.namespace.as_deref().unwrap_or("default");
-            Ok(json_response(201, &inner.state().evict(&t.def, ns, n, &body)?))
+            Ok(json_response(
+                201,
+                &inner.state().evict(&t.def, ns, n, &body)?,
+            ))
         }
         (&Method::PUT, Some(n), None | Some("status")) => {
             let body = body_value(req)?;
-            let mode = if t.sub.is_some() { Mode::Status } else { Mode::Main };
-            let obj = inner.state().update(&t.def, t.namespace.as_deref(), n, body, mode)?;
+            let mode = if t.sub.is_some() {
+                Mode::Status
+            } else {
+                Mode::Main
+            };
+            let obj = inner
+                .state()
+                .update(&t.def, t.namespace.as_deref(), n, body, mode)?;
             Ok(json_response(200, &obj))
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             let body = body_value(req)?;
-            Ok(json_response(200, &update_scale(&mut inner.state(), &t, n, body)?))
+            Ok(json_response(
+                200,
+                &update_scale(&mut inner.state(), &t, n, body)?,
+            ))
         }
         (&Method::PATCH, Some(n), None | Some("status")) => patch(inner, req, &t, n),
         (&Method::PATCH, Some(n), Some("scale")) => {
@@ -255,7 +320,10 @@ fn resource(inner: &Arc<Inner>, req: &Req, group: &str, version: &str, rest: &[&
         }
         (&Method::DELETE, Some(n), None) => {
             let opts = delete_opts(req)?;
-            match inner.state().delete(&t.def, t.namespace.as_deref(), n, &opts)? {
+            match inner
+                .state()
+                .delete(&t.def, t.namespace.as_deref(), n, &opts)?
+            {
                 Deleted::Pending(obj) => Ok(json_response(202, &obj)),
                 Deleted::Gone(status) => Ok(json_response(200, &status)),
             }
@@ -266,8 +334,18 @@ fn resource(inner: &Arc<Inner>, req: &Req, group: &str, version: &str, rest: &[&
 }
 
 fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let labels = LabelSelector::parse(req.query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(req.query.get("fieldSelector").map(String::as_str).unwrap_or(""))?;
+    let labels = LabelSelector::parse(
+        req.query
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )?;
+    let fields = FieldSelector::parse(
+        req.query
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )?;
     Ok((labels, fields))
 }
 
@@ -275,7 +353,10 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
     let (labels, fields) = selectors(req)?;
     let (objs, rv) = {
         let st = inner.state();
-        (st.list_objs(&t.def.store_key(), t.namespace.as_deref()), st.resource_version())
+        (
+            st.list_objs(&t.def.store_key(), t.namespace.as_deref()),
+            st.resource_version(),
+        )
     };
     let items: Vec<Value> = objs
         .iter()
@@ -284,7 +365,10 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
         .collect();
     if wants_table(&req.headers) {
         let include = Include::parse(req.query.get("includeObject").map(String::as_str));
-        return Ok(json_response(200, &table(&t.def, &items, Some(rv), include, true)));
+        return Ok(json_response(
+            200,
+            &table(&t.def, &items, Some(rv), include, true),
+        ));
     }
     Ok(json_response(
         200,
@@ -293,33 +377,59 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
     ))
 }
 
-fn get(inner: &Arc<Inner>, req: &Req, t: &Target, name: &str) -> Result<Response<ResponseBody>, ApiError> {
+fn get(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
     let obj = {
         let st = inner.state();
-        st.get_obj(&t.def.store_key(), t.namespace.as_deref().unwrap_or(""), name)
-            .map(|o| State::render(&t.def, o))
-            .ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?
+        st.get_obj(
+            &t.def.store_key(),
+            t.namespace.as_deref().unwrap_or(""),
+            name,
+        )
+        .map(|o| State::render(&t.def, o))
+        .ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?
     };
     if wants_table(&req.headers) {
         let include = Include::parse(req.query.get("includeObject").map(String::as_str));
-        return Ok(json_response(200, &table(&t.def, std::slice::from_ref(&obj), None, include, true)));
+        return Ok(json_response(
+            200,
+            &table(&t.def, std::slice::from_ref(&obj), None, include, true),
+        ));
     }
     Ok(json_response(200, &obj))
 }
 
-fn watch_handler(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBody>, ApiError> {
+fn watch_handler(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+) -> Result<Response<ResponseBody>, ApiError> {
     let (labels, mut fields) = selectors(req)?;
     if let Some(n) = &t.name {
-        let escaped = n.replace('\\', "\\\\").replace(',', "\\,").replace('=', "\\=");
+        let escaped = n
+            .replace('\\', "\\\\")
+            .replace(',', "\\,")
+            .replace('=', "\\=");
         let base = req.query.get("fieldSelector").cloned().unwrap_or_default();
-        let combined = if base.is_empty() { format!("metadata.name={escaped}") } else { format!("{base},metadata.name={escaped}") };
+        let combined = if base.is_empty() {
+            format!("metadata.name={escaped}")
+        } else {
+            format!("{base},metadata.name={escaped}")
+        };
         fields = FieldSelector::parse(&combined)?;
     }
     let send_initial = req.query.get("sendInitialEvents").map(String::as_str) == Some("true");
     let since = match req.query.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => None,
         Some(_) if send_initial => None,
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?),
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+        ),
     };
     let timeout = req
         .query
@@ -327,7 +437,8 @@ fn watch_handler(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<R
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|s| *s > 0)
         .map(Duration::from_secs);
-    let table_mode = wants_table(&req.headers).then(|| Include::parse(req.query.get("includeObject").map(String::as_str)));
+    let table_mode = wants_table(&req.headers)
+        .then(|| Include::parse(req.query.get("includeObject").map(String::as_str)));
     let filter = WatchFilter {
         def: t.def.clone(),
         labels,
@@ -338,16 +449,33 @@ fn watch_handler(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<R
     let registered = {
         let mut st = inner.state();
         let rv = st.resource_version();
-        st.watch(Some(t.def.store_key()), t.namespace.clone(), since).map(|w| (w, rv))
+        st.watch(Some(t.def.store_key()), t.namespace.clone(), since)
+            .map(|w| (w, rv))
     };
     let ((initial, replay, rx, tx), rv) = match registered {
         Ok(x) => x,
-        Err(e) => return Ok(full(200, "application/json", watch::error_line(&e.to_status()).to_vec())),
+        Err(e) => {
+            return Ok(full(
+                200,
+                "application/json",
+                watch::error_line(&e.to_status()).to_vec(),
+            ))
+        }
     };
-    let start = WatchStart { initial, replay, rx, tx, initial_end: send_initial.then_some(rv), timeout };
+    let start = WatchStart {
+        initial,
+        replay,
+        rx,
+        tx,
+        initial_end: send_initial.then_some(rv),
+        timeout,
+    };
     let body = watch::body(inner.clone(), filter, start, inner.config.bookmark_interval);
     let mut r = Response::new(body);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 
@@ -383,15 +511,30 @@ fn apply_patch(doc: &mut Value, req: &Req) -> Result<(), ApiError> {
         other => return Err(unsupported_media(other)),
     }
     if !doc.is_object() {
-        return Err(ApiError::bad_request("the patch turned the object into a non-object"));
+        return Err(ApiError::bad_request(
+            "the patch turned the object into a non-object",
+        ));
     }
     Ok(())
 }
 
-fn patch(inner: &Arc<Inner>, req: &Req, t: &Target, name: &str) -> Result<Response<ResponseBody>, ApiError> {
-    let mode = if t.sub.is_some() { Mode::Status } else { Mode::Main };
+fn patch(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+    name: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let mode = if t.sub.is_some() {
+        Mode::Status
+    } else {
+        Mode::Main
+    };
     let mut st = inner.state();
-    let ns = if t.def.namespaced { t.namespace.as_deref().unwrap_or("default") } else { "" };
+    let ns = if t.def.namespaced {
+        t.namespace.as_deref().unwrap_or("default")
+    } else {
+        ""
+    };
     let existing = st.get_obj(&t.def.store_key(), ns, name).cloned();
     let is_apply = content_type(req).starts_with("application/apply-patch");
     match existing {
@@ -401,7 +544,12 @@ fn patch(inner: &Arc<Inner>, req: &Req, t: &Target, name: &str) -> Result<Respon
                 return Err(ApiError::bad_request("an apply patch must be an object"));
             }
             set_path(&mut body, ".metadata.name", json!(name));
-            let obj = st.create(&t.def, t.namespace.as_deref(), crate::patch::strip_directives(&body), false)?;
+            let obj = st.create(
+                &t.def,
+                t.namespace.as_deref(),
+                crate::patch::strip_directives(&body),
+                false,
+            )?;
             Ok(json_response(201, &obj))
         }
         None => Err(ApiError::not_found(&t.def.group, &t.def.plural, name)),
@@ -415,18 +563,30 @@ fn patch(inner: &Arc<Inner>, req: &Req, t: &Target, name: &str) -> Result<Respon
 }
 
 fn delete_opts(req: &Req) -> Result<DeleteOpts, ApiError> {
-    let body = if req.body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_json(&req.body)?) };
+    let body = if req.body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(parse_json(&req.body)?)
+    };
     let mut opts = DeleteOpts::from_body(body.as_ref());
     if let Some(p) = req.query.get("propagationPolicy") {
         opts.set_policy(p);
     }
-    if let Some(g) = req.query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
+    if let Some(g) = req
+        .query
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+    {
         opts.grace_seconds = Some(g);
     }
     Ok(opts)
 }
 
-fn delete_collection(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBody>, ApiError> {
+fn delete_collection(
+    inner: &Arc<Inner>,
+    req: &Req,
+    t: &Target,
+) -> Result<Response<ResponseBody>, ApiError> {
     let (labels, fields) = selectors(req)?;
     let opts = delete_opts(req)?;
     let mut st = inner.state();
@@ -436,8 +596,14 @@ fn delete_collection(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Respon
         .filter(|o| labels.matches(o) && fields.matches(o))
         .map(|o| {
             (
-                o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string(),
-                o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                o.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                o.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
@@ -449,18 +615,35 @@ fn delete_collection(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Respon
             Err(e) => return Err(e),
         }
     }
-    Ok(json_response(200, &success_status(200, json!({"group": t.def.group, "kind": t.def.plural}))))
+    Ok(json_response(
+        200,
+        &success_status(200, json!({"group": t.def.group, "kind": t.def.plural})),
+    ))
 }
 
 /// The autoscaling/v1 Scale of a scalable object.
 fn scale_of(def: &ResourceDef, obj: &Value) -> Value {
-    let Some(paths) = &def.scale else { return json!({}) };
-    let selector = paths.label_selector.as_deref().and_then(|p| get_path(obj, p)).map(|s| match s {
-        Value::String(s) => s.clone(),
-        other => LabelSelector::from_object(other).map(|l| l.to_query()).unwrap_or_default(),
-    });
+    let Some(paths) = &def.scale else {
+        return json!({});
+    };
+    let selector = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| get_path(obj, p))
+        .map(|s| match s {
+            Value::String(s) => s.clone(),
+            other => LabelSelector::from_object(other)
+                .map(|l| l.to_query())
+                .unwrap_or_default(),
+        });
     let mut meta = json!({});
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = obj.pointer(&format!("/metadata/{f}")) {
             meta[f] = v.clone();
         }
@@ -475,20 +658,36 @@ fn scale_of(def: &ResourceDef, obj: &Value) -> Value {
 }
 
 fn update_scale(st: &mut State, t: &Target, name: &str, scale: Value) -> Result<Value, ApiError> {
-    let Some(paths) = t.def.scale.clone() else { return Err(ApiError::no_resource()) };
+    let Some(paths) = t.def.scale.clone() else {
+        return Err(ApiError::no_resource());
+    };
     let replicas = scale
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .filter(|r| *r >= 0)
-        .ok_or_else(|| ApiError::invalid("Scale", name, "spec.replicas: Invalid value: must be a non-negative integer"))?;
-    let ns = if t.def.namespaced { t.namespace.as_deref().unwrap_or("default") } else { "" };
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                name,
+                "spec.replicas: Invalid value: must be a non-negative integer",
+            )
+        })?;
+    let ns = if t.def.namespaced {
+        t.namespace.as_deref().unwrap_or("default")
+    } else {
+        ""
+    };
     let obj = st
         .get_obj(&t.def.store_key(), ns, name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(&t.def.group, &t.def.plural, name))?;
     let mut new = (*obj).clone();
     set_path(&mut new, &paths.spec_replicas, json!(replicas));
-    match scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    match scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         Some(rv) => set_path(&mut new, ".metadata.resourceVersion", json!(rv)),
         None => {
             if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -506,7 +705,9 @@ mod tests {
 
     #[test]
     fn query_strings_decode_like_go() {
-        let q = parse_query(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&x=%zz&bare"));
+        let q = parse_query(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&x=%zz&bare",
+        ));
         assert_eq!(q["labelSelector"], "app=web,tier in (a)");
         assert_eq!(q["watch"], "1");
         assert_eq!(q["x"], "%zz");

@@ -41,7 +41,11 @@ fn split_top_level(s: &str) -> Vec<String> {
         }
     }
     parts.push(cur);
-    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn parse_set(rest: &str, raw: &str) -> Result<Vec<String>, ApiError> {
@@ -49,8 +53,16 @@ fn parse_set(rest: &str, raw: &str) -> Result<Vec<String>, ApiError> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: {raw}: expected a set in parentheses")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: {raw}: expected a set in parentheses"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -67,7 +79,9 @@ impl LabelSelector {
                 .unwrap_or(raw.len());
             let key = raw[..key_end].to_string();
             if key.is_empty() {
-                return Err(ApiError::bad_request(format!("unable to parse requirement: {raw}")));
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: {raw}"
+                )));
             }
             let rest = raw[key_end..].trim_start();
             let op = if rest.is_empty() {
@@ -81,11 +95,17 @@ impl LabelSelector {
             } else if let Some(v) = rest.strip_prefix("in") {
                 Op::In(parse_set(v, &raw)?)
             } else if let Some(v) = rest.strip_prefix('>') {
-                Op::Gt(v.trim().parse().map_err(|_| ApiError::bad_request(format!("unable to parse requirement: {raw}")))?)
+                Op::Gt(v.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!("unable to parse requirement: {raw}"))
+                })?)
             } else if let Some(v) = rest.strip_prefix('<') {
-                Op::Lt(v.trim().parse().map_err(|_| ApiError::bad_request(format!("unable to parse requirement: {raw}")))?)
+                Op::Lt(v.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!("unable to parse requirement: {raw}"))
+                })?)
             } else {
-                return Err(ApiError::bad_request(format!("unable to parse requirement: {raw}")));
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: {raw}"
+                )));
             };
             reqs.push((key, op));
         }
@@ -98,18 +118,33 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(ml) = obj.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in ml {
-                reqs.push((k.clone(), Op::Eq(v.as_str().unwrap_or_default().to_string())));
+                reqs.push((
+                    k.clone(),
+                    Op::Eq(v.as_str().unwrap_or_default().to_string()),
+                ));
             }
         }
         if let Some(exprs) = obj.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|vs| vs.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|vs| {
+                        vs.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let op = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+                let op = match e
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                {
                     "In" => Op::In(values),
                     "NotIn" => Op::NotIn(values),
                     "Exists" => Op::Exists,
@@ -152,8 +187,12 @@ impl LabelSelector {
                 Op::NotIn(set) => v.is_none_or(|v| !set.iter().any(|s| s == v)),
                 Op::Exists => v.is_some(),
                 Op::NotExists => v.is_none(),
-                Op::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|x| x > *n),
-                Op::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|x| x < *n),
+                Op::Gt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|x| x > *n),
+                Op::Lt(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|x| x < *n),
             }
         })
     }
@@ -204,7 +243,11 @@ fn split_unescaped(s: &str) -> Vec<String> {
         }
     }
     parts.push(cur);
-    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 impl FieldSelector {
@@ -219,11 +262,15 @@ impl FieldSelector {
             } else if let Some((p, v)) = raw.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid field selector: {raw}: expected an operator")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {raw}: expected an operator"
+                )));
             };
             let path: Vec<String> = path.trim().split('.').map(str::to_string).collect();
             if path.iter().any(String::is_empty) {
-                return Err(ApiError::bad_request(format!("invalid field selector: {raw}")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: {raw}"
+                )));
             }
             reqs.push((path, eq, unescape(value.trim())));
         }

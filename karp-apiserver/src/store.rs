@@ -78,7 +78,12 @@ pub(crate) struct DeleteOpts {
 
 impl Default for DeleteOpts {
     fn default() -> Self {
-        DeleteOpts { propagation: Propagation::Background, grace_seconds: None, uid: None, resource_version: None }
+        DeleteOpts {
+            propagation: Propagation::Background,
+            grace_seconds: None,
+            uid: None,
+            resource_version: None,
+        }
     }
 }
 
@@ -93,14 +98,24 @@ impl DeleteOpts {
                 o.propagation = Propagation::Orphan;
             }
             o.grace_seconds = b.get("gracePeriodSeconds").and_then(Value::as_i64);
-            o.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-            o.resource_version = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+            o.uid = b
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            o.resource_version = b
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
         }
         o
     }
 
     pub fn set_policy(&mut self, p: &str) {
-        self.propagation = if p == "Orphan" { Propagation::Orphan } else { Propagation::Background };
+        self.propagation = if p == "Orphan" {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        };
     }
 }
 
@@ -144,11 +159,14 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 }
 
 fn finalizers(obj: &Value) -> usize {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).map_or(0, Vec::len)
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
 }
 
 fn terminating(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 fn now() -> String {
@@ -187,7 +205,11 @@ fn generation_part(obj: &Value) -> Value {
 /// Evaluates a simple `.a.b` path.
 pub(crate) fn get_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = obj;
-    for seg in path.trim_start_matches('.').split('.').filter(|s| !s.is_empty()) {
+    for seg in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+    {
         cur = cur.get(seg)?;
     }
     Some(cur)
@@ -195,7 +217,11 @@ pub(crate) fn get_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Sets a simple `.a.b` path, creating objects on the way.
 pub(crate) fn set_path(obj: &mut Value, path: &str, value: Value) {
-    let segs: Vec<&str> = path.trim_start_matches('.').split('.').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .collect();
     let mut cur = obj;
     for (i, seg) in segs.iter().enumerate() {
         if !cur.is_object() {
@@ -234,14 +260,25 @@ impl State {
 
     fn ensure_namespace(&mut self, ns: &str) {
         let key = (String::new(), "namespaces".to_string());
-        if self.objects.get(&key).is_some_and(|m| m.contains_key(&(String::new(), ns.to_string()))) {
+        if self
+            .objects
+            .get(&key)
+            .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+        {
             return;
         }
         let obj = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
         let obj = self.stamp_new(obj);
-        self.commit(key, String::new(), ns.to_string(), EventKind::Added, obj, None);
+        self.commit(
+            key,
+            String::new(),
+            ns.to_string(),
+            EventKind::Added,
+            obj,
+            None,
+        );
     }
 
     fn stamp_new(&mut self, mut obj: Value) -> Value {
@@ -282,12 +319,16 @@ impl State {
     // ---- reads ----
 
     pub fn get_obj(&self, key: &StoreKey, ns: &str, name: &str) -> Option<&Arc<Value>> {
-        self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))
+        self.objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
     }
 
     /// Objects of a resource, in (namespace, name) order; `ns` None = every namespace.
     pub fn list_objs(&self, key: &StoreKey, ns: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(m) = self.objects.get(key) else { return Vec::new() };
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
         match ns {
             Some(ns) => m
                 .range((ns.to_string(), String::new())..)
@@ -310,7 +351,15 @@ impl State {
 
     // ---- commit and watchers ----
 
-    fn commit(&mut self, key: StoreKey, ns: String, name: String, kind: EventKind, mut obj: Value, old: Option<Arc<Value>>) -> Arc<Value> {
+    fn commit(
+        &mut self,
+        key: StoreKey,
+        ns: String,
+        name: String,
+        kind: EventKind,
+        mut obj: Value,
+        old: Option<Arc<Value>>,
+    ) -> Arc<Value> {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let obj = Arc::new(obj);
@@ -323,7 +372,14 @@ impl State {
                 map.insert((ns.clone(), name), obj.clone());
             }
         }
-        let ev = Arc::new(Event { rv: self.rv, key, namespace: ns, kind, object: obj.clone(), old });
+        let ev = Arc::new(Event {
+            rv: self.rv,
+            key,
+            namespace: ns,
+            kind,
+            object: obj.clone(),
+            old,
+        });
         self.history.push_back(ev.clone());
         while self.history.len() > self.history_limit {
             if let Some(e) = self.history.pop_front() {
@@ -331,7 +387,8 @@ impl State {
             }
         }
         self.watchers.retain(|w| {
-            let wanted = w.key.as_ref().is_none_or(|k| *k == ev.key) && w.namespace.as_ref().is_none_or(|n| *n == ev.namespace);
+            let wanted = w.key.as_ref().is_none_or(|k| *k == ev.key)
+                && w.namespace.as_ref().is_none_or(|n| *n == ev.namespace);
             if wanted {
                 w.tx.send(Msg::Event(ev.clone())).is_ok()
             } else {
@@ -349,7 +406,15 @@ impl State {
         key: Option<StoreKey>,
         namespace: Option<String>,
         since: Option<u64>,
-    ) -> Result<(Vec<Arc<Value>>, Vec<Arc<Event>>, UnboundedReceiver<Msg>, UnboundedSender<Msg>), ApiError> {
+    ) -> Result<
+        (
+            Vec<Arc<Value>>,
+            Vec<Arc<Event>>,
+            UnboundedReceiver<Msg>,
+            UnboundedSender<Msg>,
+        ),
+        ApiError,
+    > {
         let mut initial = Vec::new();
         let mut replay = Vec::new();
         match since {
@@ -376,7 +441,11 @@ impl State {
             }
         }
         let (tx, rx) = unbounded_channel();
-        self.watchers.push(Watcher { key, namespace, tx: tx.clone() });
+        self.watchers.push(Watcher {
+            key,
+            namespace,
+            tx: tx.clone(),
+        });
         Ok((initial, replay, rx, tx))
     }
 
@@ -408,7 +477,11 @@ impl State {
         Ok(())
     }
 
-    fn resolve_namespace(def: &ResourceDef, path_ns: Option<&str>, body: &Value) -> Result<String, ApiError> {
+    fn resolve_namespace(
+        def: &ResourceDef,
+        path_ns: Option<&str>,
+        body: &Value,
+    ) -> Result<String, ApiError> {
         if !def.namespaced {
             return Ok(String::new());
         }
@@ -431,7 +504,9 @@ impl State {
         match self.get_obj(&key, "", ns) {
             Some(n) if terminating(n) => Err(ApiError::new(
                 Reason::Forbidden,
-                format!("unable to create new content in namespace {ns} because it is being terminated"),
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
             )),
             Some(_) => Ok(()),
             None if fixture => {
@@ -449,8 +524,14 @@ impl State {
         }
         if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
             let name = meta_str(obj, "name").unwrap_or_default().to_string();
-            let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
-            let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default();
+            let group = obj
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let plural = obj
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if name != format!("{plural}.{group}") {
                 return Err(ApiError::invalid(
                     "CustomResourceDefinition",
@@ -465,8 +546,11 @@ impl State {
                 // Keep transition times stable across updates.
                 if let Some(Value::Array(new)) = obj.pointer_mut("/status/conditions") {
                     for c in new.iter_mut() {
-                        if let Some(o) = old.iter().find(|o| o.get("type") == c.get("type") && o.get("status") == c.get("status")) {
-                            c["lastTransitionTime"] = o.get("lastTransitionTime").cloned().unwrap_or(Value::Null);
+                        if let Some(o) = old.iter().find(|o| {
+                            o.get("type") == c.get("type") && o.get("status") == c.get("status")
+                        }) {
+                            c["lastTransitionTime"] =
+                                o.get("lastTransitionTime").cloned().unwrap_or(Value::Null);
                         }
                     }
                 }
@@ -496,9 +580,17 @@ impl State {
     }
 
     /// Creates an object (POST).
-    pub fn create(&mut self, def: &ResourceDef, path_ns: Option<&str>, body: Value, fixture: bool) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        def: &ResourceDef,
+        path_ns: Option<&str>,
+        body: Value,
+        fixture: bool,
+    ) -> Result<Value, ApiError> {
         let Value::Object(_) = body else {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         };
         Self::check_type(def, &body)?;
         let ns = Self::resolve_namespace(def, path_ns, &body)?;
@@ -508,8 +600,15 @@ impl State {
         let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let key = def.store_key();
         if name.is_empty() {
-            let Some(prefix) = meta_str(&obj, "generateName").filter(|s| !s.is_empty()).map(str::to_string) else {
-                return Err(ApiError::invalid(&def.kind, "", "metadata.name: Required value: name or generateName is required"));
+            let Some(prefix) = meta_str(&obj, "generateName")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+            else {
+                return Err(ApiError::invalid(
+                    &def.kind,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
             };
             loop {
                 name = self.generated_name(&prefix);
@@ -519,7 +618,11 @@ impl State {
             }
         }
         if name.contains('/') || name == "." || name == ".." {
-            return Err(ApiError::invalid(&def.kind, &name, "metadata.name: Invalid value: may not contain '/'"));
+            return Err(ApiError::invalid(
+                &def.kind,
+                &name,
+                "metadata.name: Invalid value: may not contain '/'",
+            ));
         }
         self.check_namespace(&ns, fixture)?;
         if self.get_obj(&key, &ns, &name).is_some() {
@@ -537,7 +640,10 @@ impl State {
         let mut obj = self.stamp_new(obj);
         if !fixture && def.status {
             match (def.group.as_str(), def.plural.as_str()) {
-                ("", "nodes") | ("", "persistentvolumes") | ("", "persistentvolumeclaims") | ("", "services") => {}
+                ("", "nodes")
+                | ("", "persistentvolumes")
+                | ("", "persistentvolumeclaims")
+                | ("", "services") => {}
                 ("", "pods") => obj["status"] = json!({"phase": "Pending"}),
                 ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
                 _ => {
@@ -548,7 +654,9 @@ impl State {
             }
         }
         if def.group.is_empty() && def.plural == "namespaces" {
-            let labels = meta_mut(&mut obj).entry("labels").or_insert_with(|| json!({}));
+            let labels = meta_mut(&mut obj)
+                .entry("labels")
+                .or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
                 l.insert("kubernetes.io/metadata.name".into(), json!(name));
             }
@@ -563,9 +671,18 @@ impl State {
     }
 
     /// Replaces an object (PUT, or the result of a patch).
-    pub fn update(&mut self, def: &ResourceDef, path_ns: Option<&str>, name: &str, body: Value, mode: Mode) -> Result<Value, ApiError> {
+    pub fn update(
+        &mut self,
+        def: &ResourceDef,
+        path_ns: Option<&str>,
+        name: &str,
+        body: Value,
+        mode: Mode,
+    ) -> Result<Value, ApiError> {
         let Value::Object(_) = body else {
-            return Err(ApiError::bad_request("the body of the request must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
         };
         Self::check_type(def, &body)?;
         let ns = Self::resolve_namespace(def, path_ns, &body)?;
@@ -613,7 +730,15 @@ impl State {
                 let old_meta = meta(&old).cloned().unwrap_or_default();
                 let m = meta_mut(&mut n);
                 m.insert("name".into(), json!(name));
-                for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "managedFields"] {
+                for f in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                    "namespace",
+                    "managedFields",
+                ] {
                     match old_meta.get(f) {
                         Some(v) => m.insert(f.into(), v.clone()),
                         None => m.remove(f),
@@ -626,11 +751,17 @@ impl State {
         new["kind"] = json!(def.kind);
         meta_mut(&mut new).insert(
             "resourceVersion".into(),
-            old.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null),
+            old.pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null),
         );
         self.prepare(def, &mut new)?;
         if generation_part(&new) != generation_part(&old) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1) + 1;
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                + 1;
             meta_mut(&mut new).insert("generation".into(), json!(g));
         }
         if comparable(&new) == comparable(&old) {
@@ -645,30 +776,60 @@ impl State {
     }
 
     /// Stores a changed object; removes it instead when it is terminating without finalizers.
-    fn write_existing(&mut self, def: &ResourceDef, ns: &str, name: &str, new: Value, old: Arc<Value>) -> Value {
+    fn write_existing(
+        &mut self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        new: Value,
+        old: Arc<Value>,
+    ) -> Value {
         let key = def.store_key();
         if terminating(&new) && finalizers(&new) == 0 && !self.namespace_has_content(def, name) {
             let mut gone = new;
             self.remove(def, ns, name, &mut gone, Some(old), Propagation::Background);
             return gone;
         }
-        (*self.commit(key, ns.to_string(), name.to_string(), EventKind::Modified, new, Some(old))).clone()
+        (*self.commit(
+            key,
+            ns.to_string(),
+            name.to_string(),
+            EventKind::Modified,
+            new,
+            Some(old),
+        ))
+        .clone()
     }
 
     fn namespace_has_content(&self, def: &ResourceDef, name: &str) -> bool {
         if !(def.group.is_empty() && def.plural == "namespaces") {
             return false;
         }
-        self.objects
-            .iter()
-            .any(|((g, p), m)| !(g.is_empty() && p == "namespaces") && m.keys().any(|(ns, _)| ns == name))
+        self.objects.iter().any(|((g, p), m)| {
+            !(g.is_empty() && p == "namespaces") && m.keys().any(|(ns, _)| ns == name)
+        })
     }
 
     /// Removes an object for good: DELETED event, CRD unregistration, garbage collection.
-    fn remove(&mut self, def: &ResourceDef, ns: &str, name: &str, obj: &mut Value, old: Option<Arc<Value>>, propagation: Propagation) {
+    fn remove(
+        &mut self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        obj: &mut Value,
+        old: Option<Arc<Value>>,
+        propagation: Propagation,
+    ) {
         let key = def.store_key();
         let uid = meta_str(obj, "uid").unwrap_or_default().to_string();
-        let stored = self.commit(key, ns.to_string(), name.to_string(), EventKind::Deleted, obj.clone(), old);
+        let stored = self.commit(
+            key,
+            ns.to_string(),
+            name.to_string(),
+            EventKind::Deleted,
+            obj.clone(),
+            old,
+        );
         *obj = (*stored).clone();
         if Self::is_crd(def) {
             for k in self.registry.unregister_crd(name) {
@@ -678,7 +839,14 @@ impl State {
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                     .unwrap_or_default();
                 for ((vns, vname), v) in victims {
-                    self.commit(k.clone(), vns, vname, EventKind::Deleted, (*v).clone(), Some(v));
+                    self.commit(
+                        k.clone(),
+                        vns,
+                        vname,
+                        EventKind::Deleted,
+                        (*v).clone(),
+                        Some(v),
+                    );
                 }
             }
         }
@@ -692,7 +860,10 @@ impl State {
     }
 
     fn def_for_key(&self, key: &StoreKey, obj: &Value) -> Option<ResourceDef> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let (_, version) = crate::registry::split_api_version(api_version);
         self.registry
             .get(&key.0, version, &key.1)
@@ -705,19 +876,33 @@ impl State {
         let mut dependents = Vec::new();
         for (key, m) in &self.objects {
             for ((ns, name), obj) in m {
-                let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array);
-                if refs.is_some_and(|r| r.iter().any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))) {
+                let refs = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array);
+                if refs.is_some_and(|r| {
+                    r.iter()
+                        .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))
+                }) {
                     dependents.push((key.clone(), ns.clone(), name.clone()));
                 }
             }
         }
         for (key, ns, name) in dependents {
-            let Some(obj) = self.get_obj(&key, &ns, &name).cloned() else { continue };
-            let Some(def) = self.def_for_key(&key, &obj) else { continue };
+            let Some(obj) = self.get_obj(&key, &ns, &name).cloned() else {
+                continue;
+            };
+            let Some(def) = self.def_for_key(&key, &obj) else {
+                continue;
+            };
             let remaining: Vec<Value> = obj
                 .pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
-                .map(|r| r.iter().filter(|o| o.get("uid").and_then(Value::as_str) != Some(uid)).cloned().collect())
+                .map(|r| {
+                    r.iter()
+                        .filter(|o| o.get("uid").and_then(Value::as_str) != Some(uid))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
             let other_owner_alive = remaining
                 .iter()
@@ -734,25 +919,33 @@ impl State {
                 }
                 self.write_existing(&def, &ns, &name, new, obj);
             } else if !terminating(&obj) || finalizers(&obj) == 0 {
-                let _ = self.delete(&def, Some(&ns).filter(|n| !n.is_empty()).map(String::as_str), &name, &DeleteOpts::default());
+                let _ = self.delete(
+                    &def,
+                    Some(&ns).filter(|n| !n.is_empty()).map(String::as_str),
+                    &name,
+                    &DeleteOpts::default(),
+                );
             }
         }
     }
 
     fn uid_exists(&self, uid: &str) -> bool {
-        self.objects.values().any(|m| m.values().any(|o| meta_str(o, "uid") == Some(uid)))
+        self.objects
+            .values()
+            .any(|m| m.values().any(|o| meta_str(o, "uid") == Some(uid)))
     }
 
     fn maybe_finish_namespace(&mut self, ns: &str) {
         let key = (String::new(), "namespaces".to_string());
-        let Some(n) = self.get_obj(&key, "", ns).cloned() else { return };
+        let Some(n) = self.get_obj(&key, "", ns).cloned() else {
+            return;
+        };
         if !terminating(&n) || finalizers(&n) > 0 {
             return;
         }
-        let has_content = self
-            .objects
-            .iter()
-            .any(|((g, p), m)| !(g.is_empty() && p == "namespaces") && m.keys().any(|(o, _)| o == ns));
+        let has_content = self.objects.iter().any(|((g, p), m)| {
+            !(g.is_empty() && p == "namespaces") && m.keys().any(|(o, _)| o == ns)
+        });
         if has_content {
             return;
         }
@@ -763,8 +956,18 @@ impl State {
     }
 
     /// Deletes an object (honouring finalizers) and collects its dependents.
-    pub fn delete(&mut self, def: &ResourceDef, path_ns: Option<&str>, name: &str, opts: &DeleteOpts) -> Result<Deleted, ApiError> {
-        let ns = if def.namespaced { path_ns.unwrap_or("default").to_string() } else { String::new() };
+    pub fn delete(
+        &mut self,
+        def: &ResourceDef,
+        path_ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Deleted, ApiError> {
+        let ns = if def.namespaced {
+            path_ns.unwrap_or("default").to_string()
+        } else {
+            String::new()
+        };
         let key = def.store_key();
         let old = self
             .get_obj(&key, &ns, name)
@@ -776,7 +979,10 @@ impl State {
                     &def.group,
                     &def.plural,
                     name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid").unwrap_or_default()),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&old, "uid").unwrap_or_default()
+                    ),
                 ));
             }
         }
@@ -807,16 +1013,32 @@ impl State {
             meta_mut(&mut new).insert("deletionTimestamp".into(), json!(now()));
             meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(0));
             new["status"] = json!({"phase": "Terminating"});
-            self.commit(key.clone(), String::new(), name.to_string(), EventKind::Modified, new, Some(old));
+            self.commit(
+                key.clone(),
+                String::new(),
+                name.to_string(),
+                EventKind::Modified,
+                new,
+                Some(old),
+            );
             let contents: Vec<(StoreKey, String)> = self
                 .objects
                 .iter()
                 .filter(|((g, p), _)| !(g.is_empty() && p == "namespaces"))
-                .flat_map(|(k, m)| m.keys().filter(|(o, _)| o == name).map(|(_, n)| (k.clone(), n.clone())).collect::<Vec<_>>())
+                .flat_map(|(k, m)| {
+                    m.keys()
+                        .filter(|(o, _)| o == name)
+                        .map(|(_, n)| (k.clone(), n.clone()))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             for (k, n) in contents {
-                let Some(obj) = self.get_obj(&k, name, &n).cloned() else { continue };
-                let Some(d) = self.def_for_key(&k, &obj) else { continue };
+                let Some(obj) = self.get_obj(&k, name, &n).cloned() else {
+                    continue;
+                };
+                let Some(d) = self.def_for_key(&k, &obj) else {
+                    continue;
+                };
                 let _ = self.delete(&d, Some(name), &n, &DeleteOpts::default());
             }
             self.maybe_finish_namespace(name);
@@ -832,8 +1054,18 @@ impl State {
             let mut new = (*old).clone();
             let m = meta_mut(&mut new);
             m.insert("deletionTimestamp".into(), json!(now()));
-            m.insert("deletionGracePeriodSeconds".into(), json!(opts.grace_seconds.unwrap_or(0).max(0)));
-            let stored = self.commit(key, ns.clone(), name.to_string(), EventKind::Modified, new, Some(old));
+            m.insert(
+                "deletionGracePeriodSeconds".into(),
+                json!(opts.grace_seconds.unwrap_or(0).max(0)),
+            );
+            let stored = self.commit(
+                key,
+                ns.clone(),
+                name.to_string(),
+                EventKind::Modified,
+                new,
+                Some(old),
+            );
             self.after_write(def, &ns);
             return Ok(Deleted::Pending(Self::render(def, &stored)));
         }
@@ -846,22 +1078,43 @@ impl State {
 
     /// Creates the object or merges it into the existing one, keeping `status` as given.
     pub fn apply_fixture(&mut self, mut obj: Value) -> Result<Value, ApiError> {
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let def = self
             .registry
             .by_kind(&api_version, &kind)
             .cloned()
-            .ok_or_else(|| ApiError::new(Reason::NotFound, format!("no resource for apiVersion {api_version:?} kind {kind:?}")))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    Reason::NotFound,
+                    format!("no resource for apiVersion {api_version:?} kind {kind:?}"),
+                )
+            })?;
         let ns = if def.namespaced {
-            let ns = meta_str(&obj, "namespace").filter(|s| !s.is_empty()).unwrap_or("default").to_string();
+            let ns = meta_str(&obj, "namespace")
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_string();
             meta_mut(&mut obj).insert("namespace".into(), json!(ns));
             Some(ns)
         } else {
             None
         };
         let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-        let existing = if name.is_empty() { None } else { self.get_obj(&def.store_key(), ns.as_deref().unwrap_or(""), &name).cloned() };
+        let existing = if name.is_empty() {
+            None
+        } else {
+            self.get_obj(&def.store_key(), ns.as_deref().unwrap_or(""), &name)
+                .cloned()
+        };
         match existing {
             None => self.create(&def, ns.as_deref(), obj, true),
             Some(old) => {
@@ -878,7 +1131,13 @@ impl State {
     // ---- subresources ----
 
     /// `pods/{name}/binding`.
-    pub fn bind(&mut self, def: &ResourceDef, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
+    pub fn bind(
+        &mut self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Value, ApiError> {
         let target = body
             .pointer("/target/name")
             .and_then(Value::as_str)
@@ -891,19 +1150,40 @@ impl State {
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
         if let Some(uid) = body.pointer("/metadata/uid").and_then(Value::as_str) {
             if meta_str(&pod, "uid") != Some(uid) {
-                return Err(ApiError::conflict("", "pods", name, "the UID in the binding does not match the pod"));
+                return Err(ApiError::conflict(
+                    "",
+                    "pods",
+                    name,
+                    "the UID in the binding does not match the pod",
+                ));
             }
         }
-        if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node \"{node}\"")));
+        if let Some(node) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                &format!("pod {name} is already assigned to node \"{node}\""),
+            ));
         }
         if terminating(&pod) {
-            return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
         let mut new = (*pod).clone();
         set_path(&mut new, ".spec.nodeName", json!(target));
         let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
-        let conds = new.pointer_mut("/status/conditions").and_then(Value::as_array_mut);
+        let conds = new
+            .pointer_mut("/status/conditions")
+            .and_then(Value::as_array_mut);
         match conds {
             Some(cs) => {
                 cs.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
@@ -918,11 +1198,25 @@ impl State {
     /// The controller scales (`spec.replicas`) by uid in a namespace, for PDB arithmetic.
     fn controller_scales(&self, ns: &str) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
-        for plural in ["replicasets", "statefulsets", "deployments", "replicationcontrollers"] {
-            let group = if plural == "replicationcontrollers" { "" } else { "apps" };
+        for plural in [
+            "replicasets",
+            "statefulsets",
+            "deployments",
+            "replicationcontrollers",
+        ] {
+            let group = if plural == "replicationcontrollers" {
+                ""
+            } else {
+                "apps"
+            };
             for o in self.list_objs(&(group.to_string(), plural.to_string()), Some(ns)) {
                 if let Some(uid) = meta_str(&o, "uid") {
-                    out.insert(uid.to_string(), o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1));
+                    out.insert(
+                        uid.to_string(),
+                        o.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1),
+                    );
                 }
             }
         }
@@ -938,14 +1232,23 @@ impl State {
     }
 
     /// `pods/{name}/eviction`.
-    pub fn evict(&mut self, def: &ResourceDef, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
+    pub fn evict(
+        &mut self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Value, ApiError> {
         let pod = self
             .get_obj(&def.store_key(), ns, name)
             .cloned()
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
         let opts = DeleteOpts::from_body(body.get("deleteOptions"));
         let ok = || success_status(201, json!({"name": name, "kind": "pods"}));
-        let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+        let phase = pod
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("Pending");
         if terminating(&pod) || matches!(phase, "Succeeded" | "Failed" | "Pending") {
             self.delete(def, Some(ns), name, &opts)?;
             return Ok(ok());
@@ -966,8 +1269,15 @@ impl State {
             let refs: Vec<&Value> = pods.iter().map(|p| p.as_ref()).collect();
             let b = pdb::budget(p, &refs, &self.controller_scales(ns));
             let healthy = pdb::pod_healthy(&pod);
-            let always = p.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str) == Some("AlwaysAllow");
-            let allowed = if healthy { b.allowed > 0 } else { always || b.current >= b.desired };
+            let always = p
+                .pointer("/spec/unhealthyPodEvictionPolicy")
+                .and_then(Value::as_str)
+                == Some("AlwaysAllow");
+            let allowed = if healthy {
+                b.allowed > 0
+            } else {
+                always || b.current >= b.desired
+            };
             if !allowed {
                 let pdb_name = meta_str(p, "name").unwrap_or_default();
                 let cause = format!(
@@ -990,7 +1300,11 @@ impl State {
     fn after_write(&mut self, def: &ResourceDef, ns: &str) {
         let relevant = (def.group.is_empty() && matches!(def.plural.as_str(), "pods"))
             || (def.group == "policy" && def.plural == "poddisruptionbudgets")
-            || (def.group == "apps" && matches!(def.plural.as_str(), "replicasets" | "statefulsets" | "deployments"));
+            || (def.group == "apps"
+                && matches!(
+                    def.plural.as_str(),
+                    "replicasets" | "statefulsets" | "deployments"
+                ));
         if !relevant || ns.is_empty() {
             return;
         }
@@ -1007,7 +1321,11 @@ impl State {
             }
             let b = pdb::budget(&p, &refs, &scales);
             let cond_status = if b.allowed > 0 { "True" } else { "False" };
-            let reason = if b.allowed > 0 { "SufficientPods" } else { "InsufficientPods" };
+            let reason = if b.allowed > 0 {
+                "SufficientPods"
+            } else {
+                "InsufficientPods"
+            };
             let old_cond = p.pointer("/status/conditions/0").cloned();
             let ltt = old_cond
                 .filter(|c| c.get("status").and_then(Value::as_str) == Some(cond_status))
@@ -1029,7 +1347,14 @@ impl State {
             let mut new = (*p).clone();
             new["status"] = status;
             let name = meta_str(&p, "name").unwrap_or_default().to_string();
-            self.commit(Self::pdb_key(), ns.to_string(), name, EventKind::Modified, new, Some(p));
+            self.commit(
+                Self::pdb_key(),
+                ns.to_string(),
+                name,
+                EventKind::Modified,
+                new,
+                Some(p),
+            );
         }
     }
 }

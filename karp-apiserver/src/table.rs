@@ -24,7 +24,11 @@ enum CellSrc {
 }
 
 fn age(obj: &Value) -> Value {
-    match obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(parse_rfc3339) {
+    match obj
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+    {
         Some(t) => json!(human_age(now_secs() - t)),
         None => json!("<unknown>"),
     }
@@ -39,16 +43,25 @@ fn int_at(obj: &Value, p: &str) -> i64 {
 }
 
 fn pod_ready(p: &Value) -> Value {
-    let total = p.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+    let total = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     let ready = p
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
-        .map_or(0, |cs| cs.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count());
+        .map_or(0, |cs| {
+            cs.iter()
+                .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                .count()
+        });
     json!(format!("{ready}/{total}"))
 }
 
 fn pod_status(p: &Value) -> Value {
-    if p.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if p.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
         return json!("Terminating");
     }
     let s = p
@@ -63,16 +76,23 @@ fn pod_restarts(p: &Value) -> Value {
     let n: i64 = p
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
-        .map_or(0, |cs| cs.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).sum());
+        .map_or(0, |cs| {
+            cs.iter()
+                .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                .sum()
+        });
     json!(n)
 }
 
 fn node_status(n: &Value) -> Value {
-    let ready = n.pointer("/status/conditions").and_then(Value::as_array).and_then(|cs| {
-        cs.iter()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-            .and_then(|c| c.get("status").and_then(Value::as_str))
-    });
+    let ready = n
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+                .and_then(|c| c.get("status").and_then(Value::as_str))
+        });
     let mut s = match ready {
         Some("True") => "Ready".to_string(),
         Some("False") => "NotReady".to_string(),
@@ -88,17 +108,34 @@ fn node_roles(n: &Value) -> Value {
     let roles: Vec<String> = n
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string)).collect())
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| {
+                    k.strip_prefix("node-role.kubernetes.io/")
+                        .map(str::to_string)
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") })
+    json!(if roles.is_empty() {
+        "<none>".to_string()
+    } else {
+        roles.join(",")
+    })
 }
 
 fn ready_of_replicas(o: &Value) -> Value {
-    json!(format!("{}/{}", int_at(o, "/status/readyReplicas"), int_at(o, "/spec/replicas")))
+    json!(format!(
+        "{}/{}",
+        int_at(o, "/status/readyReplicas"),
+        int_at(o, "/spec/replicas")
+    ))
 }
 
 fn ns_status(o: &Value) -> Value {
-    o.pointer("/status/phase").cloned().unwrap_or(json!("Active"))
+    o.pointer("/status/phase")
+        .cloned()
+        .unwrap_or(json!("Active"))
 }
 
 fn builtin_columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, i64, Cell)> {
@@ -118,24 +155,60 @@ fn builtin_columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, i64, C
             ("Age", "string", 0, C(age)),
             ("Version", "string", 0, P("/status/nodeInfo/kubeletVersion")),
         ],
-        ("", "namespaces") => vec![("Status", "string", 0, C(ns_status)), ("Age", "string", 0, C(age))],
+        ("", "namespaces") => vec![
+            ("Status", "string", 0, C(ns_status)),
+            ("Age", "string", 0, C(age)),
+        ],
         ("apps", "deployments") => vec![
             ("Ready", "string", 0, C(ready_of_replicas)),
-            ("Up-to-date", "integer", 0, C(|o| json!(int_at(o, "/status/updatedReplicas")))),
-            ("Available", "integer", 0, C(|o| json!(int_at(o, "/status/availableReplicas")))),
+            (
+                "Up-to-date",
+                "integer",
+                0,
+                C(|o| json!(int_at(o, "/status/updatedReplicas"))),
+            ),
+            (
+                "Available",
+                "integer",
+                0,
+                C(|o| json!(int_at(o, "/status/availableReplicas"))),
+            ),
             ("Age", "string", 0, C(age)),
         ],
         ("apps", "replicasets") => vec![
-            ("Desired", "integer", 0, C(|o| json!(int_at(o, "/spec/replicas")))),
-            ("Current", "integer", 0, C(|o| json!(int_at(o, "/status/replicas")))),
-            ("Ready", "integer", 0, C(|o| json!(int_at(o, "/status/readyReplicas")))),
+            (
+                "Desired",
+                "integer",
+                0,
+                C(|o| json!(int_at(o, "/spec/replicas"))),
+            ),
+            (
+                "Current",
+                "integer",
+                0,
+                C(|o| json!(int_at(o, "/status/replicas"))),
+            ),
+            (
+                "Ready",
+                "integer",
+                0,
+                C(|o| json!(int_at(o, "/status/readyReplicas"))),
+            ),
             ("Age", "string", 0, C(age)),
         ],
-        ("apps", "statefulsets") => vec![("Ready", "string", 0, C(ready_of_replicas)), ("Age", "string", 0, C(age))],
+        ("apps", "statefulsets") => vec![
+            ("Ready", "string", 0, C(ready_of_replicas)),
+            ("Age", "string", 0, C(age)),
+        ],
         ("policy", "poddisruptionbudgets") => vec![
             ("Min Available", "string", 0, P("/spec/minAvailable")),
             ("Max Unavailable", "string", 0, P("/spec/maxUnavailable")),
-            ("Allowed Disruptions", "integer", 0, C(|o| json!(int_at(o, "/status/disruptionsAllowed")))),
+            (
+                "Allowed Disruptions",
+                "integer",
+                0,
+                C(|o| json!(int_at(o, "/status/disruptionsAllowed"))),
+            ),
             ("Age", "string", 0, C(age)),
         ],
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -174,7 +247,13 @@ fn columns(def: &ResourceDef) -> Vec<Col> {
         }
     } else {
         for (n, t, p, cell) in builtin_columns(def) {
-            cols.push(Col { name: n.into(), type_: t.into(), priority: p, description: String::new(), cell: CellSrc::Builtin(cell) });
+            cols.push(Col {
+                name: n.into(),
+                type_: t.into(),
+                priority: p,
+                description: String::new(),
+                cell: CellSrc::Builtin(cell),
+            });
         }
     }
     cols
@@ -197,7 +276,11 @@ fn format_cell(v: Option<&Value>, type_: &str) -> Value {
 
 /// Evaluates a simple JSONPath: `.a.b`, `.a[0]`, `.a[*].b`, `.a[?(@.k=="v")].b`, `{.a}`.
 pub(crate) fn jsonpath<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
-    let p = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let p = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut cur: Vec<&Value> = vec![obj];
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;
@@ -277,11 +360,19 @@ fn apply_bracket<'a>(cur: Vec<&'a Value>, inner: &str) -> Vec<&'a Value> {
         } else {
             (filter, true, None)
         };
-        let field = lhs.trim().trim_start_matches('@').trim_start_matches('.').to_string();
+        let field = lhs
+            .trim()
+            .trim_start_matches('@')
+            .trim_start_matches('.')
+            .to_string();
         let want = rhs.map(|r| r.trim().trim_matches('"').trim_matches('\'').to_string());
         return cur
             .into_iter()
-            .flat_map(|v| v.as_array().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default())
+            .flat_map(|v| {
+                v.as_array()
+                    .map(|a| a.iter().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
             .filter(|e| {
                 let got = jsonpath(e, &format!(".{field}")).into_iter().next();
                 match &want {
@@ -346,7 +437,13 @@ fn row(def: &ResourceDef, cols: &[Col], obj: &Value, include: Include) -> Value 
 }
 
 /// A Table of `objs`; `headers` false leaves the column definitions out (watch events after the first).
-pub(crate) fn table(def: &ResourceDef, objs: &[Value], rv: Option<u64>, include: Include, headers: bool) -> Value {
+pub(crate) fn table(
+    def: &ResourceDef,
+    objs: &[Value],
+    rv: Option<u64>,
+    include: Include,
+    headers: bool,
+) -> Value {
     let cols = columns(def);
     let defs: Vec<Value> = if headers {
         cols.iter()
@@ -375,7 +472,10 @@ mod tests {
     fn jsonpath_reads_fields_indexes_and_filters() {
         let o = json!({"status": {"conditions": [{"type": "Init", "status": "True"}, {"type": "Ready", "status": "False"}]},
                        "spec": {"l": [1, 2, 3]}});
-        assert_eq!(jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status"), vec![&json!("False")]);
+        assert_eq!(
+            jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![&json!("False")]
+        );
         assert_eq!(jsonpath(&o, "{.spec.l[1]}"), vec![&json!(2)]);
         assert_eq!(jsonpath(&o, ".spec.l[-1]"), vec![&json!(3)]);
         assert_eq!(jsonpath(&o, ".spec.l[*]").len(), 3);

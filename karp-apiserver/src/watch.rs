@@ -62,13 +62,20 @@ impl Line {
         let rendered = State::render(&self.filter.def, obj);
         let object = match self.filter.table {
             Some(include) => {
-                let t = table(&self.filter.def, std::slice::from_ref(&rendered), None, include, !self.headers_sent);
+                let t = table(
+                    &self.filter.def,
+                    std::slice::from_ref(&rendered),
+                    None,
+                    include,
+                    !self.headers_sent,
+                );
                 self.headers_sent = true;
                 t
             }
             None => rendered,
         };
-        let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut v =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
@@ -79,7 +86,8 @@ impl Line {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let obj = json!({"kind": self.filter.def.kind, "apiVersion": self.filter.def.api_version(), "metadata": meta});
-        let mut v = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+        let mut v =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
@@ -131,8 +139,16 @@ pub(crate) struct WatchStart {
 }
 
 /// Builds the streaming body of a watch.
-pub(crate) fn body(inner: Arc<Inner>, filter: WatchFilter, start: WatchStart, bookmark_every: Duration) -> ResponseBody {
-    let mut line = Line { filter, headers_sent: false };
+pub(crate) fn body(
+    inner: Arc<Inner>,
+    filter: WatchFilter,
+    start: WatchStart,
+    bookmark_every: Duration,
+) -> ResponseBody {
+    let mut line = Line {
+        filter,
+        headers_sent: false,
+    };
     let mut pending = VecDeque::new();
     for obj in &start.initial {
         if line.filter.matches(obj) {
@@ -147,10 +163,20 @@ pub(crate) fn body(inner: Arc<Inner>, filter: WatchFilter, start: WatchStart, bo
             pending.push_back(line.encode(kind, &ev.object));
         }
     }
-    let bookmarks = (line.filter.bookmarks && line.filter.table.is_none() && !bookmark_every.is_zero())
-        .then(|| tokio::time::interval_at(Instant::now() + bookmark_every, bookmark_every));
+    let bookmarks =
+        (line.filter.bookmarks && line.filter.table.is_none() && !bookmark_every.is_zero())
+            .then(|| tokio::time::interval_at(Instant::now() + bookmark_every, bookmark_every));
     let deadline = start.timeout.map(|t| Box::pin(tokio::time::sleep(t)));
-    let st = WatchState { pending, rx: start.rx, tx: start.tx, inner, line, bookmarks, deadline, done: false };
+    let st = WatchState {
+        pending,
+        rx: start.rx,
+        tx: start.tx,
+        inner,
+        line,
+        bookmarks,
+        deadline,
+        done: false,
+    };
     let stream = futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(b) = st.pending.pop_front() {
