@@ -1,7 +1,8 @@
 //! Request routing and the REST handlers.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,6 +123,49 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|a| a.contains("as=Table"))
+}
+
+/// The state a mutating request works on: the real one, or a scratch copy for `dryRun=All`.
+enum Writable<'a> {
+    Real(MutexGuard<'a, State>),
+    Scratch(Box<State>),
+}
+
+impl Deref for Writable<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match self {
+            Writable::Real(g) => g,
+            Writable::Scratch(s) => s,
+        }
+    }
+}
+
+impl DerefMut for Writable<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match self {
+            Writable::Real(g) => g,
+            Writable::Scratch(s) => s,
+        }
+    }
+}
+
+fn writable<'a>(inner: &'a Inner, req: &Req) -> Writable<'a> {
+    let st = inner.state();
+    // dryRun comes as a query parameter, or inside a DeleteOptions body.
+    let in_body = || {
+        req.method == Method::DELETE
+            && serde_json::from_slice::<Value>(&req.body).is_ok_and(|b| {
+                b.get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|v| v == "All"))
+            })
+    };
+    if req.query.get("dryRun").is_some_and(|v| v == "All") || in_body() {
+        Writable::Scratch(Box::new(st.scratch()))
+    } else {
+        Writable::Real(st)
+    }
 }
 
 /// A parsed resource path.
@@ -260,9 +304,7 @@ fn resource(
         }
         (&Method::POST, None, None) => {
             let body = body_value(req)?;
-            let obj = inner
-                .state()
-                .create(&t.def, t.namespace.as_deref(), body, false)?;
+            let obj = writable(inner, req).create(&t.def, t.namespace.as_deref(), body, false)?;
             Ok(json_response(201, &obj))
         }
         (&Method::POST, Some(n), Some("binding")) => {
@@ -270,11 +312,17 @@ fn resource(
             let ns = t.namespace.as_deref().unwrap_or("default");
             Ok(json_response(
                 201,
-                &inner.state().bind(&t.def, ns, n, &body)?,
+                &writable(inner, req).bind(&t.def, ns, n, &body)?,
             ))
         }
         (&Method::POST, Some(n), Some("eviction")) => {
-            let body = body_value(req)?;
+            // kubectl drain posts evictions as protobuf; the pod is named by the URL, so a body
+            // that cannot be read as JSON only loses its DeleteOptions.
+            let body = if content_type(req).contains("protobuf") {
+                json!({})
+            } else {
+                body_value(req)?
+            };
             if let Some(k) = body.get("kind").and_then(Value::as_str) {
                 if k != "Eviction" {
                     return Err(ApiError::bad_request(format!(
@@ -285,7 +333,7 @@ fn resource(
             let ns = t.namespace.as_deref().unwrap_or("default");
             Ok(json_response(
                 201,
-                &inner.state().evict(&t.def, ns, n, &body)?,
+                &writable(inner, req).evict(&t.def, ns, n, &body)?,
             ))
         }
         (&Method::PUT, Some(n), None | Some("status")) => {
@@ -295,21 +343,19 @@ fn resource(
             } else {
                 Mode::Main
             };
-            let obj = inner
-                .state()
-                .update(&t.def, t.namespace.as_deref(), n, body, mode)?;
+            let obj = writable(inner, req).update(&t.def, t.namespace.as_deref(), n, body, mode)?;
             Ok(json_response(200, &obj))
         }
         (&Method::PUT, Some(n), Some("scale")) => {
             let body = body_value(req)?;
             Ok(json_response(
                 200,
-                &update_scale(&mut inner.state(), &t, n, body)?,
+                &update_scale(&mut writable(inner, req), &t, n, body)?,
             ))
         }
         (&Method::PATCH, Some(n), None | Some("status")) => patch(inner, req, &t, n),
         (&Method::PATCH, Some(n), Some("scale")) => {
-            let mut st = inner.state();
+            let mut st = writable(inner, req);
             let obj = st
                 .get_obj(&t.def.store_key(), t.namespace.as_deref().unwrap_or(""), n)
                 .cloned()
@@ -320,10 +366,7 @@ fn resource(
         }
         (&Method::DELETE, Some(n), None) => {
             let opts = delete_opts(req)?;
-            match inner
-                .state()
-                .delete(&t.def, t.namespace.as_deref(), n, &opts)?
-            {
+            match writable(inner, req).delete(&t.def, t.namespace.as_deref(), n, &opts)? {
                 Deleted::Pending(obj) => Ok(json_response(202, &obj)),
                 Deleted::Gone(status) => Ok(json_response(200, &status)),
             }
@@ -447,7 +490,7 @@ fn watch_handler(
         table: table_mode,
     };
     let registered = {
-        let mut st = inner.state();
+        let mut st = writable(inner, req);
         let rv = st.resource_version();
         st.watch(Some(t.def.store_key()), t.namespace.clone(), since)
             .map(|w| (w, rv))
@@ -529,7 +572,7 @@ fn patch(
     } else {
         Mode::Main
     };
-    let mut st = inner.state();
+    let mut st = writable(inner, req);
     let ns = if t.def.namespaced {
         t.namespace.as_deref().unwrap_or("default")
     } else {
@@ -589,7 +632,7 @@ fn delete_collection(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (labels, fields) = selectors(req)?;
     let opts = delete_opts(req)?;
-    let mut st = inner.state();
+    let mut st = writable(inner, req);
     let victims: Vec<(String, String)> = st
         .list_objs(&t.def.store_key(), t.namespace.as_deref())
         .iter()

@@ -254,6 +254,20 @@ impl State {
         s
     }
 
+    /// A copy of the objects and registry with no history and no watchers: dry runs write to it.
+    pub fn scratch(&self) -> State {
+        State {
+            registry: self.registry.clone(),
+            objects: self.objects.clone(),
+            rv: self.rv,
+            counter: self.counter,
+            history: VecDeque::new(),
+            history_limit: self.history_limit,
+            compacted: self.rv,
+            watchers: Vec::new(),
+        }
+    }
+
     pub fn resource_version(&self) -> u64 {
         self.rv
     }

@@ -1037,3 +1037,37 @@ async fn in_process_helpers_load_fixtures_and_report_changes() {
         .unwrap_err()
         .is_not_found());
 }
+
+#[tokio::test]
+async fn dry_run_requests_answer_without_changing_anything() {
+    let server = ApiServer::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(client(&server));
+    let rv = server.resource_version();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let cm: ConfigMap = from(json!({"metadata": {"name": "dry"}, "data": {"k": "v"}}));
+    let answered = cms.create(&dry, &cm).await.unwrap();
+    assert_eq!(answered.metadata.name.as_deref(), Some("dry"));
+    assert_eq!(api_err(cms.get("dry").await).0, 404);
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let rv_after_create = server.resource_version();
+    assert_ne!(rv, rv_after_create);
+    let dp = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    cms.delete("dry", &dp).await.unwrap();
+    let pp = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let patched = cms
+        .patch("dry", &pp, &Patch::Merge(json!({"data": {"k": "w"}})))
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["k"], "w");
+    assert_eq!(cms.get("dry").await.unwrap().data.unwrap()["k"], "v");
+    assert_eq!(server.resource_version(), rv_after_create);
+}
