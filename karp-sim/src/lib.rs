@@ -45,6 +45,27 @@ pub struct SimOptions {
     pub workloads: WorkloadOptions,
 }
 
+impl SimOptions {
+    /// Set the kubelet's options.
+    #[must_use]
+    pub fn kubelet(mut self, o: KubeletOptions) -> Self {
+        self.kubelet = o;
+        self
+    }
+    /// Set the scheduler's options.
+    #[must_use]
+    pub fn scheduler(mut self, o: SchedulerOptions) -> Self {
+        self.scheduler = o;
+        self
+    }
+    /// Set the workload controllers' options.
+    #[must_use]
+    pub fn workloads(mut self, o: WorkloadOptions) -> Self {
+        self.workloads = o;
+        self
+    }
+}
+
 /// The kubelet, scheduler and workload controllers running as tokio tasks.
 ///
 /// ```no_run

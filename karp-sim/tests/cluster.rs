@@ -53,13 +53,13 @@ fn cloud() -> Arc<SimCloud> {
 }
 
 fn options(ready_delay: Duration) -> SimOptions {
-    let mut o = SimOptions::default();
-    o.kubelet = KubeletOptions::default()
-        .poll_interval(Duration::from_millis(50))
-        .ready_delay(ready_delay)
-        .startup_taint_delay(Duration::from_millis(100))
-        .pod_start_delay(Duration::from_millis(50));
-    o
+    SimOptions::default().kubelet(
+        KubeletOptions::default()
+            .poll_interval(Duration::from_millis(50))
+            .ready_delay(ready_delay)
+            .startup_taint_delay(Duration::from_millis(100))
+            .pod_start_delay(Duration::from_millis(50)),
+    )
 }
 
 fn deployment(name: &str, replicas: i32, cpu: &str) -> Deployment {
