@@ -33,7 +33,7 @@ fn int_or_percent(v: &Value) -> Option<Result<i64, i64>> {
 
 fn scaled_up(pct: i64, total: i64) -> i64 {
     // ceil(pct * total / 100) for non-negative values.
-    (pct.max(0) * total.max(0) + 99) / 100
+    pct.max(0).saturating_mul(total.max(0)).saturating_add(99) / 100
 }
 
 /// True when the pod is Running, has condition Ready=True and is not being deleted.
@@ -93,7 +93,8 @@ pub(crate) fn budget(pdb: &Value, pods: &[&Value], replicas_of: &BTreeMap<String
                 None => loose += 1,
             }
         }
-        seen.values().sum::<i64>() + loose
+        seen.values()
+            .fold(loose, |acc: i64, n| acc.saturating_add(*n))
     };
     let spec = pdb.get("spec");
     let (expected, desired) = if let Some(mu) = spec
@@ -105,7 +106,7 @@ pub(crate) fn budget(pdb: &Value, pods: &[&Value], replicas_of: &BTreeMap<String
             Ok(n) => n,
             Err(pct) => scaled_up(pct, expected),
         };
-        (expected, (expected - max_unavailable).max(0))
+        (expected, expected.saturating_sub(max_unavailable).max(0))
     } else if let Some(ma) = spec
         .and_then(|s| s.get("minAvailable"))
         .and_then(int_or_percent)
@@ -124,7 +125,7 @@ pub(crate) fn budget(pdb: &Value, pods: &[&Value], replicas_of: &BTreeMap<String
         expected,
         desired,
         current,
-        allowed: (current - desired).max(0),
+        allowed: current.saturating_sub(desired).max(0),
     }
 }
 
@@ -185,6 +186,21 @@ mod tests {
             budget(&pdb("maxUnavailable", json!(0)), &refs, &scales).allowed,
             0
         );
+    }
+
+    #[test]
+    fn absurd_numbers_saturate_instead_of_overflowing() {
+        let pods = [pod(true, Some("u"))];
+        let refs: Vec<&Value> = pods.iter().collect();
+        let scales = BTreeMap::from([("u".to_string(), i64::MAX)]);
+        for (f, v) in [
+            ("minAvailable", json!("9223372036854775807%")),
+            ("maxUnavailable", json!(i64::MIN)),
+            ("minAvailable", json!(i64::MIN)),
+            ("maxUnavailable", json!("-5%")),
+        ] {
+            let _ = budget(&pdb(f, v), &refs, &scales);
+        }
     }
 
     #[test]

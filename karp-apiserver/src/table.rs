@@ -79,7 +79,7 @@ fn pod_restarts(p: &Value) -> Value {
         .map_or(0, |cs| {
             cs.iter()
                 .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
-                .sum()
+                .fold(0i64, i64::saturating_add)
         });
     json!(n)
 }
@@ -346,7 +346,11 @@ fn apply_bracket<'a>(cur: Vec<&'a Value>, inner: &str) -> Vec<&'a Value> {
             .into_iter()
             .filter_map(|v| {
                 let a = v.as_array()?;
-                let idx = if n < 0 { a.len() as i64 + n } else { n };
+                let idx = if n < 0 {
+                    (a.len() as i64).checked_add(n)?
+                } else {
+                    n
+                };
                 a.get(usize::try_from(idx).ok()?)
             })
             .collect();
@@ -482,5 +486,6 @@ mod tests {
         assert!(jsonpath(&o, ".nope.x").is_empty());
         assert!(jsonpath(&o, ".status.conditions[?(@.type=='Gone')]").is_empty());
         let _ = jsonpath(&o, "[[[((");
+        assert!(jsonpath(&o, &format!(".spec.l[{}]", i64::MIN)).is_empty());
     }
 }
