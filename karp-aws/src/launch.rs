@@ -204,6 +204,7 @@ pub fn plan_fleet(
     let family = resolved.settings.ami_family;
     let spec = &resolved.node_class.spec;
     let mut taints = request.taints.clone();
+    taints.extend(request.startup_taints.iter().cloned());
     taints.push(unregistered_taint());
     let mut labels = request.labels.clone();
     labels.insert(labels::NODEPOOL.to_string(), request.nodepool.clone());

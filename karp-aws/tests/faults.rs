@@ -295,6 +295,7 @@ fn request(types: &[&str], capacity_types: &[&str]) -> LaunchRequest {
         requests: Resources::from_pairs([("cpu", "1"), ("memory", "2Gi")]).unwrap(),
         labels: BTreeMap::new(),
         taints: Vec::new(),
+        startup_taints: Vec::new(),
     }
 }
 

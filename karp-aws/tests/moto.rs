@@ -197,6 +197,7 @@ fn request(nodeclaim: &str, types: &[&str], capacity_type: &str) -> LaunchReques
         requests: Resources::from_pairs([("cpu", "1"), ("memory", "1Gi")]).unwrap(),
         labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
         taints: Vec::new(),
+        startup_taints: Vec::new(),
     }
 }
 

@@ -155,8 +155,10 @@ pub struct LaunchRequest {
     pub requests: Resources,
     /// Labels the node registers with (NodePool template labels and single-valued requirements).
     pub labels: BTreeMap<String, String>,
-    /// Taints the node registers with (NodePool taints and startup taints).
+    /// Taints the node registers with (the NodePool template's taints).
     pub taints: Vec<crate::taints::Taint>,
+    /// Startup taints the node also registers with; a daemon removes them once it is ready.
+    pub startup_taints: Vec<crate::taints::Taint>,
 }
 
 /// A launched instance.

@@ -25,6 +25,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Write the instance-type catalog of a live EC2 API (JSON, the `karp plan --catalog` format).
     Catalog(CatalogArgs),
+    /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass) as YAML.
+    Crds,
 }
 
 /// Arguments of `karp catalog`.
@@ -193,5 +195,15 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Plan(args) => run_plan(args),
         Command::Catalog(args) => run_catalog(args),
+        Command::Crds => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(crate::crds::all_yaml().as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
     }
 }

@@ -35,7 +35,7 @@ use crate::manifests::{Manifests, Object, ObjectRef};
 use crate::nodepool;
 
 /// Where instance types come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum CatalogSource {
     /// The built-in AWS us-east-1 catalog ([`karp_aws::catalog::builtin_catalog`]).
     #[default]
@@ -47,6 +47,9 @@ pub enum CatalogSource {
         /// Its JSON text.
         json: String,
     },
+    /// Instance types per node class name, already computed (from a cloud provider); a node class
+    /// missing here has no instance types.
+    Types(BTreeMap<String, Vec<Arc<InstanceType>>>),
 }
 
 /// Why manifests could not be converted into a snapshot.
@@ -1354,6 +1357,10 @@ pub fn build_snapshot(
     let mut types_by_class: BTreeMap<String, Vec<Arc<InstanceType>>> = BTreeMap::new();
     for (origin, pool) in &mut pools {
         let class = pool.node_class.clone().unwrap_or_default();
+        if let CatalogSource::Types(given) = catalog {
+            pool.instance_types = given.get(&class).cloned().unwrap_or_default();
+            continue;
+        }
         if !types_by_class.contains_key(&class) {
             let Some((nc_origin, nc)) = node_classes.get(&class) else {
                 return Err(ConvertError::ResolveNodeClass {
@@ -1380,6 +1387,7 @@ pub fn build_snapshot(
                             }
                         })?
                     }
+                    CatalogSource::Types(_) => Vec::new(),
                 };
             types_by_class.insert(
                 class.clone(),

@@ -14,6 +14,8 @@
 pub mod catalog;
 pub mod cli;
 pub mod convert;
+pub mod crds;
 pub mod manifests;
 pub mod nodepool;
+pub mod operator;
 pub mod plan;

@@ -1,0 +1,184 @@
+//! Prometheus metrics (text exposition format 0.0.4), with Karpenter's metric names where they
+//! exist: `karpenter_nodeclaims_created_total`, `karpenter_nodeclaims_terminated_total`,
+//! `karpenter_nodes_created_total`, `karpenter_nodes_terminated_total`,
+//! `karpenter_pods_state`-style gauges are left out; `karpenter_provisioner_scheduling_duration_seconds`,
+//! `karpenter_cloudprovider_errors_total`, `karpenter_nodepools_usage`, `karpenter_nodepools_limit`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+type Labels = Vec<(String, String)>;
+
+/// Histogram buckets (seconds) for scheduling durations.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default)]
+struct Inner {
+    counters: BTreeMap<String, BTreeMap<Labels, f64>>,
+    gauges: BTreeMap<String, BTreeMap<Labels, f64>>,
+    histogram_counts: [u64; BUCKETS.len()],
+    histogram_sum: f64,
+    histogram_n: u64,
+}
+
+/// The operator's metrics registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn labels(l: &[(&str, &str)]) -> Labels {
+    let mut v: Labels = l
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_labels(l: &Labels) -> String {
+    if l.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+impl Metrics {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds 1 to a counter.
+    pub fn inc(&self, name: &str, l: &[(&str, &str)]) {
+        *self
+            .lock()
+            .counters
+            .entry(name.to_string())
+            .or_default()
+            .entry(labels(l))
+            .or_default() += 1.0;
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &str, l: &[(&str, &str)], v: f64) {
+        self.lock()
+            .gauges
+            .entry(name.to_string())
+            .or_default()
+            .insert(labels(l), v);
+    }
+
+    /// Records one scheduling simulation's duration.
+    pub fn observe_scheduling(&self, seconds: f64) {
+        let mut g = self.lock();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                g.histogram_counts[i] += 1;
+            }
+        }
+        g.histogram_sum += seconds;
+        g.histogram_n += 1;
+    }
+
+    /// A counter's value (0 when never incremented).
+    #[must_use]
+    pub fn counter(&self, name: &str, l: &[(&str, &str)]) -> f64 {
+        self.lock()
+            .counters
+            .get(name)
+            .and_then(|m| m.get(&labels(l)))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// The exposition text.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let g = self.lock();
+        let mut s = String::new();
+        for (name, series) in &g.counters {
+            let _ = writeln!(s, "# TYPE {name} counter");
+            for (l, v) in series {
+                let _ = writeln!(s, "{name}{} {v}", render_labels(l));
+            }
+        }
+        for (name, series) in &g.gauges {
+            let _ = writeln!(s, "# TYPE {name} gauge");
+            for (l, v) in series {
+                let _ = writeln!(s, "{name}{} {v}", render_labels(l));
+            }
+        }
+        let h = "karpenter_provisioner_scheduling_duration_seconds";
+        let _ = writeln!(s, "# TYPE {h} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(s, "{h}_bucket{{le=\"{b}\"}} {}", g.histogram_counts[i]);
+        }
+        let _ = writeln!(s, "{h}_bucket{{le=\"+Inf\"}} {}", g.histogram_n);
+        let _ = writeln!(s, "{h}_sum {}", g.histogram_sum);
+        let _ = writeln!(s, "{h}_count {}", g.histogram_n);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.inc(
+            "karpenter_nodeclaims_created_total",
+            &[("nodepool", "default"), ("reason", "provisioning")],
+        );
+        m.inc(
+            "karpenter_nodeclaims_created_total",
+            &[("reason", "provisioning"), ("nodepool", "default")],
+        );
+        m.set(
+            "karpenter_nodepools_usage",
+            &[("nodepool", "a\"b"), ("resource_type", "cpu")],
+            4.0,
+        );
+        m.observe_scheduling(0.02);
+        let t = m.render();
+        assert!(t.contains(
+            "karpenter_nodeclaims_created_total{nodepool=\"default\",reason=\"provisioning\"} 2"
+        ));
+        assert!(
+            t.contains("karpenter_nodepools_usage{nodepool=\"a\\\"b\",resource_type=\"cpu\"} 4")
+        );
+        assert!(
+            t.contains("karpenter_provisioner_scheduling_duration_seconds_bucket{le=\"0.025\"} 1")
+        );
+        assert!(t.contains("karpenter_provisioner_scheduling_duration_seconds_count 1"));
+        assert_eq!(
+            m.counter(
+                "karpenter_nodeclaims_created_total",
+                &[("nodepool", "default"), ("reason", "provisioning")]
+            ),
+            2.0
+        );
+    }
+}

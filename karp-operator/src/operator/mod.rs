@@ -1,0 +1,402 @@
+//! The operator (`karp run`): kube-runtime controllers that execute karp-core's decisions.
+//!
+//! - [`provisioner`]: pending pods → NodeClaims (batched).
+//! - [`lifecycle`]: NodeClaim launch, registration, initialization, liveness, deletion.
+//! - [`termination`]: the Node finalizer: taint, drain through the Eviction API, delete the instance.
+//! - [`gc`]: instances without a NodeClaim, NodeClaims whose instance vanished.
+//! - [`status`]: NodePool and EC2NodeClass status.
+//!
+//! Cluster state comes from kube-runtime reflectors ([`Stores`]); every write is a patch or a
+//! create that is safe to repeat, so a restart at any point loses nothing.
+
+pub mod gc;
+pub mod lifecycle;
+pub mod metrics;
+pub mod objects;
+pub mod provisioner;
+pub mod status;
+pub mod termination;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use karp_core::cloud::CloudProvider;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use self::metrics::Metrics;
+use self::objects::{EC2NodeClassObject, NodeClaim};
+use crate::nodepool::NodePool;
+
+/// Errors of the operator's reconcilers.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperatorError {
+    /// A Kubernetes API call failed.
+    #[error("{0} failed: {1}")]
+    Kube(&'static str, String),
+    /// A cloud provider call failed.
+    #[error("cloud provider: {0}")]
+    Cloud(String),
+    /// Cluster objects could not be converted for scheduling.
+    #[error("converting cluster state: {0}")]
+    Convert(String),
+}
+
+/// How the operator resolves node classes (EC2NodeClass status) for its cloud.
+#[async_trait::async_trait]
+pub trait NodeClassResolver: Send + Sync {
+    /// Resolves a node class, returning the status to write (with conditions).
+    ///
+    /// # Errors
+    /// A message when the cloud could not be asked (the status is left as it is).
+    async fn resolve(
+        &self,
+        node_class: &karp_aws::nodeclass::EC2NodeClass,
+    ) -> Result<karp_aws::nodeclass::EC2NodeClassStatus, String>;
+
+    /// Cleans up what the cloud created for a deleted node class.
+    ///
+    /// # Errors
+    /// A message when cleanup failed (retried).
+    async fn delete(&self, node_class: &karp_aws::nodeclass::EC2NodeClass) -> Result<(), String>;
+}
+
+/// The reflector stores of the objects the operator reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// Pods.
+    pub pods: Store<Pod>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// NodePools.
+    pub nodepools: Store<NodePool>,
+    /// NodeClaims.
+    pub nodeclaims: Store<NodeClaim>,
+    /// DaemonSets.
+    pub daemonsets: Store<DaemonSet>,
+    /// Namespaces.
+    pub namespaces: Store<Namespace>,
+    /// EC2NodeClasses.
+    pub nodeclasses: Store<EC2NodeClassObject>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+fn sorted<K: Resource + Clone>(store: &Store<K>) -> Vec<Arc<K>>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    let mut v = store.state();
+    v.sort_by(|a, b| {
+        (a.meta().namespace.as_deref(), a.meta().name.as_deref())
+            .cmp(&(b.meta().namespace.as_deref(), b.meta().name.as_deref()))
+    });
+    v
+}
+
+impl Stores {
+    /// Every object the provisioner reads, in deterministic order.
+    #[must_use]
+    pub fn objects(&self) -> provisioner::ClusterObjects {
+        provisioner::ClusterObjects {
+            pods: sorted(&self.pods),
+            nodes: sorted(&self.nodes),
+            nodepools: sorted(&self.nodepools),
+            nodeclaims: sorted(&self.nodeclaims),
+            daemonsets: sorted(&self.daemonsets),
+            namespaces: sorted(&self.namespaces),
+        }
+    }
+
+    /// `namespace/name` of the provisionable pods.
+    #[must_use]
+    pub fn provisionable_pods(&self) -> BTreeSet<String> {
+        self.pods
+            .state()
+            .iter()
+            .filter(|p| provisioner::is_provisionable(p))
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// The node with this provider ID.
+    #[must_use]
+    pub fn node_by_provider_id(&self, provider_id: &str) -> Option<Arc<Node>> {
+        self.nodes
+            .state()
+            .into_iter()
+            .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
+    }
+
+    /// The NodeClaim with this provider ID.
+    #[must_use]
+    pub fn nodeclaim_by_provider_id(&self, provider_id: &str) -> Option<Arc<NodeClaim>> {
+        self.nodeclaims
+            .state()
+            .into_iter()
+            .find(|c| c.provider_id() == Some(provider_id))
+    }
+}
+
+/// Kubernetes Events about karp's decisions and failures.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// A recorder reporting as `karpenter` from `instance`.
+    #[must_use]
+    pub fn new(client: Client, instance: &str) -> Self {
+        Events {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "karpenter".into(),
+                    instance: Some(instance.to_string()),
+                },
+            ),
+        }
+    }
+
+    /// Publishes an event about `reference` (failures are logged, never fatal).
+    pub async fn publish(
+        &self,
+        reference: &ObjectReference,
+        type_: &str,
+        reason: &str,
+        note: &str,
+    ) {
+        let ev = Event {
+            type_: if type_ == "Warning" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note.chars().take(1000).collect()),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            debug!(error = %e, reason, "event not recorded");
+        }
+    }
+
+    /// An event about a NodeClaim.
+    pub async fn publish_nodeclaim(
+        &self,
+        claim: &NodeClaim,
+        type_: &str,
+        reason: &str,
+        note: &str,
+    ) {
+        self.publish(&claim.object_ref(&()), type_, reason, note)
+            .await;
+    }
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// The cloud.
+    pub cloud: Arc<dyn CloudProvider>,
+    /// Node class resolution for the cloud.
+    pub resolver: Arc<dyn NodeClassResolver>,
+    /// Reflector stores.
+    pub stores: Stores,
+    /// Events.
+    pub events: Events,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Timing settings.
+    pub settings: OperatorSettings,
+    shutdown: AtomicBool,
+    shutdown_notify: Notify,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Whether shutdown was requested.
+    #[must_use]
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Requests shutdown of every loop.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.shutdown_notify.notify_waiters();
+    }
+
+    /// Resolves when shutdown is requested.
+    pub async fn shutdown_requested(&self) {
+        loop {
+            let notified = self.shutdown_notify.notified();
+            if self.is_shutdown() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Timing settings (Karpenter's defaults; tests and the demo shorten them).
+#[derive(Debug, Clone)]
+pub struct OperatorSettings {
+    /// Provisioning batch window.
+    pub batch: provisioner::BatchWindow,
+    /// A NodeClaim not registered this long after launch is deleted (Karpenter: 15 min).
+    pub registration_ttl: Duration,
+    /// An instance without a NodeClaim is removed after this long (grace for in-flight launches).
+    pub gc_grace: Duration,
+    /// How often garbage collection and status refreshes run.
+    pub resync: Duration,
+    /// The instance name of this operator (for events and leader election).
+    pub identity: String,
+}
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        OperatorSettings {
+            batch: provisioner::BatchWindow::default(),
+            registration_ttl: Duration::from_secs(15 * 60),
+            gc_grace: Duration::from_secs(30),
+            resync: Duration::from_secs(10),
+            identity: "karp".into(),
+        }
+    }
+}
+
+fn reflect<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Default,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .for_each(|_| futures::future::ready(()));
+    (reader, stream)
+}
+
+/// Starts the reflectors; returns the stores once every one has listed.
+pub async fn start_stores(client: &Client) -> (Stores, Vec<tokio::task::JoinHandle<()>>) {
+    let mut tasks = Vec::new();
+    macro_rules! store {
+        ($api:expr) => {{
+            let (s, fut) = reflect($api);
+            tasks.push(tokio::spawn(fut));
+            s
+        }};
+    }
+    let stores = Stores {
+        pods: store!(Api::<Pod>::all(client.clone())),
+        nodes: store!(Api::<Node>::all(client.clone())),
+        nodepools: store!(Api::<NodePool>::all(client.clone())),
+        nodeclaims: store!(Api::<NodeClaim>::all(client.clone())),
+        daemonsets: store!(Api::<DaemonSet>::all(client.clone())),
+        namespaces: store!(Api::<Namespace>::all(client.clone())),
+        nodeclasses: store!(Api::<EC2NodeClassObject>::all(client.clone())),
+    };
+    let _ = stores.pods.wait_until_ready().await;
+    let _ = stores.nodes.wait_until_ready().await;
+    let _ = stores.nodepools.wait_until_ready().await;
+    let _ = stores.nodeclaims.wait_until_ready().await;
+    let _ = stores.daemonsets.wait_until_ready().await;
+    let _ = stores.namespaces.wait_until_ready().await;
+    let _ = stores.nodeclasses.wait_until_ready().await;
+    (stores, tasks)
+}
+
+/// A running operator.
+pub struct Operator {
+    /// Shared context.
+    pub ctx: Arc<Context>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator").finish_non_exhaustive()
+    }
+}
+
+impl Operator {
+    /// Starts every controller (call once leader).
+    pub async fn start(
+        client: Client,
+        cloud: Arc<dyn CloudProvider>,
+        resolver: Arc<dyn NodeClassResolver>,
+        metrics: Arc<Metrics>,
+        settings: OperatorSettings,
+    ) -> Self {
+        let (stores, mut tasks) = start_stores(&client).await;
+        let ctx = Arc::new(Context {
+            events: Events::new(client.clone(), &settings.identity),
+            client,
+            cloud,
+            resolver,
+            stores,
+            metrics,
+            settings,
+            shutdown: AtomicBool::new(false),
+            shutdown_notify: Notify::new(),
+        });
+        let window = ctx.settings.batch;
+        tasks.push(tokio::spawn(provisioner::Provisioner::run(
+            Arc::clone(&ctx),
+            window,
+        )));
+        tasks.push(tokio::spawn(lifecycle::run(Arc::clone(&ctx))));
+        tasks.push(tokio::spawn(termination::run(Arc::clone(&ctx))));
+        tasks.push(tokio::spawn(gc::run(Arc::clone(&ctx))));
+        tasks.push(tokio::spawn(status::run(Arc::clone(&ctx))));
+        Operator { ctx, tasks }
+    }
+
+    /// Stops every controller and waits for them.
+    pub async fn stop(self) {
+        self.ctx.shutdown();
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Typed Karpenter objects for the API: `kube::Resource` for NodePool, NodeClaim and
+//! EC2NodeClass, and the NodeClaim serde types (status included).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::ClusterResourceScope;
+use serde::{Deserialize, Serialize};
+
+use crate::nodepool::{
+    NodeClassReference, NodePool, NodeSelectorRequirementWithMinValues, TaintSpec,
+};
+
+/// Karpenter's finalizer on NodeClaims and Nodes.
+pub const TERMINATION_FINALIZER: &str = "karpenter.sh/termination";
+/// The taint nodes register with until karp has synced them.
+pub const UNREGISTERED_TAINT: &str = "karpenter.sh/unregistered";
+/// The taint karp puts on nodes it is draining.
+pub const DISRUPTED_TAINT: &str = "karpenter.sh/disrupted";
+/// Label: the node was registered by karp.
+pub const REGISTERED_LABEL: &str = "karpenter.sh/registered";
+/// Label: the node is initialized.
+pub const INITIALIZED_LABEL: &str = "karpenter.sh/initialized";
+/// Annotation that blocks voluntary disruption of a pod or node.
+pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+
+macro_rules! cluster_resource {
+    ($t:ty, $group:expr, $kind:expr, $plural:expr) => {
+        impl kube::Resource for $t {
+            type DynamicType = ();
+            type Scope = ClusterResourceScope;
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $group.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                "v1".into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+cluster_resource!(NodePool, "karpenter.sh", "NodePool", "nodepools");
+cluster_resource!(NodeClaim, "karpenter.sh", "NodeClaim", "nodeclaims");
+cluster_resource!(
+    EC2NodeClassObject,
+    "karpenter.k8s.aws",
+    "EC2NodeClass",
+    "ec2nodeclasses"
+);
+
+/// `karpenter.sh/v1` NodeClaim.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClaim {
+    /// `karpenter.sh/v1`.
+    #[serde(default = "nodeclaim_api_version")]
+    pub api_version: String,
+    /// `NodeClaim`.
+    #[serde(default = "nodeclaim_kind")]
+    pub kind: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: NodeClaimSpec,
+    /// Status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeClaimStatus>,
+}
+
+fn nodeclaim_api_version() -> String {
+    "karpenter.sh/v1".into()
+}
+
+fn nodeclaim_kind() -> String {
+    "NodeClaim".into()
+}
+
+/// NodeClaim spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClaimSpec {
+    /// Requirements the instance satisfies.
+    #[serde(default)]
+    pub requirements: Vec<NodeSelectorRequirementWithMinValues>,
+    /// Resource requests of the pods planned onto it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Taints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<TaintSpec>,
+    /// Startup taints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup_taints: Vec<TaintSpec>,
+    /// Node class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_class_ref: Option<NodeClassReference>,
+    /// Expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after: Option<String>,
+    /// Termination grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period: Option<String>,
+}
+
+/// `spec.resources`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequirements {
+    /// Requests.
+    #[serde(default)]
+    pub requests: BTreeMap<String, String>,
+}
+
+/// NodeClaim status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeClaimStatus {
+    /// The cloud's id of the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// The node's name once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Image id.
+    #[serde(default, rename = "imageID", skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Capacity.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<String, String>,
+    /// Allocatable.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, String>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A status condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True / False / Unknown.
+    pub status: String,
+    /// Reason (CamelCase).
+    #[serde(default)]
+    pub reason: String,
+    /// Message.
+    #[serde(default)]
+    pub message: String,
+    /// Last transition.
+    #[serde(default)]
+    pub last_transition_time: String,
+    /// Generation observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl NodeClaim {
+    /// The condition of `type_`, if set.
+    #[must_use]
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    }
+
+    /// Whether condition `type_` is True.
+    #[must_use]
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.condition(type_).is_some_and(|c| c.status == "True")
+    }
+
+    /// The provider ID, once launched.
+    #[must_use]
+    pub fn provider_id(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The node pool it belongs to.
+    #[must_use]
+    pub fn nodepool(&self) -> Option<&str> {
+        self.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(karp_core::labels::NODEPOOL))
+            .map(String::as_str)
+    }
+}
+
+/// Sets a condition in a list (keeping `lastTransitionTime` when the status does not change).
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: &str,
+) {
+    let status = if status { "True" } else { "False" };
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = now.to_string();
+        }
+        c.status = status.to_string();
+        c.reason = reason.to_string();
+        c.message = message.to_string();
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: now.to_string(),
+            observed_generation: None,
+        });
+        conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    }
+}
+
+/// `karpenter.k8s.aws/v1` EC2NodeClass as the API serves it (karp-aws's spec and status types
+/// with Kubernetes metadata).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EC2NodeClassObject {
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: karp_aws::nodeclass::EC2NodeClassSpec,
+    /// Status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<karp_aws::nodeclass::EC2NodeClassStatus>,
+}
+
+impl EC2NodeClassObject {
+    /// The karp-aws view (name and spec).
+    #[must_use]
+    pub fn to_nodeclass(&self) -> karp_aws::nodeclass::EC2NodeClass {
+        karp_aws::nodeclass::EC2NodeClass {
+            api_version: Some("karpenter.k8s.aws/v1".into()),
+            kind: Some("EC2NodeClass".into()),
+            metadata: karp_aws::nodeclass::ObjectMetadata {
+                name: self.metadata.name.clone(),
+                labels: self.metadata.labels.clone().unwrap_or_default(),
+                annotations: self.metadata.annotations.clone().unwrap_or_default(),
+            },
+            spec: self.spec.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// RFC 3339 time in UTC with seconds, as Kubernetes writes it.
+#[must_use]
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+        assert_eq!(rfc3339(t), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn conditions_keep_transition_times() {
+        let mut c = Vec::new();
+        set_condition(&mut c, "Launched", true, "Launched", "", "t1");
+        set_condition(&mut c, "Launched", true, "Launched", "again", "t2");
+        assert_eq!(c[0].last_transition_time, "t1");
+        set_condition(&mut c, "Launched", false, "Failed", "", "t3");
+        assert_eq!(c[0].last_transition_time, "t3");
+        set_condition(&mut c, "Initialized", false, "NotReady", "", "t4");
+        assert_eq!(c[0].type_, "Initialized");
+    }
+}
