@@ -61,7 +61,7 @@ cluster_resource!(
 );
 
 /// `karpenter.sh/v1` NodeClaim.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaim {
     /// `karpenter.sh/v1`.
@@ -79,6 +79,18 @@ pub struct NodeClaim {
     /// Status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<NodeClaimStatus>,
+}
+
+impl Default for NodeClaim {
+    fn default() -> Self {
+        NodeClaim {
+            api_version: nodeclaim_api_version(),
+            kind: nodeclaim_kind(),
+            metadata: ObjectMeta::default(),
+            spec: NodeClaimSpec::default(),
+            status: None,
+        }
+    }
 }
 
 fn nodeclaim_api_version() -> String {

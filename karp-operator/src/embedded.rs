@@ -1,0 +1,304 @@
+//! The embedded cluster: karp-apiserver (the Kubernetes API in-process), karp-sim (simulated
+//! cloud, kubelet, kube-scheduler and workload controllers) and the real operator, wired together.
+//! It is what `karp cluster` and `karp demo` run and what the end-to-end tests stand on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use karp_apiserver::ApiServer;
+use karp_aws::nodeclass::{
+    Ami, Condition, EC2NodeClass, EC2NodeClassStatus, NodeSelectorRequirement, SecurityGroup,
+    Subnet,
+};
+use karp_core::cloud::{CloudProvider, InstanceType};
+use karp_sim::{
+    KubeletOptions, SchedulerOptions, SimCloud, SimCloudOptions, SimCluster, SimOptions,
+};
+use kube::Client;
+
+use crate::operator::metrics::Metrics;
+use crate::operator::{NodeClassResolver, Operator, OperatorSettings};
+
+/// Node class resolution in the simulated cloud: every node class is Ready, with one subnet per
+/// zone of the catalog, one security group and an AMI per architecture.
+#[derive(Debug, Clone)]
+pub struct SimNodeClassResolver {
+    zones: Vec<String>,
+}
+
+impl SimNodeClassResolver {
+    /// A resolver offering `zones`.
+    #[must_use]
+    pub fn new(zones: Vec<String>) -> Self {
+        SimNodeClassResolver { zones }
+    }
+}
+
+fn condition(type_: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: Some(type_.into()),
+        message: Some(String::new()),
+        ..Condition::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeClassResolver for SimNodeClassResolver {
+    async fn resolve(&self, node_class: &EC2NodeClass) -> Result<EC2NodeClassStatus, String> {
+        if let Err(e) = node_class.spec.settings() {
+            let mut s = EC2NodeClassStatus::default();
+            for t in [
+                "SubnetsReady",
+                "SecurityGroupsReady",
+                "InstanceProfileReady",
+            ] {
+                s.conditions.push(condition(t));
+            }
+            for t in ["AMIsReady", "Ready"] {
+                s.conditions.push(Condition {
+                    type_: t.into(),
+                    status: "False".into(),
+                    reason: Some("InvalidSpec".into()),
+                    message: Some(e.to_string()),
+                    ..Condition::default()
+                });
+            }
+            return Ok(s);
+        }
+        let ami = |arch: &str, id: &str| Ami {
+            id: id.into(),
+            name: Some(format!("sim-{arch}")),
+            deprecated: false,
+            requirements: vec![NodeSelectorRequirement {
+                key: "kubernetes.io/arch".into(),
+                operator: "In".into(),
+                values: vec![arch.into()],
+            }],
+        };
+        Ok(EC2NodeClassStatus {
+            subnets: self
+                .zones
+                .iter()
+                .enumerate()
+                .map(|(i, z)| Subnet {
+                    id: format!("subnet-sim{i:04}"),
+                    zone: z.clone(),
+                    zone_id: None,
+                })
+                .collect(),
+            security_groups: vec![SecurityGroup {
+                id: "sg-sim0001".into(),
+                name: Some("karp-sim-nodes".into()),
+            }],
+            amis: vec![
+                ami("amd64", "ami-sim00amd64"),
+                ami("arm64", "ami-sim00arm64"),
+            ],
+            instance_profile: node_class
+                .spec
+                .instance_profile
+                .clone()
+                .or_else(|| node_class.spec.role.clone().map(|r| format!("sim_{r}"))),
+            conditions: [
+                "SubnetsReady",
+                "SecurityGroupsReady",
+                "AMIsReady",
+                "InstanceProfileReady",
+                "Ready",
+            ]
+            .into_iter()
+            .map(condition)
+            .collect(),
+        })
+    }
+
+    async fn delete(&self, _node_class: &EC2NodeClass) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Timing of the embedded cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Operator settings.
+    pub operator: OperatorSettings,
+    /// Simulator settings.
+    pub sim: SimOptions,
+}
+
+impl EmbeddedOptions {
+    /// Quick timings for tests and the demo: 200 ms batch idle window, nodes Ready in 300 ms.
+    #[must_use]
+    pub fn fast() -> Self {
+        let mut operator = OperatorSettings::default();
+        operator.batch.idle = Duration::from_millis(200);
+        operator.batch.max = Duration::from_secs(2);
+        operator.batch.poll = Duration::from_millis(50);
+        operator.resync = Duration::from_millis(500);
+        operator.gc_grace = Duration::from_secs(2);
+        let sim = SimOptions::default()
+            .kubelet(
+                KubeletOptions::default()
+                    .poll_interval(Duration::from_millis(50))
+                    .ready_delay(Duration::from_millis(300))
+                    .startup_taint_delay(Duration::from_millis(100))
+                    .pod_start_delay(Duration::from_millis(100)),
+            )
+            .scheduler(SchedulerOptions::default());
+        EmbeddedOptions { operator, sim }
+    }
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            operator: OperatorSettings::default(),
+            sim: SimOptions::default(),
+        }
+    }
+}
+
+/// The built-in AWS us-east-1 catalog as core instance types (default node-class settings).
+///
+/// # Errors
+/// A message if the embedded catalog cannot be built (never expected).
+pub fn builtin_instance_types() -> Result<Vec<Arc<InstanceType>>, String> {
+    let entries = karp_aws::catalog::builtin_catalog(&karp_aws::NodeClassSettings::default())
+        .map_err(|e| e.to_string())?;
+    Ok(entries
+        .iter()
+        .map(|e| Arc::new(e.to_instance_type()))
+        .collect())
+}
+
+/// A running embedded cluster.
+pub struct EmbeddedCluster {
+    /// The API server.
+    pub server: ApiServer,
+    /// A client of it.
+    pub client: Client,
+    /// The simulated cloud.
+    pub cloud: Arc<SimCloud>,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    sim: Option<SimCluster>,
+    operator: Option<Operator>,
+    options: EmbeddedOptions,
+}
+
+impl std::fmt::Debug for EmbeddedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCluster").finish_non_exhaustive()
+    }
+}
+
+/// Installs karp's CRDs into an API server.
+///
+/// # Errors
+/// A message naming the CRD that was refused.
+pub fn install_crds(server: &ApiServer) -> Result<(), String> {
+    for crd in crate::crds::all() {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        server
+            .apply(crd)
+            .map_err(|e| format!("installing CRD {name}: {}", e.message))?;
+    }
+    Ok(())
+}
+
+impl EmbeddedCluster {
+    /// Starts the API server (CRDs installed), the simulators and the operator.
+    ///
+    /// # Errors
+    /// A message when the catalog or the CRDs cannot be set up.
+    pub async fn start(options: EmbeddedOptions) -> Result<Self, String> {
+        let server = ApiServer::new();
+        install_crds(&server)?;
+        let client = Client::new(server.clone(), "default");
+        let types = builtin_instance_types()?;
+        let mut zones: Vec<String> = types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+            .collect();
+        zones.sort();
+        zones.dedup();
+        let cloud = Arc::new(SimCloud::new(types, SimCloudOptions::default()));
+        let sim = SimCluster::start(client.clone(), Arc::clone(&cloud), options.sim.clone());
+        let metrics = Arc::new(Metrics::new());
+        let mut cluster = EmbeddedCluster {
+            server,
+            client,
+            cloud,
+            metrics,
+            sim: Some(sim),
+            operator: None,
+            options,
+        };
+        cluster.start_operator_with(zones).await;
+        Ok(cluster)
+    }
+
+    async fn start_operator_with(&mut self, zones: Vec<String>) {
+        let resolver = Arc::new(SimNodeClassResolver::new(zones));
+        let cloud: Arc<dyn CloudProvider> = self.cloud.clone();
+        self.operator = Some(
+            Operator::start(
+                self.client.clone(),
+                cloud,
+                resolver,
+                Arc::clone(&self.metrics),
+                self.options.operator.clone(),
+            )
+            .await,
+        );
+    }
+
+    /// Stops the operator (simulating a crash or a lost leadership); the cluster keeps running.
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+    }
+
+    /// Starts the operator again after [`EmbeddedCluster::stop_operator`].
+    pub async fn restart_operator(&mut self) {
+        if self.operator.is_some() {
+            return;
+        }
+        let mut zones: Vec<String> = self
+            .cloud
+            .instance_types("", None)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+            .collect();
+        zones.sort();
+        zones.dedup();
+        self.start_operator_with(zones).await;
+    }
+
+    /// Applies manifests (multi-document YAML) to the API server, as `kubectl apply` would.
+    ///
+    /// # Errors
+    /// The API server's message for the first object it refused.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<usize, String> {
+        self.server
+            .apply_yaml(yaml)
+            .map(|v| v.len())
+            .map_err(|e| e.message)
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) {
+        self.stop_operator().await;
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+    }
+}

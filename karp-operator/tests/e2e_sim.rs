@@ -1,0 +1,398 @@
+//! End to end on the embedded cluster with the simulated cloud: the real operator (kube-runtime
+//! controllers over `kube::Client`) against karp-apiserver, with karp-sim's kubelet, scheduler and
+//! workload controllers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use karp_core::cloud::{CloudProvider, LaunchRequest};
+use karp_operator::embedded::{EmbeddedCluster, EmbeddedOptions};
+use karp_operator::operator::objects::NodeClaim;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+fn seed() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/seed");
+    let mut s = String::new();
+    for f in ["ec2nodeclass.yaml", "nodepool.yaml"] {
+        s.push_str(&std::fs::read_to_string(dir.join(f)).unwrap());
+        s.push_str("\n---\n");
+    }
+    s
+}
+
+fn deployment(name: &str, replicas: u32, cpu: &str) -> String {
+    format!(
+        r"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: c
+          image: pause
+          resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}
+"
+    )
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+async fn app_pods(client: &kube::Client, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
+
+fn running(p: &Pod) -> bool {
+    p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+async fn dump(client: &kube::Client) {
+    for p in Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        eprintln!(
+            "pod {:?} node={:?} status={}",
+            p.metadata.name,
+            p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            serde_json::to_string(&p.status).unwrap()
+        );
+    }
+    for c in claims(client).await {
+        eprintln!(
+            "claim {:?} {}",
+            c.metadata.name,
+            serde_json::to_string(&c.status).unwrap()
+        );
+    }
+    for n in Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        eprintln!(
+            "node {:?} labels={:?} spec={} conditions={}",
+            n.metadata.name,
+            n.metadata.labels,
+            serde_json::to_string(&n.spec).unwrap(),
+            serde_json::to_string(&n.status.as_ref().and_then(|s| s.conditions.clone())).unwrap()
+        );
+    }
+}
+
+async fn claims(client: &kube::Client) -> Vec<NodeClaim> {
+    Api::<NodeClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+/// Every node's bound pods fit its allocatable (an independent capacity check).
+async fn assert_capacity(client: &kube::Client) {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for n in &nodes.items {
+        let name = n.metadata.name.clone().unwrap();
+        let alloc = n.status.as_ref().unwrap().allocatable.clone().unwrap();
+        let cpu: karp_core::resources::Quantity = alloc["cpu"].0.parse().unwrap();
+        let mut used = 0i64;
+        for p in pods
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
+        {
+            for c in &p.spec.as_ref().unwrap().containers {
+                if let Some(r) = c.resources.as_ref().and_then(|r| r.requests.as_ref()) {
+                    if let Some(q) = r.get("cpu") {
+                        let q: karp_core::resources::Quantity = q.0.parse().unwrap();
+                        used += q.millis_ceil();
+                    }
+                }
+            }
+        }
+        assert!(
+            used <= cpu.millis_ceil(),
+            "{name}: {used}m requested > {cpu} allocatable"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_pods_get_nodes_and_a_deleted_nodeclaim_drains_through_its_pdb() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&seed()).unwrap();
+    cluster.apply_yaml(&deployment("web", 6, "1500m")).unwrap();
+    cluster
+        .apply_yaml(
+            r"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: default}
+spec:
+  maxUnavailable: 1
+  selector: {matchLabels: {app: web}}
+",
+        )
+        .unwrap();
+
+    // Pending pods → NodeClaims → instances → Nodes registered and initialized → pods running.
+    let start = Instant::now();
+    loop {
+        let pods = app_pods(&client, "web").await;
+        if pods.len() == 6 && pods.iter().all(running) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            dump(&client).await;
+            panic!("timed out waiting for 6 running web pods");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cs = claims(&client).await;
+    assert!(!cs.is_empty());
+    for c in &cs {
+        for cond in ["Launched", "Registered", "Initialized", "Ready"] {
+            wait_for(
+                &format!("{cond} on {:?}", c.metadata.name),
+                Duration::from_secs(20),
+                || async {
+                    Api::<NodeClaim>::all(client.clone())
+                        .get(c.metadata.name.as_deref().unwrap())
+                        .await
+                        .is_ok_and(|c| c.is_true(cond))
+                },
+            )
+            .await;
+        }
+        assert_eq!(c.nodepool(), Some("karpenter-nodepool"));
+        assert!(c
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "karpenter.sh/termination"));
+    }
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(nodes.items.len(), cs.len());
+    for n in &nodes.items {
+        let labels = n.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("karpenter.sh/nodepool").map(String::as_str),
+            Some("karpenter-nodepool")
+        );
+        assert_eq!(
+            labels.get("karpenter.sh/registered").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            labels.get("karpenter.sh/capacity-type").map(String::as_str),
+            Some("spot")
+        );
+        let taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        assert!(
+            !taints.iter().any(|t| t.key == "karpenter.sh/unregistered"),
+            "{taints:?}"
+        );
+    }
+    assert_capacity(&client).await;
+    // No extra claims were made for pods already covered by in-flight claims.
+    let created = cluster.cloud.stats().creates;
+    assert_eq!(created as usize, cs.len());
+
+    // Delete the NodeClaim with the most web pods: its node drains (one pod at a time, as the
+    // PDB allows), the pods land elsewhere (on new capacity if needed), the instance goes.
+    let pods = app_pods(&client, "web").await;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods {
+        *per_node
+            .entry(p.spec.as_ref().unwrap().node_name.clone().unwrap())
+            .or_default() += 1;
+    }
+    let (victim_node, _) = per_node.iter().max_by_key(|(_, n)| **n).unwrap();
+    let victim = cs
+        .iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_ref()) == Some(victim_node))
+        .or_else(|| cs.first())
+        .unwrap()
+        .clone();
+    let victim_name = victim.metadata.name.clone().unwrap();
+    let victim_provider = victim.provider_id().unwrap().to_string();
+    Api::<NodeClaim>::all(client.clone())
+        .delete(&victim_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let max_unavailable = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    wait_for(
+        "the drained pods running elsewhere",
+        Duration::from_secs(60),
+        || async {
+            let pods = app_pods(&client, "web").await;
+            let unavailable = 6usize.saturating_sub(pods.iter().filter(|p| running(p)).count());
+            max_unavailable.fetch_max(unavailable, std::sync::atomic::Ordering::SeqCst);
+            let gone = Api::<NodeClaim>::all(client.clone())
+                .get_opt(&victim_name)
+                .await
+                .unwrap()
+                .is_none();
+            gone && pods.len() == 6
+                && pods.iter().all(running)
+                && pods.iter().all(|p| {
+                    p.spec.as_ref().unwrap().node_name.as_deref() != Some(victim_node.as_str())
+                })
+        },
+    )
+    .await;
+    let max_unavailable = max_unavailable.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        max_unavailable <= 2,
+        "PDB allows 1 unavailable; saw {max_unavailable}"
+    );
+    assert!(cluster
+        .cloud
+        .get(&victim_provider)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(Api::<Node>::all(client.clone())
+        .get_opt(victim_node)
+        .await
+        .unwrap()
+        .is_none());
+    assert_capacity(&client).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_mid_launch_adopts_the_instance_and_orphans_are_collected() {
+    let mut cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&seed()).unwrap();
+    cluster.stop_operator().await;
+
+    // The operator "crashed" after CreateFleet returned but before it wrote the NodeClaim status.
+    let claim: NodeClaim = serde_yaml::from_str(
+        r"
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata:
+  name: karpenter-nodepool-crash
+  labels: {karpenter.sh/nodepool: karpenter-nodepool}
+spec:
+  nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: karpenter-nodeclass-al2023}
+  requirements:
+    - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.xlarge]}
+    - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+",
+    )
+    .unwrap();
+    Api::<NodeClaim>::all(client.clone())
+        .create(&PostParams::default(), &claim)
+        .await
+        .unwrap();
+    let launched = cluster
+        .cloud
+        .create(&LaunchRequest {
+            nodeclaim: "karpenter-nodepool-crash".into(),
+            nodepool: "karpenter-nodepool".into(),
+            node_class: Some("karpenter-nodeclass-al2023".into()),
+            requirements: karp_operator::operator::provisioner::claim_requirements(&claim),
+            labels: BTreeMap::from([(
+                "karpenter.sh/nodepool".to_string(),
+                "karpenter-nodepool".to_string(),
+            )]),
+            ..LaunchRequest::default()
+        })
+        .await
+        .unwrap();
+    // And an instance whose NodeClaim never made it to the API: a leak to collect.
+    let orphan = cluster
+        .cloud
+        .create(&LaunchRequest {
+            nodeclaim: "never-created".into(),
+            nodepool: "karpenter-nodepool".into(),
+            ..LaunchRequest::default()
+        })
+        .await
+        .unwrap();
+    let creates_before = cluster.cloud.stats().creates;
+
+    cluster.restart_operator().await;
+    wait_for(
+        "the crashed claim to register",
+        Duration::from_secs(30),
+        || async {
+            Api::<NodeClaim>::all(client.clone())
+                .get("karpenter-nodepool-crash")
+                .await
+                .is_ok_and(|c| {
+                    c.is_true("Registered")
+                        && c.provider_id() == Some(launched.provider_id.as_str())
+                })
+        },
+    )
+    .await;
+    assert_eq!(
+        cluster.cloud.stats().creates,
+        creates_before,
+        "no second launch"
+    );
+    wait_for(
+        "the orphan instance to be collected",
+        Duration::from_secs(30),
+        || async { cluster.cloud.get(&orphan.provider_id).await.is_err() },
+    )
+    .await;
+    // The adopted instance is still there and owned.
+    assert!(cluster.cloud.get(&launched.provider_id).await.is_ok());
+    cluster.shutdown().await;
+}
