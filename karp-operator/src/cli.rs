@@ -27,6 +27,108 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass) as YAML.
     Crds,
+    /// Run the embedded cluster with the real controllers on examples/, show the scale-up, remove a
+    /// node, and summarize (no cluster or AWS account needed).
+    Demo(DemoArgs),
+    /// Serve the embedded cluster (API server, simulated cloud and kubelets, karp's controllers)
+    /// on a loopback port with a kubeconfig for kubectl, until interrupted.
+    Cluster(ClusterArgs),
+}
+
+/// Arguments of `karp demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Manifests to apply (the seed NodePool / EC2NodeClass and workloads).
+    #[arg(short = 'f', long = "filename", default_value = "examples")]
+    pub path: PathBuf,
+}
+
+/// Arguments of `karp cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Address to serve the Kubernetes API on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: String,
+    /// Where to write the kubeconfig.
+    #[arg(long, default_value = "karp.kubeconfig")]
+    pub kubeconfig: PathBuf,
+    /// Cloud backend of the embedded cluster.
+    #[arg(long, value_enum, default_value_t = CloudArg::Sim)]
+    pub cloud: CloudArg,
+    /// EC2 endpoint (moto_server) for `--cloud aws`.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+}
+
+/// `--cloud`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudArg {
+    /// The in-memory simulated cloud.
+    Sim,
+    /// karp-aws against an EC2 API endpoint.
+    Aws,
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Run `karp demo`.
+pub fn run_demo(args: &DemoArgs) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let mut stdout = std::io::stdout();
+    match rt.block_on(crate::demo::run_demo(&args.path, &mut stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(
+            e @ (crate::demo::DemoError::ReadManifests { .. }
+            | crate::demo::DemoError::ApplyManifest { .. }),
+        ) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Run `karp cluster` until Ctrl-C.
+pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
+    if args.cloud == CloudArg::Aws {
+        eprintln!("error: --cloud aws is not available in the embedded cluster yet (the simulated kubelet only follows the simulated cloud); use --cloud sim");
+        return ExitCode::from(2);
+    }
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let mut stdout = std::io::stdout();
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match rt.block_on(crate::demo::run_cluster(
+        &args.listen,
+        &args.kubeconfig,
+        &mut stdout,
+        shutdown,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Arguments of `karp catalog`.
@@ -195,6 +297,8 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Plan(args) => run_plan(args),
         Command::Catalog(args) => run_catalog(args),
+        Command::Demo(args) => run_demo(args),
+        Command::Cluster(args) => run_cluster(args),
         Command::Crds => {
             let mut stdout = std::io::stdout().lock();
             match stdout

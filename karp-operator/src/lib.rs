@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod cli;
 pub mod convert;
 pub mod crds;
+pub mod demo;
 pub mod embedded;
 pub mod manifests;
 pub mod nodepool;

@@ -1,0 +1,425 @@
+//! `karp demo` and `karp cluster`: the embedded cluster in the foreground.
+//!
+//! `karp demo` applies `examples/` (the seed NodePool / EC2NodeClass and the workloads), shows the
+//! scale-up (pending pods, NodeClaims, nodes, cost per hour) while the real controllers work,
+//! then removes the busiest node (drain, pods placed again) and ends with a summary.
+//! `karp cluster` serves the embedded cluster on a loopback port with a kubeconfig for kubectl.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams};
+
+use crate::embedded::{EmbeddedCluster, EmbeddedOptions};
+use crate::operator::objects::NodeClaim;
+
+/// Errors of `karp demo` / `karp cluster`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Reading the manifests failed.
+    #[error("{path}: {reason}")]
+    ReadManifests {
+        /// The file or folder.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The API server refused a manifest.
+    #[error("{path}: {reason}")]
+    ApplyManifest {
+        /// The file.
+        path: String,
+        /// The server's message.
+        reason: String,
+    },
+    /// The cluster could not start.
+    #[error("starting the embedded cluster: {0}")]
+    Start(String),
+    /// The cluster did not reach the expected state in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// Binding or serving failed.
+    #[error("serving the API: {0}")]
+    Serve(String),
+}
+
+/// Manifest files under `path` (recursively), sorted, node classes and pools first.
+///
+/// # Errors
+/// [`DemoError::ReadManifests`] when `path` cannot be read.
+pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, DemoError> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(&p).map_err(|e| DemoError::ReadManifests {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            for e in entries.flatten() {
+                stack.push(e.path());
+            }
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(p);
+        } else if p == path {
+            return Err(DemoError::ReadManifests {
+                path: p.display().to_string(),
+                reason: "not a folder or a .yaml/.yml/.json file".into(),
+            });
+        }
+    }
+    // Seed objects (node classes, pools) first, then workloads, each sorted by path.
+    out.sort_by_key(|p| (!p.to_string_lossy().contains("seed"), p.clone()));
+    Ok(out)
+}
+
+/// Applies every manifest under `path`; returns the number of objects.
+///
+/// # Errors
+/// [`DemoError`] naming the file that could not be read or applied.
+pub fn apply_path(cluster: &EmbeddedCluster, path: &Path) -> Result<usize, DemoError> {
+    let mut n = 0;
+    for f in manifest_files(path)? {
+        let text = std::fs::read_to_string(&f).map_err(|e| DemoError::ReadManifests {
+            path: f.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        n += cluster
+            .apply_yaml(&text)
+            .map_err(|reason| DemoError::ApplyManifest {
+                path: f.display().to_string(),
+                reason,
+            })?;
+    }
+    Ok(n)
+}
+
+/// A point-in-time view of the cluster for progress lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Pods not yet bound.
+    pub pending: usize,
+    /// Pods running.
+    pub running: usize,
+    /// All pods.
+    pub pods: usize,
+    /// NodeClaims.
+    pub nodeclaims: usize,
+    /// NodeClaims Ready.
+    pub ready_claims: usize,
+    /// Nodes.
+    pub nodes: usize,
+    /// Cost of the launched claims, USD per hour.
+    pub cost_per_hour: f64,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pending pods {:>3} | running {:>3}/{:<3} | nodeclaims {:>2} (ready {:>2}) | nodes {:>2} | ${:.4}/h",
+            self.pending,
+            self.running,
+            self.pods,
+            self.nodeclaims,
+            self.ready_claims,
+            self.nodes,
+            self.cost_per_hour
+        )
+    }
+}
+
+fn claim_price(cluster: &EmbeddedCluster, c: &NodeClaim) -> f64 {
+    let labels = c.metadata.labels.clone().unwrap_or_default();
+    let (Some(z), Some(ct)) = (
+        labels.get(karp_core::labels::ZONE),
+        labels.get(karp_core::labels::CAPACITY_TYPE),
+    ) else {
+        return 0.0;
+    };
+    cluster
+        .cloud
+        .instance(c.provider_id().unwrap_or_default())
+        .and_then(|i| {
+            i.instance_type
+                .offerings
+                .iter()
+                .find(|o| &o.zone == z && &o.capacity_type == ct)
+                .map(|o| o.price)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Reads the current progress.
+pub async fn progress(cluster: &EmbeddedCluster) -> Progress {
+    let pods = Api::<Pod>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let claims = Api::<NodeClaim>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let nodes = Api::<Node>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    Progress {
+        pending: pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+            .count(),
+        running: pods
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count(),
+        pods: pods.len(),
+        nodeclaims: claims.len(),
+        ready_claims: claims.iter().filter(|c| c.is_true("Ready")).count(),
+        nodes: nodes.len(),
+        cost_per_hour: claims
+            .iter()
+            .map(|c| claim_price(cluster, c))
+            .fold(0.0, |a, b| a + b),
+    }
+}
+
+async fn wait_settled(
+    cluster: &EmbeddedCluster,
+    out: &mut dyn Write,
+    started: Instant,
+    timeout: Duration,
+    what: &str,
+    extra: impl Fn(&Progress) -> bool,
+) -> Result<Progress, DemoError> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let p = progress(cluster).await;
+        let line = p.to_string();
+        if line != last {
+            let _ = writeln!(out, "  {:>5.1}s  {line}", started.elapsed().as_secs_f64());
+            last = line;
+        }
+        if p.pods > 0
+            && p.pending == 0
+            && p.running == p.pods
+            && p.ready_claims == p.nodeclaims
+            && extra(&p)
+        {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Timeout(format!(
+                "{what} did not settle within {timeout:?}: {p}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs the demo on `examples`, writing progress to `out`.
+///
+/// # Errors
+/// [`DemoError`] when the manifests are invalid or the cluster does not settle.
+pub async fn run_demo(examples: &Path, out: &mut dyn Write) -> Result<(), DemoError> {
+    let started = Instant::now();
+    let mut options = EmbeddedOptions::fast();
+    // Karpenter's 1 s idle batch window; nodes become Ready after a second.
+    options.operator.batch.idle = Duration::from_secs(1);
+    options.sim.kubelet = options
+        .sim
+        .kubelet
+        .clone()
+        .ready_delay(Duration::from_secs(1));
+    let cluster = EmbeddedCluster::start(options)
+        .await
+        .map_err(DemoError::Start)?;
+    let _ = writeln!(out, "karp demo: embedded Kubernetes API + simulated EC2 (built-in us-east-1 catalog) + the real karp controllers");
+    let n = apply_path(&cluster, examples)?;
+    let _ = writeln!(out, "applied {n} objects from {}", examples.display());
+    let _ = writeln!(out, "\nscale-up:");
+    let up = wait_settled(
+        &cluster,
+        out,
+        started,
+        Duration::from_secs(120),
+        "scale-up",
+        |_| true,
+    )
+    .await?;
+    let scale_up_secs = started.elapsed().as_secs_f64();
+
+    // Remove the busiest node: karp drains it and the pods are placed again.
+    let claims = Api::<NodeClaim>::all(cluster.client.clone());
+    let pods = Api::<Pod>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            *per_node.entry(n).or_default() += 1;
+        }
+    }
+    let all_claims = claims
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let victim = all_claims
+        .iter()
+        .max_by_key(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .and_then(|n| per_node.get(n))
+                .copied()
+                .unwrap_or(0)
+        })
+        .cloned();
+    let mut removed = String::new();
+    if let Some(v) = victim {
+        let name = v.metadata.name.clone().unwrap_or_default();
+        let node = v
+            .status
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\nremoving node {node} (NodeClaim {name}, {} pods): drain, pods placed again:",
+            per_node.get(&node).copied().unwrap_or(0)
+        );
+        let _ = claims.delete(&name, &DeleteParams::default()).await;
+        let client = cluster.client.clone();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let gone = Api::<NodeClaim>::all(client.clone())
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_none();
+            if gone {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(DemoError::Timeout(format!(
+                    "NodeClaim {name} was not removed"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        wait_settled(
+            &cluster,
+            out,
+            started,
+            Duration::from_secs(120),
+            "replacement",
+            |_| true,
+        )
+        .await?;
+        removed = format!("{node} ({name})");
+    }
+    let end = progress(&cluster).await;
+
+    // Summary.
+    let mut s = String::new();
+    let _ = writeln!(s, "\nsummary:");
+    let claims_now = claims
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "  {:<28} {:<14} {:<11} {:<9} {:>9}",
+        "NODECLAIM", "TYPE", "ZONE", "CAPACITY", "$/HOUR"
+    );
+    for c in &claims_now {
+        let l = c.metadata.labels.clone().unwrap_or_default();
+        let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<28} {:<14} {:<11} {:<9} {:>9.4}",
+            c.metadata.name.clone().unwrap_or_default(),
+            get(karp_core::labels::INSTANCE_TYPE),
+            get(karp_core::labels::ZONE),
+            get(karp_core::labels::CAPACITY_TYPE),
+            claim_price(&cluster, c)
+        );
+    }
+    let stats = cluster.cloud.stats();
+    let _ = writeln!(
+        s,
+        "  scale-up: {} pods on {} nodes in {scale_up_secs:.1}s at ${:.4}/h",
+        up.pods, up.nodes, up.cost_per_hour
+    );
+    if !removed.is_empty() {
+        let _ = writeln!(
+            s,
+            "  removed {removed}; its pods run again on {} nodes",
+            end.nodes
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  instances launched {} / terminated {}; now {} pods running at ${:.4}/h",
+        stats.creates, stats.deletes, end.running, end.cost_per_hour
+    );
+    let _ = write!(out, "{s}");
+    let _ = out.flush();
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Runs `karp cluster`: serves the embedded cluster on `listen`, writes `kubeconfig`, applies
+/// nothing, and runs until `shutdown` resolves.
+///
+/// # Errors
+/// [`DemoError`] when the address cannot be bound or the cluster cannot start.
+pub async fn run_cluster(
+    listen: &str,
+    kubeconfig: &Path,
+    out: &mut dyn Write,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DemoError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| DemoError::Serve(format!("binding {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DemoError::Serve(e.to_string()))?;
+    let mut options = EmbeddedOptions::fast();
+    options.operator.batch.idle = Duration::from_secs(1);
+    let cluster = EmbeddedCluster::start(options)
+        .await
+        .map_err(DemoError::Start)?;
+    let url = format!("http://{addr}");
+    karp_apiserver::write_kubeconfig(kubeconfig, &url)
+        .map_err(|e| DemoError::Serve(format!("writing {}: {e}", kubeconfig.display())))?;
+    let serve = tokio::spawn(cluster.server.serve(listener));
+    let _ = writeln!(
+        out,
+        "karp cluster: serving {url} (kubeconfig {}); CRDs installed, simulated cloud, karp controllers running. Ctrl-C stops.",
+        kubeconfig.display()
+    );
+    let _ = out.flush();
+    shutdown.await;
+    serve.abort();
+    cluster.shutdown().await;
+    Ok(())
+}

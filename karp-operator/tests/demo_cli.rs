@@ -1,0 +1,153 @@
+//! `karp demo` and `karp cluster` end to end: the built binary, as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn examples() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn demo_scales_up_removes_a_node_and_summarizes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args(["demo", "-f", &examples()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("scale-up:"), "{stdout}");
+    assert!(stdout.contains("removing node"), "{stdout}");
+    assert!(stdout.contains("summary:"), "{stdout}");
+    // Every pod of the examples ends up running.
+    let last = stdout
+        .lines()
+        .filter(|l| l.contains("pending pods"))
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("pending pods   0"), "{last}");
+    assert!(stdout.contains("instances launched"), "{stdout}");
+}
+
+#[test]
+fn demo_with_a_bad_path_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args(["demo", "-f", "/nonexistent/karp-examples"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/karp-examples"), "{stderr}");
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {kubectl} failed ({e}): install kubectl (https://kubernetes.io/docs/tasks/tools/) or set KUBECTL")
+        });
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
+    let dir = std::env::temp_dir().join(format!("karp-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args([
+            "cluster",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("serving"), "{line}");
+    let examples = examples();
+    let (ok, text) = kubectl(&kubeconfig, &["apply", "-f", &format!("{examples}/seed")]);
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", &format!("{examples}/workloads/inflate.yaml")],
+    );
+    assert!(ok, "{text}");
+    let start = Instant::now();
+    loop {
+        let (ok, text) = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=inflate",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ],
+        );
+        if ok && text.split_whitespace().filter(|p| *p == "Running").count() == 10 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pods never ran: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (ok, text) = kubectl(&kubeconfig, &["get", "nodeclaims"]);
+    assert!(ok && text.contains("karpenter-nodepool-"), "{text}");
+    let (ok, text) = kubectl(&kubeconfig, &["get", "nodes", "-o", "name"]);
+    assert!(ok && text.contains("node/ip-10-"), "{text}");
+    // Scale down to 0 and delete the claims: nodes drain and go.
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &["scale", "deployment", "inflate", "--replicas=0"],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl(&kubeconfig, &["delete", "nodeclaims", "--all"]);
+    assert!(ok, "{text}");
+    let start = Instant::now();
+    loop {
+        let (ok, text) = kubectl(&kubeconfig, &["get", "nodes", "-o", "name"]);
+        if ok && text.trim().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nodes never went: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).ok();
+}
