@@ -126,6 +126,9 @@ pub struct EmbeddedOptions {
     pub operator: OperatorSettings,
     /// Simulator settings.
     pub sim: SimOptions,
+    /// Whether [`EmbeddedCluster::start`] starts an operator (tests of leader election start
+    /// their own replicas with [`EmbeddedCluster::new_operator`]).
+    pub start_operator: bool,
 }
 
 impl EmbeddedOptions {
@@ -147,7 +150,11 @@ impl EmbeddedOptions {
                     .pod_start_delay(Duration::from_millis(100)),
             )
             .scheduler(SchedulerOptions::default());
-        EmbeddedOptions { operator, sim }
+        EmbeddedOptions {
+            operator,
+            sim,
+            start_operator: true,
+        }
     }
 }
 
@@ -156,6 +163,7 @@ impl Default for EmbeddedOptions {
         EmbeddedOptions {
             operator: OperatorSettings::default(),
             sim: SimOptions::default(),
+            start_operator: true,
         }
     }
 }
@@ -186,6 +194,7 @@ pub struct EmbeddedCluster {
     sim: Option<SimCluster>,
     operator: Option<Operator>,
     options: EmbeddedOptions,
+    zones: Vec<String>,
 }
 
 impl std::fmt::Debug for EmbeddedCluster {
@@ -237,25 +246,33 @@ impl EmbeddedCluster {
             metrics,
             sim: Some(sim),
             operator: None,
+            zones,
             options,
         };
-        cluster.start_operator_with(zones).await;
+        if cluster.options.start_operator {
+            cluster.operator = Some(
+                cluster
+                    .new_operator(&cluster.options.operator.identity.clone())
+                    .await,
+            );
+        }
         Ok(cluster)
     }
 
-    async fn start_operator_with(&mut self, zones: Vec<String>) {
-        let resolver = Arc::new(SimNodeClassResolver::new(zones));
+    /// Starts another operator instance on this cluster (a replica), with its own identity.
+    pub async fn new_operator(&self, identity: &str) -> Operator {
+        let resolver = Arc::new(SimNodeClassResolver::new(self.zones.clone()));
         let cloud: Arc<dyn CloudProvider> = self.cloud.clone();
-        self.operator = Some(
-            Operator::start(
-                self.client.clone(),
-                cloud,
-                resolver,
-                Arc::clone(&self.metrics),
-                self.options.operator.clone(),
-            )
-            .await,
-        );
+        let mut settings = self.options.operator.clone();
+        settings.identity = identity.to_string();
+        Operator::start(
+            self.client.clone(),
+            cloud,
+            resolver,
+            Arc::clone(&self.metrics),
+            settings,
+        )
+        .await
     }
 
     /// Stops the operator (simulating a crash or a lost leadership); the cluster keeps running.
@@ -270,17 +287,8 @@ impl EmbeddedCluster {
         if self.operator.is_some() {
             return;
         }
-        let mut zones: Vec<String> = self
-            .cloud
-            .instance_types("", None)
-            .await
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
-            .collect();
-        zones.sort();
-        zones.dedup();
-        self.start_operator_with(zones).await;
+        let identity = self.options.operator.identity.clone();
+        self.operator = Some(self.new_operator(&identity).await);
     }
 
     /// Applies manifests (multi-document YAML) to the API server, as `kubectl apply` would.

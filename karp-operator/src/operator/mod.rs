@@ -10,10 +10,12 @@
 //! create that is safe to repeat, so a restart at any point loses nothing.
 
 pub mod gc;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod objects;
 pub mod provisioner;
+pub mod serve;
 pub mod status;
 pub mod termination;
 
