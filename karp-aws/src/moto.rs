@@ -7,6 +7,14 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+
+use crate::sdk::{AwsClients, AwsSettings};
+
+fn aws_err(e: &dyn std::error::Error) -> String {
+    aws_sdk_ec2::error::DisplayErrorContext(e).to_string()
+}
+
 const SCRIPT: &str = include_str!("moto/server.py");
 
 /// What to install when moto is missing.
@@ -92,4 +100,122 @@ impl Drop for MotoServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+/// Seeds an emulated account for `settings.cluster_name`: a VPC `10.<octet>.0.0/16` with subnets
+/// in us-east-1a/b/c and a security group, all tagged `karpenter.sh/discovery: <cluster>`, the
+/// node role `KarpenterNodeRole-<cluster>`, and an AL2023 AMI published under
+/// `settings.ssm_parameter_prefix` (moto has no EKS parameters). Returns the AMI id.
+///
+/// # Errors
+/// A message naming the call that failed.
+pub async fn seed_cluster(
+    clients: &AwsClients,
+    settings: &AwsSettings,
+    octet: u8,
+) -> Result<String, String> {
+    let cluster = &settings.cluster_name;
+    let ec2 = &clients.ec2;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block(format!("10.{octet}.0.0/16"))
+        .send()
+        .await
+        .map_err(|e| aws_err(&e))?;
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .ok_or("CreateVpc returned no VPC id")?
+        .to_string();
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c"]
+        .iter()
+        .enumerate()
+    {
+        ec2.create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.{octet}.{i}.0/24"))
+            .availability_zone(*zone)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Subnet)
+                    .tags(tag("karpenter.sh/discovery", cluster))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_err(&e))?;
+    }
+    ec2.create_security_group()
+        .group_name(format!("{cluster}-nodes"))
+        .description("nodes")
+        .vpc_id(&vpc_id)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(tag("karpenter.sh/discovery", cluster))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_err(&e))?;
+    let images = ec2
+        .describe_images()
+        .owners("amazon")
+        .filters(
+            Filter::builder()
+                .name("name")
+                .values("al2023-ami-2023*-x86_64")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_err(&e))?;
+    let mut ids: Vec<&str> = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .collect();
+    ids.sort_unstable();
+    let ami = ids.first().ok_or("moto has no AL2023 AMI")?.to_string();
+    clients
+        .iam
+        .create_role()
+        .role_name(format!("KarpenterNodeRole-{cluster}"))
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .map_err(|e| aws_err(&e))?;
+    publish_al2023_ami(clients, settings, &ami).await?;
+    Ok(ami)
+}
+
+/// Publishes `ami` as the AL2023 x86_64 standard AMI under the settings' SSM prefix.
+///
+/// # Errors
+/// A message when PutParameter fails.
+pub async fn publish_al2023_ami(
+    clients: &AwsClients,
+    settings: &AwsSettings,
+    ami: &str,
+) -> Result<(), String> {
+    clients
+        .ssm
+        .put_parameter()
+        .name(format!(
+            "{}/eks/optimized-ami/{}/amazon-linux-2023/x86_64/standard/recommended/image_id",
+            settings.ssm_parameter_prefix, settings.kubernetes_version
+        ))
+        .value(ami)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| aws_err(&e))?;
+    Ok(())
 }

@@ -47,98 +47,14 @@ fn settings(cluster: &str) -> AwsSettings {
     s
 }
 
-fn tag(k: &str, v: &str) -> Tag {
-    Tag::builder().key(k).value(v).build()
-}
-
-/// A VPC with subnets in three zones and a security group, tagged for discovery, and an AL2023
-/// AMI published under the test's SSM prefix. Returns the AMI id.
 async fn seed(clients: &AwsClients, settings: &AwsSettings, octet: u8) -> String {
-    let cluster = &settings.cluster_name;
-    let ec2 = &clients.ec2;
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block(format!("10.{octet}.0.0/16"))
-        .send()
+    karp_aws::moto::seed_cluster(clients, settings, octet)
         .await
-        .unwrap();
-    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c"]
-        .iter()
-        .enumerate()
-    {
-        ec2.create_subnet()
-            .vpc_id(&vpc_id)
-            .cidr_block(format!("10.{octet}.{i}.0/24"))
-            .availability_zone(*zone)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Subnet)
-                    .tags(tag("karpenter.sh/discovery", cluster))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
-    ec2.create_security_group()
-        .group_name(format!("{cluster}-nodes"))
-        .description("nodes")
-        .vpc_id(&vpc_id)
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::SecurityGroup)
-                .tags(tag("karpenter.sh/discovery", cluster))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let images = ec2
-        .describe_images()
-        .owners("amazon")
-        .filters(
-            Filter::builder()
-                .name("name")
-                .values("al2023-ami-2023*-x86_64")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let mut ids: Vec<&str> = images
-        .images()
-        .iter()
-        .filter_map(|i| i.image_id())
-        .collect();
-    ids.sort_unstable();
-    let ami = ids.first().expect("moto ships AL2023 AMIs").to_string();
-    clients
-        .iam
-        .create_role()
-        .role_name(format!("KarpenterNodeRole-{cluster}"))
-        .assume_role_policy_document(
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-        )
-        .send()
-        .await
-        .unwrap();
-    publish_ami(clients, settings, &ami).await;
-    ami
+        .unwrap()
 }
 
 async fn publish_ami(clients: &AwsClients, settings: &AwsSettings, ami: &str) {
-    clients
-        .ssm
-        .put_parameter()
-        .name(format!(
-            "{}/eks/optimized-ami/{}/amazon-linux-2023/x86_64/standard/recommended/image_id",
-            settings.ssm_parameter_prefix, settings.kubernetes_version
-        ))
-        .value(ami)
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
-        .overwrite(true)
-        .send()
+    karp_aws::moto::publish_al2023_ami(clients, settings, ami)
         .await
         .unwrap();
 }

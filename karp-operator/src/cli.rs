@@ -33,6 +33,134 @@ pub enum Command {
     /// Serve the embedded cluster (API server, simulated cloud and kubelets, karp's controllers)
     /// on a loopback port with a kubeconfig for kubectl, until interrupted.
     Cluster(ClusterArgs),
+    /// Run the operator against a Kubernetes cluster and EC2 (as deployed by the Helm chart).
+    Run(RunArgs),
+}
+
+/// Arguments of `karp run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Cluster name (tags, user data).
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: String,
+    /// API server URL written into node user data.
+    #[arg(long, env = "CLUSTER_ENDPOINT", default_value = "")]
+    pub cluster_endpoint: String,
+    /// Base64 CA bundle of the API server for node user data.
+    #[arg(long, env = "CLUSTER_CA_BUNDLE", default_value = "")]
+    pub cluster_ca_bundle: String,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// EC2 / SSM / IAM / SQS endpoint override (moto_server, VPC endpoint).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Kubernetes minor version of the cluster (selects EKS AMI parameters).
+    #[arg(long, default_value = "1.33")]
+    pub kubernetes_version: String,
+    /// Prefix of the public SSM parameters used by AMI aliases.
+    #[arg(long, default_value = "/aws/service")]
+    pub ssm_parameter_prefix: String,
+    /// SQS queue (name or URL) with EventBridge interruption messages.
+    #[arg(long, env = "INTERRUPTION_QUEUE")]
+    pub interruption_queue: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Elect a leader among replicas through a Lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "kube-system")]
+    pub namespace: String,
+    /// This replica's identity (default: the pod / host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Run `karp run` until SIGINT / SIGTERM.
+pub fn run_operator(args: &RunArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    let mut aws = karp_aws::AwsSettings::new(&args.region, &args.cluster_name);
+    if let Some(url) = &args.endpoint_url {
+        aws = aws.with_endpoint(url);
+        aws.dummy_credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_none();
+    }
+    aws.cluster_endpoint = args.cluster_endpoint.clone();
+    aws.cluster_ca_bundle = args.cluster_ca_bundle.clone();
+    aws.kubernetes_version = args.kubernetes_version.clone();
+    aws.ssm_parameter_prefix = args.ssm_parameter_prefix.clone();
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("karp-{}", std::process::id()))
+    });
+    let settings = crate::operator::OperatorSettings {
+        identity: identity.clone(),
+        ..crate::operator::OperatorSettings::default()
+    };
+    let options = crate::run::RunOptions {
+        kubeconfig: args.kubeconfig.clone(),
+        aws,
+        interruption_queue: args.interruption_queue.clone(),
+        metrics_addr: args.metrics_addr.clone(),
+        leader_election: args
+            .leader_elect
+            .then(|| crate::operator::leader::LeaderElection::new(&args.namespace, &identity)),
+        settings,
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let shutdown = async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    match rt.block_on(crate::run::run(options, shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Arguments of `karp demo`.
@@ -298,6 +426,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => run_plan(args),
         Command::Catalog(args) => run_catalog(args),
         Command::Demo(args) => run_demo(args),
+        Command::Run(args) => run_operator(args),
         Command::Cluster(args) => run_cluster(args),
         Command::Crds => {
             let mut stdout = std::io::stdout().lock();

@@ -1030,10 +1030,31 @@ pub fn all() -> Vec<Value> {
     vec![nodepool_crd(), nodeclaim_crd(), ec2nodeclass_crd()]
 }
 
-/// One CRD as a YAML document.
+/// A JSON value as YAML with object keys sorted, whatever map type serde_json was built with
+/// (its `preserve_order` feature may be enabled by other crates in the build).
+fn sorted_yaml(v: &Value) -> serde_yaml::Value {
+    match v {
+        Value::Null => serde_yaml::Value::Null,
+        Value::Bool(b) => serde_yaml::Value::Bool(*b),
+        Value::Number(n) => serde_yaml::to_value(n).unwrap_or(serde_yaml::Value::Null),
+        Value::String(s) => serde_yaml::Value::String(s.clone()),
+        Value::Array(a) => serde_yaml::Value::Sequence(a.iter().map(sorted_yaml).collect()),
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            let mut m = serde_yaml::Mapping::new();
+            for k in keys {
+                m.insert(serde_yaml::Value::String(k.clone()), sorted_yaml(&o[k]));
+            }
+            serde_yaml::Value::Mapping(m)
+        }
+    }
+}
+
+/// One CRD as a YAML document (keys sorted, so the output is stable).
 #[must_use]
 pub fn to_yaml(crd: &Value) -> String {
-    serde_yaml::to_string(crd).unwrap_or_default()
+    serde_yaml::to_string(&sorted_yaml(crd)).unwrap_or_default()
 }
 
 /// The file name a CRD is committed under in `charts/karp/crds/` (`karpenter.sh_nodepools.yaml`).

@@ -141,6 +141,7 @@ impl EmbeddedOptions {
         operator.batch.poll = Duration::from_millis(50);
         operator.resync = Duration::from_millis(500);
         operator.gc_grace = Duration::from_secs(2);
+        operator.provision_retry = Duration::from_secs(1);
         let sim = SimOptions::default()
             .kubelet(
                 KubeletOptions::default()

@@ -21,3 +21,4 @@ pub mod manifests;
 pub mod nodepool;
 pub mod operator;
 pub mod plan;
+pub mod run;

@@ -290,6 +290,8 @@ pub struct OperatorSettings {
     pub resync: Duration,
     /// The instance name of this operator (for events and leader election).
     pub identity: String,
+    /// Pods still pending after a provisioning pass are planned again after this long.
+    pub provision_retry: Duration,
 }
 
 impl Default for OperatorSettings {
@@ -300,6 +302,7 @@ impl Default for OperatorSettings {
             gc_grace: Duration::from_secs(30),
             resync: Duration::from_secs(10),
             identity: "karp".into(),
+            provision_retry: Duration::from_secs(5),
         }
     }
 }

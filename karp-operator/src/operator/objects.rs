@@ -142,7 +142,11 @@ pub struct ResourceRequirements {
 #[serde(rename_all = "camelCase")]
 pub struct NodeClaimStatus {
     /// The cloud's id of the instance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "providerID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub provider_id: Option<String>,
     /// The node's name once registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]

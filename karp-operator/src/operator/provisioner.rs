@@ -463,15 +463,21 @@ impl Provisioner {
     /// Loop: wait for provisionable pods, batch, plan, create NodeClaims.
     pub async fn run(ctx: Arc<Context>, window: BatchWindow) {
         let mut handled: BTreeSet<String> = BTreeSet::new();
+        let mut last_pass = Instant::now();
         loop {
             if ctx.is_shutdown() {
                 return;
             }
             let pending = ctx.stores.provisionable_pods();
-            let fresh: BTreeSet<String> = pending.difference(&handled).cloned().collect();
             // Pods that are no longer pending leave the handled set (so they are planned again if
             // they come back, e.g. after their node went away).
             handled.retain(|p| pending.contains(p));
+            // Pods still pending after a pass are planned again now and then (a node class may have
+            // become ready, a limit may have been raised, a launch may have failed).
+            if !pending.is_empty() && last_pass.elapsed() >= ctx.settings.provision_retry {
+                handled.clear();
+            }
+            let fresh: BTreeSet<String> = pending.difference(&handled).cloned().collect();
             if fresh.is_empty() {
                 tokio::time::sleep(window.poll).await;
                 continue;
@@ -492,6 +498,7 @@ impl Provisioner {
                 }
             }
             let span = info_span!("provision", pending = seen.len());
+            last_pass = Instant::now();
             match Self::provision_once(&ctx).instrument(span).await {
                 Ok(()) => {
                     handled.extend(seen);
