@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::Filter;
 use karp_aws::catalog::{builtin_type_facts, TypeFacts};
 use karp_aws::launch::tags;
 use karp_aws::moto::MotoServer;

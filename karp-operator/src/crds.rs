@@ -362,18 +362,29 @@ fn nodeclaim_spec_common() -> Vec<(&'static str, S)> {
     ]
 }
 
+/// Names and scope of a CRD.
+struct Names<'a> {
+    group: &'a str,
+    kind: &'a str,
+    plural: &'a str,
+    short_names: &'a [&'a str],
+}
+
 fn crd(
-    group: &str,
-    kind: &str,
-    plural: &str,
-    short_names: &[&str],
-    categories: &[&str],
-    scope: &str,
+    names: &Names<'_>,
     columns: Value,
     spec: S,
     status: S,
     root_rules: Vec<(&str, &str)>,
 ) -> Value {
+    let Names {
+        group,
+        kind,
+        plural,
+        short_names,
+    } = *names;
+    let categories = ["karpenter"];
+    let scope = "Cluster";
     let mut root = S::object(vec![
         (
             "apiVersion",
@@ -576,12 +587,12 @@ pub fn nodepool_crd() -> Value {
         {"jsonPath": ".status.resources.memory", "name": "Memory", "priority": 1, "type": "string"}
     ]);
     crd(
-        "karpenter.sh",
-        "NodePool",
-        "nodepools",
-        &[],
-        &["karpenter"],
-        "Cluster",
+        &Names {
+            group: "karpenter.sh",
+            kind: "NodePool",
+            plural: "nodepools",
+            short_names: &[],
+        },
         columns,
         spec,
         status,
@@ -643,12 +654,12 @@ pub fn nodeclaim_crd() -> Value {
         {"jsonPath": ".status.conditions[?(@.type==\"Drifted\")].status", "name": "Drifted", "priority": 1, "type": "string"}
     ]);
     crd(
-        "karpenter.sh",
-        "NodeClaim",
-        "nodeclaims",
-        &[],
-        &["karpenter"],
-        "Cluster",
+        &Names {
+            group: "karpenter.sh",
+            kind: "NodeClaim",
+            plural: "nodeclaims",
+            short_names: &[],
+        },
         columns,
         spec,
         status,
@@ -1008,12 +1019,12 @@ pub fn ec2nodeclass_crd() -> Value {
         {"jsonPath": ".spec.role", "name": "Role", "priority": 1, "type": "string"}
     ]);
     crd(
-        "karpenter.k8s.aws",
-        "EC2NodeClass",
-        "ec2nodeclasses",
-        &["ec2nc", "ec2ncs"],
-        &["karpenter"],
-        "Cluster",
+        &Names {
+            group: "karpenter.k8s.aws",
+            kind: "EC2NodeClass",
+            plural: "ec2nodeclasses",
+            short_names: &["ec2nc", "ec2ncs"],
+        },
         columns,
         spec,
         status,

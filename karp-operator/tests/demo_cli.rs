@@ -27,8 +27,7 @@ fn demo_scales_up_removes_a_node_and_summarizes() {
     // Every pod of the examples ends up running.
     let last = stdout
         .lines()
-        .filter(|l| l.contains("pending pods"))
-        .last()
+        .rfind(|l| l.contains("pending pods"))
         .unwrap()
         .to_string();
     assert!(last.contains("pending pods   0"), "{last}");
