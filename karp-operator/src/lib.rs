@@ -12,6 +12,7 @@
 //! [`plan::PlanError`] naming the file, the object and the field.
 
 pub mod catalog;
+pub mod chart;
 pub mod cli;
 pub mod convert;
 pub mod crds;

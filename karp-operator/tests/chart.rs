@@ -1,0 +1,153 @@
+//! `charts/karp` rendered with its default values (karp's renderer for the chart's template
+//! subset) and applied with the real kubectl to the embedded API server.
+
+use std::path::Path;
+use std::process::Command;
+
+use karp_operator::chart::{render, Release};
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {kubectl} failed ({e}): install kubectl (https://kubernetes.io/docs/tasks/tools/) or set KUBECTL")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_chart_renders_and_applies_with_kubectl() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/karp");
+    let release = Release {
+        name: "karp".into(),
+        namespace: "karp".into(),
+    };
+    let rendered = render(&chart, &release, None).unwrap();
+    let mut all = String::new();
+    let mut kinds = Vec::new();
+    for (file, text) in &rendered {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: not YAML: {e}\n{text}", file.display()));
+            if v.is_null() {
+                continue;
+            }
+            kinds.push(v["kind"].as_str().unwrap().to_string());
+        }
+        all.push_str(text);
+        all.push_str("\n---\n");
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+
+    let server = karp_apiserver::ApiServer::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener));
+    let dir = std::env::temp_dir().join(format!("karp-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    karp_apiserver::write_kubeconfig(&kubeconfig, &url).unwrap();
+    let manifest = dir.join("karp.yaml");
+    std::fs::write(&manifest, &all).unwrap();
+    let kc = kubeconfig.clone();
+    let crds = chart.join("crds");
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kc, &["apply", "-f", crds.to_str().unwrap()]);
+        // As `helm install --create-namespace` would.
+        let ns_file = kc.with_file_name("namespace.yaml");
+        std::fs::write(
+            &ns_file,
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: karp}\n",
+        )
+        .unwrap();
+        kubectl(&kc, &["apply", "-f", ns_file.to_str().unwrap()]);
+        kubectl(&kc, &["apply", "-f", manifest.to_str().unwrap()]);
+        let deploy = kubectl(
+            &kc,
+            &["get", "deployment", "karp", "-n", "karp", "-o", "json"],
+        );
+        let d: serde_json::Value = serde_json::from_str(&deploy).unwrap();
+        assert_eq!(d["spec"]["replicas"], 2);
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+        assert_eq!(pod["serviceAccountName"], "karp");
+        let args: Vec<&str> = pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.contains(&"run") && args.contains(&"--leader-elect=true"),
+            "{args:?}"
+        );
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchExpressions"][0]["operator"],
+            "DoesNotExist"
+        );
+        let names = kubectl(
+            &kc,
+            &["get", "clusterrole,clusterrolebinding", "-o", "name"],
+        );
+        assert!(
+            names.contains("clusterrole.rbac.authorization.k8s.io/karp"),
+            "{names}"
+        );
+        let ns = kubectl(
+            &kc,
+            &[
+                "get",
+                "role,rolebinding,serviceaccount,service,pdb",
+                "-n",
+                "karp",
+                "-o",
+                "name",
+            ],
+        );
+        for want in [
+            "role.rbac.authorization.k8s.io/karp",
+            "serviceaccount/karp",
+            "service/karp",
+            "poddisruptionbudget.policy/karp",
+        ] {
+            assert!(ns.contains(want), "{want} missing in {ns}");
+        }
+        let crds = kubectl(&kc, &["get", "crd", "-o", "name"]);
+        assert!(crds.contains("nodepools.karpenter.sh"), "{crds}");
+    })
+    .await
+    .unwrap();
+
+    // The ServiceMonitor is optional.
+    let overrides: serde_yaml::Value =
+        serde_yaml::from_str("serviceMonitor: {enabled: true}").unwrap();
+    let with_sm = render(&chart, &release, Some(&overrides)).unwrap();
+    assert!(with_sm
+        .iter()
+        .any(|(_, t)| t.contains("kind: ServiceMonitor")));
+    std::fs::remove_dir_all(&dir).ok();
+}
