@@ -494,3 +494,34 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insufficient_capacity_deletes_the_claim_and_replans() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster
+        .cloud
+        .fail_next_create(karp_core::cloud::CloudError::InsufficientCapacity {
+            offerings: Vec::new(),
+        });
+    cluster.apply_yaml(&seed()).unwrap();
+    cluster.apply_yaml(&deployment("ice", 2, "1")).unwrap();
+    wait_for(
+        "pods running after a failed launch",
+        Duration::from_secs(30),
+        || async {
+            let pods = app_pods(&client, "ice").await;
+            pods.len() == 2 && pods.iter().all(running)
+        },
+    )
+    .await;
+    let stats = cluster.cloud.stats();
+    assert_eq!(stats.create_calls, stats.creates + 1, "{stats:?}");
+    // The failed claim is gone; the surviving ones all launched.
+    for c in claims(&client).await {
+        assert!(c.provider_id().is_some(), "{:?}", c.metadata.name);
+    }
+    cluster.shutdown().await;
+}

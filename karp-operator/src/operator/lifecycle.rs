@@ -160,6 +160,20 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
                     "karpenter_cloudprovider_errors_total",
                     &[("error", "Api"), ("method", "Create")],
                 );
+                // Liveness: a claim that could not launch for too long is deleted; its pods are
+                // planned again.
+                if age(claim.metadata.creation_timestamp.as_ref()) > ctx.settings.launch_ttl {
+                    warn!(nodeclaim = %name, error = %e, "not launched in time; deleting");
+                    ctx.events
+                        .publish_nodeclaim(claim, "Warning", "LaunchTimeout", &e.to_string())
+                        .await;
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(e) if is_404(&e) => {}
+                        Err(e) => return Err(kube_err("delete NodeClaim", e)),
+                    }
+                    return Ok(Action::await_change());
+                }
                 let now = rfc3339(SystemTime::now());
                 let mut conditions = claim.status.clone().unwrap_or_default().conditions;
                 set_condition(

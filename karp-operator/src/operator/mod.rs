@@ -284,6 +284,8 @@ pub struct OperatorSettings {
     pub batch: provisioner::BatchWindow,
     /// A NodeClaim not registered this long after launch is deleted (Karpenter: 15 min).
     pub registration_ttl: Duration,
+    /// A NodeClaim that failed to launch for this long is deleted (Karpenter: 5 min).
+    pub launch_ttl: Duration,
     /// An instance without a NodeClaim is removed after this long (grace for in-flight launches).
     pub gc_grace: Duration,
     /// How often garbage collection and status refreshes run.
@@ -299,6 +301,7 @@ impl Default for OperatorSettings {
         OperatorSettings {
             batch: provisioner::BatchWindow::default(),
             registration_ttl: Duration::from_secs(15 * 60),
+            launch_ttl: Duration::from_secs(5 * 60),
             gc_grace: Duration::from_secs(30),
             resync: Duration::from_secs(10),
             identity: "karp".into(),
