@@ -183,7 +183,9 @@ pub struct ClusterArgs {
     /// Cloud backend of the embedded cluster.
     #[arg(long, value_enum, default_value_t = CloudArg::Sim)]
     pub cloud: CloudArg,
-    /// EC2 endpoint (moto_server) for `--cloud aws`.
+    /// EC2 endpoint for `--cloud aws` (its account must have subnets and security groups tagged
+    /// `karpenter.sh/discovery: karp`, the role `KarpenterNodeRole-karp` and an AL2023 AMI under the
+    /// SSM prefix `/karp/karp`); without it, karp starts and seeds its own moto_server.
     #[arg(long)]
     pub endpoint_url: Option<String>,
 }
@@ -234,23 +236,47 @@ pub fn run_demo(args: &DemoArgs) -> ExitCode {
 
 /// Run `karp cluster` until Ctrl-C.
 pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
-    if args.cloud == CloudArg::Aws {
-        eprintln!("error: --cloud aws is not available in the embedded cluster yet (the simulated kubelet only follows the simulated cloud); use --cloud sim");
-        return ExitCode::from(2);
-    }
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
     let mut stdout = std::io::stdout();
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match rt.block_on(crate::demo::run_cluster(
-        &args.listen,
-        &args.kubeconfig,
-        &mut stdout,
-        shutdown,
-    )) {
+    let result = rt.block_on(async {
+        // `--cloud aws` without an endpoint starts (and seeds) its own moto_server.
+        let mut moto = None;
+        let cloud = match args.cloud {
+            CloudArg::Sim => crate::demo::ClusterCloud::Sim,
+            CloudArg::Aws => {
+                let url = match &args.endpoint_url {
+                    Some(u) => u.clone(),
+                    None => {
+                        let m = karp_aws::moto::MotoServer::start()
+                            .map_err(|e| crate::demo::DemoError::Start(e.to_string()))?;
+                        let u = m.url();
+                        moto = Some(m);
+                        u
+                    }
+                };
+                let mut settings = karp_aws::AwsSettings::for_moto("us-east-1", "karp", &url);
+                settings.ssm_parameter_prefix = "/karp/karp".into();
+                if moto.is_some() {
+                    let clients = karp_aws::AwsClients::load(&settings).await;
+                    karp_aws::moto::seed_cluster(&clients, &settings, 0)
+                        .await
+                        .map_err(crate::demo::DemoError::Start)?;
+                }
+                crate::demo::ClusterCloud::Aws(Box::new(settings))
+            }
+        };
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let r =
+            crate::demo::run_cluster(&args.listen, &args.kubeconfig, cloud, &mut stdout, shutdown)
+                .await;
+        drop(moto);
+        r
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));

@@ -386,6 +386,18 @@ pub async fn run_demo(examples: &Path, out: &mut dyn Write) -> Result<(), DemoEr
     Ok(())
 }
 
+/// The cloud behind `karp cluster`.
+#[derive(Debug, Clone)]
+pub enum ClusterCloud {
+    /// The in-memory simulated cloud.
+    Sim,
+    /// karp-aws against an EC2 endpoint (moto_server).
+    Aws(Box<karp_aws::AwsSettings>),
+}
+
+/// Stops a running embedded cluster.
+type Stop = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+
 /// Runs `karp cluster`: serves the embedded cluster on `listen`, writes `kubeconfig`, applies
 /// nothing, and runs until `shutdown` resolves.
 ///
@@ -394,6 +406,7 @@ pub async fn run_demo(examples: &Path, out: &mut dyn Write) -> Result<(), DemoEr
 pub async fn run_cluster(
     listen: &str,
     kubeconfig: &Path,
+    cloud: ClusterCloud,
     out: &mut dyn Write,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
@@ -405,21 +418,42 @@ pub async fn run_cluster(
         .map_err(|e| DemoError::Serve(e.to_string()))?;
     let mut options = EmbeddedOptions::fast();
     options.operator.batch.idle = Duration::from_secs(1);
-    let cluster = EmbeddedCluster::start(options)
-        .await
-        .map_err(DemoError::Start)?;
     let url = format!("http://{addr}");
     karp_apiserver::write_kubeconfig(kubeconfig, &url)
         .map_err(|e| DemoError::Serve(format!("writing {}: {e}", kubeconfig.display())))?;
-    let serve = tokio::spawn(cluster.server.serve(listener));
+    let (what, serve, stop): (String, _, Stop) = match cloud {
+        ClusterCloud::Sim => {
+            let cluster = EmbeddedCluster::start(options)
+                .await
+                .map_err(DemoError::Start)?;
+            let serve = tokio::spawn(cluster.server.serve(listener));
+            (
+                "simulated cloud".to_string(),
+                serve,
+                Box::new(move || Box::pin(cluster.shutdown())),
+            )
+        }
+        ClusterCloud::Aws(settings) => {
+            let endpoint = settings.endpoint_url.clone().unwrap_or_default();
+            let cluster = crate::embedded_aws::EmbeddedAwsCluster::start(options, *settings)
+                .await
+                .map_err(DemoError::Start)?;
+            let serve = tokio::spawn(cluster.server.serve(listener));
+            (
+                format!("karp-aws on {endpoint}"),
+                serve,
+                Box::new(move || Box::pin(cluster.shutdown())),
+            )
+        }
+    };
     let _ = writeln!(
         out,
-        "karp cluster: serving {url} (kubeconfig {}); CRDs installed, simulated cloud, karp controllers running. Ctrl-C stops.",
+        "karp cluster: serving {url} (kubeconfig {}); CRDs installed, {what}, karp controllers running. Ctrl-C stops.",
         kubeconfig.display()
     );
     let _ = out.flush();
     shutdown.await;
     serve.abort();
-    cluster.shutdown().await;
+    stop().await;
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod convert;
 pub mod crds;
 pub mod demo;
 pub mod embedded;
+pub mod embedded_aws;
 pub mod manifests;
 pub mod nodepool;
 pub mod operator;

@@ -150,3 +150,116 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn karp_cluster_on_karp_aws_and_moto_provisions_ec2_nodes() {
+    let dir = std::env::temp_dir().join(format!("karp-cluster-aws-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args([
+            "cluster",
+            "--cloud",
+            "aws",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("karp-aws on http://127.0.0.1:"), "{line}");
+    let manifest = dir.join("aws.yaml");
+    std::fs::write(
+        &manifest,
+        r"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec:
+  role: KarpenterNodeRole-karp
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: karp}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: karp}}]
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: default}
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+        - {key: karpenter.k8s.aws/instance-family, operator: In, values: [m5, c5]}
+        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+",
+    )
+    .unwrap();
+    let (ok, text) = kubectl(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &format!("{}/workloads/inflate.yaml", examples()),
+        ],
+    );
+    assert!(ok, "{text}");
+    // inflate selects the examples' NodePool name; relabel it to ours.
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "deployment",
+            "inflate",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/template/spec/affinity","value":{}},{"op":"replace","path":"/spec/replicas","value":3}]"#,
+        ],
+    );
+    assert!(ok, "{text}");
+    let start = Instant::now();
+    loop {
+        let (ok, text) = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=inflate",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ],
+        );
+        let phases: Vec<&str> = text.split_whitespace().collect();
+        if ok && phases.len() == 3 && phases.iter().all(|p| *p == "Running") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "pods never ran: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &["get", "nodes", "-o", "jsonpath={.items[*].spec.providerID}"],
+    );
+    assert!(ok && text.contains("aws:///us-east-1"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -99,10 +99,28 @@ impl KubeletOptions {
     }
 }
 
-/// The simulated kubelet of every instance of one [`SimCloud`].
+/// Where a kubelet learns which instances run: [`SimCloud`], or an adapter over a real cloud
+/// provider (the embedded cluster on karp-aws uses one).
+pub trait InstanceSource: Send + Sync {
+    /// The region nodes are named after.
+    fn region(&self) -> &str;
+    /// Every known instance (running and terminated), with its type and launch request.
+    fn instances(&self) -> Vec<SimInstance>;
+}
+
+impl InstanceSource for SimCloud {
+    fn region(&self) -> &str {
+        SimCloud::region(self)
+    }
+    fn instances(&self) -> Vec<SimInstance> {
+        SimCloud::instances(self)
+    }
+}
+
+/// The simulated kubelet of every instance of one [`InstanceSource`] (usually a [`SimCloud`]).
 pub struct Kubelet {
     client: Client,
-    cloud: Arc<SimCloud>,
+    cloud: Arc<dyn InstanceSource>,
     options: KubeletOptions,
     /// Provider ID → when its Node was registered (created or first seen).
     registered: BTreeMap<String, Instant>,
@@ -203,10 +221,14 @@ fn pod_is_running(pod: &Pod) -> bool {
 impl Kubelet {
     /// A kubelet for `cloud`'s instances talking to the cluster through `client`.
     #[must_use]
-    pub fn new(client: Client, cloud: Arc<SimCloud>, options: KubeletOptions) -> Self {
+    pub fn new<S: InstanceSource + 'static>(
+        client: Client,
+        cloud: Arc<S>,
+        options: KubeletOptions,
+    ) -> Self {
         Kubelet {
             client,
-            cloud,
+            cloud: cloud as Arc<dyn InstanceSource>,
             options,
             registered: BTreeMap::new(),
             ready_since: BTreeMap::new(),
@@ -493,9 +515,9 @@ impl Kubelet {
 }
 
 /// Run a [`Kubelet`] until `shutdown` completes.
-pub async fn run_kubelet(
+pub async fn run_kubelet<S: InstanceSource + 'static>(
     client: Client,
-    cloud: Arc<SimCloud>,
+    cloud: Arc<S>,
     options: KubeletOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) {

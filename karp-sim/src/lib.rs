@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use cloud::{SimCloud, SimCloudOptions};
-pub use kubelet::{run_kubelet, Kubelet, KubeletOptions};
+pub use kubelet::{run_kubelet, InstanceSource, Kubelet, KubeletOptions};
 pub use scheduler::{run_scheduler, Scheduler, SchedulerOptions};
 pub use workloads::{run_workload_controllers, WorkloadControllers, WorkloadOptions};
 
@@ -90,7 +90,11 @@ impl SimCluster {
     /// Spawn the kubelet of `cloud`, the scheduler and the workload controllers on the current
     /// tokio runtime.
     #[must_use]
-    pub fn start(client: kube::Client, cloud: Arc<SimCloud>, options: SimOptions) -> Self {
+    pub fn start<S: InstanceSource + 'static>(
+        client: kube::Client,
+        cloud: Arc<S>,
+        options: SimOptions,
+    ) -> Self {
         let (stop, rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(run_kubelet(

@@ -1,0 +1,184 @@
+//! End to end on the embedded cluster with karp-aws on moto_server: real EC2 API calls through
+//! the SDK, simulated kubelets registering a Node per EC2 instance, the real controllers.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use karp_aws::moto::MotoServer;
+use karp_aws::{AwsClients, AwsSettings};
+use karp_operator::embedded::EmbeddedOptions;
+use karp_operator::embedded_aws::EmbeddedAwsCluster;
+use karp_operator::operator::objects::NodeClaim;
+use kube::api::{Api, DeleteParams, ListParams};
+
+const CLUSTER: &str = "e2eaws";
+
+fn manifests() -> String {
+    format!(
+        r"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  role: KarpenterNodeRole-{CLUSTER}
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: default}}
+spec:
+  template:
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements:
+        - {{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}}
+        - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+        - name: c
+          image: pause
+          resources: {{requests: {{cpu: '1', memory: 1Gi}}}}
+"
+    )
+}
+
+fn running(p: &Pod) -> bool {
+    p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+async fn wait<F, Fut>(what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ec2_instances_on_moto_become_nodes_and_are_removed_with_their_claims() {
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    settings.cluster_endpoint = "https://api.example".into();
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, 31)
+        .await
+        .unwrap();
+    let cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&manifests()).unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    wait("3 running pods on EC2 nodes", || async {
+        let p = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items;
+        p.len() == 3 && p.iter().all(running)
+    })
+    .await;
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let cs = claims.list(&ListParams::default()).await.unwrap().items;
+    assert!(!cs.is_empty());
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    for c in &cs {
+        assert!(c.is_true("Initialized"), "{:?}", c.status);
+        let pid = c.provider_id().unwrap();
+        assert!(pid.starts_with("aws:///us-east-1"), "{pid}");
+        let node = nodes
+            .iter()
+            .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid))
+            .expect("a node per claim");
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("karpenter.sh/nodepool").map(String::as_str),
+            Some("default")
+        );
+        assert_eq!(
+            labels.get("karpenter.sh/initialized").map(String::as_str),
+            Some("true")
+        );
+        let t = labels.get("node.kubernetes.io/instance-type").unwrap();
+        assert!(t == "m5.large" || t == "m5.xlarge", "{t}");
+    }
+    // The instances are real EC2 instances in moto, tagged with their claims.
+    let id = cs[0]
+        .provider_id()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let described = clients
+        .ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let inst = &described.reservations()[0].instances()[0];
+    assert_eq!(
+        karp_aws::describe::tag(inst.tags(), "karpenter.sh/nodeclaim"),
+        cs[0].metadata.name.as_deref()
+    );
+
+    // Deleting a claim drains its node and terminates its instance; the pods run again.
+    let victim = cs[0].metadata.name.clone().unwrap();
+    claims
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait("the claim gone and the pods running again", || async {
+        let gone = claims.get_opt(&victim).await.unwrap().is_none();
+        let p = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items;
+        gone && p.len() == 3 && p.iter().all(running)
+    })
+    .await;
+    let state = clients
+        .ec2
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    assert!(
+        matches!(state.as_deref(), Some("terminated" | "shutting-down")),
+        "{state:?}"
+    );
+    cluster.shutdown().await;
+}
