@@ -151,6 +151,8 @@ pub struct EmbeddedAwsCluster {
     sim: Option<karp_sim::SimCluster>,
     operator: Option<crate::operator::Operator>,
     stop_refresh: Option<tokio::sync::oneshot::Sender<()>>,
+    options: crate::embedded::EmbeddedOptions,
+    metrics: Arc<crate::operator::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for EmbeddedAwsCluster {
@@ -188,24 +190,46 @@ impl EmbeddedAwsCluster {
             }),
         );
         let sim = karp_sim::SimCluster::start(client.clone(), instances, options.sim.clone());
-        let cloud: Arc<dyn CloudProvider> = provider.clone();
-        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(&provider)));
-        let operator = crate::operator::Operator::start(
-            client.clone(),
-            cloud,
-            resolver,
-            Arc::new(crate::operator::metrics::Metrics::new()),
-            options.operator.clone(),
-        )
-        .await;
-        Ok(EmbeddedAwsCluster {
+        let mut cluster = EmbeddedAwsCluster {
             server,
             client,
             provider,
             sim: Some(sim),
-            operator: Some(operator),
+            operator: None,
             stop_refresh: Some(stop_refresh),
-        })
+            options,
+            metrics: Arc::new(crate::operator::metrics::Metrics::new()),
+        };
+        cluster.restart_operator().await;
+        Ok(cluster)
+    }
+
+    /// Stops the operator (a crash); the cluster and the cloud keep running.
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+    }
+
+    /// Starts the operator (again).
+    pub async fn restart_operator(&mut self) {
+        if self.operator.is_some() {
+            return;
+        }
+        let cloud: Arc<dyn CloudProvider> = self.provider.clone();
+        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(
+            &self.provider,
+        )));
+        self.operator = Some(
+            crate::operator::Operator::start(
+                self.client.clone(),
+                cloud,
+                resolver,
+                Arc::clone(&self.metrics),
+                self.options.operator.clone(),
+            )
+            .await,
+        );
     }
 
     /// Applies manifests (multi-document YAML).

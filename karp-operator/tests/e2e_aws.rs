@@ -49,8 +49,41 @@ spec:
         - name: c
           image: pause
           resources: {{requests: {{cpu: '1', memory: 1Gi}}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: web, namespace: default}}
+spec:
+  maxUnavailable: 1
+  selector: {{matchLabels: {{app: web}}}}
 "
     )
+}
+
+/// Instances in moto tagged with `claim` that are not terminated.
+async fn live_instances_of(clients: &AwsClients, claim: &str) -> usize {
+    clients
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:karpenter.sh/nodeclaim")
+                .values(claim)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("terminated" | "shutting-down")
+            )
+        })
+        .count()
 }
 
 fn running(p: &Pod) -> bool {
@@ -83,7 +116,7 @@ async fn ec2_instances_on_moto_become_nodes_and_are_removed_with_their_claims() 
     karp_aws::moto::seed_cluster(&clients, &settings, 31)
         .await
         .unwrap();
-    let cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
+    let mut cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
         .await
         .unwrap();
     let client = cluster.client.clone();
@@ -102,15 +135,23 @@ async fn ec2_instances_on_moto_become_nodes_and_are_removed_with_their_claims() 
     let claims: Api<NodeClaim> = Api::all(client.clone());
     let cs = claims.list(&ListParams::default()).await.unwrap().items;
     assert!(!cs.is_empty());
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
     for c in &cs {
-        assert!(c.is_true("Initialized"), "{:?}", c.status);
+        let name = c.metadata.name.clone().unwrap();
+        // Pods may be bound before karp marks the claim initialized (as on a real cluster).
+        wait(&format!("{name} initialized"), || async {
+            claims
+                .get(&name)
+                .await
+                .is_ok_and(|c| c.is_true("Initialized"))
+        })
+        .await;
         let pid = c.provider_id().unwrap();
         assert!(pid.starts_with("aws:///us-east-1"), "{pid}");
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
         let node = nodes
             .iter()
             .find(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid))
@@ -180,5 +221,57 @@ async fn ec2_instances_on_moto_become_nodes_and_are_removed_with_their_claims() 
         matches!(state.as_deref(), Some("terminated" | "shutting-down")),
         "{state:?}"
     );
+
+    // Restart mid-launch: the operator dies after CreateFleet returned but before it wrote the
+    // claim's status; on restart it adopts the instance (no second launch), and an instance whose
+    // claim never reached the API is garbage-collected.
+    cluster.stop_operator().await;
+    let claim: NodeClaim = serde_yaml::from_str(
+        r"
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata:
+  name: default-crash
+  labels: {karpenter.sh/nodepool: default}
+spec:
+  nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+  requirements:
+    - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.large]}
+    - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+",
+    )
+    .unwrap();
+    let created = claims
+        .create(&kube::api::PostParams::default(), &claim)
+        .await
+        .unwrap();
+    let mut request = karp_operator::operator::lifecycle::launch_request(&created);
+    let adopted = karp_core::cloud::CloudProvider::create(cluster.provider.as_ref(), &request)
+        .await
+        .unwrap();
+    request.nodeclaim = "never-created".into();
+    let orphan = karp_core::cloud::CloudProvider::create(cluster.provider.as_ref(), &request)
+        .await
+        .unwrap();
+    cluster.restart_operator().await;
+    wait(
+        "the crashed claim to register with its instance",
+        || async {
+            claims.get("default-crash").await.is_ok_and(|c| {
+                c.is_true("Registered") && c.provider_id() == Some(adopted.provider_id.as_str())
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        live_instances_of(&clients, "default-crash").await,
+        1,
+        "no second launch"
+    );
+    wait("the orphan instance to be terminated", || async {
+        live_instances_of(&clients, "never-created").await == 0
+    })
+    .await;
+    let _ = orphan;
     cluster.shutdown().await;
 }
