@@ -200,8 +200,28 @@ impl EmbeddedAwsCluster {
             options,
             metrics: Arc::new(crate::operator::metrics::Metrics::new()),
         };
-        cluster.restart_operator().await;
+        if cluster.options.start_operator {
+            cluster.restart_operator().await;
+        }
         Ok(cluster)
+    }
+
+    /// Starts another operator instance (a replica) with its own identity.
+    pub async fn new_operator(&self, identity: &str) -> crate::operator::Operator {
+        let cloud: Arc<dyn CloudProvider> = self.provider.clone();
+        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(
+            &self.provider,
+        )));
+        let mut settings = self.options.operator.clone();
+        settings.identity = identity.to_string();
+        crate::operator::Operator::start(
+            self.client.clone(),
+            cloud,
+            resolver,
+            Arc::clone(&self.metrics),
+            settings,
+        )
+        .await
     }
 
     /// Stops the operator (a crash); the cluster and the cloud keep running.
@@ -216,20 +236,8 @@ impl EmbeddedAwsCluster {
         if self.operator.is_some() {
             return;
         }
-        let cloud: Arc<dyn CloudProvider> = self.provider.clone();
-        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(
-            &self.provider,
-        )));
-        self.operator = Some(
-            crate::operator::Operator::start(
-                self.client.clone(),
-                cloud,
-                resolver,
-                Arc::clone(&self.metrics),
-                self.options.operator.clone(),
-            )
-            .await,
-        );
+        let identity = self.options.operator.identity.clone();
+        self.operator = Some(self.new_operator(&identity).await);
     }
 
     /// Applies manifests (multi-document YAML).

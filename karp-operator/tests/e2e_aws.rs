@@ -13,6 +13,8 @@ use kube::api::{Api, DeleteParams, ListParams};
 
 const CLUSTER: &str = "e2eaws";
 
+mod common;
+
 fn manifests() -> String {
     format!(
         r"
@@ -274,4 +276,40 @@ spec:
     .await;
     let _ = orphan;
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_karp_aws_elect_one_leader_and_fail_over() {
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, 32)
+        .await
+        .unwrap();
+    let mut options = EmbeddedOptions::fast();
+    options.start_operator = false;
+    let cluster = std::sync::Arc::new(EmbeddedAwsCluster::start(options, settings).await.unwrap());
+    cluster
+        .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: karp}\n")
+        .unwrap();
+    // The node class and pool only (the Deployments come from the shared scenario).
+    let pool: String = manifests()
+        .split("\n---\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    cluster.apply_yaml(&pool).unwrap();
+    let c = std::sync::Arc::clone(&cluster);
+    common::two_replicas_fail_over(
+        cluster.client.clone(),
+        |y: &str| {
+            cluster.apply_yaml(y).unwrap();
+        },
+        move |id| {
+            let c = std::sync::Arc::clone(&c);
+            async move { c.new_operator(id).await }
+        },
+    )
+    .await;
 }

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use karp_core::cloud::{CloudProvider, LaunchRequest};
 use karp_operator::embedded::{EmbeddedCluster, EmbeddedOptions};
 use karp_operator::operator::objects::NodeClaim;
+
+mod common;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 fn seed() -> String {
@@ -22,25 +24,7 @@ fn seed() -> String {
     s
 }
 
-fn deployment(name: &str, replicas: u32, cpu: &str) -> String {
-    format!(
-        r"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: default}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers:
-        - name: c
-          image: pause
-          resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}
-"
-    )
-}
+use common::deployment;
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where
@@ -399,100 +383,25 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_elect_one_leader_and_fail_over() {
-    use karp_operator::operator::leader::{run_elected, LeaderElection};
-    use karp_operator::operator::serve::Health;
-    use std::sync::atomic::Ordering;
-    use std::sync::Arc;
-
     let mut options = EmbeddedOptions::fast();
     options.start_operator = false;
-    let cluster = Arc::new(EmbeddedCluster::start(options).await.unwrap());
-    let client = cluster.client.clone();
+    let cluster = std::sync::Arc::new(EmbeddedCluster::start(options).await.unwrap());
     cluster
         .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: karp}\n")
         .unwrap();
     cluster.apply_yaml(&seed()).unwrap();
-    let mut replicas = Vec::new();
-    for id in ["replica-a", "replica-b"] {
-        let health = Arc::new(Health::default());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let c = Arc::clone(&cluster);
-        let h = Arc::clone(&health);
-        let mut election = LeaderElection::new("karp", id);
-        election.duration_secs = 3;
-        election.grace_secs = 1;
-        let task = tokio::spawn(async move {
-            run_elected(
-                c.client.clone(),
-                election,
-                h,
-                || c.new_operator(id),
-                async {
-                    let _ = rx.await;
-                },
-            )
-            .await
-        });
-        replicas.push((health, tx, task));
-    }
-    let leaders = |r: &Vec<(Arc<Health>, _, _)>| -> Vec<usize> {
-        r.iter()
-            .enumerate()
-            .filter(|(_, (h, _, _))| h.leader.load(Ordering::SeqCst))
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let start = Instant::now();
-    while leaders(&replicas).len() != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no leader elected"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = leaders(&replicas)[0];
-    // Only one leader at a time, for a while.
-    for _ in 0..10 {
-        assert!(leaders(&replicas).len() <= 1);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    cluster.apply_yaml(&deployment("one", 2, "1")).unwrap();
-    wait_for(
-        "pods provisioned by the leader",
-        Duration::from_secs(30),
-        || async {
-            let pods = app_pods(&client, "one").await;
-            pods.len() == 2 && pods.iter().all(running)
+    let c = std::sync::Arc::clone(&cluster);
+    common::two_replicas_fail_over(
+        cluster.client.clone(),
+        |y: &str| {
+            cluster.apply_yaml(y).unwrap();
+        },
+        move |id| {
+            let c = std::sync::Arc::clone(&c);
+            async move { c.new_operator(id).await }
         },
     )
     .await;
-
-    // The leader goes away: the standby takes over within seconds and keeps provisioning.
-    let (health, tx, task) = replicas.remove(first);
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
-    assert!(!health.leader.load(Ordering::SeqCst));
-    let failover = Instant::now();
-    while !replicas[0].0.leader.load(Ordering::SeqCst) {
-        assert!(
-            failover.elapsed() < Duration::from_secs(15),
-            "standby never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    cluster.apply_yaml(&deployment("two", 2, "1")).unwrap();
-    wait_for(
-        "pods provisioned by the new leader",
-        Duration::from_secs(30),
-        || async {
-            let pods = app_pods(&client, "two").await;
-            pods.len() == 2 && pods.iter().all(running)
-        },
-    )
-    .await;
-    let (_, tx, task) = replicas.remove(0);
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

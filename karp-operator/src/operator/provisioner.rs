@@ -570,6 +570,25 @@ impl Provisioner {
                     &format!("planned for {} pod(s): {}", pods.len(), pods.join(", ")),
                 )
                 .await;
+            // Each pod learns where it is going (Karpenter's Nominated event on the pod).
+            for pod in pods {
+                let (ns, pod_name) = pod.split_once('/').unwrap_or(("default", pod.as_str()));
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    namespace: Some(ns.to_string()),
+                    name: Some(pod_name.to_string()),
+                    ..Default::default()
+                };
+                ctx.events
+                    .publish(
+                        &reference,
+                        "Normal",
+                        "Nominated",
+                        &format!("Pod should schedule on: nodeclaim/{name}"),
+                    )
+                    .await;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,123 @@
+//! Scenarios shared by the end-to-end tests of both clouds.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use karp_operator::operator::leader::{run_elected, LeaderElection};
+use karp_operator::operator::serve::Health;
+use karp_operator::operator::Operator;
+use kube::api::{Api, ListParams};
+
+/// A Deployment of `replicas` pods of `cpu` CPU and 1Gi labelled `app=<name>`.
+pub fn deployment(name: &str, replicas: u32, cpu: &str) -> String {
+    format!(
+        r"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: c
+          image: pause
+          resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}
+"
+    )
+}
+
+async fn all_running(client: &kube::Client, app: &str, n: usize) -> bool {
+    let pods = Api::<Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    pods.len() == n
+        && pods.iter().all(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+}
+
+async fn wait_running(client: &kube::Client, app: &str, n: usize) {
+    let start = Instant::now();
+    while !all_running(client, app, n).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{app}: pods never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two operator replicas elect one leader through a Lease in namespace `karp` (which must
+/// exist); the leader provisions; when it stops, the standby takes over within seconds and
+/// provisions. `apply` applies YAML; `start(identity)` starts an operator replica.
+pub async fn two_replicas_fail_over<A, S, F>(client: kube::Client, apply: A, start: S)
+where
+    A: Fn(&str),
+    S: Fn(&'static str) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Operator> + Send,
+{
+    let mut replicas = Vec::new();
+    for id in ["replica-a", "replica-b"] {
+        let health = Arc::new(Health::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = Arc::clone(&health);
+        let mut election = LeaderElection::new("karp", id);
+        election.duration_secs = 3;
+        election.grace_secs = 1;
+        let c = client.clone();
+        let start = start.clone();
+        let task = tokio::spawn(async move {
+            run_elected(c, election, h, move || start(id), async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        replicas.push((health, tx, task));
+    }
+    let leaders = |r: &Vec<(Arc<Health>, _, _)>| -> Vec<usize> {
+        r.iter()
+            .enumerate()
+            .filter(|(_, (h, _, _))| h.leader.load(Ordering::SeqCst))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let t0 = Instant::now();
+    while leaders(&replicas).len() != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no leader elected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = leaders(&replicas)[0];
+    for _ in 0..10 {
+        assert!(leaders(&replicas).len() <= 1, "two leaders at once");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply(&deployment("one", 2, "1"));
+    wait_running(&client, "one", 2).await;
+
+    let (health, tx, task) = replicas.remove(first);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    assert!(!health.leader.load(Ordering::SeqCst));
+    let failover = Instant::now();
+    while !replicas[0].0.leader.load(Ordering::SeqCst) {
+        assert!(
+            failover.elapsed() < Duration::from_secs(15),
+            "standby never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    apply(&deployment("two", 2, "1"));
+    wait_running(&client, "two", 2).await;
+    let (_, tx, task) = replicas.remove(0);
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+}
