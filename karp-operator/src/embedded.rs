@@ -1,6 +1,33 @@
 //! The embedded cluster: karp-apiserver (the Kubernetes API in-process), karp-sim (simulated
 //! cloud, kubelet, kube-scheduler and workload controllers) and the real operator, wired together.
 //! It is what `karp cluster` and `karp demo` run and what the end-to-end tests stand on.
+//!
+//! ```
+//! use std::time::Duration;
+//! use karp_operator::embedded::{EmbeddedCluster, EmbeddedOptions};
+//! use karp_operator::operator::objects::NodeClaim;
+//! use kube::api::{Api, ListParams};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let cluster = EmbeddedCluster::start(EmbeddedOptions::fast()).await.unwrap();
+//! cluster.apply_yaml(include_str!("../../examples/seed/ec2nodeclass.yaml")).unwrap();
+//! cluster.apply_yaml(include_str!("../../examples/seed/nodepool.yaml")).unwrap();
+//! cluster.apply_yaml(include_str!("../../examples/workloads/inflate.yaml")).unwrap();
+//! // The real controllers plan NodeClaims for the pending pods and launch them.
+//! let claims: Api<NodeClaim> = Api::all(cluster.client.clone());
+//! let mut launched = 0;
+//! for _ in 0..200 {
+//!     let list = claims.list(&ListParams::default()).await.unwrap().items;
+//!     launched = list.iter().filter(|c| c.provider_id().is_some()).count();
+//!     if launched > 0 {
+//!         break;
+//!     }
+//!     tokio::time::sleep(Duration::from_millis(50)).await;
+//! }
+//! assert!(launched > 0);
+//! cluster.shutdown().await;
+//! # });
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
