@@ -16,50 +16,30 @@ const CLUSTER: &str = "e2eaws";
 mod common;
 
 fn manifests() -> String {
-    format!(
-        r"
-apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata: {{name: default}}
-spec:
-  role: KarpenterNodeRole-{CLUSTER}
-  amiSelectorTerms: [{{alias: al2023@latest}}]
-  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
-  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
----
-apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata: {{name: default}}
-spec:
-  template:
-    spec:
-      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
-      requirements:
-        - {{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}}
-        - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
----
+    common::aws_pool(CLUSTER)
+        + "---\n"
+        + r"
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: web, namespace: default}}
+metadata: {name: web, namespace: default}
 spec:
   replicas: 3
-  selector: {{matchLabels: {{app: web}}}}
+  selector: {matchLabels: {app: web}}
   template:
-    metadata: {{labels: {{app: web}}}}
+    metadata: {labels: {app: web}}
     spec:
       containers:
         - name: c
           image: pause
-          resources: {{requests: {{cpu: '1', memory: 1Gi}}}}
+          resources: {requests: {cpu: '1', memory: 1Gi}}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata: {{name: web, namespace: default}}
+metadata: {name: web, namespace: default}
 spec:
   maxUnavailable: 1
-  selector: {{matchLabels: {{app: web}}}}
+  selector: {matchLabels: {app: web}}
 "
-    )
 }
 
 /// Instances in moto tagged with `claim` that are not terminated.

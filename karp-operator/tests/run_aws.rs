@@ -14,43 +14,25 @@ use karp_aws::{AwsClients, AwsSettings};
 
 const CLUSTER: &str = "runaws";
 
+mod common;
+
 fn manifests() -> String {
-    format!(
-        r"
-apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata: {{name: default}}
-spec:
-  role: KarpenterNodeRole-{CLUSTER}
-  amiSelectorTerms: [{{alias: al2023@latest}}]
-  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
-  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
----
-apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata: {{name: default}}
-spec:
-  template:
-    spec:
-      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
-      requirements:
-        - {{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}}
-        - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
----
+    common::aws_pool(CLUSTER)
+        + "---\n"
+        + r"
 apiVersion: v1
 kind: Pod
-metadata: {{name: web, namespace: default}}
+metadata: {name: web, namespace: default}
 spec:
   containers:
     - name: c
       image: pause
-      resources: {{requests: {{cpu: '1', memory: 1Gi}}}}
+      resources: {requests: {cpu: '1', memory: 1Gi}}
 status:
   phase: Pending
   conditions:
-    - {{type: PodScheduled, status: 'False', reason: Unschedulable, message: no nodes}}
+    - {type: PodScheduled, status: 'False', reason: Unschedulable, message: no nodes}
 "
-    )
 }
 
 struct Kill(std::process::Child);

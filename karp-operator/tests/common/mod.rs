@@ -11,7 +11,37 @@ use karp_operator::operator::serve::Health;
 use karp_operator::operator::Operator;
 use kube::api::{Api, ListParams};
 
+/// The EC2NodeClass and NodePool `default` for a moto account seeded by
+/// `karp_aws::moto::seed_cluster` for `cluster` (on-demand m5.large / m5.xlarge).
+#[allow(dead_code)] // not every test binary uses every scenario
+pub fn aws_pool(cluster: &str) -> String {
+    format!(
+        r"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  role: KarpenterNodeRole-{cluster}
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {cluster}}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {cluster}}}}}]
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: default}}
+spec:
+  template:
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements:
+        - {{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}}
+        - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
+"
+    )
+}
+
 /// A Deployment of `replicas` pods of `cpu` CPU and 1Gi labelled `app=<name>`.
+#[allow(dead_code)] // not every test binary uses every scenario
 pub fn deployment(name: &str, replicas: u32, cpu: &str) -> String {
     format!(
         r"
@@ -56,6 +86,7 @@ async fn wait_running(client: &kube::Client, app: &str, n: usize) {
     }
 }
 
+#[allow(dead_code)] // not every test binary uses every scenario
 /// Two operator replicas elect one leader through a Lease in namespace `karp` (which must
 /// exist); the leader provisions; when it stops, the standby takes over within seconds and
 /// provisions. `apply` applies YAML; `start(identity)` starts an operator replica.
