@@ -209,20 +209,123 @@ pub fn builtin_instance_types() -> Result<Vec<Arc<InstanceType>>, String> {
         .collect())
 }
 
-/// A running embedded cluster.
-pub struct EmbeddedCluster {
+/// What every embedded cluster shares, whatever its cloud: the API server, the simulators, the
+/// operator, and how to start operator replicas. The cluster types dereference to it.
+pub struct ClusterControl {
     /// The API server.
     pub server: ApiServer,
     /// A client of it.
     pub client: Client,
-    /// The simulated cloud.
-    pub cloud: Arc<SimCloud>,
     /// Operator metrics.
     pub metrics: Arc<Metrics>,
+    cloud: Arc<dyn CloudProvider>,
+    resolver: Arc<dyn NodeClassResolver>,
     sim: Option<SimCluster>,
     operator: Option<Operator>,
     options: EmbeddedOptions,
-    zones: Vec<String>,
+}
+
+impl std::fmt::Debug for ClusterControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterControl").finish_non_exhaustive()
+    }
+}
+
+impl ClusterControl {
+    /// Wires a running API server and simulators to a cloud; starts the operator unless
+    /// `options.start_operator` is false.
+    pub async fn start(
+        server: ApiServer,
+        client: Client,
+        cloud: Arc<dyn CloudProvider>,
+        resolver: Arc<dyn NodeClassResolver>,
+        sim: SimCluster,
+        options: EmbeddedOptions,
+    ) -> Self {
+        let mut control = ClusterControl {
+            server,
+            client,
+            metrics: Arc::new(Metrics::new()),
+            cloud,
+            resolver,
+            sim: Some(sim),
+            operator: None,
+            options,
+        };
+        if control.options.start_operator {
+            control.restart_operator().await;
+        }
+        control
+    }
+
+    /// Starts another operator instance on this cluster (a replica), with its own identity.
+    pub async fn new_operator(&self, identity: &str) -> Operator {
+        let mut settings = self.options.operator.clone();
+        settings.identity = identity.to_string();
+        Operator::start(
+            self.client.clone(),
+            Arc::clone(&self.cloud),
+            Arc::clone(&self.resolver),
+            Arc::clone(&self.metrics),
+            settings,
+        )
+        .await
+    }
+
+    /// Stops the operator (simulating a crash or a lost leadership); the cluster keeps running.
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+    }
+
+    /// Starts the operator (again, after [`ClusterControl::stop_operator`]).
+    pub async fn restart_operator(&mut self) {
+        if self.operator.is_some() {
+            return;
+        }
+        let identity = self.options.operator.identity.clone();
+        self.operator = Some(self.new_operator(&identity).await);
+    }
+
+    /// Applies manifests (multi-document YAML) to the API server, as `kubectl apply` would.
+    ///
+    /// # Errors
+    /// The API server's message for the first object it refused.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<usize, String> {
+        self.server
+            .apply_yaml(yaml)
+            .map(|v| v.len())
+            .map_err(|e| e.message)
+    }
+
+    /// Stops the operator and the simulators.
+    pub async fn stop(&mut self) {
+        self.stop_operator().await;
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+    }
+}
+
+/// A running embedded cluster on the simulated cloud (dereferences to [`ClusterControl`]).
+pub struct EmbeddedCluster {
+    /// The simulated cloud.
+    pub cloud: Arc<SimCloud>,
+    control: ClusterControl,
+}
+
+impl std::ops::Deref for EmbeddedCluster {
+    type Target = ClusterControl;
+    fn deref(&self) -> &ClusterControl {
+        &self.control
+    }
+}
+
+impl std::ops::DerefMut for EmbeddedCluster {
+    fn deref_mut(&mut self) -> &mut ClusterControl {
+        &mut self.control
+    }
 }
 
 impl std::fmt::Debug for EmbeddedCluster {
@@ -266,75 +369,21 @@ impl EmbeddedCluster {
         zones.dedup();
         let cloud = Arc::new(SimCloud::new(types, SimCloudOptions::default()));
         let sim = SimCluster::start(client.clone(), Arc::clone(&cloud), options.sim.clone());
-        let metrics = Arc::new(Metrics::new());
-        let mut cluster = EmbeddedCluster {
+        let dyn_cloud: Arc<dyn CloudProvider> = cloud.clone();
+        let control = ClusterControl::start(
             server,
             client,
-            cloud,
-            metrics,
-            sim: Some(sim),
-            operator: None,
-            zones,
+            dyn_cloud,
+            Arc::new(SimNodeClassResolver::new(zones)),
+            sim,
             options,
-        };
-        if cluster.options.start_operator {
-            cluster.operator = Some(
-                cluster
-                    .new_operator(&cluster.options.operator.identity.clone())
-                    .await,
-            );
-        }
-        Ok(cluster)
-    }
-
-    /// Starts another operator instance on this cluster (a replica), with its own identity.
-    pub async fn new_operator(&self, identity: &str) -> Operator {
-        let resolver = Arc::new(SimNodeClassResolver::new(self.zones.clone()));
-        let cloud: Arc<dyn CloudProvider> = self.cloud.clone();
-        let mut settings = self.options.operator.clone();
-        settings.identity = identity.to_string();
-        Operator::start(
-            self.client.clone(),
-            cloud,
-            resolver,
-            Arc::clone(&self.metrics),
-            settings,
         )
-        .await
-    }
-
-    /// Stops the operator (simulating a crash or a lost leadership); the cluster keeps running.
-    pub async fn stop_operator(&mut self) {
-        if let Some(op) = self.operator.take() {
-            op.stop().await;
-        }
-    }
-
-    /// Starts the operator again after [`EmbeddedCluster::stop_operator`].
-    pub async fn restart_operator(&mut self) {
-        if self.operator.is_some() {
-            return;
-        }
-        let identity = self.options.operator.identity.clone();
-        self.operator = Some(self.new_operator(&identity).await);
-    }
-
-    /// Applies manifests (multi-document YAML) to the API server, as `kubectl apply` would.
-    ///
-    /// # Errors
-    /// The API server's message for the first object it refused.
-    pub fn apply_yaml(&self, yaml: &str) -> Result<usize, String> {
-        self.server
-            .apply_yaml(yaml)
-            .map(|v| v.len())
-            .map_err(|e| e.message)
+        .await;
+        Ok(EmbeddedCluster { cloud, control })
     }
 
     /// Stops everything.
     pub async fn shutdown(mut self) {
-        self.stop_operator().await;
-        if let Some(sim) = self.sim.take() {
-            sim.shutdown().await;
-        }
+        self.control.stop().await;
     }
 }

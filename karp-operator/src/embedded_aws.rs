@@ -140,19 +140,26 @@ impl InstanceSource for AwsInstances {
     }
 }
 
-/// The embedded cluster with karp-aws as the cloud.
+/// The embedded cluster with karp-aws as the cloud (dereferences to
+/// [`crate::embedded::ClusterControl`]).
 pub struct EmbeddedAwsCluster {
-    /// The API server.
-    pub server: karp_apiserver::ApiServer,
-    /// A client of it.
-    pub client: Client,
     /// The EC2 provider.
     pub provider: Arc<AwsCloudProvider>,
-    sim: Option<karp_sim::SimCluster>,
-    operator: Option<crate::operator::Operator>,
+    control: crate::embedded::ClusterControl,
     stop_refresh: Option<tokio::sync::oneshot::Sender<()>>,
-    options: crate::embedded::EmbeddedOptions,
-    metrics: Arc<crate::operator::metrics::Metrics>,
+}
+
+impl std::ops::Deref for EmbeddedAwsCluster {
+    type Target = crate::embedded::ClusterControl;
+    fn deref(&self) -> &crate::embedded::ClusterControl {
+        &self.control
+    }
+}
+
+impl std::ops::DerefMut for EmbeddedAwsCluster {
+    fn deref_mut(&mut self) -> &mut crate::embedded::ClusterControl {
+        &mut self.control
+    }
 }
 
 impl std::fmt::Debug for EmbeddedAwsCluster {
@@ -190,75 +197,21 @@ impl EmbeddedAwsCluster {
             }),
         );
         let sim = karp_sim::SimCluster::start(client.clone(), instances, options.sim.clone());
-        let mut cluster = EmbeddedAwsCluster {
-            server,
-            client,
+        let cloud: Arc<dyn CloudProvider> = provider.clone();
+        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(&provider)));
+        let control =
+            crate::embedded::ClusterControl::start(server, client, cloud, resolver, sim, options)
+                .await;
+        Ok(EmbeddedAwsCluster {
             provider,
-            sim: Some(sim),
-            operator: None,
+            control,
             stop_refresh: Some(stop_refresh),
-            options,
-            metrics: Arc::new(crate::operator::metrics::Metrics::new()),
-        };
-        if cluster.options.start_operator {
-            cluster.restart_operator().await;
-        }
-        Ok(cluster)
-    }
-
-    /// Starts another operator instance (a replica) with its own identity.
-    pub async fn new_operator(&self, identity: &str) -> crate::operator::Operator {
-        let cloud: Arc<dyn CloudProvider> = self.provider.clone();
-        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(
-            &self.provider,
-        )));
-        let mut settings = self.options.operator.clone();
-        settings.identity = identity.to_string();
-        crate::operator::Operator::start(
-            self.client.clone(),
-            cloud,
-            resolver,
-            Arc::clone(&self.metrics),
-            settings,
-        )
-        .await
-    }
-
-    /// Stops the operator (a crash); the cluster and the cloud keep running.
-    pub async fn stop_operator(&mut self) {
-        if let Some(op) = self.operator.take() {
-            op.stop().await;
-        }
-    }
-
-    /// Starts the operator (again).
-    pub async fn restart_operator(&mut self) {
-        if self.operator.is_some() {
-            return;
-        }
-        let identity = self.options.operator.identity.clone();
-        self.operator = Some(self.new_operator(&identity).await);
-    }
-
-    /// Applies manifests (multi-document YAML).
-    ///
-    /// # Errors
-    /// The API server's message for the first object it refused.
-    pub fn apply_yaml(&self, yaml: &str) -> Result<usize, String> {
-        self.server
-            .apply_yaml(yaml)
-            .map(|v| v.len())
-            .map_err(|e| e.message)
+        })
     }
 
     /// Stops everything.
     pub async fn shutdown(mut self) {
-        if let Some(op) = self.operator.take() {
-            op.stop().await;
-        }
-        if let Some(sim) = self.sim.take() {
-            sim.shutdown().await;
-        }
+        self.control.stop().await;
         if let Some(tx) = self.stop_refresh.take() {
             let _ = tx.send(());
         }

@@ -87,3 +87,46 @@ impl Ticker {
         }
     }
 }
+
+/// A simulator that reacts to Nodes and Pods: one pass over both caches at a time.
+pub(crate) trait NodePodLoop {
+    /// One pass over the current Nodes and Pods.
+    fn pass<'a>(
+        &'a mut self,
+        nodes: &'a Cache<k8s_openapi::api::core::v1::Node>,
+        pods: &'a Cache<k8s_openapi::api::core::v1::Pod>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a;
+}
+
+/// Runs `sim` until `shutdown`: starts Node and Pod caches, waits until both have listed, then
+/// runs a pass on every change (debounced) or every `ticker.resync`.
+pub(crate) async fn run_node_pod_loop<S: NodePodLoop>(
+    sim: &mut S,
+    client: &kube::Client,
+    ticker: Ticker,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let nodes = Cache::start(
+        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
+        Arc::clone(&ticker.wake),
+    );
+    let pods = Cache::start(
+        Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
+        Arc::clone(&ticker.wake),
+    );
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return,
+        () = async { nodes.ready().await; pods.ready().await } => {}
+    }
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = sim.pass(&nodes, &pods) => {}
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = ticker.tick() => {}
+        }
+    }
+}

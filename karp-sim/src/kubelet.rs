@@ -25,7 +25,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{Cache, Ticker};
+use crate::cache::{run_node_pod_loop, Cache, NodePodLoop, Ticker};
 use crate::cloud::{InstanceState, SimCloud, SimInstance};
 use crate::node::{
     node_conditions, node_object, node_status, pod_ip, ready_status, removable_startup_taints,
@@ -243,32 +243,11 @@ impl Kubelet {
     /// Run until `shutdown` completes. API errors are logged and retried on the next poll.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         let ticker = Ticker::new(self.options.poll_interval, Duration::from_millis(20));
-        let nodes = Cache::start(
-            Api::<Node>::all(self.client.clone()),
-            Arc::clone(&ticker.wake),
-        );
-        let pods = Cache::start(
-            Api::<Pod>::all(self.client.clone()),
-            Arc::clone(&ticker.wake),
-        );
-        let mut shutdown = std::pin::pin!(shutdown);
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = async { nodes.ready().await; pods.ready().await } => {}
-        }
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = self.pass(&nodes, &pods) => {}
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = ticker.tick() => {}
-            }
-        }
+        let client = self.client.clone();
+        run_node_pod_loop(&mut self, &client, ticker, shutdown).await;
     }
 
-    async fn pass(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
+    async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
         let now = Instant::now();
         let region = self.cloud.region().to_string();
         let node_map: BTreeMap<String, Arc<Node>> = nodes
@@ -522,4 +501,14 @@ pub async fn run_kubelet<S: InstanceSource + 'static>(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     Kubelet::new(client, cloud, options).run(shutdown).await;
+}
+
+impl NodePodLoop for Kubelet {
+    fn pass<'a>(
+        &'a mut self,
+        nodes: &'a Cache<Node>,
+        pods: &'a Cache<Pod>,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.pass_once(nodes, pods)
+    }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
@@ -19,7 +18,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{Cache, Ticker};
+use crate::cache::{run_node_pod_loop, Cache, NodePodLoop, Ticker};
 use crate::fit::{ClusterState, Decision};
 use crate::view::{NodeView, PodView};
 
@@ -192,32 +191,11 @@ impl Scheduler {
     /// Run until `shutdown` completes. API errors are logged and retried on the next pass.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         let ticker = Ticker::new(self.options.resync, self.options.debounce);
-        let nodes = Cache::start(
-            Api::<Node>::all(self.client.clone()),
-            Arc::clone(&ticker.wake),
-        );
-        let pods = Cache::start(
-            Api::<Pod>::all(self.client.clone()),
-            Arc::clone(&ticker.wake),
-        );
-        let mut shutdown = std::pin::pin!(shutdown);
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = async { nodes.ready().await; pods.ready().await } => {}
-        }
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = self.pass(&nodes, &pods) => {}
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = ticker.tick() => {}
-            }
-        }
+        let client = self.client.clone();
+        run_node_pod_loop(&mut self, &client, ticker, shutdown).await;
     }
 
-    async fn pass(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
+    async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
         let now = Instant::now();
         let nodes: Vec<Node> = nodes.store.state().iter().map(|n| Node::clone(n)).collect();
         let mut pods: Vec<Pod> = pods.store.state().iter().map(|p| Pod::clone(p)).collect();
@@ -327,4 +305,14 @@ pub async fn run_scheduler(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     Scheduler::new(client, options).run(shutdown).await;
+}
+
+impl NodePodLoop for Scheduler {
+    fn pass<'a>(
+        &'a mut self,
+        nodes: &'a Cache<Node>,
+        pods: &'a Cache<Pod>,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.pass_once(nodes, pods)
+    }
 }
