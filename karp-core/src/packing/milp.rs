@@ -15,9 +15,12 @@
 //!    pattern counts; pods are assigned to the chosen nodes and replayed through the scheduler's own
 //!    checks; the plan is validated. If anything fails, or the plan is not cheaper, FFD stands.
 //!
-//! The lower bound is Farley's bound on the LP relaxation of the same formulation over every pod
-//! the plan places (topology ignored, every compatible NodePool allowed), valid whenever no
-//! existing node has free capacity; otherwise the per-unit price bound.
+//! Column generation starts from the *fluid* LP (fractional nodes of each config, fractional pods
+//! of each group on them, whole-pod fit counts as cuts): its per-node mixes, rounded, seed the
+//! patterns. The lower bound is the larger of the fluid LP's optimum and Farley's bound on the LP
+//! relaxation of the pattern formulation, both over every pod the plan places (topology ignored,
+//! every compatible NodePool allowed), valid whenever no existing node has free capacity;
+//! otherwise the per-unit price bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -45,6 +48,10 @@ use crate::validation::validate;
 
 /// Configs priced exactly per column-generation round once the greedy pricing finds nothing.
 const EXACT_PRICING_CONFIGS: usize = 12;
+/// Column-generation rounds of the lower bound computed outside a packing run.
+pub(super) const BOUND_ROUNDS: usize = 60;
+/// Search nodes the branch-and-bound pricing may visit before HiGHS takes over.
+const SEARCH_NODES: usize = 20_000;
 /// Configs whose pricing bound Farley's bound refines (the most promising ones).
 const REFINED_CONFIGS: usize = 40;
 
@@ -84,7 +91,7 @@ impl Default for Milp {
             options: SchedulerOptions::default(),
             time_limit_secs: 1.5,
             mip_gap: 0.002,
-            max_rounds: 60,
+            max_rounds: 400,
             budget_secs: 1.8,
             clock: None,
         }
@@ -174,6 +181,16 @@ struct Bundle {
 struct Pattern {
     config: usize,
     counts: Vec<(usize, u32)>,
+}
+
+/// The optimum of the fluid LP ([`Model::fluid`]).
+struct Fluid {
+    /// Its value: a lower bound on the cost of every plan of the model's pods.
+    value: f64,
+    /// Cover duals (per group).
+    duals: Vec<f64>,
+    /// Per config used: fractional node count and pods per group on those nodes.
+    nodes: BTreeMap<usize, (f64, Vec<(usize, f64)>)>,
 }
 
 /// The formulation: groups, configs, patterns.
@@ -709,6 +726,166 @@ impl Model {
         dims
     }
 
+    /// Solve the pricing problem of config `k` exactly by depth-first branch and bound over pod
+    /// counts (fast when a node holds few pods): the most valuable pattern under `value` and its
+    /// exact value, or `None` when more than `max_nodes` search nodes would be needed.
+    fn search_price(&self, k: usize, value: &[f64], max_nodes: usize) -> Option<(f64, Pattern)> {
+        let room = &self.configs[k].room;
+        let mut cands: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
+            .collect();
+        let dims = self.dimensions(room, &cands, true);
+        let caps: Vec<i64> = dims.iter().map(|(c, _)| *c).collect();
+        let size_of = |i: usize| -> Vec<i64> { dims.iter().map(|(_, s)| s[i]).collect() };
+        let mut items: Vec<(usize, f64, Vec<i64>, u32)> = cands
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| {
+                let grp = &self.groups[g];
+                let limit = grp
+                    .per_node
+                    .map_or(grp.pods.len(), |l| (l as usize).min(grp.pods.len()))
+                    as u32;
+                (g, value[g], size_of(i), limit)
+            })
+            .collect();
+        let density = |it: &(usize, f64, Vec<i64>, u32)| {
+            let worst =
+                it.2.iter()
+                    .zip(&caps)
+                    .map(|(s, c)| *s as f64 / (*c).max(1) as f64)
+                    .fold(0.0, f64::max);
+            it.1 / worst.max(1e-12)
+        };
+        items.sort_by(|a, b| density(b).total_cmp(&density(a)).then(a.0.cmp(&b.0)));
+        cands = items.iter().map(|i| i.0).collect();
+        let n = items.len();
+        // Per dimension, suffix maxima of value per unit and suffix sums of the value of items
+        // that need none of it: the bound of the remaining items in that dimension alone.
+        // Per dimension, the items by value per unit of it (those needing none of it first).
+        let nd = caps.len();
+        let by_density: Vec<Vec<usize>> = (0..nd)
+            .map(|d| {
+                let mut order: Vec<usize> = (0..n).collect();
+                let key = |i: usize| {
+                    let (_, v, sz, _) = &items[i];
+                    if sz[d] > 0 {
+                        v / sz[d] as f64
+                    } else {
+                        f64::INFINITY
+                    }
+                };
+                order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+                order
+            })
+            .collect();
+        struct Search<'a> {
+            items: &'a [(usize, f64, Vec<i64>, u32)],
+            groups: &'a [Group],
+            by_density: &'a [Vec<usize>],
+            left: Vec<i64>,
+            counts: Vec<u32>,
+            value: f64,
+            best: f64,
+            best_counts: Vec<u32>,
+            nodes: usize,
+            max_nodes: usize,
+        }
+        impl Search<'_> {
+            /// The best fractional knapsack of the items from `i` on, per dimension alone; the
+            /// smallest of those bounds what the remaining items can add.
+            fn bound(&self, i: usize) -> f64 {
+                let mut best = f64::INFINITY;
+                for (d, order) in self.by_density.iter().enumerate() {
+                    let mut left = self.left[d].max(0) as f64;
+                    let mut total = 0.0;
+                    for &j in order.iter().filter(|&&j| j >= i) {
+                        let (_, v, sz, u) = &self.items[j];
+                        let size = sz[d] as f64;
+                        if size <= 0.0 {
+                            total += v * f64::from(*u);
+                            continue;
+                        }
+                        let take = (left / size).min(f64::from(*u));
+                        total += v * take;
+                        left -= take * size;
+                        if left <= 0.0 {
+                            break;
+                        }
+                    }
+                    best = best.min(total);
+                    if best <= 0.0 {
+                        break;
+                    }
+                }
+                best
+            }
+            fn run(&mut self, i: usize) -> bool {
+                self.nodes += 1;
+                if self.nodes > self.max_nodes {
+                    return false;
+                }
+                if self.value > self.best {
+                    self.best = self.value;
+                    self.best_counts.clone_from(&self.counts);
+                }
+                if i == self.items.len() || self.value + self.bound(i) <= self.best + 1e-12 {
+                    return true;
+                }
+                let (g, v, sz, u) = &self.items[i];
+                let blocked = (0..i).any(|j| {
+                    self.counts[j] > 0 && self.groups[*g].conflicts.contains(&self.items[j].0)
+                });
+                let mut most = if blocked { 0 } else { *u };
+                for (s, l) in sz.iter().zip(&self.left) {
+                    if *s > 0 {
+                        most = most.min((*l / *s).max(0) as u32);
+                    }
+                }
+                for c in (0..=most).rev() {
+                    for (l, s) in self.left.iter_mut().zip(sz) {
+                        *l -= *s * i64::from(c);
+                    }
+                    self.counts[i] = c;
+                    self.value += v * f64::from(c);
+                    let ok = self.run(i + 1);
+                    self.value -= v * f64::from(c);
+                    self.counts[i] = 0;
+                    for (l, s) in self.left.iter_mut().zip(sz) {
+                        *l += *s * i64::from(c);
+                    }
+                    if !ok {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+        let mut search = Search {
+            items: &items,
+            groups: &self.groups,
+            by_density: &by_density,
+            left: caps.clone(),
+            counts: vec![0; n],
+            value: 0.0,
+            best: 0.0,
+            best_counts: vec![0; n],
+            nodes: 0,
+            max_nodes,
+        };
+        if !search.run(0) {
+            return None;
+        }
+        let mut counts: Vec<(usize, u32)> = cands
+            .iter()
+            .zip(&search.best_counts)
+            .filter(|(_, c)| **c > 0)
+            .map(|(g, c)| (*g, *c))
+            .collect();
+        counts.sort_unstable();
+        Some((search.best, Pattern { config: k, counts }))
+    }
+
     /// Solve the pricing problem of config `k` exactly (a small MILP in HiGHS): the most valuable
     /// pattern under `value`. Returns an upper bound on the best value (the optimum plus HiGHS's
     /// gap tolerance) and the pattern found, or `None` when it did not finish in time.
@@ -1068,12 +1245,24 @@ impl Model {
                     .filter(|(r, _)| *r > 1.0 + 1e-6)
                     .collect();
                 promising.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                for &(_, k) in promising.iter().take(EXACT_PRICING_CONFIGS) {
-                    if stop() {
+                // Branch and bound on every promising config; HiGHS on at most a few of those
+                // it gives up on.
+                let mut solver_calls = 0;
+                for (i, &(_, k)) in promising.iter().enumerate() {
+                    if (i % 16 == 15 && stop())
+                        || (solver_calls >= EXACT_PRICING_CONFIGS && added > 0)
+                    {
                         break;
                     }
                     let cost = self.configs[k].price + penalty[k];
-                    if let Some((bound, pattern)) = self.exact_price(k, &duals, 0.2) {
+                    let found = self.search_price(k, &duals, SEARCH_NODES).or_else(|| {
+                        if solver_calls >= EXACT_PRICING_CONFIGS || stop() {
+                            return None;
+                        }
+                        solver_calls += 1;
+                        self.exact_price(k, &duals, 0.2)
+                    });
+                    if let Some((bound, pattern)) = found {
                         if bound > cost * (1.0 + 1e-6) + 1e-9 && self.add_pattern(pattern) {
                             added += 1;
                         }
@@ -1126,13 +1315,237 @@ impl Model {
                 .refined_upper_bound(k, duals, ub)
                 .min(self.integer_upper_bound(k, duals));
             if refined / self.configs[k].price > theta && !stop() {
-                if let Some((exact, _)) = self.exact_price(k, duals, 0.1) {
+                let found = self
+                    .search_price(k, duals, SEARCH_NODES)
+                    .or_else(|| self.exact_price(k, duals, 0.1));
+                if let Some((exact, _)) = found {
                     refined = refined.min(exact);
                 }
             }
             theta = theta.max(refined / self.configs[k].price);
         }
         total / theta
+    }
+
+    /// The *fluid* LP: fractional node counts `y_k` per config and pods `x_gk` of each group on
+    /// each config, every node's pods within its room in every dimension, and at most the
+    /// single-group fit count `c_gk` of a group per node (`x_gk ≤ c_gk·y_k`, which captures most
+    /// of the integrality of large pods). Every valid plan gives a feasible point (its node and
+    /// pod counts), so the optimum bounds every plan from below; it is the pattern LP with the
+    /// pricing knapsack relaxed, computed without column generation. Returns `None` if HiGHS
+    /// does not solve it to optimality within `time_limit`.
+    fn fluid(&self, time_limit: f64) -> Option<Fluid> {
+        let mut vars = ProblemVariables::new();
+        let used: BTreeSet<usize> = self.fits.iter().flatten().copied().collect();
+        let y: BTreeMap<usize, Variable> = used
+            .iter()
+            .map(|&k| (k, vars.add(variable().min(0))))
+            .collect();
+        let mut cover: Vec<Expression> = vec![Expression::from(0.0); self.groups.len()];
+        // Per config: one expression per dimension (shares of the room), and the cuts.
+        let mut dims: BTreeMap<usize, Vec<Expression>> = BTreeMap::new();
+        let mut rows: Vec<Constraint> = Vec::new();
+        let mut xs: Vec<(usize, usize, Variable)> = Vec::new();
+        for (g, grp) in self.groups.iter().enumerate() {
+            let n = grp.pods.len() as f64;
+            for &k in &self.fits[g] {
+                let c = self.single_count(g, k);
+                if c == 0 {
+                    continue;
+                }
+                let x = vars.add(variable().min(0).max(n));
+                xs.push((g, k, x));
+                cover[g] += x;
+                let room = &self.configs[k].room;
+                let r = &grp.requests;
+                let mut shares = vec![
+                    share(r.cpu, room.cpu),
+                    share(r.memory, room.memory),
+                    share(r.ephemeral_storage, room.ephemeral_storage),
+                    share(r.pods, room.pods),
+                ];
+                shares.extend(
+                    room.extended
+                        .iter()
+                        .map(|(name, cap)| share(r.extended.get(name).copied().unwrap_or(0), *cap)),
+                );
+                let entry = dims
+                    .entry(k)
+                    .or_insert_with(|| vec![Expression::from(0.0); shares.len()]);
+                for (e, s) in entry.iter_mut().zip(&shares) {
+                    if *s > 0.0 {
+                        *e += *s * x;
+                    }
+                }
+                // The cut only matters when whole pods leave room unused.
+                let fractional = shares.iter().copied().fold(0.0, f64::max) * f64::from(c);
+                if f64::from(c) < n && fractional < 1.0 - 1e-9 {
+                    rows.push((Expression::from(x) - f64::from(c) * y[&k]).leq(0.0));
+                }
+            }
+        }
+        for (k, exprs) in dims {
+            for e in exprs {
+                rows.push((e - y[&k]).leq(0.0));
+            }
+        }
+        let objective: Expression = y.iter().map(|(&k, v)| self.configs[k].price * *v).sum();
+        let mut problem = vars
+            .minimise(objective)
+            .using(highs)
+            .set_threads(1)
+            .set_time_limit(time_limit);
+        let cover_refs: Vec<_> = cover
+            .into_iter()
+            .enumerate()
+            .map(|(g, e)| problem.add_constraint(e.geq(self.groups[g].pods.len() as f64)))
+            .collect();
+        for r in rows {
+            problem.add_constraint(r);
+        }
+        let mut sol = problem.solve().ok()?;
+        if !matches!(sol.status(), good_lp::solvers::SolutionStatus::Optimal) {
+            return None;
+        }
+        // Shaved by a relative 1e-7 for HiGHS's feasibility tolerance.
+        let value: f64 = y
+            .iter()
+            .map(|(&k, v)| self.configs[k].price * sol.value(*v))
+            .sum::<f64>()
+            * (1.0 - 1e-7);
+        let mut nodes: BTreeMap<usize, (f64, Vec<(usize, f64)>)> = y
+            .iter()
+            .map(|(&k, v)| (k, (sol.value(*v), Vec::new())))
+            .filter(|(_, (n, _))| *n > 1e-9)
+            .collect();
+        for (g, k, x) in xs {
+            let v = sol.value(x);
+            if v > 1e-9 {
+                if let Some((_, mix)) = nodes.get_mut(&k) {
+                    mix.push((g, v));
+                }
+            }
+        }
+        let d = sol.compute_dual();
+        let duals = cover_refs
+            .iter()
+            .map(|c| d.dual(c.clone()).max(0.0))
+            .collect();
+        Some(Fluid {
+            value,
+            duals,
+            nodes,
+        })
+    }
+
+    /// Integer patterns from the fluid solution: each config it uses, with its per-node mix
+    /// rounded down and topped up while pods fit, and the same mix scaled onto every smaller
+    /// config of the same pool and class (for the remainder once whole nodes are taken).
+    fn seed_fluid(&mut self, fluid: &Fluid) {
+        let mut patterns = Vec::new();
+        for (&k, (nodes, mix)) in &fluid.nodes {
+            let per_node: Vec<(usize, f64)> = mix.iter().map(|&(g, x)| (g, x / nodes)).collect();
+            let big = &self.configs[k];
+            for (k2, c) in self.configs.iter().enumerate() {
+                if c.pool != big.pool || c.class != big.class || c.price > big.price {
+                    continue;
+                }
+                let scale = [
+                    (c.room.cpu, big.room.cpu),
+                    (c.room.memory, big.room.memory),
+                    (c.room.pods, big.room.pods),
+                ]
+                .iter()
+                .map(|&(a, b)| if b > 0 { a as f64 / b as f64 } else { 1.0 })
+                .fold(f64::INFINITY, f64::min)
+                .min(1.0);
+                let want: Vec<(usize, f64)> = per_node
+                    .iter()
+                    .filter(|(g, _)| self.fits[*g].binary_search(&k2).is_ok())
+                    .map(|&(g, q)| (g, q * scale))
+                    .collect();
+                if let Some(p) = self.round_mix(k2, &want, &fluid.duals) {
+                    patterns.push(p);
+                }
+            }
+        }
+        for p in patterns {
+            self.add_pattern(p);
+        }
+    }
+
+    /// A pattern of config `k` close to the fractional mix `want` (pods per group): counts rounded
+    /// down, then one more pod of the groups with the largest fractional parts while it fits,
+    /// then what room is left filled with the groups of most `value` per share of the room;
+    /// groups conflicting with one already in are left out.
+    fn round_mix(&self, k: usize, want: &[(usize, f64)], value: &[f64]) -> Option<Pattern> {
+        let mut order: Vec<(usize, f64)> = want.to_vec();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut left = self.configs[k].room.clone();
+        let mut counts: BTreeMap<usize, u32> = BTreeMap::new();
+        for &(g, q) in &order {
+            if counts.keys().any(|h| self.groups[g].conflicts.contains(h)) {
+                continue;
+            }
+            let n = (q + 1e-9).floor().min(f64::from(self.fit_count(g, &left))) as u32;
+            if n > 0 {
+                left = left.minus(&self.groups[g].requests.scaled(i64::from(n)));
+                counts.insert(g, n);
+            }
+        }
+        let mut by_fraction: Vec<(usize, f64)> = order
+            .iter()
+            .map(|&(g, q)| (g, q - (q + 1e-9).floor()))
+            .filter(|(_, f)| *f > 1e-6)
+            .collect();
+        by_fraction.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (g, _) in by_fraction {
+            let have = counts.get(&g).copied().unwrap_or(0);
+            if (have == 0 && counts.keys().any(|h| self.groups[g].conflicts.contains(h)))
+                || self.groups[g].per_node.is_some_and(|l| have >= l)
+                || have as usize >= self.groups[g].pods.len()
+                || !self.groups[g].requests.fits_in(&left)
+            {
+                continue;
+            }
+            left = left.minus(&self.groups[g].requests);
+            *counts.entry(g).or_default() += 1;
+        }
+        let room = &self.configs[k].room;
+        let mut fill: Vec<(f64, usize)> = self
+            .fits
+            .iter()
+            .enumerate()
+            .filter(|(g, fits)| value[*g] > 0.0 && fits.binary_search(&k).is_ok())
+            .map(|(g, _)| {
+                let r = &self.groups[g].requests;
+                let worst = share(r.cpu, room.cpu)
+                    .max(share(r.memory, room.memory))
+                    .max(share(r.pods, room.pods));
+                (value[g] / worst.max(1e-12), g)
+            })
+            .collect();
+        fill.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, g) in fill {
+            let have = counts.get(&g).copied().unwrap_or(0);
+            if have == 0 && counts.keys().any(|h| self.groups[g].conflicts.contains(h)) {
+                continue;
+            }
+            let limit = self.groups[g]
+                .per_node
+                .map_or(self.groups[g].pods.len() as u32, |l| {
+                    l.min(self.groups[g].pods.len() as u32)
+                });
+            let n = self.fit_count(g, &left).min(limit.saturating_sub(have));
+            if n > 0 {
+                left = left.minus(&self.groups[g].requests.scaled(i64::from(n)));
+                *counts.entry(g).or_default() += n;
+            }
+        }
+        (!counts.is_empty()).then(|| Pattern {
+            config: k,
+            counts: counts.into_iter().collect(),
+        })
     }
 
     /// Solve the integer master; returns pattern counts.
@@ -1155,6 +1568,15 @@ impl Model {
         Ok(x.iter()
             .map(|v| sol.value(*v).round().max(0.0) as u32)
             .collect())
+    }
+}
+
+/// `need / cap` as a share of a node's room (0 when nothing is needed).
+fn share(need: i64, cap: i64) -> f64 {
+    if need <= 0 {
+        0.0
+    } else {
+        need as f64 / cap.max(1) as f64
     }
 }
 
@@ -1257,10 +1679,12 @@ pub(super) fn pattern_bound(
     if model.fits.iter().any(Vec::is_empty) || !model.seed_single() {
         return 0.0;
     }
-    match model.generate(max_rounds, stop) {
+    let fluid = model.fluid(30.0).map_or(0.0, |f| f.value);
+    let farley = match model.generate(max_rounds, stop) {
         Ok((_, duals)) => model.farley_bound(&duals, stop),
         Err(_) => 0.0,
-    }
+    };
+    fluid.max(farley)
 }
 
 impl Milp {
@@ -1301,10 +1725,14 @@ impl Milp {
         model_lb: Option<f64>,
     ) -> f64 {
         let simple = lower_bound_per_hour(snapshot, results);
-        simple.max(
-            model_lb
-                .unwrap_or_else(|| pattern_bound(snapshot, results, self.max_rounds, &|| false)),
-        )
+        simple.max(model_lb.unwrap_or_else(|| {
+            pattern_bound(
+                snapshot,
+                results,
+                self.max_rounds.min(BOUND_ROUNDS),
+                &|| false,
+            )
+        }))
     }
 }
 
@@ -1486,6 +1914,10 @@ impl Milp {
         if !model.seed_single() {
             return self.fallback(snapshot, ffd, stats, "no single-group pattern fits".into());
         }
+        let fluid = model.fluid(run.budget.max(0.1));
+        if let Some(f) = &fluid {
+            model.seed_fluid(f);
+        }
         let cg_stop = || self.elapsed_fraction(run) > 0.6;
         let (rounds, duals) = match model.generate(self.max_rounds, &cg_stop) {
             Ok(r) => r,
@@ -1494,7 +1926,10 @@ impl Milp {
         // The LP bound comes from this model when it is a relaxation of every valid plan.
         let model_lb = (snapshot.nodes.is_empty()
             && model_is_relaxation(snapshot, &model, &free, &overheads))
-        .then(|| model.farley_bound(&duals, &|| self.elapsed_fraction(run) > 0.8));
+        .then(|| {
+            let farley = model.farley_bound(&duals, &|| self.elapsed_fraction(run) > 0.8);
+            fluid.as_ref().map_or(farley, |f| farley.max(f.value))
+        });
         stats.rounds = rounds;
         stats.columns = model.patterns.len();
         stats.lp_cost = model.lp_value;

@@ -172,6 +172,41 @@ fn empty_plans_need_no_solver() {
     assert_eq!(m.lower_bound_per_hour, 0.0);
 }
 
+/// Every pod fills a node of either type in one dimension or the other: the per-unit bound
+/// (cheapest $/CPU and $/GiB charged separately) is a quarter of the cost; the fluid LP, which
+/// keeps each node's CPU and memory together and counts whole pods per node, is exact.
+#[test]
+fn fluid_bound_couples_resources_and_counts_whole_pods() {
+    let types = vec![
+        instance_type("cpu-heavy")
+            .cpu("4")
+            .memory("4Gi")
+            .price(0.40)
+            .spot_price(0.40)
+            .build(),
+        instance_type("mem-heavy")
+            .cpu("1")
+            .memory("16Gi")
+            .price(0.40)
+            .spot_price(0.40)
+            .build(),
+    ];
+    let s = ClusterSnapshot {
+        node_pools: vec![nodepool("default", types)],
+        pods: (0..8)
+            .map(|i| pod(&format!("p{i}")).cpu("1").memory("3Gi").build())
+            .collect(),
+        ..Default::default()
+    };
+    let (f, m) = both(&s);
+    assert!((f.results.cost_per_hour() - 3.2).abs() < 1e-9);
+    let per_unit = lower_bound_per_hour(&s, &f.results);
+    assert!((per_unit - 0.8).abs() < 1e-9, "{per_unit}");
+    for bound in [m.lower_bound_per_hour, lower_bound(&s, &f.results)] {
+        assert!((bound - 3.2).abs() < 1e-6, "{bound}");
+    }
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
