@@ -51,9 +51,9 @@ const EXACT_PRICING_CONFIGS: usize = 12;
 /// Column-generation rounds of the lower bound computed outside a packing run.
 pub(super) const BOUND_ROUNDS: usize = 60;
 /// Search nodes the branch-and-bound pricing may visit before HiGHS takes over.
-const SEARCH_NODES: usize = 20_000;
+const SEARCH_NODES: usize = 3_000;
 /// Configs whose pricing bound Farley's bound refines (the most promising ones).
-const REFINED_CONFIGS: usize = 40;
+const REFINED_CONFIGS: usize = 400;
 
 /// A monotonic clock in seconds, injected so that the core never reads the time itself.
 #[derive(Clone)]
@@ -92,7 +92,7 @@ impl Default for Milp {
             time_limit_secs: 1.5,
             mip_gap: 0.002,
             max_rounds: 400,
-            budget_secs: 1.8,
+            budget_secs: 1.6,
             clock: None,
         }
     }
@@ -588,24 +588,32 @@ impl Model {
         if cands.is_empty() {
             return None;
         }
-        let share = |g: usize, mode: usize| -> f64 {
+        let size = |g: usize, mode: usize| -> f64 {
             let r = &self.groups[g].requests;
-            let c = r.cpu as f64 / room.cpu.max(1) as f64;
-            let m = r.memory as f64 / room.memory.max(1) as f64;
-            let p = r.pods as f64 / room.pods.max(1) as f64;
+            let c = share(r.cpu, room.cpu);
+            let m = share(r.memory, room.memory);
+            let p = share(r.pods, room.pods);
+            // Extended resources (GPUs): the largest share among them.
+            let e = room
+                .extended
+                .iter()
+                .map(|(name, cap)| share(r.extended.get(name).copied().unwrap_or(0), *cap))
+                .fold(0.0, f64::max);
             match mode {
-                0 => c.max(m).max(p),
-                1 => c + m + p,
+                0 => c.max(m).max(p).max(e),
+                1 => c + m + p + e,
                 2 => c,
-                _ => m,
+                3 => m,
+                _ => e,
             }
         };
+        let modes = if room.extended.is_empty() { 4 } else { 5 };
         let mut best: Option<(f64, Pattern)> = None;
-        for mode in 0..4 {
+        for mode in 0..modes {
             let mut order = cands.clone();
             order.sort_by(|&a, &b| {
-                (value[b] / share(b, mode).max(1e-12))
-                    .total_cmp(&(value[a] / share(a, mode).max(1e-12)))
+                (value[b] / size(b, mode).max(1e-12))
+                    .total_cmp(&(value[a] / size(a, mode).max(1e-12)))
                     .then(a.cmp(&b))
             });
             let mut left = room.clone();
@@ -1279,7 +1287,9 @@ impl Model {
     /// Farley's lower bound from cover duals (limits ignored, which only lowers the LP): the duals
     /// scaled by θ = max over configs of (best pattern value bound / price) are feasible for the
     /// LP's dual, so `Σ n·π / θ` bounds the LP and every integer plan from below.
-    fn farley_bound(&self, duals: &[f64], stop: &dyn Fn() -> bool) -> f64 {
+    ///
+    /// Stops early (returning what it has, still valid) once the bound cannot exceed `floor`.
+    fn farley_bound(&self, duals: &[f64], floor: f64, stop: &dyn Fn() -> bool) -> f64 {
         let total: f64 = duals
             .iter()
             .zip(&self.groups)
@@ -1323,6 +1333,9 @@ impl Model {
                 }
             }
             theta = theta.max(refined / self.configs[k].price);
+            if total / theta <= floor {
+                break;
+            }
         }
         total / theta
     }
@@ -1681,7 +1694,7 @@ pub(super) fn pattern_bound(
     }
     let fluid = model.fluid(30.0).map_or(0.0, |f| f.value);
     let farley = match model.generate(max_rounds, stop) {
-        Ok((_, duals)) => model.farley_bound(&duals, stop),
+        Ok((_, duals)) => model.farley_bound(&duals, fluid, stop),
         Err(_) => 0.0,
     };
     fluid.max(farley)
@@ -1927,8 +1940,9 @@ impl Milp {
         let model_lb = (snapshot.nodes.is_empty()
             && model_is_relaxation(snapshot, &model, &free, &overheads))
         .then(|| {
-            let farley = model.farley_bound(&duals, &|| self.elapsed_fraction(run) > 0.8);
-            fluid.as_ref().map_or(farley, |f| farley.max(f.value))
+            let floor = fluid.as_ref().map_or(0.0, |f| f.value);
+            let farley = model.farley_bound(&duals, floor, &|| self.elapsed_fraction(run) > 0.8);
+            farley.max(floor)
         });
         stats.rounds = rounds;
         stats.columns = model.patterns.len();
