@@ -205,6 +205,10 @@ struct Model {
     limits: BTreeMap<usize, (BTreeMap<String, i64>, Option<i64>)>,
     /// Objective of the last LP master (over the patterns generated so far).
     lp_value: f64,
+    /// The best Farley bound column generation proved on the way (0 if none).
+    cg_bound: f64,
+    /// Pattern counts of the last LP master (patterns added since count 0).
+    lp_solution: Vec<f64>,
 }
 
 fn res_key(r: &Resources) -> (i64, i64, i64, i64, Vec<(String, i64)>) {
@@ -512,6 +516,8 @@ impl Model {
             seen: BTreeSet::new(),
             limits,
             lp_value: 0.0,
+            cg_bound: 0.0,
+            lp_solution: Vec::new(),
         }
     }
 
@@ -1190,11 +1196,12 @@ impl Model {
                 .map(|c| problem.add_constraint(c))
                 .collect();
             let mut sol = problem.solve().map_err(|e| format!("LP master: {e}"))?;
+            self.lp_solution = x.iter().map(|v| sol.value(*v).max(0.0)).collect();
             self.lp_value = self
                 .patterns
                 .iter()
-                .zip(&x)
-                .map(|(p, v)| self.configs[p.config].price * sol.value(*v))
+                .zip(&self.lp_solution)
+                .map(|(p, v)| self.configs[p.config].price * v)
                 .sum();
             let d = sol.compute_dual();
             duals = cover_refs
@@ -1255,11 +1262,15 @@ impl Model {
                 promising.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 // Branch and bound on every promising config; HiGHS on at most a few of those
                 // it gives up on.
+                // When every promising config is priced exactly (and no limit adds a penalty),
+                // the round also yields Farley's bound: θ = the largest exact value/price ratio.
+                let mut theta: Option<f64> = self.limits.is_empty().then_some(1.0 + 1e-6);
                 let mut solver_calls = 0;
                 for (i, &(_, k)) in promising.iter().enumerate() {
                     if (i % 16 == 15 && stop())
                         || (solver_calls >= EXACT_PRICING_CONFIGS && added > 0)
                     {
+                        theta = None;
                         break;
                     }
                     let cost = self.configs[k].price + penalty[k];
@@ -1270,11 +1281,24 @@ impl Model {
                         solver_calls += 1;
                         self.exact_price(k, &duals, 0.2)
                     });
+                    let price = self.configs[k].price;
+                    theta = match (&found, theta) {
+                        (Some((bound, _)), Some(t)) if price > 0.0 => Some(t.max(bound / price)),
+                        _ => None,
+                    };
                     if let Some((bound, pattern)) = found {
                         if bound > cost * (1.0 + 1e-6) + 1e-9 && self.add_pattern(pattern) {
                             added += 1;
                         }
                     }
+                }
+                if let Some(t) = theta {
+                    let total: f64 = duals
+                        .iter()
+                        .zip(&self.groups)
+                        .map(|(d, g)| d * g.pods.len() as f64)
+                        .sum();
+                    self.cg_bound = self.cg_bound.max(total / t);
                 }
             }
             if added == 0 {
@@ -1561,6 +1585,76 @@ impl Model {
         })
     }
 
+    /// An integer start from the last LP master: its counts rounded down, then the pods left
+    /// covered greedily by the pattern of least price per dual value of what it still covers.
+    /// `None` when it breaks a NodePool limit or cannot cover every pod.
+    fn rounded_lp(&self, duals: &[f64]) -> Option<Vec<f64>> {
+        let mut counts: Vec<f64> = (0..self.patterns.len())
+            .map(|i| self.lp_solution.get(i).map_or(0.0, |x| (x + 1e-9).floor()))
+            .collect();
+        let mut left: Vec<i64> = self.groups.iter().map(|g| g.pods.len() as i64).collect();
+        for (p, c) in self.patterns.iter().zip(&counts) {
+            for &(g, n) in &p.counts {
+                left[g] -= i64::from(n) * *c as i64;
+            }
+        }
+        let weight = |g: usize| if duals[g] > 1e-12 { duals[g] } else { 1e-6 };
+        while left.iter().any(|l| *l > 0) {
+            let mut best: Option<(f64, usize)> = None;
+            for (i, p) in self.patterns.iter().enumerate() {
+                let covered: f64 = p
+                    .counts
+                    .iter()
+                    .map(|&(g, n)| i64::from(n).min(left[g].max(0)) as f64 * weight(g))
+                    .sum();
+                if covered <= 0.0 {
+                    continue;
+                }
+                let ratio = self.configs[p.config].price / covered;
+                if best.is_none_or(|(b, _)| ratio < b) {
+                    best = Some((ratio, i));
+                }
+            }
+            let (_, i) = best?;
+            counts[i] += 1.0;
+            for &(g, n) in &self.patterns[i].counts {
+                left[g] -= i64::from(n);
+            }
+        }
+        // NodePool limits.
+        for (&pool, (lim, nodes)) in &self.limits {
+            let used = self
+                .patterns
+                .iter()
+                .zip(&counts)
+                .filter(|(p, _)| self.configs[p.config].pool == pool);
+            let mut total: BTreeMap<&str, f64> = BTreeMap::new();
+            let mut n = 0.0;
+            for (p, c) in used {
+                n += c;
+                for name in lim.keys() {
+                    *total.entry(name.as_str()).or_default() +=
+                        self.configs[p.config].it.capacity.get(name) as f64 * c;
+                }
+            }
+            if nodes.is_some_and(|m| n > m as f64)
+                || lim.iter().any(|(name, v)| total[name.as_str()] > *v as f64)
+            {
+                return None;
+            }
+        }
+        Some(counts)
+    }
+
+    /// Hourly cost of pattern counts.
+    fn cost_of(&self, counts: &[f64]) -> f64 {
+        self.patterns
+            .iter()
+            .zip(counts)
+            .map(|(p, c)| self.configs[p.config].price * c)
+            .sum()
+    }
+
     /// Solve the integer master; returns pattern counts.
     fn solve_integer(&self, warm: &[f64], time_limit: f64, gap: f64) -> Result<Vec<u32>, String> {
         let (vars, x, objective, cover, limits) = self.master(true);
@@ -1694,10 +1788,10 @@ pub(super) fn pattern_bound(
     }
     let fluid = model.fluid(30.0).map_or(0.0, |f| f.value);
     let farley = match model.generate(max_rounds, stop) {
-        Ok((_, duals)) => model.farley_bound(&duals, fluid, stop),
+        Ok((_, duals)) => model.farley_bound(&duals, fluid.max(model.cg_bound), stop),
         Err(_) => 0.0,
     };
-    fluid.max(farley)
+    fluid.max(farley).max(model.cg_bound)
 }
 
 impl Milp {
@@ -1940,7 +2034,7 @@ impl Milp {
         let model_lb = (snapshot.nodes.is_empty()
             && model_is_relaxation(snapshot, &model, &free, &overheads))
         .then(|| {
-            let floor = fluid.as_ref().map_or(0.0, |f| f.value);
+            let floor = fluid.as_ref().map_or(0.0, |f| f.value).max(model.cg_bound);
             let farley = model.farley_bound(&duals, floor, &|| self.elapsed_fraction(run) > 0.8);
             farley.max(floor)
         });
@@ -1951,6 +2045,12 @@ impl Milp {
         for wp in &warm_patterns {
             if let Some(i) = model.patterns.iter().position(|p| p == wp) {
                 warm[i] += 1.0;
+            }
+        }
+        // Start from the rounded LP instead when it is cheaper than the FFD plan.
+        if let Some(rounded) = model.rounded_lp(&duals) {
+            if model.cost_of(&rounded) < model.cost_of(&warm) {
+                warm = rounded;
             }
         }
         let left = match &self.clock {
