@@ -123,6 +123,8 @@ fn json_row(r: &Row) -> serde_json::Value {
             "rounds": r.stats.rounds,
             "fixed_pods": r.stats.fixed_pods,
             "ffd_cost": r.stats.ffd_cost,
+            "lp_cost": r.stats.lp_cost,
+            "residual": r.stats.residual,
         },
     })
 }
@@ -195,8 +197,8 @@ fn main() -> ExitCode {
                     if args.stats {
                         let s = &r.stats;
                         println!(
-                            "    stats: plan from {}, groups {}, columns {}, rounds {}, fixed pods {}, ffd cost {:.3}, lp {:.3}, own bound {:.3}",
-                            r.plan_from, s.groups, s.columns, s.rounds, s.fixed_pods, s.ffd_cost, s.lp_cost, r.own_lower_bound
+                            "    stats: plan from {}, groups {}, columns {}, rounds {}, fixed pods {}, ffd cost {:.3}, lp {:.3}, residual rounding {}, own bound {:.3}",
+                            r.plan_from, s.groups, s.columns, s.rounds, s.fixed_pods, s.ffd_cost, s.lp_cost, s.residual, r.own_lower_bound
                         );
                     }
                 }

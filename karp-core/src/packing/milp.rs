@@ -11,8 +11,10 @@
 //!    ports and hostname anti-affinity (conflicting groups never share a node).
 //! 3. Column generation: the LP master covers every group's demand at least once, within the
 //!    NodePools' limits; a greedy multi-dimensional knapsack prices new patterns from the duals.
-//! 4. The integer master (warm-started from the FFD plan, with a time limit and a gap) picks
-//!    pattern counts; pods are assigned to the chosen nodes and replayed through the scheduler's own
+//! 4. Residual rounding: the LP's whole nodes, plus a small second column generation and integer
+//!    master for the pods they leave. The integer master over every pattern (warm-started from
+//!    the FFD plan, with a time limit and a gap) picks pattern counts too; the cheaper of the two
+//!    is kept. Pods are assigned to the chosen nodes and replayed through the scheduler's own
 //!    checks; the plan is validated. If anything fails, or the plan is not cheaper, FFD stands.
 //!
 //! Column generation starts from the *fluid* LP (fractional nodes of each config, fractional pods
@@ -78,8 +80,10 @@ pub struct Milp {
     pub max_rounds: usize,
     /// Wall-clock budget of the whole run per 1 000 pending pods (scaled linearly between 1 000
     /// and 5 000 pods, never below this value), in seconds, enforced when a [`Clock`] is given:
-    /// column generation stops at 60 % of it and the integer master gets what is left (at least
-    /// 0.2 s, at most `time_limit_secs`).
+    /// column generation stops at 60 % of it, Farley's bound at 80 %, residual rounding's second
+    /// column generation at 70 % (its integer master gets 15 % of `time_limit_secs`), and the
+    /// integer master over every pattern gets what is left (at least 0.2 s, at most
+    /// `time_limit_secs`).
     pub budget_secs: f64,
     /// The clock for `budget_secs`; without one only the round and time limits apply.
     pub clock: Option<Clock>,
@@ -92,7 +96,7 @@ impl Default for Milp {
             time_limit_secs: 1.5,
             mip_gap: 0.002,
             max_rounds: 400,
-            budget_secs: 1.6,
+            budget_secs: 1.5,
             clock: None,
         }
     }
@@ -124,6 +128,8 @@ struct Group {
     reqs: Requirements,
     /// A bundle: the constrained pods of one FFD NodeClaim, placed together exactly once.
     bundle: bool,
+    /// How many times the group must be covered: its pod count, 1 for a bundle.
+    demand: usize,
 }
 
 /// An instance type of a NodePool under a requirement class.
@@ -368,6 +374,7 @@ impl Model {
                         conflicts: BTreeSet::new(),
                         reqs: strict.clone(),
                         bundle: false,
+                        demand: 0,
                     });
                 }
             }
@@ -390,7 +397,11 @@ impl Model {
                 conflicts: BTreeSet::new(),
                 reqs: b.requirements.clone(),
                 bundle: true,
+                demand: 1,
             });
+        }
+        for g in groups.iter_mut().filter(|g| !g.bundle) {
+            g.demand = g.pods.len();
         }
         // Conflicts: host ports and hostname anti-affinity (both directions), over every pod of
         // a bundle and one pod of an ordinary group (its pods are identical).
@@ -539,7 +550,7 @@ impl Model {
     fn fit_count(&self, g: usize, room: &Resources) -> u32 {
         let grp = &self.groups[g];
         let r = &grp.requests;
-        let mut n = grp.pods.len() as i64;
+        let mut n = grp.demand as i64;
         for (need, have) in [
             (r.cpu, room.cpu),
             (r.memory, room.memory),
@@ -564,6 +575,9 @@ impl Model {
     /// Seed patterns: each group alone on its cheapest-per-pod config.
     fn seed_single(&mut self) -> bool {
         for g in 0..self.groups.len() {
+            if self.groups[g].demand == 0 {
+                continue;
+            }
             let mut best: Option<(f64, usize, u32)> = None;
             for &k in &self.fits[g] {
                 let n = self.single_count(g, k);
@@ -672,8 +686,8 @@ impl Model {
                     .collect();
                 let bound = grp
                     .per_node
-                    .map_or(grp.pods.len() as f64, f64::from)
-                    .min(grp.pods.len() as f64);
+                    .map_or(grp.demand as f64, f64::from)
+                    .min(grp.demand as f64);
                 (value[g], shares, bound)
             })
             .collect()
@@ -758,7 +772,7 @@ impl Model {
                 let grp = &self.groups[g];
                 let limit = grp
                     .per_node
-                    .map_or(grp.pods.len(), |l| (l as usize).min(grp.pods.len()))
+                    .map_or(grp.demand, |l| (l as usize).min(grp.demand))
                     as u32;
                 (g, value[g], size_of(i), limit)
             })
@@ -920,7 +934,7 @@ impl Model {
         let limit = |g: usize| {
             let grp = &self.groups[g];
             grp.per_node
-                .map_or(grp.pods.len(), |l| (l as usize).min(grp.pods.len())) as f64
+                .map_or(grp.demand, |l| (l as usize).min(grp.demand)) as f64
         };
         let mut vars = ProblemVariables::new();
         let a: Vec<Variable> = cands
@@ -1010,7 +1024,7 @@ impl Model {
                 let grp = &self.groups[g];
                 let count = grp
                     .per_node
-                    .map_or(grp.pods.len(), |l| (l as usize).min(grp.pods.len()));
+                    .map_or(grp.demand, |l| (l as usize).min(grp.demand));
                 let w = weights[i] / gcd;
                 if weights[i] <= 0 {
                     free_value += value[g] * count as f64;
@@ -1146,7 +1160,7 @@ impl Model {
         let cover_rows: Vec<Constraint> = cover
             .into_iter()
             .enumerate()
-            .map(|(g, e)| e.geq(self.groups[g].pods.len() as f64))
+            .map(|(g, e)| e.geq(self.groups[g].demand as f64))
             .collect();
         let mut limit_rows = Vec::new();
         for (&pool, (lim, nodes)) in &self.limits {
@@ -1296,7 +1310,7 @@ impl Model {
                     let total: f64 = duals
                         .iter()
                         .zip(&self.groups)
-                        .map(|(d, g)| d * g.pods.len() as f64)
+                        .map(|(d, g)| d * g.demand as f64)
                         .sum();
                     self.cg_bound = self.cg_bound.max(total / t);
                 }
@@ -1317,7 +1331,7 @@ impl Model {
         let total: f64 = duals
             .iter()
             .zip(&self.groups)
-            .map(|(d, g)| d * g.pods.len() as f64)
+            .map(|(d, g)| d * g.demand as f64)
             .sum();
         if total <= 0.0 {
             return 0.0;
@@ -1384,7 +1398,7 @@ impl Model {
         let mut rows: Vec<Constraint> = Vec::new();
         let mut xs: Vec<(usize, usize, Variable)> = Vec::new();
         for (g, grp) in self.groups.iter().enumerate() {
-            let n = grp.pods.len() as f64;
+            let n = grp.demand as f64;
             for &k in &self.fits[g] {
                 let c = self.single_count(g, k);
                 if c == 0 {
@@ -1435,7 +1449,7 @@ impl Model {
         let cover_refs: Vec<_> = cover
             .into_iter()
             .enumerate()
-            .map(|(g, e)| problem.add_constraint(e.geq(self.groups[g].pods.len() as f64)))
+            .map(|(g, e)| problem.add_constraint(e.geq(self.groups[g].demand as f64)))
             .collect();
         for r in rows {
             problem.add_constraint(r);
@@ -1540,7 +1554,7 @@ impl Model {
             let have = counts.get(&g).copied().unwrap_or(0);
             if (have == 0 && counts.keys().any(|h| self.groups[g].conflicts.contains(h)))
                 || self.groups[g].per_node.is_some_and(|l| have >= l)
-                || have as usize >= self.groups[g].pods.len()
+                || have as usize >= self.groups[g].demand
                 || !self.groups[g].requests.fits_in(&left)
             {
                 continue;
@@ -1570,8 +1584,8 @@ impl Model {
             }
             let limit = self.groups[g]
                 .per_node
-                .map_or(self.groups[g].pods.len() as u32, |l| {
-                    l.min(self.groups[g].pods.len() as u32)
+                .map_or(self.groups[g].demand as u32, |l| {
+                    l.min(self.groups[g].demand as u32)
                 });
             let n = self.fit_count(g, &left).min(limit.saturating_sub(have));
             if n > 0 {
@@ -1585,74 +1599,72 @@ impl Model {
         })
     }
 
-    /// An integer start from the last LP master: its counts rounded down, then the pods left
-    /// covered greedily by the pattern of least price per dual value of what it still covers.
-    /// `None` when it breaks a NodePool limit or cannot cover every pod.
-    fn rounded_lp(&self, duals: &[f64]) -> Option<Vec<f64>> {
-        let mut counts: Vec<f64> = (0..self.patterns.len())
-            .map(|i| self.lp_solution.get(i).map_or(0.0, |x| (x + 1e-9).floor()))
-            .collect();
-        let mut left: Vec<i64> = self.groups.iter().map(|g| g.pods.len() as i64).collect();
-        for (p, c) in self.patterns.iter().zip(&counts) {
+    /// An integer plan by residual rounding: the last LP master's pattern counts rounded down,
+    /// and the pods they leave packed by a second, small column generation and integer master of
+    /// their own (where small instance types take the remainder). Returns (pattern, count)
+    /// pairs, or `None` when there are NodePool limits (the remainder would need them split)
+    /// or a step fails.
+    fn residual_plan(
+        &self,
+        max_rounds: usize,
+        stop: &dyn Fn() -> bool,
+        time_limit: f64,
+        gap: f64,
+    ) -> Option<Vec<(Pattern, u32)>> {
+        if !self.limits.is_empty() || self.lp_solution.is_empty() {
+            return None;
+        }
+        let mut plan: Vec<(Pattern, u32)> = Vec::new();
+        let mut left: Vec<usize> = self.groups.iter().map(|g| g.demand).collect();
+        for (p, x) in self.patterns.iter().zip(&self.lp_solution) {
+            let whole = (x + 1e-9).floor() as u32;
+            if whole == 0 {
+                continue;
+            }
             for &(g, n) in &p.counts {
-                left[g] -= i64::from(n) * *c as i64;
+                left[g] = left[g].saturating_sub(n as usize * whole as usize);
             }
+            plan.push((p.clone(), whole));
         }
-        let weight = |g: usize| if duals[g] > 1e-12 { duals[g] } else { 1e-6 };
-        while left.iter().any(|l| *l > 0) {
-            let mut best: Option<(f64, usize)> = None;
-            for (i, p) in self.patterns.iter().enumerate() {
-                let covered: f64 = p
-                    .counts
-                    .iter()
-                    .map(|&(g, n)| i64::from(n).min(left[g].max(0)) as f64 * weight(g))
-                    .sum();
-                if covered <= 0.0 {
-                    continue;
-                }
-                let ratio = self.configs[p.config].price / covered;
-                if best.is_none_or(|(b, _)| ratio < b) {
-                    best = Some((ratio, i));
-                }
-            }
-            let (_, i) = best?;
-            counts[i] += 1.0;
-            for &(g, n) in &self.patterns[i].counts {
-                left[g] -= i64::from(n);
-            }
+        if left.iter().all(|l| *l == 0) {
+            return Some(plan);
         }
-        // NodePool limits.
-        for (&pool, (lim, nodes)) in &self.limits {
-            let used = self
-                .patterns
+        let mut sub = Model {
+            groups: self.groups.clone(),
+            configs: self.configs.clone(),
+            fits: self.fits.clone(),
+            patterns: Vec::new(),
+            seen: BTreeSet::new(),
+            limits: BTreeMap::new(),
+            lp_value: 0.0,
+            cg_bound: 0.0,
+            lp_solution: Vec::new(),
+        };
+        for (g, l) in sub.groups.iter_mut().zip(&left) {
+            g.demand = *l;
+        }
+        // The patterns found so far, cut down to what is left, are the remainder's first columns.
+        for p in &self.patterns {
+            let counts: Vec<(usize, u32)> = p
+                .counts
                 .iter()
-                .zip(&counts)
-                .filter(|(p, _)| self.configs[p.config].pool == pool);
-            let mut total: BTreeMap<&str, f64> = BTreeMap::new();
-            let mut n = 0.0;
-            for (p, c) in used {
-                n += c;
-                for name in lim.keys() {
-                    *total.entry(name.as_str()).or_default() +=
-                        self.configs[p.config].it.capacity.get(name) as f64 * c;
-                }
-            }
-            if nodes.is_some_and(|m| n > m as f64)
-                || lim.iter().any(|(name, v)| total[name.as_str()] > *v as f64)
-            {
-                return None;
-            }
+                .map(|&(g, n)| (g, n.min(left[g] as u32)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            sub.add_pattern(Pattern {
+                config: p.config,
+                counts,
+            });
         }
-        Some(counts)
-    }
-
-    /// Hourly cost of pattern counts.
-    fn cost_of(&self, counts: &[f64]) -> f64 {
-        self.patterns
-            .iter()
-            .zip(counts)
-            .map(|(p, c)| self.configs[p.config].price * c)
-            .sum()
+        if !sub.seed_single() {
+            return None;
+        }
+        sub.generate(max_rounds, stop).ok()?;
+        let counts = sub
+            .solve_integer(&vec![0.0; sub.patterns.len()], time_limit, gap)
+            .ok()?;
+        plan.extend(sub.patterns.into_iter().zip(counts).filter(|(_, c)| *c > 0));
+        Some(plan)
     }
 
     /// Solve the integer master; returns pattern counts.
@@ -2047,20 +2059,46 @@ impl Milp {
                 warm[i] += 1.0;
             }
         }
-        // Start from the rounded LP instead when it is cheaper than the FFD plan.
-        if let Some(rounded) = model.rounded_lp(&duals) {
-            if model.cost_of(&rounded) < model.cost_of(&warm) {
-                warm = rounded;
-            }
-        }
+        // Residual rounding first (a small second column generation for what the LP's whole
+        // nodes leave), then the integer master over every pattern; the cheaper plan is kept.
+        let residual = model.residual_plan(
+            self.max_rounds,
+            &|| self.elapsed_fraction(run) > 0.7,
+            (run.time_limit * 0.15).max(0.05),
+            self.mip_gap,
+        );
         let left = match &self.clock {
             Some(_) => (run.budget * (1.0 - self.elapsed_fraction(run))).clamp(0.2, run.time_limit),
             None => run.time_limit,
         };
-        let counts = match model.solve_integer(&warm, left, self.mip_gap) {
+        let mut counts = match model.solve_integer(&warm, left, self.mip_gap) {
             Ok(c) => c,
             Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };
+        if let Some(plan) = residual {
+            let price = |k: usize| model.configs[k].price;
+            let milp_cost: f64 = model
+                .patterns
+                .iter()
+                .zip(&counts)
+                .map(|(p, c)| price(p.config) * f64::from(*c))
+                .sum();
+            let plan_cost: f64 = plan
+                .iter()
+                .map(|(p, c)| price(p.config) * f64::from(*c))
+                .sum();
+            if plan_cost < milp_cost - 1e-9 {
+                stats.residual = true;
+                counts = vec![0; model.patterns.len()];
+                for (p, c) in plan {
+                    model.add_pattern(p.clone());
+                    counts.resize(model.patterns.len(), 0);
+                    if let Some(i) = model.patterns.iter().position(|q| *q == p) {
+                        counts[i] += c;
+                    }
+                }
+            }
+        }
         // Assign pods to the chosen nodes and replay them through the scheduler's checks.
         let kept: Vec<NewNodeClaim> = bundles
             .iter()
