@@ -132,6 +132,14 @@ struct Group {
     demand: usize,
 }
 
+impl Group {
+    /// The most pods of the group one node may hold: its demand, or less under a per-node limit.
+    fn most_per_node(&self) -> u32 {
+        let demand = u32::try_from(self.demand).unwrap_or(u32::MAX);
+        self.per_node.map_or(demand, |l| l.min(demand))
+    }
+}
+
 /// An instance type of a NodePool under a requirement class.
 #[derive(Debug, Clone)]
 struct Config {
@@ -550,7 +558,7 @@ impl Model {
     fn fit_count(&self, g: usize, room: &Resources) -> u32 {
         let grp = &self.groups[g];
         let r = &grp.requests;
-        let mut n = grp.demand as i64;
+        let mut n = i64::from(grp.most_per_node());
         for (need, have) in [
             (r.cpu, room.cpu),
             (r.memory, room.memory),
@@ -565,9 +573,6 @@ impl Model {
             if *need > 0 {
                 n = n.min(room.extended.get(name).copied().unwrap_or(0) / need);
             }
-        }
-        if let Some(l) = grp.per_node {
-            n = n.min(i64::from(l));
         }
         n.max(0) as u32
     }
@@ -684,11 +689,7 @@ impl Model {
                     .zip(&caps)
                     .map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 })
                     .collect();
-                let bound = grp
-                    .per_node
-                    .map_or(grp.demand as f64, f64::from)
-                    .min(grp.demand as f64);
-                (value[g], shares, bound)
+                (value[g], shares, f64::from(grp.most_per_node()))
             })
             .collect()
     }
@@ -768,14 +769,7 @@ impl Model {
         let mut items: Vec<(usize, f64, Vec<i64>, u32)> = cands
             .iter()
             .enumerate()
-            .map(|(i, &g)| {
-                let grp = &self.groups[g];
-                let limit = grp
-                    .per_node
-                    .map_or(grp.demand, |l| (l as usize).min(grp.demand))
-                    as u32;
-                (g, value[g], size_of(i), limit)
-            })
+            .map(|(i, &g)| (g, value[g], size_of(i), self.groups[g].most_per_node()))
             .collect();
         let density = |it: &(usize, f64, Vec<i64>, u32)| {
             let worst =
@@ -931,11 +925,7 @@ impl Model {
                 },
             ));
         }
-        let limit = |g: usize| {
-            let grp = &self.groups[g];
-            grp.per_node
-                .map_or(grp.demand, |l| (l as usize).min(grp.demand)) as f64
-        };
+        let limit = |g: usize| f64::from(self.groups[g].most_per_node());
         let mut vars = ProblemVariables::new();
         let a: Vec<Variable> = cands
             .iter()
@@ -1021,10 +1011,7 @@ impl Model {
             let mut dp = vec![0.0f64; slots + 1];
             let mut free_value = 0.0;
             for (i, &g) in cands.iter().enumerate() {
-                let grp = &self.groups[g];
-                let count = grp
-                    .per_node
-                    .map_or(grp.demand, |l| (l as usize).min(grp.demand));
+                let count = self.groups[g].most_per_node() as usize;
                 let w = weights[i] / gcd;
                 if weights[i] <= 0 {
                     free_value += value[g] * count as f64;
@@ -1553,8 +1540,7 @@ impl Model {
         for (g, _) in by_fraction {
             let have = counts.get(&g).copied().unwrap_or(0);
             if (have == 0 && counts.keys().any(|h| self.groups[g].conflicts.contains(h)))
-                || self.groups[g].per_node.is_some_and(|l| have >= l)
-                || have as usize >= self.groups[g].demand
+                || have >= self.groups[g].most_per_node()
                 || !self.groups[g].requests.fits_in(&left)
             {
                 continue;
@@ -1582,12 +1568,9 @@ impl Model {
             if have == 0 && counts.keys().any(|h| self.groups[g].conflicts.contains(h)) {
                 continue;
             }
-            let limit = self.groups[g]
-                .per_node
-                .map_or(self.groups[g].demand as u32, |l| {
-                    l.min(self.groups[g].demand as u32)
-                });
-            let n = self.fit_count(g, &left).min(limit.saturating_sub(have));
+            let n = self
+                .fit_count(g, &left)
+                .min(self.groups[g].most_per_node().saturating_sub(have));
             if n > 0 {
                 left = left.minus(&self.groups[g].requests.scaled(i64::from(n)));
                 *counts.entry(g).or_default() += n;

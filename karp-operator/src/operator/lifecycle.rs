@@ -35,6 +35,22 @@ fn kube_err(op: &'static str, e: kube::Error) -> OperatorError {
     OperatorError::Kube(op, e.to_string())
 }
 
+/// Merge-patch a NodeClaim's status subresource.
+async fn patch_claim_status<S: serde::Serialize>(
+    api: &Api<NodeClaim>,
+    name: &str,
+    status: &S,
+) -> Result<(), OperatorError> {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| kube_err("NodeClaim status", e))
+}
+
 /// Whether an API error is a 404.
 fn is_404(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
@@ -270,13 +286,7 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
         "Node not ready",
         &now,
     );
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .map_err(|e| kube_err("NodeClaim status", e))?;
+    patch_claim_status(&api, &name, &status).await?;
     ctx.metrics.inc(
         "karpenter_nodeclaims_launched_total",
         &[("nodepool", claim.nodepool().unwrap_or_default())],
@@ -357,14 +367,7 @@ async fn register(ctx: &Context, claim: &NodeClaim, node: &Node) -> Result<Actio
         "",
         &now,
     );
-    claims
-        .patch_status(
-            &claim_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .map_err(|e| kube_err("NodeClaim status", e))?;
+    patch_claim_status(&claims, &claim_name, &status).await?;
     ctx.metrics.inc(
         "karpenter_nodes_created_total",
         &[("nodepool", claim.nodepool().unwrap_or_default())],
@@ -445,14 +448,7 @@ async fn initialize(
     );
     set_condition(&mut status.conditions, "Ready", true, "Ready", "", &now);
     let name = claim.metadata.name.clone().unwrap_or_default();
-    claims
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await
-        .map_err(|e| kube_err("NodeClaim status", e))?;
+    patch_claim_status(&claims, &name, &status).await?;
     info!(nodeclaim = %name, node = %node_name, "initialized");
     Ok(Action::requeue(Duration::from_secs(30)))
 }
