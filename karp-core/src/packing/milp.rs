@@ -1294,12 +1294,7 @@ impl Model {
                     }
                 }
                 if let Some(t) = theta {
-                    let total: f64 = duals
-                        .iter()
-                        .zip(&self.groups)
-                        .map(|(d, g)| d * g.demand as f64)
-                        .sum();
-                    self.cg_bound = self.cg_bound.max(total / t);
+                    self.cg_bound = self.cg_bound.max(self.dual_value(&duals) / t);
                 }
             }
             if added == 0 {
@@ -1309,17 +1304,22 @@ impl Model {
         Ok((max_rounds, duals))
     }
 
+    /// The LP dual objective of cover duals: `Σ demand·π`.
+    fn dual_value(&self, duals: &[f64]) -> f64 {
+        duals
+            .iter()
+            .zip(&self.groups)
+            .map(|(d, g)| d * g.demand as f64)
+            .sum()
+    }
+
     /// Farley's lower bound from cover duals (limits ignored, which only lowers the LP): the duals
     /// scaled by θ = max over configs of (best pattern value bound / price) are feasible for the
     /// LP's dual, so `Σ n·π / θ` bounds the LP and every integer plan from below.
     ///
     /// Stops early (returning what it has, still valid) once the bound cannot exceed `floor`.
     fn farley_bound(&self, duals: &[f64], floor: f64, stop: &dyn Fn() -> bool) -> f64 {
-        let total: f64 = duals
-            .iter()
-            .zip(&self.groups)
-            .map(|(d, g)| d * g.demand as f64)
-            .sum();
+        let total = self.dual_value(duals);
         if total <= 0.0 {
             return 0.0;
         }
