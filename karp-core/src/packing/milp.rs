@@ -759,6 +759,13 @@ impl Model {
     /// counts (fast when a node holds few pods): the most valuable pattern under `value` and its
     /// exact value, or `None` when more than `max_nodes` search nodes would be needed.
     fn search_price(&self, k: usize, value: &[f64], max_nodes: usize) -> Option<(f64, Pattern)> {
+        let found = self.search(k, value, max_nodes);
+        found.proved.then_some((found.value, found.pattern))
+    }
+
+    /// The depth-first branch and bound behind [`Model::search_price`]: the best pattern found
+    /// within `max_nodes` search nodes, and whether the search finished (proving it optimal).
+    fn search(&self, k: usize, value: &[f64], max_nodes: usize) -> Searched {
         let room = &self.configs[k].room;
         let mut cands: Vec<usize> = (0..self.groups.len())
             .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
@@ -782,6 +789,39 @@ impl Model {
         items.sort_by(|a, b| density(b).total_cmp(&density(a)).then(a.0.cmp(&b.0)));
         cands = items.iter().map(|i| i.0).collect();
         let n = items.len();
+        // A surrogate dimension: the knapsack LP's Lagrangian multipliers weigh every dimension
+        // into one constraint `Σ w·size ≤ Σ w·left` that every pattern respects; its fractional
+        // knapsack bounds the remaining items where two dimensions bind together.
+        let shares: Vec<(f64, Vec<f64>, f64)> = items
+            .iter()
+            .map(|(_, v, sz, u)| {
+                let share = sz
+                    .iter()
+                    .zip(&caps)
+                    .map(|(s, c)| if *c > 0 { *s as f64 / *c as f64 } else { 0.0 })
+                    .collect();
+                (*v, share, f64::from(*u))
+            })
+            .collect();
+        let (_, lambda) = knapsack_lagrangian(&shares);
+        let weights: Vec<f64> = lambda
+            .iter()
+            .zip(&caps)
+            .map(|(l, c)| if *c > 0 { l / *c as f64 } else { 0.0 })
+            .collect();
+        let surrogate: Vec<f64> = items
+            .iter()
+            .map(|(_, _, sz, _)| sz.iter().zip(&weights).map(|(s, w)| *s as f64 * w).sum())
+            .collect();
+        let mut by_surrogate: Vec<usize> = (0..n).collect();
+        let sur_key = |i: usize| {
+            if surrogate[i] > 0.0 {
+                items[i].1 / surrogate[i]
+            } else {
+                f64::INFINITY
+            }
+        };
+        by_surrogate.sort_by(|&a, &b| sur_key(b).total_cmp(&sur_key(a)).then(a.cmp(&b)));
         // Per dimension, suffix maxima of value per unit and suffix sums of the value of items
         // that need none of it: the bound of the remaining items in that dimension alone.
         // Per dimension, the items by value per unit of it (those needing none of it first).
@@ -805,6 +845,9 @@ impl Model {
             items: &'a [(usize, f64, Vec<i64>, u32)],
             groups: &'a [Group],
             by_density: &'a [Vec<usize>],
+            weights: &'a [f64],
+            surrogate: &'a [f64],
+            by_surrogate: &'a [usize],
             left: Vec<i64>,
             counts: Vec<u32>,
             value: f64,
@@ -814,35 +857,65 @@ impl Model {
             max_nodes: usize,
         }
         impl Search<'_> {
-            /// The best fractional knapsack of the items from `i` on, per dimension alone; the
-            /// smallest of those bounds what the remaining items can add.
+            /// How many more pods of item `j` fit the room left (capped by its count bound).
+            fn most(&self, j: usize) -> u32 {
+                let (_, _, sz, u) = &self.items[j];
+                let mut most = *u;
+                for (s, l) in sz.iter().zip(&self.left) {
+                    if *s > 0 {
+                        most = most.min((*l / *s).max(0) as u32);
+                    }
+                }
+                most
+            }
+            /// What the items from `i` on can add: the smallest of the fractional knapsacks on
+            /// each dimension alone and on the surrogate dimension, each item capped by how many
+            /// of it still fit whole (items that no longer fit drop out).
             fn bound(&self, i: usize) -> f64 {
-                let mut best = f64::INFINITY;
-                for (d, order) in self.by_density.iter().enumerate() {
-                    let mut left = self.left[d].max(0) as f64;
+                let most: Vec<f64> = (0..self.items.len())
+                    .map(|j| if j < i { 0.0 } else { f64::from(self.most(j)) })
+                    .collect();
+                let fractional = |order: &[usize], mut left: f64, size: &dyn Fn(usize) -> f64| {
                     let mut total = 0.0;
-                    for &j in order.iter().filter(|&&j| j >= i) {
-                        let (_, v, sz, u) = &self.items[j];
-                        let size = sz[d] as f64;
-                        if size <= 0.0 {
-                            total += v * f64::from(*u);
+                    for &j in order {
+                        if most[j] <= 0.0 {
                             continue;
                         }
-                        let take = (left / size).min(f64::from(*u));
-                        total += v * take;
-                        left -= take * size;
+                        let v = self.items[j].1;
+                        let s = size(j);
+                        if s <= 0.0 {
+                            total += v * most[j];
+                            continue;
+                        }
                         if left <= 0.0 {
                             break;
                         }
+                        let take = (left / s).min(most[j]);
+                        total += v * take;
+                        left -= take * s;
                     }
-                    best = best.min(total);
+                    total
+                };
+                let mut best = f64::INFINITY;
+                if self.weights.iter().any(|w| *w > 0.0) {
+                    let left: f64 = self
+                        .left
+                        .iter()
+                        .zip(self.weights)
+                        .map(|(l, w)| (*l).max(0) as f64 * w)
+                        .sum();
+                    best = fractional(self.by_surrogate, left, &|j| self.surrogate[j]);
+                }
+                for (d, order) in self.by_density.iter().enumerate() {
+                    let left = self.left[d].max(0) as f64;
+                    best = best.min(fractional(order, left, &|j| self.items[j].2[d] as f64));
                     if best <= 0.0 {
                         break;
                     }
                 }
                 best
             }
-            fn run(&mut self, i: usize) -> bool {
+            fn run(&mut self, mut i: usize) -> bool {
                 self.nodes += 1;
                 if self.nodes > self.max_nodes {
                     return false;
@@ -851,19 +924,23 @@ impl Model {
                     self.best = self.value;
                     self.best_counts.clone_from(&self.counts);
                 }
+                // Items that no longer fit (or conflict with a chosen one) are skipped outright.
+                let mut most = 0;
+                while i < self.items.len() {
+                    let g = self.items[i].0;
+                    let blocked = (0..i).any(|j| {
+                        self.counts[j] > 0 && self.groups[g].conflicts.contains(&self.items[j].0)
+                    });
+                    most = if blocked { 0 } else { self.most(i) };
+                    if most > 0 {
+                        break;
+                    }
+                    i += 1;
+                }
                 if i == self.items.len() || self.value + self.bound(i) <= self.best + 1e-12 {
                     return true;
                 }
-                let (g, v, sz, u) = &self.items[i];
-                let blocked = (0..i).any(|j| {
-                    self.counts[j] > 0 && self.groups[*g].conflicts.contains(&self.items[j].0)
-                });
-                let mut most = if blocked { 0 } else { *u };
-                for (s, l) in sz.iter().zip(&self.left) {
-                    if *s > 0 {
-                        most = most.min((*l / *s).max(0) as u32);
-                    }
-                }
+                let (_, v, sz, _) = &self.items[i];
                 for c in (0..=most).rev() {
                     for (l, s) in self.left.iter_mut().zip(sz) {
                         *l -= *s * i64::from(c);
@@ -887,6 +964,9 @@ impl Model {
             items: &items,
             groups: &self.groups,
             by_density: &by_density,
+            weights: &weights,
+            surrogate: &surrogate,
+            by_surrogate: &by_surrogate,
             left: caps.clone(),
             counts: vec![0; n],
             value: 0.0,
@@ -895,9 +975,7 @@ impl Model {
             nodes: 0,
             max_nodes,
         };
-        if !search.run(0) {
-            return None;
-        }
+        let proved = search.run(0);
         let mut counts: Vec<(usize, u32)> = cands
             .iter()
             .zip(&search.best_counts)
@@ -905,7 +983,11 @@ impl Model {
             .map(|(g, c)| (*g, *c))
             .collect();
         counts.sort_unstable();
-        Some((search.best, Pattern { config: k, counts }))
+        Searched {
+            value: search.best,
+            pattern: Pattern { config: k, counts },
+            proved,
+        }
     }
 
     /// Solve the pricing problem of config `k` exactly (a small MILP in HiGHS): the most valuable
@@ -1042,70 +1124,9 @@ impl Model {
     }
 
     /// A tighter upper bound for config `k`: the Lagrangian dual of the multi-dimensional
-    /// knapsack's LP relaxation, `L(λ) = Σλ + Σ u·max(0, v − λ·s)`, minimized by projected
-    /// subgradient steps from the single-dimension bound. Any λ ≥ 0 gives a valid bound.
+    /// knapsack's LP relaxation (see [`knapsack_lagrangian`]), never above `start`.
     fn refined_upper_bound(&self, k: usize, value: &[f64], start: f64) -> f64 {
-        let items = self.items(k, value);
-        let Some(dims) = items.first().map(|i| i.1.len()) else {
-            return 0.0;
-        };
-        let eval = |l: &[f64]| -> (f64, Vec<f64>) {
-            let mut total: f64 = l.iter().sum();
-            let mut grad = vec![1.0; dims];
-            for (v, s, u) in &items {
-                let reduced = v - l.iter().zip(s).map(|(a, b)| a * b).sum::<f64>();
-                if reduced > 0.0 {
-                    total += u * reduced;
-                    for (g, si) in grad.iter_mut().zip(s) {
-                        *g -= u * si;
-                    }
-                }
-            }
-            (total, grad)
-        };
-        // Start from the best single-dimension bound: λ = its critical value/size ratio on that
-        // dimension (where L equals the fractional knapsack value), 0 elsewhere.
-        let mut lambda = vec![0.0; dims];
-        let mut best = start;
-        let mut best_dim = (f64::INFINITY, 0usize, 0.0f64);
-        for dim in 0..dims {
-            let mut sorted: Vec<&(f64, Vec<f64>, f64)> =
-                items.iter().filter(|i| i.1[dim] > 0.0).collect();
-            sorted.sort_by(|a, b| (b.0 / b.1[dim]).total_cmp(&(a.0 / a.1[dim])));
-            let mut left = 1.0;
-            let mut critical = 0.0;
-            for (v, sz, u) in sorted {
-                critical = v / sz[dim];
-                let take = (left / sz[dim]).min(*u);
-                left -= take * sz[dim];
-                if left <= 1e-12 {
-                    break;
-                }
-                critical = 0.0;
-            }
-            let mut l = vec![0.0; dims];
-            l[dim] = critical;
-            let (val, _) = eval(&l);
-            if val < best_dim.0 {
-                best_dim = (val, dim, critical);
-            }
-        }
-        lambda[best_dim.1] = best_dim.2;
-        best = best.min(best_dim.0);
-        let mut step = best_dim.2.max(1e-9) * 0.5;
-        for _ in 0..30 {
-            let (val, grad) = eval(&lambda);
-            best = best.min(val);
-            let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
-            if norm < 1e-12 {
-                break;
-            }
-            for (l, g) in lambda.iter_mut().zip(&grad) {
-                *l = (*l - step * g / norm).max(0.0);
-            }
-            step *= 0.9;
-        }
-        best
+        knapsack_lagrangian(&self.items(k, value)).0.min(start)
     }
 
     /// Build the master problem over the current patterns.
@@ -1266,31 +1287,49 @@ impl Model {
                 // When every promising config is priced exactly (and no limit adds a penalty),
                 // the round also yields Farley's bound: θ = the largest exact value/price ratio.
                 let mut theta: Option<f64> = self.limits.is_empty().then_some(1.0 + 1e-6);
-                let mut solver_calls = 0;
+                let costs: Vec<f64> = (self.configs.iter().zip(&penalty))
+                    .map(|(c, pen)| c.price + pen)
+                    .collect();
+                let improving = |value: f64, k: usize| value > costs[k] * (1.0 + 1e-6) + 1e-9;
+                // Branch and bound on every promising config; its best pattern is a column even
+                // when the search gives up before proving it optimal.
+                let mut unproved: Vec<usize> = Vec::new();
                 for (i, &(_, k)) in promising.iter().enumerate() {
-                    if (i % 16 == 15 && stop())
-                        || (solver_calls >= EXACT_PRICING_CONFIGS && added > 0)
-                    {
+                    if i % 16 == 15 && stop() {
                         theta = None;
                         break;
                     }
-                    let cost = self.configs[k].price + penalty[k];
-                    let found = self.search_price(k, &duals, SEARCH_NODES).or_else(|| {
-                        if solver_calls >= EXACT_PRICING_CONFIGS || stop() {
-                            return None;
-                        }
-                        solver_calls += 1;
-                        self.exact_price(k, &duals, 0.2)
-                    });
+                    let found = self.search(k, &duals, SEARCH_NODES);
+                    if improving(found.value, k) && self.add_pattern(found.pattern) {
+                        added += 1;
+                    }
                     let price = self.configs[k].price;
-                    theta = match (&found, theta) {
-                        (Some((bound, _)), Some(t)) if price > 0.0 => Some(t.max(bound / price)),
-                        _ => None,
-                    };
-                    if let Some((bound, pattern)) = found {
-                        if bound > cost * (1.0 + 1e-6) + 1e-9 && self.add_pattern(pattern) {
-                            added += 1;
+                    if !found.proved {
+                        unproved.push(k);
+                    } else if price > 0.0 {
+                        theta = theta.map(|t| t.max(found.value / price));
+                    } else {
+                        theta = None;
+                    }
+                }
+                // HiGHS on the configs the search gave up on: all of them while nothing better
+                // turned up, at most a few once something did.
+                let mut solver_calls = 0;
+                for k in unproved {
+                    if stop() || (solver_calls >= EXACT_PRICING_CONFIGS && added > 0) {
+                        theta = None;
+                        break;
+                    }
+                    solver_calls += 1;
+                    let price = self.configs[k].price;
+                    match self.exact_price(k, &duals, 0.2) {
+                        Some((bound, pattern)) => {
+                            theta = theta.filter(|_| price > 0.0).map(|t| t.max(bound / price));
+                            if improving(bound, k) && self.add_pattern(pattern) {
+                                added += 1;
+                            }
                         }
+                        None => theta = None,
                     }
                 }
                 if let Some(t) = theta {
@@ -1336,7 +1375,9 @@ impl Model {
             cheap.push((ub / price, k, ub));
         }
         cheap.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut theta: f64 = 1.0;
+        // θ may end below 1 (duals from another relaxation, such as the fluid LP's, that no
+        // integer pattern reaches): dividing by it then lifts the bound above their value.
+        let mut theta: f64 = 0.0;
         for (i, (ratio, k, ub)) in cheap.into_iter().enumerate() {
             if ratio <= theta {
                 break;
@@ -1361,6 +1402,9 @@ impl Model {
             if total / theta <= floor {
                 break;
             }
+        }
+        if theta <= 1e-12 {
+            return 0.0;
         }
         total / theta
     }
@@ -2200,4 +2244,79 @@ impl Milp {
             stats,
         }
     }
+}
+
+/// The outcome of a pricing search: the best pattern found, its value, and whether the search
+/// proved it optimal.
+struct Searched {
+    value: f64,
+    pattern: Pattern,
+    proved: bool,
+}
+
+/// The Lagrangian dual of a multi-dimensional knapsack's LP relaxation over `items` (value,
+/// sizes as shares of each dimension's capacity, count bound): `L(λ) = Σλ + Σ u·max(0, v − λ·s)`,
+/// minimized by projected subgradient steps from the best single-dimension bound. Any `λ ≥ 0`
+/// gives a valid upper bound on every pattern's value; returns the best bound found and its `λ`
+/// (the weights of a surrogate dimension `λ·s ≤ Σλ` that every pattern respects).
+fn knapsack_lagrangian(items: &[(f64, Vec<f64>, f64)]) -> (f64, Vec<f64>) {
+    let Some(dims) = items.first().map(|i| i.1.len()) else {
+        return (0.0, Vec::new());
+    };
+    let eval = |l: &[f64]| -> (f64, Vec<f64>) {
+        let mut total: f64 = l.iter().sum();
+        let mut grad = vec![1.0; dims];
+        for (v, s, u) in items {
+            let reduced = v - l.iter().zip(s).map(|(a, b)| a * b).sum::<f64>();
+            if reduced > 0.0 {
+                total += u * reduced;
+                for (g, si) in grad.iter_mut().zip(s) {
+                    *g -= u * si;
+                }
+            }
+        }
+        (total, grad)
+    };
+    // Start from the best single-dimension bound: λ = its critical value/size ratio on that
+    // dimension (where L equals the fractional knapsack value), 0 elsewhere.
+    let mut best = (f64::INFINITY, vec![0.0; dims]);
+    for dim in 0..dims {
+        let mut sorted: Vec<&(f64, Vec<f64>, f64)> =
+            items.iter().filter(|i| i.1[dim] > 0.0).collect();
+        sorted.sort_by(|a, b| (b.0 / b.1[dim]).total_cmp(&(a.0 / a.1[dim])));
+        let mut left = 1.0;
+        let mut critical = 0.0;
+        for (v, sz, u) in sorted {
+            critical = v / sz[dim];
+            let take = (left / sz[dim]).min(*u);
+            left -= take * sz[dim];
+            if left <= 1e-12 {
+                break;
+            }
+            critical = 0.0;
+        }
+        let mut l = vec![0.0; dims];
+        l[dim] = critical;
+        let (val, _) = eval(&l);
+        if val < best.0 {
+            best = (val, l);
+        }
+    }
+    let mut lambda = best.1.clone();
+    let mut step = lambda.iter().copied().fold(0.0, f64::max).max(1e-9) * 0.5;
+    for _ in 0..30 {
+        let (val, grad) = eval(&lambda);
+        if val < best.0 {
+            best = (val, lambda.clone());
+        }
+        let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+        if norm < 1e-12 {
+            break;
+        }
+        for (l, g) in lambda.iter_mut().zip(&grad) {
+            *l = (*l - step * g / norm).max(0.0);
+        }
+        step *= 0.9;
+    }
+    best
 }
