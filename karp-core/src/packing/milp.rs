@@ -1314,13 +1314,11 @@ impl Model {
                 }
                 // HiGHS on the configs the search gave up on: all of them while nothing better
                 // turned up, at most a few once something did.
-                let mut solver_calls = 0;
-                for k in unproved {
+                for (solver_calls, k) in unproved.into_iter().enumerate() {
                     if stop() || (solver_calls >= EXACT_PRICING_CONFIGS && added > 0) {
                         theta = None;
                         break;
                     }
-                    solver_calls += 1;
                     let price = self.configs[k].price;
                     match self.exact_price(k, &duals, 0.2) {
                         Some((bound, pattern)) => {
