@@ -48,10 +48,10 @@ use crate::scheduling::{
 use crate::taints::{first_untolerated, Effect};
 use crate::validation::validate;
 
-/// Configs priced exactly per column-generation round once the greedy pricing finds nothing.
-const EXACT_PRICING_CONFIGS: usize = 12;
 /// Column-generation rounds of the lower bound computed outside a packing run.
 pub(super) const BOUND_ROUNDS: usize = 60;
+/// Earlier incumbents of a pricing search kept as extra columns.
+const EARLIER_INCUMBENTS: usize = 4;
 /// Search nodes the branch-and-bound pricing may visit before HiGHS takes over.
 const SEARCH_NODES: usize = 3_000;
 /// Configs whose pricing bound Farley's bound refines (the most promising ones).
@@ -759,13 +759,15 @@ impl Model {
     /// counts (fast when a node holds few pods): the most valuable pattern under `value` and its
     /// exact value, or `None` when more than `max_nodes` search nodes would be needed.
     fn search_price(&self, k: usize, value: &[f64], max_nodes: usize) -> Option<(f64, Pattern)> {
-        let found = self.search(k, value, max_nodes);
+        let found = self.search(k, value, max_nodes, f64::INFINITY);
         found.proved.then_some((found.value, found.pattern))
     }
 
     /// The depth-first branch and bound behind [`Model::search_price`]: the best pattern found
     /// within `max_nodes` search nodes, and whether the search finished (proving it optimal).
-    fn search(&self, k: usize, value: &[f64], max_nodes: usize) -> Searched {
+    /// Earlier incumbents worth more than `threshold` (the last few) come back as well: more
+    /// columns from one search.
+    fn search(&self, k: usize, value: &[f64], max_nodes: usize, threshold: f64) -> Searched {
         let room = &self.configs[k].room;
         let mut cands: Vec<usize> = (0..self.groups.len())
             .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
@@ -853,6 +855,8 @@ impl Model {
             value: f64,
             best: f64,
             best_counts: Vec<u32>,
+            threshold: f64,
+            earlier: Vec<Vec<u32>>,
             nodes: usize,
             max_nodes: usize,
         }
@@ -921,6 +925,12 @@ impl Model {
                     return false;
                 }
                 if self.value > self.best {
+                    if self.best > self.threshold {
+                        if self.earlier.len() == EARLIER_INCUMBENTS {
+                            self.earlier.remove(0);
+                        }
+                        self.earlier.push(self.best_counts.clone());
+                    }
                     self.best = self.value;
                     self.best_counts.clone_from(&self.counts);
                 }
@@ -972,34 +982,42 @@ impl Model {
             value: 0.0,
             best: 0.0,
             best_counts: vec![0; n],
+            threshold,
+            earlier: Vec::new(),
             nodes: 0,
             max_nodes,
         };
         let proved = search.run(0);
-        let mut counts: Vec<(usize, u32)> = cands
-            .iter()
-            .zip(&search.best_counts)
-            .filter(|(_, c)| **c > 0)
-            .map(|(g, c)| (*g, *c))
-            .collect();
-        counts.sort_unstable();
+        let pattern = |found: &[u32]| {
+            let mut counts: Vec<(usize, u32)> = cands
+                .iter()
+                .zip(found)
+                .filter(|(_, c)| **c > 0)
+                .map(|(g, c)| (*g, *c))
+                .collect();
+            counts.sort_unstable();
+            Pattern { config: k, counts }
+        };
         Searched {
             value: search.best,
-            pattern: Pattern { config: k, counts },
+            pattern: pattern(&search.best_counts),
+            earlier: search.earlier.iter().map(|c| pattern(c)).collect(),
             proved,
         }
     }
 
-    /// Solve the pricing problem of config `k` exactly (a small MILP in HiGHS): the most valuable
-    /// pattern under `value`. Returns an upper bound on the best value (the optimum plus HiGHS's
-    /// gap tolerance) and the pattern found, or `None` when it did not finish in time.
-    fn exact_price(&self, k: usize, value: &[f64], time_limit: f64) -> Option<(f64, Pattern)> {
+    /// Solve the pricing problem of config `k` in HiGHS (a small MILP) within `time_limit`:
+    /// an upper bound on the best pattern's value (HiGHS's dual bound, valid also when the time
+    /// runs out), the value of the best pattern found and that pattern (empty if none), or `None`
+    /// if HiGHS fails.
+    fn exact_price(&self, k: usize, value: &[f64], time_limit: f64) -> Option<(f64, f64, Pattern)> {
         let room = &self.configs[k].room;
         let cands: Vec<usize> = (0..self.groups.len())
             .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
             .collect();
         if cands.is_empty() {
             return Some((
+                0.0,
                 0.0,
                 Pattern {
                     config: k,
@@ -1036,29 +1054,47 @@ impl Model {
                 }
             }
         }
-        let mut problem = vars
-            .maximise(objective)
-            .using(highs)
-            .set_threads(1)
-            .set_time_limit(time_limit);
+        let mut problem = vars.maximise(objective).using(highs);
         for r in rows {
             problem.add_constraint(r);
         }
-        let sol = problem.solve().ok()?;
-        if matches!(sol.status(), good_lp::solvers::SolutionStatus::TimeLimit) {
+        // HiGHS directly (good_lp drops the dual bound): quiet, one thread, the time limit.
+        let mut model = problem.try_into_inner().ok()?;
+        for (option, on) in [("output_flag", false), ("log_to_console", false)] {
+            model.try_set_option(option, on).ok()?;
+        }
+        model.try_set_option("threads", 1).ok()?;
+        model.try_set_option("time_limit", time_limit).ok()?;
+        let solved = model.try_solve().ok()?;
+        use ::highs::{HighsModelStatus as Status, HighsSolutionStatus};
+        if !matches!(
+            solved.status(),
+            Status::Optimal | Status::ReachedTimeLimit | Status::ObjectiveBound
+        ) {
             return None;
         }
+        let dual_bound = solved.double_info_value(c"mip_dual_bound").ok()?;
         let mut counts: Vec<(usize, u32)> = Vec::new();
         let mut total = 0.0;
-        for (&g, v) in cands.iter().zip(&a) {
-            let n = sol.value(*v).round().max(0.0) as u32;
-            if n > 0 {
-                counts.push((g, n));
-                total += value[g] * f64::from(n);
+        if solved.primal_solution_status() == HighsSolutionStatus::Feasible {
+            let solution = solved.get_solution();
+            // The pod-count variables were added first: columns 0.. in `cands` order.
+            for (&g, x) in cands.iter().zip(solution.columns()) {
+                let n = x.round().max(0.0) as u32;
+                if n > 0 {
+                    counts.push((g, n));
+                    total += value[g] * f64::from(n);
+                }
             }
         }
+        if !dual_bound.is_finite() {
+            return None;
+        }
+        // A little slack for HiGHS's feasibility tolerances.
+        let bound = dual_bound.max(total);
         Some((
-            total + (total.abs() * 1e-4).max(1e-6),
+            bound + (bound.abs() * 1e-6).max(1e-9),
+            total,
             Pattern { config: k, counts },
         ))
     }
@@ -1207,6 +1243,7 @@ impl Model {
             if round > 0 && stop() {
                 return Ok((round, duals));
             }
+            let t0 = std::time::Instant::now();
             let (vars, x, objective, cover, limits) = self.master(false);
             let mut problem = vars.minimise(objective).using(highs).set_threads(1);
             let cover_refs: Vec<_> = cover
@@ -1255,6 +1292,7 @@ impl Model {
                     row += 1;
                 }
             }
+            let t1 = std::time::Instant::now();
             let mut added = 0;
             for (k, pen) in penalty.iter().enumerate() {
                 if k % 64 == 63 && stop() {
@@ -1299,9 +1337,14 @@ impl Model {
                         theta = None;
                         break;
                     }
-                    let found = self.search(k, &duals, SEARCH_NODES);
+                    let found = self.search(k, &duals, SEARCH_NODES, costs[k] * (1.0 + 1e-6));
                     if improving(found.value, k) && self.add_pattern(found.pattern) {
                         added += 1;
+                    }
+                    for p in found.earlier {
+                        if self.add_pattern(p) {
+                            added += 1;
+                        }
                     }
                     let price = self.configs[k].price;
                     if !found.proved {
@@ -1312,18 +1355,18 @@ impl Model {
                         theta = None;
                     }
                 }
-                // HiGHS on the configs the search gave up on: all of them while nothing better
-                // turned up, at most a few once something did.
-                for (solver_calls, k) in unproved.into_iter().enumerate() {
-                    if stop() || (solver_calls >= EXACT_PRICING_CONFIGS && added > 0) {
+                // HiGHS on the configs the search gave up on, only while nothing better turned
+                // up (a found column ends the round; the next duals differ anyway).
+                for k in unproved {
+                    if stop() || added > 0 {
                         theta = None;
                         break;
                     }
                     let price = self.configs[k].price;
                     match self.exact_price(k, &duals, 0.2) {
-                        Some((bound, pattern)) => {
+                        Some((bound, found, pattern)) => {
                             theta = theta.filter(|_| price > 0.0).map(|t| t.max(bound / price));
-                            if improving(bound, k) && self.add_pattern(pattern) {
+                            if improving(found, k) && self.add_pattern(pattern) {
                                 added += 1;
                             }
                         }
@@ -1334,7 +1377,13 @@ impl Model {
                     self.cg_bound = self.cg_bound.max(self.dual_value(&duals) / t);
                 }
             }
+            eprintln!("round {round} cols {} lp {:.4} master {:.1}ms price {:.1}ms added {added} cg_bound {:.4}", self.patterns.len(), self.lp_value, (t1-t0).as_secs_f64()*1e3, t1.elapsed().as_secs_f64()*1e3, self.cg_bound);
             if added == 0 {
+                eprintln!(
+                    "round {round} END cols {} lp {:.4}",
+                    self.patterns.len(),
+                    self.lp_value
+                );
                 return Ok((round + 1, duals));
             }
         }
@@ -1391,7 +1440,7 @@ impl Model {
             if refined / self.configs[k].price > theta && !stop() {
                 let found = self
                     .search_price(k, duals, SEARCH_NODES)
-                    .or_else(|| self.exact_price(k, duals, 0.1));
+                    .or_else(|| self.exact_price(k, duals, 0.1).map(|(b, _, p)| (b, p)));
                 if let Some((exact, _)) = found {
                     refined = refined.min(exact);
                 }
@@ -2249,6 +2298,8 @@ impl Milp {
 struct Searched {
     value: f64,
     pattern: Pattern,
+    /// Earlier incumbents above the search's threshold.
+    earlier: Vec<Pattern>,
     proved: bool,
 }
 
