@@ -2369,3 +2369,149 @@ fn knapsack_lagrangian(items: &[(f64, Vec<f64>, f64)]) -> (f64, Vec<f64>) {
     }
     best
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use proptest::prelude::*;
+
+    const GPU: &str = "nvidia.com/gpu";
+
+    /// The most valuable pattern of config `k` under `value`, by enumerating every count vector.
+    fn enumerate(model: &Model, k: usize, value: &[f64]) -> f64 {
+        fn go(
+            model: &Model,
+            cands: &[usize],
+            value: &[f64],
+            left: &Resources,
+            chosen: &mut Vec<usize>,
+        ) -> f64 {
+            let Some((&g, rest)) = cands.split_first() else {
+                return 0.0;
+            };
+            let mut best = go(model, rest, value, left, chosen);
+            if chosen.iter().any(|h| model.groups[g].conflicts.contains(h)) {
+                return best;
+            }
+            chosen.push(g);
+            for n in 1..=model.groups[g].most_per_node() {
+                let need = model.groups[g].requests.scaled(i64::from(n));
+                if !covers(left, &need) {
+                    break;
+                }
+                let with =
+                    value[g] * f64::from(n) + go(model, rest, value, &left.minus(&need), chosen);
+                best = best.max(with);
+            }
+            chosen.pop();
+            best
+        }
+        let cands: Vec<usize> = (0..model.groups.len())
+            .filter(|&g| model.fits[g].binary_search(&k).is_ok())
+            .collect();
+        go(
+            model,
+            &cands,
+            value,
+            &model.configs[k].room,
+            &mut Vec::new(),
+        )
+    }
+
+    /// The value of `pattern` under `value`, and whether it fits its config's room.
+    fn worth(model: &Model, pattern: &Pattern, value: &[f64]) -> (f64, bool) {
+        let mut used = Resources::default();
+        let mut total = 0.0;
+        for &(g, n) in &pattern.counts {
+            used.add_assign(&model.groups[g].requests.scaled(i64::from(n)));
+            total += value[g] * f64::from(n);
+        }
+        (total, covers(&model.configs[pattern.config].room, &used))
+    }
+
+    fn arb_case() -> impl Strategy<Value = (ClusterSnapshot, Vec<f64>)> {
+        let types = prop::collection::vec((1i64..4, 1i64..4, 0i64..3), 1..4);
+        let shapes =
+            prop::collection::vec((1i64..8, 1i64..8, 0i64..2, 1usize..5, any::<bool>()), 1..5);
+        let duals = prop::collection::vec(0.0f64..1.0, 5);
+        (types, shapes, duals).prop_map(|(types, shapes, duals)| {
+            let types = types
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cpu, mem, gpu))| {
+                    let b = instance_type(&format!("t{i}"))
+                        .cpu(&(cpu * 2).to_string())
+                        .memory(&format!("{}Gi", mem * 4))
+                        .price(cpu as f64 * 0.1)
+                        .spot_price(cpu as f64 * 0.1);
+                    if gpu > 0 {
+                        b.resource(GPU, &gpu.to_string())
+                    } else {
+                        b
+                    }
+                    .build()
+                })
+                .collect();
+            let mut pods = Vec::new();
+            for (s, (cpu, mem, gpu, count, port)) in shapes.into_iter().enumerate() {
+                for i in 0..count {
+                    let b = pod(&format!("s{s}-{i}"))
+                        .cpu(&format!("{}m", cpu * 250))
+                        .memory(&format!("{}Mi", mem * 512));
+                    let b = if gpu > 0 { b.resource(GPU, "1") } else { b };
+                    pods.push(
+                        if port {
+                            b.host_port(9000 + s as i32)
+                        } else {
+                            b
+                        }
+                        .build(),
+                    );
+                }
+            }
+            let s = ClusterSnapshot {
+                node_pools: vec![nodepool("default", types)],
+                pods,
+                ..Default::default()
+            };
+            (s, duals)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Pricing: the branch-and-bound search finds the enumerated optimum, HiGHS's bound is at
+        /// or above it and its pattern at or below it, and every cheap bound stays above it.
+        #[test]
+        fn pricing_agrees_with_enumeration((s, duals) in arb_case()) {
+            let pods: Vec<(usize, Vec<usize>)> = (0..s.pods.len()).map(|p| (p, vec![0])).collect();
+            let model = Model::new(&s, &pods, &[], &[Resources::default()], BTreeMap::new(), false);
+            let value: Vec<f64> = (0..model.groups.len()).map(|g| duals[g % duals.len()]).collect();
+            for k in 0..model.configs.len() {
+                let best = enumerate(&model, k, &value);
+                let found = model.search(k, &value, 1_000_000, f64::INFINITY);
+                prop_assert!(found.proved);
+                prop_assert!((found.value - best).abs() < 1e-9, "search {} vs {best}", found.value);
+                let (v, fits) = worth(&model, &found.pattern, &value);
+                prop_assert!(fits && (v - found.value).abs() < 1e-9);
+                for bound in [
+                    model.price_upper_bound(k, &value),
+                    model.refined_upper_bound(k, &value, f64::INFINITY),
+                    model.integer_upper_bound(k, &value),
+                ] {
+                    prop_assert!(bound >= best - 1e-9, "bound {bound} below {best}");
+                }
+                if let Some((_, greedy)) = model.price(k, &value) {
+                    let (v, fits) = worth(&model, &greedy, &value);
+                    prop_assert!(fits && v <= best + 1e-9);
+                }
+                let (bound, v, pattern) = model.exact_price(k, &value, 10.0).expect("HiGHS solves a tiny knapsack");
+                let (w, fits) = worth(&model, &pattern, &value);
+                prop_assert!(fits && (w - v).abs() < 1e-9);
+                prop_assert!(bound >= best - 1e-9 && v <= best + 1e-9, "HiGHS {v} ≤ {bound} vs {best}");
+            }
+        }
+    }
+}
