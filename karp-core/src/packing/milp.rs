@@ -1734,9 +1734,14 @@ impl Model {
             return None;
         }
         sub.generate(max_rounds, stop).ok()?;
-        let counts = sub
-            .solve_integer(&vec![0.0; sub.patterns.len()], time_limit, gap)
-            .ok()?;
+        // The sub-LP rounded up covers every pod left: a feasible start for the integer solve.
+        let mut warm: Vec<f64> = sub
+            .lp_solution
+            .iter()
+            .map(|x| (x - 1e-9).ceil().max(0.0))
+            .collect();
+        warm.resize(sub.patterns.len(), 0.0);
+        let counts = sub.solve_integer(&warm, time_limit, gap).ok()?;
         plan.extend(sub.patterns.into_iter().zip(counts).filter(|(_, c)| *c > 0));
         Some(plan)
     }
