@@ -857,6 +857,8 @@ impl Model {
             best_counts: Vec<u32>,
             threshold: f64,
             earlier: Vec<Vec<u32>>,
+            /// Scratch for [`Search::bound`]: how many of each item still fit.
+            fits: Vec<f64>,
             nodes: usize,
             max_nodes: usize,
         }
@@ -875,10 +877,17 @@ impl Model {
             /// What the items from `i` on can add: the smallest of the fractional knapsacks on
             /// each dimension alone and on the surrogate dimension, each item capped by how many
             /// of it still fit whole (items that no longer fit drop out).
-            fn bound(&self, i: usize) -> f64 {
-                let most: Vec<f64> = (0..self.items.len())
-                    .map(|j| if j < i { 0.0 } else { f64::from(self.most(j)) })
-                    .collect();
+            fn bound(&mut self, i: usize) -> f64 {
+                // Reused across search nodes (this runs at every one).
+                let mut most = std::mem::take(&mut self.fits);
+                most.clear();
+                most.extend((0..self.items.len()).map(|j| {
+                    if j < i {
+                        0.0
+                    } else {
+                        f64::from(self.most(j))
+                    }
+                }));
                 let fractional = |order: &[usize], mut left: f64, size: &dyn Fn(usize) -> f64| {
                     let mut total = 0.0;
                     for &j in order {
@@ -917,6 +926,7 @@ impl Model {
                         break;
                     }
                 }
+                self.fits = most;
                 best
             }
             fn run(&mut self, mut i: usize) -> bool {
@@ -984,6 +994,7 @@ impl Model {
             best_counts: vec![0; n],
             threshold,
             earlier: Vec::new(),
+            fits: Vec::with_capacity(n),
             nodes: 0,
             max_nodes,
         };
@@ -1243,7 +1254,6 @@ impl Model {
             if round > 0 && stop() {
                 return Ok((round, duals));
             }
-            let t0 = std::time::Instant::now();
             let (vars, x, objective, cover, limits) = self.master(false);
             let mut problem = vars.minimise(objective).using(highs).set_threads(1);
             let cover_refs: Vec<_> = cover
@@ -1292,14 +1302,16 @@ impl Model {
                     row += 1;
                 }
             }
-            let t1 = std::time::Instant::now();
+            // What a pattern of each config must be worth to improve the LP.
+            let costs: Vec<f64> = (self.configs.iter().zip(&penalty))
+                .map(|(c, pen)| c.price + pen)
+                .collect();
             let mut added = 0;
-            for (k, pen) in penalty.iter().enumerate() {
+            for (k, cost) in costs.iter().enumerate() {
                 if k % 64 == 63 && stop() {
                     break;
                 }
                 if let Some((value, pattern)) = self.price(k, &duals) {
-                    let cost = self.configs[k].price + pen;
                     if value > cost * (1.0 + 1e-7) + 1e-9 && self.add_pattern(pattern) {
                         added += 1;
                     }
@@ -1307,27 +1319,16 @@ impl Model {
             }
             if added == 0 && !stop() {
                 // The greedy found nothing: price the most promising configs exactly.
-                let mut promising: Vec<(f64, usize)> = penalty
+                let mut promising: Vec<(f64, usize)> = costs
                     .iter()
                     .enumerate()
-                    .map(|(k, pen)| {
-                        (
-                            self.price_upper_bound(k, &duals)
-                                / (self.configs[k].price + pen).max(1e-12),
-                            k,
-                        )
-                    })
+                    .map(|(k, cost)| (self.price_upper_bound(k, &duals) / cost.max(1e-12), k))
                     .filter(|(r, _)| *r > 1.0 + 1e-6)
                     .collect();
                 promising.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                // Branch and bound on every promising config; HiGHS on at most a few of those
-                // it gives up on.
                 // When every promising config is priced exactly (and no limit adds a penalty),
                 // the round also yields Farley's bound: θ = the largest exact value/price ratio.
                 let mut theta: Option<f64> = self.limits.is_empty().then_some(1.0 + 1e-6);
-                let costs: Vec<f64> = (self.configs.iter().zip(&penalty))
-                    .map(|(c, pen)| c.price + pen)
-                    .collect();
                 let improving = |value: f64, k: usize| value > costs[k] * (1.0 + 1e-6) + 1e-9;
                 // Branch and bound on every promising config; its best pattern is a column even
                 // when the search gives up before proving it optimal.
@@ -1377,13 +1378,7 @@ impl Model {
                     self.cg_bound = self.cg_bound.max(self.dual_value(&duals) / t);
                 }
             }
-            eprintln!("round {round} cols {} lp {:.4} master {:.1}ms price {:.1}ms added {added} cg_bound {:.4}", self.patterns.len(), self.lp_value, (t1-t0).as_secs_f64()*1e3, t1.elapsed().as_secs_f64()*1e3, self.cg_bound);
             if added == 0 {
-                eprintln!(
-                    "round {round} END cols {} lp {:.4}",
-                    self.patterns.len(),
-                    self.lp_value
-                );
                 return Ok((round + 1, duals));
             }
         }
