@@ -755,18 +755,11 @@ impl Model {
         dims
     }
 
-    /// Solve the pricing problem of config `k` exactly by depth-first branch and bound over pod
-    /// counts (fast when a node holds few pods): the most valuable pattern under `value` and its
-    /// exact value, or `None` when more than `max_nodes` search nodes would be needed.
-    fn search_price(&self, k: usize, value: &[f64], max_nodes: usize) -> Option<(f64, Pattern)> {
-        let found = self.search(k, value, max_nodes, f64::INFINITY);
-        found.proved.then_some((found.value, found.pattern))
-    }
-
-    /// The depth-first branch and bound behind [`Model::search_price`]: the best pattern found
-    /// within `max_nodes` search nodes, and whether the search finished (proving it optimal).
-    /// Earlier incumbents worth more than `threshold` (the last few) come back as well: more
-    /// columns from one search.
+    /// Solve the pricing problem of config `k` by depth-first branch and bound over pod counts
+    /// (fast when a node holds few pods): the best pattern found within `max_nodes` search nodes,
+    /// and whether the search finished (proving it the most valuable under `value`). Earlier
+    /// incumbents worth more than `threshold` (the last few) come back as well: more columns
+    /// from one search.
     fn search(&self, k: usize, value: &[f64], max_nodes: usize, threshold: f64) -> Searched {
         let room = &self.configs[k].room;
         let mut cands: Vec<usize> = (0..self.groups.len())
@@ -788,7 +781,20 @@ impl Model {
                     .fold(0.0, f64::max);
             it.1 / worst.max(1e-12)
         };
-        items.sort_by(|a, b| density(b).total_cmp(&density(a)).then(a.0.cmp(&b.0)));
+        // Ties: the more valuable, then the smaller item first (so dominating items come first).
+        let total = |it: &(usize, f64, Vec<i64>, u32)| -> f64 {
+            it.2.iter()
+                .zip(&caps)
+                .map(|(s, c)| *s as f64 / (*c).max(1) as f64)
+                .sum()
+        };
+        items.sort_by(|a, b| {
+            density(b)
+                .total_cmp(&density(a))
+                .then(b.1.total_cmp(&a.1))
+                .then(total(a).total_cmp(&total(b)))
+                .then(a.0.cmp(&b.0))
+        });
         cands = items.iter().map(|i| i.0).collect();
         let n = items.len();
         // A surrogate dimension: the knapsack LP's Lagrangian multipliers weigh every dimension
@@ -843,8 +849,33 @@ impl Model {
                 order
             })
             .collect();
+        // Dominance: item `j` after `i` needs at least as much of every dimension, is worth no
+        // more and conflicts with everything `i` does. While fewer than `i`'s count bound of `i`
+        // are taken, a pattern with `j` is never better than the one with `i` in its place.
+        let dominated: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                let (gi, vi, si, _) = &items[i];
+                let a = &self.groups[*gi];
+                (i + 1..n)
+                    .filter(|&j| {
+                        let (gj, vj, sj, _) = &items[j];
+                        let b = &self.groups[*gj];
+                        vi >= vj
+                            && si.iter().zip(sj).all(|(x, y)| x <= y)
+                            && !a.bundle
+                            && !b.bundle
+                            && !a.conflicts.contains(gj)
+                            && !b.conflicts.contains(gi)
+                            && a.conflicts.is_subset(&b.conflicts)
+                    })
+                    .collect()
+            })
+            .collect();
         struct Search<'a> {
             items: &'a [(usize, f64, Vec<i64>, u32)],
+            dominated: &'a [Vec<usize>],
+            /// Per item: how many chosen items (taken below their count bound) dominate it.
+            banned: Vec<u32>,
             groups: &'a [Group],
             by_density: &'a [Vec<usize>],
             weights: &'a [f64],
@@ -882,7 +913,7 @@ impl Model {
                 let mut most = std::mem::take(&mut self.fits);
                 most.clear();
                 most.extend((0..self.items.len()).map(|j| {
-                    if j < i {
+                    if j < i || self.banned[j] > 0 {
                         0.0
                     } else {
                         f64::from(self.most(j))
@@ -951,7 +982,11 @@ impl Model {
                     let blocked = (0..i).any(|j| {
                         self.counts[j] > 0 && self.groups[g].conflicts.contains(&self.items[j].0)
                     });
-                    most = if blocked { 0 } else { self.most(i) };
+                    most = if blocked || self.banned[i] > 0 {
+                        0
+                    } else {
+                        self.most(i)
+                    };
                     if most > 0 {
                         break;
                     }
@@ -960,16 +995,27 @@ impl Model {
                 if i == self.items.len() || self.value + self.bound(i) <= self.best + 1e-12 {
                     return true;
                 }
-                let (_, v, sz, _) = &self.items[i];
+                let (_, v, sz, cap) = &self.items[i];
                 for c in (0..=most).rev() {
                     for (l, s) in self.left.iter_mut().zip(sz) {
                         *l -= *s * i64::from(c);
+                    }
+                    let ban = c < *cap;
+                    if ban {
+                        for &j in &self.dominated[i] {
+                            self.banned[j] += 1;
+                        }
                     }
                     self.counts[i] = c;
                     self.value += v * f64::from(c);
                     let ok = self.run(i + 1);
                     self.value -= v * f64::from(c);
                     self.counts[i] = 0;
+                    if ban {
+                        for &j in &self.dominated[i] {
+                            self.banned[j] -= 1;
+                        }
+                    }
                     for (l, s) in self.left.iter_mut().zip(sz) {
                         *l += *s * i64::from(c);
                     }
@@ -982,6 +1028,8 @@ impl Model {
         }
         let mut search = Search {
             items: &items,
+            dominated: &dominated,
+            banned: vec![0; n],
             groups: &self.groups,
             by_density: &by_density,
             weights: &weights,
@@ -1307,14 +1355,25 @@ impl Model {
                 .map(|(c, pen)| c.price + pen)
                 .collect();
             let mut added = 0;
-            for (k, cost) in costs.iter().enumerate() {
+            // Greedy pricing of every config, then the search on the configs that bound
+            // Farley's θ at these duals (without HiGHS): its patterns are columns too, and the
+            // bound it proves on the way is kept.
+            let mut found: Vec<Pattern> = Vec::new();
+            for k in 0..self.configs.len() {
                 if k % 64 == 63 && stop() {
                     break;
                 }
-                if let Some((value, pattern)) = self.price(k, &duals) {
-                    if value > cost * (1.0 + 1e-7) + 1e-9 && self.add_pattern(pattern) {
-                        added += 1;
-                    }
+                if let Some((_, pattern)) = self.price(k, &duals) {
+                    found.push(pattern);
+                }
+            }
+            let (lb, searched) = self.farley(&duals, self.cg_bound, false, stop);
+            self.cg_bound = self.cg_bound.max(lb);
+            found.extend(searched);
+            for p in found {
+                let worth: f64 = p.counts.iter().map(|&(g, n)| duals[g] * f64::from(n)).sum();
+                if worth > costs[p.config] * (1.0 + 1e-7) + 1e-9 && self.add_pattern(p) {
+                    added += 1;
                 }
             }
             if added == 0 && !stop() {
@@ -1400,9 +1459,22 @@ impl Model {
     ///
     /// Stops early (returning what it has, still valid) once the bound cannot exceed `floor`.
     fn farley_bound(&self, duals: &[f64], floor: f64, stop: &dyn Fn() -> bool) -> f64 {
+        self.farley(duals, floor, true, stop).0
+    }
+
+    /// [`Model::farley_bound`], with HiGHS on the configs the search cannot prove only if
+    /// `exact`; also returns the best pattern of every config it searched.
+    fn farley(
+        &self,
+        duals: &[f64],
+        floor: f64,
+        exact: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> (f64, Vec<Pattern>) {
+        let mut searched = Vec::new();
         let total = self.dual_value(duals);
         if total <= 0.0 {
-            return 0.0;
+            return (0.0, searched);
         }
         let mut cheap: Vec<(f64, usize, f64)> = Vec::with_capacity(self.configs.len());
         for k in 0..self.configs.len() {
@@ -1410,7 +1482,7 @@ impl Model {
             let price = self.configs[k].price;
             if price <= 0.0 {
                 if ub > 0.0 {
-                    return 0.0;
+                    return (0.0, searched);
                 }
                 continue;
             }
@@ -1433,12 +1505,15 @@ impl Model {
                 .refined_upper_bound(k, duals, ub)
                 .min(self.integer_upper_bound(k, duals));
             if refined / self.configs[k].price > theta && !stop() {
-                let found = self
-                    .search_price(k, duals, SEARCH_NODES)
-                    .or_else(|| self.exact_price(k, duals, 0.1).map(|(b, _, p)| (b, p)));
-                if let Some((exact, _)) = found {
-                    refined = refined.min(exact);
+                let found = self.search(k, duals, SEARCH_NODES, f64::INFINITY);
+                if found.proved {
+                    refined = refined.min(found.value);
+                } else if let Some((b, _, _)) =
+                    exact.then(|| self.exact_price(k, duals, 0.1)).flatten()
+                {
+                    refined = refined.min(b);
                 }
+                searched.push(found.pattern);
             }
             theta = theta.max(refined / self.configs[k].price);
             if total / theta <= floor {
@@ -1446,9 +1521,9 @@ impl Model {
             }
         }
         if theta <= 1e-12 {
-            return 0.0;
+            return (0.0, searched);
         }
-        total / theta
+        (total / theta, searched)
     }
 
     /// The *fluid* LP: fractional node counts `y_k` per config and pods `x_gk` of each group on
