@@ -197,7 +197,7 @@ fn main() -> ExitCode {
                     if args.stats {
                         let s = &r.stats;
                         println!(
-                            "    stats: plan from {}, groups {}, columns {}, rounds {}, fixed pods {}, ffd cost {:.3}, lp {:.3}, residual rounding {}, own bound {:.3}",
+                            "    stats: plan from {}, groups {}, columns {}, rounds {}, fixed pods {}, ffd cost {:.3}, lp {:.3}, dive {}, own bound {:.3}",
                             r.plan_from, s.groups, s.columns, s.rounds, s.fixed_pods, s.ffd_cost, s.lp_cost, s.residual, r.own_lower_bound
                         );
                     }

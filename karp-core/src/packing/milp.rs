@@ -54,6 +54,8 @@ pub(super) const BOUND_ROUNDS: usize = 60;
 const EARLIER_INCUMBENTS: usize = 4;
 /// Search nodes the branch-and-bound pricing may visit before HiGHS takes over.
 const SEARCH_NODES: usize = 3_000;
+/// Column-generation rounds per diving step.
+const DIVE_ROUNDS: usize = 3;
 /// Configs whose pricing bound Farley's bound refines (the most promising ones).
 const REFINED_CONFIGS: usize = 400;
 
@@ -80,10 +82,9 @@ pub struct Milp {
     pub max_rounds: usize,
     /// Wall-clock budget of the whole run per 1 000 pending pods (scaled linearly between 1 000
     /// and 5 000 pods, never below this value), in seconds, enforced when a [`Clock`] is given:
-    /// column generation stops at 60 % of it, Farley's bound at 80 %, residual rounding's second
-    /// column generation at 70 % (its integer master gets 15 % of `time_limit_secs`), and the
-    /// integer master over every pattern gets what is left (at least 0.2 s, at most
-    /// `time_limit_secs`).
+    /// column generation stops at 65 % of it, Farley's bound at 75 %, diving at 90 % (then an
+    /// integer master of what it left gets 5 % of `time_limit_secs`), and the integer master
+    /// over every pattern gets what is left (at least 0.2 s, at most `time_limit_secs`).
     pub budget_secs: f64,
     /// The clock for `budget_secs`; without one only the round and time limits apply.
     pub clock: Option<Clock>,
@@ -221,6 +222,9 @@ struct Model {
     lp_value: f64,
     /// The best Farley bound column generation proved on the way (0 if none).
     cg_bound: f64,
+    /// Whether every column-generation round also searches the configs that bound Farley's θ
+    /// (more columns and a bound, at the cost of the searches).
+    bound_rounds: bool,
     /// Pattern counts of the last LP master (patterns added since count 0).
     lp_solution: Vec<f64>,
 }
@@ -536,6 +540,7 @@ impl Model {
             limits,
             lp_value: 0.0,
             cg_bound: 0.0,
+            bound_rounds: true,
             lp_solution: Vec::new(),
         }
     }
@@ -1367,9 +1372,11 @@ impl Model {
                     found.push(pattern);
                 }
             }
-            let (lb, searched) = self.farley(&duals, self.cg_bound, false, stop);
-            self.cg_bound = self.cg_bound.max(lb);
-            found.extend(searched);
+            if self.bound_rounds {
+                let (lb, searched) = self.farley(&duals, self.cg_bound, false, stop);
+                self.cg_bound = self.cg_bound.max(lb);
+                found.extend(searched);
+            }
             for p in found {
                 let worth: f64 = p.counts.iter().map(|&(g, n)| duals[g] * f64::from(n)).sum();
                 if worth > costs[p.config] * (1.0 + 1e-7) + 1e-9 && self.add_pattern(p) {
@@ -1743,36 +1750,10 @@ impl Model {
         })
     }
 
-    /// An integer plan by residual rounding: the last LP master's pattern counts rounded down,
-    /// and the pods they leave packed by a second, small column generation and integer master of
-    /// their own (where small instance types take the remainder). Returns (pattern, count)
-    /// pairs, or `None` when there are NodePool limits (the remainder would need them split)
-    /// or a step fails.
-    fn residual_plan(
-        &self,
-        max_rounds: usize,
-        stop: &dyn Fn() -> bool,
-        time_limit: f64,
-        gap: f64,
-    ) -> Option<Vec<(Pattern, u32)>> {
-        if !self.limits.is_empty() || self.lp_solution.is_empty() {
-            return None;
-        }
-        let mut plan: Vec<(Pattern, u32)> = Vec::new();
-        let mut left: Vec<usize> = self.groups.iter().map(|g| g.demand).collect();
-        for (p, x) in self.patterns.iter().zip(&self.lp_solution) {
-            let whole = (x + 1e-9).floor() as u32;
-            if whole == 0 {
-                continue;
-            }
-            for &(g, n) in &p.counts {
-                left[g] = left[g].saturating_sub(n as usize * whole as usize);
-            }
-            plan.push((p.clone(), whole));
-        }
-        if left.iter().all(|l| *l == 0) {
-            return Some(plan);
-        }
+    /// The model of the pods `left` (per group): the patterns found so far, cut down to what is
+    /// left, are its first columns, with a single-group pattern for every group left. `None` if
+    /// some group left fits nowhere.
+    fn remainder(&self, left: &[usize]) -> Option<Model> {
         let mut sub = Model {
             groups: self.groups.clone(),
             configs: self.configs.clone(),
@@ -1782,38 +1763,129 @@ impl Model {
             limits: BTreeMap::new(),
             lp_value: 0.0,
             cg_bound: 0.0,
+            // Its rounds stay cheap: the remainder's own bound is of no use.
+            bound_rounds: false,
             lp_solution: Vec::new(),
         };
-        for (g, l) in sub.groups.iter_mut().zip(&left) {
+        for (g, l) in sub.groups.iter_mut().zip(left) {
             g.demand = *l;
         }
-        // The patterns found so far, cut down to what is left, are the remainder's first columns.
         for p in &self.patterns {
             let counts: Vec<(usize, u32)> = p
                 .counts
                 .iter()
-                .map(|&(g, n)| (g, n.min(left[g] as u32)))
+                .map(|&(g, n)| (g, n.min(u32::try_from(left[g]).unwrap_or(u32::MAX))))
                 .filter(|(_, n)| *n > 0)
                 .collect();
-            sub.add_pattern(Pattern {
-                config: p.config,
-                counts,
-            });
+            if !counts.is_empty() {
+                sub.add_pattern(Pattern {
+                    config: p.config,
+                    counts,
+                });
+            }
         }
-        if !sub.seed_single() {
+        sub.seed_single().then_some(sub)
+    }
+
+    /// An integer plan by diving: fix every whole node of the LP, or else round up its largest
+    /// fractional node, re-solve the LP of what is left with a few rounds of column generation,
+    /// and repeat until every pod is placed. Once `stop` fires, an integer master of what is
+    /// left (within `time_limit`, started from its LP rounded up) finishes the plan. Returns
+    /// (pattern, count) pairs, or `None` under NodePool limits (what is left would need them
+    /// split) or when a step fails.
+    fn dive_plan(
+        &self,
+        rounds: usize,
+        stop: &dyn Fn() -> bool,
+        time_limit: f64,
+        gap: f64,
+    ) -> Option<Vec<(Pattern, u32)>> {
+        if !self.limits.is_empty() || self.lp_solution.is_empty() {
             return None;
         }
-        sub.generate(max_rounds, stop).ok()?;
-        // The sub-LP rounded up covers every pod left: a feasible start for the integer solve.
-        let mut warm: Vec<f64> = sub
-            .lp_solution
+        let mut plan: Vec<(Pattern, u32)> = Vec::new();
+        let mut left: Vec<usize> = self.groups.iter().map(|g| g.demand).collect();
+        let mut lp: Vec<(Pattern, f64)> = self
+            .patterns
             .iter()
-            .map(|x| (x - 1e-9).ceil().max(0.0))
+            .cloned()
+            .zip(self.lp_solution.iter().copied())
             .collect();
-        warm.resize(sub.patterns.len(), 0.0);
-        let counts = sub.solve_integer(&warm, time_limit, gap).ok()?;
-        plan.extend(sub.patterns.into_iter().zip(counts).filter(|(_, c)| *c > 0));
-        Some(plan)
+        let mut model: Option<Model> = None;
+        loop {
+            let mut fix: Vec<(Pattern, u32)> = lp
+                .iter()
+                .filter(|(_, x)| *x >= 1.0 - 1e-9)
+                .map(|(p, x)| (p.clone(), (x + 1e-9).floor() as u32))
+                .collect();
+            let finish = stop();
+            if finish {
+                // Out of time: an integer master of what is left, from its LP rounded up (which
+                // covers it).
+                let sub = model.as_ref().unwrap_or(self);
+                let warm: Vec<f64> = (0..sub.patterns.len())
+                    .map(|i| {
+                        sub.lp_solution
+                            .get(i)
+                            .map_or(0.0, |x| (x - 1e-9).ceil().max(0.0))
+                    })
+                    .collect();
+                let counts = sub.solve_integer(&warm, time_limit, gap).ok()?;
+                fix = sub
+                    .patterns
+                    .iter()
+                    .cloned()
+                    .zip(counts)
+                    .filter(|(_, c)| *c > 0)
+                    .collect();
+            } else if fix.is_empty() {
+                let largest = lp
+                    .iter()
+                    .filter(|(_, x)| *x > 1e-9)
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))?;
+                fix.push((largest.0.clone(), 1));
+            }
+            for (p, n) in fix {
+                let mut counts: Vec<(usize, u32)> = Vec::new();
+                for _ in 0..n {
+                    counts.clear();
+                    for &(g, c) in &p.counts {
+                        let c = c.min(u32::try_from(left[g]).unwrap_or(u32::MAX));
+                        if c > 0 {
+                            left[g] -= c as usize;
+                            counts.push((g, c));
+                        }
+                    }
+                    if counts.is_empty() {
+                        break;
+                    }
+                    let cut = Pattern {
+                        config: p.config,
+                        counts: counts.clone(),
+                    };
+                    match plan.iter_mut().find(|(q, _)| *q == cut) {
+                        Some((_, m)) => *m += 1,
+                        None => plan.push((cut, 1)),
+                    }
+                }
+            }
+            if left.iter().all(|l| *l == 0) {
+                return Some(plan);
+            }
+            if finish {
+                return None;
+            }
+            let base = model.as_ref().unwrap_or(self);
+            let mut sub = base.remainder(&left)?;
+            sub.generate(rounds, stop).ok()?;
+            lp = sub
+                .patterns
+                .iter()
+                .cloned()
+                .zip(sub.lp_solution.iter().copied())
+                .collect();
+            model = Some(sub);
+        }
     }
 
     /// Solve the integer master; returns pattern counts.
@@ -2186,7 +2258,7 @@ impl Milp {
         if let Some(f) = &fluid {
             model.seed_fluid(f);
         }
-        let cg_stop = || self.elapsed_fraction(run) > 0.6;
+        let cg_stop = || self.elapsed_fraction(run) > 0.65;
         let (rounds, duals) = match model.generate(self.max_rounds, &cg_stop) {
             Ok(r) => r,
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
@@ -2196,7 +2268,7 @@ impl Milp {
             && model_is_relaxation(snapshot, &model, &free, &overheads))
         .then(|| {
             let floor = fluid.as_ref().map_or(0.0, |f| f.value).max(model.cg_bound);
-            let farley = model.farley_bound(&duals, floor, &|| self.elapsed_fraction(run) > 0.8);
+            let farley = model.farley_bound(&duals, floor, &|| self.elapsed_fraction(run) > 0.75);
             farley.max(floor)
         });
         stats.rounds = rounds;
@@ -2208,12 +2280,12 @@ impl Milp {
                 warm[i] += 1.0;
             }
         }
-        // Residual rounding first (a small second column generation for what the LP's whole
-        // nodes leave), then the integer master over every pattern; the cheaper plan is kept.
-        let residual = model.residual_plan(
-            self.max_rounds,
-            &|| self.elapsed_fraction(run) > 0.7,
-            (run.time_limit * 0.15).max(0.05),
+        // Diving first (fix the LP's whole nodes, re-solve what is left), then the integer
+        // master over every pattern; the cheaper plan is kept.
+        let dive = model.dive_plan(
+            DIVE_ROUNDS,
+            &|| self.elapsed_fraction(run) > 0.9,
+            (run.time_limit * 0.05).max(0.05),
             self.mip_gap,
         );
         let left = match &self.clock {
@@ -2224,18 +2296,20 @@ impl Milp {
             Ok(c) => c,
             Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };
-        if let Some(plan) = residual {
-            let price = |k: usize| model.configs[k].price;
+        let price = |k: usize| model.configs[k].price;
+        let plan_cost = |plan: &Vec<(Pattern, u32)>| -> f64 {
+            plan.iter()
+                .map(|(p, c)| price(p.config) * f64::from(*c))
+                .sum()
+        };
+        if let Some(plan) = dive {
             let milp_cost: f64 = model
                 .patterns
                 .iter()
                 .zip(&counts)
                 .map(|(p, c)| price(p.config) * f64::from(*c))
                 .sum();
-            let plan_cost: f64 = plan
-                .iter()
-                .map(|(p, c)| price(p.config) * f64::from(*c))
-                .sum();
+            let plan_cost = plan_cost(&plan);
             if plan_cost < milp_cost - 1e-9 {
                 stats.residual = true;
                 counts = vec![0; model.patterns.len()];
@@ -2587,6 +2661,33 @@ mod tests {
                 prop_assert!(fits && (w - v).abs() < 1e-9);
                 prop_assert!(bound >= best - 1e-9 && v <= best + 1e-9, "HiGHS {v} ≤ {bound} vs {best}");
             }
+        }
+
+        /// Diving, run to the end or cut short at once (the integer master finishes), covers
+        /// every pod with patterns that fit, and costs no less than the bound column generation
+        /// proved.
+        #[test]
+        fn diving_covers_every_pod_with_fitting_patterns((s, _) in arb_case(), cut in any::<bool>()) {
+            let pods: Vec<(usize, Vec<usize>)> = (0..s.pods.len()).map(|p| (p, vec![0])).collect();
+            let mut model = Model::new(&s, &pods, &[], &[Resources::default()], BTreeMap::new(), false);
+            prop_assume!(model.fits.iter().all(|f| !f.is_empty()));
+            prop_assert!(model.seed_single());
+            model.generate(50, &|| false).expect("the LP master solves");
+            let plan = model.dive_plan(DIVE_ROUNDS, &|| cut, 10.0, 0.0).expect("a plan");
+            let mut covered = vec![0usize; model.groups.len()];
+            let mut cost = 0.0;
+            for (pattern, n) in &plan {
+                prop_assert!(*n > 0 && worth(&model, pattern, &covered.iter().map(|_| 0.0).collect::<Vec<_>>()).1);
+                for &(g, c) in &pattern.counts {
+                    prop_assert!(c <= model.groups[g].most_per_node());
+                    covered[g] += c as usize * *n as usize;
+                }
+                cost += model.configs[pattern.config].price * f64::from(*n);
+            }
+            for (g, grp) in model.groups.iter().enumerate() {
+                prop_assert!(covered[g] >= grp.demand, "group {g}: {} of {}", covered[g], grp.demand);
+            }
+            prop_assert!(cost >= model.cg_bound - 1e-9, "plan {cost} below the bound {}", model.cg_bound);
         }
     }
 }

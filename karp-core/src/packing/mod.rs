@@ -39,8 +39,9 @@ pub struct PackStats {
     pub ffd_cost: f64,
     /// Value of the last LP master of column generation (over the generated patterns).
     pub lp_cost: f64,
-    /// Whether the MILP's plan came from residual rounding (the LP's whole nodes plus a small
-    /// second solve for the rest) rather than the integer master over every pattern.
+    /// Whether the MILP's plan came from diving (residual rounding that fixes the LP's whole
+    /// nodes, or its largest fractional one, and re-solves the rest, repeatedly) rather than the
+    /// integer master over every pattern.
     pub residual: bool,
 }
 
