@@ -54,6 +54,10 @@ pub(super) const BOUND_ROUNDS: usize = 60;
 const EARLIER_INCUMBENTS: usize = 4;
 /// Search nodes the branch-and-bound pricing may visit before HiGHS takes over.
 const SEARCH_NODES: usize = 3_000;
+/// Rounds of pattern cuts on the fluid LP.
+const CUT_ROUNDS: usize = 20;
+/// Column-generation rounds of one cut separation.
+const SEPARATION_ROUNDS: usize = 30;
 /// Column-generation rounds per diving step.
 const DIVE_ROUNDS: usize = 3;
 /// Configs whose pricing bound Farley's bound refines (the most promising ones).
@@ -206,6 +210,8 @@ struct Fluid {
     duals: Vec<f64>,
     /// Per config used: fractional node count and pods per group on those nodes.
     nodes: BTreeMap<usize, (f64, Vec<(usize, f64)>)>,
+    /// Patterns found separating its per-node mixes (columns for the pattern LP).
+    patterns: Vec<Pattern>,
 }
 
 /// The formulation: groups, configs, patterns.
@@ -765,7 +771,14 @@ impl Model {
     /// and whether the search finished (proving it the most valuable under `value`). Earlier
     /// incumbents worth more than `threshold` (the last few) come back as well: more columns
     /// from one search.
-    fn search(&self, k: usize, value: &[f64], max_nodes: usize, threshold: f64) -> Searched {
+    fn search(
+        &self,
+        k: usize,
+        value: &[f64],
+        max_nodes: usize,
+        threshold: f64,
+        keep: usize,
+    ) -> Searched {
         let room = &self.configs[k].room;
         let mut cands: Vec<usize> = (0..self.groups.len())
             .filter(|&g| value[g] > 1e-12 && self.fits[g].binary_search(&k).is_ok())
@@ -892,7 +905,10 @@ impl Model {
             best: f64,
             best_counts: Vec<u32>,
             threshold: f64,
-            earlier: Vec<Vec<u32>>,
+            /// The most valuable patterns above `threshold` seen so far (new incumbents and
+            /// leaves), at most `keep`, by value descending.
+            pool: Vec<(f64, Vec<u32>)>,
+            keep: usize,
             /// Scratch for [`Search::bound`]: how many of each item still fit.
             fits: Vec<f64>,
             nodes: usize,
@@ -965,18 +981,27 @@ impl Model {
                 self.fits = most;
                 best
             }
+            /// Keep the current pattern in the pool if it is among the `keep` most valuable.
+            fn remember(&mut self) {
+                if self.keep == 0 {
+                    return;
+                }
+                if self.pool.len() == self.keep {
+                    if self.pool.last().is_some_and(|(v, _)| *v >= self.value) {
+                        return;
+                    }
+                    self.pool.pop();
+                }
+                let at = self.pool.partition_point(|(v, _)| *v >= self.value);
+                self.pool.insert(at, (self.value, self.counts.clone()));
+            }
             fn run(&mut self, mut i: usize) -> bool {
                 self.nodes += 1;
                 if self.nodes > self.max_nodes {
                     return false;
                 }
-                if self.value > self.best {
-                    if self.best > self.threshold {
-                        if self.earlier.len() == EARLIER_INCUMBENTS {
-                            self.earlier.remove(0);
-                        }
-                        self.earlier.push(self.best_counts.clone());
-                    }
+                let incumbent = self.value > self.best;
+                if incumbent {
                     self.best = self.value;
                     self.best_counts.clone_from(&self.counts);
                 }
@@ -997,7 +1022,11 @@ impl Model {
                     }
                     i += 1;
                 }
-                if i == self.items.len() || self.value + self.bound(i) <= self.best + 1e-12 {
+                let leaf = i == self.items.len();
+                if (incumbent || leaf) && self.value > self.threshold {
+                    self.remember();
+                }
+                if leaf || self.value + self.bound(i) <= self.best + 1e-12 {
                     return true;
                 }
                 let (_, v, sz, cap) = &self.items[i];
@@ -1046,7 +1075,8 @@ impl Model {
             best: 0.0,
             best_counts: vec![0; n],
             threshold,
-            earlier: Vec::new(),
+            pool: Vec::new(),
+            keep,
             fits: Vec::with_capacity(n),
             nodes: 0,
             max_nodes,
@@ -1065,7 +1095,12 @@ impl Model {
         Searched {
             value: search.best,
             pattern: pattern(&search.best_counts),
-            earlier: search.earlier.iter().map(|c| pattern(c)).collect(),
+            earlier: search
+                .pool
+                .iter()
+                .filter(|(_, c)| *c != search.best_counts)
+                .map(|(_, c)| pattern(c))
+                .collect(),
             proved,
         }
     }
@@ -1404,7 +1439,13 @@ impl Model {
                         theta = None;
                         break;
                     }
-                    let found = self.search(k, &duals, SEARCH_NODES, costs[k] * (1.0 + 1e-6));
+                    let found = self.search(
+                        k,
+                        &duals,
+                        SEARCH_NODES,
+                        costs[k] * (1.0 + 1e-6),
+                        EARLIER_INCUMBENTS,
+                    );
                     if improving(found.value, k) && self.add_pattern(found.pattern) {
                         added += 1;
                     }
@@ -1512,7 +1553,7 @@ impl Model {
                 .refined_upper_bound(k, duals, ub)
                 .min(self.integer_upper_bound(k, duals));
             if refined / self.configs[k].price > theta && !stop() {
-                let found = self.search(k, duals, SEARCH_NODES, f64::INFINITY);
+                let found = self.search(k, duals, SEARCH_NODES, f64::INFINITY, 0);
                 if found.proved {
                     refined = refined.min(found.value);
                 } else if let Some((b, _, _)) =
@@ -1521,6 +1562,7 @@ impl Model {
                     refined = refined.min(b);
                 }
                 searched.push(found.pattern);
+                searched.extend(found.earlier);
             }
             theta = theta.max(refined / self.configs[k].price);
             if total / theta <= floor {
@@ -1538,20 +1580,29 @@ impl Model {
     /// single-group fit count `c_gk` of a group per node (`x_gk ≤ c_gk·y_k`, which captures most
     /// of the integrality of large pods). Every valid plan gives a feasible point (its node and
     /// pod counts), so the optimum bounds every plan from below; it is the pattern LP with the
-    /// pricing knapsack relaxed, computed without column generation. Returns `None` if HiGHS
-    /// does not solve it to optimality within `time_limit`.
-    fn fluid(&self, time_limit: f64) -> Option<Fluid> {
-        let mut vars = ProblemVariables::new();
+    /// pricing knapsack relaxed, computed without column generation.
+    ///
+    /// Then, until `stop`, nothing is cut or [`CUT_ROUNDS`] rounds, *pattern cuts*: for every
+    /// config the optimum uses, [`Model::separate`] looks for weights `w` and a bound `U_k` on
+    /// `w·a` over every pattern `a` of that config such that the optimum's per-node mix breaks
+    /// `Σ_g w_g·x_gk ≤ U_k·y_k`. Every plan satisfies that row (each of its nodes holds one
+    /// pattern), so adding it keeps the LP a relaxation; HiGHS re-solves from its basis. The cuts
+    /// lift the bound toward the pattern LP's, and the patterns found on the way seed column
+    /// generation. Returns the last optimum HiGHS proved, or `None` if it proves none within
+    /// `time_limit`.
+    fn fluid(&self, time_limit: f64, stop: &dyn Fn() -> bool) -> Option<Fluid> {
+        use ::highs::{HighsModelStatus, RowProblem, Sense};
+        let mut problem = RowProblem::default();
         let used: BTreeSet<usize> = self.fits.iter().flatten().copied().collect();
-        let y: BTreeMap<usize, Variable> = used
+        let y: BTreeMap<usize, ::highs::Col> = used
             .iter()
-            .map(|&k| (k, vars.add(variable().min(0))))
+            .map(|&k| (k, problem.add_column(self.configs[k].price, 0.0..)))
             .collect();
-        let mut cover: Vec<Expression> = vec![Expression::from(0.0); self.groups.len()];
-        // Per config: one expression per dimension (shares of the room), and the cuts.
-        let mut dims: BTreeMap<usize, Vec<Expression>> = BTreeMap::new();
-        let mut rows: Vec<Constraint> = Vec::new();
-        let mut xs: Vec<(usize, usize, Variable)> = Vec::new();
+        let mut xs: Vec<(usize, usize, ::highs::Col)> = Vec::new();
+        // Per config: one row per dimension (shares of the room); the fit-count cuts.
+        let mut dims: BTreeMap<usize, Vec<Vec<(::highs::Col, f64)>>> = BTreeMap::new();
+        let mut caps: Vec<[(::highs::Col, f64); 2]> = Vec::new();
+        let mut cover: Vec<Vec<(::highs::Col, f64)>> = vec![Vec::new(); self.groups.len()];
         for (g, grp) in self.groups.iter().enumerate() {
             let n = grp.demand as f64;
             for &k in &self.fits[g] {
@@ -1559,9 +1610,9 @@ impl Model {
                 if c == 0 {
                     continue;
                 }
-                let x = vars.add(variable().min(0).max(n));
+                let x = problem.add_column(0.0, 0.0..=n);
                 xs.push((g, k, x));
-                cover[g] += x;
+                cover[g].push((x, 1.0));
                 let room = &self.configs[k].room;
                 let r = &grp.requests;
                 let mut shares = vec![
@@ -1577,76 +1628,199 @@ impl Model {
                 );
                 let entry = dims
                     .entry(k)
-                    .or_insert_with(|| vec![Expression::from(0.0); shares.len()]);
-                for (e, s) in entry.iter_mut().zip(&shares) {
+                    .or_insert_with(|| vec![vec![(y[&k], -1.0)]; shares.len()]);
+                for (row, s) in entry.iter_mut().zip(&shares) {
                     if *s > 0.0 {
-                        *e += *s * x;
+                        row.push((x, *s));
                     }
                 }
-                // The cut only matters when whole pods leave room unused.
                 let fractional = shares.iter().copied().fold(0.0, f64::max) * f64::from(c);
                 if f64::from(c) < n && fractional < 1.0 - 1e-9 {
-                    rows.push((Expression::from(x) - f64::from(c) * y[&k]).leq(0.0));
+                    caps.push([(x, 1.0), (y[&k], -f64::from(c))]);
                 }
             }
         }
-        for (k, exprs) in dims {
-            for e in exprs {
-                rows.push((e - y[&k]).leq(0.0));
+        // The cover rows come first: rows 0..groups.
+        for (g, row) in cover.into_iter().enumerate() {
+            problem.add_row(self.groups[g].demand as f64.., row);
+        }
+        for rows in dims.into_values() {
+            for row in rows {
+                problem.add_row(..=0.0, row);
             }
         }
-        let objective: Expression = y.iter().map(|(&k, v)| self.configs[k].price * *v).sum();
-        let mut problem = vars
-            .minimise(objective)
-            .using(highs)
-            .set_threads(1)
-            .set_time_limit(time_limit);
-        let cover_refs: Vec<_> = cover
-            .into_iter()
-            .enumerate()
-            .map(|(g, e)| problem.add_constraint(e.geq(self.groups[g].demand as f64)))
-            .collect();
-        for r in rows {
-            problem.add_constraint(r);
+        for row in caps {
+            problem.add_row(..=0.0, row);
         }
-        let mut sol = problem.solve().ok()?;
-        if !matches!(sol.status(), good_lp::solvers::SolutionStatus::Optimal) {
-            return None;
+        let mut model = problem.try_optimise(Sense::Minimise).ok()?;
+        for (option, on) in [("output_flag", false), ("log_to_console", false)] {
+            model.try_set_option(option, on).ok()?;
         }
-        // Shaved by a relative 1e-7 for HiGHS's feasibility tolerance.
-        let value: f64 = y
-            .iter()
-            .map(|(&k, v)| self.configs[k].price * sol.value(*v))
-            .sum::<f64>()
-            * (1.0 - 1e-7);
-        let mut nodes: BTreeMap<usize, (f64, Vec<(usize, f64)>)> = y
-            .iter()
-            .map(|(&k, v)| (k, (sol.value(*v), Vec::new())))
-            .filter(|(_, (n, _))| *n > 1e-9)
-            .collect();
-        for (g, k, x) in xs {
-            let v = sol.value(x);
-            if v > 1e-9 {
-                if let Some((_, mix)) = nodes.get_mut(&k) {
-                    mix.push((g, v));
+        model.try_set_option("threads", 1).ok()?;
+        model.try_set_option("time_limit", time_limit).ok()?;
+        let mut best: Option<Fluid> = None;
+        let x_of: BTreeMap<(usize, usize), ::highs::Col> =
+            xs.iter().map(|&(g, k, x)| ((g, k), x)).collect();
+        let mut pools: BTreeMap<usize, Vec<Pattern>> = BTreeMap::new();
+        for round in 0..=CUT_ROUNDS {
+            let Ok(solved) = model.try_solve() else {
+                return best;
+            };
+            if solved.status() != HighsModelStatus::Optimal {
+                return best;
+            }
+            let solution = solved.get_solution();
+            let columns = solution.columns();
+            let value = solved.objective_value() * (1.0 - 1e-7);
+            let duals: Vec<f64> = solution.dual_rows()[..self.groups.len()]
+                .iter()
+                .map(|d| d.max(0.0))
+                .collect();
+            let mut nodes: BTreeMap<usize, (f64, Vec<(usize, f64)>)> = y
+                .iter()
+                .map(|(&k, c)| (k, (columns[c.index()], Vec::new())))
+                .filter(|(_, (n, _))| *n > 1e-9)
+                .collect();
+            for &(g, k, x) in &xs {
+                let v = columns[x.index()];
+                if v > 1e-9 {
+                    if let Some((_, mix)) = nodes.get_mut(&k) {
+                        mix.push((g, v));
+                    }
+                }
+            }
+            // Cuts at this optimum, for the configs it uses.
+            let mut cuts: Vec<Vec<(::highs::Col, f64)>> = Vec::new();
+            for (&k, (n, mix)) in &nodes {
+                if round == CUT_ROUNDS || stop() {
+                    break;
+                }
+                let per_node: Vec<(usize, f64)> = mix.iter().map(|&(g, x)| (g, x / n)).collect();
+                let pool = pools.entry(k).or_default();
+                let cut = self.separate(k, &per_node, pool);
+                if let Some((w, most)) = cut {
+                    let mut row: Vec<(::highs::Col, f64)> = w
+                        .iter()
+                        .filter(|(_, wg)| *wg > 0.0)
+                        .filter_map(|&(g, wg)| x_of.get(&(g, k)).map(|&x| (x, wg)))
+                        .collect();
+                    row.push((y[&k], -most));
+                    cuts.push(row);
+                }
+            }
+            best = Some(Fluid {
+                value,
+                duals,
+                nodes,
+                patterns: pools.values().flatten().cloned().collect(),
+            });
+            if cuts.is_empty() {
+                return best;
+            }
+            model = solved.into();
+            for row in cuts {
+                if model.try_add_row(..=0.0, row).is_err() {
+                    return best;
                 }
             }
         }
-        let d = sol.compute_dual();
-        let duals = cover_refs
-            .iter()
-            .map(|c| d.dual(c.clone()).max(0.0))
-            .collect();
-        Some(Fluid {
-            value,
-            duals,
-            nodes,
-        })
+        best
     }
 
-    /// Integer patterns from the fluid solution: each config it uses, with its per-node mix
-    /// rounded down and topped up while pods fit, and the same mix scaled onto every smaller
-    /// config of the same pool and class (for the remainder once whole nodes are taken).
+    /// Separate the per-node mix `mix` (pods per group on one node of config `k`, fractional)
+    /// from the patterns of `k`: a small column generation for the cheapest covering of `mix` by
+    /// patterns (`min Σλ` s.t. `Σ λ_p·a_p ≥ mix`), priced by the branch-and-bound search and
+    /// started from `patterns` (the config's patterns so far, which it extends). If the covering
+    /// needs more than one node, its duals `w` give the cut `Σ_g w_g·x_gk ≤ U·y_k`, `U` an upper
+    /// bound on `w·a` over every pattern `a` of `k` (the search's proved optimum, else its relaxed
+    /// bounds): returned as (`w` per group, `U`) when the mix violates it.
+    #[allow(clippy::type_complexity)]
+    fn separate(
+        &self,
+        k: usize,
+        mix: &[(usize, f64)],
+        patterns: &mut Vec<Pattern>,
+    ) -> Option<(Vec<(usize, f64)>, f64)> {
+        let room = &self.configs[k].room;
+        let mut seen: BTreeSet<Pattern> = patterns.iter().cloned().collect();
+        for &(g, _) in mix {
+            let n = self.fit_count(g, room);
+            let single = Pattern {
+                config: k,
+                counts: vec![(g, n)],
+            };
+            if n > 0 && seen.insert(single.clone()) {
+                patterns.push(single);
+            }
+        }
+        for _ in 0..SEPARATION_ROUNDS {
+            let mut vars = ProblemVariables::new();
+            let lambda: Vec<Variable> = patterns
+                .iter()
+                .map(|_| vars.add(variable().min(0)))
+                .collect();
+            let objective: Expression = lambda.iter().map(|v| Expression::from(*v)).sum();
+            let mut problem = vars.minimise(objective).using(highs).set_threads(1);
+            let rows: Vec<_> = mix
+                .iter()
+                .map(|&(g, m)| {
+                    let e: Expression = patterns
+                        .iter()
+                        .zip(&lambda)
+                        .filter_map(|(p, v)| {
+                            p.counts
+                                .iter()
+                                .find(|(h, _)| *h == g)
+                                .map(|&(_, n)| f64::from(n) * *v)
+                        })
+                        .sum();
+                    problem.add_constraint(e.geq(m))
+                })
+                .collect();
+            let Ok(mut sol) = problem.solve() else {
+                return None;
+            };
+            let opt: f64 = lambda.iter().map(|v| sol.value(*v)).sum();
+            if opt <= 1.0 + 1e-6 {
+                return None;
+            }
+            let d = sol.compute_dual();
+            let w: Vec<(usize, f64)> = mix
+                .iter()
+                .zip(&rows)
+                .map(|(&(g, _), r)| (g, d.dual(r.clone()).max(0.0)))
+                .collect();
+            let mut value = vec![0.0; self.groups.len()];
+            for &(g, wg) in &w {
+                value[g] = wg;
+            }
+            let found = self.search(k, &value, SEARCH_NODES, 1.0 + 1e-6, EARLIER_INCUMBENTS);
+            let mut added = false;
+            if found.value > 1.0 + 1e-6 {
+                for p in std::iter::once(found.pattern.clone()).chain(found.earlier.iter().cloned())
+                {
+                    if seen.insert(p.clone()) {
+                        patterns.push(p);
+                        added = true;
+                    }
+                }
+            }
+            if added {
+                continue;
+            }
+            let most = if found.proved {
+                found.value
+            } else {
+                self.refined_upper_bound(k, &value, self.price_upper_bound(k, &value))
+                    .min(self.integer_upper_bound(k, &value))
+            };
+            let most = most * (1.0 + 1e-9) + 1e-12;
+            let weighed: f64 = mix.iter().zip(&w).map(|(&(_, m), &(_, wg))| m * wg).sum();
+            return (weighed > most * (1.0 + 1e-6)).then_some((w, most));
+        }
+        None
+    }
+
     fn seed_fluid(&mut self, fluid: &Fluid) {
         let mut patterns = Vec::new();
         for (&k, (nodes, mix)) in &fluid.nodes {
@@ -1675,6 +1849,7 @@ impl Model {
                 }
             }
         }
+        patterns.extend(fluid.patterns.iter().cloned());
         for p in patterns {
             self.add_pattern(p);
         }
@@ -2019,7 +2194,7 @@ pub(super) fn pattern_bound(
     if model.fits.iter().any(Vec::is_empty) || !model.seed_single() {
         return 0.0;
     }
-    let fluid = model.fluid(30.0).map_or(0.0, |f| f.value);
+    let fluid = model.fluid(30.0, stop).map_or(0.0, |f| f.value);
     let farley = match model.generate(max_rounds, stop) {
         Ok((_, duals)) => model.farley_bound(&duals, fluid.max(model.cg_bound), stop),
         Err(_) => 0.0,
@@ -2254,7 +2429,7 @@ impl Milp {
         if !model.seed_single() {
             return self.fallback(snapshot, ffd, stats, "no single-group pattern fits".into());
         }
-        let fluid = model.fluid(run.budget.max(0.1));
+        let fluid = model.fluid(run.budget.max(0.1), &|| self.elapsed_fraction(run) > 0.3);
         if let Some(f) = &fluid {
             model.seed_fluid(f);
         }
@@ -2640,7 +2815,7 @@ mod tests {
             let value: Vec<f64> = (0..model.groups.len()).map(|g| duals[g % duals.len()]).collect();
             for k in 0..model.configs.len() {
                 let best = enumerate(&model, k, &value);
-                let found = model.search(k, &value, 1_000_000, f64::INFINITY);
+                let found = model.search(k, &value, 1_000_000, f64::INFINITY, 0);
                 prop_assert!(found.proved);
                 prop_assert!((found.value - best).abs() < 1e-9, "search {} vs {best}", found.value);
                 let (v, fits) = worth(&model, &found.pattern, &value);
@@ -2661,6 +2836,33 @@ mod tests {
                 prop_assert!(fits && (w - v).abs() < 1e-9);
                 prop_assert!(bound >= best - 1e-9 && v <= best + 1e-9, "HiGHS {v} ≤ {bound} vs {best}");
             }
+        }
+
+        /// Pattern cuts keep the fluid LP a relaxation: with cuts its optimum is at least the
+        /// plain fluid optimum and at most the pattern LP over any set of patterns (which every
+        /// integer plan is a point of), and every pattern its separation found fits its config.
+        #[test]
+        fn fluid_cuts_stay_below_the_pattern_lp((s, _) in arb_case()) {
+            let pods: Vec<(usize, Vec<usize>)> = (0..s.pods.len()).map(|p| (p, vec![0])).collect();
+            let mut model = Model::new(&s, &pods, &[], &[Resources::default()], BTreeMap::new(), false);
+            prop_assume!(model.fits.iter().all(|f| !f.is_empty()));
+            prop_assert!(model.seed_single());
+            let plain = model.fluid(10.0, &|| true).expect("the fluid LP solves").value;
+            let cut = model.fluid(10.0, &|| false).expect("the fluid LP solves");
+            prop_assert!(cut.value >= plain - 1e-9, "cuts lowered the bound: {} < {plain}", cut.value);
+            let zero = vec![0.0; model.groups.len()];
+            for p in &cut.patterns {
+                prop_assert!(worth(&model, p, &zero).1, "pattern {p:?} does not fit");
+            }
+            model.generate(50, &|| false).expect("the LP master solves");
+            prop_assert!(
+                cut.value <= model.lp_value * (1.0 + 1e-6) + 1e-9,
+                "fluid with cuts {} above the pattern LP {}", cut.value, model.lp_value
+            );
+            let counts = model.solve_integer(&[], 10.0, 0.0).expect("the integer master solves");
+            let cost: f64 = model.patterns.iter().zip(&counts)
+                .map(|(p, c)| model.configs[p.config].price * f64::from(*c)).sum();
+            prop_assert!(cut.value <= cost * (1.0 + 1e-6) + 1e-9, "fluid with cuts {} above a plan {cost}", cut.value);
         }
 
         /// Diving, run to the end or cut short at once (the integer master finishes), covers
