@@ -11,15 +11,19 @@
 //!    ports and hostname anti-affinity (conflicting groups never share a node).
 //! 3. Column generation: the LP master covers every group's demand at least once, within the
 //!    NodePools' limits; a greedy multi-dimensional knapsack prices new patterns from the duals.
-//! 4. Residual rounding: the LP's whole nodes, plus a small second column generation and integer
-//!    master for the pods they leave. The integer master over every pattern (warm-started from
-//!    the FFD plan, with a time limit and a gap) picks pattern counts too; the cheaper of the two
-//!    is kept. Pods are assigned to the chosen nodes and replayed through the scheduler's own
+//! 4. Diving: fix the LP's whole nodes (or round up its largest fractional one), re-solve the
+//!    pods left with a few rounds of column generation, repeat; a small integer master finishes
+//!    when the time runs out. The integer master over every pattern (warm-started from the FFD
+//!    plan, with a time limit and a gap) picks pattern counts too; the cheaper of the two is
+//!    kept. Pods are assigned to the chosen nodes and replayed through the scheduler's own
 //!    checks; the plan is validated. If anything fails, or the plan is not cheaper, FFD stands.
 //!
 //! Column generation starts from the *fluid* LP (fractional nodes of each config, fractional pods
-//! of each group on them, whole-pod fit counts as cuts): its per-node mixes, rounded, seed the
-//! patterns. The lower bound is the larger of the fluid LP's optimum and Farley's bound on the LP
+//! of each group on them, whole-pod fit counts as cuts), tightened by *pattern cuts*: per config,
+//! a small column generation tries to cover the fluid optimum's per-node mix with whole patterns;
+//! when it cannot with one node, its duals give a row every plan satisfies and the optimum breaks.
+//! The patterns found there, and the per-node mixes rounded, seed the pattern LP. The lower
+//! bound is the larger of the fluid LP's optimum (with its cuts) and Farley's bound on the LP
 //! relaxation of the pattern formulation, both over every pod the plan places (topology ignored,
 //! every compatible NodePool allowed), valid whenever no existing node has free capacity;
 //! otherwise the per-unit price bound.
@@ -50,7 +54,7 @@ use crate::validation::validate;
 
 /// Column-generation rounds of the lower bound computed outside a packing run.
 pub(super) const BOUND_ROUNDS: usize = 60;
-/// Earlier incumbents of a pricing search kept as extra columns.
+/// Patterns above its threshold a pricing search keeps besides its best (extra columns).
 const EARLIER_INCUMBENTS: usize = 4;
 /// Search nodes the branch-and-bound pricing may visit before HiGHS takes over.
 const SEARCH_NODES: usize = 3_000;
@@ -86,7 +90,8 @@ pub struct Milp {
     pub max_rounds: usize,
     /// Wall-clock budget of the whole run per 1 000 pending pods (scaled linearly between 1 000
     /// and 5 000 pods, never below this value), in seconds, enforced when a [`Clock`] is given:
-    /// column generation stops at 65 % of it, Farley's bound at 75 %, diving at 90 % (then an
+    /// pattern cuts on the fluid LP stop at 40 % of it, column generation at 65 %, Farley's
+    /// bound at 75 %, diving at 90 % (then an
     /// integer master of what it left gets 5 % of `time_limit_secs`), and the integer master
     /// over every pattern gets what is left (at least 0.2 s, at most `time_limit_secs`).
     pub budget_secs: f64,
@@ -1553,7 +1558,13 @@ impl Model {
                 .refined_upper_bound(k, duals, ub)
                 .min(self.integer_upper_bound(k, duals));
             if refined / self.configs[k].price > theta && !stop() {
-                let found = self.search(k, duals, SEARCH_NODES, f64::INFINITY, 0);
+                // The final bound needs no columns; in-round searches keep their best few.
+                let (threshold, keep) = if exact {
+                    (f64::INFINITY, 0)
+                } else {
+                    (self.configs[k].price * (1.0 + 1e-6), EARLIER_INCUMBENTS)
+                };
+                let found = self.search(k, duals, SEARCH_NODES, threshold, keep);
                 if found.proved {
                     refined = refined.min(found.value);
                 } else if let Some((b, _, _)) =
@@ -2429,7 +2440,7 @@ impl Milp {
         if !model.seed_single() {
             return self.fallback(snapshot, ffd, stats, "no single-group pattern fits".into());
         }
-        let fluid = model.fluid(run.budget.max(0.1), &|| self.elapsed_fraction(run) > 0.3);
+        let fluid = model.fluid(run.budget.max(0.1), &|| self.elapsed_fraction(run) > 0.4);
         if let Some(f) = &fluid {
             model.seed_fluid(f);
         }

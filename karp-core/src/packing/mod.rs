@@ -101,7 +101,8 @@ impl Packer for Ffd {
 /// The best lower bound karp can compute for a plan: the larger of the per-unit price bound
 /// ([`lower_bound_per_hour`]) and, with the `milp` feature, the LP bounds of the MILP's
 /// formulation: the fluid LP (fractional nodes, CPU and memory kept together per node, whole-pod
-/// fit counts) and Farley's bound on the pattern LP (valid when no existing node has room).
+/// fit counts, pattern cuts) and Farley's bound on the pattern LP (valid when no existing node
+/// has room).
 #[must_use]
 pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f64 {
     let simple = lower_bound_per_hour(snapshot, results);
