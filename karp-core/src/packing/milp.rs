@@ -13,9 +13,9 @@
 //!    NodePools' limits; a greedy multi-dimensional knapsack prices new patterns from the duals.
 //! 4. Diving: fix the LP's whole nodes (or round up its largest fractional one), re-solve the
 //!    pods left with a few rounds of column generation, repeat; a small integer master finishes
-//!    when the time runs out. The integer master over every pattern (warm-started from the FFD
-//!    plan, with a time limit and a gap) picks pattern counts too; the cheaper of the two is
-//!    kept. Pods are assigned to the chosen nodes and replayed through the scheduler's own
+//!    when the time runs out. The integer master over every pattern (warm-started from the
+//!    cheaper of the FFD plan and the dive's, with a time limit and a gap) picks pattern counts
+//!    too; the cheaper of the two is kept (the dive's on a tie). Pods are assigned to the chosen nodes and replayed through the scheduler's own
 //!    checks; the plan is validated. If anything fails, or the plan is not cheaper, FFD stands.
 //!
 //! Column generation starts from the *fluid* LP (fractional nodes of each config, fractional pods
@@ -2478,6 +2478,30 @@ impl Milp {
             Some(_) => (run.budget * (1.0 - self.elapsed_fraction(run))).clamp(0.2, run.time_limit),
             None => run.time_limit,
         };
+        // The integer master starts from the cheaper of the FFD plan and the dive's.
+        if let Some(plan) = &dive {
+            for (p, _) in plan {
+                model.add_pattern(p.clone());
+            }
+            let mut from_dive = vec![0.0; model.patterns.len()];
+            for (p, c) in plan {
+                if let Some(i) = model.patterns.iter().position(|q| q == p) {
+                    from_dive[i] += f64::from(*c);
+                }
+            }
+            warm.resize(model.patterns.len(), 0.0);
+            let cost = |x: &[f64]| -> f64 {
+                model
+                    .patterns
+                    .iter()
+                    .zip(x)
+                    .map(|(p, n)| model.configs[p.config].price * n)
+                    .sum()
+            };
+            if cost(&from_dive) < cost(&warm) {
+                warm = from_dive;
+            }
+        }
         let mut counts = match model.solve_integer(&warm, left, self.mip_gap) {
             Ok(c) => c,
             Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
@@ -2496,7 +2520,8 @@ impl Milp {
                 .map(|(p, c)| price(p.config) * f64::from(*c))
                 .sum();
             let plan_cost = plan_cost(&plan);
-            if plan_cost < milp_cost - 1e-9 {
+            // Ties go to the dive (the master started from it and found nothing cheaper).
+            if plan_cost <= milp_cost + 1e-9 {
                 stats.residual = true;
                 counts = vec![0; model.patterns.len()];
                 for (p, c) in plan {
