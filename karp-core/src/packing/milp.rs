@@ -63,7 +63,7 @@ const CUT_ROUNDS: usize = 20;
 /// Column-generation rounds of one cut separation.
 const SEPARATION_ROUNDS: usize = 30;
 /// Column-generation rounds per diving step.
-const DIVE_ROUNDS: usize = 3;
+const DIVE_ROUNDS: usize = 2;
 /// Configs whose pricing bound Farley's bound refines (the most promising ones).
 const REFINED_CONFIGS: usize = 400;
 
@@ -91,7 +91,7 @@ pub struct Milp {
     /// Wall-clock budget of the whole run per 1 000 pending pods (scaled linearly between 1 000
     /// and 5 000 pods, never below this value), in seconds, enforced when a [`Clock`] is given:
     /// pattern cuts on the fluid LP stop at 40 % of it, column generation at 65 %, Farley's
-    /// bound at 75 %, diving at 90 % (then an
+    /// bound at 70 %, diving at 90 % (then an
     /// integer master of what it left gets 5 % of `time_limit_secs`), and the integer master
     /// over every pattern gets what is left (at least 0.2 s, at most `time_limit_secs`).
     pub budget_secs: f64,
@@ -2454,7 +2454,7 @@ impl Milp {
             && model_is_relaxation(snapshot, &model, &free, &overheads))
         .then(|| {
             let floor = fluid.as_ref().map_or(0.0, |f| f.value).max(model.cg_bound);
-            let farley = model.farley_bound(&duals, floor, &|| self.elapsed_fraction(run) > 0.75);
+            let farley = model.farley_bound(&duals, floor, &|| self.elapsed_fraction(run) > 0.7);
             farley.max(floor)
         });
         stats.rounds = rounds;
