@@ -1359,12 +1359,7 @@ impl Model {
                 .collect();
             let mut sol = problem.solve().map_err(|e| format!("LP master: {e}"))?;
             self.lp_solution = x.iter().map(|v| sol.value(*v).max(0.0)).collect();
-            self.lp_value = self
-                .patterns
-                .iter()
-                .zip(&self.lp_solution)
-                .map(|(p, v)| self.configs[p.config].price * v)
-                .sum();
+            self.lp_value = self.cost(&self.lp_solution);
             let d = sol.compute_dual();
             duals = cover_refs
                 .iter()
@@ -1495,6 +1490,15 @@ impl Model {
             }
         }
         Ok((max_rounds, duals))
+    }
+
+    /// The cost of `counts` nodes of each pattern (in pattern order).
+    fn cost(&self, counts: &[f64]) -> f64 {
+        self.patterns
+            .iter()
+            .zip(counts)
+            .map(|(p, n)| self.configs[p.config].price * n)
+            .sum()
     }
 
     /// The LP dual objective of cover duals: `Σ demand·π`.
@@ -2478,59 +2482,35 @@ impl Milp {
             Some(_) => (run.budget * (1.0 - self.elapsed_fraction(run))).clamp(0.2, run.time_limit),
             None => run.time_limit,
         };
-        // The integer master starts from the cheaper of the FFD plan and the dive's.
-        if let Some(plan) = &dive {
-            for (p, _) in plan {
+        // The dive's plan as counts of the model's patterns; the integer master starts from the
+        // cheaper of it and the FFD plan, and the dive's plan stands unless the master beats it.
+        let from_dive: Option<Vec<u32>> = dive.map(|plan| {
+            for (p, _) in &plan {
                 model.add_pattern(p.clone());
             }
-            let mut from_dive = vec![0.0; model.patterns.len()];
-            for (p, c) in plan {
+            let mut counts = vec![0; model.patterns.len()];
+            for (p, c) in &plan {
                 if let Some(i) = model.patterns.iter().position(|q| q == p) {
-                    from_dive[i] += f64::from(*c);
+                    counts[i] += c;
                 }
             }
-            warm.resize(model.patterns.len(), 0.0);
-            let cost = |x: &[f64]| -> f64 {
-                model
-                    .patterns
-                    .iter()
-                    .zip(x)
-                    .map(|(p, n)| model.configs[p.config].price * n)
-                    .sum()
-            };
-            if cost(&from_dive) < cost(&warm) {
-                warm = from_dive;
+            counts
+        });
+        warm.resize(model.patterns.len(), 0.0);
+        let whole = |counts: &[u32]| counts.iter().map(|&c| f64::from(c)).collect::<Vec<f64>>();
+        if let Some(d) = &from_dive {
+            if model.cost(&whole(d)) < model.cost(&warm) {
+                warm = whole(d);
             }
         }
         let mut counts = match model.solve_integer(&warm, left, self.mip_gap) {
             Ok(c) => c,
             Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };
-        let price = |k: usize| model.configs[k].price;
-        let plan_cost = |plan: &Vec<(Pattern, u32)>| -> f64 {
-            plan.iter()
-                .map(|(p, c)| price(p.config) * f64::from(*c))
-                .sum()
-        };
-        if let Some(plan) = dive {
-            let milp_cost: f64 = model
-                .patterns
-                .iter()
-                .zip(&counts)
-                .map(|(p, c)| price(p.config) * f64::from(*c))
-                .sum();
-            let plan_cost = plan_cost(&plan);
-            // Ties go to the dive (the master started from it and found nothing cheaper).
-            if plan_cost <= milp_cost + 1e-9 {
+        if let Some(d) = from_dive {
+            if model.cost(&whole(&d)) <= model.cost(&whole(&counts)) + 1e-9 {
                 stats.residual = true;
-                counts = vec![0; model.patterns.len()];
-                for (p, c) in plan {
-                    model.add_pattern(p.clone());
-                    counts.resize(model.patterns.len(), 0);
-                    if let Some(i) = model.patterns.iter().position(|q| *q == p) {
-                        counts[i] += c;
-                    }
-                }
+                counts = d;
             }
         }
         // Assign pods to the chosen nodes and replay them through the scheduler's checks.
