@@ -1679,10 +1679,10 @@ impl Model {
         let mut pools: BTreeMap<usize, Vec<Pattern>> = BTreeMap::new();
         for round in 0..=CUT_ROUNDS {
             let Ok(solved) = model.try_solve() else {
-                return best;
+                break;
             };
             if solved.status() != HighsModelStatus::Optimal {
-                return best;
+                break;
             }
             let solution = solved.get_solution();
             let columns = solution.columns();
@@ -1727,19 +1727,24 @@ impl Model {
                 value,
                 duals,
                 nodes,
-                patterns: pools.values().flatten().cloned().collect(),
+                patterns: Vec::new(),
             });
             if cuts.is_empty() {
-                return best;
+                break;
             }
             model = solved.into();
-            for row in cuts {
-                if model.try_add_row(..=0.0, row).is_err() {
-                    return best;
-                }
+            if cuts
+                .into_iter()
+                .any(|row| model.try_add_row(..=0.0, row).is_err())
+            {
+                break;
             }
         }
-        best
+        // The patterns of every separation are columns for the pattern LP.
+        best.map(|mut fluid| {
+            fluid.patterns = pools.into_values().flatten().collect();
+            fluid
+        })
     }
 
     /// Separate the per-node mix `mix` (pods per group on one node of config `k`, fractional)
@@ -2051,7 +2056,7 @@ impl Model {
                     }
                     let cut = Pattern {
                         config: p.config,
-                        counts: counts.clone(),
+                        counts: std::mem::take(&mut counts),
                     };
                     match plan.iter_mut().find(|(q, _)| *q == cut) {
                         Some((_, m)) => *m += 1,
