@@ -2,7 +2,7 @@
 //! over it.
 //!
 //! The catalog is `karp_aws::builtin_catalog` with the default EC2NodeClass settings (AL2023,
-//! Karpenter's allocatable formula), converted by `karp_operator::convert::to_instance_type`
+//! Karpenter's allocatable formula), converted by `CatalogEntry::to_instance_type`
 //! exactly as `karp plan` does without `--catalog`. Every pool gets the whole catalog; its
 //! requirements select the instance categories, architectures and capacity type.
 //!
@@ -88,7 +88,7 @@ pub fn aws_instance_types() -> Vec<Arc<InstanceType>> {
         .unwrap_or_else(|e| panic!("karp-aws built-in catalog: {e}"));
     catalog
         .iter()
-        .map(|e| Arc::new(karp_operator::convert::to_instance_type(e)))
+        .map(|e| Arc::new(e.to_instance_type()))
         .collect()
 }
 

@@ -4,8 +4,8 @@
 
 use std::sync::OnceLock;
 
-use karp_operator::convert::CatalogSource;
-use karp_operator::plan::{plan_documents, PlanError, Solver};
+use karp_operator::providers::aws::CatalogSource;
+use karp_operator::commands::plan::{plan_documents, PlanError, Solver};
 use libfuzzer_sys::fuzz_target;
 
 /// A small catalog in the DESIGN.md "Catalog file" format, so every run is fast. It offers the

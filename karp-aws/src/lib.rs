@@ -10,14 +10,24 @@
 //!   allocatable settings from its spec.
 //! - [`catalog_file`]: the JSON catalog file format (`karp plan --catalog`), reader and writer.
 //! - [`describe`]: EC2 API shapes → catalog facts; [`userdata`]: node bootstrap per AMI family;
-//!   [`launch`]: the launch plan (capacity type, overrides, templates, tags); [`resolve`]: selector
-//!   terms → filters, AMI aliases → SSM parameters, status conditions; [`error`]: error codes.
+//!   [`error`]: error codes.
+//!
+//! Pure decisions next to the SDK calls that carry them out (each module's pure functions are
+//! the ones without `async`):
+//! - [`launch`]: the launch plan (capacity type, overrides, template data, tags) and the
+//!   CreateFleet outcome are pure; `ensure_launch_template` and the CreateFleet request call EC2.
+//! - [`resolve`]: selector terms → filters, AMI aliases → SSM parameter names and status
+//!   conditions are pure; `resolve_node_class` and the instance-profile functions call EC2, SSM
+//!   and IAM.
 //!
 //! With IO (aws-sdk-ec2 / ssm / pricing through [`sdk::AwsClients`]):
 //! - [`provider::AwsCloudProvider`]: instance types and offerings from DescribeInstanceTypes /
 //!   DescribeInstanceTypeOfferings, prices ([`pricing`]), node class resolution, CreateFleet
 //!   launches, batched DescribeInstances / TerminateInstances ([`batcher`]), the
 //!   insufficient-capacity cache ([`unavailable`]) and drift.
+//!
+//! With the `test-support` feature, [`moto`] starts and seeds a moto_server (the EC2 API
+//! emulator) for tests and the embedded cluster.
 //!
 //! Everything here is deterministic: maps are `BTreeMap`s and catalogs are sorted by name.
 //!
@@ -39,6 +49,7 @@ pub mod describe;
 pub mod error;
 pub mod interruption;
 pub mod launch;
+#[cfg(feature = "test-support")]
 pub mod moto;
 pub mod nodeclass;
 pub mod pricing;

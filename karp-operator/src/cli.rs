@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::catalog::{fetch_catalog_json, CatalogOptions, FetchedCatalog};
-use crate::plan::{plan_paths, render_table, Solver};
+use crate::commands::catalog::{fetch_catalog_json, CatalogOptions, FetchedCatalog};
+use crate::commands::plan::{plan_paths, render_table, Solver};
 
 /// karp: a Kubernetes node autoscaler API-compatible with Karpenter v1.
 #[derive(Debug, Parser)]
@@ -27,9 +27,11 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass) as YAML.
     Crds,
+    #[cfg(feature = "embedded")]
     /// Run the embedded cluster with the real controllers on examples/, show the scale-up, remove a
     /// node, and summarize (no cluster or AWS account needed).
     Demo(DemoArgs),
+    #[cfg(feature = "embedded")]
     /// Serve the embedded cluster (API server, simulated cloud and kubelets, karp's controllers)
     /// on a loopback port with a kubeconfig for kubectl, until interrupted.
     Cluster(ClusterArgs),
@@ -116,18 +118,18 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("karp-{}", std::process::id()))
     });
-    let settings = crate::operator::OperatorSettings {
+    let settings = crate::controllers::OperatorSettings {
         identity: identity.clone(),
-        ..crate::operator::OperatorSettings::default()
+        ..crate::controllers::OperatorSettings::default()
     };
-    let options = crate::run::RunOptions {
+    let options = crate::commands::run::RunOptions {
         kubeconfig: args.kubeconfig.clone(),
         aws,
         interruption_queue: args.interruption_queue.clone(),
         metrics_addr: args.metrics_addr.clone(),
         leader_election: args
             .leader_elect
-            .then(|| crate::operator::leader::LeaderElection::new(&args.namespace, &identity)),
+            .then(|| crate::runtime::leader::LeaderElection::new(&args.namespace, &identity)),
         settings,
     };
     let Some(rt) = runtime() else {
@@ -154,7 +156,7 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
         }
     };
-    match rt.block_on(crate::run::run(options, shutdown)) {
+    match rt.block_on(crate::commands::run::run(options, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));
@@ -163,6 +165,7 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "embedded")]
 /// Arguments of `karp demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -171,6 +174,7 @@ pub struct DemoArgs {
     pub path: PathBuf,
 }
 
+#[cfg(feature = "embedded")]
 /// Arguments of `karp cluster`.
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
@@ -190,6 +194,7 @@ pub struct ClusterArgs {
     pub endpoint_url: Option<String>,
 }
 
+#[cfg(feature = "embedded")]
 /// `--cloud`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CloudArg {
@@ -212,17 +217,18 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+#[cfg(feature = "embedded")]
 /// Run `karp demo`.
 pub fn run_demo(args: &DemoArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
     let mut stdout = std::io::stdout();
-    match rt.block_on(crate::demo::run_demo(&args.path, &mut stdout)) {
+    match rt.block_on(crate::commands::demo::run_demo(&args.path, &mut stdout)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(
-            e @ (crate::demo::DemoError::ReadManifests { .. }
-            | crate::demo::DemoError::ApplyManifest { .. }),
+            e @ (crate::commands::demo::DemoError::ReadManifests { .. }
+            | crate::commands::demo::DemoError::ApplyManifest { .. }),
         ) => {
             eprintln!("error: {}", report(&e));
             ExitCode::from(2)
@@ -234,6 +240,7 @@ pub fn run_demo(args: &DemoArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "embedded")]
 /// Run `karp cluster` until Ctrl-C.
 pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
     let Some(rt) = runtime() else {
@@ -244,13 +251,13 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
         // `--cloud aws` without an endpoint starts (and seeds) its own moto_server.
         let mut moto = None;
         let cloud = match args.cloud {
-            CloudArg::Sim => crate::demo::ClusterCloud::Sim,
+            CloudArg::Sim => crate::commands::demo::ClusterCloud::Sim,
             CloudArg::Aws => {
                 let url = match &args.endpoint_url {
                     Some(u) => u.clone(),
                     None => {
                         let m = karp_aws::moto::MotoServer::start()
-                            .map_err(|e| crate::demo::DemoError::Start(e.to_string()))?;
+                            .map_err(|e| crate::commands::demo::DemoError::Start(e.to_string()))?;
                         let u = m.url();
                         moto = Some(m);
                         u
@@ -262,17 +269,22 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
                     let clients = karp_aws::AwsClients::load(&settings).await;
                     karp_aws::moto::seed_cluster(&clients, &settings, 0)
                         .await
-                        .map_err(crate::demo::DemoError::Start)?;
+                        .map_err(crate::commands::demo::DemoError::Start)?;
                 }
-                crate::demo::ClusterCloud::Aws(Box::new(settings))
+                crate::commands::demo::ClusterCloud::Aws(Box::new(settings))
             }
         };
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let r =
-            crate::demo::run_cluster(&args.listen, &args.kubeconfig, cloud, &mut stdout, shutdown)
-                .await;
+        let r = crate::commands::demo::run_cluster(
+            &args.listen,
+            &args.kubeconfig,
+            cloud,
+            &mut stdout,
+            shutdown,
+        )
+        .await;
         drop(moto);
         r
     });
@@ -451,13 +463,15 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Plan(args) => run_plan(args),
         Command::Catalog(args) => run_catalog(args),
+        #[cfg(feature = "embedded")]
         Command::Demo(args) => run_demo(args),
         Command::Run(args) => run_operator(args),
+        #[cfg(feature = "embedded")]
         Command::Cluster(args) => run_cluster(args),
         Command::Crds => {
             let mut stdout = std::io::stdout().lock();
             match stdout
-                .write_all(crate::crds::all_yaml().as_bytes())
+                .write_all(crate::api::crds::all_yaml().as_bytes())
                 .and_then(|()| stdout.flush())
             {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,26 +1,30 @@
 //! # karp-operator
 //!
-//! The `karp` binary's library: the command line ([`cli`]) and `karp plan`, which reads Kubernetes
-//! manifests ([`manifests`]), converts them once into karp-core's snapshot ([`convert`]), runs the
-//! scheduler and prints the plan ([`plan`]).
+//! The `karp` binary's library, laid out by role:
 //!
-//! `karp catalog` ([`catalog`]) writes the instance-type catalog of a live EC2 API in the same file
-//! format `karp plan --catalog` reads.
+//! - [`cli`]: flag parsing and dispatch; [`commands`]: one module per subcommand (`plan`,
+//!   `catalog`, `run`, `demo` / `cluster`).
+//! - [`api`]: the Kubernetes API types karp serves and reads (Karpenter's v1 CRDs).
+//! - [`convert`]: Kubernetes objects → karp-core's snapshot, once, at the edge: manifests for
+//!   `karp plan`, live objects for the controllers, through one builder.
+//! - [`controllers`]: the operator's reconcile loops; each decides in a pure function and acts
+//!   in a small executor. [`runtime`]: what runs around them (leader election, metrics, health).
+//! - [`providers`]: the cloud-specific side (node-class resolution, instance-type catalogs).
+//! - [`embedded`] (feature `embedded`, on by default): the in-process cluster behind `karp demo`,
+//!   `karp cluster` and the end-to-end tests.
 //!
-//! Entry points for programs and fuzz targets: [`plan::plan_paths`] (files and folders) and
-//! [`plan::plan_documents`] (raw manifest text). Neither panics on any input; bad input is a
-//! [`plan::PlanError`] naming the file, the object and the field.
+//! Entry points for programs and fuzz targets: [`commands::plan::plan_paths`] (files and folders)
+//! and [`commands::plan::plan_documents`] (raw manifest text). Neither panics on any input; bad
+//! input is a [`commands::plan::PlanError`] naming the file, the object and the field.
+//!
+//! docs/architecture.md draws the data flow of provisioning and termination.
 
-pub mod catalog;
-pub mod chart;
+pub mod api;
 pub mod cli;
+pub mod commands;
+pub mod controllers;
 pub mod convert;
-pub mod crds;
-pub mod demo;
+#[cfg(feature = "embedded")]
 pub mod embedded;
-pub mod embedded_aws;
-pub mod manifests;
-pub mod nodepool;
-pub mod operator;
-pub mod plan;
-pub mod run;
+pub mod providers;
+pub mod runtime;

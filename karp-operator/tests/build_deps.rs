@@ -30,7 +30,11 @@ fn detects_libclang(dir: &Path) -> bool {
         .env("KARP_LIBCLANG_DIRS", dir)
         .output()
         .expect("bash runs");
-    assert!(out.status.success(), "script failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     match String::from_utf8_lossy(&out.stdout).trim() {
         "present" => true,
         "missing" => false,

@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use karp_operator::chart::{render, Release};
+#[path = "support/chart.rs"]
+mod chart_render;
+
+use chart_render::{render, Release};
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());

@@ -8,9 +8,9 @@ fn committed_crds_match_the_generated_ones() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/karp/crds");
     let update = std::env::var_os("KARP_UPDATE_CRDS").is_some();
     let mut expected_files = Vec::new();
-    for crd in karp_operator::crds::all() {
-        let name = karp_operator::crds::file_name(&crd);
-        let text = karp_operator::crds::to_yaml(&crd);
+    for crd in karp_operator::api::crds::all() {
+        let name = karp_operator::api::crds::file_name(&crd);
+        let text = karp_operator::api::crds::to_yaml(&crd);
         let path = dir.join(&name);
         if update {
             std::fs::create_dir_all(&dir).unwrap();

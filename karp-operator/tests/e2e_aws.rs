@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karp_aws::moto::MotoServer;
 use karp_aws::{AwsClients, AwsSettings};
+use karp_operator::api::nodeclaim::NodeClaim;
+use karp_operator::embedded::aws::EmbeddedAwsCluster;
 use karp_operator::embedded::EmbeddedOptions;
-use karp_operator::embedded_aws::EmbeddedAwsCluster;
-use karp_operator::operator::objects::NodeClaim;
 use kube::api::{Api, DeleteParams, ListParams};
 
 const CLUSTER: &str = "e2eaws";
@@ -227,7 +227,7 @@ spec:
         .create(&kube::api::PostParams::default(), &claim)
         .await
         .unwrap();
-    let mut request = karp_operator::operator::lifecycle::launch_request(&created);
+    let mut request = karp_operator::controllers::lifecycle::launch_request(&created);
     let adopted = karp_core::cloud::CloudProvider::create(cluster.provider.as_ref(), &request)
         .await
         .unwrap();

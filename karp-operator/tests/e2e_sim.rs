@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use karp_core::cloud::{CloudProvider, LaunchRequest};
+use karp_operator::api::nodeclaim::NodeClaim;
 use karp_operator::embedded::{EmbeddedCluster, EmbeddedOptions};
-use karp_operator::operator::objects::NodeClaim;
 
 mod common;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -329,7 +329,7 @@ spec:
             nodeclaim: "karpenter-nodepool-crash".into(),
             nodepool: "karpenter-nodepool".into(),
             node_class: Some("karpenter-nodeclass-al2023".into()),
-            requirements: karp_operator::operator::provisioner::claim_requirements(&claim),
+            requirements: karp_operator::convert::nodeclaim::claim_requirements(&claim),
             labels: BTreeMap::from([(
                 "karpenter.sh/nodepool".to_string(),
                 "karpenter-nodepool".to_string(),
@@ -432,5 +432,54 @@ async fn insufficient_capacity_deletes_the_claim_and_replans() {
     for c in claims(&client).await {
         assert!(c.provider_id().is_some(), "{:?}", c.metadata.name);
     }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_unconvertible_pod_is_skipped_with_an_event_and_the_rest_still_get_nodes() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&seed()).unwrap();
+    // Kubernetes accepts this quantity; karp cannot plan with it.
+    cluster
+        .apply_yaml(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: huge, namespace: default, labels: {app: huge}}
+spec:
+  containers: [{name: c, image: pause, resources: {requests: {cpu: "1e30"}}}]
+"#,
+        )
+        .unwrap();
+    cluster.apply_yaml(&deployment("web", 3, "500m")).unwrap();
+    wait_for("3 running web pods", Duration::from_secs(60), || async {
+        let pods = app_pods(&client, "web").await;
+        pods.len() == 3 && pods.iter().all(running)
+    })
+    .await;
+    wait_for(
+        "a FailedConversion event naming the pod",
+        Duration::from_secs(20),
+        || async {
+            Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items.iter().any(|e| {
+                        e.reason.as_deref() == Some("FailedConversion")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("huge")
+                            && e.note
+                                .as_deref()
+                                .is_some_and(|n| n.contains("requests.cpu"))
+                    })
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    assert!(!app_pods(&client, "huge").await.iter().any(running));
     cluster.shutdown().await;
 }

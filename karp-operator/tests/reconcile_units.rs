@@ -4,9 +4,9 @@
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use karp_operator::operator::lifecycle::{add_finalizer, remove_finalizer};
-use karp_operator::operator::objects::{NodeClaim, TERMINATION_FINALIZER};
-use karp_operator::operator::OperatorError;
+use karp_operator::api::nodeclaim::{NodeClaim, TERMINATION_FINALIZER};
+use karp_operator::controllers::writes::{add_finalizer, remove_finalizer};
+use karp_operator::controllers::OperatorError;
 use kube::client::Body;
 use kube::{Api, Client};
 

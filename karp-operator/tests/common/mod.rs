@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use karp_operator::operator::leader::{run_elected, LeaderElection};
-use karp_operator::operator::serve::Health;
-use karp_operator::operator::Operator;
+use karp_operator::controllers::Operator;
+use karp_operator::runtime::health::Health;
+use karp_operator::runtime::leader::{run_elected, LeaderElection};
 use kube::api::{Api, ListParams};
 
 /// The EC2NodeClass and NodePool `default` for a moto account seeded by

@@ -1,15 +1,13 @@
-//! Typed Karpenter objects for the API: `kube::Resource` for NodePool, NodeClaim and
-//! EC2NodeClass, and the NodeClaim serde types (status included).
+//! `karpenter.sh/v1` NodeClaim: its serde types (status and conditions included), Karpenter's
+//! well-known finalizer, taint, label and annotation names.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::ClusterResourceScope;
 use serde::{Deserialize, Serialize};
 
-use crate::nodepool::{
-    NodeClassReference, NodePool, NodeSelectorRequirementWithMinValues, TaintSpec,
-};
+use super::cluster_resource;
+use super::nodepool::{NodeClassReference, NodeSelectorRequirementWithMinValues, TaintSpec};
 
 /// Karpenter's finalizer on NodeClaims and Nodes.
 pub const TERMINATION_FINALIZER: &str = "karpenter.sh/termination";
@@ -24,41 +22,7 @@ pub const INITIALIZED_LABEL: &str = "karpenter.sh/initialized";
 /// Annotation that blocks voluntary disruption of a pod or node.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 
-macro_rules! cluster_resource {
-    ($t:ty, $group:expr, $kind:expr, $plural:expr) => {
-        impl kube::Resource for $t {
-            type DynamicType = ();
-            type Scope = ClusterResourceScope;
-            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.into()
-            }
-            fn group(_: &()) -> std::borrow::Cow<'_, str> {
-                $group.into()
-            }
-            fn version(_: &()) -> std::borrow::Cow<'_, str> {
-                "v1".into()
-            }
-            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-                $plural.into()
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-    };
-}
-
-cluster_resource!(NodePool, "karpenter.sh", "NodePool", "nodepools");
 cluster_resource!(NodeClaim, "karpenter.sh", "NodeClaim", "nodeclaims");
-cluster_resource!(
-    EC2NodeClassObject,
-    "karpenter.k8s.aws",
-    "EC2NodeClass",
-    "ec2nodeclasses"
-);
 
 /// `karpenter.sh/v1` NodeClaim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,60 +217,9 @@ pub fn set_condition(
     }
 }
 
-/// `karpenter.k8s.aws/v1` EC2NodeClass as the API serves it (karp-aws's spec and status types
-/// with Kubernetes metadata).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EC2NodeClassObject {
-    /// Metadata.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// Spec.
-    #[serde(default)]
-    pub spec: karp_aws::nodeclass::EC2NodeClassSpec,
-    /// Status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<karp_aws::nodeclass::EC2NodeClassStatus>,
-}
-
-impl EC2NodeClassObject {
-    /// The karp-aws view (name and spec).
-    #[must_use]
-    pub fn to_nodeclass(&self) -> karp_aws::nodeclass::EC2NodeClass {
-        karp_aws::nodeclass::EC2NodeClass {
-            api_version: Some("karpenter.k8s.aws/v1".into()),
-            kind: Some("EC2NodeClass".into()),
-            metadata: karp_aws::nodeclass::ObjectMetadata {
-                name: self.metadata.name.clone(),
-                labels: self.metadata.labels.clone().unwrap_or_default(),
-                annotations: self.metadata.annotations.clone().unwrap_or_default(),
-            },
-            spec: self.spec.clone(),
-            status: self.status.clone(),
-        }
-    }
-}
-
-/// RFC 3339 time in UTC with seconds, as Kubernetes writes it.
-#[must_use]
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    k8s_openapi::jiff::Timestamp::try_from(t)
-        .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
-        assert_eq!(rfc3339(t), "2026-01-01T00:00:00Z");
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn conditions_keep_transition_times() {

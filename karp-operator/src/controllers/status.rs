@@ -10,11 +10,12 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tracing::{info_span, warn, Instrument};
 
-use super::lifecycle::{add_finalizer, remove_finalizer};
-use super::objects::{rfc3339, EC2NodeClassObject};
-use super::provisioner::{parse_quantities, quantities};
+use super::writes::{add_finalizer, remove_finalizer};
 use super::Context;
-use crate::nodepool::NodePool;
+use crate::api::ec2nodeclass::EC2NodeClassObject;
+use crate::api::nodepool::NodePool;
+use crate::api::rfc3339;
+use crate::convert::nodeclaim::{parse_quantities, quantities};
 
 /// The finalizer karp puts on EC2NodeClasses.
 pub const NODECLASS_FINALIZER: &str = "karpenter.k8s.aws/termination";

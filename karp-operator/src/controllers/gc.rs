@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::objects::NodeClaim;
+use super::writes::delete_ignoring_404;
 use super::Context;
+use crate::api::nodeclaim::NodeClaim;
 
 /// Instances that have been orphans for at least `grace`, given when each was first seen orphaned.
 #[must_use]
@@ -107,7 +108,9 @@ pub async fn run(ctx: Arc<Context>) {
                             "the instance no longer exists",
                         )
                         .await;
-                    let _ = api.delete(&name, &DeleteParams::default()).await;
+                    if let Err(e) = delete_ignoring_404(&api, &name, "delete NodeClaim").await {
+                        warn!(nodeclaim = %name, error = %e, "deleting the NodeClaim failed");
+                    }
                 }
             }
         }

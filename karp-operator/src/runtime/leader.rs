@@ -9,8 +9,8 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
 
-use super::serve::Health;
-use super::Operator;
+use super::health::Health;
+use crate::controllers::Operator;
 
 /// Lease settings.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 //! whose [`PlanOutput`] serializes to the JSON contract of DESIGN.md.
 //!
 //! ```
-//! use karp_operator::convert::CatalogSource;
-//! use karp_operator::plan::{plan_documents, Solver};
+//! use karp_operator::providers::aws::CatalogSource;
+//! use karp_operator::commands::plan::{plan_documents, Solver};
 //!
 //! let yaml = r#"
 //! apiVersion: karpenter.k8s.aws/v1
@@ -42,8 +42,9 @@ use karp_core::scheduling::{SchedulerOptions, SchedulingResults};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::convert::{build_snapshot, CatalogSource, ConvertError};
-use crate::manifests::{load_paths, parse_text, LoadError, Manifests};
+use crate::convert::manifests::{load_paths, parse_text, LoadError, Manifests};
+use crate::convert::{build_snapshot, BuildOptions, ConvertError};
+use crate::providers::aws::{AwsCatalog, CatalogSource};
 
 /// The packing algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -265,8 +266,10 @@ pub fn plan_manifests(
     catalog: &CatalogSource,
     solver: Solver,
 ) -> Result<Plan, PlanError> {
-    let converted = build_snapshot(&manifests, catalog)?;
-    let mut warnings = manifests.warnings;
+    let objects = manifests.cluster_objects()?;
+    let mut types = AwsCatalog::from_manifests(&manifests, catalog);
+    let converted = build_snapshot(&objects, &mut types, &BuildOptions::default())?;
+    let mut warnings = manifests.warnings.clone();
     warnings.extend(converted.warnings);
     let snapshot = converted.snapshot;
     let started = Instant::now();

@@ -13,98 +13,26 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use karp_core::cloud::{CloudError, Instance, LaunchRequest};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::Resource;
 use serde_json::json;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::objects::{
-    rfc3339, set_condition, NodeClaim, INITIALIZED_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER,
+use super::writes::{
+    add_finalizer, delete_ignoring_404, kube_err, patch_claim_status, remove_finalizer,
+};
+use super::{Context, OperatorError};
+use crate::api::nodeclaim::{
+    set_condition, NodeClaim, INITIALIZED_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER,
     UNREGISTERED_TAINT,
 };
-use super::provisioner::{
+use crate::api::rfc3339;
+use crate::convert::nodeclaim::{
     claim_labels, claim_requirements, claim_startup_taints, claim_taints, parse_quantities,
     quantities,
 };
-use super::{Context, OperatorError};
-
-fn kube_err(op: &'static str, e: kube::Error) -> OperatorError {
-    OperatorError::Kube(op, e.to_string())
-}
-
-/// Merge-patch a NodeClaim's status subresource.
-async fn patch_claim_status<S: serde::Serialize>(
-    api: &Api<NodeClaim>,
-    name: &str,
-    status: &S,
-) -> Result<(), OperatorError> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| kube_err("NodeClaim status", e))
-}
-
-/// Whether an API error is a 404.
-fn is_404(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// Adds `finalizer` to an object's list with a merge patch (no-op when present).
-pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<(), OperatorError>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut list = obj.meta().finalizers.clone().unwrap_or_default();
-    if list.iter().any(|f| f == finalizer) {
-        return Ok(());
-    }
-    list.push(finalizer.to_string());
-    let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": list, "resourceVersion": obj.meta().resource_version}})),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| kube_err("add finalizer", e))
-}
-
-/// Removes `finalizer` from an object's list (no-op when absent or the object is gone).
-pub async fn remove_finalizer<K>(
-    api: &Api<K>,
-    obj: &K,
-    finalizer: &str,
-) -> Result<(), OperatorError>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let list = obj.meta().finalizers.clone().unwrap_or_default();
-    if !list.iter().any(|f| f == finalizer) {
-        return Ok(());
-    }
-    let kept: Vec<String> = list.into_iter().filter(|f| f != finalizer).collect();
-    let name = obj.meta().name.clone().unwrap_or_default();
-    match api
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": kept, "resourceVersion": obj.meta().resource_version}})),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_404(&e) => Ok(()),
-        Err(e) => Err(kube_err("remove finalizer", e)),
-    }
-}
 
 /// The launch request of a claim.
 #[must_use]
@@ -164,11 +92,7 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
                 ctx.events
                     .publish_nodeclaim(claim, "Warning", reason, &e.to_string())
                     .await;
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(e) if is_404(&e) => {}
-                    Err(e) => return Err(kube_err("delete NodeClaim", e)),
-                }
+                delete_ignoring_404(&api, &name, "delete NodeClaim").await?;
                 return Ok(Action::await_change());
             }
             Err(e) => {
@@ -183,11 +107,7 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
                     ctx.events
                         .publish_nodeclaim(claim, "Warning", "LaunchTimeout", &e.to_string())
                         .await;
-                    match api.delete(&name, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(e) if is_404(&e) => {}
-                        Err(e) => return Err(kube_err("delete NodeClaim", e)),
-                    }
+                    delete_ignoring_404(&api, &name, "delete NodeClaim").await?;
                     return Ok(Action::await_change());
                 }
                 let now = rfc3339(SystemTime::now());
@@ -453,60 +373,105 @@ async fn initialize(
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
-async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorError> {
-    let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let name = claim.metadata.name.clone().unwrap_or_default();
-    if !claim
+/// What a deleted NodeClaim's finalizer does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalizeStep {
+    /// Not karp's finalizer (or already removed).
+    Ignore,
+    /// Its node is still there and not deleting: delete it (the node drains first).
+    DeleteNode(String),
+    /// Its node is draining (termination marks the claim `Drained` when done).
+    AwaitDrain,
+    /// Terminate the instance (by provider ID; `None`: look it up by the claim's tag, for a
+    /// launch whose status write was lost) until the cloud says it is gone.
+    TerminateInstance(Option<String>),
+    /// The instance is gone: remove the finalizer.
+    RemoveFinalizer,
+}
+
+/// The next finalization step of a deleted claim from the claim and its node (pure).
+///
+/// The claim's finalizer is the one owner of instance deletion: node termination drains the
+/// node and marks the claim `Drained`; this step terminates the instance; the node's own
+/// finalizer goes once the claim is gone.
+#[must_use]
+pub fn finalize_step(claim: &NodeClaim, node: Option<&Node>, instance_gone: bool) -> FinalizeStep {
+    let ours = claim
         .metadata
         .finalizers
         .iter()
         .flatten()
-        .any(|f| f == TERMINATION_FINALIZER)
-    {
-        return Ok(Action::await_change());
+        .any(|f| f == TERMINATION_FINALIZER);
+    if claim.metadata.deletion_timestamp.is_none() || !ours {
+        return FinalizeStep::Ignore;
     }
-    // 1. The node drains and goes first (its finalizer is the termination controller's).
+    if let Some(node) = node {
+        if node.metadata.deletion_timestamp.is_none() {
+            return FinalizeStep::DeleteNode(node.metadata.name.clone().unwrap_or_default());
+        }
+        if !claim.is_true("Drained") {
+            return FinalizeStep::AwaitDrain;
+        }
+    }
+    if instance_gone {
+        return FinalizeStep::RemoveFinalizer;
+    }
+    FinalizeStep::TerminateInstance(claim.provider_id().map(str::to_string))
+}
+
+async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorError> {
+    let claims: Api<NodeClaim> = Api::all(ctx.client.clone());
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let name = claim.metadata.name.clone().unwrap_or_default();
     let node = claim
         .provider_id()
         .and_then(|p| ctx.stores.node_by_provider_id(p));
-    if let Some(node) = node {
-        if node.metadata.deletion_timestamp.is_none() {
-            let n = node.metadata.name.clone().unwrap_or_default();
-            match nodes.delete(&n, &DeleteParams::default()).await {
-                Ok(_) => info!(nodeclaim = %name, node = %n, "deleting node"),
-                Err(e) if is_404(&e) => {}
-                Err(e) => return Err(kube_err("delete Node", e)),
-            }
+    let mut step = finalize_step(claim, node.as_deref(), false);
+    if let FinalizeStep::TerminateInstance(provider_id) = &step {
+        let provider_id = match provider_id {
+            Some(p) => Some(p.clone()),
+            None => ctx
+                .cloud
+                .list()
+                .await
+                .map_err(|e| OperatorError::Cloud(e.to_string()))?
+                .into_iter()
+                .find(|i| i.nodeclaim.as_deref() == Some(name.as_str()))
+                .map(|i| i.provider_id),
+        };
+        let gone = match provider_id {
+            None => true,
+            Some(p) => match ctx.cloud.delete(&p).await {
+                Ok(()) => false,
+                Err(e) if e.is_not_found() => true,
+                Err(e) => return Err(OperatorError::Cloud(e.to_string())),
+            },
+        };
+        if !gone {
+            return Ok(Action::requeue(Duration::from_millis(500)));
         }
-        return Ok(Action::requeue(Duration::from_millis(500)));
+        step = finalize_step(claim, node.as_deref(), true);
     }
-    // 2. The instance, until the cloud says NotFound.
-    let provider_id = match claim.provider_id() {
-        Some(p) => Some(p.to_string()),
-        None => ctx
-            .cloud
-            .list()
-            .await
-            .map_err(|e| OperatorError::Cloud(e.to_string()))?
-            .into_iter()
-            .find(|i| i.nodeclaim.as_deref() == Some(name.as_str()))
-            .map(|i| i.provider_id),
-    };
-    if let Some(p) = provider_id {
-        match ctx.cloud.delete(&p).await {
-            Ok(()) => return Ok(Action::requeue(Duration::from_millis(500))),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(OperatorError::Cloud(e.to_string())),
+    match step {
+        FinalizeStep::Ignore => Ok(Action::await_change()),
+        FinalizeStep::DeleteNode(n) => {
+            delete_ignoring_404(&nodes, &n, "delete Node").await?;
+            info!(nodeclaim = %name, node = %n, "deleting node");
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
+        FinalizeStep::AwaitDrain | FinalizeStep::TerminateInstance(_) => {
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
+        FinalizeStep::RemoveFinalizer => {
+            remove_finalizer(&claims, claim, TERMINATION_FINALIZER).await?;
+            ctx.metrics.inc(
+                "karpenter_nodeclaims_terminated_total",
+                &[("nodepool", claim.nodepool().unwrap_or_default())],
+            );
+            info!(nodeclaim = %name, "terminated");
+            Ok(Action::await_change())
         }
     }
-    remove_finalizer(&claims, claim, TERMINATION_FINALIZER).await?;
-    ctx.metrics.inc(
-        "karpenter_nodeclaims_terminated_total",
-        &[("nodepool", claim.nodepool().unwrap_or_default())],
-    );
-    info!(nodeclaim = %name, "terminated");
-    Ok(Action::await_change())
 }
 
 /// Reconciles one NodeClaim.
@@ -541,11 +506,7 @@ pub async fn reconcile(claim: Arc<NodeClaim>, ctx: Arc<Context>) -> Result<Actio
                                 "the node did not register in time",
                             )
                             .await;
-                        match api.delete(&name, &DeleteParams::default()).await {
-                            Ok(_) => {}
-                            Err(e) if is_404(&e) => {}
-                            Err(e) => return Err(kube_err("delete NodeClaim", e)),
-                        }
+                        delete_ignoring_404(&api, &name, "delete NodeClaim").await?;
                         return Ok(Action::await_change());
                     }
                     Ok(Action::requeue(Duration::from_secs(1)))
@@ -585,4 +546,77 @@ pub async fn run(ctx: Arc<Context>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn deleted_claim(provider_id: Option<&str>, drained: bool) -> NodeClaim {
+        let mut c = NodeClaim::default();
+        c.metadata.name = Some("c1".into());
+        c.metadata.finalizers = Some(vec![TERMINATION_FINALIZER.into()]);
+        c.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let mut status = crate::api::nodeclaim::NodeClaimStatus {
+            provider_id: provider_id.map(str::to_string),
+            ..Default::default()
+        };
+        if drained {
+            set_condition(&mut status.conditions, "Drained", true, "Drained", "", "t");
+        }
+        c.status = Some(status);
+        c
+    }
+
+    fn node(deleting: bool) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some("n1".into());
+        if deleting {
+            n.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        }
+        n
+    }
+
+    #[test]
+    fn the_claims_finalizer_deletes_the_node_waits_for_its_drain_then_owns_the_instance() {
+        let c = deleted_claim(Some("aws:///z/i-1"), false);
+        assert_eq!(
+            finalize_step(&c, Some(&node(false)), false),
+            FinalizeStep::DeleteNode("n1".into())
+        );
+        assert_eq!(
+            finalize_step(&c, Some(&node(true)), false),
+            FinalizeStep::AwaitDrain
+        );
+        let drained = deleted_claim(Some("aws:///z/i-1"), true);
+        assert_eq!(
+            finalize_step(&drained, Some(&node(true)), false),
+            FinalizeStep::TerminateInstance(Some("aws:///z/i-1".into()))
+        );
+        assert_eq!(
+            finalize_step(&drained, Some(&node(true)), true),
+            FinalizeStep::RemoveFinalizer
+        );
+    }
+
+    #[test]
+    fn a_claim_without_a_node_terminates_its_instance_found_by_tag_when_unrecorded() {
+        let c = deleted_claim(None, false);
+        assert_eq!(
+            finalize_step(&c, None, false),
+            FinalizeStep::TerminateInstance(None)
+        );
+        assert_eq!(finalize_step(&c, None, true), FinalizeStep::RemoveFinalizer);
+    }
+
+    #[test]
+    fn live_claims_and_foreign_finalizers_are_ignored() {
+        let mut live = deleted_claim(None, false);
+        live.metadata.deletion_timestamp = None;
+        assert_eq!(finalize_step(&live, None, false), FinalizeStep::Ignore);
+        let mut foreign = deleted_claim(None, false);
+        foreign.metadata.finalizers = Some(vec!["other".into()]);
+        assert_eq!(finalize_step(&foreign, None, false), FinalizeStep::Ignore);
+    }
 }

@@ -5,7 +5,7 @@
 //! ```
 //! use std::time::Duration;
 //! use karp_operator::embedded::{EmbeddedCluster, EmbeddedOptions};
-//! use karp_operator::operator::objects::NodeClaim;
+//! use karp_operator::api::nodeclaim::NodeClaim;
 //! use kube::api::{Api, ListParams};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -29,6 +29,8 @@
 //! # });
 //! ```
 
+pub mod aws;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +45,9 @@ use karp_sim::{
 };
 use kube::Client;
 
-use crate::operator::metrics::Metrics;
-use crate::operator::{NodeClassResolver, Operator, OperatorSettings};
+use crate::controllers::{Operator, OperatorSettings};
+use crate::providers::NodeClassResolver;
+use crate::runtime::metrics::Metrics;
 
 /// Node class resolution in the simulated cloud: every node class is Ready, with one subnet per
 /// zone of the catalog, one security group and an AMI per architecture.
@@ -73,6 +76,10 @@ fn condition(type_: &str) -> Condition {
 
 #[async_trait::async_trait]
 impl NodeClassResolver for SimNodeClassResolver {
+    fn node_class_label(&self) -> &'static str {
+        crate::providers::aws::NODE_CLASS_LABEL
+    }
+
     async fn resolve(&self, node_class: &EC2NodeClass) -> Result<EC2NodeClassStatus, String> {
         if let Err(e) = node_class.spec.settings() {
             let mut s = EC2NodeClassStatus::default();
@@ -339,7 +346,7 @@ impl std::fmt::Debug for EmbeddedCluster {
 /// # Errors
 /// A message naming the CRD that was refused.
 pub fn install_crds(server: &ApiServer) -> Result<(), String> {
-    for crd in crate::crds::all() {
+    for crd in crate::api::crds::all() {
         let name = crd["metadata"]["name"]
             .as_str()
             .unwrap_or_default()

@@ -6,52 +6,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use karp_aws::interruption::{InterruptionAction, InterruptionKind, InterruptionQueue};
+use karp_aws::interruption::InterruptionQueue;
 use karp_aws::{AwsClients, AwsCloudProvider, AwsSettings};
 use karp_core::cloud::CloudProvider;
-use kube::api::{Api, DeleteParams, ListParams};
 use kube::Client;
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::operator::leader::{run_elected, LeaderElection};
-use crate::operator::metrics::Metrics;
-use crate::operator::objects::NodeClaim;
-use crate::operator::serve::{serve, Health};
-use crate::operator::{NodeClassResolver, Operator, OperatorSettings};
-
-/// Node class resolution through karp-aws.
-#[derive(Debug, Clone)]
-pub struct AwsNodeClassResolver {
-    provider: Arc<AwsCloudProvider>,
-}
-
-impl AwsNodeClassResolver {
-    /// Wraps a provider.
-    #[must_use]
-    pub fn new(provider: Arc<AwsCloudProvider>) -> Self {
-        AwsNodeClassResolver { provider }
-    }
-}
-
-#[async_trait::async_trait]
-impl NodeClassResolver for AwsNodeClassResolver {
-    async fn resolve(
-        &self,
-        node_class: &karp_aws::nodeclass::EC2NodeClass,
-    ) -> Result<karp_aws::nodeclass::EC2NodeClassStatus, String> {
-        self.provider
-            .resolve_node_class(node_class)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn delete(&self, node_class: &karp_aws::nodeclass::EC2NodeClass) -> Result<(), String> {
-        self.provider
-            .delete_node_class(node_class)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
+use crate::controllers::interruption::run_interruption;
+use crate::controllers::{Operator, OperatorSettings};
+use crate::providers::aws::AwsNodeClassResolver;
+use crate::providers::NodeClassResolver;
+use crate::runtime::health::{serve, Health};
+use crate::runtime::leader::{run_elected, LeaderElection};
+use crate::runtime::metrics::Metrics;
 
 /// Options of `karp run`.
 #[derive(Debug, Clone)]
@@ -104,71 +71,6 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, RunError
             .map_err(|e| RunError::KubeConfig(e.to_string()))?,
     };
     Client::try_from(config).map_err(|e| RunError::KubeConfig(e.to_string()))
-}
-
-/// Handles interruption messages until `shutdown`: spot interruptions mark their offering
-/// unavailable; drain-worthy events delete the instance's NodeClaim (its node drains and the pods
-/// are placed again); every handled or unparseable message is deleted from the queue.
-pub async fn run_interruption(
-    client: Client,
-    queue: InterruptionQueue,
-    provider: Arc<AwsCloudProvider>,
-    health: Arc<Health>,
-) {
-    let claims: Api<NodeClaim> = Api::all(client);
-    loop {
-        if !health.leader.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        let received = match queue.receive(20).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "receiving interruption messages failed");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        };
-        for m in received {
-            match &m.event {
-                Ok(ev) => {
-                    let list = claims
-                        .list(&ListParams::default())
-                        .await
-                        .map(|l| l.items)
-                        .unwrap_or_default();
-                    for id in &ev.instance_ids {
-                        let Some(claim) = list.iter().find(|c| {
-                            c.provider_id()
-                                .is_some_and(|p| p.ends_with(&format!("/{id}")))
-                        }) else {
-                            continue;
-                        };
-                        if ev.kind == InterruptionKind::SpotInterruption {
-                            let labels = claim.metadata.labels.clone().unwrap_or_default();
-                            if let (Some(t), Some(z)) = (
-                                labels.get(karp_core::labels::INSTANCE_TYPE),
-                                labels.get(karp_core::labels::ZONE),
-                            ) {
-                                provider.mark_spot_interrupted(t, z);
-                            }
-                        }
-                        if ev.action() == InterruptionAction::CordonAndDrain {
-                            let name = claim.metadata.name.clone().unwrap_or_default();
-                            info!(nodeclaim = %name, kind = ?ev.kind, "interruption: replacing the node");
-                            let _ = claims.delete(&name, &DeleteParams::default()).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "dropping an interruption message karp does not understand")
-                }
-            }
-            if let Err(e) = queue.delete(&m.receipt_handle).await {
-                warn!(error = %e, "deleting an interruption message failed");
-            }
-        }
-    }
 }
 
 /// Runs the operator until `shutdown`.

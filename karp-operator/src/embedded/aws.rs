@@ -16,8 +16,8 @@ use kube::api::Api;
 use kube::Client;
 use tracing::debug;
 
-use crate::operator::lifecycle::launch_request;
-use crate::operator::objects::NodeClaim;
+use crate::api::nodeclaim::NodeClaim;
+use crate::controllers::lifecycle::launch_request;
 
 /// EC2 instances seen through karp-aws, as the simulated kubelet wants them. A background task
 /// ([`AwsInstances::run`]) refreshes the view; instances that disappear are kept as terminated.
@@ -198,7 +198,9 @@ impl EmbeddedAwsCluster {
         );
         let sim = karp_sim::SimCluster::start(client.clone(), instances, options.sim.clone());
         let cloud: Arc<dyn CloudProvider> = provider.clone();
-        let resolver = Arc::new(crate::run::AwsNodeClassResolver::new(Arc::clone(&provider)));
+        let resolver = Arc::new(crate::providers::aws::AwsNodeClassResolver::new(
+            Arc::clone(&provider),
+        ));
         let control =
             crate::embedded::ClusterControl::start(server, client, cloud, resolver, sim, options)
                 .await;

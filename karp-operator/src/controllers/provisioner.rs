@@ -1,31 +1,26 @@
 //! Provisioning: pending pods → NodeClaims.
 //!
-//! [`plan`] is the pure decision (cluster objects in, NodeClaims out), reusing `karp plan`'s
-//! conversion and karp-core's scheduler; [`Provisioner::run`] batches (the window closes after 1 s
+//! [`plan`] is the pure decision (cluster objects in, NodeClaims out), through the snapshot
+//! builder `karp plan` uses and karp-core's scheduler; [`Provisioner::run`] batches (the window closes after 1 s
 //! without new pending pods, or 10 s after it opened) and creates the claims.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karp_core::cloud::InstanceType;
 use karp_core::labels;
-use karp_core::requirements::{Operator, Requirements};
-use karp_core::resources::{Quantity, Resources};
 use karp_core::scheduling::{schedule, SchedulerOptions};
-use karp_core::taints::Taint;
 use kube::api::{Api, PostParams};
 use kube::Resource;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::objects::{NodeClaim, NodeClaimSpec, ResourceRequirements, UNREGISTERED_TAINT};
-use super::{Context, OperatorError};
-use crate::convert::{build_snapshot, CatalogSource, ConvertError};
-use crate::manifests::{Loaded, Manifests, Object, ObjectRef};
-use crate::nodepool::{FlexString, NodePool, NodeSelectorRequirementWithMinValues, TaintSpec};
+use super::{Context, LiveObjects, OperatorError};
+use crate::api::nodeclaim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
+use crate::convert::nodeclaim::{quantities, requirement_specs, taint_spec};
+use crate::convert::{build_snapshot, BuildOptions, ConvertError, TypesByNodeClass};
 
 /// Whether a pod is waiting for capacity: not bound, not terminating, and marked Unschedulable by
 /// the kube-scheduler (Karpenter's definition of provisionable).
@@ -67,30 +62,12 @@ fn is_daemonset_pod(p: &Pod) -> bool {
         .any(|o| o.kind == "DaemonSet")
 }
 
-fn origin(kind: &str, namespace: Option<&str>, name: &str) -> ObjectRef {
-    ObjectRef {
-        file: "cluster".into(),
-        kind: kind.into(),
-        namespace: namespace.map(str::to_string),
-        name: name.into(),
-    }
-}
-
-/// What the provisioner reads from the cluster.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterObjects {
-    /// Pods.
-    pub pods: Vec<Arc<Pod>>,
-    /// Nodes.
-    pub nodes: Vec<Arc<Node>>,
-    /// NodePools.
-    pub nodepools: Vec<Arc<NodePool>>,
-    /// NodeClaims.
-    pub nodeclaims: Vec<Arc<NodeClaim>>,
-    /// DaemonSets.
-    pub daemonsets: Vec<Arc<DaemonSet>>,
-    /// Namespaces.
-    pub namespaces: Vec<Arc<Namespace>>,
+/// Whether a pod is bound to a node.
+fn is_bound(p: &Pod) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
 }
 
 /// The provisioner's decision.
@@ -104,238 +81,31 @@ pub struct ProvisionPlan {
     pub unschedulable: Vec<(String, String)>,
     /// Provisionable pods considered.
     pub pending: usize,
+    /// Cluster objects left out of the plan because they do not convert.
+    pub skipped: Vec<ConvertError>,
 }
 
-/// Quantities of a resource vector as Kubernetes writes them (`1930m`, `6903Mi`, `29`).
-#[must_use]
-pub fn quantities(r: &Resources) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let bytes = |b: i64| {
-        if b % (1 << 20) == 0 {
-            format!("{}Mi", b >> 20)
-        } else if b % 1024 == 0 {
-            format!("{}Ki", b >> 10)
-        } else {
-            b.to_string()
-        }
-    };
-    if r.cpu != 0 {
-        m.insert(
-            "cpu".into(),
-            if r.cpu % 1000 == 0 {
-                (r.cpu / 1000).to_string()
-            } else {
-                format!("{}m", r.cpu)
-            },
-        );
-    }
-    if r.memory != 0 {
-        m.insert("memory".into(), bytes(r.memory));
-    }
-    if r.ephemeral_storage != 0 {
-        m.insert("ephemeral-storage".into(), bytes(r.ephemeral_storage));
-    }
-    if r.pods != 0 {
-        m.insert("pods".into(), r.pods.to_string());
-    }
-    for (k, v) in &r.extended {
-        m.insert(k.clone(), v.to_string());
-    }
-    m
-}
-
-/// Parses a quantity map (status.allocatable, spec.resources.requests); invalid entries are skipped.
-#[must_use]
-pub fn parse_quantities(m: &BTreeMap<String, String>) -> Resources {
-    let mut r = Resources::new();
-    for (k, v) in m {
-        if let Ok(q) = v.parse::<Quantity>() {
-            r.set(k, &q);
-        }
-    }
-    r
-}
-
-fn taint_spec(t: &Taint) -> TaintSpec {
-    TaintSpec {
-        key: t.key.clone(),
-        value: (!t.value.is_empty()).then(|| t.value.clone()),
-        effect: t.effect.as_str().to_string(),
-    }
-}
-
-/// Requirements as NodeClaim spec entries.
-#[must_use]
-pub fn requirement_specs(reqs: &Requirements) -> Vec<NodeSelectorRequirementWithMinValues> {
-    reqs.to_node_selector()
-        .into_iter()
-        .map(|r| NodeSelectorRequirementWithMinValues {
-            key: r.key,
-            operator: r.operator.as_str().to_string(),
-            values: r.values.into_iter().map(FlexString).collect(),
-            min_values: r.min_values.and_then(|n| i64::try_from(n).ok()),
-        })
-        .collect()
-}
-
-/// The labels a NodeClaim's node will have: its own labels plus every single-valued `In`
-/// requirement.
-#[must_use]
-pub fn claim_labels(claim: &NodeClaim) -> BTreeMap<String, String> {
-    let mut l = claim.metadata.labels.clone().unwrap_or_default();
-    for r in &claim.spec.requirements {
-        if r.operator == "In" && r.values.len() == 1 {
-            l.entry(r.key.clone())
-                .or_insert_with(|| r.values[0].0.clone());
-        }
-    }
-    l
-}
-
-fn taints_of(specs: &[TaintSpec]) -> Vec<Taint> {
-    specs
-        .iter()
-        .filter_map(|t| {
-            karp_core::taints::Effect::parse(&t.effect)
-                .map(|e| Taint::new(t.key.clone(), t.value.clone().unwrap_or_default(), e))
-        })
-        .collect()
-}
-
-/// Claim taints (template taints) as core taints.
-#[must_use]
-pub fn claim_taints(claim: &NodeClaim) -> Vec<Taint> {
-    taints_of(&claim.spec.taints)
-}
-
-/// Claim startup taints as core taints.
-#[must_use]
-pub fn claim_startup_taints(claim: &NodeClaim) -> Vec<Taint> {
-    taints_of(&claim.spec.startup_taints)
-}
-
-fn node_provider_id(n: &Node) -> Option<&str> {
-    n.spec.as_ref().and_then(|s| s.provider_id.as_deref())
-}
-
-/// Decides which NodeClaims to create for the provisionable pods.
+/// Decides which NodeClaims to create for the provisionable pods: the live objects go through
+/// the same snapshot builder as `karp plan` (bound pods and the pods the kube-scheduler marked
+/// unschedulable; in-flight NodeClaims as coming capacity), objects that do not convert are
+/// skipped (listed in [`ProvisionPlan::skipped`]), and karp-core's scheduler decides.
 ///
 /// # Errors
-/// [`ConvertError`] when a cluster object cannot be converted (it names the object and field).
+/// [`ConvertError`] only when the instance-type source itself fails.
 pub fn plan(
-    objects: &ClusterObjects,
+    objects: &LiveObjects,
     types: BTreeMap<String, Vec<Arc<InstanceType>>>,
+    node_class_label: &str,
 ) -> Result<ProvisionPlan, ConvertError> {
-    let mut m = Manifests::default();
-    let mut pending = 0;
-    for p in &objects.pods {
-        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-        let name = p.metadata.name.as_deref().unwrap_or_default();
-        let bound = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_some_and(|n| !n.is_empty());
-        let terminal = matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
-        if terminal || (!bound && (!is_provisionable(p) || is_daemonset_pod(p))) {
-            continue;
-        }
-        if !bound {
-            pending += 1;
-        }
-        m.objects.push(Loaded {
-            origin: origin("Pod", Some(ns), name),
-            object: Object::Pod(Box::new((**p).clone())),
-        });
-    }
-    // Nodes owned by a NodeClaim are seen through the claim: the unregistered and startup taints
-    // are going away, and an uninitialized node is in flight.
-    let claims_by_provider: BTreeMap<&str, &NodeClaim> = objects
-        .nodeclaims
+    let input = objects.cluster_objects(|p| is_bound(p) || is_provisionable(p));
+    let pending = objects
+        .pods
         .iter()
-        .filter_map(|c| c.provider_id().map(|p| (p, c.as_ref())))
-        .collect();
-    let mut claimed_nodes: BTreeMap<String, &NodeClaim> = BTreeMap::new();
-    for n in &objects.nodes {
-        let name = n.metadata.name.as_deref().unwrap_or_default();
-        if let Some(c) = node_provider_id(n).and_then(|p| claims_by_provider.get(p)) {
-            claimed_nodes.insert(name.to_string(), c);
-        }
-        m.objects.push(Loaded {
-            origin: origin("Node", None, name),
-            object: Object::Node(Box::new((**n).clone())),
-        });
-    }
-    for np in &objects.nodepools {
-        if np.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        m.objects.push(Loaded {
-            origin: origin(
-                "NodePool",
-                None,
-                np.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            object: Object::NodePool(Box::new((**np).clone())),
-        });
-    }
-    for d in &objects.daemonsets {
-        m.objects.push(Loaded {
-            origin: origin(
-                "DaemonSet",
-                Some(d.metadata.namespace.as_deref().unwrap_or("default")),
-                d.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            object: Object::DaemonSet(Box::new((**d).clone())),
-        });
-    }
-    for n in &objects.namespaces {
-        m.objects.push(Loaded {
-            origin: origin(
-                "Namespace",
-                None,
-                n.metadata.name.as_deref().unwrap_or_default(),
-            ),
-            object: Object::Namespace(Box::new((**n).clone())),
-        });
-    }
-    let mut converted = build_snapshot(&m, &CatalogSource::Types(types))?;
-    let snapshot = &mut converted.snapshot;
-    for node in &mut snapshot.nodes {
-        if let Some(claim) = claimed_nodes.get(&node.name) {
-            let startup: Vec<Taint> = claim_startup_taints(claim);
-            node.taints
-                .retain(|t| t.key != UNREGISTERED_TAINT && !startup.contains(t));
-            node.initialized = claim.is_true("Initialized");
-        }
-    }
-    // In-flight claims without a node yet: capacity that is coming.
-    let registered: BTreeSet<&str> = objects
-        .nodes
-        .iter()
-        .filter_map(|n| node_provider_id(n))
-        .collect();
-    for c in &objects.nodeclaims {
-        if c.metadata.deletion_timestamp.is_some()
-            || c.provider_id().is_some_and(|p| registered.contains(p))
-        {
-            continue;
-        }
-        let status = c.status.clone().unwrap_or_default();
-        let allocatable = if status.allocatable.is_empty() {
-            parse_quantities(&c.spec.resources.clone().unwrap_or_default().requests)
-        } else {
-            parse_quantities(&status.allocatable)
-        };
-        let name = c.metadata.name.clone().unwrap_or_default();
-        let mut node = karp_core::cluster::Node::new(name, claim_labels(c), allocatable);
-        node.taints = claim_taints(c);
-        node.initialized = false;
-        snapshot.nodes.push(node);
-    }
+        .filter(|p| is_provisionable(p) && !is_daemonset_pod(p))
+        .count();
+    let options = BuildOptions { skip_invalid: true };
+    let converted = build_snapshot(&input, &mut TypesByNodeClass(types), &options)?;
+    let snapshot = &converted.snapshot;
     let results = schedule(snapshot, &SchedulerOptions::default());
     let pod_name = |i: usize| {
         let p = &snapshot.pods[i];
@@ -343,6 +113,7 @@ pub fn plan(
     };
     let mut out = ProvisionPlan {
         pending,
+        skipped: converted.skipped.clone(),
         ..ProvisionPlan::default()
     };
     for u in &results.unschedulable {
@@ -353,6 +124,7 @@ pub fn plan(
             .nodepools
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some(c.nodepool.as_str()))
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
         else {
             continue;
         };
@@ -361,7 +133,7 @@ pub fn plan(
         let mut labels = t.metadata.labels.clone();
         labels.insert(labels::NODEPOOL.into(), c.nodepool.clone());
         if let Some(r) = &t.spec.node_class_ref {
-            labels.insert("karpenter.k8s.aws/ec2nodeclass".into(), r.name.clone());
+            labels.insert(node_class_label.to_string(), r.name.clone());
         }
         let mut requirements = c.requirements.clone();
         // The scheduler's view keeps every option; the claim carries them as requirements.
@@ -412,27 +184,6 @@ pub fn plan(
             .push(c.pods.iter().map(|&i| pod_name(i)).collect());
     }
     Ok(out)
-}
-
-/// Requirements of a NodeClaim spec, parsed (entries that do not parse are dropped).
-#[must_use]
-pub fn claim_requirements(claim: &NodeClaim) -> Requirements {
-    let mut reqs = Requirements::new();
-    for r in &claim.spec.requirements {
-        let Ok(op) = Operator::parse(&r.operator) else {
-            continue;
-        };
-        let nsr = karp_core::requirements::NodeSelectorRequirement {
-            key: r.key.clone(),
-            operator: op,
-            values: r.values.iter().map(|v| v.0.clone()).collect(),
-            min_values: r.min_values.and_then(|n| usize::try_from(n).ok()),
-        };
-        if let Ok(req) = karp_core::requirements::Requirement::from_node_selector(&nsr) {
-            reqs.add(req);
-        }
-    }
-    reqs
 }
 
 /// The provisioning loop.
@@ -541,7 +292,33 @@ impl Provisioner {
             }
         }
         let started = Instant::now();
-        let plan = plan(&objects, types).map_err(|e| OperatorError::Convert(e.to_string()))?;
+        let plan = plan(&objects, types, ctx.resolver.node_class_label())
+            .map_err(|e| OperatorError::Convert(e.to_string()))?;
+        for skipped in &plan.skipped {
+            warn!(error = %skipped, "object left out of provisioning: it does not convert");
+            if let Some(object) = skipped.object() {
+                let api_version = match object.kind.as_str() {
+                    "NodePool" | "NodeClaim" => "karpenter.sh/v1",
+                    "DaemonSet" => "apps/v1",
+                    _ => "v1",
+                };
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some(api_version.to_string()),
+                    kind: Some(object.kind.clone()),
+                    namespace: object.namespace.clone(),
+                    name: Some(object.name.clone()),
+                    ..Default::default()
+                };
+                ctx.events
+                    .publish(
+                        &reference,
+                        "Warning",
+                        "FailedConversion",
+                        &skipped.to_string(),
+                    )
+                    .await;
+            }
+        }
         ctx.metrics
             .observe_scheduling(started.elapsed().as_secs_f64());
         for (pod, reason) in &plan.unschedulable {

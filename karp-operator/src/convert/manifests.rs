@@ -8,7 +8,7 @@
 //! skipped with a warning.
 //!
 //! ```
-//! use karp_operator::manifests::{parse_text, Object};
+//! use karp_operator::convert::manifests::{parse_text, Object};
 //!
 //! let yaml = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
 //! let m = parse_text("inline.yaml", yaml).unwrap();
@@ -16,9 +16,10 @@
 //! assert_eq!(m.warnings.len(), 1); // the ConfigMap is skipped
 //! ```
 
-use std::fmt;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -29,30 +30,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::nodepool::NodePool;
-
-/// Where an object came from: file, kind, namespace (for namespaced kinds) and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ObjectRef {
-    /// The file as named on the command line (or the folder entry found under it).
-    pub file: String,
-    /// The object's kind (`Deployment`).
-    pub kind: String,
-    /// Namespace for namespaced kinds (`default` when the manifest leaves it out); `None` for
-    /// cluster-scoped kinds, whatever the manifest says.
-    pub namespace: Option<String>,
-    /// `metadata.name` (empty when missing).
-    pub name: String,
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{}: {} {}/{}", self.file, self.kind, ns, self.name),
-            None => write!(f, "{}: {} {}", self.file, self.kind, self.name),
-        }
-    }
-}
+use crate::api::nodepool::NodePool;
+use crate::convert::workloads::Workload;
+pub use crate::convert::ObjectRef;
+use crate::convert::{ClusterObjects, ConvertError, Input, PodSource};
 
 /// A typed object of a kind `karp plan` uses.
 #[derive(Debug, Clone)]
@@ -162,6 +143,85 @@ pub enum LoadError {
         /// What serde said.
         reason: String,
     },
+}
+
+impl Manifests {
+    /// The objects as the snapshot builder takes them, in input order (workloads stay among the
+    /// pods where they appear, so expanded replicas keep the input's order). EC2NodeClasses are
+    /// the provider's ([`crate::providers::aws::AwsCatalog`]); PodDisruptionBudgets are not
+    /// used by planning.
+    ///
+    /// # Errors
+    /// [`ConvertError::DuplicateObject`] when two objects have the same kind, namespace and name.
+    pub fn cluster_objects(&self) -> Result<ClusterObjects, ConvertError> {
+        let mut seen: BTreeMap<(&str, Option<&str>, &str), String> = BTreeMap::new();
+        for l in &self.objects {
+            let o = &l.origin;
+            if o.name.is_empty() {
+                continue; // generateName pods
+            }
+            let first = o.file.clone().unwrap_or_default();
+            if let Some(first) = seen.insert((&o.kind, o.namespace.as_deref(), &o.name), first) {
+                return Err(ConvertError::DuplicateObject {
+                    object: Box::new(o.clone()),
+                    first,
+                });
+            }
+        }
+        let mut out = ClusterObjects::default();
+        for l in &self.objects {
+            let origin = l.origin.clone();
+            let workload = |w: Workload| Input {
+                origin: l.origin.clone(),
+                object: PodSource::Workload(Arc::new(w)),
+            };
+            match &l.object {
+                Object::Pod(p) => out.pods.push(Input {
+                    origin,
+                    object: PodSource::Pod(Arc::new((**p).clone())),
+                }),
+                Object::Deployment(d) => {
+                    out.pods.push(workload(Workload::Deployment((**d).clone())))
+                }
+                Object::ReplicaSet(r) => {
+                    out.pods.push(workload(Workload::ReplicaSet((**r).clone())))
+                }
+                Object::StatefulSet(s) => {
+                    out.pods
+                        .push(workload(Workload::StatefulSet((**s).clone())));
+                }
+                Object::Job(j) => out.pods.push(workload(Workload::Job((**j).clone()))),
+                Object::Node(n) => out.nodes.push(Input {
+                    origin,
+                    object: Arc::new((**n).clone()),
+                }),
+                Object::NodePool(n) => out.nodepools.push(Input {
+                    origin,
+                    object: Arc::new((**n).clone()),
+                }),
+                Object::DaemonSet(d) => out.daemonsets.push(Input {
+                    origin,
+                    object: Arc::new((**d).clone()),
+                }),
+                Object::Namespace(n) => out.namespaces.push(Input {
+                    origin,
+                    object: Arc::new((**n).clone()),
+                }),
+                Object::PersistentVolume(v) => out.volumes.push(Input {
+                    origin,
+                    object: Arc::new((**v).clone()),
+                }),
+                Object::PersistentVolumeClaim(c) => {
+                    out.volume_claims.push(Input {
+                        origin,
+                        object: Arc::new((**c).clone()),
+                    });
+                }
+                Object::EC2NodeClass(_) | Object::PodDisruptionBudget(_) => {}
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Read every path (files, folders recursively, `-` for standard input).
@@ -364,7 +424,7 @@ fn add_document(
             .to_string()
     });
     let origin = ObjectRef {
-        file: file.to_string(),
+        file: Some(file.to_string()),
         kind: kind.clone(),
         namespace,
         name,

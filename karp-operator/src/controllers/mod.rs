@@ -10,14 +10,12 @@
 //! create that is safe to repeat, so a restart at any point loses nothing.
 
 pub mod gc;
-pub mod leader;
+pub mod interruption;
 pub mod lifecycle;
-pub mod metrics;
-pub mod objects;
 pub mod provisioner;
-pub mod serve;
 pub mod status;
 pub mod termination;
+pub mod writes;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,9 +33,12 @@ use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 use tracing::debug;
 
-use self::metrics::Metrics;
-use self::objects::{EC2NodeClassObject, NodeClaim};
-use crate::nodepool::NodePool;
+use crate::api::ec2nodeclass::EC2NodeClassObject;
+use crate::api::nodeclaim::NodeClaim;
+use crate::api::nodepool::NodePool;
+use crate::convert::{ClusterObjects, Input};
+use crate::providers::NodeClassResolver;
+use crate::runtime::metrics::Metrics;
 
 /// Errors of the operator's reconcilers.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,23 +55,43 @@ pub enum OperatorError {
     Convert(String),
 }
 
-/// How the operator resolves node classes (EC2NodeClass status) for its cloud.
-#[async_trait::async_trait]
-pub trait NodeClassResolver: Send + Sync {
-    /// Resolves a node class, returning the status to write (with conditions).
-    ///
-    /// # Errors
-    /// A message when the cloud could not be asked (the status is left as it is).
-    async fn resolve(
-        &self,
-        node_class: &karp_aws::nodeclass::EC2NodeClass,
-    ) -> Result<karp_aws::nodeclass::EC2NodeClassStatus, String>;
+/// The cluster objects the planners read, from the caches, sorted by namespace and name.
+#[derive(Debug, Clone, Default)]
+pub struct LiveObjects {
+    /// Pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// Nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// NodePools.
+    pub nodepools: Vec<Arc<NodePool>>,
+    /// NodeClaims.
+    pub nodeclaims: Vec<Arc<NodeClaim>>,
+    /// DaemonSets.
+    pub daemonsets: Vec<Arc<DaemonSet>>,
+    /// Namespaces.
+    pub namespaces: Vec<Arc<Namespace>>,
+}
 
-    /// Cleans up what the cloud created for a deleted node class.
-    ///
-    /// # Errors
-    /// A message when cleanup failed (retried).
-    async fn delete(&self, node_class: &karp_aws::nodeclass::EC2NodeClass) -> Result<(), String>;
+impl LiveObjects {
+    /// The snapshot builder's input: the pods `include` selects, and every other object.
+    #[must_use]
+    pub fn cluster_objects(&self, include: impl Fn(&Pod) -> bool) -> ClusterObjects {
+        ClusterObjects {
+            pods: self
+                .pods
+                .iter()
+                .filter(|p| include(p))
+                .map(|p| Input::live_pod(Arc::clone(p)))
+                .collect(),
+            nodes: self.nodes.iter().cloned().map(Input::live).collect(),
+            nodeclaims: self.nodeclaims.iter().cloned().map(Input::live).collect(),
+            nodepools: self.nodepools.iter().cloned().map(Input::live).collect(),
+            daemonsets: self.daemonsets.iter().cloned().map(Input::live).collect(),
+            namespaces: self.namespaces.iter().cloned().map(Input::live).collect(),
+            volumes: Vec::new(),
+            volume_claims: Vec::new(),
+        }
+    }
 }
 
 /// The reflector stores of the objects the operator reads.
@@ -111,10 +132,10 @@ where
 }
 
 impl Stores {
-    /// Every object the provisioner reads, in deterministic order.
+    /// Every object the planners read, in deterministic order.
     #[must_use]
-    pub fn objects(&self) -> provisioner::ClusterObjects {
-        provisioner::ClusterObjects {
+    pub fn objects(&self) -> LiveObjects {
+        LiveObjects {
             pods: sorted(&self.pods),
             nodes: sorted(&self.nodes),
             nodepools: sorted(&self.nodepools),

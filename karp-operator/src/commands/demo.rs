@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 
+use crate::api::nodeclaim::NodeClaim;
 use crate::embedded::{EmbeddedCluster, EmbeddedOptions};
-use crate::operator::objects::NodeClaim;
 
 /// Errors of `karp demo` / `karp cluster`.
 #[derive(Debug, thiserror::Error)]
@@ -435,7 +435,7 @@ pub async fn run_cluster(
         }
         ClusterCloud::Aws(settings) => {
             let endpoint = settings.endpoint_url.clone().unwrap_or_default();
-            let cluster = crate::embedded_aws::EmbeddedAwsCluster::start(options, *settings)
+            let cluster = crate::embedded::aws::EmbeddedAwsCluster::start(options, *settings)
                 .await
                 .map_err(DemoError::Start)?;
             let serve = tokio::spawn(cluster.server.serve(listener));

@@ -1,0 +1,7 @@
+//! What runs around the controllers in one `karp run` process: leader election on a Lease
+//! ([`leader`]), Prometheus metrics ([`metrics`]) and the `/metrics`, `/healthz`, `/readyz`
+//! endpoints ([`health`]).
+
+pub mod health;
+pub mod leader;
+pub mod metrics;
