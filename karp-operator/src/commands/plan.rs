@@ -455,11 +455,11 @@ mod tests {
     use proptest::prelude::*;
 
     const EXAMPLE: &str = concat!(
-        include_str!("../../examples/seed/ec2nodeclass.yaml"),
+        include_str!("../../../examples/seed/ec2nodeclass.yaml"),
         "---\n",
-        include_str!("../../examples/seed/nodepool.yaml"),
+        include_str!("../../../examples/seed/nodepool.yaml"),
         "---\n",
-        include_str!("../../examples/workloads/cache.yaml"),
+        include_str!("../../../examples/workloads/cache.yaml"),
     );
 
     fn run(text: &str) -> Result<Plan, PlanError> {

@@ -240,6 +240,8 @@ pub fn convert_nodepool(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::manifests::Object;
+    use karp_core::taints::{Effect, Taint};
     use crate::convert::manifests::parse_text;
 
     fn pool(spec_yaml: &str) -> Result<NodePool, ConvertError> {

@@ -10,9 +10,9 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let cluster = EmbeddedCluster::start(EmbeddedOptions::fast()).await.unwrap();
-//! cluster.apply_yaml(include_str!("../../examples/seed/ec2nodeclass.yaml")).unwrap();
-//! cluster.apply_yaml(include_str!("../../examples/seed/nodepool.yaml")).unwrap();
-//! cluster.apply_yaml(include_str!("../../examples/workloads/inflate.yaml")).unwrap();
+//! cluster.apply_yaml(include_str!("../../../examples/seed/ec2nodeclass.yaml")).unwrap();
+//! cluster.apply_yaml(include_str!("../../../examples/seed/nodepool.yaml")).unwrap();
+//! cluster.apply_yaml(include_str!("../../../examples/workloads/inflate.yaml")).unwrap();
 //! // The real controllers plan NodeClaims for the pending pods and launch them.
 //! let claims: Api<NodeClaim> = Api::all(cluster.client.clone());
 //! let mut launched = 0;
