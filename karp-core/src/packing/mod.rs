@@ -16,7 +16,7 @@
 mod milp;
 
 #[cfg(feature = "milp")]
-pub use milp::{Clock, Milp};
+pub use milp::{Clock, Milp, WorkLimits};
 
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
@@ -113,6 +113,7 @@ pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f
             results,
             milp::BOUND_ROUNDS,
             &|| false,
+            None,
         ))
     }
     #[cfg(not(feature = "milp"))]
