@@ -8,8 +8,8 @@
 //! and anti-affinity, including anti-affinity of bound pods).
 //!
 //! [`validate`] runs one check per rule, in this order: placement, existing nodes, new
-//! NodeClaims ([`nodes`]), NodePool limits, host ports and node selection per node, then
-//! topology per newly placed pod ([`topology`]).
+//! NodeClaims and NodePool limits (module `nodes`), host ports and node selection per node,
+//! then topology per newly placed pod (module `topology`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
