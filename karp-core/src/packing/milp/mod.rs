@@ -15,8 +15,9 @@
 //!    pods left with a few rounds of column generation, repeat; a small integer master finishes
 //!    when the time runs out. The integer master over every pattern (warm-started from the
 //!    cheaper of the FFD plan and the dive's, with a time limit and a gap) picks pattern counts
-//!    too; the cheaper of the two is kept (the dive's on a tie). Pods are assigned to the chosen nodes and replayed through the scheduler's own
-//!    checks; the plan is validated. If anything fails, or the plan is not cheaper, FFD stands.
+//!    too; the cheaper of the two is kept (the dive's on a tie). Pods are assigned to the chosen
+//!    nodes and replayed through the scheduler's own checks; the plan is validated. If anything
+//!    fails, or the plan is not cheaper, FFD stands.
 //!
 //! Column generation starts from the *fluid* LP (fractional nodes of each config, fractional pods
 //! of each group on them, whole-pod fit counts as cuts), tightened by *pattern cuts*: per config,
@@ -27,6 +28,12 @@
 //! relaxation of the pattern formulation, both over every pod the plan places (topology ignored,
 //! every compatible NodePool allowed), valid whenever no existing node has free capacity;
 //! otherwise the per-unit price bound.
+//!
+//! Modules, in the order a run uses them: `run` (what may move, warm start, replay), `model`
+//! (the formulation), `fluid` (fluid LP, pattern cuts), `colgen` (column generation, Farley's
+//! bound) with `pricing` and `search` (its pricing problems), `dive` (diving, integer master),
+//! `bound` (the bound outside a run) and `budget` (the time budget's phases, time limits and the
+//! deterministic work limits).
 
 mod bound;
 mod budget;
