@@ -14,8 +14,9 @@
 //! wall-clock time limits (and, with a clock, its phases stop at shares of a time budget), so
 //! *which* plan it returns within that, and its lower bound, can depend on timing and machine
 //! load. With `Milp::work_limits` set and no clock, every limit is a count (rounds, search
-//! nodes, branch-and-bound nodes, simplex iterations) and two runs give byte-identical results. [`lower_bound`](packing::lower_bound) keeps its time limits: always a
-//! valid bound, but on large snapshots its value can depend on timing.
+//! nodes, branch-and-bound nodes, simplex iterations) and two runs give byte-identical results.
+//! [`lower_bound`](packing::lower_bound) keeps its time limits: always a valid bound, but on large
+//! snapshots its value can depend on timing.
 //!
 //! ```
 //! use karp_core::cluster::ClusterSnapshot;
