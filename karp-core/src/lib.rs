@@ -4,8 +4,19 @@
 //! requirements, instance types and offerings, the scheduling simulation that decides which
 //! NodeClaims to create for pending pods, and an independent validator for its plans.
 //!
-//! Nothing here performs IO, reads the clock or depends on an async runtime; the same snapshot
-//! always gives the same plan.
+//! Nothing here performs IO or depends on an async runtime, and nothing reads the clock itself:
+//! the MILP packer's time budget runs on a `packing::Clock` the caller injects.
+//!
+//! # Determinism
+//! The scheduler ([`schedule`](scheduling::schedule), [`Ffd`](packing::Ffd)) and the validator
+//! always give the same result for the same snapshot. The MILP packer (feature `milp`) always
+//! returns a valid plan that costs no more than the FFD plan, but by default its HiGHS calls have
+//! wall-clock time limits (and, with a clock, its phases stop at shares of a time budget), so
+//! *which* plan it returns within that, and its lower bound, can depend on timing and machine
+//! load. With `Milp::work_limits` set and no clock, every limit is a count (rounds, search
+//! nodes, branch-and-bound nodes, simplex iterations) and two runs give byte-identical results.
+//! [`lower_bound`](packing::lower_bound) keeps its time limits: always a valid bound, but on large
+//! snapshots its value can depend on timing.
 //!
 //! ```
 //! use karp_core::cluster::ClusterSnapshot;

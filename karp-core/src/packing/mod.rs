@@ -3,7 +3,8 @@
 //! A [`Packer`] turns a snapshot into a plan. [`Ffd`] is Karpenter's first-fit-decreasing
 //! scheduler as is; `Milp` (feature `milp`) re-packs what it can model with a pattern
 //! (column-generation) formulation solved by HiGHS, and falls back to the FFD plan whenever it
-//! cannot prove a plan at least as cheap.
+//! cannot prove a plan at least as cheap. `Milp`'s plan depends on its time limits unless its
+//! `work_limits` are set (see its documentation and the crate's `Determinism` section).
 //!
 //! [`lower_bound_per_hour`] bounds the hourly cost of the new nodes of *any* valid plan that
 //! schedules the same pods. For each resource (CPU, memory) every pod is charged the cheapest
@@ -16,7 +17,7 @@
 mod milp;
 
 #[cfg(feature = "milp")]
-pub use milp::{Clock, Milp};
+pub use milp::{Clock, Milp, WorkLimits};
 
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
@@ -103,6 +104,10 @@ impl Packer for Ffd {
 /// formulation: the fluid LP (fractional nodes, CPU and memory kept together per node, whole-pod
 /// fit counts, pattern cuts) and Farley's bound on the pattern LP (valid when no existing node
 /// has room).
+///
+/// # Caveats
+/// The LP bounds' HiGHS calls have wall-clock time limits (the fluid LP 30 s, each exact pricing
+/// 0.1 s): the value is always a valid bound, but on large snapshots it can depend on timing.
 #[must_use]
 pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f64 {
     let simple = lower_bound_per_hour(snapshot, results);
@@ -113,6 +118,7 @@ pub fn lower_bound(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> f
             results,
             milp::BOUND_ROUNDS,
             &|| false,
+            None,
         ))
     }
     #[cfg(not(feature = "milp"))]

@@ -17,13 +17,24 @@ fn check(snapshot: &ClusterSnapshot, r: &PackResult) {
     );
 }
 
+/// The MILP packer with work limits instead of time limits: its plans do not depend on timing.
+fn deterministic() -> Milp {
+    Milp::default().with_work_limits(WorkLimits::default())
+}
+
+/// FFD and the deterministic MILP (whose plan the callers compare with expected values), both
+/// checked; the default, time-limited MILP is checked too (valid and no dearer than FFD, which
+/// holds whatever the timing).
 fn both(snapshot: &ClusterSnapshot) -> (PackResult, PackResult) {
     let f = Ffd::default().pack(snapshot);
-    let m = Milp::default().pack(snapshot);
+    let m = deterministic().pack(snapshot);
+    let timed = Milp::default().pack(snapshot);
     check(snapshot, &f);
-    check(snapshot, &m);
-    assert!(m.results.cost_per_hour() <= f.results.cost_per_hour() + 1e-9);
-    assert_eq!(m.results.unschedulable.len(), f.results.unschedulable.len());
+    for r in [&m, &timed] {
+        check(snapshot, r);
+        assert!(r.results.cost_per_hour() <= f.results.cost_per_hour() + 1e-9);
+        assert_eq!(r.results.unschedulable.len(), f.results.unschedulable.len());
+    }
     (f, m)
 }
 
@@ -159,6 +170,66 @@ fn milp_keeps_pods_on_their_weighted_pool() {
         .new_nodeclaims
         .iter()
         .all(|c| c.nodepool == "high"));
+}
+
+/// Three shapes of movable pods, pods with hostname anti-affinity and host ports (modelled),
+/// zonally spread pods (kept together as bundles), two NodePools and a daemonset.
+fn varied_snapshot() -> ClusterSnapshot {
+    let mut pods: Vec<_> = (0..150)
+        .map(|i| {
+            let (cpu, memory) = [("250m", "512Mi"), ("1", "3Gi"), ("1500m", "1Gi")][i % 3];
+            pod(&format!("p{i}")).cpu(cpu).memory(memory).build()
+        })
+        .collect();
+    pods.extend((0..5).map(|i| {
+        pod(&format!("a{i}"))
+            .cpu("500m")
+            .label("app", "a")
+            .anti_affinity(HOSTNAME, &[("app", "a")])
+            .build()
+    }));
+    pods.extend((0..4).map(|i| pod(&format!("h{i}")).cpu("300m").host_port(9100).build()));
+    pods.extend((0..6).map(|i| {
+        pod(&format!("z{i}"))
+            .cpu("750m")
+            .label("app", "z")
+            .spread(ZONE, 1, &[("app", "z")])
+            .build()
+    }));
+    let mut spare = nodepool(
+        "spare",
+        vec![instance_type("medium")
+            .cpu("4")
+            .memory("16Gi")
+            .price(0.19)
+            .spot_price(0.19)
+            .build()],
+    );
+    spare.weight = 0;
+    ClusterSnapshot {
+        node_pools: vec![nodepool("default", small_is_cheaper()), spare],
+        pods,
+        daemonsets: vec![pod("ds").cpu("100m").memory("128Mi").build()],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_runs_with_work_limits_give_byte_identical_plans() {
+    let s = varied_snapshot();
+    let first = deterministic().pack(&s);
+    check(&s, &first);
+    assert_eq!(first.packer, "milp", "{:?}", first.fallback);
+    // Non-trivial: many groups and columns, bundles, FFD beaten.
+    assert!(first.stats.groups >= 4 && first.stats.fixed_pods > 0 && first.stats.columns > 20);
+    assert!(first.results.cost_per_hour() < first.stats.ffd_cost - 1e-9);
+    let again = deterministic().pack(&s);
+    assert_eq!(format!("{again:?}"), format!("{first:?}"));
+    assert_eq!(
+        again.lower_bound_per_hour.to_bits(),
+        first.lower_bound_per_hour.to_bits()
+    );
+    assert_eq!(again.stats.lp_cost.to_bits(), first.stats.lp_cost.to_bits());
 }
 
 #[test]
