@@ -385,15 +385,22 @@ pub enum FinalizeStep {
     /// Terminate the instance (by provider ID; `None`: look it up by the claim's tag, for a
     /// launch whose status write was lost) until the cloud says it is gone.
     TerminateInstance(Option<String>),
-    /// The instance is gone: remove the finalizer.
+    /// The instance is gone and the node still there: record it (condition
+    /// `InstanceTerminated`), so node termination removes the node's finalizer.
+    MarkInstanceTerminated,
+    /// Wait for the node to go.
+    AwaitNodeGone,
+    /// The instance and the node are gone: remove the finalizer.
     RemoveFinalizer,
 }
 
-/// The next finalization step of a deleted claim from the claim and its node (pure).
+/// The next finalization step of a deleted claim from the claim, its node and whether the cloud
+/// has said the instance is gone (pure).
 ///
-/// The claim's finalizer is the one owner of instance deletion: node termination drains the
-/// node and marks the claim `Drained`; this step terminates the instance; the node's own
-/// finalizer goes once the claim is gone.
+/// The claim's finalizer is the one owner of instance deletion, in Karpenter's order: node
+/// termination drains the node and marks the claim `Drained`; this terminates the instance and
+/// marks the claim `InstanceTerminated`; node termination then removes the node's finalizer;
+/// the claim goes last.
 #[must_use]
 pub fn finalize_step(claim: &NodeClaim, node: Option<&Node>, instance_gone: bool) -> FinalizeStep {
     let ours = claim
@@ -413,10 +420,14 @@ pub fn finalize_step(claim: &NodeClaim, node: Option<&Node>, instance_gone: bool
             return FinalizeStep::AwaitDrain;
         }
     }
-    if instance_gone {
-        return FinalizeStep::RemoveFinalizer;
+    if !instance_gone && !claim.is_true("InstanceTerminated") {
+        return FinalizeStep::TerminateInstance(claim.provider_id().map(str::to_string));
     }
-    FinalizeStep::TerminateInstance(claim.provider_id().map(str::to_string))
+    match node {
+        Some(_) if !claim.is_true("InstanceTerminated") => FinalizeStep::MarkInstanceTerminated,
+        Some(_) => FinalizeStep::AwaitNodeGone,
+        None => FinalizeStep::RemoveFinalizer,
+    }
 }
 
 async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorError> {
@@ -427,6 +438,7 @@ async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorEr
         .provider_id()
         .and_then(|p| ctx.stores.node_by_provider_id(p));
     let mut step = finalize_step(claim, node.as_deref(), false);
+    // Only the cloud can say the instance is gone: ask it, then decide again.
     if let FinalizeStep::TerminateInstance(provider_id) = &step {
         let provider_id = match provider_id {
             Some(p) => Some(p.clone()),
@@ -459,8 +471,22 @@ async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorEr
             info!(nodeclaim = %name, node = %n, "deleting node");
             Ok(Action::requeue(Duration::from_millis(500)))
         }
-        FinalizeStep::AwaitDrain | FinalizeStep::TerminateInstance(_) => {
-            Ok(Action::requeue(Duration::from_millis(500)))
+        FinalizeStep::AwaitDrain
+        | FinalizeStep::TerminateInstance(_)
+        | FinalizeStep::AwaitNodeGone => Ok(Action::requeue(Duration::from_millis(500))),
+        FinalizeStep::MarkInstanceTerminated => {
+            let mut status = claim.status.clone().unwrap_or_default();
+            set_condition(
+                &mut status.conditions,
+                "InstanceTerminated",
+                true,
+                "InstanceTerminated",
+                "",
+                &rfc3339(SystemTime::now()),
+            );
+            patch_claim_status(&claims, &name, &status).await?;
+            info!(nodeclaim = %name, "instance terminated");
+            Ok(Action::requeue(Duration::from_millis(200)))
         }
         FinalizeStep::RemoveFinalizer => {
             remove_finalizer(&claims, claim, TERMINATION_FINALIZER).await?;
@@ -596,6 +622,24 @@ mod tests {
         );
         assert_eq!(
             finalize_step(&drained, Some(&node(true)), true),
+            FinalizeStep::MarkInstanceTerminated
+        );
+        let mut terminated = drained.clone();
+        let status = terminated.status.as_mut().unwrap();
+        set_condition(
+            &mut status.conditions,
+            "InstanceTerminated",
+            true,
+            "InstanceTerminated",
+            "",
+            "t",
+        );
+        assert_eq!(
+            finalize_step(&terminated, Some(&node(true)), false),
+            FinalizeStep::AwaitNodeGone
+        );
+        assert_eq!(
+            finalize_step(&terminated, None, false),
             FinalizeStep::RemoveFinalizer
         );
     }

@@ -6,8 +6,8 @@
 //!
 //! Karpenter's order: a deleted Node's NodeClaim is deleted first, and the NodeClaim's finalizer
 //! ([`super::lifecycle`]) is the one owner of instance deletion: once this controller marks the
-//! claim `Drained`, the claim terminates the instance and goes; then the Node's finalizer is
-//! removed. [`next_step`] decides each step from the objects and the time; `act` performs it.
+//! claim `Drained`, the claim terminates the instance and marks `InstanceTerminated`; then the
+//! Node's finalizer is removed, and the claim goes once its node is gone. [`next_step`] decides each step from the objects and the time; `act` performs it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -170,7 +170,7 @@ pub enum NodeStep {
     /// Tell the NodeClaim the node is drained (condition `Drained`): its finalizer may now
     /// terminate the instance.
     MarkDrained(String),
-    /// The NodeClaim is terminating its instance.
+    /// The NodeClaim is terminating its instance (until it marks `InstanceTerminated`).
     AwaitInstance,
     /// Done: remove the finalizer, the Node goes.
     RemoveFinalizer,
@@ -249,8 +249,8 @@ pub fn next_step(f: &NodeFacts<'_>) -> NodeStep {
         Some(c) if !c.is_true("Drained") => {
             NodeStep::MarkDrained(c.metadata.name.clone().unwrap_or_default())
         }
-        Some(_) => NodeStep::AwaitInstance,
-        None => NodeStep::RemoveFinalizer,
+        Some(c) if !c.is_true("InstanceTerminated") => NodeStep::AwaitInstance,
+        _ => NodeStep::RemoveFinalizer,
     }
 }
 
@@ -593,6 +593,20 @@ mod tests {
         assert_eq!(
             next_step(&facts(&node, Some(&drained), &[], Some(0), 0)),
             NodeStep::AwaitInstance
+        );
+        let mut terminated = drained.clone();
+        let status = terminated.status.as_mut().unwrap();
+        set_condition(
+            &mut status.conditions,
+            "InstanceTerminated",
+            true,
+            "InstanceTerminated",
+            "",
+            "t",
+        );
+        assert_eq!(
+            next_step(&facts(&node, Some(&terminated), &[], Some(0), 0)),
+            NodeStep::RemoveFinalizer
         );
         assert_eq!(
             next_step(&facts(&node, None, &[], Some(0), 0)),

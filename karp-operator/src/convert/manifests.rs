@@ -180,17 +180,12 @@ impl Manifests {
                     origin,
                     object: PodSource::Pod(Arc::new((**p).clone())),
                 }),
-                Object::Deployment(d) => {
-                    out.pods.push(workload(Workload::Deployment((**d).clone())))
-                }
-                Object::ReplicaSet(r) => {
-                    out.pods.push(workload(Workload::ReplicaSet((**r).clone())))
-                }
+                Object::Deployment(d) => out.pods.push(workload(Workload::Deployment(d.clone()))),
+                Object::ReplicaSet(r) => out.pods.push(workload(Workload::ReplicaSet(r.clone()))),
                 Object::StatefulSet(s) => {
-                    out.pods
-                        .push(workload(Workload::StatefulSet((**s).clone())));
+                    out.pods.push(workload(Workload::StatefulSet(s.clone())));
                 }
-                Object::Job(j) => out.pods.push(workload(Workload::Job((**j).clone()))),
+                Object::Job(j) => out.pods.push(workload(Workload::Job(j.clone()))),
                 Object::Node(n) => out.nodes.push(Input {
                     origin,
                     object: Arc::new((**n).clone()),

@@ -240,9 +240,9 @@ pub fn convert_nodepool(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::manifests::parse_text;
     use crate::convert::manifests::Object;
     use karp_core::taints::{Effect, Taint};
-    use crate::convert::manifests::parse_text;
 
     fn pool(spec_yaml: &str) -> Result<NodePool, ConvertError> {
         let text = format!("apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {{name: np}}\nspec:\n{spec_yaml}");

@@ -20,13 +20,13 @@ pub const MAX_REPLICAS: i32 = 100_000;
 #[derive(Debug, Clone)]
 pub enum Workload {
     /// `apps/v1` Deployment.
-    Deployment(Deployment),
+    Deployment(Box<Deployment>),
     /// `apps/v1` ReplicaSet.
-    ReplicaSet(ReplicaSet),
+    ReplicaSet(Box<ReplicaSet>),
     /// `apps/v1` StatefulSet.
-    StatefulSet(StatefulSet),
+    StatefulSet(Box<StatefulSet>),
     /// `batch/v1` Job.
-    Job(Job),
+    Job(Box<Job>),
 }
 
 fn replicas(origin: &ObjectRef, r: Option<i32>) -> Result<i32, ConvertError> {
