@@ -387,6 +387,12 @@ impl std::fmt::Debug for Operator {
     }
 }
 
+impl crate::runtime::leader::Leading for Operator {
+    async fn stop(self) {
+        Operator::stop(self).await;
+    }
+}
+
 impl Operator {
     /// Starts every controller (call once leader).
     pub async fn start(

@@ -10,7 +10,12 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
 
 use super::health::Health;
-use crate::controllers::Operator;
+
+/// What runs while this replica leads: started on election, stopped on losing the lease.
+pub trait Leading {
+    /// Stops it and waits until it has stopped.
+    fn stop(self) -> impl Future<Output = ()>;
+}
 
 /// Lease settings.
 #[derive(Debug, Clone)]
@@ -46,7 +51,7 @@ impl LeaderElection {
 ///
 /// # Errors
 /// A message when the lease manager cannot be built.
-pub async fn run_elected<S, F>(
+pub async fn run_elected<S, F, L>(
     client: Client,
     election: LeaderElection,
     health: Arc<Health>,
@@ -55,7 +60,8 @@ pub async fn run_elected<S, F>(
 ) -> Result<(), String>
 where
     S: Fn() -> F,
-    F: Future<Output = Operator>,
+    F: Future<Output = L>,
+    L: Leading,
 {
     let manager = LeaseManagerBuilder::new(client, &election.lease)
         .with_namespace(&election.namespace)
@@ -68,7 +74,7 @@ where
     let (mut leading, task) = manager.watch().await;
     // A standby is ready: it serves probes and waits.
     health.ready.store(true, Ordering::SeqCst);
-    let mut running: Option<Operator> = None;
+    let mut running: Option<L> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let is_leader = *leading.borrow_and_update();
