@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
-use karp_core::cloud::{CloudError, Instance, LaunchRequest};
+use karp_core::cloud::{CloudError, Instance, InstanceType, LaunchRequest};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -25,8 +25,8 @@ use super::writes::{
 };
 use super::{Context, OperatorError};
 use crate::api::nodeclaim::{
-    set_condition, NodeClaim, INITIALIZED_LABEL, REGISTERED_LABEL, TERMINATION_FINALIZER,
-    UNREGISTERED_TAINT,
+    set_condition, NodeClaim, NodeClaimStatus, INITIALIZED_LABEL, REGISTERED_LABEL,
+    TERMINATION_FINALIZER, UNREGISTERED_TAINT,
 };
 use crate::api::rfc3339;
 use crate::convert::nodeclaim::{
@@ -46,6 +46,100 @@ pub fn launch_request(claim: &NodeClaim) -> LaunchRequest {
         labels: claim.metadata.labels.clone().unwrap_or_default(),
         taints: claim_taints(claim),
         startup_taints: claim_startup_taints(claim),
+    }
+}
+
+/// The labels a launched claim gets: the instance's, its type, zone and capacity type, and every
+/// single-valued requirement of its instance type.
+#[must_use]
+pub fn launched_labels(instance: &Instance, it: Option<&InstanceType>) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = instance.labels.clone();
+    labels.insert(
+        karp_core::labels::INSTANCE_TYPE.into(),
+        instance.instance_type.clone(),
+    );
+    labels.insert(karp_core::labels::ZONE.into(), instance.zone.clone());
+    labels.insert(
+        karp_core::labels::CAPACITY_TYPE.into(),
+        instance.capacity_type.clone(),
+    );
+    for r in it.iter().flat_map(|it| it.requirements.iter()) {
+        if let Some(v) = r.single_value() {
+            labels
+                .entry(r.key().to_string())
+                .or_insert_with(|| v.to_string());
+        }
+    }
+    labels
+}
+
+/// The status a launched claim gets: its provider ID, capacity and allocatable from its instance
+/// type, `Launched` true and the later conditions false, at `now`.
+#[must_use]
+pub fn launched_status(
+    claim: &NodeClaim,
+    instance: &Instance,
+    it: Option<&InstanceType>,
+    now: &str,
+) -> NodeClaimStatus {
+    let mut status = claim.status.clone().unwrap_or_default();
+    status.provider_id = Some(instance.provider_id.clone());
+    if let Some(it) = it {
+        status.capacity = quantities(&it.capacity);
+        status.allocatable = quantities(it.allocatable());
+    }
+    let c = &mut status.conditions;
+    set_condition(c, "Launched", true, "Launched", "", now);
+    let pending = [
+        (
+            "Registered",
+            "NotRegistered",
+            "Node not registered with cluster",
+        ),
+        ("Initialized", "NotInitialized", "Node not initialized"),
+        ("Ready", "NotReady", "Node not ready"),
+    ];
+    for (type_, reason, message) in pending {
+        set_condition(c, type_, false, reason, message, now);
+    }
+    status
+}
+
+/// What a live (not deleted) claim needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimStep {
+    /// No instance recorded: launch (or adopt one tagged with the claim).
+    Launch,
+    /// The node with its provider ID appeared: register it.
+    Register,
+    /// Launched, no node yet, still within the registration TTL.
+    AwaitRegistration,
+    /// No node within the registration TTL: delete the claim (its pods are planned again).
+    RegistrationTimeout,
+    /// Registered, not yet initialized: check the node.
+    Initialize,
+    /// Nothing to do until something changes.
+    Idle,
+}
+
+/// The next step of a live claim from the claim, whether its node exists, and how long ago it
+/// was created (pure).
+#[must_use]
+pub fn claim_step(
+    claim: &NodeClaim,
+    has_node: bool,
+    age: Duration,
+    registration_ttl: Duration,
+) -> ClaimStep {
+    if claim.provider_id().is_none() {
+        return ClaimStep::Launch;
+    }
+    match (claim.is_true("Registered"), has_node) {
+        (false, true) => ClaimStep::Register,
+        (false, false) if age > registration_ttl => ClaimStep::RegistrationTimeout,
+        (false, false) => ClaimStep::AwaitRegistration,
+        (true, true) if !claim.is_true("Initialized") => ClaimStep::Initialize,
+        (true, _) => ClaimStep::Idle,
     }
 }
 
@@ -141,25 +235,7 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
         .await
         .unwrap_or_default();
     let it = types.iter().find(|t| t.name == instance.instance_type);
-    let mut labels: BTreeMap<String, String> = instance.labels.clone();
-    labels.insert(
-        karp_core::labels::INSTANCE_TYPE.into(),
-        instance.instance_type.clone(),
-    );
-    labels.insert(karp_core::labels::ZONE.into(), instance.zone.clone());
-    labels.insert(
-        karp_core::labels::CAPACITY_TYPE.into(),
-        instance.capacity_type.clone(),
-    );
-    if let Some(it) = it {
-        for r in it.requirements.iter() {
-            if let Some(v) = r.single_value() {
-                labels
-                    .entry(r.key().to_string())
-                    .or_insert_with(|| v.to_string());
-            }
-        }
-    }
+    let labels = launched_labels(&instance, it.map(AsRef::as_ref));
     api.patch(
         &name,
         &PatchParams::default(),
@@ -167,44 +243,11 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
     )
     .await
     .map_err(|e| kube_err("label NodeClaim", e))?;
-    let now = rfc3339(SystemTime::now());
-    let mut status = claim.status.clone().unwrap_or_default();
-    status.provider_id = Some(instance.provider_id.clone());
-    if let Some(it) = it {
-        status.capacity = quantities(&it.capacity);
-        status.allocatable = quantities(it.allocatable());
-    }
-    set_condition(
-        &mut status.conditions,
-        "Launched",
-        true,
-        "Launched",
-        "",
-        &now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Registered",
-        false,
-        "NotRegistered",
-        "Node not registered with cluster",
-        &now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Initialized",
-        false,
-        "NotInitialized",
-        "Node not initialized",
-        &now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        "NotReady",
-        "Node not ready",
-        &now,
+    let status = launched_status(
+        claim,
+        &instance,
+        it.map(AsRef::as_ref),
+        &rfc3339(SystemTime::now()),
     );
     patch_claim_status(&api, &name, &status).await?;
     ctx.metrics.inc(
@@ -513,34 +556,29 @@ pub async fn reconcile(claim: Arc<NodeClaim>, ctx: Arc<Context>) -> Result<Actio
         }
         let api: Api<NodeClaim> = Api::all(ctx.client.clone());
         add_finalizer(&api, &claim, TERMINATION_FINALIZER).await?;
-        let Some(provider_id) = claim.provider_id() else {
-            return launch(&ctx, &claim).await;
-        };
-        let node = ctx.stores.node_by_provider_id(provider_id);
-        if !claim.is_true("Registered") {
-            return match node {
-                Some(node) => register(&ctx, &claim, &node).await,
-                None => {
-                    let launched = age(claim.metadata.creation_timestamp.as_ref());
-                    if launched > ctx.settings.registration_ttl {
-                        warn!(nodeclaim = %name, "not registered in time; deleting");
-                        ctx.events
-                            .publish_nodeclaim(
-                                &claim,
-                                "Warning",
-                                "RegistrationTimeout",
-                                "the node did not register in time",
-                            )
-                            .await;
-                        delete_ignoring_404(&api, &name, "delete NodeClaim").await?;
-                        return Ok(Action::await_change());
-                    }
-                    Ok(Action::requeue(Duration::from_secs(1)))
-                }
-            };
-        }
-        match node {
-            Some(node) if !claim.is_true("Initialized") => initialize(&ctx, &claim, &node).await,
+        let node = claim
+            .provider_id()
+            .and_then(|p| ctx.stores.node_by_provider_id(p));
+        let age = age(claim.metadata.creation_timestamp.as_ref());
+        let step = claim_step(&claim, node.is_some(), age, ctx.settings.registration_ttl);
+        match (step, node) {
+            (ClaimStep::Launch, _) => launch(&ctx, &claim).await,
+            (ClaimStep::Register, Some(node)) => register(&ctx, &claim, &node).await,
+            (ClaimStep::Initialize, Some(node)) => initialize(&ctx, &claim, &node).await,
+            (ClaimStep::RegistrationTimeout, _) => {
+                warn!(nodeclaim = %name, "not registered in time; deleting");
+                ctx.events
+                    .publish_nodeclaim(
+                        &claim,
+                        "Warning",
+                        "RegistrationTimeout",
+                        "the node did not register in time",
+                    )
+                    .await;
+                delete_ignoring_404(&api, &name, "delete NodeClaim").await?;
+                Ok(Action::await_change())
+            }
+            (ClaimStep::AwaitRegistration, _) => Ok(Action::requeue(Duration::from_secs(1))),
             _ => Ok(Action::requeue(Duration::from_secs(60))),
         }
     }
@@ -652,6 +690,65 @@ mod tests {
             FinalizeStep::TerminateInstance(None)
         );
         assert_eq!(finalize_step(&c, None, true), FinalizeStep::RemoveFinalizer);
+    }
+
+    #[test]
+    fn a_live_claim_launches_registers_times_out_and_initializes_in_order() {
+        let ttl = Duration::from_secs(900);
+        let mut c = NodeClaim::default();
+        assert_eq!(
+            claim_step(&c, false, Duration::ZERO, ttl),
+            ClaimStep::Launch
+        );
+        let instance = Instance {
+            provider_id: "aws:///z/i-1".into(),
+            instance_type: "m5.large".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: "spot".into(),
+            nodeclaim: None,
+            labels: BTreeMap::new(),
+        };
+        c.status = Some(launched_status(&c, &instance, None, "t"));
+        assert!(c.is_true("Launched") && !c.is_true("Registered"));
+        assert_eq!(
+            claim_step(&c, false, Duration::from_secs(5), ttl),
+            ClaimStep::AwaitRegistration
+        );
+        assert_eq!(
+            claim_step(&c, false, Duration::from_secs(901), ttl),
+            ClaimStep::RegistrationTimeout
+        );
+        assert_eq!(
+            claim_step(&c, true, Duration::from_secs(901), ttl),
+            ClaimStep::Register
+        );
+        let status = c.status.as_mut().unwrap();
+        set_condition(
+            &mut status.conditions,
+            "Registered",
+            true,
+            "Registered",
+            "",
+            "t",
+        );
+        assert_eq!(
+            claim_step(&c, true, Duration::ZERO, ttl),
+            ClaimStep::Initialize
+        );
+        assert_eq!(claim_step(&c, false, Duration::ZERO, ttl), ClaimStep::Idle);
+        let status = c.status.as_mut().unwrap();
+        set_condition(
+            &mut status.conditions,
+            "Initialized",
+            true,
+            "Initialized",
+            "",
+            "t",
+        );
+        assert_eq!(claim_step(&c, true, Duration::ZERO, ttl), ClaimStep::Idle);
+        let labels = launched_labels(&instance, None);
+        assert_eq!(labels[karp_core::labels::CAPACITY_TYPE], "spot");
+        assert_eq!(labels[karp_core::labels::INSTANCE_TYPE], "m5.large");
     }
 
     #[test]
