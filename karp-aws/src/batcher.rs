@@ -3,6 +3,10 @@
 //!
 //! The first caller of a window spawns the flush task, so a caller that is cancelled never strands
 //! the others. A window closes after `idle` without new keys, after `max_wait`, or at `max_items`.
+//!
+//! A window is sent in chunks of at most `max_items` keys (the API's limit: 200 values per EC2
+//! filter), however many keys arrived before it closed. When a chunk of several keys fails, each
+//! key is retried alone, so one bad key (an id EC2 rejects) fails only its own caller.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -129,13 +133,13 @@ impl<V: Clone + Send + 'static> Batcher<V> {
                 let Some(win) = lock(&window).take() else {
                     return;
                 };
-                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let result = call(win.keys.into_iter().collect()).await;
+                let keys: Vec<String> = win.keys.into_iter().collect();
+                let mut results: BTreeMap<String, Result<Option<V>, AwsError>> = BTreeMap::new();
+                for chunk in keys.chunks(max_items) {
+                    flush_chunk(&call, &calls, chunk, &mut results).await;
+                }
                 for (key, tx) in win.waiters {
-                    let r = match &result {
-                        Ok(map) => Ok(map.get(&key).cloned()),
-                        Err(e) => Err(e.clone()),
-                    };
+                    let r = results.get(&key).cloned().unwrap_or(Ok(None));
                     // A caller that went away no longer wants its result.
                     let _ = tx.send(r);
                 }
@@ -147,6 +151,35 @@ impl<V: Clone + Send + 'static> Batcher<V> {
                 "the batch task ended without a result",
             ))
         })
+    }
+}
+
+/// Calls `chunk` at once; when that fails and it holds several keys, calls each key alone.
+async fn flush_chunk<V: Clone>(
+    call: &BatchFn<V>,
+    calls: &std::sync::atomic::AtomicUsize,
+    chunk: &[String],
+    results: &mut BTreeMap<String, Result<Option<V>, AwsError>>,
+) {
+    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match call(chunk.to_vec()).await {
+        Ok(map) => {
+            for key in chunk {
+                results.insert(key.clone(), Ok(map.get(key).cloned()));
+            }
+        }
+        Err(e) if chunk.len() == 1 => {
+            results.insert(chunk[0].clone(), Err(e));
+        }
+        Err(_) => {
+            for key in chunk {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let r = call(vec![key.clone()])
+                    .await
+                    .map(|map| map.get(key).cloned());
+                results.insert(key.clone(), r);
+            }
+        }
     }
 }
 
@@ -221,5 +254,63 @@ mod tests {
         assert_eq!(x.unwrap(), Some("v-x".into()));
         assert_eq!(y.unwrap(), Some("v-y".into()));
         assert_eq!(b.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_is_sent_in_chunks_of_at_most_max_items() {
+        let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let b = Arc::new(Batcher::new(
+            echo(Arc::clone(&seen)),
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            200,
+        ));
+        let mut handles = Vec::new();
+        for i in 0..250 {
+            let b = Arc::clone(&b);
+            handles.push(tokio::spawn(
+                async move { b.get(&format!("i-{i:03}")).await },
+            ));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().unwrap(), Some(format!("v-i-{i:03}")));
+        }
+        let sizes: Vec<usize> = lock(&seen).iter().map(Vec::len).collect();
+        assert!(sizes.iter().all(|n| *n <= 200), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 250);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_bad_key_fails_only_its_own_caller() {
+        let seen: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let seen2 = Arc::clone(&seen);
+        // Like TerminateInstances: a malformed id fails the whole call.
+        let call: BatchFn<String> = Arc::new(move |keys: Vec<String>| {
+            let seen = Arc::clone(&seen2);
+            Box::pin(async move {
+                lock(&seen).push(keys.clone());
+                if keys.iter().any(|k| k == "bad") {
+                    return Err(AwsError::invalid_response(
+                        "TerminateInstances",
+                        "InvalidInstanceID.Malformed",
+                    ));
+                }
+                Ok(keys
+                    .into_iter()
+                    .map(|k| (k.clone(), format!("v-{k}")))
+                    .collect())
+            })
+        });
+        let b = Arc::new(Batcher::new(
+            call,
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            500,
+        ));
+        let (x, bad, y) = tokio::join!(b.get("x"), b.get("bad"), b.get("y"));
+        assert_eq!(x.unwrap(), Some("v-x".into()));
+        assert_eq!(y.unwrap(), Some("v-y".into()));
+        assert!(bad.is_err());
+        assert_eq!(lock(&seen).len(), 4, "one batch, then each key alone");
     }
 }

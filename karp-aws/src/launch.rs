@@ -27,8 +27,9 @@ use karp_core::cloud::{CloudError, InstanceType, LaunchRequest, UnavailableOffer
 use karp_core::labels;
 use karp_core::taints::{Effect, Taint};
 
+use crate::allocatable::AmiFamily;
 use crate::error::{AwsError, ErrorKind};
-use crate::nodeclass::BlockDeviceMapping;
+use crate::nodeclass::{BlockDevice, BlockDeviceMapping, QuantityString};
 use crate::quantity;
 use crate::resolve::{fnv1a, ResolvedNodeClass};
 use crate::sdk::{AwsClients, AwsSettings};
@@ -314,6 +315,31 @@ fn block_device(m: &BlockDeviceMapping) -> LaunchTemplateBlockDeviceMappingReque
         .build()
 }
 
+/// Karpenter's block devices for an AMI family when the EC2NodeClass sets none: an encrypted
+/// 20Gi gp3 root volume (`/dev/xvda`); Bottlerocket a 4Gi OS volume plus a 20Gi data volume
+/// (`/dev/xvdb`); Windows a 50Gi `/dev/sda1`; a custom AMI keeps the image's own mappings.
+#[must_use]
+pub fn default_block_devices(family: AmiFamily) -> Vec<BlockDeviceMapping> {
+    let gp3 = |device: &str, gib: i64| BlockDeviceMapping {
+        device_name: Some(device.to_string()),
+        ebs: Some(BlockDevice {
+            volume_size: Some(QuantityString(format!("{gib}Gi"))),
+            volume_type: Some("gp3".into()),
+            encrypted: Some(true),
+            ..BlockDevice::default()
+        }),
+        root_volume: false,
+    };
+    match family {
+        AmiFamily::Custom => Vec::new(),
+        AmiFamily::Bottlerocket => vec![gp3("/dev/xvda", 4), gp3("/dev/xvdb", 20)],
+        AmiFamily::Windows2019 | AmiFamily::Windows2022 | AmiFamily::Windows2025 => {
+            vec![gp3("/dev/sda1", 50)]
+        }
+        AmiFamily::AL2 | AmiFamily::AL2023 => vec![gp3("/dev/xvda", 20)],
+    }
+}
+
 /// The launch template data of one template plan.
 #[must_use]
 pub fn launch_template_data(
@@ -344,12 +370,14 @@ pub fn launch_template_data(
         .image_id(&template.image_id)
         .user_data(&template.user_data)
         .metadata_options(metadata)
-        .set_block_device_mappings((!spec.block_device_mappings.is_empty()).then(|| {
-            spec.block_device_mappings
-                .iter()
-                .map(block_device)
-                .collect()
-        }))
+        .set_block_device_mappings({
+            let mappings = if spec.block_device_mappings.is_empty() {
+                default_block_devices(resolved.settings.ami_family)
+            } else {
+                spec.block_device_mappings.clone()
+            };
+            (!mappings.is_empty()).then(|| mappings.iter().map(block_device).collect())
+        })
         .monitoring(
             LaunchTemplatesMonitoringRequest::builder()
                 .enabled(spec.detailed_monitoring.unwrap_or(false))
@@ -591,4 +619,35 @@ pub fn fleet_outcome(
     outcome.unavailable.sort();
     outcome.unavailable.dedup();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_classes_without_block_devices_get_karpenters_encrypted_gp3_defaults() {
+        let devices = |f: AmiFamily| -> Vec<(String, String, bool)> {
+            default_block_devices(f)
+                .into_iter()
+                .map(|m| {
+                    let ebs = m.ebs.unwrap_or_default();
+                    (
+                        m.device_name.unwrap_or_default(),
+                        ebs.volume_size.map(|q| q.0).unwrap_or_default(),
+                        ebs.encrypted == Some(true) && ebs.volume_type.as_deref() == Some("gp3"),
+                    )
+                })
+                .collect()
+        };
+        let d = |n: &str, s: &str| (n.to_string(), s.to_string(), true);
+        assert_eq!(devices(AmiFamily::AL2023), [d("/dev/xvda", "20Gi")]);
+        assert_eq!(devices(AmiFamily::AL2), [d("/dev/xvda", "20Gi")]);
+        assert_eq!(
+            devices(AmiFamily::Bottlerocket),
+            [d("/dev/xvda", "4Gi"), d("/dev/xvdb", "20Gi")]
+        );
+        assert_eq!(devices(AmiFamily::Windows2022), [d("/dev/sda1", "50Gi")]);
+        assert!(devices(AmiFamily::Custom).is_empty());
+    }
 }

@@ -184,10 +184,13 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Batch windows (Karpenter: 100 ms idle, 1 s at most, 500 ids per call).
+/// Batch windows (Karpenter: 100 ms idle, 1 s at most).
 const BATCH_IDLE: Duration = Duration::from_millis(100);
 const BATCH_MAX_WAIT: Duration = Duration::from_secs(1);
-const BATCH_MAX_ITEMS: usize = 500;
+/// DescribeInstances filters by `instance-id`, and EC2 takes at most 200 values per filter.
+const DESCRIBE_MAX_IDS: usize = 200;
+/// TerminateInstances ids per call (Karpenter's batch size).
+const TERMINATE_MAX_IDS: usize = 500;
 
 impl AwsCloudProvider {
     /// A provider with the built-in on-demand prices and no instance types yet (call
@@ -223,8 +226,13 @@ impl AwsCloudProvider {
             prices: PriceTable::new(builtin_on_demand_prices().unwrap_or_default()),
             unavailable: UnavailableOfferings::new(),
             node_classes: RwLock::default(),
-            describe: Batcher::new(describe_call, BATCH_IDLE, BATCH_MAX_WAIT, BATCH_MAX_ITEMS),
-            terminate: Batcher::new(terminate_call, BATCH_IDLE, BATCH_MAX_WAIT, BATCH_MAX_ITEMS),
+            describe: Batcher::new(describe_call, BATCH_IDLE, BATCH_MAX_WAIT, DESCRIBE_MAX_IDS),
+            terminate: Batcher::new(
+                terminate_call,
+                BATCH_IDLE,
+                BATCH_MAX_WAIT,
+                TERMINATE_MAX_IDS,
+            ),
         }
     }
 

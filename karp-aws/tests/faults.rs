@@ -872,3 +872,127 @@ async fn launch_templates_created_concurrently_are_not_an_error() {
     let inst = p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
     assert_eq!(inst.provider_id, "aws:///us-east-1a/i-10");
 }
+
+/// A running instance as DescribeInstances returns it.
+fn running_instance(id: &str) -> Ec2Instance {
+    Ec2Instance::builder()
+        .instance_id(id)
+        .instance_type(Ec2Type::from("m5.large"))
+        .placement(Placement::builder().availability_zone("us-east-1a").build())
+        .state(
+            InstanceState::builder()
+                .name(InstanceStateName::Running)
+                .build(),
+        )
+        .tags(ec2_tag("karpenter.sh/nodeclaim", &format!("claim-{id}")))
+        .tags(ec2_tag("karpenter.sh/nodepool", "default"))
+        .build()
+}
+
+/// DescribeInstances answering every `instance-id` filter value with a running instance, and
+/// recording how many ids each call carried.
+fn describe_by_filter(sizes: Captured<usize>) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|_| true)
+        .then_compute_output(move |i| {
+            let ids: Vec<String> = i
+                .filters()
+                .iter()
+                .filter(|f| f.name() == Some("instance-id"))
+                .flat_map(|f| f.values().to_vec())
+                .collect();
+            sizes.lock().unwrap().push(ids.len());
+            let mut r = Reservation::builder();
+            for id in &ids {
+                r = r.instances(running_instance(id));
+            }
+            DescribeInstancesOutput::builder()
+                .reservations(r.build())
+                .build()
+        })
+}
+
+#[tokio::test]
+async fn concurrent_gets_are_batched_within_the_filter_limit_of_200_ids() {
+    let sizes: Captured<usize> = Arc::default();
+    let p = Arc::new(provider(vec![describe_by_filter(Arc::clone(&sizes))]).await);
+    let mut handles = Vec::new();
+    for i in 0..250 {
+        let p = Arc::clone(&p);
+        handles.push(tokio::spawn(async move {
+            p.get(&format!("aws:///us-east-1a/i-{i:04}")).await
+        }));
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let inst = h.await.unwrap().unwrap();
+        assert_eq!(inst.provider_id, format!("aws:///us-east-1a/i-{i:04}"));
+    }
+    let sizes = sizes.lock().unwrap();
+    assert!(sizes.iter().all(|n| *n <= 200), "ids per call: {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 250);
+}
+
+#[tokio::test]
+async fn one_bad_id_in_a_terminate_batch_does_not_fail_the_others() {
+    let sizes: Captured<usize> = Arc::default();
+    let terminated: Captured<Vec<String>> = Arc::default();
+    let t = Arc::clone(&terminated);
+    let reject = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .match_requests(|i| i.instance_ids().iter().any(|id| id == "i-bad"))
+        .then_error(|| {
+            aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError::generic(
+                ErrorMetadata::builder()
+                    .code("UnauthorizedOperation")
+                    .message("not allowed for i-bad")
+                    .build(),
+            )
+        });
+    let accept = mock!(aws_sdk_ec2::Client::terminate_instances)
+        .match_requests(move |i| {
+            t.lock().unwrap().push(i.instance_ids().to_vec());
+            true
+        })
+        .then_compute_output(|i| {
+            let mut out = TerminateInstancesOutput::builder();
+            for id in i.instance_ids() {
+                out = out
+                    .terminating_instances(InstanceStateChange::builder().instance_id(id).build());
+            }
+            out.build()
+        });
+    let p = Arc::new(provider(vec![describe_by_filter(sizes), reject, accept]).await);
+    let ids = ["i-good1", "i-bad", "i-good2"];
+    let mut handles = Vec::new();
+    for id in ids {
+        let p = Arc::clone(&p);
+        handles.push(tokio::spawn(async move {
+            p.delete(&format!("aws:///us-east-1a/{id}")).await
+        }));
+    }
+    let results: Vec<_> = futures_results(handles).await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+    let bad = results[1].as_ref().unwrap_err();
+    assert!(
+        !bad.is_not_found(),
+        "a refused id must not look deleted: {bad:?}"
+    );
+    let done: Vec<String> = terminated
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    assert!(done.contains(&"i-good1".to_string()) && done.contains(&"i-good2".to_string()));
+}
+
+async fn futures_results(
+    handles: Vec<tokio::task::JoinHandle<Result<(), CloudError>>>,
+) -> Vec<Result<(), CloudError>> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

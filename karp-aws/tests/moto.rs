@@ -329,6 +329,16 @@ async fn launch_list_get_delete_and_drift() {
             Some("required")
         );
         assert_eq!(data.image_id(), Some(ami.as_str()));
+        // No blockDeviceMappings in the node class: Karpenter's encrypted 20Gi gp3 root volume.
+        let root = data
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == Some("/dev/xvda"))
+            .and_then(|m| m.ebs())
+            .expect("a root volume mapping");
+        assert_eq!(root.volume_size(), Some(20));
+        assert_eq!(root.encrypted(), Some(true));
+        assert_eq!(root.volume_type().map(|t| t.as_str()), Some("gp3"));
         use base64::Engine as _;
         let user_data = base64::engine::general_purpose::STANDARD
             .decode(data.user_data().unwrap())
