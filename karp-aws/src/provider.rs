@@ -418,8 +418,8 @@ impl AwsCloudProvider {
             }
         }
         match (&node_class.spec.role, &node_class.spec.instance_profile) {
-            (Some(role), None) => {
-                crate::resolve::delete_instance_profile(&self.clients, &self.settings, role).await
+            (Some(_), None) => {
+                crate::resolve::delete_instance_profile(&self.clients, &self.settings, &name).await
             }
             _ => Ok(()),
         }

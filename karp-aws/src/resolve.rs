@@ -560,13 +560,15 @@ pub async fn resolve_node_class(
     Ok(Resolution { status, resolved })
 }
 
-/// The name of the instance profile karp manages for `role` in this cluster and region.
+/// The name of the instance profile karp manages for the EC2NodeClass `node_class` in this
+/// cluster and region. One profile per node class, as Karpenter v1 does: node classes that share
+/// a role never share a profile, so deleting one cannot break another.
 #[must_use]
-pub fn instance_profile_name(settings: &AwsSettings, role: &str) -> String {
+pub fn instance_profile_name(settings: &AwsSettings, node_class: &str) -> String {
     format!(
         "{}_{:016x}",
         settings.cluster_name,
-        fnv1a(format!("{}/{role}", settings.region).as_bytes())
+        fnv1a(format!("{}/ec2nodeclass/{node_class}", settings.region).as_bytes())
     )
 }
 
@@ -581,7 +583,7 @@ pub async fn ensure_instance_profile(
     node_class: &str,
     role: &str,
 ) -> Result<Result<String, String>, AwsError> {
-    let name = instance_profile_name(settings, role);
+    let name = instance_profile_name(settings, node_class);
     // A role given as an ARN or with a path is referred to by its last segment.
     let role_name = role.rsplit('/').next().unwrap_or(role);
     let existing = match clients
@@ -689,16 +691,16 @@ pub async fn ensure_instance_profile(
     }
 }
 
-/// Deletes the instance profile karp created for `role` (when the node class goes away).
+/// Deletes the instance profile karp created for the node class `node_class` (when it goes away).
 ///
 /// # Errors
 /// [`AwsError`] when an IAM call fails with anything but "not found".
 pub async fn delete_instance_profile(
     clients: &AwsClients,
     settings: &AwsSettings,
-    role: &str,
+    node_class: &str,
 ) -> Result<(), AwsError> {
-    let name = instance_profile_name(settings, role);
+    let name = instance_profile_name(settings, node_class);
     let roles: Vec<String> = match clients
         .iam
         .get_instance_profile()

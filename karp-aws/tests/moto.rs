@@ -527,3 +527,49 @@ async fn interruption_messages_round_trip_through_sqs() {
     }
     assert!(queue.receive(1).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_classes_sharing_a_role_get_their_own_instance_profiles() {
+    let (provider, _) = provider("shared", 13).await;
+    let a = node_class("shared", "shared");
+    let mut b = node_class("shared", "shared");
+    b.metadata.name = Some("other".into());
+    let status_b = provider.resolve_node_class(&b).await.unwrap();
+    let profile_a = provider
+        .resolved_node_class("default")
+        .unwrap()
+        .status()
+        .instance_profile
+        .unwrap();
+    let profile_b = status_b.instance_profile.clone().unwrap();
+    assert_ne!(profile_a, profile_b, "one profile per node class");
+    // Deleting one node class leaves the other's profile, and the other stays Ready.
+    provider.delete_node_class(&a).await.unwrap();
+    let iam = &provider.clients().iam;
+    assert!(iam
+        .get_instance_profile()
+        .instance_profile_name(&profile_a)
+        .send()
+        .await
+        .is_err());
+    let kept = iam
+        .get_instance_profile()
+        .instance_profile_name(&profile_b)
+        .send()
+        .await
+        .unwrap();
+    let roles: Vec<&str> = kept
+        .instance_profile()
+        .unwrap()
+        .roles()
+        .iter()
+        .map(|r| r.role_name())
+        .collect();
+    assert_eq!(roles, vec!["KarpenterNodeRole-shared"]);
+    let again = provider.resolve_node_class(&b).await.unwrap();
+    assert!(
+        again.conditions.iter().all(|c| c.status == "True"),
+        "{:?}",
+        again.conditions
+    );
+}
