@@ -120,3 +120,82 @@ async fn server_errors_on_removal_are_reported() {
     assert!(err.to_string().contains("remove finalizer"), "{err}");
     server.await.unwrap();
 }
+
+fn claim_list(provider_id: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "kind": "NodeClaimList", "apiVersion": "karpenter.sh/v1", "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": "default-abcde"},
+            "spec": {"requirements": [], "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}},
+            "status": {"providerID": provider_id}
+        }]
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn spot_interruption() -> karp_aws::interruption::InterruptionEvent {
+    karp_aws::interruption::InterruptionEvent {
+        kind: karp_aws::interruption::InterruptionKind::SpotInterruption,
+        instance_ids: vec!["i-1".into()],
+        zone: Some("us-east-1a".into()),
+        id: "e1".into(),
+    }
+}
+
+/// Runs `handle_event` against scripted answers: the list, then (if asked) the delete.
+async fn handle_with(
+    list: Response<Body>,
+    delete: Option<Response<Body>>,
+) -> Result<(), OperatorError> {
+    let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let api: Api<NodeClaim> = Api::all(Client::new(mock, "default"));
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("a list");
+        assert_eq!(req.method(), http::Method::GET);
+        send.send_response(list);
+        if let Some(delete) = delete {
+            let (req, send) = handle.next_request().await.expect("a delete");
+            assert_eq!(req.method(), http::Method::DELETE);
+            send.send_response(delete);
+        }
+    });
+    let r = karp_operator::controllers::interruption::handle_event(
+        &api,
+        &spot_interruption(),
+        &|_, _| {},
+    )
+    .await;
+    server.await.unwrap();
+    r
+}
+
+#[tokio::test]
+async fn an_interruption_is_not_handled_when_the_claims_cannot_be_listed() {
+    let r = handle_with(status(500, "InternalError"), None).await;
+    assert!(r.is_err(), "the message must stay queued");
+}
+
+#[tokio::test]
+async fn an_interruption_is_not_handled_when_its_claim_cannot_be_deleted() {
+    let r = handle_with(
+        claim_list("aws:///us-east-1a/i-1"),
+        Some(status(500, "InternalError")),
+    )
+    .await;
+    assert!(r.is_err(), "the message must stay queued");
+}
+
+#[tokio::test]
+async fn an_interruption_whose_claim_is_already_gone_is_handled() {
+    let r = handle_with(
+        claim_list("aws:///us-east-1a/i-1"),
+        Some(status(404, "NotFound")),
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+}

@@ -6,11 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use karp_aws::interruption::InterruptionQueue;
 use karp_aws::{AwsClients, AwsCloudProvider, AwsSettings};
 use karp_core::cloud::CloudProvider;
 use kube::Client;
-use tracing::warn;
 
 use crate::controllers::interruption::run_interruption;
 use crate::controllers::{Operator, OperatorSettings};
@@ -103,17 +101,13 @@ pub async fn run(
         },
     ));
     if let Some(q) = &options.interruption_queue {
-        match InterruptionQueue::open(&clients, q).await {
-            Ok(queue) => {
-                tokio::spawn(run_interruption(
-                    client.clone(),
-                    queue,
-                    Arc::clone(&provider),
-                    Arc::clone(&health),
-                ));
-            }
-            Err(e) => warn!(error = %e, queue = %q, "interruption queue unavailable"),
-        }
+        tokio::spawn(run_interruption(
+            client.clone(),
+            clients.clone(),
+            q.clone(),
+            Arc::clone(&provider),
+            Arc::clone(&health),
+        ));
     }
     let cloud: Arc<dyn CloudProvider> = provider.clone();
     let resolver: Arc<dyn NodeClassResolver> =
