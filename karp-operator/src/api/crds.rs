@@ -140,8 +140,8 @@ pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([
 pub const LABEL_KEY_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(\/))?([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$";
 /// A label value.
 pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
-/// A Go duration of s/m/h, or `Never`.
-pub const DURATION_OR_NEVER_PATTERN: &str = r"^(([0-9]+(s|m|h))+)|(Never)$";
+/// A Go duration of h/m/s below Go's maximum, or `Never` ([`super::duration::PATTERN`]).
+pub const DURATION_OR_NEVER_PATTERN: &str = super::duration::PATTERN;
 
 /// Well-known labels a NodePool may constrain although their domain is restricted.
 const ALLOWED_K8S_LABELS: &str = r#"["beta.kubernetes.io/instance-type", "failure-domain.beta.kubernetes.io/region", "beta.kubernetes.io/os", "beta.kubernetes.io/arch", "failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/zone", "topology.kubernetes.io/region", "node.kubernetes.io/instance-type", "kubernetes.io/arch", "kubernetes.io/os", "node.kubernetes.io/windows-build"]"#;
@@ -356,7 +356,7 @@ fn nodeclaim_spec_common() -> Vec<(&'static str, S)> {
         (
             "terminationGracePeriod",
             S::string()
-                .pattern("^([0-9]+(s|m|h))+$")
+                .pattern(super::duration::PATTERN_WITHOUT_NEVER)
                 .desc("The longest a node may drain before its pods are deleted regardless of PDBs and do-not-disrupt."),
         ),
     ]
@@ -471,7 +471,7 @@ pub fn nodepool_crd() -> Value {
                             (
                                 "duration",
                                 S::string()
-                                    .pattern("^((([0-9]+(h|m))|([0-9]+h[0-9]+m))(0s)?)$")
+                                    .pattern(super::duration::BUDGET_PATTERN)
                                     .desc("How long the budget is active after each schedule hit (minutes and hours)."),
                             ),
                             (

@@ -4,6 +4,7 @@
 //! These are wire types only: conversion to karp-core's model is in [`crate::convert`].
 
 pub mod crds;
+pub mod duration;
 pub mod ec2nodeclass;
 pub mod nodeclaim;
 pub mod nodepool;

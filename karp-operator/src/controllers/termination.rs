@@ -126,24 +126,10 @@ pub fn next_wave(pods: &[Arc<Pod>]) -> Vec<Arc<Pod>> {
     wave
 }
 
+/// A claim's `terminationGracePeriod` (`None` for `Never` or a value that does not parse:
+/// conversion rejects those before a claim is made, so no wrapped value can force a drain).
 fn parse_duration(s: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            let n: u64 = num.parse().ok()?;
-            num.clear();
-            total += n * match c {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                _ => return None,
-            };
-        }
-    }
-    num.is_empty().then_some(Duration::from_secs(total))
+    crate::api::duration::parse(s).ok().flatten()
 }
 
 /// What node termination does next, decided from the objects and the time alone.
@@ -494,6 +480,7 @@ mod tests {
         assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(parse_duration("12"), None);
+        assert_eq!(parse_duration("18446744073709551615s1s"), None);
     }
 
     fn deleting_node(tainted: bool) -> Node {

@@ -8,41 +8,15 @@ use karp_core::resources::Resources;
 
 use super::pod::{parse_quantity, taint};
 use super::{field_err, ConvertError, ObjectRef};
-use crate::api::nodepool;
-
-fn is_duration(s: &str) -> bool {
-    if s == "Never" {
-        return true;
-    }
-    let b = s.as_bytes();
-    let mut i = 0;
-    if b.is_empty() {
-        return false;
-    }
-    while i < b.len() {
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start || i == b.len() || !matches!(b[i], b's' | b'm' | b'h') {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
+use crate::api::{duration, nodepool};
 
 fn check_duration(
     object: &ObjectRef,
     field: &str,
     v: Option<&nodepool::FlexString>,
 ) -> Result<(), ConvertError> {
-    match v {
-        Some(d) if !is_duration(&d.0) => Err(field_err(
-            object,
-            field,
-            format!("invalid duration {:?} (expected a Go duration of s, m and h such as 720h or 1h30m, or Never)", d.0),
-        )),
+    match v.map(|d| duration::parse(&d.0)) {
+        Some(Err(e)) => Err(field_err(object, field, e)),
         _ => Ok(()),
     }
 }
@@ -257,14 +231,18 @@ mod tests {
         "      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: c}\n";
 
     #[test]
-    fn durations_follow_karpenter_pattern() {
-        for ok in ["Never", "720h", "1h30m", "30s"] {
-            assert!(is_duration(ok), "{ok}");
-        }
-        for bad in ["", "h", "10", "1d", "1.5h", "never"] {
-            assert!(!is_duration(bad), "{bad}");
-        }
+    fn an_overflowing_duration_is_a_field_error() {
+        let e = pool(&format!(
+            "  template:\n    spec:\n{REF}      terminationGracePeriod: 18446744073709551615s1s\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.template.spec.terminationGracePeriod") && e.contains("maximum"),
+            "{e}"
+        );
     }
+
     #[test]
     fn nodepool_fields_convert() {
         let p = pool(&format!(
