@@ -483,3 +483,106 @@ spec:
     assert!(!app_pods(&client, "huge").await.iter().any(running));
     cluster.shutdown().await;
 }
+
+/// A `kube::Client` transport that fails every request once `cut` is set (a network partition
+/// between this replica and the API server).
+#[derive(Clone)]
+struct Partition {
+    inner: kube::Client,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tower::Service<http::Request<kube::client::Body>> for Partition {
+    type Response = http::Response<kube::client::Body>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        let cut = std::sync::Arc::clone(&self.cut);
+        Box::pin(async move {
+            if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("partitioned from the API server".into());
+            }
+            inner.send(req).await.map_err(Into::into)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_api_server_stops_acting_within_the_lease() {
+    use karp_operator::runtime::health::Health;
+    use karp_operator::runtime::leader::{run_elected, LeaderElection};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut options = EmbeddedOptions::fast();
+    options.start_operator = false;
+    let cluster = Arc::new(EmbeddedCluster::start(options).await.unwrap());
+    cluster
+        .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: karp}\n")
+        .unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let client = kube::Client::new(
+        Partition {
+            inner: cluster.client.clone(),
+            cut: Arc::clone(&cut),
+        },
+        "default",
+    );
+    let health = Arc::new(Health::default());
+    let mut election = LeaderElection::new("karp", "partitioned");
+    election.duration_secs = 3;
+    election.grace_secs = 1;
+    election.renew_deadline = Duration::from_secs(2);
+    let contexts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c, ctxs) = (Arc::clone(&cluster), Arc::clone(&contexts));
+    let h = Arc::clone(&health);
+    let task = tokio::spawn(async move {
+        run_elected(
+            client,
+            election,
+            h,
+            move || {
+                let (c, ctxs) = (Arc::clone(&c), Arc::clone(&ctxs));
+                async move {
+                    let op = c.new_operator("partitioned").await;
+                    ctxs.lock().unwrap().push(Arc::clone(&op.ctx));
+                    op
+                }
+            },
+            std::future::pending(),
+        )
+        .await
+    });
+    wait_for("leadership", Duration::from_secs(20), || async {
+        health.leader.load(Ordering::SeqCst)
+    })
+    .await;
+    cut.store(true, Ordering::SeqCst);
+    let cut_at = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run_elected returns after stepping down")
+        .unwrap();
+    let stopped_after = cut_at.elapsed();
+    assert!(
+        result.is_err(),
+        "stepping down is an error, so `karp run` exits"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(3),
+        "stopped {stopped_after:?} after the cut; the lease lasts 3 s"
+    );
+    assert!(!health.leader.load(Ordering::SeqCst));
+    assert!(contexts.lock().unwrap().iter().all(|c| c.is_shutdown()));
+}

@@ -1,12 +1,20 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease (kube-lease-manager): only the leader runs
 //! the controllers; a standby takes over when the leader's lease expires (duration + grace).
+//!
+//! A leader that cannot confirm its lease for the renew deadline (shorter than the lease
+//! duration, as client-go's leader election) steps down: it stops its controllers and
+//! [`run_elected`] returns an error, so `karp run` exits and is restarted. A leader cut off from
+//! the API server therefore stops acting before a standby can take over, and its stale caches
+//! never race the new leader (garbage collection of "orphan" instances above all).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::health::Health;
@@ -30,6 +38,9 @@ pub struct LeaderElection {
     pub duration_secs: u64,
     /// Grace period in seconds before the lease is renewed.
     pub grace_secs: u64,
+    /// A leader that has not confirmed its lease for this long steps down (client-go: 10 s of a
+    /// 15 s lease). Must be below `duration_secs`, so it stops before a standby may take over.
+    pub renew_deadline: std::time::Duration,
 }
 
 impl LeaderElection {
@@ -42,7 +53,55 @@ impl LeaderElection {
             identity: identity.into(),
             duration_secs: 15,
             grace_secs: 5,
+            renew_deadline: std::time::Duration::from_secs(10),
         }
+    }
+}
+
+/// What the renew-deadline watchdog concludes from one look at the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseCheck {
+    /// The Lease names this replica: leadership confirmed now.
+    Confirmed,
+    /// The Lease names another holder: this replica lost it.
+    Lost,
+    /// The Lease could not be read (API server unreachable, timeout).
+    Unknown,
+}
+
+/// Whether a leader must step down (pure): it lost the lease, or it has not confirmed it within
+/// the renew deadline.
+#[must_use]
+pub fn must_step_down(
+    check: LeaseCheck,
+    since_confirmed: std::time::Duration,
+    deadline: std::time::Duration,
+) -> bool {
+    match check {
+        LeaseCheck::Lost => true,
+        LeaseCheck::Confirmed => false,
+        LeaseCheck::Unknown => since_confirmed >= deadline,
+    }
+}
+
+async fn check_lease(
+    api: &Api<Lease>,
+    election: &LeaderElection,
+    timeout: std::time::Duration,
+) -> LeaseCheck {
+    match tokio::time::timeout(timeout, api.get(&election.lease)).await {
+        Ok(Ok(lease)) => {
+            let holder = lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref());
+            if holder == Some(election.identity.as_str()) {
+                LeaseCheck::Confirmed
+            } else {
+                LeaseCheck::Lost
+            }
+        }
+        _ => LeaseCheck::Unknown,
     }
 }
 
@@ -63,6 +122,7 @@ where
     F: Future<Output = L>,
     L: Leading,
 {
+    let client_for_checks = client.clone();
     let manager = LeaseManagerBuilder::new(client, &election.lease)
         .with_namespace(&election.namespace)
         .with_identity(&election.identity)
@@ -76,6 +136,15 @@ where
     health.ready.store(true, Ordering::SeqCst);
     let mut running: Option<L> = None;
     let mut shutdown = std::pin::pin!(shutdown);
+    let leases: Api<Lease> = Api::namespaced(client_for_checks, &election.namespace);
+    // Never later than the lease itself: a standby may take over once it expires.
+    let deadline = election
+        .renew_deadline
+        .min(std::time::Duration::from_secs(election.duration_secs));
+    let check_every = (deadline / 4).max(std::time::Duration::from_millis(100));
+    let mut watchdog = tokio::time::interval(check_every);
+    let mut confirmed = Instant::now();
+    let mut stepped_down = false;
     loop {
         let is_leader = *leading.borrow_and_update();
         health.leader.store(is_leader, Ordering::SeqCst);
@@ -99,6 +168,18 @@ where
                     warn!("lease manager stopped");
                     break;
                 }
+                confirmed = Instant::now();
+            }
+            _ = watchdog.tick(), if running.is_some() => {
+                let check = check_lease(&leases, &election, check_every).await;
+                if check == LeaseCheck::Confirmed {
+                    confirmed = Instant::now();
+                }
+                if must_step_down(check, confirmed.elapsed(), deadline) {
+                    warn!(identity = %election.identity, check = ?check, "lease not confirmed within the renew deadline; stepping down");
+                    stepped_down = true;
+                    break;
+                }
             }
         }
     }
@@ -108,8 +189,44 @@ where
     health.leader.store(false, Ordering::SeqCst);
     // Dropping the receiver makes the manager release the lease.
     drop(leading);
+    if stepped_down {
+        // The manager may be stuck on an unreachable API server: do not wait for it.
+        task.abort();
+        health.ready.store(false, Ordering::SeqCst);
+        return Err(format!(
+            "lease {} not confirmed within the renew deadline of {deadline:?}; stepped down",
+            election.lease
+        ));
+    }
     if let Ok(Ok(manager)) = task.await {
         let _ = manager.release().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_leader_steps_down_when_it_loses_the_lease_or_cannot_confirm_it_in_time() {
+        let deadline = Duration::from_secs(10);
+        assert!(!must_step_down(
+            LeaseCheck::Confirmed,
+            Duration::from_secs(60),
+            deadline
+        ));
+        assert!(must_step_down(LeaseCheck::Lost, Duration::ZERO, deadline));
+        assert!(!must_step_down(
+            LeaseCheck::Unknown,
+            Duration::from_secs(9),
+            deadline
+        ));
+        assert!(must_step_down(
+            LeaseCheck::Unknown,
+            Duration::from_secs(10),
+            deadline
+        ));
+    }
 }

@@ -104,6 +104,7 @@ where
         let mut election = LeaderElection::new("karp", id);
         election.duration_secs = 3;
         election.grace_secs = 1;
+        election.renew_deadline = Duration::from_secs(2);
         let c = client.clone();
         let start = start.clone();
         let task = tokio::spawn(async move {
