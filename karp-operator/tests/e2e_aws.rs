@@ -235,7 +235,7 @@ spec:
     let orphan = karp_core::cloud::CloudProvider::create(cluster.provider.as_ref(), &request)
         .await
         .unwrap();
-    cluster.restart_operator().await;
+    cluster.restart_operator().await.unwrap();
     wait(
         "the crashed claim to register with its instance",
         || async {

@@ -350,7 +350,7 @@ spec:
         .unwrap();
     let creates_before = cluster.cloud.stats().creates;
 
-    cluster.restart_operator().await;
+    cluster.restart_operator().await.unwrap();
     wait_for(
         "the crashed claim to register",
         Duration::from_secs(30),
@@ -555,9 +555,9 @@ async fn a_leader_cut_off_from_the_api_server_stops_acting_within_the_lease() {
             move || {
                 let (c, ctxs) = (Arc::clone(&c), Arc::clone(&ctxs));
                 async move {
-                    let op = c.new_operator("partitioned").await;
+                    let op = c.new_operator("partitioned").await?;
                     ctxs.lock().unwrap().push(Arc::clone(&op.ctx));
-                    op
+                    Ok::<_, karp_operator::controllers::OperatorError>(op)
                 }
             },
             std::future::pending(),
@@ -585,4 +585,46 @@ async fn a_leader_cut_off_from_the_api_server_stops_acting_within_the_lease() {
     );
     assert!(!health.leader.load(Ordering::SeqCst));
     assert!(contexts.lock().unwrap().iter().all(|c| c.is_shutdown()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_fails_the_start_with_a_clear_error_instead_of_hanging() {
+    use karp_operator::controllers::{Operator, OperatorError, OperatorSettings};
+    use std::sync::Arc;
+
+    // An API server without karp's CRDs: the NodePool cache can never list.
+    let server = karp_apiserver::ApiServer::new();
+    let client = kube::Client::new(server.clone(), "default");
+    let types = karp_operator::embedded::builtin_instance_types().unwrap();
+    let cloud = Arc::new(karp_sim::SimCloud::new(
+        types,
+        karp_sim::SimCloudOptions::default(),
+    ));
+    let resolver = Arc::new(karp_operator::embedded::SimNodeClassResolver::new(vec![
+        "us-east-1a".into(),
+    ]));
+    let settings = OperatorSettings {
+        sync_timeout: Duration::from_secs(2),
+        ..OperatorSettings::default()
+    };
+    let started = Instant::now();
+    let result = Operator::start(
+        client,
+        cloud,
+        resolver,
+        Arc::new(karp_operator::runtime::metrics::Metrics::new()),
+        settings,
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    match result {
+        Err(e @ OperatorError::SyncCache { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("nodepools") && msg.contains("CustomResourceDefinition"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected a sync error, got {:?}", other.map(|_| ())),
+    }
 }

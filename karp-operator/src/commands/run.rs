@@ -11,7 +11,7 @@ use karp_core::cloud::CloudProvider;
 use kube::Client;
 
 use crate::controllers::interruption::run_interruption;
-use crate::controllers::{Operator, OperatorSettings};
+use crate::controllers::{Operator, OperatorError, OperatorSettings};
 use crate::providers::aws::AwsNodeClassResolver;
 use crate::providers::NodeClassResolver;
 use crate::runtime::health::{serve, Health};
@@ -53,6 +53,9 @@ pub enum RunError {
     /// Leader election failed.
     #[error("leader election: {0}")]
     LeaderElection(String),
+    /// The controllers could not start (a cache did not sync) or one of their tasks stopped.
+    #[error("controllers: {0}")]
+    StartControllers(String),
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, RunError> {
@@ -69,6 +72,44 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, RunError
             .map_err(|e| RunError::KubeConfig(e.to_string()))?,
     };
     Client::try_from(config).map_err(|e| RunError::KubeConfig(e.to_string()))
+}
+
+/// How often a replica without leader election checks its controller tasks.
+const TASK_CHECK: Duration = Duration::from_secs(1);
+
+/// Runs started controllers (no leader election) until `shutdown`, or until one of their tasks
+/// stops unexpectedly (then health fails and `karp run` exits, to be restarted).
+async fn run_unelected(
+    started: Result<Operator, OperatorError>,
+    health: &Health,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let op = started.map_err(|e| RunError::StartControllers(e.to_string()))?;
+    health.leader.store(true, Ordering::SeqCst);
+    health.ready.store(true, Ordering::SeqCst);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut check = tokio::time::interval(TASK_CHECK);
+    let failed = loop {
+        tokio::select! {
+            () = &mut shutdown => break Vec::new(),
+            _ = check.tick() => {
+                let failed = op.failed();
+                if !failed.is_empty() {
+                    break failed;
+                }
+            }
+        }
+    };
+    op.stop().await;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    health.alive.store(false, Ordering::SeqCst);
+    health.ready.store(false, Ordering::SeqCst);
+    Err(RunError::StartControllers(format!(
+        "controller tasks stopped: {}",
+        failed.join(", ")
+    )))
 }
 
 /// Runs the operator until `shutdown`.
@@ -130,14 +171,7 @@ pub async fn run(
         Some(le) => run_elected(client, le, Arc::clone(&health), start, shutdown)
             .await
             .map_err(RunError::LeaderElection),
-        None => {
-            let op = start().await;
-            health.leader.store(true, Ordering::SeqCst);
-            health.ready.store(true, Ordering::SeqCst);
-            shutdown.await;
-            op.stop().await;
-            Ok(())
-        }
+        None => run_unelected(start().await, &health, shutdown).await,
     };
     let _ = stop_refresh.send(());
     result

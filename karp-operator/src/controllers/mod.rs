@@ -53,6 +53,59 @@ pub enum OperatorError {
     /// Cluster objects could not be converted for scheduling.
     #[error("converting cluster state: {0}")]
     Convert(String),
+    /// A cache did not list within the sync timeout.
+    #[error("the {store} cache did not sync within {timeout:?}: is its CustomResourceDefinition installed, and may karp list and watch it (RBAC)?")]
+    SyncCache {
+        /// The resource (`nodeclaims`).
+        store: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+}
+
+/// Watches the operator's tasks (reflectors and controllers): one that ends or panics while the
+/// operator is not stopping is recorded, so health checks fail and the process is restarted.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    stopping: AtomicBool,
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
+impl Supervisor {
+    /// Spawns `task` named `name` under supervision.
+    pub fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let outcome =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(task)).await;
+            if !me.stopping.load(Ordering::SeqCst) {
+                let how = if outcome.is_err() {
+                    "panicked"
+                } else {
+                    "returned"
+                };
+                tracing::error!(task = %name, how, "operator task stopped unexpectedly");
+                me.failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(format!("{name} {how}"));
+            }
+        })
+    }
+
+    /// The tasks that stopped unexpectedly (empty while healthy).
+    #[must_use]
+    pub fn failed(&self) -> Vec<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// The cluster objects the planners read, from the caches, sorted by namespace and name.
@@ -315,6 +368,9 @@ pub struct OperatorSettings {
     pub identity: String,
     /// Pods still pending after a provisioning pass are planned again after this long.
     pub provision_retry: Duration,
+    /// Caches that have not listed after this long fail the start (a missing CRD or RBAC rule
+    /// is an error, not a silent hang).
+    pub sync_timeout: Duration,
 }
 
 impl Default for OperatorSettings {
@@ -327,6 +383,7 @@ impl Default for OperatorSettings {
             resync: Duration::from_secs(10),
             identity: "karp".into(),
             provision_retry: Duration::from_secs(5),
+            sync_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -345,33 +402,62 @@ where
     (reader, stream)
 }
 
-/// Starts the reflectors; returns the stores once every one has listed.
-pub async fn start_stores(client: &Client) -> (Stores, Vec<tokio::task::JoinHandle<()>>) {
+/// Starts the reflectors under `supervisor`; returns the stores once every one has listed.
+///
+/// # Errors
+/// [`OperatorError::SyncCache`] naming the first cache that did not list within `timeout` (a
+/// missing CRD or RBAC rule); the reflectors started so far are stopped.
+pub async fn start_stores(
+    client: &Client,
+    supervisor: &Arc<Supervisor>,
+    timeout: Duration,
+) -> Result<(Stores, Vec<tokio::task::JoinHandle<()>>), OperatorError> {
     let mut tasks = Vec::new();
     macro_rules! store {
-        ($api:expr) => {{
+        ($api:expr, $name:expr) => {{
             let (s, fut) = reflect($api);
-            tasks.push(tokio::spawn(fut));
+            tasks.push(supervisor.spawn(concat!("reflector/", $name), fut));
             s
         }};
     }
     let stores = Stores {
-        pods: store!(Api::<Pod>::all(client.clone())),
-        nodes: store!(Api::<Node>::all(client.clone())),
-        nodepools: store!(Api::<NodePool>::all(client.clone())),
-        nodeclaims: store!(Api::<NodeClaim>::all(client.clone())),
-        daemonsets: store!(Api::<DaemonSet>::all(client.clone())),
-        namespaces: store!(Api::<Namespace>::all(client.clone())),
-        nodeclasses: store!(Api::<EC2NodeClassObject>::all(client.clone())),
+        pods: store!(Api::<Pod>::all(client.clone()), "pods"),
+        nodes: store!(Api::<Node>::all(client.clone()), "nodes"),
+        nodepools: store!(Api::<NodePool>::all(client.clone()), "nodepools"),
+        nodeclaims: store!(Api::<NodeClaim>::all(client.clone()), "nodeclaims"),
+        daemonsets: store!(Api::<DaemonSet>::all(client.clone()), "daemonsets"),
+        namespaces: store!(Api::<Namespace>::all(client.clone()), "namespaces"),
+        nodeclasses: store!(
+            Api::<EC2NodeClassObject>::all(client.clone()),
+            "ec2nodeclasses"
+        ),
     };
-    let _ = stores.pods.wait_until_ready().await;
-    let _ = stores.nodes.wait_until_ready().await;
-    let _ = stores.nodepools.wait_until_ready().await;
-    let _ = stores.nodeclaims.wait_until_ready().await;
-    let _ = stores.daemonsets.wait_until_ready().await;
-    let _ = stores.namespaces.wait_until_ready().await;
-    let _ = stores.nodeclasses.wait_until_ready().await;
-    (stores, tasks)
+    let deadline = tokio::time::Instant::now() + timeout;
+    macro_rules! synced {
+        ($store:expr, $name:expr) => {
+            if tokio::time::timeout_at(deadline, $store.wait_until_ready())
+                .await
+                .is_err()
+            {
+                supervisor.stopping.store(true, Ordering::SeqCst);
+                for t in &tasks {
+                    t.abort();
+                }
+                return Err(OperatorError::SyncCache {
+                    store: $name,
+                    timeout,
+                });
+            }
+        };
+    }
+    synced!(stores.pods, "pods");
+    synced!(stores.nodes, "nodes");
+    synced!(stores.nodepools, "nodepools");
+    synced!(stores.nodeclaims, "nodeclaims");
+    synced!(stores.daemonsets, "daemonsets");
+    synced!(stores.namespaces, "namespaces");
+    synced!(stores.nodeclasses, "ec2nodeclasses");
+    Ok((stores, tasks))
 }
 
 /// A running operator.
@@ -379,6 +465,7 @@ pub struct Operator {
     /// Shared context.
     pub ctx: Arc<Context>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    supervisor: Arc<Supervisor>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -391,18 +478,26 @@ impl crate::runtime::leader::Leading for Operator {
     async fn stop(self) {
         Operator::stop(self).await;
     }
+
+    fn failed(&self) -> Vec<String> {
+        self.supervisor.failed()
+    }
 }
 
 impl Operator {
-    /// Starts every controller (call once leader).
+    /// Starts every controller (call once leader), once every cache has synced.
+    ///
+    /// # Errors
+    /// [`OperatorError::SyncCache`] when a cache does not sync within `settings.sync_timeout`.
     pub async fn start(
         client: Client,
         cloud: Arc<dyn CloudProvider>,
         resolver: Arc<dyn NodeClassResolver>,
         metrics: Arc<Metrics>,
         settings: OperatorSettings,
-    ) -> Self {
-        let (stores, mut tasks) = start_stores(&client).await;
+    ) -> Result<Self, OperatorError> {
+        let supervisor = Arc::new(Supervisor::default());
+        let (stores, mut tasks) = start_stores(&client, &supervisor, settings.sync_timeout).await?;
         let ctx = Arc::new(Context {
             events: Events::new(client.clone(), &settings.identity),
             client,
@@ -415,23 +510,57 @@ impl Operator {
             shutdown_notify: Notify::new(),
         });
         let window = ctx.settings.batch;
-        tasks.push(tokio::spawn(provisioner::Provisioner::run(
-            Arc::clone(&ctx),
-            window,
-        )));
-        tasks.push(tokio::spawn(lifecycle::run(Arc::clone(&ctx))));
-        tasks.push(tokio::spawn(termination::run(Arc::clone(&ctx))));
-        tasks.push(tokio::spawn(gc::run(Arc::clone(&ctx))));
-        tasks.push(tokio::spawn(status::run(Arc::clone(&ctx))));
-        Operator { ctx, tasks }
+        let sv = &supervisor;
+        tasks.push(sv.spawn(
+            "provisioner",
+            provisioner::Provisioner::run(Arc::clone(&ctx), window),
+        ));
+        tasks.push(sv.spawn("lifecycle", lifecycle::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("termination", termination::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("gc", gc::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("status", status::run(Arc::clone(&ctx))));
+        Ok(Operator {
+            ctx,
+            tasks,
+            supervisor,
+        })
+    }
+
+    /// The tasks that stopped unexpectedly (empty while healthy).
+    #[must_use]
+    pub fn failed(&self) -> Vec<String> {
+        self.supervisor.failed()
     }
 
     /// Stops every controller and waits for them.
     pub async fn stop(self) {
+        self.supervisor.stopping.store(true, Ordering::SeqCst);
         self.ctx.shutdown();
         for t in self.tasks {
             t.abort();
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_or_returns_while_running_is_recorded_and_a_stop_is_not() {
+        let sv = Arc::new(Supervisor::default());
+        let panicking = sv.spawn("boom", async { panic!("controller bug") });
+        let returning = sv.spawn("done", async {});
+        let _ = panicking.await;
+        let _ = returning.await;
+        let mut failed = sv.failed();
+        failed.sort();
+        assert_eq!(failed, ["boom panicked", "done returned"]);
+
+        let quiet = Arc::new(Supervisor::default());
+        quiet.stopping.store(true, Ordering::SeqCst);
+        let _ = quiet.spawn("stopped", async {}).await;
+        assert!(quiet.failed().is_empty());
     }
 }

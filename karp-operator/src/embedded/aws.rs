@@ -203,7 +203,7 @@ impl EmbeddedAwsCluster {
         ));
         let control =
             crate::embedded::ClusterControl::start(server, client, cloud, resolver, sim, options)
-                .await;
+                .await?;
         Ok(EmbeddedAwsCluster {
             provider,
             control,

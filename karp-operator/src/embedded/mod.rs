@@ -45,7 +45,7 @@ use karp_sim::{
 };
 use kube::Client;
 
-use crate::controllers::{Operator, OperatorSettings};
+use crate::controllers::{Operator, OperatorError, OperatorSettings};
 use crate::providers::NodeClassResolver;
 use crate::runtime::metrics::Metrics;
 
@@ -176,6 +176,7 @@ impl EmbeddedOptions {
         operator.resync = Duration::from_millis(500);
         operator.gc_grace = Duration::from_secs(2);
         operator.provision_retry = Duration::from_secs(1);
+        operator.sync_timeout = Duration::from_secs(30);
         let sim = SimOptions::default()
             .kubelet(
                 KubeletOptions::default()
@@ -241,6 +242,9 @@ impl std::fmt::Debug for ClusterControl {
 impl ClusterControl {
     /// Wires a running API server and simulators to a cloud; starts the operator unless
     /// `options.start_operator` is false.
+    ///
+    /// # Errors
+    /// A message when the operator's caches do not sync.
     pub async fn start(
         server: ApiServer,
         client: Client,
@@ -248,7 +252,7 @@ impl ClusterControl {
         resolver: Arc<dyn NodeClassResolver>,
         sim: SimCluster,
         options: EmbeddedOptions,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut control = ClusterControl {
             server,
             client,
@@ -260,13 +264,19 @@ impl ClusterControl {
             options,
         };
         if control.options.start_operator {
-            control.restart_operator().await;
+            control
+                .restart_operator()
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        control
+        Ok(control)
     }
 
     /// Starts another operator instance on this cluster (a replica), with its own identity.
-    pub async fn new_operator(&self, identity: &str) -> Operator {
+    ///
+    /// # Errors
+    /// [`OperatorError`] when its caches do not sync.
+    pub async fn new_operator(&self, identity: &str) -> Result<Operator, OperatorError> {
         let mut settings = self.options.operator.clone();
         settings.identity = identity.to_string();
         Operator::start(
@@ -287,12 +297,16 @@ impl ClusterControl {
     }
 
     /// Starts the operator (again, after [`ClusterControl::stop_operator`]).
-    pub async fn restart_operator(&mut self) {
+    ///
+    /// # Errors
+    /// [`OperatorError`] when its caches do not sync.
+    pub async fn restart_operator(&mut self) -> Result<(), OperatorError> {
         if self.operator.is_some() {
-            return;
+            return Ok(());
         }
         let identity = self.options.operator.identity.clone();
-        self.operator = Some(self.new_operator(&identity).await);
+        self.operator = Some(self.new_operator(&identity).await?);
+        Ok(())
     }
 
     /// Applies manifests (multi-document YAML) to the API server, as `kubectl apply` would.
@@ -385,7 +399,7 @@ impl EmbeddedCluster {
             sim,
             options,
         )
-        .await;
+        .await?;
         Ok(EmbeddedCluster { cloud, control })
     }
 

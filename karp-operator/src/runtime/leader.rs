@@ -23,6 +23,10 @@ use super::health::Health;
 pub trait Leading {
     /// Stops it and waits until it has stopped.
     fn stop(self) -> impl Future<Output = ()>;
+
+    /// Its tasks that stopped unexpectedly (empty while healthy); a leader with a failed task
+    /// steps down so the process restarts.
+    fn failed(&self) -> Vec<String>;
 }
 
 /// Lease settings.
@@ -109,8 +113,10 @@ async fn check_lease(
 /// lease, until `shutdown` resolves (then the lease is released).
 ///
 /// # Errors
-/// A message when the lease manager cannot be built.
-pub async fn run_elected<S, F, L>(
+/// A message when the lease manager cannot be built, the controllers cannot start (a cache does
+/// not sync), a controller task stops unexpectedly, or the lease is not confirmed within the
+/// renew deadline; in each case this replica has stepped down and `karp run` exits.
+pub async fn run_elected<S, F, L, E>(
     client: Client,
     election: LeaderElection,
     health: Arc<Health>,
@@ -119,8 +125,9 @@ pub async fn run_elected<S, F, L>(
 ) -> Result<(), String>
 where
     S: Fn() -> F,
-    F: Future<Output = L>,
+    F: Future<Output = Result<L, E>>,
     L: Leading,
+    E: std::fmt::Display,
 {
     let client_for_checks = client.clone();
     let manager = LeaseManagerBuilder::new(client, &election.lease)
@@ -144,14 +151,20 @@ where
     let check_every = (deadline / 4).max(std::time::Duration::from_millis(100));
     let mut watchdog = tokio::time::interval(check_every);
     let mut confirmed = Instant::now();
-    let mut stepped_down = false;
+    let mut stepped_down: Option<String> = None;
     loop {
         let is_leader = *leading.borrow_and_update();
         health.leader.store(is_leader, Ordering::SeqCst);
         match (is_leader, running.is_some()) {
             (true, false) => {
                 info!(identity = %election.identity, "became leader; starting controllers");
-                running = Some(start().await);
+                match start().await {
+                    Ok(op) => running = Some(op),
+                    Err(e) => {
+                        stepped_down = Some(format!("starting the controllers: {e}"));
+                        break;
+                    }
+                }
             }
             (false, true) => {
                 warn!(identity = %election.identity, "lost leadership; stopping controllers");
@@ -177,7 +190,15 @@ where
                 }
                 if must_step_down(check, confirmed.elapsed(), deadline) {
                     warn!(identity = %election.identity, check = ?check, "lease not confirmed within the renew deadline; stepping down");
-                    stepped_down = true;
+                    stepped_down = Some(format!(
+                        "lease {} not confirmed within the renew deadline of {deadline:?}",
+                        election.lease
+                    ));
+                    break;
+                }
+                let failed = running.as_ref().map(Leading::failed).unwrap_or_default();
+                if !failed.is_empty() {
+                    stepped_down = Some(format!("controller tasks stopped: {}", failed.join(", ")));
                     break;
                 }
             }
@@ -189,14 +210,12 @@ where
     health.leader.store(false, Ordering::SeqCst);
     // Dropping the receiver makes the manager release the lease.
     drop(leading);
-    if stepped_down {
+    if let Some(why) = stepped_down {
         // The manager may be stuck on an unreachable API server: do not wait for it.
         task.abort();
         health.ready.store(false, Ordering::SeqCst);
-        return Err(format!(
-            "lease {} not confirmed within the renew deadline of {deadline:?}; stepped down",
-            election.lease
-        ));
+        health.alive.store(false, Ordering::SeqCst);
+        return Err(format!("{why}; stepped down"));
     }
     if let Ok(Ok(manager)) = task.await {
         let _ = manager.release().await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use karp_operator::controllers::Operator;
+use karp_operator::controllers::{Operator, OperatorError};
 use karp_operator::runtime::health::Health;
 use karp_operator::runtime::leader::{run_elected, LeaderElection};
 use kube::api::{Api, ListParams};
@@ -94,7 +94,7 @@ pub async fn two_replicas_fail_over<A, S, F>(client: kube::Client, apply: A, sta
 where
     A: Fn(&str),
     S: Fn(&'static str) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Operator> + Send,
+    F: Future<Output = Result<Operator, OperatorError>> + Send,
 {
     let mut replicas = Vec::new();
     for id in ["replica-a", "replica-b"] {
