@@ -108,6 +108,26 @@ impl FleetPlan {
     pub fn overrides(&self) -> impl Iterator<Item = &FleetOverride> {
         self.templates.iter().flat_map(|t| t.overrides.iter())
     }
+
+    /// CreateFleet's idempotency token: the same for the same claim and the same request, so a
+    /// retried call (an SDK retry after a lost response) cannot launch a second instance; a
+    /// request with other overrides gets another token (EC2 would refuse it as a mismatch).
+    #[must_use]
+    pub fn client_token(&self) -> String {
+        let mut key = format!(
+            "{}|{}",
+            self.tags.get(tags::NODECLAIM).map_or("", String::as_str),
+            self.capacity_type
+        );
+        for t in &self.templates {
+            key.push('|');
+            key.push_str(&t.name);
+            for o in &t.overrides {
+                key.push_str(&format!(",{}/{}/{}", o.instance_type, o.subnet_id, o.zone));
+            }
+        }
+        format!("karp-{:016x}", fnv1a(key.as_bytes()))
+    }
 }
 
 /// The tags of instances launched for `request` (user tags, then karp's, which win).
@@ -478,6 +498,7 @@ pub fn create_fleet_request(
         .ec2
         .create_fleet()
         .r#type(FleetType::Instant)
+        .client_token(plan.client_token())
         .target_capacity_specification(
             TargetCapacitySpecificationRequest::builder()
                 .total_target_capacity(1)

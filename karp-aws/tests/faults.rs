@@ -996,3 +996,77 @@ async fn futures_results(
     }
     out
 }
+
+fn token_recording_fleet(tokens: &Captured<Option<String>>) -> Rule {
+    let t = Arc::clone(tokens);
+    mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            t.lock().unwrap().push(i.client_token().map(str::to_string));
+            true
+        })
+        .then_output(|| {
+            CreateFleetOutput::builder()
+                .instances(launched(
+                    "i-1",
+                    "m5.large",
+                    "us-east-1a",
+                    InstanceLifecycle::Spot,
+                ))
+                .build()
+        })
+}
+
+#[tokio::test]
+async fn create_fleet_is_idempotent_per_claim_and_request() {
+    let tokens: Captured<Option<String>> = Arc::default();
+    let p = provider(vec![token_recording_fleet(&tokens)]).await;
+    let same = request(&["m5.large"], &["spot"]);
+    p.create(&same).await.unwrap();
+    p.create(&same).await.unwrap();
+    let mut other = request(&["m5.large"], &["spot"]);
+    other.nodeclaim = "another-claim".into();
+    p.create(&other).await.unwrap();
+    let tokens: Vec<String> = tokens
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.clone().expect("a ClientToken"))
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    assert!(tokens.iter().all(|t| t.len() <= 64 && t.is_ascii()));
+    assert_eq!(
+        tokens[0], tokens[1],
+        "the same claim and request: the same token"
+    );
+    assert_ne!(tokens[0], tokens[2], "another claim: another token");
+}
+
+#[tokio::test]
+async fn a_create_fleet_whose_response_was_lost_is_retried_with_its_token() {
+    let tokens: Captured<Option<String>> = Arc::default();
+    let t = Arc::clone(&tokens);
+    // The first attempt's response is lost (a 500 after EC2 may have acted); the SDK retries the
+    // same request, token included, so EC2 answers with the first launch instead of a second.
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            t.lock().unwrap().push(i.client_token().map(str::to_string));
+            true
+        })
+        .sequence()
+        .http_status(500, None)
+        .output(|| {
+            CreateFleetOutput::builder()
+                .instances(launched(
+                    "i-1",
+                    "m5.large",
+                    "us-east-1a",
+                    InstanceLifecycle::Spot,
+                ))
+                .build()
+        })
+        .build();
+    let p = provider(vec![fleet.clone()]).await;
+    p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
+    assert_eq!(fleet.num_calls(), 2, "one retry");
+    assert!(tokens.lock().unwrap().iter().all(Option::is_some));
+}
