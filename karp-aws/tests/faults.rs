@@ -1070,3 +1070,297 @@ async fn a_create_fleet_whose_response_was_lost_is_retried_with_its_token() {
     assert_eq!(fleet.num_calls(), 2, "one retry");
     assert!(tokens.lock().unwrap().iter().all(Option::is_some));
 }
+
+// ---- The documented IAM policy against the requests karp sends ----------------------------
+
+/// The policy block of docs/aws.md with its placeholders filled in.
+fn documented_policy(cluster: &str) -> serde_json::Value {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/aws.md"))
+        .expect("docs/aws.md");
+    let section = &doc[doc.find("## IAM policy").expect("the IAM policy section")..];
+    let start = section.find("```json").expect("a json block") + "```json".len();
+    let end = start + section[start..].find("```").expect("the block's end");
+    let text = section[start..end]
+        .replace("${AWS_PARTITION}", "aws")
+        .replace("${AWS_REGION}", "us-east-1")
+        .replace("${AWS_ACCOUNT_ID}", "123456789012")
+        .replace("${CLUSTER_NAME}", cluster)
+        .replace("${NODE_ROLE_NAME}", "KarpenterNodeRole")
+        .replace("${INTERRUPTION_QUEUE}", "karp-queue");
+    serde_json::from_str(&text).expect("the documented policy is JSON")
+}
+
+/// `*` and `?` wildcards, as IAM matches ARNs and StringLike values.
+fn glob(pattern: &str, value: &str) -> bool {
+    fn go(p: &[u8], v: &[u8]) -> bool {
+        match (p.first(), v.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], v) || (!v.is_empty() && go(p, &v[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &v[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &v[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), value.as_bytes())
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One authorization IAM makes for a call: the action on one resource, with the request's
+/// tags, the resource's tags and other context keys.
+struct Authz<'a> {
+    action: &'a str,
+    resource: String,
+    request_tags: &'a BTreeMap<String, String>,
+    resource_tags: &'a BTreeMap<String, String>,
+    context: BTreeMap<&'a str, &'a str>,
+}
+
+impl Authz<'_> {
+    fn key(&self, key: &str) -> Option<&str> {
+        if let Some(t) = key.strip_prefix("aws:RequestTag/") {
+            return self.request_tags.get(t).map(String::as_str);
+        }
+        if let Some(t) = key.strip_prefix("aws:ResourceTag/") {
+            return self.resource_tags.get(t).map(String::as_str);
+        }
+        self.context.get(key).copied()
+    }
+
+    /// Whether an Allow statement of `policy` grants it (no Deny statements are used).
+    fn allowed_by(&self, policy: &serde_json::Value) -> bool {
+        policy["Statement"].as_array().unwrap().iter().any(|st| {
+            st["Effect"] == "Allow"
+                && strings(&st["Action"]).iter().any(|a| glob(a, self.action))
+                && strings(&st["Resource"])
+                    .iter()
+                    .any(|r| glob(r, &self.resource))
+                && st["Condition"].as_object().is_none_or(|ops| {
+                    ops.iter().all(|(op, conds)| {
+                        conds.as_object().unwrap().iter().all(|(k, want)| {
+                            let Some(have) = self.key(k) else {
+                                return false;
+                            };
+                            strings(want).iter().any(|w| match op.as_str() {
+                                "StringEquals" => w == have,
+                                "StringLike" => glob(w, have),
+                                other => panic!("condition operator {other} not evaluated"),
+                            })
+                        })
+                    })
+                })
+        })
+    }
+}
+
+fn tags_of(specs: &[aws_sdk_ec2::types::TagSpecification]) -> BTreeMap<String, String> {
+    specs
+        .iter()
+        .flat_map(|s| s.tags())
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_documented_iam_policy_allows_every_call_karp_makes_with_the_tags_it_writes() {
+    use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateInput;
+    // Capture what karp sends: the launch template's tags, the fleet's tags.
+    let templates: Captured<CreateLaunchTemplateInput> = Arc::default();
+    let fleets: Captured<CreateFleetInput> = Arc::default();
+    let terminated: Captured<TerminateInstancesInput> = Arc::default();
+    let (mut ec2, ssm) = resolution_rules();
+    let t = Arc::clone(&templates);
+    ec2.push(mock!(aws_sdk_ec2::Client::describe_launch_templates).then_error(|| {
+        aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError::generic(
+            ErrorMetadata::builder().code("InvalidLaunchTemplateName.NotFoundException").build(),
+        )
+    }));
+    ec2.push(
+        mock!(aws_sdk_ec2::Client::create_launch_template)
+            .match_requests(move |i| {
+                t.lock().unwrap().push(i.clone());
+                true
+            })
+            .then_output(|| CreateLaunchTemplateOutput::builder().build()),
+    );
+    ec2.push(capture_fleet(&fleets, || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-1",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    }));
+    let tt = Arc::clone(&terminated);
+    ec2.push(
+        mock!(aws_sdk_ec2::Client::terminate_instances)
+            .match_requests(move |i| {
+                tt.lock().unwrap().push(i.clone());
+                true
+            })
+            .then_output(|| TerminateInstancesOutput::builder().build()),
+    );
+    let ec2_refs: Vec<&Rule> = ec2.iter().collect();
+    let ssm_refs: Vec<&Rule> = ssm.iter().collect();
+    let p = AwsCloudProvider::new(clients(&ec2_refs, &ssm_refs, None), settings());
+    p.set_account_catalog(builtin_account());
+    p.resolve_node_class(&node_class()).await.unwrap();
+    p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
+
+    let cluster = settings().cluster_name;
+    let policy = documented_policy(&cluster);
+    let lt_tags = tags_of(templates.lock().unwrap()[0].tag_specifications());
+    let fleet = fleets.lock().unwrap()[0].clone();
+    let fleet_tags = tags_of(fleet.tag_specifications());
+    let none = BTreeMap::new();
+    let arn = |kind: &str, id: &str| format!("arn:aws:ec2:us-east-1:123456789012:{kind}/{id}");
+    let check = |action: &str,
+                 resource: String,
+                 request_tags,
+                 resource_tags,
+                 context: &[(&'static str, &'static str)]| {
+        let a = Authz {
+            action,
+            resource: resource.clone(),
+            request_tags,
+            resource_tags,
+            context: context.iter().copied().collect(),
+        };
+        assert!(
+            a.allowed_by(&policy),
+            "{action} on {resource} is denied by the documented policy"
+        );
+    };
+    // Creating the launch template (and tagging it on create).
+    check(
+        "ec2:CreateLaunchTemplate",
+        arn("launch-template", "lt-1"),
+        &lt_tags,
+        &none,
+        &[],
+    );
+    check(
+        "ec2:CreateTags",
+        arn("launch-template", "lt-1"),
+        &lt_tags,
+        &none,
+        &[("ec2:CreateAction", "CreateLaunchTemplate")],
+    );
+    // CreateFleet (and the RunInstances it makes) on every resource it creates or uses.
+    for action in ["ec2:CreateFleet", "ec2:RunInstances"] {
+        for kind in [
+            "fleet",
+            "instance",
+            "volume",
+            "network-interface",
+            "spot-instances-request",
+        ] {
+            check(action, arn(kind, "x-1"), &fleet_tags, &none, &[]);
+        }
+        check(
+            action,
+            arn("launch-template", "lt-1"),
+            &fleet_tags,
+            &lt_tags,
+            &[],
+        );
+        for shared in ["security-group/sg-1", "subnet/subnet-1"] {
+            check(
+                action,
+                format!("arn:aws:ec2:us-east-1:123456789012:{shared}"),
+                &fleet_tags,
+                &none,
+                &[],
+            );
+        }
+        check(
+            action,
+            "arn:aws:ec2:us-east-1::image/ami-1".into(),
+            &fleet_tags,
+            &none,
+            &[],
+        );
+    }
+    for kind in ["fleet", "instance", "volume"] {
+        check(
+            "ec2:CreateTags",
+            arn(kind, "x-1"),
+            &fleet_tags,
+            &none,
+            &[("ec2:CreateAction", "CreateFleet")],
+        );
+    }
+    // Cleanup: terminating its instances, deleting its launch templates.
+    check(
+        "ec2:TerminateInstances",
+        arn("instance", "i-1"),
+        &none,
+        &fleet_tags,
+        &[],
+    );
+    check(
+        "ec2:DeleteLaunchTemplate",
+        arn("launch-template", "lt-1"),
+        &none,
+        &lt_tags,
+        &[],
+    );
+    for read in [
+        "ec2:DescribeInstances",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeImages",
+    ] {
+        check(
+            read,
+            "*".into(),
+            &none,
+            &none,
+            &[("aws:RequestedRegion", "us-east-1")],
+        );
+    }
+    // The instance profile karp creates for the node class, and the node role it passes.
+    let profile = karp_aws::resolve::instance_profile_name(&settings(), "default");
+    let profile_arn = format!(
+        "arn:aws:iam::123456789012:instance-profile/karpenter/us-east-1/{cluster}/{profile}"
+    );
+    for action in [
+        "iam:CreateInstanceProfile",
+        "iam:TagInstanceProfile",
+        "iam:AddRoleToInstanceProfile",
+        "iam:GetInstanceProfile",
+        "iam:RemoveRoleFromInstanceProfile",
+        "iam:DeleteInstanceProfile",
+    ] {
+        check(action, profile_arn.clone(), &none, &none, &[]);
+    }
+    check(
+        "iam:PassRole",
+        "arn:aws:iam::123456789012:role/KarpenterNodeRole".into(),
+        &none,
+        &none,
+        &[("iam:PassedToService", "ec2.amazonaws.com")],
+    );
+
+    // The evaluator refuses what the policy must refuse: another cluster's instance.
+    let foreign = BTreeMap::from([("karpenter.sh/nodepool".to_string(), "x".to_string())]);
+    let denied = Authz {
+        action: "ec2:TerminateInstances",
+        resource: arn("instance", "i-other"),
+        request_tags: &none,
+        resource_tags: &foreign,
+        context: BTreeMap::new(),
+    };
+    assert!(!denied.allowed_by(&policy));
+}
