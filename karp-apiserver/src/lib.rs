@@ -20,6 +20,7 @@
 
 mod discovery;
 mod error;
+pub mod guard;
 mod patch;
 mod pdb;
 mod registry;
@@ -28,6 +29,7 @@ mod selector;
 mod store;
 mod table;
 mod time;
+pub mod tls;
 mod watch;
 
 use std::convert::Infallible;
@@ -50,6 +52,26 @@ use store::{DeleteOpts, EventKind, Msg, State};
 
 /// The body of every response the server produces (a buffered document or a watch stream).
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+pub use guard::ServeOptions;
+
+/// A refused request's answer: a Kubernetes `Status`.
+fn refused(r: &guard::Refusal) -> http::Response<ResponseBody> {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": r.message, "reason": r.reason, "code": r.status.as_u16()
+    });
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let mut resp = http::Response::new(ResponseBody::new(
+        http_body_util::Full::new(bytes).map_err(|never| match never {}),
+    ));
+    *resp.status_mut() = r.status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
 
 /// Default number of events kept for watches that resume from a resourceVersion.
 pub const DEFAULT_HISTORY: usize = 10_000;
@@ -273,10 +295,26 @@ impl ApiServer {
         Self::with_config(ApiServerConfig::default().history(events))
     }
 
-    /// Serves the HTTP API on `listener` (plain HTTP/1.1, no authentication) until the future is
-    /// dropped. Spawns one task per connection, so it must run inside a tokio runtime.
+    /// Serves the HTTP API on `listener` (plain HTTP/1.1) with [`ServeOptions::default`]: no
+    /// token, but the host, content-type and body-size checks of [`guard::admit`]. Runs until the
+    /// future is dropped; spawns one task per connection, so it must run inside a tokio runtime.
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
+        self.serve_with(listener, ServeOptions::default())
+    }
+
+    /// Serves the HTTP API on `listener`, admitting only what [`guard::admit`] admits under
+    /// `options` (a refused request gets a Kubernetes `Status` with 401, 403, 413 or 415).
+    pub fn serve_with(
+        &self,
+        listener: TcpListener,
+        options: ServeOptions,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let server = self.clone();
+        let listen_host = listener
+            .local_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let options = std::sync::Arc::new(options);
         async move {
             loop {
                 let stream = match listener.accept().await {
@@ -288,18 +326,46 @@ impl ApiServer {
                     }
                 };
                 let server = server.clone();
+                let options = std::sync::Arc::clone(&options);
+                let listen_host = listen_host.clone();
+                let tls = options.tls.clone();
                 tokio::spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(stream);
                     let svc = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             let mut s = server.clone();
-                            tower::Service::call(&mut s, req)
+                            let admitted =
+                                guard::admit(req.method(), req.headers(), &listen_host, &options);
+                            let limit = options.max_body_bytes;
+                            async move {
+                                if let Err(refusal) = admitted {
+                                    return Ok::<_, Infallible>(refused(&refusal));
+                                }
+                                let req = req.map(|b| http_body_util::Limited::new(b, limit));
+                                tower::Service::call(&mut s, req).await
+                            }
                         },
                     );
-                    if let Err(e) = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await
-                    {
+                    let served = match tls {
+                        Some(config) => {
+                            match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                                Ok(tls) => {
+                                    hyper::server::conn::http1::Builder::new()
+                                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                        .await
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                            }
+                        }
+                        None => {
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await
+                        }
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -469,10 +535,61 @@ where
 /// # Errors
 /// Writing the file failed.
 pub fn write_kubeconfig(path: &Path, url: &str) -> std::io::Result<()> {
+    write_kubeconfig_with_token(path, url, None)
+}
+
+/// Writes a kubeconfig for `url` whose user presents `token` as a bearer token (when given).
+/// The file is created readable by its owner only (0600): it holds a credential.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_kubeconfig_with_token(
+    path: &Path,
+    url: &str,
+    token: Option<&str>,
+) -> std::io::Result<()> {
+    write_kubeconfig_secure(path, url, token, None)
+}
+
+/// Writes a kubeconfig for `url` whose user presents `token` (when given) and that trusts
+/// `ca_pem` as the server's certificate authority (when given; `url` is then `https://`).
+/// The file is created readable by its owner only (0600): it holds a credential.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_kubeconfig_secure(
+    path: &Path,
+    url: &str,
+    token: Option<&str>,
+    ca_pem: Option<&str>,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let user = token.map_or_else(|| "{}".to_string(), |t| format!("\n    token: {t}"));
+    let ca = ca_pem.map_or_else(String::new, |pem| {
+        format!(
+            "\n    certificate-authority-data: {}",
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        )
+    });
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: karp\n  cluster:\n    server: {url}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: karp\n  cluster:\n    server: {url}{ca}\n\
          contexts:\n- name: karp\n  context:\n    cluster: karp\n    user: karp\n    namespace: default\n\
-         current-context: karp\nusers:\n- name: karp\n  user: {{}}\npreferences: {{}}\n"
+         current-context: karp\nusers:\n- name: karp\n  user: {user}\npreferences: {{}}\n"
     );
-    std::fs::write(path, text)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        // An existing file keeps its mode on open: tighten it.
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(text.as_bytes())
 }

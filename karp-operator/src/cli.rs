@@ -178,9 +178,12 @@ pub struct DemoArgs {
 /// Arguments of `karp cluster`.
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
-    /// Address to serve the Kubernetes API on.
+    /// Address to serve the Kubernetes API on (loopback unless `--allow-remote`).
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: String,
+    /// Allow `--listen` on a non-loopback address (requests still need the kubeconfig's token).
+    #[arg(long)]
+    pub allow_remote: bool,
     /// Where to write the kubeconfig.
     #[arg(long, default_value = "karp.kubeconfig")]
     pub kubeconfig: PathBuf,
@@ -279,6 +282,7 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
         };
         let r = crate::commands::demo::run_cluster(
             &args.listen,
+            args.allow_remote,
             &args.kubeconfig,
             cloud,
             &mut stdout,
@@ -292,7 +296,8 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));
-            ExitCode::from(1)
+            let usage = matches!(e, crate::commands::demo::DemoError::RemoteListen(_));
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -92,6 +92,40 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("serving"), "{line}");
+    // The kubeconfig holds this run's bearer token and only its owner may read it.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "kubeconfig mode {mode:o}");
+        assert!(std::fs::read_to_string(&kubeconfig)
+            .unwrap()
+            .contains("token: "));
+    }
+    // Without the token, or as a web page would post, the API refuses.
+    // kubectl trusts the run's certificate and sends the token; without the token it is refused.
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &["get", "--raw", "/api/v1/namespaces/default/pods"],
+    );
+    assert!(ok, "{text}");
+    let anonymous = dir.join("anonymous.kubeconfig");
+    let wrong_token: String = std::fs::read_to_string(&kubeconfig)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.trim().starts_with("token:") {
+                "    token: not-the-token\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&anonymous, wrong_token).unwrap();
+    let (ok, text) = kubectl(
+        &anonymous,
+        &["get", "--raw", "/api/v1/namespaces/default/pods"],
+    );
+    assert!(!ok && text.contains("bearer token is required"), "{text}");
     let examples = examples();
     let (ok, text) = kubectl(&kubeconfig, &["apply", "-f", &format!("{examples}/seed")]);
     assert!(ok, "{text}");
@@ -262,4 +296,21 @@ spec:
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn karp_cluster_refuses_a_non_loopback_address_without_allow_remote() {
+    let out = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args([
+            "cluster",
+            "--listen",
+            "0.0.0.0:0",
+            "--kubeconfig",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-remote"), "{err}");
 }

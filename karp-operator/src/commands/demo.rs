@@ -46,6 +46,19 @@ pub enum DemoError {
     /// Binding or serving failed.
     #[error("serving the API: {0}")]
     Serve(String),
+    /// `--listen` is not a loopback address and `--allow-remote` was not given.
+    #[error("--listen {0}: not a loopback address; the cluster would be reachable from other machines (pass --allow-remote to serve it there, with the token of the written kubeconfig)")]
+    RemoteListen(String),
+}
+
+/// A fresh bearer token for one `karp cluster` run: 32 random bytes from the OS, hex.
+fn new_token() -> Result<String, DemoError> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| DemoError::Serve(format!("generating a token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Manifest files under `path` (recursively), sorted, node classes and pools first.
@@ -405,11 +418,19 @@ type Stop = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output
 /// [`DemoError`] when the address cannot be bound or the cluster cannot start.
 pub async fn run_cluster(
     listen: &str,
+    allow_remote: bool,
     kubeconfig: &Path,
     cloud: ClusterCloud,
     out: &mut dyn Write,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
+    let loopback = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => listen.starts_with("localhost:"),
+    };
+    if !loopback && !allow_remote {
+        return Err(DemoError::RemoteListen(listen.to_string()));
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| DemoError::Serve(format!("binding {listen}: {e}")))?;
@@ -418,15 +439,36 @@ pub async fn run_cluster(
         .map_err(|e| DemoError::Serve(e.to_string()))?;
     let mut options = EmbeddedOptions::fast();
     options.operator.batch.idle = Duration::from_secs(1);
-    let url = format!("http://{addr}");
-    karp_apiserver::write_kubeconfig(kubeconfig, &url)
-        .map_err(|e| DemoError::Serve(format!("writing {}: {e}", kubeconfig.display())))?;
+    // kubectl sends a bearer token only over TLS: serve HTTPS with a certificate made now.
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    names.push(addr.ip().to_string());
+    let identity = karp_apiserver::tls::self_signed(&names).map_err(DemoError::Serve)?;
+    let url = format!("https://{addr}");
+    let token = new_token()?;
+    karp_apiserver::write_kubeconfig_secure(
+        kubeconfig,
+        &url,
+        Some(&token),
+        Some(&identity.cert_pem),
+    )
+    .map_err(|e| DemoError::Serve(format!("writing {}: {e}", kubeconfig.display())))?;
+    let serve_options = karp_apiserver::ServeOptions {
+        token: Some(token),
+        tls: Some(identity.server),
+        // Served beyond loopback on request: clients may address it by any name.
+        extra_hosts: if loopback {
+            Vec::new()
+        } else {
+            vec!["*".into()]
+        },
+        ..karp_apiserver::ServeOptions::default()
+    };
     let (what, serve, stop): (String, _, Stop) = match cloud {
         ClusterCloud::Sim => {
             let cluster = EmbeddedCluster::start(options)
                 .await
                 .map_err(DemoError::Start)?;
-            let serve = tokio::spawn(cluster.server.serve(listener));
+            let serve = tokio::spawn(cluster.server.serve_with(listener, serve_options));
             (
                 "simulated cloud".to_string(),
                 serve,
@@ -438,7 +480,7 @@ pub async fn run_cluster(
             let cluster = crate::embedded::aws::EmbeddedAwsCluster::start(options, *settings)
                 .await
                 .map_err(DemoError::Start)?;
-            let serve = tokio::spawn(cluster.server.serve(listener));
+            let serve = tokio::spawn(cluster.server.serve_with(listener, serve_options));
             (
                 format!("karp-aws on {endpoint}"),
                 serve,
