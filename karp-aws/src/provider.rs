@@ -731,6 +731,49 @@ impl CloudProvider for AwsCloudProvider {
         })
     }
 
+    async fn find_by_nodeclaim(&self, nodeclaim: &str) -> Result<Option<Instance>, CloudError> {
+        // One filtered call instead of listing every instance of the cluster.
+        let reservations = self
+            .clients
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tags::NODECLAIM))
+                    .values(nodeclaim)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", self.settings.cluster_tag_key()))
+                    .values("owned")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeInstances", &e))?;
+        let mut found: Vec<Instance> = reservations
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| !i.instance_state_terminated())
+            .filter_map(|i| self.to_instance(i))
+            .collect();
+        found.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
+        Ok(found.into_iter().next())
+    }
+
     async fn list(&self) -> Result<Vec<Instance>, CloudError> {
         let reservations = self
             .clients

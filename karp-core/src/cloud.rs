@@ -277,6 +277,20 @@ pub trait CloudProvider: Send + Sync {
     /// [`CloudError::Api`] when listing fails.
     async fn list(&self) -> Result<Vec<Instance>, CloudError>;
 
+    /// The instance launched for the NodeClaim `nodeclaim` (tagged with it), if any: what a
+    /// launch adopts after a restart between the launch and the status write. Providers should
+    /// look it up by tag rather than list every instance; the default lists.
+    ///
+    /// # Errors
+    /// [`CloudError::Api`] when the lookup fails.
+    async fn find_by_nodeclaim(&self, nodeclaim: &str) -> Result<Option<Instance>, CloudError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .find(|i| i.nodeclaim.as_deref() == Some(nodeclaim)))
+    }
+
     /// The instance types a node pool can use (with its node class applied).
     ///
     /// # Errors

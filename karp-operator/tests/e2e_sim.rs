@@ -628,3 +628,93 @@ async fn a_missing_crd_fails_the_start_with_a_clear_error_instead_of_hanging() {
         other => panic!("expected a sync error, got {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_cluster_with_five_node_classes_makes_no_repeated_calls_or_writes() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    let mut yaml = String::new();
+    for i in 0..5 {
+        yaml.push_str(&format!(
+            r"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: class-{i}}}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: karp}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: karp}}}}]
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: pool-{i}}}
+spec:
+  template:
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: class-{i}}}
+      requirements: []
+---
+"
+        ));
+    }
+    cluster.apply_yaml(&yaml).unwrap();
+    let pools: Api<karp_operator::api::nodepool::NodePool> = Api::all(client.clone());
+    let versions = || async {
+        let mut v: Vec<(String, String)> = pools
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| {
+                (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.metadata.resource_version.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    wait_for("5 ready NodePools", Duration::from_secs(20), || async {
+        pools
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| {
+                p.status.as_ref().is_some_and(|s| {
+                    s["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+            })
+            .count()
+            == 5
+    })
+    .await;
+    // Idle: resync runs every 500 ms in these settings, 10 times in this window.
+    let before = versions().await;
+    let resolves_before = cluster.resolver.resolves();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        versions().await,
+        before,
+        "NodePool status rewritten while nothing changed"
+    );
+    assert_eq!(
+        cluster.resolver.resolves(),
+        resolves_before,
+        "node classes resolved again while nothing changed"
+    );
+    assert!(
+        resolves_before <= 10,
+        "{resolves_before} resolutions for 5 node classes"
+    );
+    cluster.shutdown().await;
+}

@@ -49,6 +49,9 @@ pub struct NodePool {
     /// The spec.
     #[serde(default)]
     pub spec: NodePoolSpec,
+    /// The status as last written (karp writes it only when it changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 /// `spec`.

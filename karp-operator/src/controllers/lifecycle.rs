@@ -157,11 +157,9 @@ async fn launch(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorErro
     // Adopt an instance launched for this claim before a restart.
     let existing = ctx
         .cloud
-        .list()
+        .find_by_nodeclaim(&name)
         .await
-        .map_err(|e| OperatorError::Cloud(e.to_string()))?
-        .into_iter()
-        .find(|i| i.nodeclaim.as_deref() == Some(name.as_str()));
+        .map_err(|e| OperatorError::Cloud(e.to_string()))?;
     let instance: Instance = match existing {
         Some(i) => {
             info!(nodeclaim = %name, provider_id = %i.provider_id, "adopting instance launched before a restart");
@@ -487,11 +485,9 @@ async fn finalize(ctx: &Context, claim: &NodeClaim) -> Result<Action, OperatorEr
             Some(p) => Some(p.clone()),
             None => ctx
                 .cloud
-                .list()
+                .find_by_nodeclaim(&name)
                 .await
                 .map_err(|e| OperatorError::Cloud(e.to_string()))?
-                .into_iter()
-                .find(|i| i.nodeclaim.as_deref() == Some(name.as_str()))
                 .map(|i| i.provider_id),
         };
         let gone = match provider_id {

@@ -51,16 +51,26 @@ use crate::runtime::metrics::Metrics;
 
 /// Node class resolution in the simulated cloud: every node class is Ready, with one subnet per
 /// zone of the catalog, one security group and an AMI per architecture.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct SimNodeClassResolver {
     zones: Vec<String>,
+    resolves: std::sync::atomic::AtomicUsize,
 }
 
 impl SimNodeClassResolver {
     /// A resolver offering `zones`.
     #[must_use]
     pub fn new(zones: Vec<String>) -> Self {
-        SimNodeClassResolver { zones }
+        SimNodeClassResolver {
+            zones,
+            resolves: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// How many resolutions were asked for (what a cloud's API calls would be).
+    #[must_use]
+    pub fn resolves(&self) -> usize {
+        self.resolves.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -81,6 +91,8 @@ impl NodeClassResolver for SimNodeClassResolver {
     }
 
     async fn resolve(&self, node_class: &EC2NodeClass) -> Result<EC2NodeClassStatus, String> {
+        self.resolves
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = node_class.spec.settings() {
             let mut s = EC2NodeClassStatus::default();
             for t in [
@@ -333,6 +345,8 @@ impl ClusterControl {
 pub struct EmbeddedCluster {
     /// The simulated cloud.
     pub cloud: Arc<SimCloud>,
+    /// The simulated cloud's node class resolver.
+    pub resolver: Arc<SimNodeClassResolver>,
     control: ClusterControl,
 }
 
@@ -391,16 +405,21 @@ impl EmbeddedCluster {
         let cloud = Arc::new(SimCloud::new(types, SimCloudOptions::default()));
         let sim = SimCluster::start(client.clone(), Arc::clone(&cloud), options.sim.clone());
         let dyn_cloud: Arc<dyn CloudProvider> = cloud.clone();
+        let resolver = Arc::new(SimNodeClassResolver::new(zones));
         let control = ClusterControl::start(
             server,
             client,
             dyn_cloud,
-            Arc::new(SimNodeClassResolver::new(zones)),
+            Arc::clone(&resolver) as Arc<dyn NodeClassResolver>,
             sim,
             options,
         )
         .await?;
-        Ok(EmbeddedCluster { cloud, control })
+        Ok(EmbeddedCluster {
+            cloud,
+            resolver,
+            control,
+        })
     }
 
     /// Stops everything.
