@@ -193,6 +193,46 @@ const DESCRIBE_MAX_IDS: usize = 200;
 const TERMINATE_MAX_IDS: usize = 500;
 
 impl AwsCloudProvider {
+    /// The cluster's live instances (not terminated) that also match `filter`, sorted by
+    /// provider ID: one paginated DescribeInstances.
+    async fn describe_owned(&self, filter: Filter) -> Result<Vec<Instance>, AwsError> {
+        let reservations = self
+            .clients
+            .ec2
+            .describe_instances()
+            .filters(filter)
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", self.settings.cluster_tag_key()))
+                    .values("owned")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .values("shutting-down")
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeInstances", &e))?;
+        let mut out: Vec<Instance> = reservations
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| !i.instance_state_terminated())
+            .filter_map(|i| self.to_instance(i))
+            .collect();
+        out.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
+        Ok(out)
+    }
+
     /// A provider with the built-in on-demand prices and no instance types yet (call
     /// [`AwsCloudProvider::refresh_instance_types`]).
     #[must_use]
@@ -733,88 +773,19 @@ impl CloudProvider for AwsCloudProvider {
 
     async fn find_by_nodeclaim(&self, nodeclaim: &str) -> Result<Option<Instance>, CloudError> {
         // One filtered call instead of listing every instance of the cluster.
-        let reservations = self
-            .clients
-            .ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", tags::NODECLAIM))
-                    .values(nodeclaim)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", self.settings.cluster_tag_key()))
-                    .values("owned")
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .build(),
-            )
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| AwsError::from_sdk("DescribeInstances", &e))?;
-        let mut found: Vec<Instance> = reservations
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter(|i| !i.instance_state_terminated())
-            .filter_map(|i| self.to_instance(i))
-            .collect();
-        found.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
-        Ok(found.into_iter().next())
+        let tag = Filter::builder()
+            .name(format!("tag:{}", tags::NODECLAIM))
+            .values(nodeclaim)
+            .build();
+        Ok(self.describe_owned(tag).await?.into_iter().next())
     }
 
     async fn list(&self) -> Result<Vec<Instance>, CloudError> {
-        let reservations = self
-            .clients
-            .ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("tag-key")
-                    .values(tags::NODEPOOL)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", self.settings.cluster_tag_key()))
-                    .values("owned")
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .values("stopping")
-                    .values("stopped")
-                    .values("shutting-down")
-                    .build(),
-            )
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| AwsError::from_sdk("DescribeInstances", &e))?;
-        let mut out: Vec<Instance> = reservations
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter(|i| !i.instance_state_terminated())
-            .filter_map(|i| self.to_instance(i))
-            .collect();
-        out.sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
-        Ok(out)
+        let karp_launched = Filter::builder()
+            .name("tag-key")
+            .values(tags::NODEPOOL)
+            .build();
+        Ok(self.describe_owned(karp_launched).await?)
     }
 
     async fn instance_types(

@@ -152,8 +152,11 @@ where
     let mut watchdog = tokio::time::interval(check_every);
     let mut confirmed = Instant::now();
     let mut stepped_down: Option<String> = None;
+    // The Lease names another holder while the manager still says this replica leads: stop
+    // acting until the manager's view changes.
+    let mut demoted = false;
     loop {
-        let is_leader = *leading.borrow_and_update();
+        let is_leader = *leading.borrow_and_update() && !demoted;
         health.leader.store(is_leader, Ordering::SeqCst);
         match (is_leader, running.is_some()) {
             (true, false) => {
@@ -182,11 +185,17 @@ where
                     break;
                 }
                 confirmed = Instant::now();
+                demoted = false;
             }
             _ = watchdog.tick(), if running.is_some() => {
                 let check = check_lease(&leases, &election, check_every).await;
                 if check == LeaseCheck::Confirmed {
                     confirmed = Instant::now();
+                }
+                if check == LeaseCheck::Lost {
+                    warn!(identity = %election.identity, "the Lease names another holder; stopping controllers");
+                    demoted = true;
+                    continue;
                 }
                 if must_step_down(check, confirmed.elapsed(), deadline) {
                     warn!(identity = %election.identity, check = ?check, "lease not confirmed within the renew deadline; stepping down");
