@@ -73,7 +73,7 @@ pub use model::{
     NodeClaimFacts, NodeOffering, PodDisruptionBudget, PodFacts, Reason,
 };
 pub use simulate::{Move, Simulation};
-pub use time::Timestamp;
+pub use time::{TimeError, Timestamp};
 
 /// Karpenter considers at most this many candidates in one multi-node consolidation.
 pub const MAX_MULTI_NODE_CANDIDATES: usize = 100;

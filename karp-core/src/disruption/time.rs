@@ -68,6 +68,80 @@ impl Timestamp {
     }
 }
 
+/// A timestamp that is not RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid RFC 3339 time {input:?} (expected e.g. 2026-12-01T12:00:00Z)")]
+pub struct TimeError {
+    /// The text.
+    pub input: String,
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = TimeError;
+
+    /// Parse RFC 3339 (`2026-12-01T12:00:00Z`, `2026-12-01T14:00:00.5+02:00`); fractions beyond
+    /// milliseconds are truncated.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = || TimeError {
+            input: input.to_string(),
+        };
+        let b = input.as_bytes();
+        if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') {
+            return Err(err());
+        }
+        let num = |r: std::ops::Range<usize>| -> Result<u32, TimeError> {
+            let t = input.get(r).ok_or_else(err)?;
+            if !t.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(err());
+            }
+            t.parse().map_err(|_| err())
+        };
+        if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+            return Err(err());
+        }
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
+            return Err(err());
+        }
+        let mut i = 19;
+        let mut millis = 0i64;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == start {
+                return Err(err());
+            }
+            let frac = &input[start..i.min(start + 3)];
+            millis = frac.parse::<i64>().map_err(|_| err())?
+                * 10i64.pow(3 - u32::try_from(frac.len()).unwrap_or(3));
+        }
+        let offset_secs: i64 = match &input[i..] {
+            "Z" | "z" => 0,
+            o if o.len() == 6
+                && (o.starts_with('+') || o.starts_with('-'))
+                && o.as_bytes()[3] == b':' =>
+            {
+                let h = i64::from(num(i + 1..i + 3)?);
+                let m = i64::from(num(i + 4..i + 6)?);
+                let sign = if o.starts_with('-') { -1 } else { 1 };
+                sign * (h * 3600 + m * 60)
+            }
+            _ => return Err(err()),
+        };
+        let t = Timestamp::from_utc(i64::from(year), month, day, hour, minute, second.min(59));
+        Ok(Timestamp(t.0 + millis - offset_secs * 1000))
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC, with milliseconds only when they are not zero.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -227,6 +301,26 @@ mod tests {
             Timestamp::from_utc(2026, 12, 1, 12, 0, 15).to_string(),
             "2026-12-01T12:00:15Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_parses_offsets_and_fractions() {
+        let t: Timestamp = "2026-12-01T12:00:15Z".parse().unwrap();
+        assert_eq!(t, Timestamp::from_utc(2026, 12, 1, 12, 0, 15));
+        let t: Timestamp = "2026-12-01T14:00:15.25+02:00".parse().unwrap();
+        assert_eq!(
+            t,
+            Timestamp::from_utc(2026, 12, 1, 12, 0, 15).plus(Duration::from_millis(250))
+        );
+        for bad in [
+            "",
+            "2026-12-01",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T00:00:00",
+            "2026-12-01T00:00:00+0200",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
     }
 
     #[test]
