@@ -492,3 +492,86 @@ pub fn disruption_input(
     input.snapshot = snapshot;
     Ok(input)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(kind: &str, ns: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef {
+            file: Some("t.yaml".into()),
+            kind: kind.into(),
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn nodepool_disruption_converts_with_karpenter_defaults() {
+        let np: NodePool = serde_yaml::from_str(
+            "metadata: {name: p}\nspec:\n  template: {spec: {nodeClassRef: {name: c}}}\n",
+        )
+        .unwrap();
+        let s = disruption_settings(&origin("NodePool", None, "p"), &np).unwrap();
+        assert_eq!(s, DisruptionSettings::default());
+        let np: NodePool = serde_yaml::from_str(
+            "metadata: {name: p}\nspec:\n  disruption:\n    consolidationPolicy: WhenEmpty\n    consolidateAfter: Never\n    budgets: [{nodes: \"0\", reasons: [Drifted], schedule: \"@daily\", duration: 1h30m}]\n  template: {spec: {nodeClassRef: {name: c}}}\n",
+        )
+        .unwrap();
+        let s = disruption_settings(&origin("NodePool", None, "p"), &np).unwrap();
+        assert_eq!(s.consolidation_policy, ConsolidationPolicy::WhenEmpty);
+        assert_eq!(s.consolidate_after, ConsolidateAfter::Never);
+        assert_eq!(
+            s.budgets,
+            vec![Budget::nodes("0")
+                .reasons(&[Reason::Drifted])
+                .during("@daily", Duration::from_secs(5400))]
+        );
+    }
+
+    fn web(name: &str, bound: bool, ready: bool) -> corev1::Pod {
+        let status = if ready {
+            "status: {phase: Running, conditions: [{type: Ready, status: \"True\"}]}"
+        } else {
+            "status: {phase: Running, conditions: [{type: Ready, status: \"False\"}]}"
+        };
+        let node = if bound {
+            "spec: {nodeName: n, containers: []}"
+        } else {
+            "spec: {containers: []}"
+        };
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\n{node}\n{status}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn pdb_without_status_computes_disruptions_allowed_like_the_disruption_controller() {
+        let pods = [
+            web("a", true, true),
+            web("b", true, true),
+            web("c", true, false),
+            web("d", false, false),
+        ];
+        let refs: Vec<&corev1::Pod> = pods.iter().collect();
+        let allowed = |spec: &str| {
+            let p: PodDisruptionBudget = serde_yaml::from_str(&format!(
+                "metadata: {{name: web, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: web}}}}, {spec}}}\n"
+            ))
+            .unwrap();
+            pdb(
+                &origin("PodDisruptionBudget", Some("default"), "web"),
+                &p,
+                &refs,
+            )
+            .unwrap()
+            .disruptions_allowed
+        };
+        // Four selected pods, two healthy.
+        assert_eq!(allowed("minAvailable: 1"), 1);
+        assert_eq!(allowed("minAvailable: 50%"), 0);
+        assert_eq!(allowed("maxUnavailable: 3"), 1);
+        assert_eq!(allowed("maxUnavailable: 25%"), 0);
+    }
+}
