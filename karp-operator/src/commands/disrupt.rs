@@ -96,7 +96,7 @@ pub struct CommandOutput {
     pub replacements: Vec<NodeClaimOutput>,
     /// Where the pods go.
     pub moves: Vec<MoveOutput>,
-    /// USD per hour saved.
+    /// USD per hour saved (rounded to micro-dollars).
     pub savings_per_hour: f64,
     /// When it starts (RFC 3339).
     pub at: String,
@@ -125,7 +125,7 @@ pub struct BudgetOutput {
     pub error: Option<String>,
 }
 
-/// Costs.
+/// Costs, USD per hour rounded to micro-dollars.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DisruptCostOutput {
     /// Every node not being deleted, USD per hour.
@@ -279,6 +279,11 @@ fn lower_bound(input: &DisruptionInput) -> f64 {
     fixed + lower_bound_per_hour(&snapshot, &results)
 }
 
+/// Dollars per hour rounded to micro-dollars, so sums print without float noise.
+fn money(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
 fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> DisruptOutput {
     let commands = plan
         .commands
@@ -305,7 +310,7 @@ fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> Disrup
                     to: m.to.clone(),
                 })
                 .collect(),
-            savings_per_hour: c.savings_per_hour,
+            savings_per_hour: money(c.savings_per_hour),
             at: c.at.to_string(),
         })
         .collect();
@@ -333,9 +338,9 @@ fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> Disrup
             })
             .collect(),
         cost: DisruptCostOutput {
-            before_per_hour: plan.cost.before_per_hour,
-            after_per_hour: plan.cost.after_per_hour,
-            lower_bound_per_hour: lower_bound(input).min(plan.cost.after_per_hour),
+            before_per_hour: money(plan.cost.before_per_hour),
+            after_per_hour: money(plan.cost.after_per_hour),
+            lower_bound_per_hour: money(lower_bound(input).min(plan.cost.after_per_hour)),
         },
         solver: DisruptSolverOutput {
             name: "karpenter".into(),
