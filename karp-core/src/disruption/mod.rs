@@ -23,6 +23,16 @@
 //! leaves a running pod pending (except forceful expiration), never lands on an uninitialized
 //! node or one inside its `consolidateAfter` window, and keeps spread and affinity.
 //!
+//! # Deliberate differences from Karpenter
+//! - Expiration runs inside the pass (after drift) rather than in a separate controller, so in
+//!   one pass the first acting method still wins.
+//! - Uninitialized nodes are not destinations in simulations (Karpenter simulates onto them and
+//!   then rejects the command); nodes of a pool with `consolidateAfter: Never` are destinations
+//!   (they have no window to wait for).
+//! - Commands are not re-validated after the 15 s delay (there is nothing to re-read in a dry
+//!   run); `at` says when Karpenter would execute them.
+//! - Not implemented yet: the `Balanced` policy and static drift (`spec.replicas` pools).
+//!
 //! # Determinism and tie-breaks
 //! Nodes are visited in name order; consolidation orders candidates by savings ratio descending,
 //! then name ascending; drift by drift time, then name; single-node interleaves pools in the order
