@@ -43,6 +43,7 @@
 
 pub mod cloud;
 pub mod cluster;
+pub mod disruption;
 pub mod labels;
 pub mod packing;
 pub mod pod;

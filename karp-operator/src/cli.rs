@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::commands::catalog::{fetch_catalog_json, CatalogOptions, FetchedCatalog};
+use crate::commands::disrupt::{
+    disrupt_paths, render_table as render_disrupt_table, DisruptOptions,
+};
 use crate::commands::plan::{plan_paths, render_table, Solver};
+use karp_core::disruption::Timestamp;
 
 /// karp: a Kubernetes node autoscaler API-compatible with Karpenter v1.
 #[derive(Debug, Parser)]
@@ -23,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Plan which nodes to launch for the pending pods in Kubernetes manifests (no cluster needed).
     Plan(PlanArgs),
+    /// Dry-run disruption: which nodes karp would remove or replace now, in Kubernetes manifests
+    /// (NodePools, Nodes, NodeClaims, Pods, PDBs; no cluster needed).
+    Disrupt(DisruptArgs),
     /// Write the instance-type catalog of a live EC2 API (JSON, the `karp plan --catalog` format).
     Catalog(CatalogArgs),
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass) as YAML.
@@ -336,6 +343,36 @@ pub struct PlanArgs {
     pub output: OutputFormat,
 }
 
+/// Arguments of `karp disrupt`.
+#[derive(Debug, clap::Args)]
+pub struct DisruptArgs {
+    /// Manifest files or folders (searched recursively for .yaml, .yml, .json); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+    /// Instance-type catalog file (JSON); default: the built-in AWS us-east-1 catalog.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// The time every age and window is measured at (RFC 3339); default: the clock.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Planner: `karpenter` follows Karpenter v1.14.
+    #[arg(long, value_enum, default_value_t = ModeArg::Karpenter)]
+    pub mode: ModeArg,
+    /// Feature gates, `Name=true|false` separated by commas (SpotToSpotConsolidation).
+    #[arg(long = "feature-gates", default_value = "")]
+    pub feature_gates: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Json)]
+    pub output: OutputFormat,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Karpenter v1.14's methods, one pass.
+    Karpenter,
+}
+
 /// `--solver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SolverArg {
@@ -461,12 +498,96 @@ pub fn run_catalog(args: &CatalogArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `--feature-gates` into disruption options.
+fn feature_gates(text: &str, options: &mut DisruptOptions) -> Result<(), String> {
+    for gate in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+        let (name, value) = gate
+            .split_once('=')
+            .ok_or_else(|| format!("--feature-gates: {gate:?} is not Name=true|false"))?;
+        let on = match value {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(format!(
+                    "--feature-gates: {name}: {other:?} is not true or false"
+                ))
+            }
+        };
+        match name {
+            "SpotToSpotConsolidation" => options.spot_to_spot_consolidation = on,
+            other => {
+                return Err(format!(
+                "--feature-gates: unknown feature gate {other:?} (known: SpotToSpotConsolidation)"
+            ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `karp disrupt`, printing the dry run on stdout and warnings / errors on stderr.
+pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
+    let ModeArg::Karpenter = args.mode;
+    let now = match &args.now {
+        Some(t) => match t.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: --now: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        ),
+    };
+    let mut options = DisruptOptions {
+        now,
+        ..DisruptOptions::default()
+    };
+    if let Err(e) = feature_gates(&args.feature_gates, &mut options) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let out = match disrupt_paths(&args.paths, args.catalog.as_deref(), &options) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    let text = match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&out.output) {
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("error: cannot serialize the dry run: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        OutputFormat::Table => render_disrupt_table(&out.output),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 /// Parse the command line and run it.
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Plan(args) => run_plan(args),
+        Command::Disrupt(args) => run_disrupt(args),
         Command::Catalog(args) => run_catalog(args),
         #[cfg(feature = "embedded")]
         Command::Demo(args) => run_demo(args),

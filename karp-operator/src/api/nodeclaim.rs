@@ -127,6 +127,10 @@ pub struct NodeClaimStatus {
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When a pod last bound to, or went terminal or started terminating on, the node
+    /// (RFC 3339); `consolidateAfter` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pod_event_time: Option<String>,
 }
 
 /// A status condition.

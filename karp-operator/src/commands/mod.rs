@@ -3,5 +3,6 @@
 pub mod catalog;
 #[cfg(feature = "embedded")]
 pub mod demo;
+pub mod disrupt;
 pub mod plan;
 pub mod run;

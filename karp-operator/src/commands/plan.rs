@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use karp_core::cluster::ClusterSnapshot;
 use karp_core::packing::{Clock, Ffd, Milp, PackResult, Packer};
-use karp_core::scheduling::{SchedulerOptions, SchedulingResults};
+use karp_core::scheduling::{NewNodeClaim, SchedulerOptions, SchedulingResults};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -298,6 +298,31 @@ pub fn plan_manifests(
     Ok(plan)
 }
 
+/// A new NodeClaim as printed (`pods` are indices into `snapshot`).
+#[must_use]
+pub fn nodeclaim_output(snapshot: &ClusterSnapshot, c: &NewNodeClaim) -> NodeClaimOutput {
+    NodeClaimOutput {
+        nodepool: c.nodepool.clone(),
+        instance_type: c.cheapest.instance_type.clone(),
+        zone: c.cheapest.zone.clone(),
+        capacity_type: c.cheapest.capacity_type.clone(),
+        price: c.cheapest.price,
+        instance_types: c.instance_types.iter().map(|t| t.name.clone()).collect(),
+        requirements: c
+            .requirements
+            .to_node_selector()
+            .into_iter()
+            .map(|r| RequirementOutput {
+                key: r.key,
+                operator: r.operator.as_str().to_string(),
+                values: r.values,
+                min_values: r.min_values,
+            })
+            .collect(),
+        pods: c.pods.iter().map(|&i| snapshot.pods[i].key()).collect(),
+    }
+}
+
 fn render_output(
     snapshot: &ClusterSnapshot,
     packed: &PackResult,
@@ -309,26 +334,7 @@ fn render_output(
     let nodeclaims = results
         .new_nodeclaims
         .iter()
-        .map(|c| NodeClaimOutput {
-            nodepool: c.nodepool.clone(),
-            instance_type: c.cheapest.instance_type.clone(),
-            zone: c.cheapest.zone.clone(),
-            capacity_type: c.cheapest.capacity_type.clone(),
-            price: c.cheapest.price,
-            instance_types: c.instance_types.iter().map(|t| t.name.clone()).collect(),
-            requirements: c
-                .requirements
-                .to_node_selector()
-                .into_iter()
-                .map(|r| RequirementOutput {
-                    key: r.key,
-                    operator: r.operator.as_str().to_string(),
-                    values: r.values,
-                    min_values: r.min_values,
-                })
-                .collect(),
-            pods: c.pods.iter().map(key).collect(),
-        })
+        .map(|c| nodeclaim_output(snapshot, c))
         .collect();
     PlanOutput {
         nodeclaims,
@@ -360,7 +366,7 @@ fn render_output(
     }
 }
 
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {

@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::api::nodeclaim::NodeClaim;
 use crate::api::nodepool::NodePool;
 use crate::convert::workloads::Workload;
 pub use crate::convert::ObjectRef;
@@ -60,6 +61,8 @@ pub enum Object {
     PodDisruptionBudget(Box<PodDisruptionBudget>),
     /// `v1` Namespace.
     Namespace(Box<Namespace>),
+    /// `karpenter.sh/v1` NodeClaim (used by `karp disrupt`).
+    NodeClaim(Box<NodeClaim>),
     /// `v1` PersistentVolume (its node affinity constrains pods using it).
     PersistentVolume(Box<PersistentVolume>),
     /// `v1` PersistentVolumeClaim (links pods to volumes).
@@ -189,6 +192,10 @@ impl Manifests {
                 Object::Node(n) => out.nodes.push(Input {
                     origin,
                     object: Arc::new((**n).clone()),
+                }),
+                Object::NodeClaim(c) => out.nodeclaims.push(Input {
+                    origin,
+                    object: Arc::new((**c).clone()),
                 }),
                 Object::NodePool(n) => out.nodepools.push(Input {
                     origin,
@@ -347,7 +354,7 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// The kinds karp reads, with their API group and whether they are namespaced.
 fn known_kind(group: &str, kind: &str) -> Option<bool> {
     Some(match (group, kind) {
-        ("karpenter.sh", "NodePool") | ("karpenter.k8s.aws", "EC2NodeClass") => false,
+        ("karpenter.sh", "NodePool" | "NodeClaim") | ("karpenter.k8s.aws", "EC2NodeClass") => false,
         ("", "Node" | "Namespace" | "PersistentVolume") => false,
         ("", "Pod" | "PersistentVolumeClaim")
         | ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
@@ -465,6 +472,7 @@ fn add_document(
         "Node" => Object::Node(typed(&origin, v)?),
         "PodDisruptionBudget" => Object::PodDisruptionBudget(typed(&origin, v)?),
         "Namespace" => Object::Namespace(typed(&origin, v)?),
+        "NodeClaim" => Object::NodeClaim(typed(&origin, v)?),
         "PersistentVolume" => Object::PersistentVolume(typed(&origin, v)?),
         "PersistentVolumeClaim" => Object::PersistentVolumeClaim(typed(&origin, v)?),
         _ => unreachable!("known_kind covers exactly these kinds"),

@@ -13,6 +13,7 @@
 //!
 //! Every error names the object (and the file it came from, when it came from one) and the field.
 
+pub mod disruption;
 pub mod manifests;
 pub mod node;
 pub mod nodeclaim;

@@ -194,7 +194,7 @@ fn selector_operator(
     })
 }
 
-fn label_selector(
+pub(crate) fn label_selector(
     object: &ObjectRef,
     path: &str,
     s: &metav1::LabelSelector,

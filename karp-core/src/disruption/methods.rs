@@ -1,0 +1,303 @@
+//! The disruption methods, in Karpenter's order; the first that produces a command ends the pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::budgets::Allowed;
+use super::candidates::{sort_by_savings_ratio, Candidate};
+use super::consolidation::{compute, filter_out_same_type, Outcome};
+use super::model::{DisruptionInput, Reason};
+use super::simulate::{simulate, Simulation};
+use super::time::Timestamp;
+use super::{Command, Decision, DisruptionOptions, Method};
+
+/// Karpenter validates consolidation commands after this delay before executing them.
+pub const CONSOLIDATION_TTL: Duration = Duration::from_secs(15);
+
+/// One pass's state: candidates, budgets left, and the reason recorded for each node.
+pub(super) struct Pass<'a> {
+    pub input: &'a DisruptionInput,
+    pub now: Timestamp,
+    pub options: &'a DisruptionOptions,
+    pub candidates: &'a [Candidate],
+    pub budgets: BTreeMap<(String, Reason), Allowed>,
+    pub reasons: BTreeMap<String, String>,
+}
+
+impl<'a> Pass<'a> {
+    fn allowed(&self, pool: &str, reason: Reason) -> Allowed {
+        self.budgets
+            .get(&(pool.to_string(), reason))
+            .copied()
+            .unwrap_or(Allowed::Unlimited)
+    }
+
+    fn note(&mut self, node: &str, reason: impl Into<String>) {
+        self.reasons.insert(node.to_string(), reason.into());
+    }
+
+    fn budget_blocked(&mut self, node: &str, reason: Reason) {
+        self.note(
+            node,
+            format!(
+                "No allowed disruptions for disruption reason {} due to blocking budget",
+                reason.as_str()
+            ),
+        );
+    }
+
+    fn command(
+        &self,
+        method: Method,
+        reason: Reason,
+        nodes: &[&Candidate],
+        sim: Option<Simulation>,
+        at: Timestamp,
+    ) -> Command {
+        let names: BTreeSet<&str> = nodes.iter().map(|c| c.name.as_str()).collect();
+        let (replacements, moves) = match &sim {
+            Some(s) => (s.results.new_nodeclaims.clone(), s.moves(&names)),
+            None => (Vec::new(), Vec::new()),
+        };
+        let before: f64 = nodes.iter().filter_map(|c| c.price()).sum();
+        let after: f64 = replacements.iter().map(|r| r.cheapest.price).sum();
+        Command {
+            method,
+            reason,
+            decision: if replacements.is_empty() {
+                Decision::Delete
+            } else {
+                Decision::Replace
+            },
+            candidates: names.iter().map(ToString::to_string).collect(),
+            replacements,
+            moves,
+            savings_per_hour: before - after,
+            at,
+            simulation: sim,
+        }
+    }
+
+    /// Every empty, consolidatable candidate within its pool's `Empty` budget, in one command.
+    pub fn emptiness(&mut self) -> Option<Command> {
+        let all: &'a [Candidate] = self.candidates;
+        let mut ordered: Vec<&Candidate> = all.iter().filter(|c| c.empty).collect();
+        sort_by_savings_ratio(&mut ordered);
+        let mut chosen = Vec::new();
+        for c in ordered {
+            if let Some(b) = c.consolidation_blocker(self.now, true) {
+                self.note(&c.name, b);
+                continue;
+            }
+            let key = (c.facts.nodepool.clone(), Reason::Empty);
+            let allowed = self.allowed(&key.0, Reason::Empty);
+            if !allowed.any() {
+                self.budget_blocked(&c.name, Reason::Empty);
+                continue;
+            }
+            let mut left = allowed;
+            left.take();
+            self.budgets.insert(key, left);
+            chosen.push(c);
+        }
+        if chosen.is_empty() {
+            return None;
+        }
+        let at = self.now.plus(CONSOLIDATION_TTL);
+        Some(self.command(Method::Emptiness, Reason::Empty, &chosen, None, at))
+    }
+
+    /// Drifted candidates: every empty one within budget at once, else the first (earliest
+    /// drifted, then name) whose pods can all be rescheduled, replaced by what they need.
+    pub fn drift(&mut self) -> Option<Command> {
+        let all: &'a [Candidate] = self.candidates;
+        let mut drifted: Vec<&Candidate> =
+            all.iter().filter(|c| c.facts.drifted.is_some()).collect();
+        drifted.sort_by(|a, b| {
+            let since = |c: &Candidate| c.facts.drifted.as_ref().map(|d| d.since);
+            since(a).cmp(&since(b)).then_with(|| a.name.cmp(&b.name))
+        });
+        let mut eligible = Vec::new();
+        for c in drifted {
+            // A terminationGracePeriod lets drift proceed past pod-level blockers.
+            if let Some(b) = &c.pod_blocker {
+                if c.facts.termination_grace_period.is_none() {
+                    let b = b.clone();
+                    self.note(&c.name, b);
+                    continue;
+                }
+            }
+            eligible.push(c);
+        }
+        let mut empty = Vec::new();
+        for &c in eligible.iter().filter(|c| c.reschedulable.is_empty()) {
+            let key = (c.facts.nodepool.clone(), Reason::Drifted);
+            let mut allowed = self.allowed(&key.0, Reason::Drifted);
+            if allowed.any() {
+                allowed.take();
+                self.budgets.insert(key, allowed);
+                empty.push(c);
+            } else {
+                self.budget_blocked(&c.name, Reason::Drifted);
+            }
+        }
+        if !empty.is_empty() {
+            return Some(self.command(Method::Drift, Reason::Drifted, &empty, None, self.now));
+        }
+        for c in eligible {
+            if !self.allowed(&c.facts.nodepool, Reason::Drifted).any() {
+                self.budget_blocked(&c.name, Reason::Drifted);
+                continue;
+            }
+            let sim = simulate(self.input, &[c], self.now, &self.options.scheduler);
+            if let Some(f) = sim.running_pod_failure() {
+                self.note(&c.name, f);
+                continue;
+            }
+            return Some(self.command(Method::Drift, Reason::Drifted, &[c], Some(sim), self.now));
+        }
+        None
+    }
+
+    /// Every managed node past its `expireAfter`, forcefully: no budget, no blocker.
+    pub fn expiration(&mut self, expired: &[Candidate]) -> Option<Command> {
+        if expired.is_empty() {
+            return None;
+        }
+        let refs: Vec<&Candidate> = expired.iter().collect();
+        let sim = simulate(self.input, &refs, self.now, &self.options.scheduler);
+        Some(self.command(
+            Method::Expiration,
+            Reason::Expired,
+            &refs,
+            Some(sim),
+            self.now,
+        ))
+    }
+
+    /// Candidates consolidation may take, in savings-ratio order; notes the others.
+    fn consolidatable(&mut self) -> Vec<&'a Candidate> {
+        let mut out = Vec::new();
+        let all: &'a [Candidate] = self.candidates;
+        for c in all {
+            match c.consolidation_blocker(self.now, false) {
+                Some(b) => {
+                    self.reasons.insert(c.name.clone(), b);
+                }
+                None => out.push(c),
+            }
+        }
+        sort_by_savings_ratio(&mut out);
+        out
+    }
+
+    /// Karpenter's multi-node consolidation: the largest prefix (binary search over 2..=100
+    /// candidates within budget) that can be deleted or replaced by one cheaper node of a type
+    /// not among (or cheaper than) the candidates'.
+    pub fn multi_node(&mut self) -> Option<Command> {
+        let candidates = self.consolidatable();
+        let mut budgets = self.budgets.clone();
+        let mut within = Vec::new();
+        for c in candidates {
+            let key = (c.facts.nodepool.clone(), Reason::Underutilized);
+            let allowed = budgets.entry(key).or_insert(Allowed::Unlimited);
+            if allowed.any() {
+                allowed.take();
+                within.push(c);
+            }
+        }
+        if within.len() < 2 {
+            return None;
+        }
+        let mut lo = 1;
+        let mut hi = within.len().min(self.options.max_multi_node_candidates) - 1;
+        let mut best: Option<(usize, Simulation)> = None;
+        while lo <= hi {
+            let mid = (lo + hi) / 2;
+            let prefix = &within[..=mid];
+            let valid = match compute(
+                self.input,
+                prefix,
+                self.now,
+                &self.options.scheduler,
+                self.options.spot_to_spot_consolidation,
+            ) {
+                Outcome::Delete(sim) => Some(sim),
+                Outcome::Replace(mut sim) => {
+                    match filter_out_same_type(&sim.results.new_nodeclaims[0], prefix) {
+                        Ok(c) if !c.instance_types.is_empty() => {
+                            sim.results.new_nodeclaims[0] = c;
+                            Some(sim)
+                        }
+                        _ => None,
+                    }
+                }
+                Outcome::NoOp(_) => None,
+            };
+            match valid {
+                Some(sim) => {
+                    best = Some((mid, sim));
+                    lo = mid + 1;
+                }
+                None => hi = mid - 1,
+            }
+        }
+        let (mid, sim) = best?;
+        let chosen: Vec<&Candidate> = within[..=mid].to_vec();
+        let at = self.now.plus(CONSOLIDATION_TTL);
+        Some(self.command(
+            Method::MultiNode,
+            Reason::Underutilized,
+            &chosen,
+            Some(sim),
+            at,
+        ))
+    }
+
+    /// Karpenter's single-node consolidation: candidates in savings-ratio order with NodePools
+    /// interleaved (pools in the order of their best candidate), the first that can be deleted
+    /// or replaced by one cheaper node.
+    pub fn single_node(&mut self) -> Option<Command> {
+        let candidates = self.consolidatable();
+        let mut by_pool: Vec<(String, Vec<&Candidate>)> = Vec::new();
+        for c in candidates {
+            match by_pool.iter_mut().find(|(p, _)| *p == c.facts.nodepool) {
+                Some((_, v)) => v.push(c),
+                None => by_pool.push((c.facts.nodepool.clone(), vec![c])),
+            }
+        }
+        let depth = by_pool.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+        let interleaved: Vec<&Candidate> = (0..depth)
+            .flat_map(|i| by_pool.iter().filter_map(move |(_, v)| v.get(i).copied()))
+            .collect();
+        for c in interleaved {
+            if !self.allowed(&c.facts.nodepool, Reason::Underutilized).any() {
+                self.budget_blocked(&c.name, Reason::Underutilized);
+                continue;
+            }
+            let outcome = compute(
+                self.input,
+                &[c],
+                self.now,
+                &self.options.scheduler,
+                self.options.spot_to_spot_consolidation,
+            );
+            let sim = match outcome {
+                Outcome::Delete(sim) | Outcome::Replace(sim) => sim,
+                Outcome::NoOp(why) => {
+                    self.note(&c.name, why);
+                    continue;
+                }
+            };
+            let at = self.now.plus(CONSOLIDATION_TTL);
+            return Some(self.command(
+                Method::SingleNode,
+                Reason::Underutilized,
+                &[c],
+                Some(sim),
+                at,
+            ));
+        }
+        None
+    }
+}

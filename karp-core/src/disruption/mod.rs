@@ -1,0 +1,311 @@
+//! Disruption planning with Karpenter v1.14's semantics: which nodes to remove or replace now.
+//!
+//! [`plan`] takes a [`DisruptionInput`] (the scheduler's [`ClusterSnapshot`](crate::cluster::ClusterSnapshot)
+//! plus NodeClaim facts, pod metadata, PodDisruptionBudgets and NodePool disruption settings), the
+//! time `now`, and [`DisruptionOptions`], and returns at most one [`Command`] — the first method
+//! that acts wins, in this order:
+//!
+//! 1. **emptiness**: every empty candidate (no reschedulable pod with a positive eviction cost)
+//!    whose `consolidateAfter` has elapsed, within its pool's `Empty` budget; deleted together.
+//! 2. **drift**: drifted candidates within the `Drifted` budget; all empty ones together, else one
+//!    node (earliest drifted first), replaced by whatever its pods need (1 → N).
+//! 3. **expiration**: every managed node past `expireAfter`, forcefully (no budget, no blocker).
+//!    Karpenter deletes expired NodeClaims without pre-spinning nodes; the replacements listed
+//!    are what provisioning will launch for their pods.
+//! 4. **multi-node consolidation**: candidates by savings ratio within the `Underutilized` budget,
+//!    at most 100; a binary search over prefix sizes for the largest that can be deleted or
+//!    replaced by one strictly cheaper node (not one of their own types unless cheaper).
+//! 5. **single-node consolidation**: the first candidate (savings-ratio order, pools
+//!    interleaved) that can be deleted or replaced by one strictly cheaper node.
+//!
+//! Every simulation runs the provisioning scheduler ([`schedule`](crate::scheduling::schedule))
+//! on the cluster without the candidates, their reschedulable pods pending, so a move never
+//! leaves a running pod pending (except forceful expiration), never lands on an uninitialized
+//! node or one inside its `consolidateAfter` window, and keeps spread and affinity.
+//!
+//! # Deliberate differences from Karpenter
+//! - Expiration runs inside the pass (after drift) rather than in a separate controller, so in
+//!   one pass the first acting method still wins.
+//! - Uninitialized nodes are not destinations in simulations (Karpenter simulates onto them and
+//!   then rejects the command); nodes of a pool with `consolidateAfter: Never` are destinations
+//!   (they have no window to wait for).
+//! - Commands are not re-validated after the 15 s delay (there is nothing to re-read in a dry
+//!   run); `at` says when Karpenter would execute them.
+//! - Not implemented yet: the `Balanced` policy and static drift (`spec.replicas` pools).
+//!
+//! # Determinism and tie-breaks
+//! Nodes are visited in name order; consolidation orders candidates by savings ratio descending,
+//! then name ascending; drift by drift time, then name; single-node interleaves pools in the order
+//! of their best candidate. Replacement options are ordered by cheapest offering, then name.
+//!
+//! ```
+//! use karp_core::cluster::ClusterSnapshot;
+//! use karp_core::disruption::{plan, DisruptionInput, DisruptionOptions, Method, NodeClaimFacts, Timestamp};
+//! use karp_core::testing::{instance_type, node_from, nodepool};
+//!
+//! let it = instance_type("m5.large").price(0.1).build();
+//! let created = Timestamp::from_utc(2026, 12, 1, 0, 0, 0);
+//! let mut input = DisruptionInput {
+//!     snapshot: ClusterSnapshot {
+//!         node_pools: vec![nodepool("default", vec![it.clone()])],
+//!         nodes: vec![node_from("node-1", &it, "test-zone-1", "default", "on-demand")],
+//!         ..Default::default()
+//!     },
+//!     ..Default::default()
+//! };
+//! input.nodes.insert("node-1".into(), NodeClaimFacts::new("default", created));
+//! let now = Timestamp::from_utc(2026, 12, 1, 12, 0, 0);
+//! let out = plan(&input, now, &DisruptionOptions::default());
+//! assert_eq!(out.commands[0].method, Method::Emptiness);
+//! assert_eq!(out.commands[0].candidates, ["node-1"]);
+//! ```
+
+pub mod budgets;
+pub mod candidates;
+pub mod consolidation;
+pub mod cron;
+mod methods;
+pub mod model;
+pub mod simulate;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use crate::scheduling::{NewNodeClaim, SchedulerOptions};
+
+pub use budgets::{Allowed, BudgetStatus};
+pub use methods::CONSOLIDATION_TTL;
+pub use model::{
+    Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
+    NodeClaimFacts, NodeOffering, PodDisruptionBudget, PodFacts, Reason,
+};
+pub use simulate::{Move, Simulation};
+pub use time::{TimeError, Timestamp};
+
+/// Karpenter considers at most this many candidates in one multi-node consolidation.
+pub const MAX_MULTI_NODE_CANDIDATES: usize = 100;
+
+/// Options of a pass (feature gates as Karpenter's, all off by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisruptionOptions {
+    /// The `SpotToSpotConsolidation` feature gate.
+    pub spot_to_spot_consolidation: bool,
+    /// Options of every scheduling simulation.
+    pub scheduler: SchedulerOptions,
+    /// Largest multi-node batch (Karpenter: 100).
+    pub max_multi_node_candidates: usize,
+}
+
+impl Default for DisruptionOptions {
+    fn default() -> Self {
+        DisruptionOptions {
+            spot_to_spot_consolidation: false,
+            scheduler: SchedulerOptions::default(),
+            max_multi_node_candidates: MAX_MULTI_NODE_CANDIDATES,
+        }
+    }
+}
+
+impl DisruptionOptions {
+    /// Turn the `SpotToSpotConsolidation` gate on or off.
+    #[must_use]
+    pub fn spot_to_spot(mut self, on: bool) -> Self {
+        self.spot_to_spot_consolidation = on;
+        self
+    }
+}
+
+/// The method that produced a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    /// Empty nodes.
+    Emptiness,
+    /// Drifted nodes.
+    Drift,
+    /// Expired nodes.
+    Expiration,
+    /// Multi-node consolidation.
+    MultiNode,
+    /// Single-node consolidation.
+    SingleNode,
+}
+
+impl Method {
+    /// The name in `karp disrupt` output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Emptiness => "emptiness",
+            Method::Drift => "drift",
+            Method::Expiration => "expiration",
+            Method::MultiNode => "multi-node",
+            Method::SingleNode => "single-node",
+        }
+    }
+}
+
+/// Delete the candidates, or replace them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Their pods fit on existing nodes.
+    Delete,
+    /// New nodes come up for their pods.
+    Replace,
+}
+
+impl Decision {
+    /// `delete` or `replace`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Delete => "delete",
+            Decision::Replace => "replace",
+        }
+    }
+}
+
+/// One disruption command.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// Which method.
+    pub method: Method,
+    /// The budget reason it consumes.
+    pub reason: Reason,
+    /// Delete or replace.
+    pub decision: Decision,
+    /// Node names, sorted.
+    pub candidates: Vec<String>,
+    /// NodeClaims to launch (cheapest option first; consolidation replacements are narrowed to
+    /// strictly cheaper types and pinned to spot when launching on-demand could cost more).
+    pub replacements: Vec<NewNodeClaim>,
+    /// Where the candidates' pods go.
+    pub moves: Vec<Move>,
+    /// Candidates' prices minus the replacements' expected (cheapest-offering) prices.
+    pub savings_per_hour: f64,
+    /// When it would start (consolidation commands wait the 15 s validation delay).
+    pub at: Timestamp,
+    /// The simulation behind it (absent for commands on empty nodes).
+    pub simulation: Option<Simulation>,
+}
+
+/// A managed node in no command, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotCandidate {
+    /// Node name.
+    pub node: String,
+    /// Why, worded like Karpenter's events.
+    pub reason: String,
+}
+
+/// Cluster cost before and after the plan's commands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostSummary {
+    /// Price of every node not being deleted (managed nodes at their offering price).
+    pub before_per_hour: f64,
+    /// Once every command completed.
+    pub after_per_hour: f64,
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Clone)]
+pub struct DisruptionPlan {
+    /// Commands to start now (at most one per pass).
+    pub commands: Vec<Command>,
+    /// Every managed node in no command, by name.
+    pub not_candidates: Vec<NotCandidate>,
+    /// Budgets per pool and reason at `now`.
+    pub budgets: Vec<BudgetStatus>,
+    /// Cost summary.
+    pub cost: CostSummary,
+}
+
+/// Run one disruption pass at `now`.
+#[must_use]
+pub fn plan(
+    input: &DisruptionInput,
+    now: Timestamp,
+    options: &DisruptionOptions,
+) -> DisruptionPlan {
+    let budgets = budgets::compute(input, now);
+    let (candidates, rejected) = candidates::evaluate(input, now);
+    let by_node = candidates::pods_by_node(input);
+    let expired: Vec<candidates::Candidate> = input
+        .nodes
+        .iter()
+        .filter(|(name, f)| {
+            !candidates::node_deleting(input, name)
+                && f.expire_after.is_some_and(|d| now >= f.created.plus(d))
+        })
+        .map(|(name, f)| candidates::build(input, name, f, &by_node, now))
+        .collect();
+    let mut pass = methods::Pass {
+        input,
+        now,
+        options,
+        candidates: &candidates,
+        budgets: budgets
+            .iter()
+            .map(|b| ((b.nodepool.clone(), b.reason), b.allowed))
+            .collect(),
+        reasons: BTreeMap::new(),
+    };
+    let command = pass
+        .emptiness()
+        .or_else(|| pass.drift())
+        .or_else(|| pass.expiration(&expired))
+        .or_else(|| pass.multi_node())
+        .or_else(|| pass.single_node());
+    let acted = command.as_ref().map(|c| (c.method, c.candidates.clone()));
+    let mut reasons = pass.reasons;
+    for c in &candidates {
+        reasons
+            .entry(c.name.clone())
+            .or_insert_with(|| match &acted {
+                Some((m, _)) => format!("Not evaluated: {} acted first in this pass", m.as_str()),
+                None => {
+                    "No disruption method applies (not empty, drifted, expired or consolidatable)"
+                        .to_string()
+                }
+            });
+    }
+    reasons.extend(rejected);
+    let in_command: Vec<String> = acted.map(|(_, c)| c).unwrap_or_default();
+    let not_candidates = reasons
+        .into_iter()
+        .filter(|(n, _)| !in_command.contains(n))
+        .map(|(node, reason)| NotCandidate { node, reason })
+        .collect();
+    let before = cluster_cost(input);
+    let savings: f64 = command.iter().map(|c| c.savings_per_hour).sum();
+    DisruptionPlan {
+        commands: command.into_iter().collect(),
+        not_candidates,
+        budgets,
+        cost: CostSummary {
+            before_per_hour: before,
+            after_per_hour: before - savings,
+        },
+    }
+}
+
+/// Hourly price of the nodes not being deleted: a managed node's offering price, else the
+/// snapshot node's price, else nothing.
+fn cluster_cost(input: &DisruptionInput) -> f64 {
+    input
+        .snapshot
+        .nodes
+        .iter()
+        .filter(|n| !candidates::node_deleting(input, &n.name))
+        .map(|n| {
+            input
+                .nodes
+                .get(&n.name)
+                .and_then(|f| f.offering.as_ref().map(|o| o.price))
+                .or(n.price)
+                .unwrap_or(0.0)
+        })
+        .sum()
+}

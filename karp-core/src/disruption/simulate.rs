@@ -1,0 +1,158 @@
+//! Scheduling simulations for disruption: remove the candidates, make their reschedulable pods
+//! (and those of nodes already being deleted) pending, and run the provisioning scheduler.
+//! Nodes that are uninitialized, or managed and still inside their pool's `consolidateAfter`
+//! window, are not destinations (they stay in the snapshot, marked deleting, so their pods still
+//! count for topology).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::ClusterSnapshot;
+use crate::scheduling::{schedule, SchedulerOptions, SchedulingResults};
+
+use super::candidates::{consolidatable_at, is_reschedulable, node_deleting, Candidate};
+use super::model::{DisruptionInput, DisruptionSettings, PodFacts};
+use super::time::Timestamp;
+
+/// A pod that must move, and where it lands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// `namespace/name`.
+    pub pod: String,
+    /// The candidate it leaves.
+    pub from: String,
+    /// An existing node's name, or `replacement-<i>` (index into the command's replacements);
+    /// `None` when it fits nowhere (only for forceful expiration).
+    pub to: Option<String>,
+}
+
+/// One simulation: the snapshot it scheduled and the scheduler's results.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The cluster without the candidates, their pods pending.
+    pub snapshot: ClusterSnapshot,
+    /// The scheduler's placement of every pending pod.
+    pub results: SchedulingResults,
+    /// Simulation pod indices that were running before (moved from candidates or from deleting
+    /// nodes), with the node they left.
+    pub was_running: BTreeMap<usize, String>,
+}
+
+impl Simulation {
+    /// The first pod that was running and fits nowhere, worded for a person.
+    #[must_use]
+    pub fn running_pod_failure(&self) -> Option<String> {
+        self.results
+            .unschedulable
+            .iter()
+            .find(|u| self.was_running.contains_key(&u.pod))
+            .map(|u| {
+                format!(
+                    "pod {:?} cannot be rescheduled: {}",
+                    self.snapshot.pods[u.pod].key(),
+                    u.reason
+                )
+            })
+    }
+
+    /// Moves of the pods that left `candidates`, in pod order.
+    #[must_use]
+    pub fn moves(&self, candidates: &BTreeSet<&str>) -> Vec<Move> {
+        let mut to: BTreeMap<usize, String> = BTreeMap::new();
+        for e in &self.results.existing {
+            for &p in &e.pods {
+                to.insert(p, e.node.clone());
+            }
+        }
+        for (i, c) in self.results.new_nodeclaims.iter().enumerate() {
+            for &p in &c.pods {
+                to.insert(p, format!("replacement-{i}"));
+            }
+        }
+        let mut moves: Vec<Move> = self
+            .was_running
+            .iter()
+            .filter(|(_, from)| candidates.contains(from.as_str()))
+            .map(|(&p, from)| Move {
+                pod: self.snapshot.pods[p].key(),
+                from: from.clone(),
+                to: to.get(&p).cloned(),
+            })
+            .collect();
+        moves.sort_by(|a, b| a.pod.cmp(&b.pod));
+        moves
+    }
+}
+
+/// Whether an existing node may receive moved pods at `now`.
+fn is_destination(input: &DisruptionInput, name: &str, initialized: bool, now: Timestamp) -> bool {
+    if !initialized {
+        return false;
+    }
+    let Some(f) = input.nodes.get(name) else {
+        return true;
+    };
+    if !f.initialized {
+        return false;
+    }
+    let default = DisruptionSettings::default();
+    let settings = input.pools.get(&f.nodepool).unwrap_or(&default);
+    // A pool with consolidateAfter: Never has no window, so its nodes are destinations.
+    consolidatable_at(f, settings).is_none_or(|at| now >= at)
+}
+
+/// Simulate removing `candidates` (node names) at `now`.
+#[must_use]
+pub fn simulate(
+    input: &DisruptionInput,
+    candidates: &[&Candidate],
+    now: Timestamp,
+    options: &SchedulerOptions,
+) -> Simulation {
+    let names: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    let mut snapshot = input.snapshot.clone();
+    snapshot.nodes.retain(|n| !names.contains(n.name.as_str()));
+    let deleting: BTreeSet<String> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| node_deleting(input, &n.name))
+        .map(|n| n.name.clone())
+        .collect();
+    for n in &mut snapshot.nodes {
+        if !n.deleting && !is_destination(input, &n.name, n.initialized, now) {
+            n.deleting = true;
+        }
+        if deleting.contains(&n.name) {
+            n.deleting = true;
+        }
+    }
+    let default = PodFacts::default();
+    let mut pods = Vec::with_capacity(snapshot.pods.len());
+    let mut was_running = BTreeMap::new();
+    for pod in std::mem::take(&mut snapshot.pods) {
+        let facts = input.pods.get(&pod.key()).unwrap_or(&default);
+        let from = pod.node_name.clone();
+        match from {
+            Some(node) if names.contains(node.as_str()) || deleting.contains(&node) => {
+                if !is_reschedulable(facts) {
+                    if names.contains(node.as_str()) {
+                        continue; // leaves with its node
+                    }
+                    pods.push(pod); // stays on the deleting node until it goes
+                    continue;
+                }
+                was_running.insert(pods.len(), node);
+                let mut p = pod;
+                p.node_name = None;
+                pods.push(p);
+            }
+            _ => pods.push(pod),
+        }
+    }
+    snapshot.pods = pods;
+    let results = schedule(&snapshot, options);
+    Simulation {
+        snapshot,
+        results,
+        was_running,
+    }
+}

@@ -1,0 +1,577 @@
+//! Kubernetes objects → karp-core's [`DisruptionInput`]: the snapshot from
+//! [`build_snapshot`](super::build_snapshot) plus NodeClaim facts of managed nodes, pod metadata,
+//! PodDisruptionBudgets and NodePool disruption settings.
+//!
+//! A Node is managed when it carries `karpenter.sh/nodepool` naming a NodePool of the input. Its
+//! NodeClaim (matched by `providerID`) gives `expireAfter`, `terminationGracePeriod`, conditions
+//! (`Initialized`, `Drifted`), the NodePool hash annotations and `lastPodEventTime`; a managed
+//! Node without one stands for it (initialized when labelled `karpenter.sh/initialized: "true"`,
+//! `expireAfter` / `terminationGracePeriod` from its NodePool's template, last pod event = the
+//! latest start of its non-DaemonSet pods). A Node without a `Ready` condition (a hand-written
+//! manifest) counts as Ready. A PDB without `status` gets `disruptionsAllowed` computed from the
+//! pods it selects, as kube-controller-manager does (bound pods without status count as Running
+//! and Ready).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use karp_core::disruption::time::parse_go_duration;
+use karp_core::disruption::{
+    Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
+    NodeClaimFacts, NodeOffering, PodFacts, Reason, Timestamp,
+};
+use karp_core::labels;
+use karp_core::pod::LabelSelector;
+
+use super::pod::label_selector;
+use super::snapshot::{ClusterObjects, Converted, Input, PodSource};
+use super::{field_err, ConvertError, ObjectRef};
+use crate::api::nodeclaim::NodeClaim;
+use crate::api::nodepool::NodePool;
+
+/// `karpenter.sh/do-not-disrupt`.
+const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+/// The NodePool template hash Karpenter stamps on NodePools and their NodeClaims.
+const NODEPOOL_HASH: &str = "karpenter.sh/nodepool-hash";
+/// The version of that hash's algorithm; hashes are compared only when versions are equal.
+const NODEPOOL_HASH_VERSION: &str = "karpenter.sh/nodepool-hash-version";
+/// `controller.kubernetes.io/pod-deletion-cost`.
+const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Marks mirror (static) pods.
+const MIRROR: &str = "kubernetes.io/config.mirror";
+/// Karpenter's default `expireAfter` (the CRD default).
+const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(720 * 3600);
+
+fn millis(t: &Time) -> Timestamp {
+    Timestamp(t.0.as_millisecond())
+}
+
+fn parse_time(origin: &ObjectRef, field: &str, s: &str) -> Result<Timestamp, ConvertError> {
+    s.parse().map_err(|e| field_err(origin, field, e))
+}
+
+/// `Never` → `None`, else a Go duration.
+fn parse_lifetime(
+    origin: &ObjectRef,
+    field: &str,
+    s: &str,
+) -> Result<Option<Duration>, ConvertError> {
+    if s == "Never" {
+        return Ok(None);
+    }
+    parse_go_duration(s)
+        .map(Some)
+        .map_err(|e| field_err(origin, field, e))
+}
+
+/// A NodePool's `spec.disruption` (already validated by the NodePool conversion).
+///
+/// # Errors
+/// [`ConvertError::ConvertField`] naming the field.
+pub fn disruption_settings(
+    origin: &ObjectRef,
+    np: &NodePool,
+) -> Result<DisruptionSettings, ConvertError> {
+    let mut s = DisruptionSettings::default();
+    let Some(d) = &np.spec.disruption else {
+        return Ok(s);
+    };
+    if d.consolidation_policy.as_deref() == Some("WhenEmpty") {
+        s.consolidation_policy = ConsolidationPolicy::WhenEmpty;
+    }
+    if let Some(after) = &d.consolidate_after {
+        let field = "spec.disruption.consolidateAfter";
+        s.consolidate_after = match parse_lifetime(origin, field, &after.0)? {
+            None => ConsolidateAfter::Never,
+            Some(d) => ConsolidateAfter::After(d),
+        };
+    }
+    if !d.budgets.is_empty() {
+        s.budgets = Vec::new();
+    }
+    for (i, b) in d.budgets.iter().enumerate() {
+        let mut reasons = Vec::new();
+        for (j, r) in b.reasons.iter().enumerate() {
+            reasons.push(match r.as_str() {
+                "Empty" => Reason::Empty,
+                "Drifted" => Reason::Drifted,
+                "Underutilized" => Reason::Underutilized,
+                other => {
+                    return Err(field_err(
+                        origin,
+                        format!("spec.disruption.budgets[{i}].reasons[{j}]"),
+                        format!("unknown reason {other:?}"),
+                    ))
+                }
+            });
+        }
+        let duration = match &b.duration {
+            Some(d) => parse_lifetime(
+                origin,
+                &format!("spec.disruption.budgets[{i}].duration"),
+                &d.0,
+            )?,
+            None => None,
+        };
+        s.budgets.push(Budget {
+            nodes: b
+                .nodes
+                .as_ref()
+                .map_or_else(|| "10%".to_string(), |n| n.0.clone()),
+            reasons,
+            schedule: b.schedule.clone(),
+            duration,
+        });
+    }
+    Ok(s)
+}
+
+fn annotation<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    key: &str,
+) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// Metadata of a pod object.
+fn pod_facts(pod: &corev1::Pod) -> PodFacts {
+    let meta = &pod.metadata;
+    let status = pod.status.as_ref();
+    PodFacts {
+        do_not_disrupt: annotation(meta, DO_NOT_DISRUPT).map(str::to_string),
+        deletion_cost: annotation(meta, DELETION_COST)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        owner_kind: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.kind.clone()),
+        mirror: annotation(meta, MIRROR).is_some(),
+        terminal: status
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed"),
+        terminating: meta.deletion_timestamp.is_some(),
+        start_time: status.and_then(|s| s.start_time.as_ref()).map(millis),
+    }
+}
+
+/// Whether a pod counts as healthy for its PDB: Running and Ready (a bound pod without status
+/// counts as both).
+fn healthy(pod: &corev1::Pod) -> bool {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some();
+    match &pod.status {
+        None => bound,
+        Some(s) if s.phase.is_none() && s.conditions.is_none() => bound,
+        Some(s) => {
+            s.phase.as_deref() == Some("Running")
+                && s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        }
+    }
+}
+
+fn scaled(
+    origin: &ObjectRef,
+    field: &str,
+    v: &IntOrString,
+    total: usize,
+) -> Result<usize, ConvertError> {
+    match v {
+        IntOrString::Int(n) => {
+            usize::try_from(*n).map_err(|_| field_err(origin, field, "must not be negative"))
+        }
+        IntOrString::String(s) => {
+            let pct: usize = s
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    field_err(
+                        origin,
+                        field,
+                        format!("invalid value {s:?} (expected an integer or a percentage)"),
+                    )
+                })?;
+            Ok((total * pct).div_ceil(100))
+        }
+    }
+}
+
+/// A PDB: its selector and `disruptionsAllowed` (from status, else computed from `pods`).
+fn pdb(
+    origin: &ObjectRef,
+    pdb: &PodDisruptionBudget,
+    pods: &[&corev1::Pod],
+) -> Result<karp_core::disruption::PodDisruptionBudget, ConvertError> {
+    let spec = pdb.spec.clone().unwrap_or_default();
+    let namespace = origin.namespace.clone().unwrap_or_else(|| "default".into());
+    let selector = match &spec.selector {
+        Some(s) => label_selector(origin, "spec.selector", s)?,
+        None => LabelSelector::default(),
+    };
+    let allowed = match pdb.status.as_ref().and_then(|s| s.disruptions_allowed) {
+        Some(n) => n,
+        None => {
+            let selected: Vec<&&corev1::Pod> = pods
+                .iter()
+                .filter(|p| {
+                    p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                        && selector.matches(&p.metadata.labels.clone().unwrap_or_default())
+                })
+                .collect();
+            let expected = selected.len();
+            let healthy = selected.iter().filter(|p| healthy(p)).count();
+            let desired = if let Some(m) = &spec.max_unavailable {
+                expected.saturating_sub(scaled(origin, "spec.maxUnavailable", m, expected)?)
+            } else if let Some(m) = &spec.min_available {
+                scaled(origin, "spec.minAvailable", m, expected)?
+            } else {
+                0
+            };
+            i32::try_from(healthy.saturating_sub(desired)).unwrap_or(i32::MAX)
+        }
+    };
+    Ok(karp_core::disruption::PodDisruptionBudget {
+        namespace,
+        name: origin.name.clone(),
+        selector,
+        disruptions_allowed: allowed,
+    })
+}
+
+/// The facts of one managed node.
+fn node_facts(
+    node: &Input<Arc<corev1::Node>>,
+    claim: Option<&Input<Arc<NodeClaim>>>,
+    pool: &Input<Arc<NodePool>>,
+    snapshot_node: Option<&karp_core::cluster::Node>,
+    pods: &[&corev1::Pod],
+    now: Timestamp,
+) -> Result<NodeClaimFacts, ConvertError> {
+    let n = &node.object;
+    let pool_name = pool.origin.name.clone();
+    let node_labels = n.metadata.labels.clone().unwrap_or_default();
+    let created = claim
+        .and_then(|c| c.object.metadata.creation_timestamp.as_ref())
+        .or(n.metadata.creation_timestamp.as_ref())
+        .map_or(now, millis);
+    let mut f = NodeClaimFacts::new(&pool_name, created);
+    f.ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_none_or(|c| c.status == "True");
+    f.deleting = n.metadata.deletion_timestamp.is_some()
+        || claim.is_some_and(|c| c.object.metadata.deletion_timestamp.is_some())
+        || n.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| t.key == karp_core::disruption::candidates::DISRUPTED_TAINT)
+            });
+    f.do_not_disrupt = annotation(&n.metadata, DO_NOT_DISRUPT) == Some("true")
+        || claim.is_some_and(|c| annotation(&c.object.metadata, DO_NOT_DISRUPT) == Some("true"));
+    if let (Some(it), Some(zone), Some(ct), Some(price)) = (
+        node_labels.get(labels::INSTANCE_TYPE),
+        node_labels.get(labels::ZONE),
+        node_labels.get(labels::CAPACITY_TYPE),
+        snapshot_node.and_then(|s| s.price),
+    ) {
+        f.offering = Some(NodeOffering {
+            instance_type: it.clone(),
+            zone: zone.clone(),
+            capacity_type: ct.clone(),
+            price,
+        });
+    }
+    let template = &pool.object.spec.template.spec;
+    let (expire, expire_field, tgp, tgp_field, origin) = match claim {
+        Some(c) => (
+            c.object.spec.expire_after.clone(),
+            "spec.expireAfter",
+            c.object.spec.termination_grace_period.clone(),
+            "spec.terminationGracePeriod",
+            &c.origin,
+        ),
+        None => (
+            template.expire_after.as_ref().map(|s| s.0.clone()),
+            "spec.template.spec.expireAfter",
+            template
+                .termination_grace_period
+                .as_ref()
+                .map(|s| s.0.clone()),
+            "spec.template.spec.terminationGracePeriod",
+            &pool.origin,
+        ),
+    };
+    f.expire_after = match &expire {
+        Some(e) => parse_lifetime(origin, expire_field, e)?,
+        None => Some(DEFAULT_EXPIRE_AFTER),
+    };
+    f.termination_grace_period = match &tgp {
+        Some(t) => parse_lifetime(origin, tgp_field, t)?,
+        None => None,
+    };
+    match claim {
+        Some(c) => claim_facts(&mut f, c, pool, now)?,
+        None => {
+            f.initialized =
+                node_labels.get(labels::INITIALIZED).map(String::as_str) == Some("true");
+            f.initialized_at = Some(created);
+            f.last_pod_event = pods
+                .iter()
+                .filter(|p| pod_facts(p).owner_kind.as_deref() != Some("DaemonSet"))
+                .filter_map(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.start_time.as_ref())
+                        .or(p.metadata.creation_timestamp.as_ref())
+                        .map(millis)
+                })
+                .max();
+            f.drifted = hash_drift(&n.metadata, &pool.object, now);
+        }
+    }
+    Ok(f)
+}
+
+/// Drift by NodePool hash: both hashes present with equal versions, and different.
+fn hash_drift(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pool: &NodePool,
+    now: Timestamp,
+) -> Option<Drift> {
+    let ours = annotation(meta, NODEPOOL_HASH)?;
+    let theirs = annotation(&pool.metadata, NODEPOOL_HASH)?;
+    let same_version = annotation(meta, NODEPOOL_HASH_VERSION)
+        == annotation(&pool.metadata, NODEPOOL_HASH_VERSION);
+    (same_version && ours != theirs).then(|| Drift {
+        reason: "NodePoolDrifted".into(),
+        since: now,
+    })
+}
+
+/// What the NodeClaim says: initialization, last pod event, drift.
+fn claim_facts(
+    f: &mut NodeClaimFacts,
+    c: &Input<Arc<NodeClaim>>,
+    pool: &Input<Arc<NodePool>>,
+    now: Timestamp,
+) -> Result<(), ConvertError> {
+    let claim = &c.object;
+    f.nodeclaim = Some(c.origin.name.clone());
+    f.initialized = claim.is_true("Initialized");
+    let conditions = claim
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for (i, cond) in conditions.iter().enumerate() {
+        let field = format!("status.conditions[{i}].lastTransitionTime");
+        let at = || -> Result<Timestamp, ConvertError> {
+            if cond.last_transition_time.is_empty() {
+                Ok(f.created)
+            } else {
+                parse_time(&c.origin, &field, &cond.last_transition_time)
+            }
+        };
+        if cond.type_ == "Initialized" && cond.status == "True" {
+            f.initialized_at = Some(at()?);
+        }
+        if cond.type_ == "Drifted" && cond.status == "True" {
+            let reason = if cond.reason.is_empty() {
+                "Drifted".to_string()
+            } else {
+                cond.reason.clone()
+            };
+            f.drifted = Some(Drift {
+                reason,
+                since: at()?,
+            });
+        }
+    }
+    if let Some(t) = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.last_pod_event_time.as_deref())
+    {
+        f.last_pod_event = Some(parse_time(&c.origin, "status.lastPodEventTime", t)?);
+    }
+    if f.drifted.is_none() {
+        f.drifted = hash_drift(&claim.metadata, &pool.object, now);
+    }
+    Ok(())
+}
+
+/// Build the disruption input from the objects and their converted snapshot.
+///
+/// # Errors
+/// [`ConvertError`] naming the object and field (a bad time, duration or selector).
+pub fn disruption_input(
+    objects: &ClusterObjects,
+    pdbs: &[Input<Arc<PodDisruptionBudget>>],
+    converted: Converted,
+    now: Timestamp,
+) -> Result<DisruptionInput, ConvertError> {
+    let snapshot = converted.snapshot;
+    let pod_objects: Vec<&corev1::Pod> = objects
+        .pods
+        .iter()
+        .filter_map(|p| match &p.object {
+            PodSource::Pod(p) => Some(p.as_ref()),
+            PodSource::Workload(_) => None,
+        })
+        .collect();
+    let mut input = DisruptionInput::default();
+    for p in &pod_objects {
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        if let Some(name) = &p.metadata.name {
+            input.pods.insert(format!("{ns}/{name}"), pod_facts(p));
+        }
+    }
+    let pools: BTreeMap<&str, &Input<Arc<NodePool>>> = objects
+        .nodepools
+        .iter()
+        .map(|p| (p.origin.name.as_str(), p))
+        .collect();
+    for p in &objects.nodepools {
+        input.pools.insert(
+            p.origin.name.clone(),
+            disruption_settings(&p.origin, &p.object)?,
+        );
+    }
+    let claims: BTreeMap<&str, &Input<Arc<NodeClaim>>> = objects
+        .nodeclaims
+        .iter()
+        .filter_map(|c| c.object.provider_id().map(|id| (id, c)))
+        .collect();
+    for n in &objects.nodes {
+        let labels = n.object.metadata.labels.clone().unwrap_or_default();
+        let Some(pool) = labels
+            .get(labels::NODEPOOL)
+            .and_then(|p| pools.get(p.as_str()))
+        else {
+            continue;
+        };
+        let name = n.origin.name.as_str();
+        let claim = n
+            .object
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(|id| claims.get(id).copied());
+        let on_node: Vec<&corev1::Pod> = pod_objects
+            .iter()
+            .copied()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+            .collect();
+        let snapshot_node = snapshot.nodes.iter().find(|s| s.name == name);
+        let facts = node_facts(n, claim, pool, snapshot_node, &on_node, now)?;
+        input.nodes.insert(name.to_string(), facts);
+    }
+    for p in pdbs {
+        input.pdbs.push(pdb(&p.origin, &p.object, &pod_objects)?);
+    }
+    input.snapshot = snapshot;
+    Ok(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(kind: &str, ns: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef {
+            file: Some("t.yaml".into()),
+            kind: kind.into(),
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn nodepool_disruption_converts_with_karpenter_defaults() {
+        let np: NodePool = serde_yaml::from_str(
+            "metadata: {name: p}\nspec:\n  template: {spec: {nodeClassRef: {name: c}}}\n",
+        )
+        .unwrap();
+        let s = disruption_settings(&origin("NodePool", None, "p"), &np).unwrap();
+        assert_eq!(s, DisruptionSettings::default());
+        let np: NodePool = serde_yaml::from_str(
+            "metadata: {name: p}\nspec:\n  disruption:\n    consolidationPolicy: WhenEmpty\n    consolidateAfter: Never\n    budgets: [{nodes: \"0\", reasons: [Drifted], schedule: \"@daily\", duration: 1h30m}]\n  template: {spec: {nodeClassRef: {name: c}}}\n",
+        )
+        .unwrap();
+        let s = disruption_settings(&origin("NodePool", None, "p"), &np).unwrap();
+        assert_eq!(s.consolidation_policy, ConsolidationPolicy::WhenEmpty);
+        assert_eq!(s.consolidate_after, ConsolidateAfter::Never);
+        assert_eq!(
+            s.budgets,
+            vec![Budget::nodes("0")
+                .reasons(&[Reason::Drifted])
+                .during("@daily", Duration::from_secs(5400))]
+        );
+    }
+
+    fn web(name: &str, bound: bool, ready: bool) -> corev1::Pod {
+        let status = if ready {
+            "status: {phase: Running, conditions: [{type: Ready, status: \"True\"}]}"
+        } else {
+            "status: {phase: Running, conditions: [{type: Ready, status: \"False\"}]}"
+        };
+        let node = if bound {
+            "spec: {nodeName: n, containers: []}"
+        } else {
+            "spec: {containers: []}"
+        };
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\n{node}\n{status}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn pdb_without_status_computes_disruptions_allowed_like_the_disruption_controller() {
+        let pods = [
+            web("a", true, true),
+            web("b", true, true),
+            web("c", true, false),
+            web("d", false, false),
+        ];
+        let refs: Vec<&corev1::Pod> = pods.iter().collect();
+        let allowed = |spec: &str| {
+            let p: PodDisruptionBudget = serde_yaml::from_str(&format!(
+                "metadata: {{name: web, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: web}}}}, {spec}}}\n"
+            ))
+            .unwrap();
+            pdb(
+                &origin("PodDisruptionBudget", Some("default"), "web"),
+                &p,
+                &refs,
+            )
+            .unwrap()
+            .disruptions_allowed
+        };
+        // Four selected pods, two healthy.
+        assert_eq!(allowed("minAvailable: 1"), 1);
+        assert_eq!(allowed("minAvailable: 50%"), 0);
+        assert_eq!(allowed("maxUnavailable: 3"), 1);
+        assert_eq!(allowed("maxUnavailable: 25%"), 0);
+    }
+}

@@ -1,0 +1,277 @@
+//! `karp disrupt` end to end: the built binary on manifest files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn karp(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args(args)
+        .output()
+        .expect("run karp");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("disrupt_cli")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const CATALOG: &str = r#"{"instance_types": [
+  {"name": "m5.large", "capacity": {"cpu": "2", "memory": "8Gi", "pods": "29"},
+   "overhead": {"cpu": "0", "memory": "0"},
+   "offerings": [{"zone": "us-east-1a", "capacity_type": "on-demand", "price": 0.096, "available": true}]}]}"#;
+
+const POOL: &str = r#"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {name: default}
+spec: {amiSelectorTerms: [{alias: al2023@latest}]}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {name: default}
+spec:
+  disruption: {consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 5m, budgets: [{nodes: "100%"}]}
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+"#;
+
+fn node(name: &str, extra_labels: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  creationTimestamp: "2026-12-01T08:00:00Z"
+  labels:
+    karpenter.sh/nodepool: default
+    karpenter.sh/capacity-type: on-demand
+    node.kubernetes.io/instance-type: m5.large
+    topology.kubernetes.io/zone: us-east-1a
+{extra_labels}
+spec: {{providerID: "aws:///us-east-1a/i-{name}"}}
+status: {{allocatable: {{cpu: "2", memory: 8Gi, pods: "29"}}}}
+"#
+    )
+}
+
+fn pod(name: &str, node: &str, extra_meta: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: web}}
+{extra_meta}
+spec:
+  nodeName: {node}
+  containers: [{{name: c, resources: {{requests: {{cpu: 500m, memory: 1Gi}}}}}}]
+status: {{phase: Running, startTime: "2026-12-01T09:00:00Z", conditions: [{{type: Ready, status: "True"}}]}}
+"#
+    )
+}
+
+/// node-a (a NodeClaim behind it) and node-b (a Node standing in for its claim) each run one web
+/// pod; node-c carries do-not-disrupt.
+fn cluster(dir: &Path, claim_status: &str) -> (PathBuf, PathBuf) {
+    let mut text = POOL.to_string();
+    text.push_str(&node("node-a", ""));
+    text.push_str(&node("node-b", "    karpenter.sh/initialized: \"true\""));
+    text.push_str(&node("node-c", "    karpenter.sh/initialized: \"true\""));
+    text = text.replacen(
+        "  name: node-c\n",
+        "  name: node-c\n  annotations: {karpenter.sh/do-not-disrupt: \"true\"}\n",
+        1,
+    );
+    text.push_str(&format!(
+        r#"---
+apiVersion: karpenter.sh/v1
+kind: NodeClaim
+metadata: {{name: default-a, creationTimestamp: "2026-12-01T08:00:00Z"}}
+spec:
+  nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+  expireAfter: 720h
+status:
+  providerID: "aws:///us-east-1a/i-node-a"
+  nodeName: node-a
+{claim_status}
+"#
+    ));
+    text.push_str(&pod("web-a", "node-a", ""));
+    text.push_str(&pod("web-b", "node-b", ""));
+    let manifests = dir.join("cluster.yaml");
+    std::fs::write(&manifests, text).unwrap();
+    let catalog = dir.join("catalog.json");
+    std::fs::write(&catalog, CATALOG).unwrap();
+    (manifests, catalog)
+}
+
+const INITIALIZED: &str = r#"  lastPodEventTime: "2026-12-01T09:00:00Z"
+  conditions:
+  - {type: Initialized, status: "True", reason: Initialized, lastTransitionTime: "2026-12-01T08:01:00Z"}"#;
+
+fn run(manifests: &Path, catalog: &Path, extra: &[&str]) -> Run {
+    let m = manifests.to_str().unwrap();
+    let c = catalog.to_str().unwrap();
+    let mut args = vec![
+        "disrupt",
+        "-f",
+        m,
+        "--catalog",
+        c,
+        "--now",
+        "2026-12-01T12:00:00Z",
+    ];
+    args.extend_from_slice(extra);
+    karp(&args)
+}
+
+fn json(r: &Run) -> Value {
+    assert_eq!(r.code, 0, "karp disrupt failed: {}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout))
+}
+
+#[test]
+fn disrupt_consolidates_two_nodes_onto_a_third_and_explains_the_rest() {
+    let dir = scratch("consolidate");
+    let (m, c) = cluster(&dir, INITIALIZED);
+    let out = json(&run(&m, &c, &[]));
+    let cmds = out["commands"].as_array().unwrap();
+    assert_eq!(cmds.len(), 1, "{out:#}");
+    let cmd = &cmds[0];
+    // node-c may not be disrupted but may receive pods: both web pods fit there.
+    assert_eq!(cmd["method"], "multi-node");
+    assert_eq!(cmd["reason"], "Underutilized");
+    assert_eq!(cmd["decision"], "delete");
+    assert_eq!(cmd["candidates"], serde_json::json!(["node-a", "node-b"]));
+    assert_eq!(
+        cmd["moves"],
+        serde_json::json!([
+            {"pod": "default/web-a", "from": "node-a", "to": "node-c"},
+            {"pod": "default/web-b", "from": "node-b", "to": "node-c"}
+        ])
+    );
+    assert_eq!(cmd["replacements"], serde_json::json!([]));
+    assert_eq!(cmd["at"], "2026-12-01T12:00:15Z");
+    assert!((cmd["savings_per_hour"].as_f64().unwrap() - 0.192).abs() < 1e-9);
+    let reasons: Vec<(String, String)> = out["not_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().into(),
+                n["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [(
+            "node-c".to_string(),
+            "Disruption is blocked with the \"karpenter.sh/do-not-disrupt\" annotation".to_string()
+        )]
+    );
+    let budgets = out["budgets"].as_array().unwrap();
+    assert_eq!(budgets.len(), 3);
+    assert!(budgets.iter().all(|b| b["allowed"] == 3), "{budgets:?}");
+    assert!((out["cost"]["before_per_hour"].as_f64().unwrap() - 0.288).abs() < 1e-9);
+    assert!((out["cost"]["after_per_hour"].as_f64().unwrap() - 0.096).abs() < 1e-9);
+    assert!(out["cost"]["lower_bound_per_hour"].as_f64().unwrap() <= 0.096 + 1e-9);
+    assert_eq!(out["solver"]["name"], "karpenter");
+
+    let table = run(&m, &c, &["-o", "table"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table
+            .stdout
+            .contains("multi-node (Underutilized): delete node-a, node-b"),
+        "{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn disrupt_honours_pdbs_and_uninitialized_claims() {
+    let dir = scratch("pdb");
+    let (m, c) = cluster(&dir, INITIALIZED);
+    let pdb = "---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec: {minAvailable: 2, selector: {matchLabels: {app: web}}}\n";
+    let mut text = std::fs::read_to_string(&m).unwrap();
+    text.push_str(pdb);
+    std::fs::write(&m, text).unwrap();
+    // Two healthy web pods, minAvailable 2: no eviction allowed (computed, no status).
+    let out = json(&run(&m, &c, &[]));
+    assert_eq!(out["commands"], serde_json::json!([]), "{out:#}");
+    assert!(
+        out["not_candidates"]
+            .to_string()
+            .contains("PDB \\\"default/web\\\" prevents pod evictions"),
+        "{out:#}"
+    );
+
+    let (m, c) = cluster(&scratch("uninitialized"), "  conditions: []");
+    let out = json(&run(&m, &c, &[]));
+    let a = out["not_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node-a")
+        .cloned();
+    assert_eq!(a.unwrap()["reason"], "Node isn't initialized");
+}
+
+#[test]
+fn disrupt_rejects_invalid_input_with_exit_2_naming_file_object_and_field() {
+    let dir = scratch("invalid");
+    let (m, c) = cluster(&dir, "  lastPodEventTime: yesterday");
+    let r = run(&m, &c, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for f in [
+        "cluster.yaml",
+        "NodeClaim default-a",
+        "status.lastPodEventTime",
+    ] {
+        assert!(r.stderr.contains(f), "stderr lacks {f:?}: {}", r.stderr);
+    }
+    assert!(!r.stderr.contains("panicked"));
+    let (m, c) = cluster(&dir, INITIALIZED);
+    let r = karp(&[
+        "disrupt",
+        "-f",
+        m.to_str().unwrap(),
+        "--catalog",
+        c.to_str().unwrap(),
+        "--now",
+        "noon",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--now"), "{}", r.stderr);
+    let r = run(&m, &c, &["--feature-gates", "Teleport=true"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("unknown feature gate \"Teleport\""),
+        "{}",
+        r.stderr
+    );
+    let r = run(&m, &c, &["--feature-gates", "SpotToSpotConsolidation=true"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
