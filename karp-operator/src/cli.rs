@@ -418,18 +418,36 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    for w in &plan.warnings {
+    print_result(
+        &plan.warnings,
+        &plan.output,
+        args.output,
+        render_table,
+        "the plan",
+    )
+}
+
+/// Prints warnings on stderr and `output` on stdout as JSON or a table; exit 1 when stdout
+/// cannot be written.
+fn print_result<T: serde::Serialize>(
+    warnings: &[String],
+    output: &T,
+    format: OutputFormat,
+    table: impl FnOnce(&T) -> String,
+    what: &str,
+) -> ExitCode {
+    for w in warnings {
         eprintln!("warning: {w}");
     }
-    let text = match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&plan.output) {
+    let text = match format {
+        OutputFormat::Json => match serde_json::to_string_pretty(output) {
             Ok(s) => s + "\n",
             Err(e) => {
-                eprintln!("error: cannot serialize the plan: {e}");
+                eprintln!("error: cannot serialize {what}: {e}");
                 return ExitCode::from(1);
             }
         },
-        OutputFormat::Table => render_table(&plan.output),
+        OutputFormat::Table => table(output),
     };
     let mut stdout = std::io::stdout().lock();
     if stdout
@@ -557,28 +575,13 @@ pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    for w in &out.warnings {
-        eprintln!("warning: {w}");
-    }
-    let text = match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&out.output) {
-            Ok(s) => s + "\n",
-            Err(e) => {
-                eprintln!("error: cannot serialize the dry run: {e}");
-                return ExitCode::from(1);
-            }
-        },
-        OutputFormat::Table => render_disrupt_table(&out.output),
-    };
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        return ExitCode::from(1);
-    }
-    ExitCode::SUCCESS
+    print_result(
+        &out.warnings,
+        &out.output,
+        args.output,
+        render_disrupt_table,
+        "the dry run",
+    )
 }
 
 /// Parse the command line and run it.
