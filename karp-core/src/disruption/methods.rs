@@ -22,21 +22,24 @@ pub(super) struct Pass<'a> {
     pub candidates: &'a [Candidate],
     pub budgets: BTreeMap<(String, Reason), Allowed>,
     pub reasons: BTreeMap<String, String>,
+    /// Consolidation (not emptiness, drift or expiration) only looks at these pools' nodes
+    /// (`None`: every pool).
+    pub scope: Option<BTreeSet<String>>,
 }
 
 impl<'a> Pass<'a> {
-    fn allowed(&self, pool: &str, reason: Reason) -> Allowed {
+    pub(super) fn allowed(&self, pool: &str, reason: Reason) -> Allowed {
         self.budgets
             .get(&(pool.to_string(), reason))
             .copied()
             .unwrap_or(Allowed::Unlimited)
     }
 
-    fn note(&mut self, node: &str, reason: impl Into<String>) {
+    pub(super) fn note(&mut self, node: &str, reason: impl Into<String>) {
         self.reasons.insert(node.to_string(), reason.into());
     }
 
-    fn budget_blocked(&mut self, node: &str, reason: Reason) {
+    pub(super) fn budget_blocked(&mut self, node: &str, reason: Reason) {
         self.note(
             node,
             format!(
@@ -46,7 +49,7 @@ impl<'a> Pass<'a> {
         );
     }
 
-    fn command(
+    pub(super) fn command(
         &self,
         method: Method,
         reason: Reason,
@@ -175,11 +178,19 @@ impl<'a> Pass<'a> {
         ))
     }
 
-    /// Candidates consolidation may take, in savings-ratio order; notes the others.
-    fn consolidatable(&mut self) -> Vec<&'a Candidate> {
+    /// Candidates consolidation may take (within the scope), in savings-ratio order; notes the
+    /// others.
+    pub(super) fn consolidatable(&mut self) -> Vec<&'a Candidate> {
         let mut out = Vec::new();
         let all: &'a [Candidate] = self.candidates;
         for c in all {
+            if self
+                .scope
+                .as_ref()
+                .is_some_and(|s| !s.contains(&c.facts.nodepool))
+            {
+                continue;
+            }
             match c.consolidation_blocker(self.now, false) {
                 Some(b) => {
                     self.reasons.insert(c.name.clone(), b);

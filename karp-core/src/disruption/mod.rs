@@ -64,9 +64,11 @@ pub mod budgets;
 pub mod candidates;
 pub mod consolidation;
 pub mod cron;
+mod global;
 mod methods;
 pub mod model;
 pub mod simulate;
+pub mod stable;
 pub mod time;
 
 #[cfg(test)]
@@ -80,16 +82,17 @@ pub use budgets::{Allowed, BudgetStatus};
 pub use methods::CONSOLIDATION_TTL;
 pub use model::{
     Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
-    NodeClaimFacts, NodeOffering, PodDisruptionBudget, PodFacts, Reason,
+    Mode, NodeClaimFacts, NodeOffering, PodDisruptionBudget, PodFacts, Reason, SavingsThreshold,
 };
 pub use simulate::{Move, Simulation};
+pub use stable::{apply, plan_until_stable};
 pub use time::{TimeError, Timestamp};
 
 /// Karpenter considers at most this many candidates in one multi-node consolidation.
 pub const MAX_MULTI_NODE_CANDIDATES: usize = 100;
 
 /// Options of a pass (feature gates as Karpenter's, all off by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DisruptionOptions {
     /// The `SpotToSpotConsolidation` feature gate.
     pub spot_to_spot_consolidation: bool,
@@ -97,6 +100,11 @@ pub struct DisruptionOptions {
     pub scheduler: SchedulerOptions,
     /// Largest multi-node batch (Karpenter: 100).
     pub max_multi_node_candidates: usize,
+    /// The consolidator of pools without a `karp.dev/consolidation-mode` annotation.
+    pub mode: Mode,
+    /// What a `global`-mode consolidation must save, for pools without a
+    /// `karp.dev/consolidation-min-savings` annotation ([`SavingsThreshold::DEFAULT`]).
+    pub min_savings: SavingsThreshold,
 }
 
 impl Default for DisruptionOptions {
@@ -105,6 +113,8 @@ impl Default for DisruptionOptions {
             spot_to_spot_consolidation: false,
             scheduler: SchedulerOptions::default(),
             max_multi_node_candidates: MAX_MULTI_NODE_CANDIDATES,
+            mode: Mode::Karpenter,
+            min_savings: SavingsThreshold::DEFAULT,
         }
     }
 }
@@ -114,6 +124,20 @@ impl DisruptionOptions {
     #[must_use]
     pub fn spot_to_spot(mut self, on: bool) -> Self {
         self.spot_to_spot_consolidation = on;
+        self
+    }
+
+    /// Use `mode` for pools without a mode annotation.
+    #[must_use]
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Use `threshold` for pools without a threshold annotation.
+    #[must_use]
+    pub fn min_savings(mut self, threshold: SavingsThreshold) -> Self {
+        self.min_savings = threshold;
         self
     }
 }
@@ -131,6 +155,8 @@ pub enum Method {
     MultiNode,
     /// Single-node consolidation.
     SingleNode,
+    /// karp's global consolidator.
+    Global,
 }
 
 impl Method {
@@ -143,6 +169,7 @@ impl Method {
             Method::Expiration => "expiration",
             Method::MultiNode => "multi-node",
             Method::SingleNode => "single-node",
+            Method::Global => "global",
         }
     }
 }
@@ -251,13 +278,13 @@ pub fn plan(
             .map(|b| ((b.nodepool.clone(), b.reason), b.allowed))
             .collect(),
         reasons: BTreeMap::new(),
+        scope: None,
     };
     let command = pass
         .emptiness()
         .or_else(|| pass.drift())
         .or_else(|| pass.expiration(&expired))
-        .or_else(|| pass.multi_node())
-        .or_else(|| pass.single_node());
+        .or_else(|| pass.consolidation());
     let acted = command.as_ref().map(|c| (c.method, c.candidates.clone()));
     let mut reasons = pass.reasons;
     for c in &candidates {
@@ -289,6 +316,37 @@ pub fn plan(
             after_per_hour: before - savings,
         },
     }
+}
+
+/// A lower bound on the hourly cost of any cluster that runs the input's pods: unmanaged nodes at
+/// their price, plus the best bound karp computes ([`packing::lower_bound`](crate::packing::lower_bound):
+/// per-unit prices and, with the `milp` feature, the LP bounds) on new nodes for every pod of the
+/// managed nodes, as if all of them could move. Pods that fit nowhere are not counted.
+#[must_use]
+pub fn lower_bound_per_hour(input: &DisruptionInput) -> f64 {
+    let mut snapshot = input.snapshot.clone();
+    let managed = |n: &str| input.nodes.contains_key(n);
+    let fixed: f64 = snapshot
+        .nodes
+        .iter()
+        .filter(|n| !managed(&n.name) && !n.deleting)
+        .filter_map(|n| n.price)
+        .sum();
+    snapshot.nodes.retain(|n| !managed(&n.name));
+    let default = PodFacts::default();
+    snapshot.pods.retain_mut(|p| {
+        if !p.node_name.as_deref().is_some_and(managed) {
+            return true;
+        }
+        let facts = input.pods.get(&p.key()).unwrap_or(&default);
+        if !candidates::is_reschedulable(facts) {
+            return false; // DaemonSet overhead is charged on new nodes by the scheduler
+        }
+        p.node_name = None;
+        true
+    });
+    let results = crate::scheduling::schedule(&snapshot, &SchedulerOptions::default());
+    fixed + crate::packing::lower_bound(&snapshot, &results)
 }
 
 /// Hourly price of the nodes not being deleted: a managed node's offering price, else the

@@ -108,8 +108,127 @@ impl Budget {
     }
 }
 
-/// A NodePool's `spec.disruption`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which consolidator plans a NodePool's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub enum Mode {
+    /// Karpenter v1.14's multi-node and single-node consolidation, exactly.
+    #[default]
+    Karpenter,
+    /// karp's global consolidator (N → M moves chosen together), with a savings threshold.
+    Global,
+}
+
+impl Mode {
+    /// `karpenter` or `global`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Karpenter => "karpenter",
+            Mode::Global => "global",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "karpenter" => Ok(Mode::Karpenter),
+            "global" => Ok(Mode::Global),
+            other => Err(format!(
+                "unknown consolidation mode {other:?} (expected karpenter or global)"
+            )),
+        }
+    }
+}
+
+/// The least a `global`-mode consolidation must save per hour: the larger of an absolute amount
+/// and a fraction of the hourly cost of the NodePools it touches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SavingsThreshold {
+    /// USD per hour.
+    pub per_hour: f64,
+    /// Fraction (0.01 = 1 %) of the touched NodePools' hourly cost.
+    pub fraction: f64,
+}
+
+impl SavingsThreshold {
+    /// No threshold: any strictly positive saving counts.
+    pub const ZERO: SavingsThreshold = SavingsThreshold {
+        per_hour: 0.0,
+        fraction: 0.0,
+    };
+
+    /// The default: one cent per hour, no fraction.
+    pub const DEFAULT: SavingsThreshold = SavingsThreshold {
+        per_hour: 0.01,
+        fraction: 0.0,
+    };
+
+    /// The savings required of a move touching pools that cost `pools_cost` per hour.
+    #[must_use]
+    pub fn required(&self, pools_cost: f64) -> f64 {
+        self.per_hour.max(self.fraction * pools_cost)
+    }
+
+    /// Parse `DOLLARS`, `PERCENT%` or both separated by a comma (`0.05`, `2%`, `0.05,2%`); what
+    /// is not given is zero.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with the text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out = SavingsThreshold::ZERO;
+        let mut seen = (false, false);
+        for part in text.split(',').map(str::trim) {
+            let (number, percent) = match part.strip_suffix('%') {
+                Some(n) => (n.trim(), true),
+                None => (part, false),
+            };
+            let v: f64 = number
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "{part:?} is not a non-negative number of dollars per hour or a percentage"
+                    )
+                })?;
+            let slot = if percent { &mut seen.1 } else { &mut seen.0 };
+            if std::mem::replace(slot, true) {
+                return Err(format!("{text:?} gives the same kind of threshold twice"));
+            }
+            if percent {
+                if v > 100.0 {
+                    return Err(format!("{part:?} is more than 100%"));
+                }
+                out.fraction = v / 100.0;
+            } else {
+                out.per_hour = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Default for SavingsThreshold {
+    fn default() -> Self {
+        SavingsThreshold::DEFAULT
+    }
+}
+
+impl std::fmt::Display for SavingsThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${}/h", self.per_hour)?;
+        if self.fraction > 0.0 {
+            write!(f, " or {}% of the pools' cost", self.fraction * 100.0)?;
+        }
+        Ok(())
+    }
+}
+
+/// A NodePool's `spec.disruption`, plus karp's per-pool annotations.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DisruptionSettings {
     /// `consolidationPolicy`.
     pub consolidation_policy: ConsolidationPolicy,
@@ -117,6 +236,10 @@ pub struct DisruptionSettings {
     pub consolidate_after: ConsolidateAfter,
     /// `budgets` (Karpenter's default is one budget of `10%`).
     pub budgets: Vec<Budget>,
+    /// `karp.dev/consolidation-mode`: overrides the pass's mode for this pool.
+    pub mode: Option<Mode>,
+    /// `karp.dev/consolidation-min-savings`: overrides the pass's threshold for this pool.
+    pub min_savings: Option<SavingsThreshold>,
 }
 
 impl Default for DisruptionSettings {
@@ -125,6 +248,8 @@ impl Default for DisruptionSettings {
             consolidation_policy: ConsolidationPolicy::default(),
             consolidate_after: ConsolidateAfter::default(),
             budgets: vec![Budget::nodes("10%")],
+            mode: None,
+            min_savings: None,
         }
     }
 }

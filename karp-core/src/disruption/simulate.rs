@@ -7,6 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::ClusterSnapshot;
+use crate::labels;
+use crate::packing::Packer;
+use crate::requirements::Requirement;
 use crate::scheduling::{schedule, SchedulerOptions, SchedulingResults};
 
 use super::candidates::{consolidatable_at, is_reschedulable, node_deleting, Candidate};
@@ -100,7 +103,26 @@ fn is_destination(input: &DisruptionInput, name: &str, initialized: bool, now: T
     consolidatable_at(f, settings).is_none_or(|at| now >= at)
 }
 
-/// Simulate removing `candidates` (node names) at `now`.
+/// How a simulation places the pods that must move.
+#[derive(Clone, Copy, Default)]
+pub struct Placement<'p> {
+    /// The packer for the pods (default: the provisioning scheduler, FFD).
+    pub packer: Option<&'p dyn Packer>,
+    /// New NodeClaims may not use spot capacity (the `SpotToSpotConsolidation` gate is off and
+    /// spot nodes are among the candidates).
+    pub forbid_spot: bool,
+}
+
+impl std::fmt::Debug for Placement<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("packer", &self.packer.map(Packer::name))
+            .field("forbid_spot", &self.forbid_spot)
+            .finish()
+    }
+}
+
+/// Simulate removing `candidates` (node names) at `now` with the provisioning scheduler.
 #[must_use]
 pub fn simulate(
     input: &DisruptionInput,
@@ -108,6 +130,46 @@ pub fn simulate(
     now: Timestamp,
     options: &SchedulerOptions,
 ) -> Simulation {
+    simulate_with(input, candidates, now, options, Placement::default())
+}
+
+/// Simulate removing `candidates` at `now`, placing their pods as `placement` says.
+#[must_use]
+pub fn simulate_with(
+    input: &DisruptionInput,
+    candidates: &[&Candidate],
+    now: Timestamp,
+    options: &SchedulerOptions,
+    placement: Placement<'_>,
+) -> Simulation {
+    let (mut snapshot, was_running) = without(input, candidates, now);
+    if placement.forbid_spot {
+        for pool in &mut snapshot.node_pools {
+            pool.requirements.add(Requirement::in_values(
+                labels::CAPACITY_TYPE,
+                [labels::CAPACITY_ON_DEMAND, labels::CAPACITY_RESERVED],
+            ));
+        }
+    }
+    let results = match placement.packer {
+        Some(p) => p.pack(&snapshot).results,
+        None => schedule(&snapshot, options),
+    };
+    Simulation {
+        snapshot,
+        results,
+        was_running,
+    }
+}
+
+/// The cluster without `candidates`: their reschedulable pods (and those of deleting nodes)
+/// pending, non-destinations marked deleting; with the simulation indices of the pods that were
+/// running and the node each left.
+fn without(
+    input: &DisruptionInput,
+    candidates: &[&Candidate],
+    now: Timestamp,
+) -> (ClusterSnapshot, BTreeMap<usize, String>) {
     let names: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
     let mut snapshot = input.snapshot.clone();
     snapshot.nodes.retain(|n| !names.contains(n.name.as_str()));
@@ -149,10 +211,5 @@ pub fn simulate(
         }
     }
     snapshot.pods = pods;
-    let results = schedule(&snapshot, options);
-    Simulation {
-        snapshot,
-        results,
-        was_running,
-    }
+    (snapshot, was_running)
 }

@@ -836,3 +836,6 @@ mod properties {
         }
     }
 }
+
+#[path = "tests_global.rs"]
+mod global;

@@ -1,0 +1,377 @@
+//! karp's `global` consolidator, and the consolidation step of a pass that chooses between it
+//! and Karpenter's methods.
+//!
+//! Karpenter's consolidation looks for one command of a fixed shape: delete some nodes, or
+//! replace them by exactly one cheaper node. The global consolidator chooses the set of nodes to
+//! remove and the replacements together:
+//!
+//! 1. The consolidatable candidates of the `global` pools are ordered least utilized first
+//!    (the larger of the CPU and memory requests of their reschedulable pods over allocatable;
+//!    then the dearest first, then by name). Each takes one disruption from its own pool's budget
+//!    for its own reason (`Empty` for nodes Karpenter counts empty, else `Underutilized`); a node
+//!    the budget does not allow is left out.
+//! 2. Prefixes of that order are simulated (sizes 1, 2, 3, 4, 6, 8, 12, … and all), each with
+//!    the provisioning scheduler: the prefix's pods go to the free room of the kept nodes first
+//!    and then to any number of new NodeClaims (N → M, 1 → 2 splits included). Each replacement
+//!    is pinned to the capacity type of its cheapest offering and keeps only the instance types
+//!    that cannot launch dearer than the chosen one. A prefix is valid when every pod that was
+//!    running is placed and the replacements' worst-case launch price is strictly below the
+//!    prefix's price. With the `SpotToSpotConsolidation` gate off, a prefix holding a spot node
+//!    gets no spot replacements (Karpenter's rule, applied to any command that removes spot).
+//! 3. With the `milp` feature, the best prefix and the whole candidate list are re-packed with
+//!    the MILP packer (deterministic work limits), which places the pods on new NodeClaims more
+//!    cheaply than FFD; the cheapest valid result wins, the smaller prefix on a tie.
+//! 4. The move is taken only when its savings reach the threshold ([`SavingsThreshold`]: an
+//!    absolute amount and a fraction of the touched pools' cost, per pool overridable; see
+//!    [`SavingsThreshold`](super::SavingsThreshold)).
+//!
+//! The consolidation step of a pass ([`Pass::consolidation`]) runs Karpenter's multi-node then
+//! single-node consolidation for the `karpenter` pools, and for the `global` pools both the
+//! global consolidator and Karpenter's methods (so `global` never does worse in a pass than
+//! `karpenter` would), all subject to the threshold; the command saving most wins (Karpenter's
+//! on a tie).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::Node;
+use crate::labels;
+use crate::requirements::Requirement;
+use crate::scheduling::NewNodeClaim;
+
+use super::candidates::Candidate;
+use super::consolidation::{narrow, worst_launch_price};
+use super::methods::{Pass, CONSOLIDATION_TTL};
+use super::model::{Mode, Reason};
+use super::simulate::{simulate_with, Placement, Simulation};
+use super::{Command, Method};
+
+/// Tolerance of price comparisons, in USD per hour.
+const EPSILON: f64 = 1e-9;
+
+/// A simulated removal of a prefix of the ordered candidates.
+struct Trial<'a> {
+    nodes: Vec<&'a Candidate>,
+    sim: Simulation,
+    savings: f64,
+}
+
+/// Prefix sizes tried: 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and one and a half times
+/// them) below `n`, then `n`.
+fn prefix_sizes(n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut p = 1usize;
+    while p < n {
+        out.push(p);
+        if p >= 2 && p + p / 2 < n {
+            out.push(p + p / 2);
+        }
+        p *= 2;
+    }
+    out.push(n);
+    out
+}
+
+/// The larger of the CPU and memory requests of `c`'s reschedulable pods over its allocatable.
+fn utilization(c: &Candidate, node: Option<&Node>, pods: &[crate::pod::Pod]) -> f64 {
+    let Some(node) = node else { return 1.0 };
+    let mut cpu = 0i64;
+    let mut mem = 0i64;
+    for &i in &c.reschedulable {
+        cpu += pods[i].requests.cpu;
+        mem += pods[i].requests.memory;
+    }
+    let frac = |used: i64, total: i64| {
+        if total > 0 {
+            used as f64 / total as f64
+        } else {
+            0.0
+        }
+    };
+    frac(cpu, node.allocatable.cpu).max(frac(mem, node.allocatable.memory))
+}
+
+/// Pin `claim` to its cheapest offering's capacity type and keep the instance types whose
+/// worst-case launch price is not above the chosen type's. Returns the claim and that price.
+fn pin(claim: &NewNodeClaim) -> Option<(NewNodeClaim, f64)> {
+    let mut c = claim.clone();
+    c.requirements.add(Requirement::in_values(
+        labels::CAPACITY_TYPE,
+        [claim.cheapest.capacity_type.clone()],
+    ));
+    let chosen = c
+        .instance_types
+        .iter()
+        .find(|t| t.name == claim.cheapest.instance_type)?;
+    let cap = worst_launch_price(chosen, &c)?;
+    let pinned = narrow(&c, |t| {
+        worst_launch_price(t, &c).is_some_and(|p| p <= cap + EPSILON)
+    })
+    .ok()?;
+    (!pinned.instance_types.is_empty()).then_some((pinned, cap))
+}
+
+impl<'a> Pass<'a> {
+    /// The effective mode of a pool: its annotation, else the pass's.
+    fn mode_of(&self, pool: &str) -> Mode {
+        self.input
+            .pools
+            .get(pool)
+            .and_then(|s| s.mode)
+            .unwrap_or(self.options.mode)
+    }
+
+    /// The savings a move of `nodes` must reach: per touched pool, its threshold (annotation,
+    /// else the pass's) applied to the touched pools' hourly cost; the largest.
+    fn required_savings(&self, nodes: &[&str]) -> f64 {
+        let pools: BTreeSet<&str> = nodes
+            .iter()
+            .filter_map(|n| self.input.nodes.get(*n).map(|f| f.nodepool.as_str()))
+            .collect();
+        let cost: f64 = self
+            .input
+            .nodes
+            .values()
+            .filter(|f| pools.contains(f.nodepool.as_str()) && !f.deleting)
+            .filter_map(|f| f.offering.as_ref().map(|o| o.price))
+            .sum();
+        pools
+            .iter()
+            .map(|p| {
+                self.input
+                    .pools
+                    .get(*p)
+                    .and_then(|s| s.min_savings)
+                    .unwrap_or(self.options.min_savings)
+                    .required(cost)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Simulate removing `nodes`; `None` when a running pod would be left pending or the
+    /// replacements could cost as much as the nodes.
+    fn trial(
+        &self,
+        nodes: &[&'a Candidate],
+        packer: Option<&dyn crate::packing::Packer>,
+    ) -> Option<Trial<'a>> {
+        let forbid_spot = !self.options.spot_to_spot_consolidation
+            && nodes.iter().any(|c| {
+                c.facts
+                    .offering
+                    .as_ref()
+                    .is_some_and(|o| o.capacity_type == labels::CAPACITY_SPOT)
+            });
+        let placement = Placement {
+            packer,
+            forbid_spot,
+        };
+        let mut sim = simulate_with(
+            self.input,
+            nodes,
+            self.now,
+            &self.options.scheduler,
+            placement,
+        );
+        if sim.running_pod_failure().is_some() {
+            return None;
+        }
+        let price: f64 = nodes.iter().filter_map(|c| c.price()).sum();
+        let mut worst = 0.0;
+        let mut expected = 0.0;
+        for claim in &mut sim.results.new_nodeclaims {
+            let (pinned, w) = pin(claim)?;
+            worst += w;
+            expected += pinned.cheapest.price;
+            *claim = pinned;
+        }
+        if worst >= price - EPSILON {
+            return None;
+        }
+        Some(Trial {
+            nodes: nodes.to_vec(),
+            sim,
+            savings: price - expected,
+        })
+    }
+
+    /// The global consolidator over the consolidatable candidates in scope (see the module docs).
+    pub fn global(&mut self) -> Option<Command> {
+        let names: BTreeMap<&str, &Node> = self
+            .input
+            .snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n))
+            .collect();
+        let pods = &self.input.snapshot.pods;
+        let mut ordered: Vec<(f64, &'a Candidate)> = self
+            .consolidatable()
+            .into_iter()
+            .map(|c| (utilization(c, names.get(c.name.as_str()).copied(), pods), c))
+            .collect();
+        ordered.sort_by(|(ua, a), (ub, b)| {
+            ua.total_cmp(ub)
+                .then_with(|| {
+                    b.price()
+                        .unwrap_or(0.0)
+                        .total_cmp(&a.price().unwrap_or(0.0))
+                })
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut budgets = self.budgets.clone();
+        let mut within: Vec<&'a Candidate> = Vec::new();
+        for (_, c) in ordered {
+            let reason = if c.empty {
+                Reason::Empty
+            } else {
+                Reason::Underutilized
+            };
+            let allowed = budgets
+                .entry((c.facts.nodepool.clone(), reason))
+                .or_insert(super::budgets::Allowed::Unlimited);
+            if allowed.any() {
+                allowed.take();
+                within.push(c);
+            } else {
+                self.budget_blocked(&c.name, reason);
+            }
+        }
+        if within.is_empty() {
+            return None;
+        }
+        let mut best: Option<Trial<'a>> = None;
+        let consider = |t: Option<Trial<'a>>, best: &mut Option<Trial<'a>>| {
+            if let Some(t) = t {
+                let better = best.as_ref().is_none_or(|b| {
+                    t.savings > b.savings + EPSILON
+                        || (t.savings > b.savings - EPSILON && t.nodes.len() < b.nodes.len())
+                });
+                if better {
+                    *best = Some(t);
+                }
+            }
+        };
+        for k in prefix_sizes(within.len()) {
+            consider(self.trial(&within[..k], None), &mut best);
+        }
+        #[cfg(feature = "milp")]
+        {
+            let milp = crate::packing::Milp {
+                options: self.options.scheduler.clone(),
+                ..crate::packing::Milp::default()
+            }
+            .with_work_limits(crate::packing::WorkLimits::default());
+            let mut sizes = vec![within.len()];
+            if let Some(b) = &best {
+                sizes.insert(0, b.nodes.len());
+            }
+            sizes.dedup();
+            for k in sizes {
+                consider(self.trial(&within[..k], Some(&milp)), &mut best);
+            }
+        }
+        let Some(t) = best else {
+            for c in &within {
+                self.note(
+                    &c.name,
+                    "Global consolidation found no cheaper placement of its pods",
+                );
+            }
+            return None;
+        };
+        let names: Vec<&str> = t.nodes.iter().map(|c| c.name.as_str()).collect();
+        let required = self.required_savings(&names);
+        if t.savings < required - EPSILON {
+            for c in &t.nodes {
+                self.note(
+                    &c.name,
+                    format!(
+                        "Global consolidation would save ${:.4}/h, below the savings threshold ${:.4}/h",
+                        t.savings, required
+                    ),
+                );
+            }
+            return None;
+        }
+        let reason = if t.nodes.iter().all(|c| c.empty) {
+            Reason::Empty
+        } else {
+            Reason::Underutilized
+        };
+        let at = self.now.plus(CONSOLIDATION_TTL);
+        Some(self.command(Method::Global, reason, &t.nodes, Some(t.sim), at))
+    }
+
+    /// Karpenter's multi-node then single-node consolidation over the current scope.
+    fn karpenter_consolidation(&mut self) -> Option<Command> {
+        self.multi_node().or_else(|| self.single_node())
+    }
+
+    /// The consolidation step of a pass: Karpenter's methods for `karpenter` pools; for `global`
+    /// pools the better of the global consolidator and Karpenter's methods, when it clears the
+    /// savings threshold; the command saving most of the two.
+    pub fn consolidation(&mut self) -> Option<Command> {
+        let pools: BTreeSet<String> = self
+            .candidates
+            .iter()
+            .map(|c| c.facts.nodepool.clone())
+            .collect();
+        let (global, karpenter): (BTreeSet<String>, BTreeSet<String>) = pools
+            .into_iter()
+            .partition(|p| self.mode_of(p) == Mode::Global);
+        let mut best: Option<Command> = None;
+        if !karpenter.is_empty() {
+            self.scope = Some(karpenter);
+            best = self.karpenter_consolidation();
+        }
+        if !global.is_empty() {
+            self.scope = Some(global);
+            // Karpenter's methods first, so the reasons the global consolidator notes win.
+            let k = self.karpenter_consolidation();
+            let g = self.global();
+            let chosen = match (g, k) {
+                (Some(g), Some(k)) if k.savings_per_hour > g.savings_per_hour + EPSILON => Some(k),
+                (Some(g), _) => Some(g),
+                (None, k) => k,
+            };
+            if let Some(c) = chosen {
+                let names: Vec<&str> = c.candidates.iter().map(String::as_str).collect();
+                let required = self.required_savings(&names);
+                if c.savings_per_hour < required - EPSILON {
+                    for n in &c.candidates {
+                        self.note(
+                            n,
+                            format!(
+                                "Consolidation would save ${:.4}/h, below the savings threshold ${:.4}/h",
+                                c.savings_per_hour, required
+                            ),
+                        );
+                    }
+                } else if best
+                    .as_ref()
+                    .is_none_or(|b| c.savings_per_hour > b.savings_per_hour + EPSILON)
+                {
+                    best = Some(c);
+                }
+            }
+        }
+        self.scope = None;
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_sizes;
+
+    #[test]
+    fn prefix_sizes_grow_geometrically_and_end_with_n() {
+        assert_eq!(prefix_sizes(1), [1]);
+        assert_eq!(prefix_sizes(5), [1, 2, 3, 4, 5]);
+        assert_eq!(prefix_sizes(40), [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 40]);
+        let big = prefix_sizes(1000);
+        assert!(big.len() < 25, "{big:?}");
+        assert!(big.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(big.last(), Some(&1000));
+    }
+}

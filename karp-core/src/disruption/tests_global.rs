@@ -1,0 +1,315 @@
+//! Scenarios and properties of `global` mode and of passes until stable.
+
+use super::*;
+
+fn global() -> DisruptionOptions {
+    DisruptionOptions::default()
+        .mode(Mode::Global)
+        .min_savings(SavingsThreshold::ZERO)
+}
+
+/// On-demand-only small (2 CPU, $0.10) and large (8 CPU, $0.40) types.
+fn on_demand_sizes() -> Vec<Arc<InstanceType>> {
+    vec![
+        instance_type("small")
+            .cpu("2")
+            .memory("8Gi")
+            .price(0.1)
+            .capacity_types(["on-demand"])
+            .build(),
+        instance_type("large")
+            .cpu("8")
+            .memory("32Gi")
+            .price(0.4)
+            .capacity_types(["on-demand"])
+            .build(),
+    ]
+}
+
+/// A large node running two 1.5-CPU pods: no single cheaper node holds both, two small ones do.
+fn splittable() -> Fixture {
+    let mut f = Fixture::new(on_demand_sizes());
+    f.node("node-a", "large", "on-demand");
+    f.pod(web("a", "1500m"), "node-a");
+    f.pod(web("b", "1500m"), "node-a");
+    f
+}
+
+#[test]
+fn karpenter_mode_cannot_split_one_node_into_two() {
+    let out = splittable().plan();
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+}
+
+#[cfg(feature = "milp")]
+#[test]
+fn global_mode_splits_one_node_into_two_cheaper_ones() {
+    let f = splittable();
+    let out = f.plan_with(&global());
+    let c = &out.commands[0];
+    assert_eq!((c.method, c.decision), (Method::Global, Decision::Replace));
+    assert_eq!(c.candidates, ["node-a"]);
+    let types: Vec<&str> = c
+        .replacements
+        .iter()
+        .map(|r| r.cheapest.instance_type.as_str())
+        .collect();
+    assert_eq!(types, ["small", "small"]);
+    assert!(
+        (c.savings_per_hour - 0.2).abs() < 1e-9,
+        "{}",
+        c.savings_per_hour
+    );
+    assert_eq!(c.reason, Reason::Underutilized);
+    // Every replacement is pinned to its capacity type.
+    for r in &c.replacements {
+        let ct = r
+            .requirements
+            .get(labels::CAPACITY_TYPE)
+            .map(|r| r.values());
+        assert_eq!(ct, Some(vec!["on-demand"]));
+    }
+}
+
+#[cfg(feature = "milp")]
+#[test]
+fn the_pool_annotation_overrides_the_pass_mode() {
+    let mut f = splittable();
+    f.settings().mode = Some(Mode::Global);
+    f.settings().min_savings = Some(SavingsThreshold::ZERO);
+    let out = f.plan();
+    assert_eq!(out.commands[0].method, Method::Global);
+    let mut f = splittable();
+    f.settings().mode = Some(Mode::Karpenter);
+    assert!(f.plan_with(&global()).commands.is_empty());
+}
+
+#[cfg(feature = "milp")]
+#[test]
+fn moves_below_the_savings_threshold_are_not_taken() {
+    let f = splittable();
+    let strict = global().min_savings(SavingsThreshold {
+        per_hour: 0.25,
+        fraction: 0.0,
+    });
+    let out = f.plan_with(&strict);
+    assert!(out.commands.is_empty());
+    assert!(
+        reason_of(&out, "node-a").contains("below the savings threshold $0.2500/h"),
+        "{}",
+        reason_of(&out, "node-a")
+    );
+    // A fraction of the pool's cost: 60 % of $0.40 is above the $0.20 saved.
+    let fraction = global().min_savings(SavingsThreshold {
+        per_hour: 0.0,
+        fraction: 0.6,
+    });
+    assert!(f.plan_with(&fraction).commands.is_empty());
+    let mut f = splittable();
+    f.settings().min_savings = Some(SavingsThreshold::ZERO);
+    assert_eq!(
+        f.plan_with(&global().min_savings(strict.min_savings))
+            .commands
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn global_mode_deletes_many_nodes_at_once_within_budgets() {
+    let mut f = Fixture::new(two_cpu());
+    f.settings().budgets = vec![Budget::nodes("2").reasons(&[Reason::Underutilized])];
+    for n in ["node-a", "node-b", "node-c", "node-d"] {
+        f.node(n, "m.large", "on-demand");
+        f.pod(web(&format!("{n}-pod"), "300m"), n);
+    }
+    let out = f.plan_with(&global());
+    let c = &out.commands[0];
+    assert_eq!((c.method, c.decision), (Method::Global, Decision::Delete));
+    assert_eq!(c.candidates.len(), 2, "the Underutilized budget allows 2");
+    assert!((c.savings_per_hour - 0.2).abs() < 1e-9);
+}
+
+#[test]
+fn savings_thresholds_parse_dollars_percentages_or_both() {
+    assert_eq!(
+        SavingsThreshold::parse("0.05").ok(),
+        Some(SavingsThreshold {
+            per_hour: 0.05,
+            fraction: 0.0
+        })
+    );
+    assert_eq!(
+        SavingsThreshold::parse("2%").ok(),
+        Some(SavingsThreshold {
+            per_hour: 0.0,
+            fraction: 0.02
+        })
+    );
+    assert_eq!(
+        SavingsThreshold::parse(" 0.1 , 5% ").ok(),
+        Some(SavingsThreshold {
+            per_hour: 0.1,
+            fraction: 0.05
+        })
+    );
+    for bad in ["", "-1", "x", "1,2", "150%", "NaN", "5%,1%"] {
+        assert!(SavingsThreshold::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+// ---- until stable ------------------------------------------------------------------------------
+
+fn end_cost(passes: &[stable::Pass]) -> f64 {
+    let last = passes.last().expect("at least one pass");
+    cluster_cost(&last.input)
+}
+
+/// Every pass of a run: its commands pass the validator, and a pass acts only on nodes that
+/// exist in its input.
+fn check_run(passes: &[stable::Pass]) {
+    for p in passes {
+        check_state(&p.input);
+        check_commands(&p.input, &p.plan);
+        for c in &p.plan.commands {
+            for n in &c.candidates {
+                assert!(
+                    p.input.nodes.contains_key(n),
+                    "{n} is not in the pass's input"
+                );
+            }
+        }
+    }
+    for w in passes.windows(2) {
+        assert!(w[0].at < w[1].at, "the clock moves forward");
+    }
+}
+
+/// Every pod is bound, to a node that exists and has room for its pods.
+fn check_state(input: &DisruptionInput) {
+    let s = &input.snapshot;
+    assert!(s.pending().is_empty(), "pending pods: {:?}", s.pending());
+    for n in &s.nodes {
+        let mut used = crate::resources::Resources::new();
+        for p in s
+            .pods
+            .iter()
+            .filter(|p| p.node_name.as_deref() == Some(n.name.as_str()))
+        {
+            used.add_assign(&p.requests);
+        }
+        assert!(
+            used.fits_in(&n.allocatable),
+            "{} holds {} over {}",
+            n.name,
+            used.describe(),
+            n.allocatable.describe()
+        );
+    }
+    for p in &s.pods {
+        let on = p.node_name.as_deref().unwrap_or_default();
+        assert!(
+            s.nodes.iter().any(|n| n.name == on),
+            "{} is bound to missing node {on}",
+            p.key()
+        );
+    }
+}
+
+#[test]
+fn until_stable_consolidates_step_by_step_and_waits_for_consolidate_after() {
+    let mut f = Fixture::new(two_cpu());
+    f.settings().budgets = vec![Budget::nodes("1")];
+    f.settings().consolidate_after = ConsolidateAfter::After(Duration::from_secs(600));
+    for n in ["node-a", "node-b", "node-c", "node-d"] {
+        f.node(n, "m.large", "on-demand").last_pod_event = Some(now());
+        f.pod(web(&format!("{n}-pod"), "300m"), n);
+    }
+    let passes = plan_until_stable(&f.input, now(), &DisruptionOptions::default(), 100);
+    check_run(&passes);
+    let acted: Vec<&stable::Pass> = passes
+        .iter()
+        .filter(|p| !p.plan.commands.is_empty())
+        .collect();
+    assert_eq!(acted.len(), 3, "one node at a time until one is left");
+    assert_eq!(
+        acted[0].at,
+        now().plus(Duration::from_secs(600)),
+        "the first pass waits for consolidateAfter"
+    );
+    // The next pass moves a pod onto the node that has no new pod event; then both kept nodes
+    // received pods and the last move waits for their window again.
+    assert_eq!(acted[1].at, acted[0].at.plus(CONSOLIDATION_TTL));
+    assert!(acted[2].at >= acted[0].at.plus(Duration::from_secs(600)));
+    assert_eq!(passes.last().map(|p| p.input.nodes.len()), Some(1));
+    assert!((end_cost(&passes) - 0.1).abs() < 1e-9);
+}
+
+#[cfg(feature = "milp")]
+#[test]
+fn until_stable_runs_replacements_as_nodes_with_their_daemonsets() {
+    let mut f = splittable();
+    f.input
+        .snapshot
+        .daemonsets
+        .push(pod("agent").cpu("100m").build());
+    let passes = plan_until_stable(&f.input, now(), &global(), 20);
+    check_run(&passes);
+    let last = &passes.last().expect("passes").input;
+    let names: Vec<&String> = last.nodes.keys().collect();
+    assert_eq!(names, ["replacement-0-0", "replacement-0-1"]);
+    let agents = last
+        .snapshot
+        .pods
+        .iter()
+        .filter(|p| p.name.starts_with("agent-"))
+        .count();
+    assert_eq!(agents, 2, "one DaemonSet pod per replacement");
+    assert!(last.snapshot.pending().is_empty());
+    assert!((end_cost(&passes) - 0.2).abs() < 1e-9);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fragmented clusters: nodes of three on-demand sizes, each running a few pods.
+    fn fragmented() -> impl Strategy<Value = Fixture> {
+        let node = (0usize..2, proptest::collection::vec(1u32..16, 0..4));
+        (proptest::collection::vec(node, 1..7), 0usize..3).prop_map(|(nodes, budget)| {
+            let mut f = Fixture::new(on_demand_sizes());
+            for (i, (ty, pods)) in nodes.into_iter().enumerate() {
+                let name = format!("node-{i}");
+                f.node(&name, ["small", "large"][ty], "on-demand");
+                let room = [2000, 8000][ty];
+                let mut used = 0;
+                for (j, cpu) in pods.into_iter().enumerate() {
+                    let m = cpu * 100 * (1 + 3 * ty as u32);
+                    if used + m <= room {
+                        used += m;
+                        f.pod(web(&format!("{name}-{j}"), &format!("{m}m")), &name);
+                    }
+                }
+            }
+            f.settings().budgets = vec![Budget::nodes(["1", "50%", "100%"][budget])];
+            f
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// With the threshold at zero, `global` ends no dearer than `karpenter` until stable;
+        /// every command of both runs passes the validator; the lower bound is below both.
+        #[test]
+        fn global_ends_no_dearer_than_karpenter(f in fragmented()) {
+            let k = plan_until_stable(&f.input, now(), &DisruptionOptions::default(), 200);
+            let g = plan_until_stable(&f.input, now(), &global(), 200);
+            check_run(&k);
+            check_run(&g);
+            let (kc, gc) = (end_cost(&k), end_cost(&g));
+            prop_assert!(gc <= kc + 1e-9, "global {gc} > karpenter {kc}");
+            let bound = lower_bound_per_hour(&f.input);
+            prop_assert!(bound <= gc + 1e-9, "bound {bound} > global end cost {gc}");
+        }
+    }
+}
