@@ -173,7 +173,7 @@ pub struct Pass {
 }
 
 /// Passes from `now` until no window is left (see the module docs): every pass that acted, then
-/// the last pass (which did not). Replacement nodes are named `replacement-<pass>-<i>`.
+/// the last pass (which did not). Replacement nodes are named `new-<pass>-<i>`.
 #[must_use]
 pub fn plan_until_stable(
     input: &DisruptionInput,
@@ -204,7 +204,7 @@ pub fn plan_until_stable(
                 }
             }
         };
-        let name = |i: usize| format!("replacement-{index}-{i}");
+        let name = |i: usize| format!("new-{index}-{i}");
         let next = apply(&state, command, command.at.max(t), &name);
         passes.push(Pass {
             at: t,

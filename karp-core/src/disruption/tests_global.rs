@@ -257,7 +257,7 @@ fn until_stable_runs_replacements_as_nodes_with_their_daemonsets() {
     check_run(&passes);
     let last = &passes.last().expect("passes").input;
     let names: Vec<&String> = last.nodes.keys().collect();
-    assert_eq!(names, ["replacement-0-0", "replacement-0-1"]);
+    assert_eq!(names, ["new-0-0", "new-0-1"]);
     let agents = last
         .snapshot
         .pods
