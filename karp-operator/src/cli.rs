@@ -11,7 +11,7 @@ use crate::commands::disrupt::{
     disrupt_paths, render_table as render_disrupt_table, DisruptOptions,
 };
 use crate::commands::plan::{plan_paths, render_table, Solver};
-use karp_core::disruption::Timestamp;
+use karp_core::disruption::{Mode, SavingsThreshold, Timestamp};
 
 /// karp: a Kubernetes node autoscaler API-compatible with Karpenter v1.
 #[derive(Debug, Parser)]
@@ -355,9 +355,19 @@ pub struct DisruptArgs {
     /// The time every age and window is measured at (RFC 3339); default: the clock.
     #[arg(long)]
     pub now: Option<String>,
-    /// Planner: `karpenter` follows Karpenter v1.14.
+    /// Planner: `karpenter` follows Karpenter v1.14; `global` is karp's global consolidator
+    /// (pools may override it with the `karp.dev/consolidation-mode` annotation).
     #[arg(long, value_enum, default_value_t = ModeArg::Karpenter)]
     pub mode: ModeArg,
+    /// Repeat passes as a running operator would, assuming every command completes, until no
+    /// window is left; print the whole sequence.
+    #[arg(long = "until-stable")]
+    pub until_stable: bool,
+    /// What a `global` consolidation must save: dollars per hour, a percentage of the touched
+    /// pools' cost, or both (`0.05`, `2%`, `0.05,2%`); default `0.01` (pools may override it with
+    /// the `karp.dev/consolidation-min-savings` annotation).
+    #[arg(long = "min-savings")]
+    pub min_savings: Option<String>,
     /// Feature gates, `Name=true|false` separated by commas (SpotToSpotConsolidation).
     #[arg(long = "feature-gates", default_value = "")]
     pub feature_gates: String,
@@ -369,8 +379,10 @@ pub struct DisruptArgs {
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
-    /// Karpenter v1.14's methods, one pass.
+    /// Karpenter v1.14's methods.
     Karpenter,
+    /// karp's global consolidator (with Karpenter's methods as a fallback).
+    Global,
 }
 
 /// `--solver`.
@@ -545,7 +557,18 @@ fn feature_gates(text: &str, options: &mut DisruptOptions) -> Result<(), String>
 
 /// Run `karp disrupt`, printing the dry run on stdout and warnings / errors on stderr.
 pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
-    let ModeArg::Karpenter = args.mode;
+    let mode = match args.mode {
+        ModeArg::Karpenter => Mode::Karpenter,
+        ModeArg::Global => Mode::Global,
+    };
+    let min_savings = match args.min_savings.as_deref().map(SavingsThreshold::parse) {
+        None => SavingsThreshold::DEFAULT,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("error: --min-savings: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let now = match &args.now {
         Some(t) => match t.parse() {
             Ok(t) => t,
@@ -562,6 +585,9 @@ pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
     };
     let mut options = DisruptOptions {
         now,
+        mode,
+        min_savings,
+        until_stable: args.until_stable,
         ..DisruptOptions::default()
     };
     if let Err(e) = feature_gates(&args.feature_gates, &mut options) {

@@ -275,3 +275,124 @@ fn disrupt_rejects_invalid_input_with_exit_2_naming_file_object_and_field() {
     let r = run(&m, &c, &["--feature-gates", "SpotToSpotConsolidation=true"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn disrupt_until_stable_waits_for_consolidate_after_windows() {
+    let dir = scratch("until-stable");
+    // node-a's claim saw a pod event at 11:58: its 5m window opens at 12:03.
+    let status = INITIALIZED.replace("09:00:00Z", "11:58:00Z");
+    let (m, c) = cluster(&dir, &status);
+    let one = json(&run(&m, &c, &[]));
+    assert_eq!(one["commands"].as_array().unwrap().len(), 1, "{one:#}");
+    assert_eq!(
+        one["commands"][0]["candidates"],
+        serde_json::json!(["node-b"])
+    );
+    let out = json(&run(&m, &c, &["--until-stable"]));
+    let cmds = out["commands"].as_array().unwrap();
+    assert_eq!(cmds.len(), 2, "{out:#}");
+    assert_eq!(cmds[0]["candidates"], serde_json::json!(["node-b"]));
+    assert_eq!(cmds[0]["at"], "2026-12-01T12:00:15Z");
+    // node-c received web-b at 12:00:15, so it is no destination before 12:05:15.
+    assert_eq!(cmds[1]["candidates"], serde_json::json!(["node-a"]));
+    assert_eq!(cmds[1]["moves"][0]["to"], "node-c");
+    assert_eq!(cmds[1]["at"], "2026-12-01T12:05:30Z");
+    assert!((out["cost"]["before_per_hour"].as_f64().unwrap() - 0.288).abs() < 1e-9);
+    assert!((out["cost"]["after_per_hour"].as_f64().unwrap() - 0.096).abs() < 1e-9);
+    assert_eq!(
+        out["not_candidates"][0]["node"], "node-c",
+        "the last pass explains what is left"
+    );
+}
+
+const SIZES: &str = r#"{"instance_types": [
+  {"name": "small", "capacity": {"cpu": "2", "memory": "8Gi", "pods": "29"},
+   "overhead": {"cpu": "0", "memory": "0"},
+   "offerings": [{"zone": "us-east-1a", "capacity_type": "on-demand", "price": 0.1}]},
+  {"name": "large", "capacity": {"cpu": "8", "memory": "32Gi", "pods": "29"},
+   "overhead": {"cpu": "0", "memory": "0"},
+   "offerings": [{"zone": "us-east-1a", "capacity_type": "on-demand", "price": 0.4}]}]}"#;
+
+/// One `large` node running two 1.5-CPU pods: only two `small` nodes are cheaper.
+fn splittable(dir: &Path, pool_annotations: &str) -> (PathBuf, PathBuf) {
+    let mut text = POOL.replacen(
+        "metadata: {name: default}\nspec:\n  disruption",
+        &format!("metadata: {{name: default{pool_annotations}}}\nspec:\n  disruption"),
+        1,
+    );
+    text.push_str(
+        &node("node-a", "    karpenter.sh/initialized: \"true\"")
+            .replace("m5.large", "large")
+            .replace("cpu: \"2\", memory: 8Gi", "cpu: \"8\", memory: 32Gi"),
+    );
+    for p in ["web-a", "web-b"] {
+        text.push_str(&pod(p, "node-a", "").replace("cpu: 500m", "cpu: 1500m"));
+    }
+    let manifests = dir.join("cluster.yaml");
+    std::fs::write(&manifests, text).unwrap();
+    let catalog = dir.join("catalog.json");
+    std::fs::write(&catalog, SIZES).unwrap();
+    (manifests, catalog)
+}
+
+#[test]
+fn disrupt_global_mode_splits_a_node_karpenter_mode_keeps() {
+    let dir = scratch("global");
+    let (m, c) = splittable(&dir, "");
+    let k = json(&run(&m, &c, &[]));
+    assert_eq!(k["commands"], serde_json::json!([]), "{k:#}");
+    let g = json(&run(&m, &c, &["--mode", "global"]));
+    let cmd = &g["commands"][0];
+    assert_eq!(cmd["method"], "global", "{g:#}");
+    assert_eq!(cmd["decision"], "replace");
+    assert_eq!(cmd["candidates"], serde_json::json!(["node-a"]));
+    let types: Vec<&str> = cmd["replacements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instance_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["small", "small"]);
+    assert!((cmd["savings_per_hour"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+    let bound = cmd["lower_bound_per_hour"].as_f64().unwrap();
+    assert!(bound > 0.0 && bound <= 0.2 + 1e-9, "{bound}");
+    assert_eq!(g["solver"]["name"], "global");
+    assert!((g["cost"]["after_per_hour"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+    // The threshold: 0.25 $/h is more than the move saves.
+    let t = json(&run(&m, &c, &["--mode", "global", "--min-savings", "0.25"]));
+    assert_eq!(t["commands"], serde_json::json!([]));
+    assert!(t["not_candidates"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("below the savings threshold"));
+    // The pool's annotations override the flags.
+    let (m, c) = splittable(
+        &scratch("global-annotated"),
+        ", annotations: {karp.dev/consolidation-mode: global, karp.dev/consolidation-min-savings: \"1%\"}",
+    );
+    let a = json(&run(&m, &c, &["--min-savings", "0.25"]));
+    assert_eq!(a["commands"][0]["method"], "global", "{a:#}");
+}
+
+#[test]
+fn disrupt_rejects_bad_thresholds_and_modes_with_exit_2() {
+    let dir = scratch("bad-threshold");
+    let (m, c) = splittable(&dir, "");
+    let r = run(&m, &c, &["--mode", "global", "--min-savings", "cheap"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--min-savings"), "{}", r.stderr);
+    let (m, c) = splittable(
+        &scratch("bad-annotation"),
+        ", annotations: {karp.dev/consolidation-mode: greedy}",
+    );
+    let r = run(&m, &c, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for f in [
+        "cluster.yaml",
+        "NodePool default",
+        "karp.dev/consolidation-mode",
+        "greedy",
+    ] {
+        assert!(r.stderr.contains(f), "stderr lacks {f:?}: {}", r.stderr);
+    }
+}

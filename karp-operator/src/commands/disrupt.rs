@@ -1,8 +1,9 @@
 //! `karp disrupt`: the disruption dry run. Manifests (as `karp plan` reads them, plus
 //! NodeClaims) in, the commands karp would start now out, in the JSON contract of DESIGN.md.
 //!
-//! This is `--mode karpenter`, one pass: Karpenter v1.14's methods through
-//! [`karp_core::disruption::plan`].
+//! `--mode karpenter` is Karpenter v1.14's methods, `--mode global` karp's global consolidator
+//! (both through [`karp_core::disruption::plan`]); `--until-stable` repeats passes with
+//! [`karp_core::disruption::plan_until_stable`].
 //!
 //! ```
 //! use karp_operator::providers::aws::CatalogSource;
@@ -47,12 +48,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use karp_core::cluster::ClusterSnapshot;
+use karp_core::disruption::stable::Pass;
 use karp_core::disruption::{
-    plan, Allowed, DisruptionInput, DisruptionOptions, DisruptionPlan, Timestamp,
+    lower_bound_per_hour, plan, plan_until_stable, Allowed, DisruptionInput, DisruptionOptions,
+    DisruptionPlan, Mode, SavingsThreshold, Timestamp,
 };
-use karp_core::packing::lower_bound_per_hour;
-use karp_core::scheduling::{schedule, SchedulerOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::plan::{nodeclaim_output, table, NodeClaimOutput, PlanError};
@@ -61,6 +61,9 @@ use crate::convert::manifests::{load_paths, parse_text, Manifests, Object};
 use crate::convert::{build_snapshot, BuildOptions, Input};
 use crate::providers::aws::{AwsCatalog, CatalogSource};
 
+/// `--until-stable` stops after this many passes even if windows are left.
+pub const MAX_PASSES: usize = 10_000;
+
 /// Options of a dry run (flags already parsed).
 #[derive(Debug, Clone, Default)]
 pub struct DisruptOptions {
@@ -68,6 +71,13 @@ pub struct DisruptOptions {
     pub now: Timestamp,
     /// The `SpotToSpotConsolidation` feature gate.
     pub spot_to_spot_consolidation: bool,
+    /// `--mode` (pools may override it with `karp.dev/consolidation-mode`).
+    pub mode: Mode,
+    /// `--min-savings` for `global` pools (pools may override it with
+    /// `karp.dev/consolidation-min-savings`).
+    pub min_savings: SavingsThreshold,
+    /// `--until-stable`: repeat passes as a running operator would.
+    pub until_stable: bool,
 }
 
 /// A pod move.
@@ -100,6 +110,9 @@ pub struct CommandOutput {
     pub savings_per_hour: f64,
     /// When it starts (RFC 3339).
     pub at: String,
+    /// A lower bound on the hourly cost of the cluster that remains (as `cost.lower_bound_per_hour`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_bound_per_hour: Option<f64>,
 }
 
 /// A managed node in no command.
@@ -132,17 +145,17 @@ pub struct DisruptCostOutput {
     pub before_per_hour: f64,
     /// Once every printed command completed.
     pub after_per_hour: f64,
-    /// A lower bound on any cluster running the same pods: unmanaged nodes plus the per-unit
-    /// price bound of placing every pod of the managed nodes on new nodes.
+    /// A lower bound on any cluster running the same pods: unmanaged nodes plus karp's best
+    /// bound (per-unit prices, LP bounds) on placing every pod of the managed nodes on new nodes.
     pub lower_bound_per_hour: f64,
 }
 
 /// The planner and its time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisruptSolverOutput {
-    /// `karpenter`.
+    /// `karpenter` or `global` (`--mode`).
     pub name: String,
-    /// Wall-clock milliseconds of the pass.
+    /// Wall-clock milliseconds of the passes.
     pub millis: u64,
 }
 
@@ -170,8 +183,10 @@ pub struct Disrupt {
     pub warnings: Vec<String>,
     /// The planner's input.
     pub input: DisruptionInput,
-    /// The planner's result.
+    /// The first pass's result.
     pub plan: DisruptionPlan,
+    /// Every pass (one without `--until-stable`): what it ran on and decided.
+    pub passes: Vec<Pass>,
 }
 
 /// Dry run from manifest files and folders.
@@ -236,11 +251,21 @@ pub fn disrupt_manifests(
     warnings.extend(converted.warnings.iter().cloned());
     let input = disruption_input(&objects, &pdbs, converted, options.now)?;
     let started = Instant::now();
-    let core_options =
-        DisruptionOptions::default().spot_to_spot(options.spot_to_spot_consolidation);
-    let plan = plan(&input, options.now, &core_options);
+    let core_options = DisruptionOptions::default()
+        .spot_to_spot(options.spot_to_spot_consolidation)
+        .mode(options.mode)
+        .min_savings(options.min_savings);
+    let passes = if options.until_stable {
+        plan_until_stable(&input, options.now, &core_options, MAX_PASSES)
+    } else {
+        vec![Pass {
+            at: options.now,
+            plan: plan(&input, options.now, &core_options),
+            input: input.clone(),
+        }]
+    };
     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    for c in &plan.commands {
+    for c in passes.iter().flat_map(|p| &p.plan.commands) {
         if let Some(sim) = &c.simulation {
             karp_core::validation::validate(&sim.snapshot, &sim.results).map_err(|v| {
                 PlanError::InvalidPlan {
@@ -249,34 +274,19 @@ pub fn disrupt_manifests(
             })?;
         }
     }
-    let output = render(&input, &plan, millis);
+    let plans: Vec<&DisruptionPlan> = passes.iter().map(|p| &p.plan).collect();
+    let output = render(&input, &plans, options.mode, millis);
+    let plan = passes
+        .first()
+        .map(|p| p.plan.clone())
+        .unwrap_or_else(|| plan(&input, options.now, &core_options));
     Ok(Disrupt {
         output,
         warnings,
         input,
         plan,
+        passes,
     })
-}
-
-/// Unmanaged nodes' prices plus the per-unit price bound of every pod of the managed nodes
-/// placed on new nodes.
-fn lower_bound(input: &DisruptionInput) -> f64 {
-    let mut snapshot: ClusterSnapshot = input.snapshot.clone();
-    let managed = |n: &str| input.nodes.contains_key(n);
-    let fixed: f64 = snapshot
-        .nodes
-        .iter()
-        .filter(|n| !managed(&n.name) && !n.deleting)
-        .filter_map(|n| n.price)
-        .sum();
-    snapshot.nodes.retain(|n| !managed(&n.name));
-    for p in &mut snapshot.pods {
-        if p.node_name.as_deref().is_some_and(managed) {
-            p.node_name = None;
-        }
-    }
-    let results = schedule(&snapshot, &SchedulerOptions::default());
-    fixed + lower_bound_per_hour(&snapshot, &results)
 }
 
 /// Dollars per hour rounded to micro-dollars, so sums print without float noise.
@@ -284,10 +294,29 @@ fn money(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> DisruptOutput {
-    let commands = plan
-        .commands
+/// The output of passes: every pass's commands, the first pass's budgets and cost before, the
+/// last pass's non-candidates and cost after.
+fn render(
+    input: &DisruptionInput,
+    passes: &[&DisruptionPlan],
+    mode: Mode,
+    millis: u64,
+) -> DisruptOutput {
+    let empty = DisruptionPlan {
+        commands: Vec::new(),
+        not_candidates: Vec::new(),
+        budgets: Vec::new(),
+        cost: karp_core::disruption::CostSummary {
+            before_per_hour: 0.0,
+            after_per_hour: 0.0,
+        },
+    };
+    let first = passes.first().copied().unwrap_or(&empty);
+    let last = passes.last().copied().unwrap_or(&empty);
+    let bound = money(lower_bound_per_hour(input));
+    let commands = passes
         .iter()
+        .flat_map(|p| &p.commands)
         .map(|c| CommandOutput {
             method: c.method.as_str().to_string(),
             reason: c.reason.as_str().to_string(),
@@ -312,11 +341,12 @@ fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> Disrup
                 .collect(),
             savings_per_hour: money(c.savings_per_hour),
             at: c.at.to_string(),
+            lower_bound_per_hour: Some(bound),
         })
         .collect();
     DisruptOutput {
         commands,
-        not_candidates: plan
+        not_candidates: last
             .not_candidates
             .iter()
             .map(|n| NotCandidateOutput {
@@ -324,7 +354,7 @@ fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> Disrup
                 reason: n.reason.clone(),
             })
             .collect(),
-        budgets: plan
+        budgets: first
             .budgets
             .iter()
             .map(|b| BudgetOutput {
@@ -338,12 +368,12 @@ fn render(input: &DisruptionInput, plan: &DisruptionPlan, millis: u64) -> Disrup
             })
             .collect(),
         cost: DisruptCostOutput {
-            before_per_hour: money(plan.cost.before_per_hour),
-            after_per_hour: money(plan.cost.after_per_hour),
-            lower_bound_per_hour: money(lower_bound(input).min(plan.cost.after_per_hour)),
+            before_per_hour: money(first.cost.before_per_hour),
+            after_per_hour: money(last.cost.after_per_hour),
+            lower_bound_per_hour: bound.min(money(last.cost.after_per_hour)),
         },
         solver: DisruptSolverOutput {
-            name: "karpenter".into(),
+            name: mode.as_str().into(),
             millis,
         },
     }

@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use karp_core::disruption::time::parse_go_duration;
 use karp_core::disruption::{
     Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
-    NodeClaimFacts, NodeOffering, PodFacts, Reason, Timestamp,
+    NodeClaimFacts, NodeOffering, PodFacts, Reason, SavingsThreshold, Timestamp,
 };
 use karp_core::labels;
 use karp_core::pod::LabelSelector;
@@ -78,6 +78,7 @@ pub fn disruption_settings(
     np: &NodePool,
 ) -> Result<DisruptionSettings, ConvertError> {
     let mut s = DisruptionSettings::default();
+    karp_annotations(origin, np, &mut s)?;
     let Some(d) = &np.spec.disruption else {
         return Ok(s);
     };
@@ -129,6 +130,33 @@ pub fn disruption_settings(
         });
     }
     Ok(s)
+}
+
+/// `karp.dev/consolidation-mode`: overrides `--mode` for the pool's nodes.
+pub const MODE_ANNOTATION: &str = "karp.dev/consolidation-mode";
+/// `karp.dev/consolidation-min-savings`: overrides `--min-savings` for the pool's nodes.
+pub const MIN_SAVINGS_ANNOTATION: &str = "karp.dev/consolidation-min-savings";
+
+/// karp's per-pool annotations (mode and savings threshold).
+fn karp_annotations(
+    origin: &ObjectRef,
+    np: &NodePool,
+    s: &mut DisruptionSettings,
+) -> Result<(), ConvertError> {
+    let field = |key: &str| format!("metadata.annotations[{key:?}]");
+    if let Some(v) = annotation(&np.metadata, MODE_ANNOTATION) {
+        s.mode = Some(
+            v.parse()
+                .map_err(|e: String| field_err(origin, field(MODE_ANNOTATION), e))?,
+        );
+    }
+    if let Some(v) = annotation(&np.metadata, MIN_SAVINGS_ANNOTATION) {
+        s.min_savings = Some(
+            SavingsThreshold::parse(v)
+                .map_err(|e| field_err(origin, field(MIN_SAVINGS_ANNOTATION), e))?,
+        );
+    }
+    Ok(())
 }
 
 fn annotation<'a>(
