@@ -19,8 +19,9 @@
 //!    prefix's price. With the `SpotToSpotConsolidation` gate off, a prefix holding a spot node
 //!    gets no spot replacements (Karpenter's rule, applied to any command that removes spot).
 //! 3. With the `milp` feature, the best prefix and the whole candidate list are re-packed with
-//!    the MILP packer (deterministic work limits), which places the pods on new NodeClaims more
-//!    cheaply than FFD; the cheapest valid result wins, the smaller prefix on a tie.
+//!    the MILP packer of the options (by default with deterministic work limits), which places
+//!    the pods on new NodeClaims more cheaply than FFD; the cheapest valid result wins, the
+//!    smaller prefix on a tie.
 //! 4. The move is taken only when its savings reach the threshold ([`SavingsThreshold`]: an
 //!    absolute amount and a fraction of the touched pools' cost, per pool overridable; see
 //!    [`SavingsThreshold`](super::SavingsThreshold)).
@@ -255,12 +256,9 @@ impl<'a> Pass<'a> {
             consider(self.trial(&within[..k], None), &mut best);
         }
         #[cfg(feature = "milp")]
-        {
-            let milp = crate::packing::Milp {
-                options: self.options.scheduler.clone(),
-                ..crate::packing::Milp::default()
-            }
-            .with_work_limits(crate::packing::WorkLimits::default());
+        if let Some(milp) = &self.options.milp {
+            let mut milp = milp.clone();
+            milp.options = self.options.scheduler.clone();
             let mut sizes = vec![within.len()];
             if let Some(b) = &best {
                 sizes.insert(0, b.nodes.len());

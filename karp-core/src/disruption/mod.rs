@@ -92,7 +92,7 @@ pub use time::{TimeError, Timestamp};
 pub const MAX_MULTI_NODE_CANDIDATES: usize = 100;
 
 /// Options of a pass (feature gates as Karpenter's, all off by default).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct DisruptionOptions {
     /// The `SpotToSpotConsolidation` feature gate.
     pub spot_to_spot_consolidation: bool,
@@ -105,6 +105,11 @@ pub struct DisruptionOptions {
     /// What a `global`-mode consolidation must save, for pools without a
     /// `karp.dev/consolidation-min-savings` annotation ([`SavingsThreshold::DEFAULT`]).
     pub min_savings: SavingsThreshold,
+    /// The MILP packer the global consolidator re-packs with (`None`: first-fit only). The
+    /// default has deterministic work limits and no clock, so passes are reproducible; a
+    /// running operator gives it a clock and a time budget instead.
+    #[cfg(feature = "milp")]
+    pub milp: Option<crate::packing::Milp>,
 }
 
 impl Default for DisruptionOptions {
@@ -115,6 +120,11 @@ impl Default for DisruptionOptions {
             max_multi_node_candidates: MAX_MULTI_NODE_CANDIDATES,
             mode: Mode::Karpenter,
             min_savings: SavingsThreshold::DEFAULT,
+            #[cfg(feature = "milp")]
+            milp: Some(
+                crate::packing::Milp::default()
+                    .with_work_limits(crate::packing::WorkLimits::default()),
+            ),
         }
     }
 }
