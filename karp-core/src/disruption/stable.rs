@@ -22,9 +22,11 @@ use crate::scheduling::NewNodeClaim;
 use super::candidates::{consolidatable_at, do_not_disrupt_blocks};
 use super::cron::Schedule;
 use super::methods::CONSOLIDATION_TTL;
-use super::model::{DisruptionInput, DisruptionSettings, NodeClaimFacts, NodeOffering, PodFacts};
+use super::model::{
+    DisruptionInput, DisruptionSettings, Mode, NodeClaimFacts, NodeOffering, PodFacts,
+};
 use super::time::{parse_go_duration, Timestamp};
-use super::{plan, Command, DisruptionOptions, DisruptionPlan};
+use super::{cluster_cost, plan, Command, DisruptionOptions, DisruptionPlan};
 
 /// Budget schedules are waited for only this long after the last command (or the start).
 pub const BUDGET_HORIZON: Duration = Duration::from_secs(24 * 3600);
@@ -174,8 +176,48 @@ pub struct Pass {
 
 /// Passes from `now` until no window is left (see the module docs): every pass that acted, then
 /// the last pass (which did not). Replacement nodes are named `new-<pass>-<i>`.
+///
+/// When some pool is in `global` mode, the sequence with every pool in `karpenter` mode is
+/// played too, and the one ending cheaper is returned (the global one on a tie): a pass's best
+/// command is not always the first step of the cheapest sequence, and this keeps the promise
+/// that `global` never ends dearer than `karpenter`.
 #[must_use]
 pub fn plan_until_stable(
+    input: &DisruptionInput,
+    now: Timestamp,
+    options: &DisruptionOptions,
+    max_passes: usize,
+) -> Vec<Pass> {
+    let global =
+        options.mode == Mode::Global || input.pools.values().any(|s| s.mode == Some(Mode::Global));
+    let played = play(input, now, options, max_passes);
+    if !global {
+        return played;
+    }
+    let mut karpenter_input = input.clone();
+    for s in karpenter_input.pools.values_mut() {
+        s.mode = None;
+    }
+    let karpenter = play(
+        &karpenter_input,
+        now,
+        &options.clone().mode(Mode::Karpenter),
+        max_passes,
+    );
+    let end = |passes: &[Pass]| {
+        passes
+            .last()
+            .map_or(f64::INFINITY, |p| cluster_cost(&p.input))
+    };
+    if end(&karpenter) < end(&played) - 1e-9 {
+        karpenter
+    } else {
+        played
+    }
+}
+
+/// The passes of one sequence (see [`plan_until_stable`]).
+fn play(
     input: &DisruptionInput,
     now: Timestamp,
     options: &DisruptionOptions,

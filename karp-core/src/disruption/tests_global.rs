@@ -297,7 +297,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(96))]
         /// With the threshold at zero, `global` ends no dearer than `karpenter` until stable;
         /// every command of both runs passes the validator; the lower bound is below both.
         #[test]
