@@ -20,6 +20,9 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use karp_core::disruption::model::{
+    CONSOLIDATION_THRESHOLD_RANGE, DEFAULT_CONSOLIDATION_THRESHOLD,
+};
 use karp_core::disruption::time::parse_go_duration;
 use karp_core::disruption::{
     Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
@@ -82,8 +85,24 @@ pub fn disruption_settings(
     let Some(d) = &np.spec.disruption else {
         return Ok(s);
     };
-    if d.consolidation_policy.as_deref() == Some("WhenEmpty") {
-        s.consolidation_policy = ConsolidationPolicy::WhenEmpty;
+    match d.consolidation_policy.as_deref() {
+        Some("WhenEmpty") => s.consolidation_policy = ConsolidationPolicy::WhenEmpty,
+        Some("Balanced") => {
+            let field = "spec.disruption.consolidationThreshold";
+            let k = match d.consolidation_threshold {
+                None => DEFAULT_CONSOLIDATION_THRESHOLD,
+                Some(k) => u32::try_from(k)
+                    .ok()
+                    .filter(|k| CONSOLIDATION_THRESHOLD_RANGE.contains(k))
+                    .ok_or_else(|| {
+                        field_err(origin, field, format!("must be between 1 and 3, got {k}"))
+                    })?,
+            };
+            s.consolidation_policy = ConsolidationPolicy::Balanced {
+                consolidation_threshold: k,
+            };
+        }
+        _ => {}
     }
     if let Some(after) = &d.consolidate_after {
         let field = "spec.disruption.consolidateAfter";
