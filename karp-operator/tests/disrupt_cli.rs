@@ -396,3 +396,158 @@ fn disrupt_rejects_bad_thresholds_and_modes_with_exit_2() {
         assert!(r.stderr.contains(f), "stderr lacks {f:?}: {}", r.stderr);
     }
 }
+
+/// The drift reasons of a command, as `(node, reason, since)`.
+fn drift_of(cmd: &Value) -> Vec<(String, String, String)> {
+    cmd["drift"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no drift in {cmd:#}"))
+        .iter()
+        .map(|d| {
+            (
+                d["node"].as_str().unwrap().into(),
+                d["reason"].as_str().unwrap().into(),
+                d["since"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn disrupt_drifts_nodes_whose_requirements_changed_or_whose_type_left_the_catalog() {
+    // The NodePool now asks for spot; the nodes run on demand.
+    let dir = scratch("drift-requirements");
+    let (m, c) = cluster(&dir, INITIALIZED);
+    let text = std::fs::read_to_string(&m).unwrap().replacen(
+        "    spec:\n      nodeClassRef:",
+        "    spec:\n      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [spot]}]\n      nodeClassRef:",
+        1,
+    );
+    std::fs::write(&m, text).unwrap();
+    let out = json(&run(&m, &c, &[]));
+    let cmd = &out["commands"][0];
+    assert_eq!(cmd["method"], "drift", "{out:#}");
+    assert_eq!(cmd["reason"], "Drifted");
+    // Both drifted at --now; the name breaks the tie. web-a fits on another node.
+    assert_eq!(cmd["candidates"], serde_json::json!(["node-a"]));
+    assert_eq!(
+        drift_of(cmd),
+        [(
+            "node-a".to_string(),
+            "RequirementsDrifted".to_string(),
+            "2026-12-01T12:00:00Z".to_string()
+        )]
+    );
+    let table = run(&m, &c, &["-o", "table"]);
+    assert!(
+        table
+            .stdout
+            .contains("node-a drifted: RequirementsDrifted since 2026-12-01T12:00:00Z"),
+        "{}",
+        table.stdout
+    );
+
+    // The pool is unchanged but the catalog no longer has m5.large.
+    let dir = scratch("drift-catalog");
+    let (m, c) = cluster(&dir, INITIALIZED);
+    std::fs::write(
+        &c,
+        CATALOG
+            .replace("m5.large", "m6i.large")
+            .replace("0.096", "0.0864"),
+    )
+    .unwrap();
+    let out = json(&run(&m, &c, &[]));
+    let cmd = &out["commands"][0];
+    assert_eq!(cmd["method"], "drift", "{out:#}");
+    assert_eq!(
+        drift_of(cmd),
+        [(
+            "node-a".to_string(),
+            "InstanceTypeNotFound".to_string(),
+            "2026-12-01T12:00:00Z".to_string()
+        )]
+    );
+}
+
+/// The consolidation cluster with a Balanced pool (`threshold`: extra disruption fields) and
+/// node-c a candidate whose only pod is pinned and cheap to evict: deleting node-a and node-b
+/// saves 2/3 of the pool's cost for 4/5 of its disruption (score 0.83).
+fn balanced_cluster(dir: &Path, threshold: &str) -> (PathBuf, PathBuf) {
+    let (m, c) = cluster(dir, INITIALIZED);
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replacen(
+            "consolidationPolicy: WhenEmptyOrUnderutilized,",
+            &format!("consolidationPolicy: Balanced,{threshold}"),
+            1,
+        )
+        .replacen(
+            "  name: node-c\n  annotations: {karpenter.sh/do-not-disrupt: \"true\"}\n",
+            "  name: node-c\n",
+            1,
+        )
+        + &pod(
+            "web-c",
+            "node-c",
+            "  annotations: {karpenter.sh/do-not-disrupt: \"true\", controller.kubernetes.io/pod-deletion-cost: \"-1000000000\"}",
+        );
+    std::fs::write(&m, text).unwrap();
+    (m, c)
+}
+
+#[test]
+fn disrupt_balanced_pool_takes_only_moves_whose_savings_justify_the_disruption() {
+    // k = 2 (the default): 0.83 ≥ 0.5, the same move as WhenEmptyOrUnderutilized.
+    let (m, c) = balanced_cluster(&scratch("balanced-k2"), "");
+    let out = json(&run(&m, &c, &[]));
+    let cmd = &out["commands"][0];
+    assert_eq!(cmd["method"], "multi-node", "{out:#}");
+    assert_eq!(cmd["candidates"], serde_json::json!(["node-a", "node-b"]));
+
+    // k = 1: 0.83 < 1, and single-node's one-node moves score 0.83 too.
+    let (m, c) = balanced_cluster(&scratch("balanced-k1"), " consolidationThreshold: 1,");
+    let out = json(&run(&m, &c, &[]));
+    assert_eq!(out["commands"], serde_json::json!([]), "{out:#}");
+    let reason = |node: &str| {
+        out["not_candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .map(|n| n["reason"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{node} not listed: {out:#}"))
+    };
+    let rejected =
+        "score 0.83 < threshold 1.00 (consolidationThreshold: 1, savings 33.3%, disruption 40.0%)";
+    assert_eq!(reason("node-a"), rejected);
+    assert_eq!(reason("node-b"), rejected);
+    assert_eq!(
+        reason("node-c"),
+        "Pod \"default/web-c\" has \"karpenter.sh/do-not-disrupt\" annotation"
+    );
+
+    // Out of Karpenter's range, or without Balanced: exit 2 naming the field.
+    for (threshold, policy) in [
+        (" consolidationThreshold: 4,", "Balanced"),
+        (" consolidationThreshold: 2,", "WhenEmpty"),
+    ] {
+        let dir = scratch("balanced-invalid");
+        let (m, c) = balanced_cluster(&dir, threshold);
+        let text = std::fs::read_to_string(&m).unwrap().replacen(
+            "consolidationPolicy: Balanced",
+            &format!("consolidationPolicy: {policy}"),
+            1,
+        );
+        std::fs::write(&m, text).unwrap();
+        let r = run(&m, &c, &[]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        for f in [
+            "cluster.yaml",
+            "NodePool default",
+            "spec.disruption.consolidationThreshold",
+        ] {
+            assert!(r.stderr.contains(f), "stderr lacks {f:?}: {}", r.stderr);
+        }
+    }
+}

@@ -13,8 +13,8 @@ use crate::pod::Pod;
 use crate::taints::{Effect, Taint};
 
 use super::model::{
-    ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, NodeClaimFacts,
-    PodDisruptionBudget, PodFacts, DO_NOT_DISRUPT,
+    ConsolidateAfter, DisruptionInput, DisruptionSettings, NodeClaimFacts, PodDisruptionBudget,
+    PodFacts, DO_NOT_DISRUPT,
 };
 use super::time::{parse_go_duration, Timestamp};
 
@@ -68,7 +68,10 @@ impl Candidate {
             return Some(format!("NodePool {pool:?} has consolidation disabled"));
         };
         if !empty_only
-            && self.settings.consolidation_policy != ConsolidationPolicy::WhenEmptyOrUnderutilized
+            && !self
+                .settings
+                .consolidation_policy
+                .consolidates_underutilized()
         {
             return Some(format!(
                 "NodePool {pool:?} has non-empty consolidation disabled"

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::balanced;
 use super::budgets::Allowed;
 use super::candidates::{sort_by_savings_ratio, Candidate};
 use super::consolidation::{compute, filter_out_same_type, Outcome};
@@ -220,6 +221,7 @@ impl<'a> Pass<'a> {
         if within.len() < 2 {
             return None;
         }
+        let totals = balanced::pool_totals(self.candidates);
         let mut lo = 1;
         let mut hi = within.len().min(self.options.max_multi_node_candidates) - 1;
         let mut best: Option<(usize, Simulation)> = None;
@@ -245,6 +247,11 @@ impl<'a> Pass<'a> {
                 }
                 Outcome::NoOp(_) => None,
             };
+            // A move a Balanced pool rejects is invalid like one that cannot be done.
+            let valid = valid.filter(|sim| {
+                let savings = balanced::estimated_savings(prefix, sim);
+                balanced::approve(&totals, prefix, savings).is_ok()
+            });
             match valid {
                 Some(sim) => {
                     best = Some((mid, sim));
@@ -277,6 +284,7 @@ impl<'a> Pass<'a> {
                 None => by_pool.push((c.facts.nodepool.clone(), vec![c])),
             }
         }
+        let totals = balanced::pool_totals(self.candidates);
         let depth = by_pool.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
         let interleaved: Vec<&Candidate> = (0..depth)
             .flat_map(|i| by_pool.iter().filter_map(move |(_, v)| v.get(i).copied()))
@@ -300,6 +308,11 @@ impl<'a> Pass<'a> {
                     continue;
                 }
             };
+            let savings = balanced::estimated_savings(&[c], &sim);
+            if let Err(why) = balanced::approve(&totals, &[c], savings) {
+                self.note(&c.name, why);
+                continue;
+            }
             let at = self.now.plus(CONSOLIDATION_TTL);
             return Some(self.command(
                 Method::SingleNode,

@@ -18,6 +18,10 @@
 //! 5. **single-node consolidation**: the first candidate (savings-ratio order, pools
 //!    interleaved) that can be deleted or replaced by one strictly cheaper node.
 //!
+//! In both consolidation methods a move that takes nodes of a `Balanced` pool must also be
+//! approved by [`balanced`]'s score for every such pool; a rejected prefix counts as invalid in
+//! the multi-node search, and single-node goes on to the next candidate.
+//!
 //! Every simulation runs the provisioning scheduler ([`schedule`](crate::scheduling::schedule))
 //! on the cluster without the candidates, their reschedulable pods pending, so a move never
 //! leaves a running pod pending (except forceful expiration), never lands on an uninitialized
@@ -31,7 +35,7 @@
 //!   (they have no window to wait for).
 //! - Commands are not re-validated after the 15 s delay (there is nothing to re-read in a dry
 //!   run); `at` says when Karpenter would execute them.
-//! - Not implemented yet: the `Balanced` policy and static drift (`spec.replicas` pools).
+//! - Not implemented yet: static drift (`spec.replicas` pools).
 //!
 //! # Determinism and tie-breaks
 //! Nodes are visited in name order; consolidation orders candidates by savings ratio descending,
@@ -60,6 +64,7 @@
 //! assert_eq!(out.commands[0].candidates, ["node-1"]);
 //! ```
 
+pub mod balanced;
 pub mod budgets;
 pub mod candidates;
 pub mod consolidation;

@@ -41,6 +41,12 @@ impl Reason {
     pub const BUDGETED: [Reason; 3] = [Reason::Empty, Reason::Drifted, Reason::Underutilized];
 }
 
+/// Karpenter's default `spec.disruption.consolidationThreshold` (k) of a `Balanced` pool.
+pub const DEFAULT_CONSOLIDATION_THRESHOLD: u32 = 2;
+
+/// The values Karpenter's CRD accepts for `spec.disruption.consolidationThreshold`.
+pub const CONSOLIDATION_THRESHOLD_RANGE: std::ops::RangeInclusive<u32> = 1..=3;
+
 /// `spec.disruption.consolidationPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConsolidationPolicy {
@@ -49,6 +55,40 @@ pub enum ConsolidationPolicy {
     /// Empty and underutilized nodes (Karpenter's default).
     #[default]
     WhenEmptyOrUnderutilized,
+    /// Karpenter 1.14's `Balanced`: as `WhenEmptyOrUnderutilized`, but a consolidation move is
+    /// taken only when its share of the pool's cost saved is at least `1/k` of its share of the
+    /// pool's disruption cost (see [`balanced`](super::balanced)).
+    Balanced {
+        /// `spec.disruption.consolidationThreshold` (k, 1..=3, default 2).
+        consolidation_threshold: u32,
+    },
+}
+
+impl ConsolidationPolicy {
+    /// `Balanced` with Karpenter's default threshold (k = 2).
+    #[must_use]
+    pub fn balanced() -> Self {
+        ConsolidationPolicy::Balanced {
+            consolidation_threshold: DEFAULT_CONSOLIDATION_THRESHOLD,
+        }
+    }
+
+    /// Whether non-empty (underutilized) nodes may be consolidated.
+    #[must_use]
+    pub fn consolidates_underutilized(self) -> bool {
+        !matches!(self, ConsolidationPolicy::WhenEmpty)
+    }
+
+    /// The threshold k of a `Balanced` pool (`None` for the other policies).
+    #[must_use]
+    pub fn balanced_threshold(self) -> Option<u32> {
+        match self {
+            ConsolidationPolicy::Balanced {
+                consolidation_threshold,
+            } => Some(consolidation_threshold),
+            _ => None,
+        }
+    }
 }
 
 /// `spec.disruption.consolidateAfter`.

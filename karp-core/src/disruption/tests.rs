@@ -839,3 +839,234 @@ mod properties {
 
 #[path = "tests_global.rs"]
 mod global;
+
+// ---- balanced (Karpenter 1.14's balanced_scoring_test cases) ---------------------------------
+
+/// Move `node` (already added with [`Fixture::node`]) into pool `pool`, creating the pool over
+/// the fixture's types when needed.
+fn move_to_pool(f: &mut Fixture, node: &str, pool: &str) {
+    if !f.input.snapshot.node_pools.iter().any(|p| p.name == pool) {
+        let types = f.types.clone();
+        f.input.snapshot.node_pools.push(nodepool(pool, types));
+    }
+    f.facts(node).nodepool = pool.into();
+    for n in &mut f.input.snapshot.nodes {
+        if n.name == node {
+            n.labels.insert(labels::NODEPOOL.into(), pool.into());
+        }
+    }
+}
+
+/// The Balanced scores of the pools of `nodes` for a move saving `savings`.
+fn balanced_scores(
+    input: &DisruptionInput,
+    nodes: &[&str],
+    savings: f64,
+) -> Vec<(String, balanced::Score)> {
+    let (all, _) = candidates::evaluate(input, now());
+    let chosen: Vec<&candidates::Candidate> = all
+        .iter()
+        .filter(|c| nodes.contains(&c.name.as_str()))
+        .collect();
+    balanced::evaluate(&balanced::pool_totals(&all), &chosen, savings)
+}
+
+#[test]
+fn balanced_deletes_one_of_ten_equal_nodes_with_a_score_of_one() {
+    let mut f = Fixture::new(two_cpu());
+    for i in 0..10 {
+        let n = format!("node-{i}");
+        f.node(&n, "m.large", "on-demand");
+        f.pod(web(&format!("web-{i}"), "500m"), &n);
+    }
+    f.settings().consolidation_policy = ConsolidationPolicy::balanced();
+    // One node at a time, so multi-node consolidation has nothing to batch.
+    f.settings().budgets = vec![Budget::nodes("1").reasons(&[Reason::Underutilized])];
+    let out = f.plan();
+    let c = &out.commands[0];
+    assert_eq!(
+        (c.method, c.decision),
+        (Method::SingleNode, Decision::Delete)
+    );
+    assert_eq!(c.candidates, ["node-0"]);
+    // savings 10 % of the pool's cost, disruption 2 of 20: score 1.0 ≥ 0.5.
+    let scores = balanced_scores(&f.input, &["node-0"], c.savings_per_hour);
+    assert_eq!(scores.len(), 1);
+    let (pool, s) = &scores[0];
+    assert_eq!(pool, "default");
+    assert!((s.score - 1.0).abs() < 1e-9, "{s:?}");
+    assert!((s.savings_fraction - 0.1).abs() < 1e-9);
+    assert!((s.disruption_fraction - 0.1).abs() < 1e-9);
+    assert!(s.approved);
+}
+
+/// Four 4-CPU nodes at $1/h; node-a's three 500m pods fit a 2-CPU node at $0.60/h spot, the
+/// others are full. Replacing node-a saves 10 % of the pool's cost for 25 % of its disruption.
+fn marginal_replace(policy: ConsolidationPolicy) -> Fixture {
+    let types = vec![
+        instance_type("big")
+            .cpu("4")
+            .memory("16Gi")
+            .price(1.0)
+            .capacity_types(["on-demand"])
+            .build(),
+        instance_type("small")
+            .cpu("2")
+            .memory("8Gi")
+            .price(0.7)
+            .spot_price(0.6)
+            .build(),
+    ];
+    let mut f = Fixture::new(types);
+    f.node("node-a", "big", "on-demand");
+    for i in 0..3 {
+        f.pod(web(&format!("a-{i}"), "500m"), "node-a");
+    }
+    for n in ["node-b", "node-c", "node-d"] {
+        f.node(n, "big", "on-demand");
+        for i in 0..3 {
+            f.pod(web(&format!("{n}-{i}"), "1200m"), n);
+        }
+    }
+    f.settings().consolidation_policy = policy;
+    f
+}
+
+#[test]
+fn balanced_rejects_a_marginal_replace_that_when_empty_or_underutilized_takes() {
+    let out = marginal_replace(ConsolidationPolicy::WhenEmptyOrUnderutilized).plan();
+    let c = &out.commands[0];
+    assert_eq!(
+        (c.method, c.decision, c.candidates.as_slice()),
+        (
+            Method::SingleNode,
+            Decision::Replace,
+            ["node-a".to_string()].as_slice()
+        )
+    );
+    assert!((c.savings_per_hour - 0.4).abs() < 1e-9);
+
+    let out = marginal_replace(ConsolidationPolicy::balanced()).plan();
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    assert_eq!(
+        reason_of(&out, "node-a"),
+        "score 0.40 < threshold 0.50 (consolidationThreshold: 2, savings 10.0%, disruption 25.0%)"
+    );
+    // Single-node went on to the next candidates: node-b's pods could move to node-a and a small
+    // node, the same marginal move.
+    assert_eq!(reason_of(&out, "node-b"), reason_of(&out, "node-a"));
+
+    // k = 3 lowers the bar to 1/3: the same move is taken.
+    let out = marginal_replace(ConsolidationPolicy::Balanced {
+        consolidation_threshold: 3,
+    })
+    .plan();
+    assert_eq!(out.commands[0].candidates, ["node-a"]);
+    assert_eq!(out.commands[0].decision, Decision::Replace);
+}
+
+/// Pool `bal` (Balanced): b-0 runs six 250m pods, b-1..b-3 one do-not-disrupt pod each. Pool
+/// `default`: d-0 runs one pod, d-1 one do-not-disrupt pod. Every pod fits elsewhere.
+fn cross_pool(k: u32) -> Fixture {
+    let mut f = Fixture::new(two_cpu());
+    for n in ["b-0", "b-1", "b-2", "b-3", "d-0", "d-1"] {
+        f.node(n, "m.large", "on-demand");
+    }
+    for i in 0..6 {
+        f.pod(web(&format!("b0-{i}"), "250m"), "b-0");
+    }
+    for n in ["b-1", "b-2", "b-3", "d-1"] {
+        f.pod(web(&format!("{n}-pinned"), "250m"), n).do_not_disrupt = Some("true".into());
+    }
+    f.pod(web("d0-pod", "250m"), "d-0");
+    for n in ["b-0", "b-1", "b-2", "b-3"] {
+        move_to_pool(&mut f, n, "bal");
+    }
+    f.settings().budgets = vec![Budget::nodes("100%")];
+    let bal = f.input.pools.entry("bal".into()).or_default();
+    bal.budgets = vec![Budget::nodes("100%")];
+    bal.consolidation_policy = ConsolidationPolicy::Balanced {
+        consolidation_threshold: k,
+    };
+    f
+}
+
+#[test]
+fn balanced_attributes_a_cross_pool_moves_savings_by_price_share() {
+    // Deleting b-0 and d-0 saves $0.20/h; b-0's pool is credited half (its share of the
+    // candidates' price): savings 0.1/0.4 = 25 %, disruption 7/13 ≈ 53.8 %, score ≈ 0.46.
+    let f = cross_pool(2);
+    let scores = balanced_scores(&f.input, &["b-0", "d-0"], 0.2);
+    assert_eq!(scores.len(), 1, "only the Balanced pool scores: {scores:?}");
+    let (pool, s) = &scores[0];
+    assert_eq!(pool, "bal");
+    assert!((s.savings_fraction - 0.25).abs() < 1e-9, "{s:?}");
+    assert!((s.disruption_fraction - 7.0 / 13.0).abs() < 1e-9, "{s:?}");
+    assert!((s.score - 3.25 / 7.0).abs() < 1e-9, "{s:?}");
+    assert!(!s.approved);
+    // Rejected as a batch, so multi-node finds nothing and single-node takes d-0 alone (its
+    // pool does not score).
+    let out = f.plan();
+    let c = &out.commands[0];
+    assert_eq!(
+        (c.method, c.decision),
+        (Method::SingleNode, Decision::Delete)
+    );
+    assert_eq!(c.candidates, ["d-0"]);
+
+    // With k = 3 (threshold 1/3) the pool approves the batch.
+    let out = cross_pool(3).plan();
+    let c = &out.commands[0];
+    assert_eq!(
+        (c.method, c.decision),
+        (Method::MultiNode, Decision::Delete)
+    );
+    assert_eq!(c.candidates, ["b-0", "d-0"]);
+}
+
+#[test]
+fn balanced_never_approves_a_move_without_savings() {
+    let zero = |policy| {
+        let mut types = two_cpu();
+        types.push(
+            instance_type("m.free")
+                .cpu("2")
+                .memory("8Gi")
+                .price(0.0)
+                .capacity_types(["on-demand"])
+                .build(),
+        );
+        let mut f = Fixture::new(types);
+        f.node("node-a", "m.large", "on-demand");
+        f.pod(web("pinned", "500m"), "node-a").do_not_disrupt = Some("true".into());
+        f.node("node-z", "m.free", "on-demand");
+        f.pod(web("z", "500m"), "node-z");
+        f.settings().consolidation_policy = policy;
+        f.plan()
+    };
+    // WhenEmptyOrUnderutilized deletes the free node: its pod fits on node-a.
+    let out = zero(ConsolidationPolicy::WhenEmptyOrUnderutilized);
+    assert_eq!(out.commands[0].candidates, ["node-z"]);
+    assert_eq!(out.commands[0].decision, Decision::Delete);
+    // Balanced does not: the move saves nothing.
+    let out = zero(ConsolidationPolicy::balanced());
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    assert!(
+        reason_of(&out, "node-z")
+            .starts_with("score 0.00 < threshold 0.50 (consolidationThreshold: 2, savings 0.0%"),
+        "{}",
+        reason_of(&out, "node-z")
+    );
+}
+
+#[test]
+fn balanced_pools_still_delete_empty_nodes() {
+    let mut f = Fixture::new(two_cpu());
+    f.node("node-a", "m.large", "on-demand");
+    f.node("node-b", "m.large", "on-demand");
+    f.pod(web("busy", "1"), "node-b");
+    f.settings().consolidation_policy = ConsolidationPolicy::balanced();
+    let out = f.plan();
+    assert_eq!(out.commands[0].method, Method::Emptiness);
+    assert_eq!(out.commands[0].candidates, ["node-a"]);
+}

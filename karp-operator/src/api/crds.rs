@@ -512,12 +512,24 @@ pub fn nodepool_crd() -> Value {
                 ),
                 (
                     "consolidationPolicy",
-                    S::enumeration(&["WhenEmpty", "WhenEmptyOrUnderutilized"])
+                    S::enumeration(&["WhenEmpty", "WhenEmptyOrUnderutilized", "Balanced"])
                         .default(json!("WhenEmptyOrUnderutilized"))
-                        .desc("Which nodes consolidation may remove."),
+                        .desc("Which nodes consolidation may remove (Balanced: only moves whose savings justify their disruption)."),
+                ),
+                (
+                    "consolidationThreshold",
+                    S::integer()
+                        .set("format", json!("int32"))
+                        .set("minimum", json!(1))
+                        .set("maximum", json!(3))
+                        .desc("k of the Balanced policy: a move is taken when its score (share of the pool's cost saved over share of its disruption) is at least 1/k (default 2)."),
                 ),
             ])
             .required(&["consolidateAfter"])
+            .cel(
+                "!has(self.consolidationThreshold) || self.consolidationPolicy == 'Balanced'",
+                "consolidationThreshold is only valid when consolidationPolicy is Balanced",
+            )
             .default(json!({"consolidateAfter": "0s"}))
             .desc("How nodes of this pool may be disrupted."),
         ),
@@ -1103,6 +1115,16 @@ mod tests {
             spec["properties"]["disruption"]["properties"]["consolidationPolicy"]["default"],
             "WhenEmptyOrUnderutilized"
         );
+        let disruption = &spec["properties"]["disruption"];
+        assert_eq!(
+            disruption["properties"]["consolidationPolicy"]["enum"],
+            json!(["WhenEmpty", "WhenEmptyOrUnderutilized", "Balanced"])
+        );
+        let k = &disruption["properties"]["consolidationThreshold"];
+        assert_eq!((&k["minimum"], &k["maximum"]), (&json!(1), &json!(3)));
+        assert!(disruption["x-kubernetes-validations"]
+            .to_string()
+            .contains("consolidationThreshold is only valid when consolidationPolicy is Balanced"));
         assert_eq!(
             spec["properties"]["template"]["properties"]["spec"]["properties"]["expireAfter"]
                 ["default"],

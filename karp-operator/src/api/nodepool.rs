@@ -189,9 +189,12 @@ pub struct NodeClassReference {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Disruption {
-    /// `WhenEmpty` or `WhenEmptyOrUnderutilized`.
+    /// `WhenEmpty`, `WhenEmptyOrUnderutilized` or `Balanced`.
     #[serde(default)]
     pub consolidation_policy: Option<String>,
+    /// k of the `Balanced` policy (1..=3, default 2; only with `Balanced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidation_threshold: Option<i64>,
     /// Delay before consolidating (`1m`, `Never`).
     #[serde(default)]
     pub consolidate_after: Option<FlexString>,

@@ -51,7 +51,7 @@ use std::time::Instant;
 use karp_core::disruption::stable::Pass;
 use karp_core::disruption::{
     lower_bound_per_hour, plan, plan_until_stable, Allowed, DisruptionInput, DisruptionOptions,
-    DisruptionPlan, Mode, SavingsThreshold, Timestamp,
+    DisruptionPlan, Method, Mode, SavingsThreshold, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +113,21 @@ pub struct CommandOutput {
     /// A lower bound on the hourly cost of the cluster that remains (as `cost.lower_bound_per_hour`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower_bound_per_hour: Option<f64>,
+    /// Why each candidate of a drift command drifted (absent for other methods).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftOutput>,
+}
+
+/// Why a node drifted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftOutput {
+    /// Node name.
+    pub node: String,
+    /// `NodePoolDrifted`, `RequirementsDrifted`, `InstanceTypeNotFound`, or the `Drifted`
+    /// condition's reason.
+    pub reason: String,
+    /// Since when (RFC 3339).
+    pub since: String,
 }
 
 /// A managed node in no command.
@@ -342,6 +357,21 @@ fn render(
             savings_per_hour: money(c.savings_per_hour),
             at: c.at.to_string(),
             lower_bound_per_hour: Some(bound),
+            drift: if c.method == Method::Drift {
+                c.candidates
+                    .iter()
+                    .filter_map(|n| {
+                        let d = input.nodes.get(n)?.drifted.as_ref()?;
+                        Some(DriftOutput {
+                            node: n.clone(),
+                            reason: d.reason.clone(),
+                            since: d.since.to_string(),
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     DisruptOutput {
@@ -395,6 +425,9 @@ pub fn render_table(o: &DisruptOutput) -> String {
             c.at,
             c.savings_per_hour
         );
+        for d in &c.drift {
+            let _ = writeln!(out, "  {} drifted: {} since {}", d.node, d.reason, d.since);
+        }
         for r in &c.replacements {
             let _ = writeln!(
                 out,

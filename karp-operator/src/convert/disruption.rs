@@ -11,6 +11,19 @@
 //! manifest) counts as Ready. A PDB without `status` gets `disruptionsAllowed` computed from the
 //! pods it selects, as kube-controller-manager does (bound pods without status count as Running
 //! and Ready).
+//!
+//! Drift, at `now`, as Karpenter's NodeClaim disruption controller decides it, first match wins:
+//! a `Drifted` condition already on the NodeClaim (its reason kept); `NodePoolDrifted` (the
+//! `karpenter.sh/nodepool-hash` annotations differ under equal hash versions);
+//! `RequirementsDrifted` (the node's labels are no longer compatible with the NodePool template's
+//! requirements: every requirement on a label the node has must allow its value, and one on a
+//! label it lacks must be `NotIn` or `DoesNotExist`); `InstanceTypeNotFound` (the node's
+//! instance type is no longer among its NodePool's instance types, or none of that type's
+//! offerings, available or not, matches the node's zone and capacity type). The labels judged
+//! are the Node's overlaid with the NodeClaim's (beta keys normalized), completed with the labels
+//! the catalog's instance type pins to one value when the manifests leave them out (Karpenter
+//! stamps them on every NodeClaim it launches). A node without an instance-type label is not
+//! judged on its instance type.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +33,9 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use karp_core::disruption::model::{
+    CONSOLIDATION_THRESHOLD_RANGE, DEFAULT_CONSOLIDATION_THRESHOLD,
+};
 use karp_core::disruption::time::parse_go_duration;
 use karp_core::disruption::{
     Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
@@ -27,6 +43,7 @@ use karp_core::disruption::{
 };
 use karp_core::labels;
 use karp_core::pod::LabelSelector;
+use karp_core::requirements::Requirements;
 
 use super::pod::label_selector;
 use super::snapshot::{ClusterObjects, Converted, Input, PodSource};
@@ -82,8 +99,24 @@ pub fn disruption_settings(
     let Some(d) = &np.spec.disruption else {
         return Ok(s);
     };
-    if d.consolidation_policy.as_deref() == Some("WhenEmpty") {
-        s.consolidation_policy = ConsolidationPolicy::WhenEmpty;
+    match d.consolidation_policy.as_deref() {
+        Some("WhenEmpty") => s.consolidation_policy = ConsolidationPolicy::WhenEmpty,
+        Some("Balanced") => {
+            let field = "spec.disruption.consolidationThreshold";
+            let k = match d.consolidation_threshold {
+                None => DEFAULT_CONSOLIDATION_THRESHOLD,
+                Some(k) => u32::try_from(k)
+                    .ok()
+                    .filter(|k| CONSOLIDATION_THRESHOLD_RANGE.contains(k))
+                    .ok_or_else(|| {
+                        field_err(origin, field, format!("must be between 1 and 3, got {k}"))
+                    })?,
+            };
+            s.consolidation_policy = ConsolidationPolicy::Balanced {
+                consolidation_threshold: k,
+            };
+        }
+        _ => {}
     }
     if let Some(after) = &d.consolidate_after {
         let field = "spec.disruption.consolidateAfter";
@@ -282,11 +315,82 @@ fn pdb(
     })
 }
 
+/// `RequirementsDrifted`: the node's labels no longer satisfy the NodePool's requirements.
+pub const REQUIREMENTS_DRIFTED: &str = "RequirementsDrifted";
+/// `InstanceTypeNotFound`: the node's instance type or offering is gone from its NodePool's.
+pub const INSTANCE_TYPE_NOT_FOUND: &str = "InstanceTypeNotFound";
+
+/// The labels drift is judged on: the Node's overlaid with the NodeClaim's, beta keys normalized
+/// (a stable key wins over its beta twin), completed with the labels `pool`'s instance type of
+/// that name pins to one value.
+fn drift_labels(
+    node: &corev1::Node,
+    claim: Option<&NodeClaim>,
+    pool: &karp_core::cluster::NodePool,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let sources = [
+        node.metadata.labels.as_ref(),
+        claim.and_then(|c| c.metadata.labels.as_ref()),
+    ];
+    for labels in sources.into_iter().flatten() {
+        let mut beta = Vec::new();
+        for (k, v) in labels {
+            let key = labels::normalize_key(k);
+            if key == k {
+                out.insert(k.clone(), v.clone());
+            } else {
+                beta.push((key, v));
+            }
+        }
+        for (key, v) in beta {
+            if !labels.contains_key(key) {
+                out.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    let it = out
+        .get(labels::INSTANCE_TYPE)
+        .and_then(|name| pool.instance_types.iter().find(|t| &t.name == name));
+    if let Some(it) = it {
+        for r in it.requirements.iter() {
+            if let Some(v) = r.single_value() {
+                out.entry(r.key().to_string())
+                    .or_insert_with(|| v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Karpenter's drift reasons computed from the NodePool and the catalog (after the hash): the
+/// labels against the requirements, then the instance type and offering.
+fn computed_drift(
+    labels: &BTreeMap<String, String>,
+    pool: &karp_core::cluster::NodePool,
+) -> Option<&'static str> {
+    let node = Requirements::from_labels(labels);
+    // Strict compatibility: a requirement on a label the node lacks must allow absence.
+    if node.compatible(&pool.requirements, &|_| false).is_err() {
+        return Some(REQUIREMENTS_DRIFTED);
+    }
+    let name = labels.get(labels::INSTANCE_TYPE)?;
+    let Some(it) = pool.instance_types.iter().find(|t| &t.name == name) else {
+        return Some(INSTANCE_TYPE_NOT_FOUND);
+    };
+    // An unavailable offering (insufficient capacity) is not a gone one.
+    if !it.offerings.iter().any(|o| o.compatible(&node)) {
+        return Some(INSTANCE_TYPE_NOT_FOUND);
+    }
+    None
+}
+
 /// The facts of one managed node.
 fn node_facts(
     node: &Input<Arc<corev1::Node>>,
     claim: Option<&Input<Arc<NodeClaim>>>,
     pool: &Input<Arc<NodePool>>,
+    pool_view: Option<&karp_core::cluster::NodePool>,
     snapshot_node: Option<&karp_core::cluster::Node>,
     pods: &[&corev1::Pod],
     now: Timestamp,
@@ -376,6 +480,13 @@ fn node_facts(
                 .max();
             f.drifted = hash_drift(&n.metadata, &pool.object, now);
         }
+    }
+    if let (None, Some(view)) = (&f.drifted, pool_view) {
+        let labels = drift_labels(n, claim.map(|c| c.object.as_ref()), view);
+        f.drifted = computed_drift(&labels, view).map(|reason| Drift {
+            reason: reason.into(),
+            since: now,
+        });
     }
     Ok(f)
 }
@@ -511,7 +622,11 @@ pub fn disruption_input(
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
             .collect();
         let snapshot_node = snapshot.nodes.iter().find(|s| s.name == name);
-        let facts = node_facts(n, claim, pool, snapshot_node, &on_node, now)?;
+        let pool_view = snapshot
+            .node_pools
+            .iter()
+            .find(|p| p.name == pool.origin.name);
+        let facts = node_facts(n, claim, pool, pool_view, snapshot_node, &on_node, now)?;
         input.nodes.insert(name.to_string(), facts);
     }
     for p in pdbs {
@@ -555,6 +670,217 @@ mod tests {
                 .reasons(&[Reason::Drifted])
                 .during("@daily", Duration::from_secs(5400))]
         );
+    }
+
+    #[test]
+    fn balanced_converts_with_its_threshold_defaulting_to_two() {
+        let pool = |disruption: &str| -> NodePool {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: p}}\nspec:\n  disruption: {disruption}\n  template: {{spec: {{nodeClassRef: {{name: c}}}}}}\n"
+            ))
+            .unwrap()
+        };
+        let o = origin("NodePool", None, "p");
+        let s = disruption_settings(&o, &pool("{consolidationPolicy: Balanced}")).unwrap();
+        assert_eq!(s.consolidation_policy, ConsolidationPolicy::balanced());
+        let s = disruption_settings(
+            &o,
+            &pool("{consolidationPolicy: Balanced, consolidationThreshold: 3}"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.consolidation_policy,
+            ConsolidationPolicy::Balanced {
+                consolidation_threshold: 3
+            }
+        );
+        let e = disruption_settings(
+            &o,
+            &pool("{consolidationPolicy: Balanced, consolidationThreshold: 9}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("spec.disruption.consolidationThreshold"), "{e}");
+    }
+
+    use karp_core::cloud::{InstanceType, Offering};
+    use karp_core::requirements::{Operator, Requirement};
+    use karp_core::resources::Resources;
+
+    fn m5_large(offerings: Vec<Offering>) -> Arc<InstanceType> {
+        let labels = [(
+            "karpenter.k8s.aws/instance-family".to_string(),
+            "m5".to_string(),
+        )]
+        .into();
+        Arc::new(InstanceType::new(
+            "m5.large",
+            &labels,
+            Resources::new(),
+            Resources::new(),
+            offerings,
+        ))
+    }
+
+    /// A pool offering m5.large on demand in us-east-1a, with `reqs` as its requirements.
+    fn pool_view(reqs: &[(&str, Operator, &[&str])]) -> karp_core::cluster::NodePool {
+        let mut p = karp_core::cluster::NodePool::new(
+            "default",
+            vec![m5_large(vec![Offering::new(
+                "us-east-1a",
+                "on-demand",
+                0.096,
+            )])],
+        );
+        for (k, op, values) in reqs {
+            p.requirements
+                .add(Requirement::new(*k, *op, values.iter().copied()).unwrap());
+        }
+        p
+    }
+
+    fn node_object(labels: &str) -> corev1::Node {
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: n\n  labels: {{karpenter.sh/nodepool: default, {labels}}}\n"
+        ))
+        .unwrap()
+    }
+
+    const M5_NODE: &str = "node.kubernetes.io/instance-type: m5.large, topology.kubernetes.io/zone: us-east-1a, karpenter.sh/capacity-type: on-demand";
+
+    fn drift(node_labels: &str, pool: &karp_core::cluster::NodePool) -> Option<&'static str> {
+        computed_drift(&drift_labels(&node_object(node_labels), None, pool), pool)
+    }
+
+    #[test]
+    fn requirements_drift_follows_karpenters_strict_compatibility() {
+        use Operator::{DoesNotExist, Exists, In, NotIn};
+        let ok = pool_view(&[
+            ("karpenter.sh/capacity-type", In, &["on-demand", "spot"]),
+            ("kubernetes.io/arch", In, &["amd64"]),
+            // Absent labels satisfy NotIn and DoesNotExist.
+            ("example.com/team", NotIn, &["x"]),
+            ("example.com/gpu", DoesNotExist, &[]),
+        ]);
+        assert_eq!(drift(M5_NODE, &ok), None);
+        // A beta key on the node is read as its stable key.
+        assert_eq!(
+            drift(&format!("{M5_NODE}, beta.kubernetes.io/arch: amd64"), &ok),
+            None
+        );
+        for reqs in [
+            [("karpenter.sh/capacity-type", In, &["spot"][..])],
+            [("example.com/gpu", Exists, &[][..])],
+            [("example.com/team", In, &["a"][..])],
+            [("topology.kubernetes.io/zone", NotIn, &["us-east-1a"][..])],
+        ] {
+            assert_eq!(
+                drift(M5_NODE, &pool_view(&reqs)),
+                Some(REQUIREMENTS_DRIFTED),
+                "{reqs:?}"
+            );
+        }
+        assert_eq!(
+            drift(
+                &format!("{M5_NODE}, example.com/team: a"),
+                &pool_view(&[("example.com/team", In, &["a"])])
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn labels_the_catalog_pins_fill_what_the_manifests_leave_out() {
+        let family = |v: &'static [&'static str]| {
+            pool_view(&[("karpenter.k8s.aws/instance-family", Operator::In, v)])
+        };
+        // The Node carries no instance-family label; m5.large's catalog entry says m5.
+        assert_eq!(drift(M5_NODE, &family(&["m5", "c5"])), None);
+        assert_eq!(drift(M5_NODE, &family(&["c5"])), Some(REQUIREMENTS_DRIFTED));
+        // A label the node does carry wins over the catalog.
+        assert_eq!(
+            drift(
+                &format!("{M5_NODE}, karpenter.k8s.aws/instance-family: c5"),
+                &family(&["m5"])
+            ),
+            Some(REQUIREMENTS_DRIFTED)
+        );
+    }
+
+    #[test]
+    fn instance_type_drift_when_the_type_or_its_offering_is_gone_but_not_when_unavailable() {
+        let mut gone = pool_view(&[]);
+        gone.instance_types.clear();
+        assert_eq!(drift(M5_NODE, &gone), Some(INSTANCE_TYPE_NOT_FOUND));
+        let mut other_zone = pool_view(&[]);
+        other_zone.instance_types = vec![m5_large(vec![Offering::new(
+            "us-east-1b",
+            "on-demand",
+            0.096,
+        )])];
+        assert_eq!(drift(M5_NODE, &other_zone), Some(INSTANCE_TYPE_NOT_FOUND));
+        let mut spot_only = pool_view(&[]);
+        spot_only.instance_types = vec![m5_large(vec![Offering::new("us-east-1a", "spot", 0.03)])];
+        assert_eq!(drift(M5_NODE, &spot_only), Some(INSTANCE_TYPE_NOT_FOUND));
+        let mut unavailable = pool_view(&[]);
+        let mut o = Offering::new("us-east-1a", "on-demand", 0.096);
+        o.available = false;
+        unavailable.instance_types = vec![m5_large(vec![o])];
+        assert_eq!(drift(M5_NODE, &unavailable), None);
+        // Without an instance-type label there is nothing to look up.
+        assert_eq!(
+            drift("topology.kubernetes.io/zone: us-east-1a", &gone),
+            None
+        );
+    }
+
+    #[test]
+    fn an_existing_drifted_condition_keeps_its_reason_and_claim_labels_override_the_node() {
+        let node = Input {
+            origin: origin("Node", None, "n"),
+            object: Arc::new(node_object(M5_NODE)),
+        };
+        let np: NodePool = serde_yaml::from_str(
+            "metadata: {name: default}\nspec:\n  template: {spec: {nodeClassRef: {name: c}}}\n",
+        )
+        .unwrap();
+        let pool = Input {
+            origin: origin("NodePool", None, "default"),
+            object: Arc::new(np),
+        };
+        let claim = |status: &str| -> Input<Arc<NodeClaim>> {
+            Input {
+                origin: origin("NodeClaim", None, "c"),
+                object: Arc::new(
+                    serde_yaml::from_str(&format!(
+                        "metadata: {{name: c, labels: {{karpenter.sh/capacity-type: spot}}}}\nspec: {{nodeClassRef: {{name: c}}}}\nstatus: {status}\n"
+                    ))
+                    .unwrap(),
+                ),
+            }
+        };
+        let view = pool_view(&[("karpenter.sh/capacity-type", Operator::In, &["on-demand"])]);
+        let now = Timestamp::from_utc(2026, 12, 1, 12, 0, 0);
+        let facts = |status: &str| {
+            node_facts(
+                &node,
+                Some(&claim(status)),
+                &pool,
+                Some(&view),
+                None,
+                &[],
+                now,
+            )
+            .unwrap()
+            .drifted
+        };
+        // The claim says spot, the pool wants on-demand.
+        let d = facts("{conditions: []}").unwrap();
+        assert_eq!((d.reason.as_str(), d.since), (REQUIREMENTS_DRIFTED, now));
+        let d = facts("{conditions: [{type: Drifted, status: \"True\", reason: AMIDrift, lastTransitionTime: \"2026-12-01T10:00:00Z\"}]}")
+            .unwrap();
+        assert_eq!(d.reason, "AMIDrift");
+        assert_eq!(d.since, Timestamp::from_utc(2026, 12, 1, 10, 0, 0));
     }
 
     fn web(name: &str, bound: bool, ready: bool) -> corev1::Pod {

@@ -135,15 +135,37 @@ pub fn convert_nodepool(
             d.consolidate_after.as_ref(),
         )?;
         match d.consolidation_policy.as_deref() {
-            None | Some("WhenEmpty" | "WhenEmptyOrUnderutilized") => {}
+            None | Some("WhenEmpty" | "WhenEmptyOrUnderutilized" | "Balanced") => {}
             Some(other) => {
                 return Err(field_err(
                     object,
                     "spec.disruption.consolidationPolicy",
                     format!(
-                        "unknown value {other:?} (expected WhenEmpty or WhenEmptyOrUnderutilized)"
+                        "unknown value {other:?} (expected WhenEmpty, WhenEmptyOrUnderutilized or Balanced)"
                     ),
                 ))
+            }
+        }
+        if let Some(k) = d.consolidation_threshold {
+            let field = "spec.disruption.consolidationThreshold";
+            let range = karp_core::disruption::model::CONSOLIDATION_THRESHOLD_RANGE;
+            if !u32::try_from(k).is_ok_and(|k| range.contains(&k)) {
+                return Err(field_err(
+                    object,
+                    field,
+                    format!(
+                        "must be between {} and {}, got {k}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+            if d.consolidation_policy.as_deref() != Some("Balanced") {
+                return Err(field_err(
+                    object,
+                    field,
+                    "consolidationThreshold is only valid when consolidationPolicy is Balanced",
+                ));
             }
         }
         for (i, b) in d.budgets.iter().enumerate() {
@@ -287,6 +309,9 @@ mod tests {
             ("  template: {spec: {nodeClassRef: {name: c, kind: Other}}}\n", "spec.template.spec.nodeClassRef.kind"),
             ("  template: {spec: {expireAfter: 30d, nodeClassRef: {name: c}}}\n", "spec.template.spec.expireAfter"),
             ("  disruption: {consolidationPolicy: Sometimes}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.disruption.consolidationPolicy"),
+            ("  disruption: {consolidationPolicy: Balanced, consolidationThreshold: 0}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.disruption.consolidationThreshold: must be between 1 and 3, got 0"),
+            ("  disruption: {consolidationPolicy: Balanced, consolidationThreshold: 4}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.disruption.consolidationThreshold: must be between 1 and 3, got 4"),
+            ("  disruption: {consolidationThreshold: 2}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.disruption.consolidationThreshold: consolidationThreshold is only valid when consolidationPolicy is Balanced"),
             ("  disruption: {budgets: [{nodes: 150%}]}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.disruption.budgets[0].nodes"),
             (
                 "  template: {spec: {requirements: [{key: a, operator: In, values: [x], minValues: 2}], nodeClassRef: {name: c}}}\n",
