@@ -143,12 +143,14 @@ pub fn estimated_savings(candidates: &[&Candidate], sim: &Simulation) -> f64 {
     before - after
 }
 
-/// The score of every `Balanced` pool that `candidates` take nodes from, in pool-name order.
+/// The score of every `Balanced` pool that `candidates` take nodes from, in pool-name order
+/// (every pool, with `default_k` for the others, when it is given).
 #[must_use]
 pub fn evaluate(
     totals: &BTreeMap<String, PoolTotals>,
     candidates: &[&Candidate],
     savings: f64,
+    default_k: Option<u32>,
 ) -> Vec<(String, Score)> {
     let mut by_pool: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for &c in candidates {
@@ -160,7 +162,12 @@ pub fn evaluate(
     let all_cost: f64 = candidates.iter().filter_map(|c| priced(c)).sum();
     let mut out = Vec::new();
     for (pool, cs) in &by_pool {
-        let Some(k) = cs[0].settings.consolidation_policy.balanced_threshold() else {
+        let Some(k) = cs[0]
+            .settings
+            .consolidation_policy
+            .balanced_threshold()
+            .or(default_k)
+        else {
             continue;
         };
         let disruption: f64 = cs.iter().map(|c| c.disruption_cost).sum();
@@ -186,10 +193,24 @@ pub fn approve(
     candidates: &[&Candidate],
     savings: f64,
 ) -> Result<(), String> {
+    approve_with(totals, candidates, savings, None)
+}
+
+/// [`approve`], scoring pools that are not `Balanced` with `default_k` when it is given (the
+/// global consolidator justifies every move this way).
+///
+/// # Errors
+/// The rejection message.
+pub fn approve_with(
+    totals: &BTreeMap<String, PoolTotals>,
+    candidates: &[&Candidate],
+    savings: f64,
+    default_k: Option<u32>,
+) -> Result<(), String> {
     let spans_pools = candidates
         .iter()
         .any(|c| c.facts.nodepool != candidates[0].facts.nodepool);
-    match evaluate(totals, candidates, savings)
+    match evaluate(totals, candidates, savings, default_k)
         .into_iter()
         .find(|(_, s)| !s.approved)
     {

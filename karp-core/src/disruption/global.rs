@@ -22,7 +22,9 @@
 //!    the MILP packer of the options (by default with deterministic work limits), which places
 //!    the pods on new NodeClaims more cheaply than FFD; the cheapest valid result wins, the
 //!    smaller prefix on a tie.
-//! 4. The move is taken only when its savings reach the threshold ([`SavingsThreshold`]: an
+//! 4. The move is taken only when Karpenter's Balanced score approves it (k = 2, or the pool's
+//!    `consolidationThreshold`: its share of the pools' cost saved is at least half its share of
+//!    their disruption cost) and its savings reach the threshold ([`SavingsThreshold`]: an
 //!    absolute amount and a fraction of the touched pools' cost, per pool overridable; see
 //!    [`SavingsThreshold`](super::SavingsThreshold)).
 //!
@@ -45,6 +47,10 @@ use super::methods::{Pass, CONSOLIDATION_TTL};
 use super::model::{Mode, Reason};
 use super::simulate::{simulate_with, Placement, Simulation};
 use super::{Command, Method};
+
+/// The global consolidator justifies its moves with Karpenter's Balanced score at this `k` (a
+/// pool's own `consolidationThreshold` when it is `Balanced`).
+pub const GLOBAL_BALANCED_K: u32 = 2;
 
 /// Tolerance of price comparisons, in USD per hour.
 const EPSILON: f64 = 1e-9;
@@ -288,6 +294,15 @@ impl<'a> Pass<'a> {
                         t.savings, required
                     ),
                 );
+            }
+            return None;
+        }
+        let totals = super::balanced::pool_totals(self.candidates);
+        if let Err(why) =
+            super::balanced::approve_with(&totals, &t.nodes, t.savings, Some(GLOBAL_BALANCED_K))
+        {
+            for c in &t.nodes {
+                self.note(&c.name, format!("Global consolidation rejected: {why}"));
             }
             return None;
         }

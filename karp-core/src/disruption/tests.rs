@@ -868,7 +868,7 @@ fn balanced_scores(
         .iter()
         .filter(|c| nodes.contains(&c.name.as_str()))
         .collect();
-    balanced::evaluate(&balanced::pool_totals(&all), &chosen, savings)
+    balanced::evaluate(&balanced::pool_totals(&all), &chosen, savings, None)
 }
 
 #[test]

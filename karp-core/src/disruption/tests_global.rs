@@ -313,3 +313,24 @@ mod properties {
         }
     }
 }
+
+#[cfg(feature = "milp")]
+#[test]
+fn global_moves_need_a_balanced_score_of_one_half() {
+    // Alone in its pool the split saves half the pool's cost for all its disruption: approved.
+    // Next to four busy nodes (do-not-disrupt pods, no room) it saves 10 % of the pool's cost
+    // for 3 / 11 of its disruption cost: score 0.37 < 0.5.
+    let mut f = splittable();
+    for i in 0..4 {
+        let n = format!("busy-{i}");
+        f.node(&n, "large", "on-demand");
+        f.pod(web(&format!("{n}-pod"), "7"), &n).do_not_disrupt = Some("true".into());
+    }
+    let out = f.plan_with(&global());
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    let why = reason_of(&out, "node-a");
+    assert!(
+        why.starts_with("Global consolidation rejected: score 0.3"),
+        "{why}"
+    );
+}
