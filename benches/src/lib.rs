@@ -6,6 +6,8 @@
 //!   ([`compare`]) and the `packing` criterion bench. See `docs/solver.md`.
 //! - [`disruption`]: fragmented clusters made from the traces, for the disruption planner's
 //!   `disruption` criterion bench and the `disrupt-compare` harness. See `docs/disrupt.md`.
+//! - [`replay`]: a trace's arrivals and departures through provisioning and disruption in
+//!   simulated time, for the `replay` harness, with its [`plot`]. See `docs/replay.md`.
 //!
 //! [`karpenter_benchmark`] reproduces the workload of Karpenter's scheduling benchmark
 //! (`pkg/controllers/provisioning/scheduling/scheduling_benchmark_test.go`): 400 synthetic instance
@@ -32,6 +34,8 @@ use karp_core::testing::pod;
 pub mod aws;
 pub mod compare;
 pub mod disruption;
+pub mod plot;
+pub mod replay;
 pub mod synthetic;
 pub mod traces;
 
