@@ -4,6 +4,10 @@
 //! - [`Workload`]: the solver benchmark workloads: [`synthetic`] shapes and samples of public
 //!   [`traces`], packed onto the built-in AWS catalog ([`aws`]) by the `solver-compare` harness
 //!   ([`compare`]) and the `packing` criterion bench. See `docs/solver.md`.
+//! - [`disruption`]: fragmented clusters made from the traces, for the disruption planner's
+//!   `disruption` criterion bench and the `disrupt-compare` harness. See `docs/disrupt.md`.
+//! - [`replay`]: a trace's arrivals and departures through provisioning and disruption in
+//!   simulated time, for the `replay` harness, with its [`plot`]. See `docs/replay.md`.
 //!
 //! [`karpenter_benchmark`] reproduces the workload of Karpenter's scheduling benchmark
 //! (`pkg/controllers/provisioning/scheduling/scheduling_benchmark_test.go`): 400 synthetic instance
@@ -29,6 +33,9 @@ use karp_core::testing::pod;
 
 pub mod aws;
 pub mod compare;
+pub mod disruption;
+pub mod plot;
+pub mod replay;
 pub mod synthetic;
 pub mod traces;
 

@@ -31,7 +31,7 @@ use crate::Rng;
 /// The embedded sample of the v2017 batch-task trace (every 7th task of the shared copy).
 pub const V2017_SAMPLE: &str = include_str!("../data/alibaba_v2017_batch_tasks_sample.csv");
 
-/// The embedded GPU v2023 pod trace (all 8 152 pods, four columns).
+/// The embedded GPU v2023 pod trace (all 8 152 pods, four columns plus creation and deletion times).
 pub const GPU_V2023_SAMPLE: &str = include_str!("../data/alibaba_gpu_v2023_pods_sample.csv");
 
 /// File name of the full v2017 batch-task trace in a data directory.
