@@ -7,7 +7,7 @@
 //! separately: they block consolidation, and block drift unless the NodeClaim has a
 //! `terminationGracePeriod`. Expiration is never blocked (it does not use candidates).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::pod::Pod;
 use crate::taints::{Effect, Taint};
@@ -190,14 +190,23 @@ fn pod_blocker(input: &DisruptionInput, pods: &[usize], now: Timestamp) -> Optio
     None
 }
 
-/// Whether a node is deleting, by its facts or the snapshot.
-pub(crate) fn node_deleting(input: &DisruptionInput, name: &str) -> bool {
-    input.nodes.get(name).is_some_and(|f| f.deleting)
-        || input
-            .snapshot
-            .nodes
-            .iter()
-            .any(|n| n.name == name && n.deleting)
+/// The nodes that are deleting, by their facts or the snapshot (computed once per use: a
+/// lookup per node would be quadratic in the cluster size).
+pub(crate) fn deleting_nodes(input: &DisruptionInput) -> BTreeSet<&str> {
+    input
+        .nodes
+        .iter()
+        .filter(|(_, f)| f.deleting)
+        .map(|(n, _)| n.as_str())
+        .chain(
+            input
+                .snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.deleting)
+                .map(|n| n.name.as_str()),
+        )
+        .collect()
 }
 
 /// Snapshot indices of the pods bound to each node, in pod-key order.
@@ -280,13 +289,14 @@ pub fn evaluate(
     now: Timestamp,
 ) -> (Vec<Candidate>, BTreeMap<String, String>) {
     let by_node = pods_by_node(input);
+    let deleting = deleting_nodes(input);
     let mut candidates = Vec::new();
     let mut rejected = BTreeMap::new();
     for (name, facts) in &input.nodes {
         let pool = &facts.nodepool;
         let reject = if !input.snapshot.node_pools.iter().any(|p| &p.name == pool) {
             Some(format!("Owning nodepool {pool:?} not found"))
-        } else if node_deleting(input, name) {
+        } else if deleting.contains(name.as_str()) {
             Some("Node is deleting or marked for deletion".to_string())
         } else if !facts.initialized {
             Some("Node isn't initialized".to_string())

@@ -274,11 +274,12 @@ pub fn plan(
     let budgets = budgets::compute(input, now);
     let (candidates, rejected) = candidates::evaluate(input, now);
     let by_node = candidates::pods_by_node(input);
+    let deleting = candidates::deleting_nodes(input);
     let expired: Vec<candidates::Candidate> = input
         .nodes
         .iter()
         .filter(|(name, f)| {
-            !candidates::node_deleting(input, name)
+            !deleting.contains(name.as_str())
                 && f.expire_after.is_some_and(|d| now >= f.created.plus(d))
         })
         .map(|(name, f)| candidates::build(input, name, f, &by_node, now))
@@ -367,11 +368,12 @@ pub fn lower_bound_per_hour(input: &DisruptionInput) -> f64 {
 /// Hourly price of the nodes not being deleted: a managed node's offering price, else the
 /// snapshot node's price, else nothing.
 fn cluster_cost(input: &DisruptionInput) -> f64 {
+    let deleting = candidates::deleting_nodes(input);
     input
         .snapshot
         .nodes
         .iter()
-        .filter(|n| !candidates::node_deleting(input, &n.name))
+        .filter(|n| !deleting.contains(n.name.as_str()))
         .map(|n| {
             input
                 .nodes

@@ -12,7 +12,7 @@ use crate::packing::Packer;
 use crate::requirements::Requirement;
 use crate::scheduling::{schedule, SchedulerOptions, SchedulingResults};
 
-use super::candidates::{consolidatable_at, is_reschedulable, node_deleting, Candidate};
+use super::candidates::{consolidatable_at, deleting_nodes, is_reschedulable, Candidate};
 use super::model::{DisruptionInput, DisruptionSettings, PodFacts};
 use super::time::Timestamp;
 
@@ -173,10 +173,11 @@ fn without(
     let names: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
     let mut snapshot = input.snapshot.clone();
     snapshot.nodes.retain(|n| !names.contains(n.name.as_str()));
+    let all_deleting = deleting_nodes(input);
     let deleting: BTreeSet<String> = snapshot
         .nodes
         .iter()
-        .filter(|n| node_deleting(input, &n.name))
+        .filter(|n| all_deleting.contains(n.name.as_str()))
         .map(|n| n.name.clone())
         .collect();
     for n in &mut snapshot.nodes {
