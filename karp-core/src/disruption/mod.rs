@@ -338,6 +338,9 @@ pub fn plan(
 /// their price, plus the best bound karp computes ([`packing::lower_bound`](crate::packing::lower_bound):
 /// per-unit prices and, with the `milp` feature, the LP bounds) on new nodes for every pod of the
 /// managed nodes, as if all of them could move. Pods that fit nowhere are not counted.
+///
+/// The LP bounds take seconds on large clusters (6 s at 10 000 pods, 46 s at 50 000 in the
+/// benches); above [`LP_BOUND_MAX_PODS`] moving pods only the per-unit bound is computed.
 #[must_use]
 pub fn lower_bound_per_hour(input: &DisruptionInput) -> f64 {
     let mut snapshot = input.snapshot.clone();
@@ -362,8 +365,17 @@ pub fn lower_bound_per_hour(input: &DisruptionInput) -> f64 {
         true
     });
     let results = crate::scheduling::schedule(&snapshot, &SchedulerOptions::default());
-    fixed + crate::packing::lower_bound(&snapshot, &results)
+    let moving = snapshot.pending().len();
+    fixed
+        + if moving <= LP_BOUND_MAX_PODS {
+            crate::packing::lower_bound(&snapshot, &results)
+        } else {
+            crate::packing::lower_bound_per_hour(&snapshot, &results)
+        }
 }
+
+/// [`lower_bound_per_hour`] adds the LP bounds only up to this many pods to move.
+pub const LP_BOUND_MAX_PODS: usize = 2_000;
 
 /// Hourly price of the nodes not being deleted: a managed node's offering price, else the
 /// snapshot node's price, else nothing.
