@@ -31,6 +31,7 @@ use karp_core::pod::Pod;
 use karp_core::resources::Resources;
 use karp_core::testing::pod;
 
+pub mod args;
 pub mod aws;
 pub mod compare;
 pub mod disruption;

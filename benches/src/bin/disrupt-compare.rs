@@ -18,6 +18,7 @@
 //! gate on for spot pools): start cost, end cost per mode, the start's lower bound, ratios,
 //! passes that acted, nodes disrupted, pods moved and wall time.
 
+use karp_benches::args::{list, one, or_usage};
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,23 +47,6 @@ struct Args {
     timing: bool,
     cost: bool,
     profile: bool,
-}
-
-fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim().parse::<T>().map_err(|e| format!("{flag}: {e}")))
-        .collect()
-}
-
-fn one<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse::<T>().map_err(|e| format!("{flag} {v:?}: {e}"))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -308,16 +292,9 @@ fn cost(args: &Args, traces: &Traces, types: &[std::sync::Arc<karp_core::cloud::
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match or_usage("disrupt-compare", USAGE, parse_args()) {
         Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("disrupt-compare: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let traces = match Traces::embedded() {
         Ok(t) => t,

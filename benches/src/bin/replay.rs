@@ -8,6 +8,7 @@
 //!     [--modes karpenter,global] [--svg replay.svg] [--no-progress]
 //! ```
 
+use karp_benches::args::{list, one, or_usage};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,23 +34,6 @@ struct Args {
     modes: Vec<Mode>,
     svg: PathBuf,
     progress: bool,
-}
-
-fn one<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse::<T>().map_err(|e| format!("{flag} {v:?}: {e}"))
-}
-
-fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| one(flag, s.trim()))
-        .collect()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -182,16 +166,9 @@ fn table(rows: &[Summary]) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match or_usage("replay", USAGE, parse_args()) {
         Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("replay: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let events = match arrivals(args.trace, &args.window) {
         Ok(e) => e,

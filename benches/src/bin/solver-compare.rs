@@ -10,6 +10,7 @@
 //! Traces come from the samples embedded from `benches/data/`, or from the full files in
 //! `--data-dir DIR`, `$KARP_DATA_DIR`, or (`--full-traces`) `../shared/data` next to the workspace.
 
+use karp_benches::args::{list, one, or_usage};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,23 +37,6 @@ struct Args {
     stats: bool,
     data_dir: Option<PathBuf>,
     milp: Milp,
-}
-
-fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim().parse::<T>().map_err(|e| format!("{flag}: {e}")))
-        .collect()
-}
-
-fn one<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse::<T>().map_err(|e| format!("{flag} {v:?}: {e}"))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -130,16 +114,9 @@ fn json_row(r: &Row) -> serde_json::Value {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match or_usage("solver-compare", USAGE, parse_args()) {
         Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("solver-compare: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let traces = match Traces::load(args.data_dir.as_deref()) {
         Ok(t) => t,
