@@ -551,3 +551,17 @@ fn disrupt_balanced_pool_takes_only_moves_whose_savings_justify_the_disruption()
         }
     }
 }
+
+#[test]
+fn disrupt_without_managed_nodes_prints_plain_zero_costs() {
+    let dir = scratch("no-nodes");
+    let m = dir.join("pool.yaml");
+    std::fs::write(&m, POOL).unwrap();
+    let c = dir.join("catalog.json");
+    std::fs::write(&c, CATALOG).unwrap();
+    let r = run(&m, &c, &[]);
+    assert!(!r.stdout.contains("-0"), "{}", r.stdout);
+    assert_eq!(json(&r)["commands"], serde_json::json!([]));
+    let t = run(&m, &c, &["-o", "table"]);
+    assert!(t.stdout.contains("$0.0000/h before"), "{}", t.stdout);
+}

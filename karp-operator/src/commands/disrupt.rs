@@ -305,8 +305,9 @@ pub fn disrupt_manifests(
 }
 
 /// Dollars per hour rounded to micro-dollars, so sums print without float noise.
+/// (An empty sum of `f64` is `-0.0`; adding `0.0` prints it as `0`.)
 fn money(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
+    (x * 1e6).round() / 1e6 + 0.0
 }
 
 /// The output of passes: every pass's commands, the first pass's budgets and cost before, the
