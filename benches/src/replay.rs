@@ -138,46 +138,6 @@ fn int(file: &str, line: usize, cells: &[&str], i: usize) -> Result<i64, TraceEr
     })
 }
 
-/// Rows of an embedded sample with the columns `wanted` (by header name), as cells.
-fn columns<'a>(
-    file: &str,
-    text: &'a str,
-    wanted: &[&str],
-) -> Result<Vec<(usize, Vec<&'a str>)>, TraceError> {
-    let mut lines = text.lines().enumerate();
-    let header: Vec<&str> = lines
-        .next()
-        .map(|(_, h)| h.trim_end_matches('\r').split(',').collect())
-        .unwrap_or_default();
-    let idx = wanted
-        .iter()
-        .map(|w| {
-            header
-                .iter()
-                .position(|h| h == w)
-                .ok_or_else(|| TraceError {
-                    file: file.to_string(),
-                    line: Some(1),
-                    reason: format!("no column {w:?} in the header"),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut out = Vec::new();
-    for (i, line) in lines {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            continue;
-        }
-        let cells: Vec<&str> = line.split(',').collect();
-        let picked = idx
-            .iter()
-            .map(|&c| cell(file, i + 1, &cells, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push((i + 1, picked));
-    }
-    Ok(out)
-}
-
 /// The pods of the embedded sample of `trace` arriving inside `window`, sorted by arrival time
 /// (then name). A pod whose end time is unknown or not after its arrival lives one second.
 ///
@@ -201,7 +161,7 @@ pub fn arrivals(trace: Trace, window: &TraceWindow) -> Result<Vec<Arrival>, Trac
                 "create_s",
                 "end_s",
             ];
-            for (line, c) in columns(file, V2017_SAMPLE, &cols)? {
+            for (line, c) in crate::traces::rows(file, V2017_SAMPLE, &cols)? {
                 let arrive = int(file, line, &c, 4)?;
                 if !keep(&mut rng, arrive) {
                     continue;
@@ -235,7 +195,7 @@ pub fn arrivals(trace: Trace, window: &TraceWindow) -> Result<Vec<Arrival>, Trac
                 "creation_s",
                 "deletion_s",
             ];
-            for (line, c) in columns(file, GPU_V2023_SAMPLE, &cols)? {
+            for (line, c) in crate::traces::rows(file, GPU_V2023_SAMPLE, &cols)? {
                 let arrive = int(file, line, &c, 4)?;
                 if !keep(&mut rng, arrive) {
                     continue;

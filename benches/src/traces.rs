@@ -95,7 +95,7 @@ pub struct GpuPod {
 }
 
 /// A minimal CSV reader for these files (no quoting: the trace cells never contain commas).
-fn rows<'a>(
+pub(crate) fn rows<'a>(
     file: &str,
     text: &'a str,
     wanted: &[&str],

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::cluster::Node;
 use crate::labels;
 use crate::scheduling::NewNodeClaim;
+use crate::taints::first_untolerated;
 
 use super::candidates::{consolidatable_at, do_not_disrupt_blocks};
 use super::cron::Schedule;
@@ -126,10 +127,7 @@ pub fn apply(
         let node_name = name(i);
         let node = launched_node(claim, &node_name);
         for ds in &input.snapshot.daemonsets {
-            let tolerated = node
-                .taints
-                .iter()
-                .all(|t| ds.tolerations.iter().any(|tol| tol.tolerates(t)));
+            let tolerated = first_untolerated(&node.taints, &ds.tolerations).is_none();
             if tolerated && ds.node_matches(&node.labels) {
                 let mut pod = ds.clone();
                 pod.name = format!("{}-{node_name}", ds.name);

@@ -55,7 +55,9 @@ use karp_core::disruption::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::commands::plan::{nodeclaim_output, table, NodeClaimOutput, PlanError};
+use crate::commands::plan::{
+    catalog_source, nodeclaim_output, table, validated, NodeClaimOutput, PlanError,
+};
 use crate::convert::disruption::disruption_input;
 use crate::convert::manifests::{load_paths, parse_text, Manifests, Object};
 use crate::convert::{build_snapshot, BuildOptions, Input};
@@ -213,16 +215,7 @@ pub fn disrupt_paths(
     catalog: Option<&Path>,
     options: &DisruptOptions,
 ) -> Result<Disrupt, PlanError> {
-    let catalog = match catalog {
-        None => CatalogSource::Builtin,
-        Some(p) => CatalogSource::File {
-            name: p.display().to_string(),
-            json: std::fs::read_to_string(p).map_err(|source| PlanError::ReadCatalog {
-                path: p.display().to_string(),
-                source,
-            })?,
-        },
-    };
+    let catalog = catalog_source(catalog)?;
     disrupt_manifests(load_paths(paths)?, &catalog, options)
 }
 
@@ -282,11 +275,7 @@ pub fn disrupt_manifests(
     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     for c in passes.iter().flat_map(|p| &p.plan.commands) {
         if let Some(sim) = &c.simulation {
-            karp_core::validation::validate(&sim.snapshot, &sim.results).map_err(|v| {
-                PlanError::InvalidPlan {
-                    violations: v.into_iter().map(|v| v.0).collect(),
-                }
-            })?;
+            validated(&sim.snapshot, &sim.results)?;
         }
     }
     let plans: Vec<&DisruptionPlan> = passes.iter().map(|p| &p.plan).collect();

@@ -213,11 +213,7 @@ impl Plan {
     /// # Errors
     /// [`PlanError::InvalidPlan`] listing every violation.
     pub fn validate(&self) -> Result<(), PlanError> {
-        karp_core::validation::validate(&self.snapshot, &self.results).map_err(|v| {
-            PlanError::InvalidPlan {
-                violations: v.into_iter().map(|v| v.0).collect(),
-            }
-        })
+        validated(&self.snapshot, &self.results)
     }
 }
 
@@ -230,16 +226,7 @@ pub fn plan_paths(
     catalog: Option<&Path>,
     solver: Solver,
 ) -> Result<Plan, PlanError> {
-    let catalog = match catalog {
-        None => CatalogSource::Builtin,
-        Some(p) => CatalogSource::File {
-            name: p.display().to_string(),
-            json: std::fs::read_to_string(p).map_err(|source| PlanError::ReadCatalog {
-                path: p.display().to_string(),
-                source,
-            })?,
-        },
-    };
+    let catalog = catalog_source(catalog)?;
     let manifests = load_paths(paths)?;
     plan_manifests(manifests, &catalog, solver)
 }
@@ -453,6 +440,33 @@ pub fn render_table(p: &PlanOutput) -> String {
         let _ = writeln!(out, "The MILP kept the FFD plan: {why}.");
     }
     out
+}
+
+/// The catalog `--catalog` names (`None`: the built-in one), read from its file.
+///
+/// # Errors
+/// [`PlanError::ReadCatalog`] when the file cannot be read.
+pub fn catalog_source(path: Option<&Path>) -> Result<CatalogSource, PlanError> {
+    Ok(match path {
+        None => CatalogSource::Builtin,
+        Some(p) => CatalogSource::File {
+            name: p.display().to_string(),
+            json: std::fs::read_to_string(p).map_err(|source| PlanError::ReadCatalog {
+                path: p.display().to_string(),
+                source,
+            })?,
+        },
+    })
+}
+
+/// The independent validator on a placement, its violations as [`PlanError::InvalidPlan`].
+///
+/// # Errors
+/// [`PlanError::InvalidPlan`] listing every violation.
+pub fn validated(snapshot: &ClusterSnapshot, results: &SchedulingResults) -> Result<(), PlanError> {
+    karp_core::validation::validate(snapshot, results).map_err(|v| PlanError::InvalidPlan {
+        violations: v.into_iter().map(|v| v.0).collect(),
+    })
 }
 
 #[cfg(test)]
