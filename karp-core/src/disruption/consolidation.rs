@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use crate::cloud::InstanceType;
 use crate::labels;
 use crate::requirements::Requirement;
-use crate::scheduling::{ChosenOffering, NewNodeClaim, SchedulerOptions};
+use crate::scheduling::{ChosenOffering, NewNodeClaim, SchedulerOptions, SchedulingCache};
 
 use super::candidates::Candidate;
 use super::model::DisruptionInput;
-use super::simulate::{simulate, Simulation};
+use super::simulate::{simulate_with, Placement, Simulation};
 use super::time::Timestamp;
 
 /// Single-node spot-to-spot consolidation needs at least this many cheaper instance types, and
@@ -164,8 +164,13 @@ pub fn compute(
     now: Timestamp,
     scheduler: &SchedulerOptions,
     spot_to_spot: bool,
+    cache: Option<&SchedulingCache>,
 ) -> Outcome {
-    let mut sim = simulate(input, candidates, now, scheduler);
+    let placement = Placement {
+        cache,
+        ..Placement::default()
+    };
+    let mut sim = simulate_with(input, candidates, now, scheduler, placement);
     if let Some(f) = sim.running_pod_failure() {
         return Outcome::NoOp(f);
     }

@@ -171,6 +171,7 @@ impl<'a> Pass<'a> {
         let placement = Placement {
             packer,
             forbid_spot,
+            cache: Some(&self.cache),
         };
         let mut sim = simulate_with(
             self.input,

@@ -8,9 +8,10 @@ use super::budgets::Allowed;
 use super::candidates::{sort_by_savings_ratio, Candidate};
 use super::consolidation::{compute, filter_out_same_type, Outcome};
 use super::model::{DisruptionInput, Reason};
-use super::simulate::{simulate, Simulation};
+use super::simulate::{simulate_with, Placement, Simulation};
 use super::time::Timestamp;
 use super::{Command, Decision, DisruptionOptions, Method};
+use crate::scheduling::SchedulingCache;
 
 /// Karpenter validates consolidation commands after this delay before executing them.
 pub const CONSOLIDATION_TTL: Duration = Duration::from_secs(15);
@@ -26,6 +27,8 @@ pub(super) struct Pass<'a> {
     /// Consolidation (not emptiness, drift or expiration) only looks at these pools' nodes
     /// (`None`: every pool).
     pub scope: Option<BTreeSet<String>>,
+    /// Scheduling state shared by the pass's simulations.
+    pub cache: SchedulingCache,
 }
 
 impl<'a> Pass<'a> {
@@ -34,6 +37,21 @@ impl<'a> Pass<'a> {
             .get(&(pool.to_string(), reason))
             .copied()
             .unwrap_or(Allowed::Unlimited)
+    }
+
+    /// Simulate removing `nodes` with the provisioning scheduler and the pass's cache.
+    pub(super) fn simulate(&self, nodes: &[&Candidate]) -> Simulation {
+        let placement = Placement {
+            cache: Some(&self.cache),
+            ..Placement::default()
+        };
+        simulate_with(
+            self.input,
+            nodes,
+            self.now,
+            &self.options.scheduler,
+            placement,
+        )
     }
 
     pub(super) fn note(&mut self, node: &str, reason: impl Into<String>) {
@@ -153,7 +171,7 @@ impl<'a> Pass<'a> {
                 self.budget_blocked(&c.name, Reason::Drifted);
                 continue;
             }
-            let sim = simulate(self.input, &[c], self.now, &self.options.scheduler);
+            let sim = self.simulate(&[c]);
             if let Some(f) = sim.running_pod_failure() {
                 self.note(&c.name, f);
                 continue;
@@ -169,7 +187,7 @@ impl<'a> Pass<'a> {
             return None;
         }
         let refs: Vec<&Candidate> = expired.iter().collect();
-        let sim = simulate(self.input, &refs, self.now, &self.options.scheduler);
+        let sim = self.simulate(&refs);
         Some(self.command(
             Method::Expiration,
             Reason::Expired,
@@ -234,6 +252,7 @@ impl<'a> Pass<'a> {
                 self.now,
                 &self.options.scheduler,
                 self.options.spot_to_spot_consolidation,
+                Some(&self.cache),
             ) {
                 Outcome::Delete(sim) => Some(sim),
                 Outcome::Replace(mut sim) => {
@@ -300,6 +319,7 @@ impl<'a> Pass<'a> {
                 self.now,
                 &self.options.scheduler,
                 self.options.spot_to_spot_consolidation,
+                Some(&self.cache),
             );
             let sim = match outcome {
                 Outcome::Delete(sim) | Outcome::Replace(sim) => sim,

@@ -295,6 +295,7 @@ pub fn plan(
             .collect(),
         reasons: BTreeMap::new(),
         scope: None,
+        cache: crate::scheduling::SchedulingCache::default(),
     };
     let command = pass
         .emptiness()

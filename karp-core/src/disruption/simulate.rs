@@ -10,7 +10,9 @@ use crate::cluster::ClusterSnapshot;
 use crate::labels;
 use crate::packing::Packer;
 use crate::requirements::Requirement;
-use crate::scheduling::{schedule, SchedulerOptions, SchedulingResults};
+use crate::scheduling::{
+    schedule, schedule_cached, SchedulerOptions, SchedulingCache, SchedulingResults,
+};
 
 use super::candidates::{consolidatable_at, deleting_nodes, is_reschedulable, Candidate};
 use super::model::{DisruptionInput, DisruptionSettings, PodFacts};
@@ -111,6 +113,8 @@ pub struct Placement<'p> {
     /// New NodeClaims may not use spot capacity (the `SpotToSpotConsolidation` gate is off and
     /// spot nodes are among the candidates).
     pub forbid_spot: bool,
+    /// State shared with the other simulations of the pass (results are the same without it).
+    pub cache: Option<&'p SchedulingCache>,
 }
 
 impl std::fmt::Debug for Placement<'_> {
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Placement<'_> {
         f.debug_struct("Placement")
             .field("packer", &self.packer.map(Packer::name))
             .field("forbid_spot", &self.forbid_spot)
+            .field("cache", &self.cache.is_some())
             .finish()
     }
 }
@@ -151,9 +156,10 @@ pub fn simulate_with(
             ));
         }
     }
-    let results = match placement.packer {
-        Some(p) => p.pack(&snapshot).results,
-        None => schedule(&snapshot, options),
+    let results = match (placement.packer, placement.cache) {
+        (Some(p), _) => p.pack(&snapshot).results,
+        (None, Some(cache)) => schedule_cached(&snapshot, options, cache),
+        (None, None) => schedule(&snapshot, options),
     };
     Simulation {
         snapshot,

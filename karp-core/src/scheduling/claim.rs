@@ -365,13 +365,13 @@ impl Claim {
     }
 
     /// Try to add the pod; on success the claim is updated (the caller records the pod index).
-    pub fn try_add(
+    pub fn try_add<'t>(
         &mut self,
-        pod: &Arc<Pod>,
+        pod: &'t Pod,
         data: &PodData,
         groups: &PodGroups,
         pool: &PoolCtx,
-        topology: &mut Topology,
+        topology: &mut Topology<'t>,
     ) -> Result<(), String> {
         // Quick rejections first: they decide most attempts in large passes.
         if !self.pods.is_empty()
@@ -588,7 +588,12 @@ pub(super) struct ExistingSlot {
 }
 
 impl ExistingSlot {
-    pub fn new(node: &Node, used: &Resources, host_ports: Vec<HostPort>) -> Self {
+    pub fn new(
+        node: &Node,
+        used: &Resources,
+        host_ports: Vec<HostPort>,
+        info: &super::cache::NodeInfo,
+    ) -> Self {
         ExistingSlot {
             name: node.name.clone(),
             hostname: node
@@ -597,24 +602,24 @@ impl ExistingSlot {
                 .cloned()
                 .unwrap_or_else(|| node.name.clone()),
             host: u32::MAX,
-            requirements: Arc::new(Requirements::from_labels(&node.labels)),
-            taints: Arc::new(node.taints.clone()),
+            requirements: info.0.clone(),
+            taints: info.1.clone(),
             available: node.allocatable.minus(used),
             host_ports,
         }
     }
 
     /// Look up the node's hostname domain (after the topology is built).
-    pub fn bind(&mut self, topology: &mut Topology) {
+    pub fn bind(&mut self, topology: &mut Topology<'_>) {
         self.host = topology.hostname_id(&self.hostname);
     }
 
-    pub fn try_add(
+    pub fn try_add<'t>(
         &mut self,
-        pod: &Arc<Pod>,
+        pod: &'t Pod,
         data: &PodData,
         groups: &PodGroups,
-        topology: &mut Topology,
+        topology: &mut Topology<'t>,
     ) -> Result<(), String> {
         if !pod.requests.fits_in(&self.available) {
             return Err(format!("not enough resources on node {}", self.name));

@@ -34,6 +34,7 @@
 //! assert!(results.unschedulable.is_empty());
 //! ```
 
+mod cache;
 mod claim;
 #[cfg(feature = "milp")]
 pub(crate) mod replay;
@@ -50,6 +51,8 @@ use crate::requirements::{Requirement, Requirements};
 use crate::resources::Resources;
 use crate::taints::{first_untolerated, Effect, Taint, Toleration};
 
+pub use cache::SchedulingCache;
+use cache::Shared;
 use claim::{Claim, ExistingSlot, PoolCtx};
 use topology::{PodConstraints, PodGroups, Topology};
 
@@ -174,11 +177,11 @@ impl SchedulingResults {
 }
 
 /// What the scheduler keeps per pending pod (the relaxed copy of its constraints).
-struct PodState {
+struct PodState<'a> {
     idx: usize,
     pod: Pod,
     /// The snapshot pod (labels and namespace are what topology records).
-    orig: Arc<Pod>,
+    orig: &'a Pod,
     tolerate_prefer_no_schedule: bool,
     groups: PodGroups,
     data: PodData,
@@ -194,7 +197,7 @@ pub(crate) struct PodData {
     pub tolerations: Vec<Toleration>,
 }
 
-impl PodState {
+impl PodState<'_> {
     fn compute(&mut self, respect: bool) {
         let strict = self.pod.strict_requirements();
         let mut requirements = strict.clone();
@@ -316,16 +319,30 @@ pub fn schedule(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> Sched
     Scheduler::new(snapshot, options).solve()
 }
 
+/// [`schedule`], taking the state that depends only on the NodePools, DaemonSets and nodes from
+/// `cache` (filling it on first use). The results are those of [`schedule`]; many passes over
+/// snapshots of one cluster (disruption simulations) save most of their setup.
+#[must_use]
+pub fn schedule_cached(
+    snapshot: &ClusterSnapshot,
+    options: &SchedulerOptions,
+    cache: &SchedulingCache,
+) -> SchedulingResults {
+    Scheduler::with_shared(snapshot, options, Shared::from_cache(snapshot, cache)).solve()
+}
+
 struct Scheduler<'a> {
     snapshot: &'a ClusterSnapshot,
     options: &'a SchedulerOptions,
     respect: bool,
-    pools: Vec<PoolCtx>,
+    pools: Vec<Arc<PoolCtx>>,
+    /// Shared per-pool and per-node state, until the topology takes it.
+    shared: Shared,
     existing: Vec<ExistingSlot>,
     claims: Vec<Claim>,
     /// Claim ids bucketed by pod count; iteration order = fewest pods first, then creation order.
     buckets: Vec<BTreeSet<usize>>,
-    topology: Topology,
+    topology: Topology<'a>,
     remaining: BTreeMap<String, (BTreeMap<String, i64>, Option<i64>)>,
     any_prefer_no_schedule: bool,
     stats: SchedulingStats,
@@ -333,21 +350,23 @@ struct Scheduler<'a> {
 
 impl<'a> Scheduler<'a> {
     fn new(snapshot: &'a ClusterSnapshot, options: &'a SchedulerOptions) -> Self {
+        Self::with_shared(snapshot, options, Shared::build(snapshot))
+    }
+
+    fn with_shared(
+        snapshot: &'a ClusterSnapshot,
+        options: &'a SchedulerOptions,
+        shared: Shared,
+    ) -> Self {
         let respect = options.preference_policy == PreferencePolicy::Respect;
-        let mut pool_order: Vec<&NodePool> = snapshot.node_pools.iter().collect();
-        pool_order.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name)));
-        let pools: Vec<PoolCtx> = pool_order
+        let mut pool_order: Vec<usize> = (0..snapshot.node_pools.len()).collect();
+        pool_order.sort_by(|&a, &b| {
+            let (a, b) = (&snapshot.node_pools[a], &snapshot.node_pools[b]);
+            b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name))
+        });
+        let pools: Vec<Arc<PoolCtx>> = pool_order
             .into_iter()
-            .map(|p| {
-                let template = p.template_requirements();
-                let provider_keys: BTreeSet<String> = p
-                    .instance_types
-                    .iter()
-                    .flat_map(|t| t.requirements.keys().map(str::to_string))
-                    .collect();
-                let overhead = daemon_overhead(&snapshot.daemonsets, p, &template, &provider_keys);
-                PoolCtx::new(p, template, overhead, provider_keys)
-            })
+            .map(|i| shared.pools[i].0.clone())
             .collect();
         let any_prefer_no_schedule = snapshot.node_pools.iter().any(|p| {
             p.taints
@@ -375,7 +394,7 @@ impl<'a> Scheduler<'a> {
             .into_iter()
             .map(|n| {
                 let (u, ports) = used.get(n.name.as_str()).cloned().unwrap_or_default();
-                ExistingSlot::new(n, &u, ports)
+                ExistingSlot::new(n, &u, ports, &shared.nodes[&n.name])
             })
             .collect();
         Scheduler {
@@ -383,6 +402,7 @@ impl<'a> Scheduler<'a> {
             options,
             respect,
             pools,
+            shared,
             existing,
             claims: Vec::new(),
             buckets: Vec::new(),
@@ -394,7 +414,7 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Build every pending pod's state and the topology.
-    fn prepare(&mut self) -> Vec<PodState> {
+    fn prepare(&mut self) -> Vec<PodState<'a>> {
         let pending = self.snapshot.pending();
         let mut states: Vec<PodState> = pending
             .iter()
@@ -409,7 +429,7 @@ impl<'a> Scheduler<'a> {
                 }
                 PodState {
                     idx,
-                    orig: Arc::new(self.snapshot.pods[idx].clone()),
+                    orig: &self.snapshot.pods[idx],
                     pod,
                     tolerate_prefer_no_schedule: false,
                     groups: PodGroups::default(),
@@ -425,7 +445,7 @@ impl<'a> Scheduler<'a> {
             .iter()
             .map(|s| (s.idx, s.constraints(self.respect)))
             .collect();
-        let (topology, groups) = Topology::new(self.snapshot, &constraints);
+        let (topology, groups) = Topology::new(self.snapshot, &constraints, &self.shared);
         self.topology = topology;
         for slot in &mut self.existing {
             slot.bind(&mut self.topology);
@@ -481,11 +501,11 @@ impl<'a> Scheduler<'a> {
         self.finish(&states, errors, existing_pods)
     }
 
-    fn add(&mut self, st: &PodState, existing_pods: &mut [Vec<usize>]) -> Result<(), String> {
+    fn add(&mut self, st: &PodState<'a>, existing_pods: &mut [Vec<usize>]) -> Result<(), String> {
         for (i, slot) in self.existing.iter_mut().enumerate() {
             self.stats.attempts += 1;
             if slot
-                .try_add(&st.orig, &st.data, &st.groups, &mut self.topology)
+                .try_add(st.orig, &st.data, &st.groups, &mut self.topology)
                 .is_ok()
             {
                 existing_pods[i].push(st.idx);
@@ -500,7 +520,7 @@ impl<'a> Scheduler<'a> {
                 let claim = &mut self.claims[c];
                 let pool = &self.pools[claim.pool];
                 if claim
-                    .try_add(&st.orig, &st.data, &st.groups, pool, &mut self.topology)
+                    .try_add(st.orig, &st.data, &st.groups, pool, &mut self.topology)
                     .is_ok()
                 {
                     chosen = Some(c);
@@ -547,7 +567,7 @@ impl<'a> Scheduler<'a> {
             let hostname = format!("{}-{}", pool.name, self.claims.len());
             let host = self.topology.register_hostname(&hostname);
             let mut claim = Claim::new(p, pool, hostname, host, types);
-            match claim.try_add(&st.orig, &st.data, &st.groups, pool, &mut self.topology) {
+            match claim.try_add(st.orig, &st.data, &st.groups, pool, &mut self.topology) {
                 Ok(()) => {
                     // Track the largest option against the pool's limits.
                     let max_cap = claim.max_capacity(pool);

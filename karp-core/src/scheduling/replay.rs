@@ -11,7 +11,7 @@ use super::*;
 /// A scheduling pass driven by an explicit assignment.
 pub(crate) struct Replay<'a> {
     sched: Scheduler<'a>,
-    states: Vec<PodState>,
+    states: Vec<PodState<'a>>,
     by_pod: BTreeMap<usize, usize>,
     opened: usize,
 }
@@ -42,7 +42,7 @@ impl<'a> Replay<'a> {
                     if let Some(&s) = by_pod.get(p) {
                         sched
                             .topology
-                            .record(&states[s].orig, &states[s].groups, &reqs, &taints);
+                            .record(states[s].orig, &states[s].groups, &reqs, &taints);
                     }
                 }
             }
@@ -60,7 +60,7 @@ impl<'a> Replay<'a> {
                 if let Some(&s) = by_pod.get(p) {
                     sched
                         .topology
-                        .record(&states[s].orig, &states[s].groups, &reqs, &taints);
+                        .record(states[s].orig, &states[s].groups, &reqs, &taints);
                 }
             }
         }
@@ -132,7 +132,7 @@ impl<'a> Replay<'a> {
         .ok_or_else(|| format!("no instance type holds the pods of nodeclaim {hostname}"))?;
         for &i in &pods {
             if let Some(&s) = self.by_pod.get(&i) {
-                c.add_host_ports(&self.states[s].orig);
+                c.add_host_ports(self.states[s].orig);
             }
         }
         self.sched.claims.push(c);
@@ -152,7 +152,7 @@ impl<'a> Replay<'a> {
         let c = &mut self.sched.claims[claim];
         let pool = &self.sched.pools[c.pool];
         c.try_add(
-            &st.orig,
+            st.orig,
             &st.data,
             &st.groups,
             pool,

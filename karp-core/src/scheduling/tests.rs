@@ -1310,5 +1310,51 @@ mod properties {
                 prop_assert!(!u.reason.is_empty());
             }
         }
+
+        /// A pass through a shared [`SchedulingCache`] decides exactly as an uncached one, also
+        /// after the cache saw other pools, DaemonSets and nodes (entries are checked, not trusted).
+        #[test]
+        fn cached_passes_decide_as_uncached(
+            ps in arb_pods(),
+            bound in 0usize..30,
+            nodes in 1usize..4,
+            zone in 1usize..4,
+        ) {
+            let types = sized_types();
+            let mut s = snapshot(types.clone(), ps);
+            s.nodes = (0..nodes)
+                .map(|i| node_from(&format!("n{i}"), &types[3], &format!("test-zone-{zone}"), "default", "on-demand"))
+                .collect();
+            for (i, p) in s.pods.iter_mut().take(bound).enumerate() {
+                p.node_name = Some(format!("n{}", i % nodes));
+            }
+            let mut variants = vec![s.clone()];
+            let mut v = s.clone();
+            v.node_pools[0]
+                .requirements
+                .add(req(CAPACITY_TYPE, Operator::In, &["on-demand"]));
+            variants.push(v);
+            let mut v = s.clone();
+            v.daemonsets.push(pod("ds").cpu("500m").build());
+            variants.push(v);
+            let mut v = s.clone();
+            v.nodes[0].labels.insert(ZONE.into(), "test-zone-9".into());
+            v.nodes[0].taints.push(taint("dedicated", "x", Effect::NoSchedule));
+            variants.push(v);
+            let mut v = s.clone();
+            v.nodes.remove(0);
+            for p in &mut v.pods {
+                if p.node_name.as_deref() == Some("n0") {
+                    p.node_name = None;
+                }
+            }
+            variants.push(v);
+            variants.push(s);
+            let cache = SchedulingCache::default();
+            let options = SchedulerOptions::default();
+            for v in &variants {
+                prop_assert_eq!(schedule_cached(v, &options, &cache), schedule(v, &options));
+            }
+        }
     }
 }

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::cluster::ClusterSnapshot;
+
+use super::cache::Shared;
 use crate::labels;
 use crate::pod::{InclusionPolicy, LabelSelector, NamespaceSet, Pod, WhenUnsatisfiable};
 use crate::requirements::{Requirement, Requirements};
@@ -209,22 +211,22 @@ impl PodGroups {
 
 /// A pod placed so far, kept for counting groups created later.
 #[derive(Debug, Clone)]
-struct Placed {
-    pod: Arc<Pod>,
+struct Placed<'a> {
+    pod: &'a Pod,
     reqs: Arc<Requirements>,
     taints: Arc<Vec<Taint>>,
 }
 
 /// All topology groups of a scheduling pass.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Topology {
+pub(crate) struct Topology<'a> {
     groups: Vec<Group>,
     index: BTreeMap<GroupKey, usize>,
     domains: BTreeMap<String, Domains>,
     /// Inverse groups (indices).
     inverse: Vec<usize>,
     /// Pods placed so far (bound pods and this pass).
-    placed: Vec<Placed>,
+    placed: Vec<Placed<'a>>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -317,59 +319,35 @@ impl PodConstraints {
 #[derive(Debug, Clone)]
 pub(crate) struct TopologyError(pub String);
 
-impl Topology {
+impl<'a> Topology<'a> {
     /// Build the topology from the snapshot: domains from node pools, instance types and nodes;
     /// groups of every pending pod; counts of bound pods.
     pub fn new(
-        snapshot: &ClusterSnapshot,
+        snapshot: &'a ClusterSnapshot,
         pending: &[(usize, PodConstraints)],
+        shared: &Shared,
     ) -> (Self, Vec<PodGroups>) {
         let mut t = Topology {
             namespaces: snapshot.namespaces.clone(),
             ..Default::default()
         };
-        let nodes: BTreeMap<&str, &crate::cluster::Node> = snapshot
-            .nodes
-            .iter()
-            .map(|n| (n.name.as_str(), n))
-            .collect();
         for n in &snapshot.nodes {
             for (k, v) in &n.labels {
-                t.domains.entry(k.clone()).or_default().intern(v);
+                t.intern_domain(k, Some(v));
             }
         }
-        for pool in &snapshot.node_pools {
-            let template = pool.template_requirements();
-            for it in &pool.instance_types {
-                let reqs = template.intersect(&it.requirements);
-                for r in reqs.iter() {
-                    if r.key() == labels::HOSTNAME {
-                        continue;
-                    }
-                    let d = t.domains.entry(r.key().to_string()).or_default();
-                    for v in r.values() {
-                        d.intern(v);
-                    }
-                }
+        for (_, domains) in &shared.pools {
+            for (k, v) in domains.iter() {
+                t.intern_domain(k, v.as_deref());
             }
         }
         // Bound pods, placed on their nodes.
-        let mut node_reqs: BTreeMap<&str, (Arc<Requirements>, Arc<Vec<Taint>>)> = BTreeMap::new();
         for p in &snapshot.pods {
-            if let Some(node) = p.node_name.as_deref().and_then(|n| nodes.get(n)) {
-                let (reqs, taints) = node_reqs
-                    .entry(node.name.as_str())
-                    .or_insert_with(|| {
-                        (
-                            Arc::new(Requirements::from_labels(&node.labels)),
-                            Arc::new(node.taints.clone()),
-                        )
-                    })
-                    .clone();
+            if let Some((reqs, taints)) = p.node_name.as_ref().and_then(|n| shared.nodes.get(n)) {
                 t.placed.push(Placed {
-                    pod: Arc::new(p.clone()),
-                    reqs,
-                    taints,
+                    pod: p,
+                    reqs: reqs.clone(),
+                    taints: taints.clone(),
                 });
             }
         }
@@ -377,7 +355,7 @@ impl Topology {
         for i in 0..t.placed.len() {
             let placed = t.placed[i].clone();
             let (_, inverse) =
-                pod_group_keys(&placed.pod, &PodConstraints::default(), &t.namespaces);
+                pod_group_keys(placed.pod, &PodConstraints::default(), &t.namespaces);
             for key in inverse {
                 let g = t.ensure(key);
                 t.record_possible(g, &placed.reqs);
@@ -481,11 +459,21 @@ impl Topology {
             // Count every pod placed so far.
             let placed = std::mem::take(&mut self.placed);
             for p in &placed {
-                self.count_into(id, &p.pod, &p.reqs, &p.taints);
+                self.count_into(id, p.pod, &p.reqs, &p.taints);
             }
             self.placed = placed;
         }
         id
+    }
+
+    /// Make sure `key` has a domain table, and intern `value` in it.
+    fn intern_domain(&mut self, key: &str, value: Option<&str>) {
+        if !self.domains.contains_key(key) {
+            self.domains.insert(key.to_string(), Domains::default());
+        }
+        if let (Some(d), Some(v)) = (self.domains.get_mut(key), value) {
+            d.intern(v);
+        }
     }
 
     /// Register a new hostname (a NodeClaim opened in this pass); returns its domain id.
@@ -568,7 +556,7 @@ impl Topology {
     /// Record a pod placed on a node with `reqs` (and `taints`).
     pub fn record(
         &mut self,
-        pod: &Arc<Pod>,
+        pod: &'a Pod,
         groups: &PodGroups,
         reqs: &Arc<Requirements>,
         taints: &Arc<Vec<Taint>>,
@@ -585,7 +573,7 @@ impl Topology {
             self.record_possible(g, reqs);
         }
         self.placed.push(Placed {
-            pod: pod.clone(),
+            pod,
             reqs: reqs.clone(),
             taints: taints.clone(),
         });
