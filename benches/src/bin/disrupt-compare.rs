@@ -28,7 +28,7 @@ use karp_benches::disruption::{cost_per_hour, now, Cluster, Fragmented, Size, KE
 use karp_benches::traces::Traces;
 use karp_benches::Workload;
 use karp_core::disruption::{
-    lower_bound_per_hour, plan, plan_until_stable, DisruptionOptions, Mode, SavingsThreshold,
+    lower_bound_per_hour, plan, plan_until_stable, repacked_per_hour, DisruptionOptions, Mode, SavingsThreshold,
 };
 
 const USAGE: &str = "usage: disrupt-compare [--nodes 1000,5000] [--cost-pods N] \
@@ -231,13 +231,14 @@ fn cost(args: &Args, traces: &Traces, types: &[std::sync::Arc<karp_core::cloud::
         (args.cost_pods as f64 / KEEP_FRACTION).round()
     );
     println!(
-        "{:<18} {:<9} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}  {:<32} {:<32}",
+        "{:<18} {:<9} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}  {:<32} {:<32}",
         "workload",
         "capacity",
         "nodes",
         "pods",
         "start $/h",
         "bound $/h",
+        "milp $/h",
         "karp $/h",
         "glob $/h",
         "k/bound",
@@ -254,6 +255,9 @@ fn cost(args: &Args, traces: &Traces, types: &[std::sync::Arc<karp_core::cloud::
                 .build(traces, types);
             let start = cluster.cost_per_hour();
             let bound = lower_bound_per_hour(&cluster.input);
+            let scratch = DisruptionOptions::default()
+                .milp
+                .map_or(f64::NAN, |m| repacked_per_hour(&cluster.input, &m));
             let k = until_stable(
                 &cluster,
                 &options(Mode::Karpenter, c, SavingsThreshold::ZERO),
@@ -271,13 +275,14 @@ fn cost(args: &Args, traces: &Traces, types: &[std::sync::Arc<karp_core::cloud::
                 )
             };
             println!(
-                "{:<18} {:<9} {:>5} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}  {:<32} {:<32}",
+                "{:<18} {:<9} {:>5} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}  {:<32} {:<32}",
                 w.name(),
                 c.as_str(),
                 cluster.nodes(),
                 cluster.pods(),
                 start,
                 bound,
+                scratch,
                 k.end,
                 g.end,
                 k.end / bound,

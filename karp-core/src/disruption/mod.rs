@@ -81,6 +81,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use crate::cluster::ClusterSnapshot;
 use crate::scheduling::{NewNodeClaim, SchedulerOptions};
 
 pub use budgets::{Allowed, BudgetStatus};
@@ -344,6 +345,31 @@ pub fn plan(
 /// benches); above [`LP_BOUND_MAX_PODS`] moving pods only the per-unit bound is computed.
 #[must_use]
 pub fn lower_bound_per_hour(input: &DisruptionInput) -> f64 {
+    let (snapshot, fixed) = from_scratch(input);
+    let results = crate::scheduling::schedule(&snapshot, &SchedulerOptions::default());
+    let moving = snapshot.pending().len();
+    fixed
+        + if moving <= LP_BOUND_MAX_PODS {
+            crate::packing::lower_bound(&snapshot, &results)
+        } else {
+            crate::packing::lower_bound_per_hour(&snapshot, &results)
+        }
+}
+
+/// The hourly cost of the cluster re-provisioned from scratch by `packer`: unmanaged nodes at
+/// their price plus the new nodes `packer` plans for every reschedulable pod of the managed
+/// nodes (the cluster [`lower_bound_per_hour`] bounds). A reachable reference for consolidation:
+/// no sequence of moves can end below [`lower_bound_per_hour`], and one that ends near this
+/// value has packed the cluster as well as provisioning from nothing would.
+#[must_use]
+pub fn repacked_per_hour(input: &DisruptionInput, packer: &dyn crate::packing::Packer) -> f64 {
+    let (snapshot, fixed) = from_scratch(input);
+    fixed + packer.pack(&snapshot).results.cost_per_hour()
+}
+
+/// The input's cluster without its managed nodes, their reschedulable pods pending; with the
+/// hourly price of the unmanaged nodes.
+fn from_scratch(input: &DisruptionInput) -> (ClusterSnapshot, f64) {
     let mut snapshot = input.snapshot.clone();
     let managed = |n: &str| input.nodes.contains_key(n);
     let fixed: f64 = snapshot
@@ -365,14 +391,7 @@ pub fn lower_bound_per_hour(input: &DisruptionInput) -> f64 {
         p.node_name = None;
         true
     });
-    let results = crate::scheduling::schedule(&snapshot, &SchedulerOptions::default());
-    let moving = snapshot.pending().len();
-    fixed
-        + if moving <= LP_BOUND_MAX_PODS {
-            crate::packing::lower_bound(&snapshot, &results)
-        } else {
-            crate::packing::lower_bound_per_hour(&snapshot, &results)
-        }
+    (snapshot, fixed)
 }
 
 /// [`lower_bound_per_hour`] adds the LP bounds only up to this many pods to move.
