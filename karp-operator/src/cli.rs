@@ -11,7 +11,7 @@ use crate::commands::disrupt::{
     disrupt_paths, render_table as render_disrupt_table, DisruptOptions,
 };
 use crate::commands::plan::{plan_paths, render_table, Solver};
-use karp_core::disruption::{Mode, SavingsThreshold, Timestamp};
+use karp_core::disruption::{Justification, Mode, SavingsThreshold, Timestamp};
 
 /// karp: a Kubernetes node autoscaler API-compatible with Karpenter v1.
 #[derive(Debug, Parser)]
@@ -368,6 +368,11 @@ pub struct DisruptArgs {
     /// the `karp.dev/consolidation-min-savings` annotation).
     #[arg(long = "min-savings")]
     pub min_savings: Option<String>,
+    /// How a `global` move justifies its disruption: a Balanced `k` (1, 2, 3: its share of the
+    /// pools' cost saved must be at least 1/k of its share of their disruption cost) or `off`;
+    /// default `2`. Pools with the `Balanced` policy always use their own threshold.
+    #[arg(long = "global-balanced-k")]
+    pub global_balanced_k: Option<String>,
     /// Feature gates, `Name=true|false` separated by commas (SpotToSpotConsolidation).
     #[arg(long = "feature-gates", default_value = "")]
     pub feature_gates: String,
@@ -569,6 +574,14 @@ pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let justification = match args.global_balanced_k.as_deref().map(Justification::parse) {
+        None => Justification::default(),
+        Some(Ok(j)) => j,
+        Some(Err(e)) => {
+            eprintln!("error: --global-balanced-k: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let now = match &args.now {
         Some(t) => match t.parse() {
             Ok(t) => t,
@@ -587,6 +600,7 @@ pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
         now,
         mode,
         min_savings,
+        justification,
         until_stable: args.until_stable,
         ..DisruptOptions::default()
     };

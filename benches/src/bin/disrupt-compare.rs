@@ -5,7 +5,7 @@
 //! cargo run --release -p karp-benches --bin disrupt-compare -- \
 //!     [--nodes 1000,5000] [--cost-pods 300] [--workloads alibaba-v2017,alibaba-gpu-v2023]
 //!     [--capacity on-demand,spot] [--modes karpenter,global] [--seed 42] [--max-passes 500]
-//!     [--skip-timing] [--skip-cost] [--profile]
+//!     [--skip-timing] [--skip-cost] [--profile] [--global-balanced-k 1|2|3|off]
 //! ```
 //!
 //! Timing: for each workload, capacity type and `--nodes` size, a cluster of that many nodes
@@ -28,12 +28,13 @@ use karp_benches::disruption::{cost_per_hour, now, Cluster, Fragmented, Size, KE
 use karp_benches::traces::Traces;
 use karp_benches::Workload;
 use karp_core::disruption::{
-    lower_bound_per_hour, plan, plan_until_stable, repacked_per_hour, DisruptionOptions, Mode, SavingsThreshold,
+    lower_bound_per_hour, plan, plan_until_stable, repacked_per_hour, DisruptionOptions,
+    Justification, Mode, SavingsThreshold,
 };
 
 const USAGE: &str = "usage: disrupt-compare [--nodes 1000,5000] [--cost-pods N] \
 [--workloads alibaba-v2017,alibaba-gpu-v2023] [--capacity on-demand,spot] \
-[--modes karpenter,global] [--seed N] [--max-passes N] [--skip-timing] [--skip-cost] [--profile]";
+[--modes karpenter,global] [--seed N] [--max-passes N] [--skip-timing] [--skip-cost] [--profile] [--global-balanced-k 1|2|3|off]";
 
 /// Parsed command line.
 struct Args {
@@ -47,6 +48,7 @@ struct Args {
     timing: bool,
     cost: bool,
     profile: bool,
+    justification: Justification,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -61,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         timing: true,
         cost: true,
         profile: false,
+        justification: Justification::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +79,7 @@ fn parse_args() -> Result<Args, String> {
             "--skip-timing" => a.timing = false,
             "--skip-cost" => a.cost = false,
             "--profile" => a.profile = true,
+            "--global-balanced-k" => a.justification = Justification::parse(&value()?)?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -94,6 +98,11 @@ fn options(mode: Mode, capacity: CapacityType, threshold: SavingsThreshold) -> D
         .mode(mode)
         .min_savings(threshold)
         .spot_to_spot(capacity == CapacityType::Spot)
+}
+
+/// The cost runs' options: threshold zero and, for `global`, the `--justification` given.
+fn cost_options(mode: Mode, capacity: CapacityType, j: Justification) -> DisruptionOptions {
+    options(mode, capacity, SavingsThreshold::ZERO).justification(j)
 }
 
 fn millis(start: Instant) -> f64 {
@@ -226,9 +235,10 @@ fn until_stable(cluster: &Cluster, opts: &DisruptionOptions, max_passes: usize) 
 
 fn cost(args: &Args, traces: &Traces, types: &[std::sync::Arc<karp_core::cloud::InstanceType>]) {
     println!(
-        "## cost until stable ({} kept pods of a peak of {}; global threshold zero; spot-to-spot on for spot)",
+        "## cost until stable ({} kept pods of a peak of {}; global threshold zero, justification {:?}; spot-to-spot on for spot)",
         args.cost_pods,
-        (args.cost_pods as f64 / KEEP_FRACTION).round()
+        (args.cost_pods as f64 / KEEP_FRACTION).round(),
+        args.justification
     );
     println!(
         "{:<18} {:<9} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}  {:<32} {:<32}",
@@ -260,12 +270,12 @@ fn cost(args: &Args, traces: &Traces, types: &[std::sync::Arc<karp_core::cloud::
                 .map_or(f64::NAN, |m| repacked_per_hour(&cluster.input, &m));
             let k = until_stable(
                 &cluster,
-                &options(Mode::Karpenter, c, SavingsThreshold::ZERO),
+                &cost_options(Mode::Karpenter, c, args.justification),
                 args.max_passes,
             );
             let g = until_stable(
                 &cluster,
-                &options(Mode::Global, c, SavingsThreshold::ZERO),
+                &cost_options(Mode::Global, c, args.justification),
                 args.max_passes,
             );
             let stats = |r: &Run| {

@@ -78,24 +78,109 @@ fn prefix_sizes(n: usize) -> Vec<usize> {
     out
 }
 
-/// The larger of the CPU and memory requests of `c`'s reschedulable pods over its allocatable.
-fn utilization(c: &Candidate, node: Option<&Node>, pods: &[crate::pod::Pod]) -> f64 {
-    let Some(node) = node else { return 1.0 };
-    let mut cpu = 0i64;
-    let mut mem = 0i64;
-    for &i in &c.reschedulable {
-        cpu += pods[i].requests.cpu;
-        mem += pods[i].requests.memory;
-    }
-    let frac = |used: i64, total: i64| {
-        if total > 0 {
-            used as f64 / total as f64
-        } else {
-            0.0
-        }
-    };
-    frac(cpu, node.allocatable.cpu).max(frac(mem, node.allocatable.memory))
+/// How full a candidate is with the pods that would move, and what its room is worth.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    /// CPU requests of its reschedulable pods over allocatable.
+    cpu: f64,
+    /// Memory requests over allocatable.
+    memory: f64,
+    /// Its price minus the value of those requests at the pool's cheapest price per CPU and per
+    /// byte of memory (the larger of the two): what the node costs beyond its pods' fair share.
+    waste: f64,
+    /// Its price.
+    price: f64,
+    /// CPU (millicores) and memory (bytes) requests, at the pool's unit prices.
+    cpu_value: f64,
+    memory_value: f64,
 }
+
+impl Load {
+    fn of(c: &Candidate, node: Option<&Node>, pods: &[crate::pod::Pod], unit: (f64, f64)) -> Load {
+        let Some(node) = node else {
+            return Load {
+                cpu: 1.0,
+                memory: 1.0,
+                waste: 0.0,
+                price: 0.0,
+                cpu_value: 0.0,
+                memory_value: 0.0,
+            };
+        };
+        let mut cpu = 0i64;
+        let mut mem = 0i64;
+        for &i in &c.reschedulable {
+            cpu += pods[i].requests.cpu;
+            mem += pods[i].requests.memory;
+        }
+        let frac = |used: i64, total: i64| {
+            if total > 0 {
+                used as f64 / total as f64
+            } else {
+                0.0
+            }
+        };
+        let (cpu_value, memory_value) = (cpu as f64 * unit.0, mem as f64 * unit.1);
+        let price = c.price().unwrap_or(0.0);
+        Load {
+            cpu: frac(cpu, node.allocatable.cpu),
+            memory: frac(mem, node.allocatable.memory),
+            waste: price - cpu_value.max(memory_value),
+            price,
+            cpu_value,
+            memory_value,
+        }
+    }
+
+    /// The larger of the CPU and memory fractions.
+    fn utilization(&self) -> f64 {
+        self.cpu.max(self.memory)
+    }
+}
+
+/// What re-packing a set of candidates together could save at most: their price minus the
+/// larger of their CPU and memory requests' values (complementary nodes waste less together).
+fn potential(loads: &[Load], set: &BTreeSet<usize>) -> f64 {
+    let (mut price, mut cpu, mut memory) = (0.0, 0.0, 0.0);
+    for &i in set {
+        price += loads[i].price;
+        cpu += loads[i].cpu_value;
+        memory += loads[i].memory_value;
+    }
+    price - f64::max(cpu, memory)
+}
+
+/// The cheapest price per CPU millicore and per memory byte among `pool`'s available offerings.
+fn unit_prices(pool: Option<&crate::cluster::NodePool>) -> (f64, f64) {
+    let mut best = (f64::INFINITY, f64::INFINITY);
+    for it in pool.into_iter().flat_map(|p| &p.instance_types) {
+        let Some(price) = it
+            .offerings
+            .iter()
+            .filter(|o| o.available)
+            .map(|o| o.price)
+            .min_by(f64::total_cmp)
+        else {
+            continue;
+        };
+        let a = it.allocatable();
+        if a.cpu > 0 {
+            best.0 = best.0.min(price / a.cpu as f64);
+        }
+        if a.memory > 0 {
+            best.1 = best.1.min(price / a.memory as f64);
+        }
+    }
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    (finite(best.0), finite(best.1))
+}
+
+/// Seeds of the exchange search: the candidates wasting most.
+const EXCHANGE_SEEDS: usize = 8;
+/// Pairs simulated by the exchange search: those of the highest [`potential`].
+const EXCHANGE_PAIRS: usize = 8;
+/// Extensions of the best set simulated per round: those of the highest [`potential`].
+const EXCHANGE_EXTENSIONS: usize = 3;
 
 /// Pin `claim` to its cheapest offering's capacity type and keep the instance types whose
 /// worst-case launch price is not above the chosen type's. Returns the claim and that price.
@@ -212,13 +297,30 @@ impl<'a> Pass<'a> {
             .map(|n| (n.name.as_str(), n))
             .collect();
         let pods = &self.input.snapshot.pods;
-        let mut ordered: Vec<(f64, &'a Candidate)> = self
+        let units: BTreeMap<&str, (f64, f64)> = self
+            .input
+            .snapshot
+            .node_pools
+            .iter()
+            .map(|p| (p.name.as_str(), unit_prices(Some(p))))
+            .collect();
+        let mut ordered: Vec<(Load, &'a Candidate)> = self
             .consolidatable()
             .into_iter()
-            .map(|c| (utilization(c, names.get(c.name.as_str()).copied(), pods), c))
+            .map(|c| {
+                let unit = units
+                    .get(c.facts.nodepool.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                (
+                    Load::of(c, names.get(c.name.as_str()).copied(), pods, unit),
+                    c,
+                )
+            })
             .collect();
         ordered.sort_by(|(ua, a), (ub, b)| {
-            ua.total_cmp(ub)
+            ua.utilization()
+                .total_cmp(&ub.utilization())
                 .then_with(|| {
                     b.price()
                         .unwrap_or(0.0)
@@ -228,6 +330,7 @@ impl<'a> Pass<'a> {
         });
         let mut budgets = self.budgets.clone();
         let mut within: Vec<&'a Candidate> = Vec::new();
+        let everyone = ordered.clone();
         for (_, c) in ordered {
             let reason = if c.empty {
                 Reason::Empty
@@ -275,6 +378,9 @@ impl<'a> Pass<'a> {
                 consider(self.trial(&within[..k], Some(&milp)), &mut best);
             }
         }
+        if best.is_none() {
+            best = self.exchange(&everyone);
+        }
         let Some(t) = best else {
             for c in &within {
                 self.note(
@@ -299,9 +405,12 @@ impl<'a> Pass<'a> {
             return None;
         }
         let totals = super::balanced::pool_totals(self.candidates);
-        if let Err(why) =
-            super::balanced::approve_with(&totals, &t.nodes, t.savings, Some(GLOBAL_BALANCED_K))
-        {
+        if let Err(why) = super::balanced::approve_with(
+            &totals,
+            &t.nodes,
+            t.savings,
+            self.options.justification.k(),
+        ) {
             for c in &t.nodes {
                 self.note(&c.name, format!("Global consolidation rejected: {why}"));
             }
@@ -314,6 +423,114 @@ impl<'a> Pass<'a> {
         };
         let at = self.now.plus(CONSOLIDATION_TTL);
         Some(self.command(Method::Global, reason, &t.nodes, Some(t.sim), at))
+    }
+
+    /// The exchange search, for clusters whose nodes are full but of the wrong shapes (a
+    /// CPU-heavy node on a memory-optimized type next to a memory-heavy one on a CPU type): no
+    /// prefix of the utilization order saves, but re-packing a few complementary nodes together
+    /// does. Pairs of one of the [`EXCHANGE_SEEDS`] candidates wasting most ([`Load::waste`])
+    /// with any other are ranked by [`potential`]; the best [`EXCHANGE_PAIRS`] within budget
+    /// are simulated (with the MILP packer when the options have one), and the best valid set
+    /// grows by its [`EXCHANGE_EXTENSIONS`] best-ranked extensions while that saves more.
+    fn exchange(&self, ordered: &[(Load, &'a Candidate)]) -> Option<Trial<'a>> {
+        if ordered.len() < 2 {
+            return None;
+        }
+        let within: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
+        let loads: Vec<Load> = ordered.iter().map(|(l, _)| *l).collect();
+        #[cfg(feature = "milp")]
+        let milp = self.options.milp.clone().map(|mut m| {
+            m.options = self.options.scheduler.clone();
+            m
+        });
+        #[cfg(feature = "milp")]
+        let packer = milp.as_ref().map(|m| m as &dyn crate::packing::Packer);
+        #[cfg(not(feature = "milp"))]
+        let packer: Option<&dyn crate::packing::Packer> = None;
+        let nodes_of = |set: &BTreeSet<usize>| -> Vec<&'a Candidate> {
+            set.iter().map(|&i| within[i]).collect()
+        };
+        // The `limit` sets of highest potential among `sets` that the budgets allow.
+        let ranked = |sets: Vec<BTreeSet<usize>>, limit: usize| {
+            let mut scored: Vec<(f64, BTreeSet<usize>)> = sets
+                .into_iter()
+                .map(|set| (potential(&loads, &set), set))
+                .filter(|(p, _)| *p > EPSILON)
+                .collect();
+            scored.sort_by(|(pa, a), (pb, b)| pb.total_cmp(pa).then_with(|| a.cmp(b)));
+            scored.dedup_by(|x, y| x.1 == y.1);
+            scored
+                .into_iter()
+                .map(|(_, set)| set)
+                .filter(|set| self.within_budget(&nodes_of(set)))
+                .take(limit)
+                .collect::<Vec<_>>()
+        };
+        let mut seeds: Vec<usize> = (0..within.len()).collect();
+        seeds.sort_by(|&a, &b| loads[b].waste.total_cmp(&loads[a].waste).then(a.cmp(&b)));
+        seeds.truncate(EXCHANGE_SEEDS);
+        let pairs: Vec<BTreeSet<usize>> = seeds
+            .iter()
+            .flat_map(|&s| {
+                (0..within.len())
+                    .filter(move |&j| j != s)
+                    .map(move |j| BTreeSet::from([s, j]))
+            })
+            .collect();
+        let mut best: Option<(BTreeSet<usize>, Trial<'a>)> = None;
+        for set in ranked(pairs, EXCHANGE_PAIRS) {
+            if let Some(t) = self.trial(&nodes_of(&set), packer) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, b)| t.savings > b.savings + EPSILON)
+                {
+                    best = Some((set, t));
+                }
+            }
+        }
+        // Grow the best set while adding a candidate saves more.
+        while let Some((set, t)) = &best {
+            let bigger: Vec<BTreeSet<usize>> = (0..within.len())
+                .filter(|j| !set.contains(j))
+                .map(|j| {
+                    let mut b = set.clone();
+                    b.insert(j);
+                    b
+                })
+                .collect();
+            let mut grown: Option<(BTreeSet<usize>, Trial<'a>)> = None;
+            for b in ranked(bigger, EXCHANGE_EXTENSIONS) {
+                if let Some(nt) = self.trial(&nodes_of(&b), packer) {
+                    let floor = grown.as_ref().map_or(t.savings, |(_, g)| g.savings);
+                    if nt.savings > floor + EPSILON {
+                        grown = Some((b, nt));
+                    }
+                }
+            }
+            match grown {
+                Some(g) => best = Some(g),
+                None => break,
+            }
+        }
+        best.map(|(_, t)| t)
+    }
+
+    /// Whether the budgets allow disrupting all of `nodes` at once (each for its own reason).
+    fn within_budget(&self, nodes: &[&Candidate]) -> bool {
+        let mut budgets = self.budgets.clone();
+        nodes.iter().all(|c| {
+            let reason = if c.empty {
+                Reason::Empty
+            } else {
+                Reason::Underutilized
+            };
+            let allowed = budgets
+                .entry((c.facts.nodepool.clone(), reason))
+                .or_insert(super::budgets::Allowed::Unlimited);
+            let ok = allowed.any();
+            allowed.take();
+            ok
+        })
     }
 
     /// Karpenter's multi-node then single-node consolidation over the current scope.

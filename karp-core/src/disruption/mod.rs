@@ -85,6 +85,7 @@ use crate::cluster::ClusterSnapshot;
 use crate::scheduling::{NewNodeClaim, SchedulerOptions};
 
 pub use budgets::{Allowed, BudgetStatus};
+pub use global::GLOBAL_BALANCED_K;
 pub use methods::CONSOLIDATION_TTL;
 pub use model::{
     Budget, ConsolidateAfter, ConsolidationPolicy, DisruptionInput, DisruptionSettings, Drift,
@@ -116,6 +117,51 @@ pub struct DisruptionOptions {
     /// running operator gives it a clock and a time budget instead.
     #[cfg(feature = "milp")]
     pub milp: Option<crate::packing::Milp>,
+    /// How `global` moves justify their disruption (pools with the `Balanced` policy always use
+    /// their own `consolidationThreshold`).
+    pub justification: Justification,
+}
+
+/// How the global consolidator justifies a move's disruption beyond its savings threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Justification {
+    /// Karpenter 1.14's Balanced score at this `k` (1..=3): the move's share of the pools' cost
+    /// saved must be at least `1/k` of its share of their disruption cost. The default, at
+    /// [`GLOBAL_BALANCED_K`].
+    Balanced(u32),
+    /// Every move that clears the savings threshold is taken (only `Balanced` pools score).
+    Off,
+}
+
+impl Default for Justification {
+    fn default() -> Self {
+        Justification::Balanced(GLOBAL_BALANCED_K)
+    }
+}
+
+impl Justification {
+    /// Parse `1`, `2`, `3` (a Balanced `k`) or `off`.
+    ///
+    /// # Errors
+    /// A message saying what is accepted.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" | "none" => Ok(Justification::Off),
+            t => match t.parse::<u32>() {
+                Ok(k @ 1..=3) => Ok(Justification::Balanced(k)),
+                _ => Err(format!(
+                    "{text:?} is not a Balanced k (1, 2 or 3) or \"off\""
+                )),
+            },
+        }
+    }
+
+    fn k(self) -> Option<u32> {
+        match self {
+            Justification::Balanced(k) => Some(k),
+            Justification::Off => None,
+        }
+    }
 }
 
 impl Default for DisruptionOptions {
@@ -131,6 +177,7 @@ impl Default for DisruptionOptions {
                 crate::packing::Milp::default()
                     .with_work_limits(crate::packing::WorkLimits::default()),
             ),
+            justification: Justification::default(),
         }
     }
 }
@@ -147,6 +194,13 @@ impl DisruptionOptions {
     #[must_use]
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Justify `global` moves this way.
+    #[must_use]
+    pub fn justification(mut self, justification: Justification) -> Self {
+        self.justification = justification;
         self
     }
 

@@ -51,7 +51,7 @@ use std::time::Instant;
 use karp_core::disruption::stable::Pass;
 use karp_core::disruption::{
     lower_bound_per_hour, plan, plan_until_stable, Allowed, DisruptionInput, DisruptionOptions,
-    DisruptionPlan, Method, Mode, SavingsThreshold, Timestamp,
+    DisruptionPlan, Justification, Method, Mode, SavingsThreshold, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,8 @@ pub struct DisruptOptions {
     /// `--min-savings` for `global` pools (pools may override it with
     /// `karp.dev/consolidation-min-savings`).
     pub min_savings: SavingsThreshold,
+    /// `--global-balanced-k`: how `global` moves justify their disruption.
+    pub justification: Justification,
     /// `--until-stable`: repeat passes as a running operator would.
     pub until_stable: bool,
 }
@@ -262,7 +264,8 @@ pub fn disrupt_manifests(
     let core_options = DisruptionOptions::default()
         .spot_to_spot(options.spot_to_spot_consolidation)
         .mode(options.mode)
-        .min_savings(options.min_savings);
+        .min_savings(options.min_savings)
+        .justification(options.justification);
     let passes = if options.until_stable {
         plan_until_stable(&input, options.now, &core_options, MAX_PASSES)
     } else {
