@@ -183,13 +183,39 @@ const EXCHANGE_PAIRS: usize = 8;
 const EXCHANGE_EXTENSIONS: usize = 3;
 
 /// Pin `claim` to its cheapest offering's capacity type and keep the instance types whose
-/// worst-case launch price is not above the chosen type's. Returns the claim and that price.
+/// worst-case launch price is not above the chosen type's. A spot claim whose chosen type costs
+/// more in some allowed zone than in the chosen one is pinned to the chosen zone too, when that
+/// lowers the worst case (spot prices differ by zone up to threefold; Karpenter's worst case
+/// over every zone would rule out most spot moves). Returns the claim and its worst-case price.
 fn pin(claim: &NewNodeClaim) -> Option<(NewNodeClaim, f64)> {
+    let by_type = pin_to(claim, false);
+    if claim.cheapest.capacity_type == labels::CAPACITY_SPOT
+        && by_type
+            .as_ref()
+            .is_none_or(|(_, w)| *w > claim.cheapest.price + EPSILON)
+    {
+        if let Some(by_zone) = pin_to(claim, true) {
+            if by_type.as_ref().is_none_or(|(_, w)| by_zone.1 < *w) {
+                return Some(by_zone);
+            }
+        }
+    }
+    by_type
+}
+
+/// [`pin`] to the cheapest offering's capacity type (and zone when `zone`).
+fn pin_to(claim: &NewNodeClaim, zone: bool) -> Option<(NewNodeClaim, f64)> {
     let mut c = claim.clone();
     c.requirements.add(Requirement::in_values(
         labels::CAPACITY_TYPE,
         [claim.cheapest.capacity_type.clone()],
     ));
+    if zone {
+        c.requirements.add(Requirement::in_values(
+            labels::ZONE,
+            [claim.cheapest.zone.clone()],
+        ));
+    }
     let chosen = c
         .instance_types
         .iter()
