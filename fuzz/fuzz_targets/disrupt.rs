@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use karp_core::disruption::{Method, Timestamp};
+use karp_core::disruption::{Justification, Method, Mode, SavingsThreshold, Timestamp};
 use karp_operator::commands::disrupt::{disrupt_documents, render_table, Disrupt, DisruptOptions};
 use karp_operator::commands::plan::PlanError;
 use libfuzzer_sys::fuzz_target;
@@ -95,10 +95,41 @@ status:
 ---
 "#;
 
-/// The properties of a dry run that returned `Ok` (the same as `check_commands` in
-/// `karp-core/src/disruption/tests.rs`, on the operator's input).
+/// The properties of a dry run that returned `Ok`: every pass's plan on the input it ran on
+/// (see [`check_plan`]), and the output.
 fn check(d: &Disrupt) {
-    let (input, plan) = (&d.input, &d.plan);
+    check_plan(&d.input, &d.plan);
+    for p in &d.passes {
+        check_plan(&p.input, &p.plan);
+    }
+    let o = &d.output;
+    if d.passes.len() <= 1 {
+        assert_eq!(o.commands.len(), d.plan.commands.len());
+    }
+    assert_eq!(
+        o.not_candidates.len(),
+        d.passes
+            .last()
+            .map_or(&d.plan, |p| &p.plan)
+            .not_candidates
+            .len()
+    );
+    for x in [
+        o.cost.before_per_hour,
+        o.cost.after_per_hour,
+        o.cost.lower_bound_per_hour,
+    ] {
+        assert!(x.is_finite(), "cost {:?}", o.cost);
+    }
+    let _ = render_table(o);
+}
+
+/// The properties of one pass's plan (the same as `check_commands` in
+/// `karp-core/src/disruption/tests.rs`, on the operator's input).
+fn check_plan(
+    input: &karp_core::disruption::DisruptionInput,
+    plan: &karp_core::disruption::DisruptionPlan,
+) {
     for c in &plan.commands {
         let who = || format!("{} command on {:?}", c.method.as_str(), c.candidates);
         if let Some(sim) = &c.simulation {
@@ -187,17 +218,6 @@ fn check(d: &Disrupt) {
             "managed node {name} is in {times} commands / not_candidates entries"
         );
     }
-    let o = &d.output;
-    assert_eq!(o.commands.len(), plan.commands.len());
-    assert_eq!(o.not_candidates.len(), plan.not_candidates.len());
-    for x in [
-        o.cost.before_per_hour,
-        o.cost.after_per_hour,
-        o.cost.lower_bound_per_hour,
-    ] {
-        assert!(x.is_finite(), "cost {:?}", o.cost);
-    }
-    let _ = render_table(o);
 }
 
 /// `KARP_FUZZ_DEBUG` set: print each run's outcome to stderr (for checking seeds by hand).
@@ -219,12 +239,29 @@ fuzz_target!(|data: &[u8]| {
     } else {
         body.into_owned()
     };
+    let global = first & 16 == 16;
     let options = DisruptOptions {
         now: NOW.parse::<Timestamp>().expect("NOW parses"),
         spot_to_spot_consolidation: first & 4 == 4,
-        // `--mode karpenter`, one pass (a NodePool can still ask for the global consolidator
-        // with `karp.dev/consolidation-mode`).
-        ..DisruptOptions::default()
+        // Bit 4: `--mode global --min-savings 0 --global-balanced-k off` (else `--mode
+        // karpenter`; a NodePool can still ask for the global consolidator with
+        // `karp.dev/consolidation-mode`); bit 6: `--until-stable`.
+        mode: if global {
+            Mode::Global
+        } else {
+            Mode::Karpenter
+        },
+        min_savings: if global {
+            SavingsThreshold::ZERO
+        } else {
+            SavingsThreshold::DEFAULT
+        },
+        justification: if global {
+            Justification::Off
+        } else {
+            Justification::default()
+        },
+        until_stable: first & 64 == 64,
     };
     let result = disrupt_documents("fuzz.yaml", &text, catalog(), &options);
     if debug() {

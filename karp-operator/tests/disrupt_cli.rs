@@ -381,6 +381,11 @@ fn disrupt_rejects_bad_thresholds_and_modes_with_exit_2() {
     let r = run(&m, &c, &["--mode", "global", "--min-savings", "cheap"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--min-savings"), "{}", r.stderr);
+    let r = run(&m, &c, &["--mode", "global", "--global-balanced-k", "5"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--global-balanced-k"), "{}", r.stderr);
+    let ok = run(&m, &c, &["--mode", "global", "--global-balanced-k", "off"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
     let (m, c) = splittable(
         &scratch("bad-annotation"),
         ", annotations: {karp.dev/consolidation-mode: greedy}",

@@ -79,39 +79,42 @@ fn prefix_sizes(n: usize) -> Vec<usize> {
 }
 
 /// How full a candidate is with the pods that would move, and what its room is worth.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Load {
     /// CPU requests of its reschedulable pods over allocatable.
     cpu: f64,
     /// Memory requests over allocatable.
     memory: f64,
-    /// Its price minus the value of those requests at the pool's cheapest price per CPU and per
-    /// byte of memory (the larger of the two): what the node costs beyond its pods' fair share.
+    /// Its price minus the value of those requests at the pool's cheapest unit prices (the
+    /// largest over CPU, memory and extended resources such as GPUs): what the node costs beyond
+    /// its pods' fair share.
     waste: f64,
     /// Its price.
     price: f64,
-    /// CPU (millicores) and memory (bytes) requests, at the pool's unit prices.
-    cpu_value: f64,
-    memory_value: f64,
+    /// The requests of each resource at the pool's cheapest price per unit of it.
+    values: BTreeMap<String, f64>,
 }
 
 impl Load {
-    fn of(c: &Candidate, node: Option<&Node>, pods: &[crate::pod::Pod], unit: (f64, f64)) -> Load {
+    fn of(
+        c: &Candidate,
+        node: Option<&Node>,
+        pods: &[crate::pod::Pod],
+        units: &BTreeMap<String, f64>,
+    ) -> Load {
+        let price = c.price().unwrap_or(0.0);
         let Some(node) = node else {
             return Load {
                 cpu: 1.0,
                 memory: 1.0,
                 waste: 0.0,
-                price: 0.0,
-                cpu_value: 0.0,
-                memory_value: 0.0,
+                price,
+                values: BTreeMap::new(),
             };
         };
-        let mut cpu = 0i64;
-        let mut mem = 0i64;
+        let mut requests = crate::resources::Resources::new();
         for &i in &c.reschedulable {
-            cpu += pods[i].requests.cpu;
-            mem += pods[i].requests.memory;
+            requests.add_assign(&pods[i].requests);
         }
         let frac = |used: i64, total: i64| {
             if total > 0 {
@@ -120,15 +123,21 @@ impl Load {
                 0.0
             }
         };
-        let (cpu_value, memory_value) = (cpu as f64 * unit.0, mem as f64 * unit.1);
-        let price = c.price().unwrap_or(0.0);
+        let values: BTreeMap<String, f64> = requests
+            .iter()
+            .filter_map(|(name, amount)| {
+                units
+                    .get(name)
+                    .map(|unit| (name.to_string(), amount as f64 * unit))
+            })
+            .collect();
+        let fair = values.values().copied().fold(0.0, f64::max);
         Load {
-            cpu: frac(cpu, node.allocatable.cpu),
-            memory: frac(mem, node.allocatable.memory),
-            waste: price - cpu_value.max(memory_value),
+            cpu: frac(requests.cpu, node.allocatable.cpu),
+            memory: frac(requests.memory, node.allocatable.memory),
+            waste: price - fair,
             price,
-            cpu_value,
-            memory_value,
+            values,
         }
     }
 
@@ -139,40 +148,49 @@ impl Load {
 }
 
 /// What re-packing a set of candidates together could save at most: their price minus the
-/// larger of their CPU and memory requests' values (complementary nodes waste less together).
+/// largest of their joint requests' values per resource (complementary nodes waste less
+/// together).
 fn potential(loads: &[Load], set: &BTreeSet<usize>) -> f64 {
-    let (mut price, mut cpu, mut memory) = (0.0, 0.0, 0.0);
+    let mut price = 0.0;
+    let mut values: BTreeMap<&str, f64> = BTreeMap::new();
     for &i in set {
         price += loads[i].price;
-        cpu += loads[i].cpu_value;
-        memory += loads[i].memory_value;
+        for (name, v) in &loads[i].values {
+            *values.entry(name.as_str()).or_default() += v;
+        }
     }
-    price - f64::max(cpu, memory)
+    price - values.values().copied().fold(0.0, f64::max)
 }
 
-/// The cheapest price per CPU millicore and per memory byte among `pool`'s available offerings.
-fn unit_prices(pool: Option<&crate::cluster::NodePool>) -> (f64, f64) {
-    let mut best = (f64::INFINITY, f64::INFINITY);
-    for it in pool.into_iter().flat_map(|p| &p.instance_types) {
+/// The cheapest price per unit of CPU, memory and each extended resource among `pool`'s
+/// available offerings its template allows (pod slots and ephemeral storage left out: they
+/// rarely decide a node's size).
+fn unit_prices(pool: &crate::cluster::NodePool) -> BTreeMap<String, f64> {
+    let template = pool.template_requirements();
+    let mut best: BTreeMap<String, f64> = BTreeMap::new();
+    for it in &pool.instance_types {
         let Some(price) = it
             .offerings
             .iter()
-            .filter(|o| o.available)
+            .filter(|o| o.available && o.compatible(&template))
             .map(|o| o.price)
             .min_by(f64::total_cmp)
         else {
             continue;
         };
-        let a = it.allocatable();
-        if a.cpu > 0 {
-            best.0 = best.0.min(price / a.cpu as f64);
-        }
-        if a.memory > 0 {
-            best.1 = best.1.min(price / a.memory as f64);
+        for (name, amount) in it.allocatable().iter() {
+            if amount <= 0
+                || name == crate::resources::names::PODS
+                || name == crate::resources::names::EPHEMERAL_STORAGE
+            {
+                continue;
+            }
+            let unit = price / amount as f64;
+            let e = best.entry(name.to_string()).or_insert(unit);
+            *e = e.min(unit);
         }
     }
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-    (finite(best.0), finite(best.1))
+    best
 }
 
 /// Seeds of the exchange search: the candidates wasting most.
@@ -323,21 +341,19 @@ impl<'a> Pass<'a> {
             .map(|n| (n.name.as_str(), n))
             .collect();
         let pods = &self.input.snapshot.pods;
-        let units: BTreeMap<&str, (f64, f64)> = self
+        let units: BTreeMap<&str, BTreeMap<String, f64>> = self
             .input
             .snapshot
             .node_pools
             .iter()
-            .map(|p| (p.name.as_str(), unit_prices(Some(p))))
+            .map(|p| (p.name.as_str(), unit_prices(p)))
             .collect();
+        let no_units = BTreeMap::new();
         let mut ordered: Vec<(Load, &'a Candidate)> = self
             .consolidatable()
             .into_iter()
             .map(|c| {
-                let unit = units
-                    .get(c.facts.nodepool.as_str())
-                    .copied()
-                    .unwrap_or_default();
+                let unit = units.get(c.facts.nodepool.as_str()).unwrap_or(&no_units);
                 (
                     Load::of(c, names.get(c.name.as_str()).copied(), pods, unit),
                     c,
@@ -463,7 +479,7 @@ impl<'a> Pass<'a> {
             return None;
         }
         let within: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
-        let loads: Vec<Load> = ordered.iter().map(|(l, _)| *l).collect();
+        let loads: Vec<Load> = ordered.iter().map(|(l, _)| l.clone()).collect();
         #[cfg(feature = "milp")]
         let milp = self.options.milp.clone().map(|mut m| {
             m.options = self.options.scheduler.clone();
