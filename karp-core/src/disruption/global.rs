@@ -41,6 +41,7 @@ use crate::labels;
 use crate::requirements::Requirement;
 use crate::scheduling::NewNodeClaim;
 
+use super::budgets::Allowed;
 use super::candidates::Candidate;
 use super::consolidation::{narrow, worst_launch_price};
 use super::methods::{Pass, CONSOLIDATION_TTL};
@@ -191,6 +192,29 @@ fn unit_prices(pool: &crate::cluster::NodePool) -> BTreeMap<String, f64> {
         }
     }
     best
+}
+
+/// The reason a global move charges `c` to: `Empty` when Karpenter counts it empty, else
+/// `Underutilized`.
+fn global_reason(c: &Candidate) -> Reason {
+    if c.empty {
+        Reason::Empty
+    } else {
+        Reason::Underutilized
+    }
+}
+
+/// Take one disruption for `c` (its pool, its [`global_reason`]) from `budgets`; whether one was
+/// left.
+fn take_budget(budgets: &mut BTreeMap<(String, Reason), Allowed>, c: &Candidate) -> bool {
+    let allowed = budgets
+        .entry((c.facts.nodepool.clone(), global_reason(c)))
+        .or_insert(Allowed::Unlimited);
+    let ok = allowed.any();
+    if ok {
+        allowed.take();
+    }
+    ok
 }
 
 /// Seeds of the exchange search: the candidates wasting most.
@@ -374,19 +398,10 @@ impl<'a> Pass<'a> {
         let mut within: Vec<&'a Candidate> = Vec::new();
         let everyone = ordered.clone();
         for (_, c) in ordered {
-            let reason = if c.empty {
-                Reason::Empty
-            } else {
-                Reason::Underutilized
-            };
-            let allowed = budgets
-                .entry((c.facts.nodepool.clone(), reason))
-                .or_insert(super::budgets::Allowed::Unlimited);
-            if allowed.any() {
-                allowed.take();
+            if take_budget(&mut budgets, c) {
                 within.push(c);
             } else {
-                self.budget_blocked(&c.name, reason);
+                self.budget_blocked(&c.name, global_reason(c));
             }
         }
         if within.is_empty() {
@@ -560,19 +575,7 @@ impl<'a> Pass<'a> {
     /// Whether the budgets allow disrupting all of `nodes` at once (each for its own reason).
     fn within_budget(&self, nodes: &[&Candidate]) -> bool {
         let mut budgets = self.budgets.clone();
-        nodes.iter().all(|c| {
-            let reason = if c.empty {
-                Reason::Empty
-            } else {
-                Reason::Underutilized
-            };
-            let allowed = budgets
-                .entry((c.facts.nodepool.clone(), reason))
-                .or_insert(super::budgets::Allowed::Unlimited);
-            let ok = allowed.any();
-            allowed.take();
-            ok
-        })
+        nodes.iter().all(|c| take_budget(&mut budgets, c))
     }
 
     /// Karpenter's multi-node then single-node consolidation over the current scope.
