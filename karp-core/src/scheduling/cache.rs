@@ -29,6 +29,10 @@ pub(crate) type PoolDomains = Arc<Vec<(String, Option<String>)>>;
 
 /// Scheduling state shared by many passes over snapshots of one cluster (see the module docs).
 ///
+/// Meant to live as long as one planning pass (the disruption planner makes one per pass):
+/// entries are never evicted, so a cache kept across a changing cluster grows with every node
+/// and NodePool version it has seen.
+///
 /// ```
 /// use karp_core::cluster::ClusterSnapshot;
 /// use karp_core::scheduling::{schedule, schedule_cached, SchedulerOptions, SchedulingCache};
