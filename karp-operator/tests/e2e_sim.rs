@@ -196,6 +196,23 @@ spec:
             .iter()
             .flatten()
             .any(|f| f == "karpenter.sh/termination"));
+        // The pods that bound to its node are pod events (`consolidateAfter` counts from them).
+        wait_for(
+            &format!("lastPodEventTime on {:?}", c.metadata.name),
+            Duration::from_secs(10),
+            || async {
+                Api::<NodeClaim>::all(client.clone())
+                    .get(c.metadata.name.as_deref().unwrap())
+                    .await
+                    .is_ok_and(|c| {
+                        c.status
+                            .as_ref()
+                            .and_then(|s| s.last_pod_event_time.as_deref())
+                            .is_some_and(|t| t.parse::<karp_core::disruption::Timestamp>().is_ok())
+                    })
+            },
+        )
+        .await;
     }
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())

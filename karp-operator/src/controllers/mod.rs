@@ -4,6 +4,7 @@
 //! - [`lifecycle`]: NodeClaim launch, registration, initialization, liveness, deletion.
 //! - [`termination`]: the Node finalizer: taint, drain through the Eviction API, delete the instance.
 //! - [`gc`]: instances without a NodeClaim, NodeClaims whose instance vanished.
+//! - [`podevents`]: `lastPodEventTime` on NodeClaims (binds, terminal and terminating pods).
 //! - [`status`]: NodePool and EC2NodeClass status.
 //!
 //! Cluster state comes from kube-runtime reflectors ([`Stores`]); every write is a patch or a
@@ -12,6 +13,7 @@
 pub mod gc;
 pub mod interruption;
 pub mod lifecycle;
+pub mod podevents;
 pub mod provisioner;
 pub mod status;
 pub mod termination;
@@ -519,6 +521,7 @@ impl Operator {
         tasks.push(sv.spawn("termination", termination::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("gc", gc::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("status", status::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("podevents", podevents::run(Arc::clone(&ctx))));
         Ok(Operator {
             ctx,
             tasks,

@@ -54,7 +54,8 @@ pub fn is_provisionable(p: &Pod) -> bool {
         })
 }
 
-fn is_daemonset_pod(p: &Pod) -> bool {
+/// Whether a DaemonSet owns the pod.
+pub(crate) fn is_daemonset_pod(p: &Pod) -> bool {
     p.metadata
         .owner_references
         .iter()

@@ -51,18 +51,10 @@ fn is_critical(p: &Pod) -> bool {
     )
 }
 
-fn is_daemonset(p: &Pod) -> bool {
-    p.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.kind == "DaemonSet")
-}
-
 /// The eviction tier of a pod.
 #[must_use]
 pub fn tier(p: &Pod) -> Tier {
-    match (is_daemonset(p), is_critical(p)) {
+    match (super::provisioner::is_daemonset_pod(p), is_critical(p)) {
         (false, false) => Tier::Regular,
         (false, true) => Tier::Critical,
         (true, false) => Tier::DaemonSet,
