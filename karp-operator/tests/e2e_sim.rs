@@ -735,3 +735,52 @@ spec:
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_become_consolidatable_after_consolidate_after_from_their_last_pod_event() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    let seed = seed().replace("consolidateAfter: 1m", "consolidateAfter: 3s");
+    assert!(seed.contains("consolidateAfter: 3s"));
+    cluster.apply_yaml(&seed).unwrap();
+    cluster.apply_yaml(&deployment("quiet", 2, "500m")).unwrap();
+    wait_for("2 running quiet pods", Duration::from_secs(60), || async {
+        let pods = app_pods(&client, "quiet").await;
+        pods.len() == 2 && pods.iter().all(running)
+    })
+    .await;
+    let api = Api::<NodeClaim>::all(client.clone());
+    for c in claims(&client).await {
+        let name = c.metadata.name.clone().unwrap();
+        wait_for(
+            &format!("Consolidatable on {name}"),
+            Duration::from_secs(20),
+            || async {
+                api.get(&name)
+                    .await
+                    .is_ok_and(|c| c.is_true("Consolidatable"))
+            },
+        )
+        .await;
+        let c = api.get(&name).await.unwrap();
+        let t = |s: &str| s.parse::<karp_core::disruption::Timestamp>().unwrap();
+        let event = t(c
+            .status
+            .as_ref()
+            .and_then(|s| s.last_pod_event_time.as_deref())
+            .expect("a pod event was recorded"));
+        let since = t(&c.condition("Consolidatable").unwrap().last_transition_time);
+        // The condition waited out consolidateAfter (3 s, second-resolution timestamps).
+        assert!(
+            since.0 - event.0 >= 2_000,
+            "{name}: event {event:?}, consolidatable {since:?}"
+        );
+        // The lifecycle conditions are all still there.
+        for cond in ["Launched", "Registered", "Initialized"] {
+            assert!(c.is_true(cond), "{name} lost {cond}");
+        }
+    }
+    cluster.shutdown().await;
+}

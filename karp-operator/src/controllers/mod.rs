@@ -5,11 +5,13 @@
 //! - [`termination`]: the Node finalizer: taint, drain through the Eviction API, delete the instance.
 //! - [`gc`]: instances without a NodeClaim, NodeClaims whose instance vanished.
 //! - [`podevents`]: `lastPodEventTime` on NodeClaims (binds, terminal and terminating pods).
+//! - [`conditions`]: the `Consolidatable` condition of NodeClaims.
 //! - [`status`]: NodePool and EC2NodeClass status.
 //!
 //! Cluster state comes from kube-runtime reflectors ([`Stores`]); every write is a patch or a
 //! create that is safe to repeat, so a restart at any point loses nothing.
 
+pub mod conditions;
 pub mod gc;
 pub mod interruption;
 pub mod lifecycle;
@@ -522,6 +524,7 @@ impl Operator {
         tasks.push(sv.spawn("gc", gc::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("status", status::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("podevents", podevents::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("conditions", conditions::run(Arc::clone(&ctx))));
         Ok(Operator {
             ctx,
             tasks,
