@@ -590,11 +590,7 @@ pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => Timestamp(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        ),
+        None => Timestamp::from(std::time::SystemTime::now()),
     };
     let mut options = DisruptOptions {
         now,

@@ -8,6 +8,17 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);
 
+impl From<std::time::SystemTime> for Timestamp {
+    /// The instant of a system time (before the epoch: the epoch; beyond `i64` milliseconds:
+    /// the largest timestamp).
+    fn from(t: std::time::SystemTime) -> Self {
+        Timestamp(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
 impl Timestamp {
     /// From whole seconds since the epoch.
     #[must_use]

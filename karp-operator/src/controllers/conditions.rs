@@ -96,17 +96,10 @@ pub fn updated_conditions(claim: &NodeClaim, want: bool, now: &str) -> Option<Ve
     }
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
-    Timestamp(
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-    )
-}
-
 /// One comparison of every claim in the cache; returns how many were written.
 async fn scan(ctx: &Context) -> usize {
     let now = SystemTime::now();
-    let (at, text) = (timestamp(now), rfc3339(now));
+    let (at, text) = (Timestamp::from(now), rfc3339(now));
     let mut settings: BTreeMap<String, DisruptionSettings> = BTreeMap::new();
     for np in ctx.stores.nodepools.state() {
         let name = np.metadata.name.clone().unwrap_or_default();

@@ -131,13 +131,6 @@ pub fn due(last: Option<Timestamp>, now: Timestamp) -> bool {
     last.is_none_or(|l| now.0.saturating_sub(l.0) >= window)
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
-    Timestamp(
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-    )
-}
-
 /// The NodeClaim of the node named `node`: by `status.nodeName`, else by the Node's provider ID.
 fn claim_of(ctx: &Context, node: &str) -> Option<Arc<NodeClaim>> {
     let claims = ctx.stores.nodeclaims.state();
@@ -178,7 +171,7 @@ async fn record(
         .and_then(|s| s.last_pod_event_time.as_deref())
         .and_then(|t| t.parse::<Timestamp>().ok());
     let last = stored.max(written.get(&name).copied());
-    let at = timestamp(now);
+    let at = Timestamp::from(now);
     if !due(last, at) {
         return;
     }
