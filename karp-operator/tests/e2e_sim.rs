@@ -784,3 +784,76 @@ async fn claims_become_consolidatable_after_consolidate_after_from_their_last_po
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_claims_are_deleted_and_their_pods_run_elsewhere() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    let seed = seed().replace("expireAfter: Never", "expireAfter: 10s");
+    assert!(seed.contains("expireAfter: 10s"));
+    cluster.apply_yaml(&seed).unwrap();
+    cluster.apply_yaml(&deployment("aging", 2, "500m")).unwrap();
+    wait_for("2 running aging pods", Duration::from_secs(60), || async {
+        let pods = app_pods(&client, "aging").await;
+        pods.len() == 2 && pods.iter().all(running)
+    })
+    .await;
+    let old: Vec<String> = claims(&client)
+        .await
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert!(!old.is_empty());
+    // Replacements live on: the pool's template no longer expires (claims copy it at creation).
+    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
+        .patch(
+            "karpenter-nodepool",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "spec": {"template": {"spec": {"expireAfter": "Never"}}}
+            })),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the expired claims deleted",
+        Duration::from_secs(60),
+        || async {
+            let now: Vec<String> = claims(&client)
+                .await
+                .iter()
+                .filter_map(|c| c.metadata.name.clone())
+                .collect();
+            old.iter().all(|o| !now.contains(o))
+        },
+    )
+    .await;
+    wait_for(
+        "the pods running on new nodes",
+        Duration::from_secs(60),
+        || async {
+            let pods = app_pods(&client, "aging").await;
+            let cs = claims(&client).await;
+            let nodes: Vec<String> = cs
+                .iter()
+                .filter_map(|c| c.status.as_ref().and_then(|s| s.node_name.clone()))
+                .collect();
+            pods.len() == 2
+                && pods.iter().all(running)
+                && pods.iter().all(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_ref())
+                        .is_some_and(|n| nodes.contains(n))
+                })
+        },
+    )
+    .await;
+    for c in claims(&client).await {
+        assert!(!old.contains(c.metadata.name.as_ref().unwrap()));
+        assert_eq!(c.spec.expire_after.as_deref(), Some("Never"));
+    }
+    cluster.shutdown().await;
+}

@@ -6,12 +6,14 @@
 //! - [`gc`]: instances without a NodeClaim, NodeClaims whose instance vanished.
 //! - [`podevents`]: `lastPodEventTime` on NodeClaims (binds, terminal and terminating pods).
 //! - [`conditions`]: the `Consolidatable` condition of NodeClaims.
+//! - [`expiration`]: NodeClaims past their `expireAfter` are deleted (forceful).
 //! - [`status`]: NodePool and EC2NodeClass status.
 //!
 //! Cluster state comes from kube-runtime reflectors ([`Stores`]); every write is a patch or a
 //! create that is safe to repeat, so a restart at any point loses nothing.
 
 pub mod conditions;
+pub mod expiration;
 pub mod gc;
 pub mod interruption;
 pub mod lifecycle;
@@ -525,6 +527,7 @@ impl Operator {
         tasks.push(sv.spawn("status", status::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("podevents", podevents::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("conditions", conditions::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("expiration", expiration::run(Arc::clone(&ctx))));
         Ok(Operator {
             ctx,
             tasks,
