@@ -857,3 +857,84 @@ async fn expired_claims_are_deleted_and_their_pods_run_elsewhere() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requirement_change_marks_the_claims_it_excludes_drifted() {
+    use karp_operator::api::nodepool::{
+        FlexString, NodePool, NodeSelectorRequirementWithMinValues,
+    };
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&seed()).unwrap();
+    cluster
+        .apply_yaml(&deployment("drifty", 1, "500m"))
+        .unwrap();
+    wait_for("1 running drifty pod", Duration::from_secs(60), || async {
+        let pods = app_pods(&client, "drifty").await;
+        pods.len() == 1 && pods.iter().all(running)
+    })
+    .await;
+    let claims_api = Api::<NodeClaim>::all(client.clone());
+    let cs = claims(&client).await;
+    let name = cs[0].metadata.name.clone().unwrap();
+    wait_for("the claim registered", Duration::from_secs(20), || async {
+        claims_api
+            .get(&name)
+            .await
+            .is_ok_and(|c| c.is_true("Initialized"))
+    })
+    .await;
+    // Not drifted while the pool still allows it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let c = claims_api.get(&name).await.unwrap();
+    assert!(
+        c.condition("Drifted").is_none(),
+        "{:?}",
+        c.condition("Drifted")
+    );
+    let node = c.status.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+    let ty = Api::<Node>::all(client.clone())
+        .get(&node)
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .get("node.kubernetes.io/instance-type")
+        .cloned()
+        .unwrap();
+    let pools = Api::<NodePool>::all(client.clone());
+    let mut np = pools.get("karpenter-nodepool").await.unwrap();
+    np.spec
+        .template
+        .spec
+        .requirements
+        .push(NodeSelectorRequirementWithMinValues {
+            key: "node.kubernetes.io/instance-type".into(),
+            operator: "NotIn".into(),
+            values: vec![FlexString(ty.clone())],
+            min_values: None,
+        });
+    pools
+        .replace("karpenter-nodepool", &PostParams::default(), &np)
+        .await
+        .unwrap();
+    wait_for(
+        &format!("{name} ({ty}) drifted"),
+        Duration::from_secs(30),
+        || async {
+            claims_api.get(&name).await.is_ok_and(|c| {
+                c.condition("Drifted")
+                    .is_some_and(|d| d.status == "True" && d.reason == "RequirementsDrifted")
+            })
+        },
+    )
+    .await;
+    let c = claims_api.get(&name).await.unwrap();
+    for cond in ["Launched", "Registered", "Initialized"] {
+        assert!(c.is_true(cond), "{name} lost {cond}");
+    }
+    cluster.shutdown().await;
+}

@@ -21,13 +21,11 @@ use std::time::{Duration, SystemTime};
 
 use karp_core::disruption::candidates::consolidatable_at;
 use karp_core::disruption::{DisruptionSettings, NodeClaimFacts, Timestamp};
-use kube::api::{Patch, PatchParams};
 use kube::Api;
-use serde_json::json;
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::writes::kube_err;
-use super::{Context, OperatorError};
+use super::writes::patch_claim_conditions;
+use super::Context;
 use crate::api::nodeclaim::{set_condition, Condition, NodeClaim};
 use crate::api::rfc3339;
 use crate::convert::disruption::disruption_settings;
@@ -131,7 +129,7 @@ async fn scan(ctx: &Context) -> usize {
             continue;
         };
         let name = claim.metadata.name.clone().unwrap_or_default();
-        match write(
+        match patch_claim_conditions(
             &api,
             &name,
             claim.metadata.resource_version.as_deref(),
@@ -147,25 +145,6 @@ async fn scan(ctx: &Context) -> usize {
         }
     }
     written
-}
-
-async fn write(
-    api: &Api<NodeClaim>,
-    name: &str,
-    resource_version: Option<&str>,
-    conditions: &[Condition],
-) -> Result<(), OperatorError> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({
-            "metadata": {"resourceVersion": resource_version},
-            "status": {"conditions": conditions},
-        })),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| kube_err("NodeClaim Consolidatable condition", e))
 }
 
 /// Keeps `Consolidatable` up to date on every NodeClaim until shutdown.
@@ -187,6 +166,7 @@ mod tests {
     use super::*;
     use crate::api::nodeclaim::NodeClaimStatus;
     use karp_core::disruption::ConsolidateAfter;
+    use serde_json::json;
 
     fn claim(initialized: Option<&str>, last_event: Option<&str>) -> NodeClaim {
         let mut c: NodeClaim = serde_json::from_value(json!({

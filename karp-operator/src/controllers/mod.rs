@@ -7,12 +7,14 @@
 //! - [`podevents`]: `lastPodEventTime` on NodeClaims (binds, terminal and terminating pods).
 //! - [`conditions`]: the `Consolidatable` condition of NodeClaims.
 //! - [`expiration`]: NodeClaims past their `expireAfter` are deleted (forceful).
+//! - [`drift`]: the `Drifted` condition of NodeClaims.
 //! - [`status`]: NodePool and EC2NodeClass status.
 //!
 //! Cluster state comes from kube-runtime reflectors ([`Stores`]); every write is a patch or a
 //! create that is safe to repeat, so a restart at any point loses nothing.
 
 pub mod conditions;
+pub mod drift;
 pub mod expiration;
 pub mod gc;
 pub mod interruption;
@@ -528,6 +530,7 @@ impl Operator {
         tasks.push(sv.spawn("podevents", podevents::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("conditions", conditions::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("expiration", expiration::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("drift", drift::run(Arc::clone(&ctx))));
         Ok(Operator {
             ctx,
             tasks,

@@ -54,6 +54,38 @@ pub fn is_provisionable(p: &Pod) -> bool {
         })
 }
 
+/// The cloud's instance types of every node class the NodePools use (a class whose types the
+/// cloud cannot list is left out, with a debug line).
+pub async fn instance_types(
+    ctx: &Context,
+    objects: &LiveObjects,
+) -> BTreeMap<String, Vec<Arc<InstanceType>>> {
+    let mut types = BTreeMap::new();
+    for np in &objects.nodepools {
+        let Some(class) = np
+            .spec
+            .template
+            .spec
+            .node_class_ref
+            .as_ref()
+            .map(|r| r.name.clone())
+        else {
+            continue;
+        };
+        if types.contains_key(&class) {
+            continue;
+        }
+        let pool = np.metadata.name.clone().unwrap_or_default();
+        match ctx.cloud.instance_types(&pool, Some(&class)).await {
+            Ok(t) => {
+                types.insert(class, t);
+            }
+            Err(e) => debug!(nodepool = %pool, error = %e, "no instance types"),
+        }
+    }
+    types
+}
+
 /// Whether a DaemonSet owns the pod.
 pub(crate) fn is_daemonset_pod(p: &Pod) -> bool {
     p.metadata
@@ -269,29 +301,7 @@ impl Provisioner {
     /// [`OperatorError`] when the cluster state cannot be converted or the API fails.
     pub async fn provision_once(ctx: &Context) -> Result<(), OperatorError> {
         let objects = ctx.stores.objects();
-        let mut types = BTreeMap::new();
-        for np in &objects.nodepools {
-            let Some(class) = np
-                .spec
-                .template
-                .spec
-                .node_class_ref
-                .as_ref()
-                .map(|r| r.name.clone())
-            else {
-                continue;
-            };
-            if types.contains_key(&class) {
-                continue;
-            }
-            let pool = np.metadata.name.clone().unwrap_or_default();
-            match ctx.cloud.instance_types(&pool, Some(&class)).await {
-                Ok(t) => {
-                    types.insert(class, t);
-                }
-                Err(e) => debug!(nodepool = %pool, error = %e, "no instance types"),
-            }
-        }
+        let types = instance_types(ctx, &objects).await;
         let started = Instant::now();
         let plan = plan(&objects, types, ctx.resolver.node_class_label())
             .map_err(|e| OperatorError::Convert(e.to_string()))?;

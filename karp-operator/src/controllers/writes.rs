@@ -29,6 +29,28 @@ pub async fn patch_claim_status<S: serde::Serialize>(
     .map_err(|e| kube_err("NodeClaim status", e))
 }
 
+/// Replace a NodeClaim's condition list with a status merge patch that carries the
+/// `resourceVersion` the list was computed from, so a concurrent write of another condition is
+/// never lost (the API server answers 409 and the caller computes again).
+pub async fn patch_claim_conditions(
+    api: &Api<NodeClaim>,
+    name: &str,
+    resource_version: Option<&str>,
+    conditions: &[crate::api::nodeclaim::Condition],
+) -> Result<(), OperatorError> {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({
+            "metadata": {"resourceVersion": resource_version},
+            "status": {"conditions": conditions},
+        })),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| kube_err("NodeClaim conditions", e))
+}
+
 /// Whether an API error is a 404.
 pub fn is_404(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)

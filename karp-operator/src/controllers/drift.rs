@@ -1,0 +1,225 @@
+//! The `Drifted` condition of NodeClaims, as Karpenter's `nodeclaim.disruption` drift check.
+//!
+//! Every [`PERIOD`], the disruption planner's input is built from the live caches with the same
+//! snapshot builder as the provisioner (instance types from the cloud per node class) and with
+//! every claim's own `Drifted` condition left out, so each reason is judged afresh: the NodePool
+//! hash (`karpenter.sh/nodepool-hash` differing under equal `karpenter.sh/nodepool-hash-version`
+//! annotations on the pool and the claim), requirements the node no longer satisfies
+//! (`RequirementsDrifted`), or its instance type or offering gone from the catalog
+//! (`InstanceTypeNotFound`). A launched claim with a reason gets `Drifted=True` with that reason;
+//! a claim with no reason, or not launched, has the condition removed. Only changes are written,
+//! with the `resourceVersion` the list was computed from.
+//!
+//! Not yet: stamping karp's own NodePool hash on pools and claims (today the hash only judges
+//! claims made by Karpenter), and the cloud provider's own drift reasons.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use karp_core::disruption::{DisruptionInput, Timestamp};
+use kube::Api;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::provisioner::{instance_types, is_provisionable};
+use super::writes::patch_claim_conditions;
+use super::{Context, LiveObjects};
+use crate::api::nodeclaim::{set_condition, Condition, NodeClaim};
+use crate::api::rfc3339;
+use crate::convert::disruption::disruption_input;
+use crate::convert::{build_snapshot, BuildOptions, ConvertError, TypesByNodeClass};
+
+/// How often drift is judged.
+pub const PERIOD: Duration = Duration::from_secs(5);
+
+/// The condition type.
+pub const DRIFTED: &str = "Drifted";
+
+/// The planner's input from live objects (pods bound or waiting for capacity, every node, claim,
+/// pool and DaemonSet), with the cloud's instance types per node class; PDBs are not read yet.
+///
+/// # Errors
+/// [`ConvertError`] when an object the input needs does not convert (objects that fail alone
+/// are skipped, as in provisioning).
+pub fn live_input(
+    objects: &LiveObjects,
+    types: BTreeMap<String, Vec<Arc<karp_core::cloud::InstanceType>>>,
+    now: Timestamp,
+) -> Result<DisruptionInput, ConvertError> {
+    let input = objects.cluster_objects(|p| {
+        p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() || is_provisionable(p)
+    });
+    let options = BuildOptions { skip_invalid: true };
+    let converted = build_snapshot(&input, &mut TypesByNodeClass(types), &options)?;
+    disruption_input(&input, &[], converted, now)
+}
+
+/// `objects` with every NodeClaim's `Drifted` condition removed (drift is judged afresh).
+#[must_use]
+pub fn without_drifted(objects: &LiveObjects) -> LiveObjects {
+    let mut out = objects.clone();
+    out.nodeclaims = out
+        .nodeclaims
+        .iter()
+        .map(|c| {
+            if c.condition(DRIFTED).is_none() {
+                return Arc::clone(c);
+            }
+            let mut c = (**c).clone();
+            if let Some(s) = c.status.as_mut() {
+                s.conditions.retain(|x| x.type_ != DRIFTED);
+            }
+            Arc::new(c)
+        })
+        .collect();
+    out
+}
+
+/// The claim's conditions with `Drifted` as it should be (`reason`: drifted with it; `None`:
+/// removed), or `None` when unchanged. A claim that is not launched is never drifted.
+#[must_use]
+pub fn updated_conditions(
+    claim: &NodeClaim,
+    reason: Option<&str>,
+    now: &str,
+) -> Option<Vec<Condition>> {
+    let reason = reason.filter(|_| claim.is_true("Launched"));
+    let current = claim.condition(DRIFTED);
+    let mut conditions = claim.status.clone().unwrap_or_default().conditions;
+    match (reason, current) {
+        (Some(r), Some(c)) if c.status == "True" && c.reason == r => None,
+        (Some(r), _) => {
+            set_condition(&mut conditions, DRIFTED, true, r, r, now);
+            Some(conditions)
+        }
+        (None, None) => None,
+        (None, Some(_)) => {
+            conditions.retain(|c| c.type_ != DRIFTED);
+            Some(conditions)
+        }
+    }
+}
+
+async fn scan(ctx: &Context) {
+    let objects = ctx.stores.objects();
+    let types = instance_types(ctx, &objects).await;
+    let now = SystemTime::now();
+    let input = match live_input(&without_drifted(&objects), types, Timestamp::from(now)) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "drift not judged: the cluster does not convert");
+            return;
+        }
+    };
+    let reasons: BTreeMap<&str, &str> = input
+        .nodes
+        .values()
+        .filter_map(|f| {
+            let claim = f.nodeclaim.as_deref()?;
+            Some((claim, f.drifted.as_ref().map_or("", |d| d.reason.as_str())))
+        })
+        .collect();
+    let text = rfc3339(now);
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    for claim in &objects.nodeclaims {
+        if claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        // A claim without a node yet is judged when it registers.
+        let Some(&reason) = reasons.get(name.as_str()) else {
+            continue;
+        };
+        let reason = (!reason.is_empty()).then_some(reason);
+        let Some(conditions) = updated_conditions(claim, reason, &text) else {
+            continue;
+        };
+        let rv = claim.metadata.resource_version.as_deref();
+        match patch_claim_conditions(&api, &name, rv, &conditions).await {
+            Ok(()) => match reason {
+                Some(r) => info!(nodeclaim = %name, reason = r, "drifted"),
+                None => debug!(nodeclaim = %name, "no longer drifted"),
+            },
+            Err(e) => warn!(nodeclaim = %name, error = %e, "updating Drifted failed"),
+        }
+    }
+}
+
+/// Keeps `Drifted` up to date on every NodeClaim until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    loop {
+        scan(&ctx).instrument(info_span!("drift")).await;
+        tokio::select! {
+            () = ctx.shutdown_requested() => return,
+            () = tokio::time::sleep(PERIOD) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::nodeclaim::NodeClaimStatus;
+
+    fn claim(launched: bool, drifted: Option<&str>) -> NodeClaim {
+        let mut c: NodeClaim = serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodeClaim",
+            "metadata": {"name": "c"},
+            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}}
+        }))
+        .expect("claim parses");
+        let mut status = NodeClaimStatus::default();
+        let t = "2026-12-01T08:00:00Z";
+        if launched {
+            set_condition(&mut status.conditions, "Launched", true, "Launched", "", t);
+        }
+        if let Some(r) = drifted {
+            set_condition(&mut status.conditions, DRIFTED, true, r, r, t);
+        }
+        c.status = Some(status);
+        c
+    }
+
+    const NOW: &str = "2026-12-01T09:00:00Z";
+
+    #[test]
+    fn drift_is_set_with_its_reason_and_removed_when_gone() {
+        let set =
+            updated_conditions(&claim(true, None), Some("RequirementsDrifted"), NOW).expect("set");
+        let d = set.iter().find(|c| c.type_ == DRIFTED).expect("Drifted");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "RequirementsDrifted")
+        );
+        assert!(
+            set.iter().any(|c| c.type_ == "Launched"),
+            "other conditions kept"
+        );
+        let same = claim(true, Some("RequirementsDrifted"));
+        assert_eq!(
+            updated_conditions(&same, Some("RequirementsDrifted"), NOW),
+            None
+        );
+        let other =
+            updated_conditions(&same, Some("InstanceTypeNotFound"), NOW).expect("new reason");
+        assert!(other
+            .iter()
+            .any(|c| c.type_ == DRIFTED && c.reason == "InstanceTypeNotFound"));
+        let cleared = updated_conditions(&same, None, NOW).expect("removed");
+        assert!(cleared.iter().all(|c| c.type_ != DRIFTED));
+        assert_eq!(updated_conditions(&claim(true, None), None, NOW), None);
+    }
+
+    #[test]
+    fn a_claim_that_is_not_launched_is_not_drifted() {
+        assert_eq!(
+            updated_conditions(&claim(false, None), Some("RequirementsDrifted"), NOW),
+            None
+        );
+        let stale = claim(false, Some("RequirementsDrifted"));
+        let cleared =
+            updated_conditions(&stale, Some("RequirementsDrifted"), NOW).expect("removed");
+        assert!(cleared.iter().all(|c| c.type_ != DRIFTED));
+    }
+}
