@@ -938,3 +938,68 @@ async fn a_requirement_change_marks_the_claims_it_excludes_drifted() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_template_label_change_drifts_the_claims_by_the_nodepool_hash() {
+    use karp_operator::api::nodepool::NodePool;
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&seed()).unwrap();
+    cluster
+        .apply_yaml(&deployment("hashed", 1, "500m"))
+        .unwrap();
+    wait_for("1 running hashed pod", Duration::from_secs(60), || async {
+        let pods = app_pods(&client, "hashed").await;
+        pods.len() == 1 && pods.iter().all(running)
+    })
+    .await;
+    let claims_api = Api::<NodeClaim>::all(client.clone());
+    let pools = Api::<NodePool>::all(client.clone());
+    let name = claims(&client).await[0].metadata.name.clone().unwrap();
+    let hash = |a: Option<&BTreeMap<String, String>>| {
+        a.and_then(|a| a.get("karpenter.sh/nodepool-hash")).cloned()
+    };
+    // The pool and the claim carry the same karp hash; the claim is not drifted.
+    wait_for(
+        "the pool's hash stamped",
+        Duration::from_secs(20),
+        || async {
+            let np = pools.get("karpenter-nodepool").await.unwrap();
+            let c = claims_api.get(&name).await.unwrap();
+            hash(np.metadata.annotations.as_ref()).is_some()
+                && hash(np.metadata.annotations.as_ref()) == hash(c.metadata.annotations.as_ref())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(claims_api
+        .get(&name)
+        .await
+        .unwrap()
+        .condition("Drifted")
+        .is_none());
+    pools
+        .patch(
+            "karpenter-nodepool",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "spec": {"template": {"metadata": {"labels": {"team": "payments"}}}}
+            })),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &format!("{name} drifted by the hash"),
+        Duration::from_secs(30),
+        || async {
+            claims_api.get(&name).await.is_ok_and(|c| {
+                c.condition("Drifted")
+                    .is_some_and(|d| d.status == "True" && d.reason == "NodePoolDrifted")
+            })
+        },
+    )
+    .await;
+    cluster.shutdown().await;
+}

@@ -72,7 +72,47 @@ pub struct NodePoolSpec {
     pub weight: Option<i32>,
 }
 
+/// The annotation holding a NodePool's template hash (on the pool and on its NodeClaims).
+pub const NODEPOOL_HASH: &str = "karpenter.sh/nodepool-hash";
+/// The annotation naming how that hash was computed; hashes are compared only under equal versions.
+pub const NODEPOOL_HASH_VERSION: &str = "karpenter.sh/nodepool-hash-version";
+/// karp's hash version. Karpenter's own versions (`v3`, …) differ, so claims Karpenter made are
+/// re-annotated with karp's hash on migration instead of all drifting at once.
+pub const KARP_HASH_VERSION: &str = "karp-v1";
+
 impl NodePoolSpec {
+    /// The hash of the template fields a node cannot change in place (labels, annotations,
+    /// taints, startup taints, node class reference), as Karpenter hashes its static fields:
+    /// requirements are judged separately (`RequirementsDrifted`), `expireAfter` and
+    /// `terminationGracePeriod` are behavioural. Taints are order-insensitive. FNV-1a 64 over a
+    /// canonical JSON rendering, printed in decimal; stable across Rust releases.
+    #[must_use]
+    pub fn template_hash(&self) -> String {
+        let t = &self.template;
+        let sorted = |v: &[TaintSpec]| {
+            let mut v: Vec<String> = v
+                .iter()
+                .map(|t| serde_json::to_string(t).unwrap_or_default())
+                .collect();
+            v.sort();
+            v
+        };
+        let canonical = serde_json::json!({
+            "labels": t.metadata.labels,
+            "annotations": t.metadata.annotations,
+            "taints": sorted(&t.spec.taints),
+            "startupTaints": sorted(&t.spec.startup_taints),
+            "nodeClassRef": t.spec.node_class_ref,
+        })
+        .to_string();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in canonical.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h.to_string()
+    }
+
     /// `spec.template.spec.expireAfter`, else the pre-v1 `spec.disruption.expireAfter`.
     #[must_use]
     pub fn expire_after(&self) -> Option<&str> {

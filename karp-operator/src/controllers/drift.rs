@@ -10,14 +10,20 @@
 //! a claim with no reason, or not launched, has the condition removed. Only changes are written,
 //! with the `resourceVersion` the list was computed from.
 //!
-//! Not yet: stamping karp's own NodePool hash on pools and claims (today the hash only judges
-//! claims made by Karpenter), and the cloud provider's own drift reasons.
+//! The hash is karp's ([`NodePoolSpec::template_hash`], version [`KARP_HASH_VERSION`]): the
+//! status controller stamps it on NodePools, the provisioner on new NodeClaims, and a claim
+//! carrying another version (made by Karpenter, or before karp stamped hashes) and not drifted
+//! gets its pool's current hash here ([`rehash`]), so a migration from Karpenter re-annotates
+//! claims instead of drifting them all at once. Not yet: the cloud provider's own drift reasons.
+//!
+//! [`NodePoolSpec::template_hash`]: crate::api::nodepool::NodePoolSpec::template_hash
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use karp_core::disruption::{DisruptionInput, Timestamp};
+use kube::api::{Patch, PatchParams};
 use kube::Api;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -25,6 +31,7 @@ use super::provisioner::{instance_types, is_provisionable};
 use super::writes::patch_claim_conditions;
 use super::{Context, LiveObjects};
 use crate::api::nodeclaim::{set_condition, Condition, NodeClaim};
+use crate::api::nodepool::{NodePool, KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
 use crate::api::rfc3339;
 use crate::convert::disruption::disruption_input;
 use crate::convert::{build_snapshot, BuildOptions, ConvertError, TypesByNodeClass};
@@ -100,8 +107,59 @@ pub fn updated_conditions(
     }
 }
 
+/// The hash annotations a claim of `pool` should get when its hash version is not karp's and it
+/// is not drifted; `None` when it already carries karp's version (or is drifted).
+#[must_use]
+pub fn rehash(claim: &NodeClaim, pool: &NodePool) -> Option<BTreeMap<String, String>> {
+    let version = claim
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODEPOOL_HASH_VERSION));
+    if version.map(String::as_str) == Some(KARP_HASH_VERSION) || claim.is_true(DRIFTED) {
+        return None;
+    }
+    Some(BTreeMap::from([
+        (NODEPOOL_HASH.to_string(), pool.spec.template_hash()),
+        (
+            NODEPOOL_HASH_VERSION.to_string(),
+            KARP_HASH_VERSION.to_string(),
+        ),
+    ]))
+}
+
+async fn rehash_claims(objects: &LiveObjects, api: &Api<NodeClaim>) {
+    for claim in &objects.nodeclaims {
+        if claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(pool) = claim.nodepool().and_then(|p| {
+            objects
+                .nodepools
+                .iter()
+                .find(|np| np.metadata.name.as_deref() == Some(p))
+        }) else {
+            continue;
+        };
+        let Some(want) = rehash(claim, pool) else {
+            continue;
+        };
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({ "metadata": { "annotations": want } });
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => info!(nodeclaim = %name, "re-annotated with karp's NodePool hash"),
+            Err(e) => warn!(nodeclaim = %name, error = %e, "re-annotating the hash failed"),
+        }
+    }
+}
+
 async fn scan(ctx: &Context) {
     let objects = ctx.stores.objects();
+    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    rehash_claims(&objects, &api).await;
     let types = instance_types(ctx, &objects).await;
     let now = SystemTime::now();
     let input = match live_input(&without_drifted(&objects), types, Timestamp::from(now)) {
@@ -120,7 +178,6 @@ async fn scan(ctx: &Context) {
         })
         .collect();
     let text = rfc3339(now);
-    let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     for claim in &objects.nodeclaims {
         if claim.metadata.deletion_timestamp.is_some() {
             continue;
@@ -209,6 +266,72 @@ mod tests {
         let cleared = updated_conditions(&same, None, NOW).expect("removed");
         assert!(cleared.iter().all(|c| c.type_ != DRIFTED));
         assert_eq!(updated_conditions(&claim(true, None), None, NOW), None);
+    }
+
+    fn pool(labels: &[(&str, &str)]) -> NodePool {
+        let mut np: NodePool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            "metadata": {"name": "default"},
+            "spec": {"template": {"spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"},
+                "taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "b", "effect": "NoSchedule"}],
+                "requirements": []}}}
+        }))
+        .expect("pool parses");
+        for (k, v) in labels {
+            np.spec
+                .template
+                .metadata
+                .labels
+                .insert((*k).into(), (*v).into());
+        }
+        np
+    }
+
+    #[test]
+    fn the_template_hash_follows_static_fields_only() {
+        let a = pool(&[("team", "x")]);
+        assert_eq!(
+            a.spec.template_hash(),
+            pool(&[("team", "x")]).spec.template_hash()
+        );
+        assert_ne!(
+            a.spec.template_hash(),
+            pool(&[("team", "y")]).spec.template_hash()
+        );
+        let mut reordered = a.clone();
+        reordered.spec.template.spec.taints.reverse();
+        assert_eq!(
+            a.spec.template_hash(),
+            reordered.spec.template_hash(),
+            "taint order"
+        );
+        let mut behavioural = a.clone();
+        behavioural.spec.template.spec.expire_after =
+            Some(crate::api::nodepool::FlexString("1h".into()));
+        assert_eq!(a.spec.template_hash(), behavioural.spec.template_hash());
+    }
+
+    #[test]
+    fn claims_of_another_hash_version_are_rehashed_unless_drifted() {
+        let np = pool(&[]);
+        let mut c = claim(true, None);
+        let want = rehash(&c, &np).expect("no version yet");
+        assert_eq!(want[NODEPOOL_HASH_VERSION], KARP_HASH_VERSION);
+        assert_eq!(want[NODEPOOL_HASH], np.spec.template_hash());
+        c.metadata.annotations = Some(BTreeMap::from([
+            (NODEPOOL_HASH.to_string(), "123".to_string()),
+            (NODEPOOL_HASH_VERSION.to_string(), "v3".to_string()),
+        ]));
+        assert!(
+            rehash(&c, &np).is_some(),
+            "Karpenter's version is re-annotated"
+        );
+        c.metadata.annotations = Some(want);
+        assert_eq!(rehash(&c, &np), None);
+        let drifted = claim(true, Some("RequirementsDrifted"));
+        assert_eq!(rehash(&drifted, &np), None);
     }
 
     #[test]

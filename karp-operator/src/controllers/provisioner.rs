@@ -19,6 +19,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{Context, LiveObjects, OperatorError};
 use crate::api::nodeclaim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
+use crate::api::nodepool::{KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
 use crate::convert::nodeclaim::{quantities, requirement_specs, taint_spec};
 use crate::convert::{build_snapshot, BuildOptions, ConvertError, TypesByNodeClass};
 
@@ -188,8 +189,12 @@ pub fn plan(
             metadata: ObjectMeta {
                 generate_name: Some(format!("{}-", c.nodepool)),
                 labels: Some(labels),
-                annotations: (!t.metadata.annotations.is_empty())
-                    .then(|| t.metadata.annotations.clone()),
+                annotations: Some({
+                    let mut a = t.metadata.annotations.clone();
+                    a.insert(NODEPOOL_HASH.into(), np.spec.template_hash());
+                    a.insert(NODEPOOL_HASH_VERSION.into(), KARP_HASH_VERSION.into());
+                    a
+                }),
                 owner_references: Some(vec![owner]),
                 ..ObjectMeta::default()
             },

@@ -13,7 +13,7 @@ use tracing::{info_span, warn, Instrument};
 use super::writes::{add_finalizer, remove_finalizer};
 use super::Context;
 use crate::api::ec2nodeclass::EC2NodeClassObject;
-use crate::api::nodepool::NodePool;
+use crate::api::nodepool::{NodePool, KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
 use crate::api::rfc3339;
 use crate::convert::nodeclaim::{parse_quantities, quantities};
 
@@ -195,12 +195,48 @@ async fn nodeclasses(ctx: &Context, resolved: &mut BTreeMap<String, Resolved>) {
     }
 }
 
+/// The hash annotations `np` should carry (see [`NodePoolSpec::template_hash`]), when it does not
+/// carry them yet.
+///
+/// [`NodePoolSpec::template_hash`]: crate::api::nodepool::NodePoolSpec::template_hash
+#[must_use]
+pub fn missing_hash(np: &NodePool) -> Option<BTreeMap<String, String>> {
+    let want = BTreeMap::from([
+        (NODEPOOL_HASH.to_string(), np.spec.template_hash()),
+        (
+            NODEPOOL_HASH_VERSION.to_string(),
+            KARP_HASH_VERSION.to_string(),
+        ),
+    ]);
+    let have = np.metadata.annotations.as_ref();
+    let current = want
+        .iter()
+        .all(|(k, v)| have.and_then(|a| a.get(k)) == Some(v));
+    (!current).then_some(want)
+}
+
+/// Stamp karp's template hash on a NodePool whose annotations lack or miss it.
+async fn stamp_hash(api: &Api<NodePool>, np: &NodePool) {
+    let Some(want) = missing_hash(np) else {
+        return;
+    };
+    let name = np.metadata.name.clone().unwrap_or_default();
+    let patch = json!({ "metadata": { "annotations": want } });
+    if let Err(e) = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        warn!(nodepool = %name, error = %e, "stamping the template hash failed");
+    }
+}
+
 async fn nodepools(ctx: &Context) {
     let api: Api<NodePool> = Api::all(ctx.client.clone());
     let nodes = ctx.stores.nodes.state();
     let classes = ctx.stores.nodeclasses.state();
     for np in ctx.stores.nodepools.state() {
         let name = np.metadata.name.clone().unwrap_or_default();
+        stamp_hash(&api, &np).await;
         let mut total = karp_core::resources::Resources::new();
         let mut count = 0i64;
         for n in &nodes {
