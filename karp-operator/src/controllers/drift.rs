@@ -43,7 +43,7 @@ pub const PERIOD: Duration = Duration::from_secs(5);
 pub const DRIFTED: &str = "Drifted";
 
 /// The planner's input from live objects (pods bound or waiting for capacity, every node, claim,
-/// pool and DaemonSet), with the cloud's instance types per node class; PDBs are not read yet.
+/// pool, DaemonSet and PodDisruptionBudget), with the cloud's instance types per node class.
 ///
 /// # Errors
 /// [`ConvertError`] when an object the input needs does not convert (objects that fail alone
@@ -58,7 +58,12 @@ pub fn live_input(
     });
     let options = BuildOptions { skip_invalid: true };
     let converted = build_snapshot(&input, &mut TypesByNodeClass(types), &options)?;
-    disruption_input(&input, &[], converted, now)
+    let pdbs: Vec<_> = objects
+        .pdbs
+        .iter()
+        .map(|p| crate::convert::Input::live(Arc::clone(p)))
+        .collect();
+    disruption_input(&input, &pdbs, converted, now)
 }
 
 /// `objects` with every NodeClaim's `Drifted` condition removed (drift is judged afresh).
@@ -332,6 +337,26 @@ mod tests {
         assert_eq!(rehash(&c, &np), None);
         let drifted = claim(true, Some("RequirementsDrifted"));
         assert_eq!(rehash(&drifted, &np), None);
+    }
+
+    #[test]
+    fn the_live_input_carries_pools_and_pod_disruption_budgets() {
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+            }))
+            .expect("pdb parses");
+        let objects = LiveObjects {
+            nodepools: vec![Arc::new(pool(&[]))],
+            pdbs: vec![Arc::new(pdb)],
+            ..LiveObjects::default()
+        };
+        let input = live_input(&objects, BTreeMap::new(), Timestamp(0)).expect("converts");
+        assert_eq!(input.pdbs.len(), 1);
+        assert!(input.pools.contains_key("default"));
     }
 
     #[test]

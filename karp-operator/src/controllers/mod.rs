@@ -33,6 +33,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use karp_core::cloud::CloudProvider;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -131,6 +132,8 @@ pub struct LiveObjects {
     pub daemonsets: Vec<Arc<DaemonSet>>,
     /// Namespaces.
     pub namespaces: Vec<Arc<Namespace>>,
+    /// PodDisruptionBudgets.
+    pub pdbs: Vec<Arc<PodDisruptionBudget>>,
 }
 
 impl LiveObjects {
@@ -172,6 +175,8 @@ pub struct Stores {
     pub namespaces: Store<Namespace>,
     /// EC2NodeClasses.
     pub nodeclasses: Store<EC2NodeClassObject>,
+    /// PodDisruptionBudgets.
+    pub pdbs: Store<PodDisruptionBudget>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -203,6 +208,7 @@ impl Stores {
             nodeclaims: sorted(&self.nodeclaims),
             daemonsets: sorted(&self.daemonsets),
             namespaces: sorted(&self.namespaces),
+            pdbs: sorted(&self.pdbs),
         }
     }
 
@@ -439,6 +445,10 @@ pub async fn start_stores(
             Api::<EC2NodeClassObject>::all(client.clone()),
             "ec2nodeclasses"
         ),
+        pdbs: store!(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            "poddisruptionbudgets"
+        ),
     };
     let deadline = tokio::time::Instant::now() + timeout;
     macro_rules! synced {
@@ -465,6 +475,7 @@ pub async fn start_stores(
     synced!(stores.daemonsets, "daemonsets");
     synced!(stores.namespaces, "namespaces");
     synced!(stores.nodeclasses, "ec2nodeclasses");
+    synced!(stores.pdbs, "poddisruptionbudgets");
     Ok((stores, tasks))
 }
 
