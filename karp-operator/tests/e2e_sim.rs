@@ -736,21 +736,33 @@ spec:
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn claims_become_consolidatable_after_consolidate_after_from_their_last_pod_event() {
+/// An embedded cluster running `seed` and a Deployment `app` of `replicas` pods requesting
+/// `cpu` each, returned once they all run.
+async fn running_app(seed: &str, app: &str, replicas: u32, cpu: &str) -> EmbeddedCluster {
     let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
         .await
         .unwrap();
+    cluster.apply_yaml(seed).unwrap();
+    cluster.apply_yaml(&deployment(app, replicas, cpu)).unwrap();
     let client = cluster.client.clone();
+    wait_for(
+        &format!("{replicas} running {app} pods"),
+        Duration::from_secs(60),
+        || async {
+            let pods = app_pods(&client, app).await;
+            pods.len() == replicas as usize && pods.iter().all(running)
+        },
+    )
+    .await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_become_consolidatable_after_consolidate_after_from_their_last_pod_event() {
     let seed = seed().replace("consolidateAfter: 1m", "consolidateAfter: 3s");
     assert!(seed.contains("consolidateAfter: 3s"));
-    cluster.apply_yaml(&seed).unwrap();
-    cluster.apply_yaml(&deployment("quiet", 2, "500m")).unwrap();
-    wait_for("2 running quiet pods", Duration::from_secs(60), || async {
-        let pods = app_pods(&client, "quiet").await;
-        pods.len() == 2 && pods.iter().all(running)
-    })
-    .await;
+    let cluster = running_app(&seed, "quiet", 2, "500m").await;
+    let client = cluster.client.clone();
     let api = Api::<NodeClaim>::all(client.clone());
     for c in claims(&client).await {
         let name = c.metadata.name.clone().unwrap();
@@ -787,19 +799,10 @@ async fn claims_become_consolidatable_after_consolidate_after_from_their_last_po
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_claims_are_deleted_and_their_pods_run_elsewhere() {
-    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
-        .await
-        .unwrap();
-    let client = cluster.client.clone();
     let seed = seed().replace("expireAfter: Never", "expireAfter: 10s");
     assert!(seed.contains("expireAfter: 10s"));
-    cluster.apply_yaml(&seed).unwrap();
-    cluster.apply_yaml(&deployment("aging", 2, "500m")).unwrap();
-    wait_for("2 running aging pods", Duration::from_secs(60), || async {
-        let pods = app_pods(&client, "aging").await;
-        pods.len() == 2 && pods.iter().all(running)
-    })
-    .await;
+    let cluster = running_app(&seed, "aging", 2, "500m").await;
+    let client = cluster.client.clone();
     let old: Vec<String> = claims(&client)
         .await
         .iter()
@@ -863,19 +866,8 @@ async fn a_requirement_change_marks_the_claims_it_excludes_drifted() {
     use karp_operator::api::nodepool::{
         FlexString, NodePool, NodeSelectorRequirementWithMinValues,
     };
-    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
-        .await
-        .unwrap();
+    let cluster = running_app(&seed(), "drifty", 1, "500m").await;
     let client = cluster.client.clone();
-    cluster.apply_yaml(&seed()).unwrap();
-    cluster
-        .apply_yaml(&deployment("drifty", 1, "500m"))
-        .unwrap();
-    wait_for("1 running drifty pod", Duration::from_secs(60), || async {
-        let pods = app_pods(&client, "drifty").await;
-        pods.len() == 1 && pods.iter().all(running)
-    })
-    .await;
     let claims_api = Api::<NodeClaim>::all(client.clone());
     let cs = claims(&client).await;
     let name = cs[0].metadata.name.clone().unwrap();
@@ -942,19 +934,8 @@ async fn a_requirement_change_marks_the_claims_it_excludes_drifted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_template_label_change_drifts_the_claims_by_the_nodepool_hash() {
     use karp_operator::api::nodepool::NodePool;
-    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
-        .await
-        .unwrap();
+    let cluster = running_app(&seed(), "hashed", 1, "500m").await;
     let client = cluster.client.clone();
-    cluster.apply_yaml(&seed()).unwrap();
-    cluster
-        .apply_yaml(&deployment("hashed", 1, "500m"))
-        .unwrap();
-    wait_for("1 running hashed pod", Duration::from_secs(60), || async {
-        let pods = app_pods(&client, "hashed").await;
-        pods.len() == 1 && pods.iter().all(running)
-    })
-    .await;
     let claims_api = Api::<NodeClaim>::all(client.clone());
     let pools = Api::<NodePool>::all(client.clone());
     let name = claims(&client).await[0].metadata.name.clone().unwrap();
