@@ -17,7 +17,7 @@ mod catalog;
 mod skip;
 
 use catalog::catalog;
-use skip::skip;
+use skip::input;
 
 /// The fixed `--now` (the prefix's nodes are four hours old, its claim's last pod event three).
 const NOW: &str = "2026-12-01T12:00:00Z";
@@ -227,17 +227,8 @@ fn debug() -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, rest)) = data.split_first() else {
+    let Some((first, text)) = input(data, PREFIX) else {
         return;
-    };
-    let body = String::from_utf8_lossy(rest);
-    if skip(&body) {
-        return;
-    }
-    let text = if first & 1 == 1 {
-        format!("{PREFIX}{body}")
-    } else {
-        body.into_owned()
     };
     let global = first & 16 == 16;
     let options = DisruptOptions {

@@ -11,7 +11,7 @@ mod catalog;
 mod skip;
 
 use catalog::catalog;
-use skip::skip;
+use skip::input;
 
 /// Prepended to half the inputs (odd first byte) so the rest is planned against a pool.
 const PREFIX: &str = r#"apiVersion: karpenter.k8s.aws/v1
@@ -32,17 +32,8 @@ spec:
 "#;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, rest)) = data.split_first() else {
+    let Some((_, text)) = input(data, PREFIX) else {
         return;
-    };
-    let body = String::from_utf8_lossy(rest);
-    if skip(&body) {
-        return;
-    }
-    let text = if first & 1 == 1 {
-        format!("{PREFIX}{body}")
-    } else {
-        body.into_owned()
     };
     match plan_documents("fuzz.yaml", &text, catalog(), Solver::Ffd) {
         Ok(plan) => {

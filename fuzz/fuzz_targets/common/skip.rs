@@ -39,3 +39,19 @@ pub fn skip(text: &str) -> bool {
     }
     false
 }
+
+/// The manifest text of a fuzz input: its first byte holds the target's flags (bit 0: prepend
+/// `prefix`), the rest is the text; `None` for an empty input or one [`skip`] rejects.
+pub fn input(data: &[u8], prefix: &str) -> Option<(u8, String)> {
+    let (&first, rest) = data.split_first()?;
+    let body = String::from_utf8_lossy(rest);
+    if skip(&body) {
+        return None;
+    }
+    let text = if first & 1 == 1 {
+        format!("{prefix}{body}")
+    } else {
+        body.into_owned()
+    };
+    Some((first, text))
+}

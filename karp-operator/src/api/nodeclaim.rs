@@ -221,6 +221,32 @@ pub fn set_condition(
     }
 }
 
+/// `claim`'s conditions with `type_` True with `(reason, message)`, or without `type_` when that
+/// is `None`; `None` when the list would not change (the condition is already True with that
+/// reason, or already absent).
+#[must_use]
+pub fn conditions_with(
+    claim: &NodeClaim,
+    type_: &str,
+    reason: Option<(&str, &str)>,
+    now: &str,
+) -> Option<Vec<Condition>> {
+    let current = claim.condition(type_);
+    let mut conditions = claim.status.clone().unwrap_or_default().conditions;
+    match (reason, current) {
+        (Some((r, _)), Some(c)) if c.status == "True" && c.reason == r => None,
+        (Some((r, m)), _) => {
+            set_condition(&mut conditions, type_, true, r, m, now);
+            Some(conditions)
+        }
+        (None, None) => None,
+        (None, Some(_)) => {
+            conditions.retain(|c| c.type_ != type_);
+            Some(conditions)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

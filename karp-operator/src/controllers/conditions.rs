@@ -26,7 +26,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::writes::patch_claim_conditions;
 use super::Context;
-use crate::api::nodeclaim::{set_condition, Condition, NodeClaim};
+use crate::api::nodeclaim::{conditions_with, Condition, NodeClaim};
 use crate::api::rfc3339;
 use crate::convert::disruption::disruption_settings;
 use crate::convert::ObjectRef;
@@ -56,8 +56,7 @@ pub fn consolidatable(claim: &NodeClaim, settings: &DisruptionSettings, now: Tim
         .metadata
         .creation_timestamp
         .as_ref()
-        .and_then(|t| parse(&t.0.to_string()))
-        .unwrap_or(initialized);
+        .map_or(initialized, crate::convert::disruption::millis);
     let mut facts = NodeClaimFacts::new(claim.nodepool().unwrap_or_default(), created);
     facts.initialized_at = Some(initialized);
     facts.last_pod_event = claim
@@ -71,27 +70,12 @@ pub fn consolidatable(claim: &NodeClaim, settings: &DisruptionSettings, now: Tim
 /// The claim's conditions with `Consolidatable` as it should be, or `None` when unchanged.
 #[must_use]
 pub fn updated_conditions(claim: &NodeClaim, want: bool, now: &str) -> Option<Vec<Condition>> {
-    let mut conditions = claim.status.clone().unwrap_or_default().conditions;
-    let has = claim.is_true(CONSOLIDATABLE);
-    let present = claim.condition(CONSOLIDATABLE).is_some();
-    match (want, has, present) {
-        (true, true, _) | (false, _, false) => None,
-        (true, false, _) => {
-            set_condition(
-                &mut conditions,
-                CONSOLIDATABLE,
-                true,
-                CONSOLIDATABLE,
-                "",
-                now,
-            );
-            Some(conditions)
-        }
-        (false, _, true) => {
-            conditions.retain(|c| c.type_ != CONSOLIDATABLE);
-            Some(conditions)
-        }
-    }
+    conditions_with(
+        claim,
+        CONSOLIDATABLE,
+        want.then_some((CONSOLIDATABLE, "")),
+        now,
+    )
 }
 
 /// One comparison of every claim in the cache; returns how many were written.
@@ -149,22 +133,19 @@ async fn scan(ctx: &Context) -> usize {
 
 /// Keeps `Consolidatable` up to date on every NodeClaim until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    loop {
+    super::every(&ctx, PERIOD, || async {
         let written = scan(&ctx).instrument(info_span!("consolidatable")).await;
         if written > 0 {
             debug!(written, "Consolidatable conditions written");
         }
-        tokio::select! {
-            () = ctx.shutdown_requested() => return,
-            () = tokio::time::sleep(PERIOD) => {}
-        }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::nodeclaim::NodeClaimStatus;
+    use crate::api::nodeclaim::{set_condition, NodeClaimStatus};
     use karp_core::disruption::ConsolidateAfter;
     use serde_json::json;
 

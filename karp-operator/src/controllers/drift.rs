@@ -30,7 +30,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::provisioner::{instance_types, is_provisionable};
 use super::writes::patch_claim_conditions;
 use super::{Context, LiveObjects};
-use crate::api::nodeclaim::{set_condition, Condition, NodeClaim};
+use crate::api::nodeclaim::{conditions_with, Condition, NodeClaim};
 use crate::api::nodepool::{NodePool, KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
 use crate::api::rfc3339;
 use crate::convert::disruption::disruption_input;
@@ -96,20 +96,7 @@ pub fn updated_conditions(
     now: &str,
 ) -> Option<Vec<Condition>> {
     let reason = reason.filter(|_| claim.is_true("Launched"));
-    let current = claim.condition(DRIFTED);
-    let mut conditions = claim.status.clone().unwrap_or_default().conditions;
-    match (reason, current) {
-        (Some(r), Some(c)) if c.status == "True" && c.reason == r => None,
-        (Some(r), _) => {
-            set_condition(&mut conditions, DRIFTED, true, r, r, now);
-            Some(conditions)
-        }
-        (None, None) => None,
-        (None, Some(_)) => {
-            conditions.retain(|c| c.type_ != DRIFTED);
-            Some(conditions)
-        }
-    }
+    conditions_with(claim, DRIFTED, reason.map(|r| (r, r)), now)
 }
 
 /// The hash annotations a claim of `pool` should get when its hash version is not karp's and it
@@ -209,19 +196,13 @@ async fn scan(ctx: &Context) {
 
 /// Keeps `Drifted` up to date on every NodeClaim until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    loop {
-        scan(&ctx).instrument(info_span!("drift")).await;
-        tokio::select! {
-            () = ctx.shutdown_requested() => return,
-            () = tokio::time::sleep(PERIOD) => {}
-        }
-    }
+    super::every(&ctx, PERIOD, || scan(&ctx).instrument(info_span!("drift"))).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::nodeclaim::NodeClaimStatus;
+    use crate::api::nodeclaim::{set_condition, NodeClaimStatus};
 
     fn claim(launched: bool, drifted: Option<&str>) -> NodeClaim {
         let mut c: NodeClaim = serde_json::from_value(serde_json::json!({

@@ -35,7 +35,7 @@ pub fn expires_at(claim: &NodeClaim) -> Result<Option<Timestamp>, String> {
     let Some(created) = claim.metadata.creation_timestamp.as_ref() else {
         return Ok(None);
     };
-    let created = Timestamp(created.0.as_millisecond());
+    let created = crate::convert::disruption::millis(created);
     let lifetime = match claim.spec.expire_after.as_deref() {
         Some("Never") => return Ok(None),
         Some(d) => parse_go_duration(d).map_err(|e| format!("spec.expireAfter {d:?}: {e}"))?,
@@ -102,13 +102,10 @@ async fn scan(ctx: &Context) {
 
 /// Deletes expired NodeClaims until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    loop {
-        scan(&ctx).instrument(info_span!("expiration")).await;
-        tokio::select! {
-            () = ctx.shutdown_requested() => return,
-            () = tokio::time::sleep(PERIOD) => {}
-        }
-    }
+    super::every(&ctx, PERIOD, || {
+        scan(&ctx).instrument(info_span!("expiration"))
+    })
+    .await;
 }
 
 #[cfg(test)]

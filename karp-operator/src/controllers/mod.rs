@@ -72,6 +72,22 @@ pub enum OperatorError {
     },
 }
 
+/// Runs `pass` at once, then every `period`, until `ctx` is shut down (the loop of every
+/// scanning controller).
+pub(crate) async fn every<F, Fut>(ctx: &Context, period: Duration, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        pass().await;
+        tokio::select! {
+            () = ctx.shutdown_requested() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
 /// Watches the operator's tasks (reflectors and controllers): one that ends or panics while the
 /// operator is not stopping is recorded, so health checks fail and the process is restarted.
 #[derive(Debug, Default)]

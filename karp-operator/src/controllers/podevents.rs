@@ -131,37 +131,41 @@ pub fn due(last: Option<Timestamp>, now: Timestamp) -> bool {
     last.is_none_or(|l| now.0.saturating_sub(l.0) >= window)
 }
 
-/// The NodeClaim of the node named `node`: by `status.nodeName`, else by the Node's provider ID.
-fn claim_of(ctx: &Context, node: &str) -> Option<Arc<NodeClaim>> {
+/// The NodeClaim of each node, by name: by `status.nodeName`, else by the Node's provider ID.
+fn claims_by_node(ctx: &Context) -> BTreeMap<String, Arc<NodeClaim>> {
     let claims = ctx.stores.nodeclaims.state();
-    if let Some(c) = claims
+    let by_provider_id: BTreeMap<&str, &Arc<NodeClaim>> = claims
         .iter()
-        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-    {
-        return Some(Arc::clone(c));
+        .filter_map(|c| c.provider_id().map(|p| (p, c)))
+        .collect();
+    let mut out: BTreeMap<String, Arc<NodeClaim>> = BTreeMap::new();
+    for n in ctx.stores.nodes.state() {
+        let (Some(name), Some(provider_id)) = (
+            n.metadata.name.as_ref(),
+            n.spec.as_ref().and_then(|s| s.provider_id.as_deref()),
+        ) else {
+            continue;
+        };
+        if let Some(c) = by_provider_id.get(provider_id) {
+            out.insert(name.clone(), Arc::clone(c));
+        }
     }
-    let provider_id = ctx
-        .stores
-        .nodes
-        .state()
-        .into_iter()
-        .find(|n| n.metadata.name.as_deref() == Some(node))
-        .and_then(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone()))?;
-    claims
-        .into_iter()
-        .find(|c| c.provider_id() == Some(provider_id.as_str()))
+    for c in &claims {
+        if let Some(node) = c.status.as_ref().and_then(|s| s.node_name.as_ref()) {
+            out.insert(node.clone(), Arc::clone(c));
+        }
+    }
+    out
 }
 
-/// Record an event at `now` on the NodeClaim of `node` (unless recorded within [`DEDUPE`]).
+/// Record an event at `now` on `claim` (unless recorded within [`DEDUPE`]).
 async fn record(
     ctx: &Context,
     node: &str,
+    claim: &NodeClaim,
     now: SystemTime,
     written: &mut BTreeMap<String, Timestamp>,
 ) {
-    let Some(claim) = claim_of(ctx, node) else {
-        return;
-    };
     let Some(name) = claim.metadata.name.clone() else {
         return;
     };
@@ -202,8 +206,11 @@ pub async fn run(ctx: Arc<Context>) {
         let span = info_span!("pod_events", nodes = nodes.len());
         async {
             let now = SystemTime::now();
+            let by_node = claims_by_node(&ctx);
             for node in &nodes {
-                record(&ctx, node, now, &mut written).await;
+                if let Some(claim) = by_node.get(node) {
+                    record(&ctx, node, claim, now, &mut written).await;
+                }
             }
         }
         .instrument(span)

@@ -64,7 +64,8 @@ const MIRROR: &str = "kubernetes.io/config.mirror";
 /// Karpenter's default `expireAfter` (the CRD default).
 const DEFAULT_EXPIRE_AFTER: Duration = Duration::from_secs(720 * 3600);
 
-fn millis(t: &Time) -> Timestamp {
+/// A Kubernetes time as a planner timestamp.
+pub(crate) fn millis(t: &Time) -> Timestamp {
     Timestamp(t.0.as_millisecond())
 }
 
