@@ -57,10 +57,10 @@ pub const GLOBAL_BALANCED_K: u32 = 2;
 const EPSILON: f64 = 1e-9;
 
 /// A simulated removal of a prefix of the ordered candidates.
-struct Trial<'a> {
-    nodes: Vec<&'a Candidate>,
-    sim: Simulation,
-    savings: f64,
+pub(super) struct Trial<'a> {
+    pub(super) nodes: Vec<&'a Candidate>,
+    pub(super) sim: Simulation,
+    pub(super) savings: f64,
 }
 
 /// Prefix sizes tried: 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and one and a half times
@@ -282,7 +282,7 @@ impl<'a> Pass<'a> {
 
     /// The savings a move of `nodes` must reach: per touched pool, its threshold (annotation,
     /// else the pass's) applied to the touched pools' hourly cost; the largest.
-    fn required_savings(&self, nodes: &[&str]) -> f64 {
+    pub(super) fn required_savings(&self, nodes: &[&str]) -> f64 {
         let pools: BTreeSet<&str> = nodes
             .iter()
             .filter_map(|n| self.input.nodes.get(*n).map(|f| f.nodepool.as_str()))
@@ -309,7 +309,7 @@ impl<'a> Pass<'a> {
 
     /// Simulate removing `nodes`; `None` when a running pod would be left pending or the
     /// replacements could cost as much as the nodes.
-    fn trial(
+    pub(super) fn trial(
         &self,
         nodes: &[&'a Candidate],
         packer: Option<&dyn crate::packing::Packer>,

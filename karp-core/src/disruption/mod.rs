@@ -33,8 +33,8 @@
 //! - Uninitialized nodes are not destinations in simulations (Karpenter simulates onto them and
 //!   then rejects the command); nodes of a pool with `consolidateAfter: Never` are destinations
 //!   (they have no window to wait for).
-//! - Commands are not re-validated after the 15 s delay (there is nothing to re-read in a dry
-//!   run); `at` says when Karpenter would execute them.
+//! - [`plan`] does not wait the 15 s delay (`at` says when Karpenter would execute a command);
+//!   an executor re-reads the cluster then and calls [`validate`].
 //! - Not implemented yet: static drift (`spec.replicas` pools).
 //!
 //! # Determinism and tie-breaks
@@ -75,6 +75,7 @@ pub mod model;
 pub mod simulate;
 pub mod stable;
 pub mod time;
+pub mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -94,6 +95,7 @@ pub use model::{
 pub use simulate::{Move, Simulation};
 pub use stable::{apply, plan_until_stable};
 pub use time::{TimeError, Timestamp};
+pub use validate::{validate, Invalid, Validated};
 
 /// Karpenter considers at most this many candidates in one multi-node consolidation.
 pub const MAX_MULTI_NODE_CANDIDATES: usize = 100;

@@ -1070,3 +1070,96 @@ fn balanced_pools_still_delete_empty_nodes() {
     assert_eq!(out.commands[0].method, Method::Emptiness);
     assert_eq!(out.commands[0].candidates, ["node-a"]);
 }
+
+// ---- validation after the 15 s delay -----------------------------------------------------------
+
+fn validate_at(f: &Fixture, c: &Command) -> Result<Validated, Invalid> {
+    super::validate(
+        &f.input,
+        now().plus(CONSOLIDATION_TTL),
+        &DisruptionOptions::default(),
+        c,
+    )
+}
+
+#[test]
+fn emptiness_validation_keeps_the_nodes_still_empty_and_within_budget() {
+    let mut f = Fixture::new(two_cpu());
+    for n in ["node-a", "node-b", "node-c"] {
+        f.node(n, "m.large", "on-demand");
+    }
+    f.settings().budgets = vec![Budget::nodes("100%")];
+    let out = f.plan();
+    let c = &out.commands[0];
+    assert_eq!(c.candidates, ["node-a", "node-b", "node-c"]);
+    // Unchanged: the same command.
+    let v = validate_at(&f, c).unwrap();
+    assert_eq!(v.command.candidates, c.candidates);
+    assert!(v.dropped.is_empty());
+    // A pod bound to node-b, a do-not-disrupt annotation on node-c: node-a alone goes on.
+    f.pod(web("late", "1"), "node-b");
+    f.facts("node-c").do_not_disrupt = true;
+    let v = validate_at(&f, c).unwrap();
+    assert_eq!(v.command.candidates, ["node-a"]);
+    assert_eq!(v.dropped["node-b"], "Node is no longer empty");
+    assert!(
+        v.dropped["node-c"].contains("do-not-disrupt"),
+        "{:?}",
+        v.dropped
+    );
+    // A budget of 0 for Empty: nothing is left, and every proposed node counts as failed.
+    f.settings().budgets = vec![Budget::nodes("0").reasons(&[Reason::Empty])];
+    let e = validate_at(&f, c).unwrap_err();
+    assert_eq!(e.failed, c.candidates);
+}
+
+#[test]
+fn consolidation_validation_is_all_or_nothing_and_resimulates() {
+    let mut f = movable();
+    let out = f.plan();
+    let c = out.commands[0].clone();
+    assert_eq!(
+        (c.method, c.decision, c.candidates.as_slice()),
+        (
+            Method::SingleNode,
+            Decision::Delete,
+            ["node-a".to_string()].as_slice()
+        )
+    );
+    assert!(validate_at(&f, &c).is_ok());
+    // A PDB now allows no eviction: the candidate is blocked, the command fails validation.
+    let mut blocked = f.clone();
+    blocked.input.pdbs = vec![pdb("web", 0)];
+    let e = validate_at(&blocked, &c).unwrap_err();
+    assert_eq!(e.failed, ["node-a"]);
+    assert!(e.reason.contains("PDB"), "{}", e.reason);
+    // node-b filled up meanwhile: the pod no longer fits, the re-simulation rejects the delete
+    // (not counted as a failed validation, as in Karpenter).
+    let mut full = f.clone();
+    full.pod(pod("filler").cpu("1200m").build(), "node-b");
+    let e = validate_at(&full, &c).unwrap_err();
+    assert!(e.failed.is_empty(), "{e:?}");
+    // A pod with do-not-disrupt appeared on the candidate.
+    f.pod(web("pinned", "100m"), "node-a").do_not_disrupt = Some("true".into());
+    assert!(validate_at(&f, &c).is_err());
+}
+
+#[test]
+fn replacement_validation_requires_the_commands_instance_types_to_still_fit() {
+    let mut f = Fixture::new(sized_types());
+    f.node("node-a", "large", "on-demand");
+    f.pod(web("a", "1"), "node-a");
+    let c = f.plan().commands[0].clone();
+    assert_eq!(c.decision, Decision::Replace);
+    let v = validate_at(&f, &c).unwrap();
+    assert_eq!(
+        v.command.replacements[0].cheapest.instance_type,
+        c.replacements[0].cheapest.instance_type
+    );
+    // The pod grew past what a small node holds: the replacement options changed.
+    let mut grown = web("a", "3");
+    grown.node_name = Some("node-a".into());
+    f.input.snapshot.pods[0] = grown;
+    let e = validate_at(&f, &c).unwrap_err();
+    assert!(e.failed.is_empty());
+}
