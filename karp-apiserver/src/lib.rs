@@ -47,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use error::{ApiError, Reason};
+pub use store::Eviction;
 
 use store::{DeleteOpts, EventKind, Msg, State};
 
@@ -473,6 +474,12 @@ impl ApiServer {
             Err(_) => tokio::sync::mpsc::unbounded_channel().1,
         };
         Subscription { rx }
+    }
+
+    /// Every eviction the server answered (allowed or refused, with the deciding
+    /// PodDisruptionBudget), in order: tests count them to prove no budget was violated.
+    pub fn evictions(&self) -> Vec<Eviction> {
+        self.inner.state().evictions.clone()
     }
 
     /// The current (latest) resourceVersion.

@@ -137,6 +137,25 @@ pub(crate) struct State {
     history_limit: usize,
     compacted: u64,
     watchers: Vec<Watcher>,
+    /// Every eviction answered, in order.
+    pub evictions: Vec<Eviction>,
+}
+
+/// One eviction request the server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// The node the pod was bound to, if any.
+    pub node: Option<String>,
+    /// Whether the pod was evicted.
+    pub allowed: bool,
+    /// The PodDisruptionBudget that decided (`None`: no budget selects the pod).
+    pub pdb: Option<String>,
+    /// The refusal's message (empty when allowed).
+    pub message: String,
 }
 
 fn meta(obj: &Value) -> Option<&Map<String, Value>> {
@@ -247,6 +266,7 @@ impl State {
             history_limit: history_limit.max(1),
             compacted: 0,
             watchers: Vec::new(),
+            evictions: Vec::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             s.ensure_namespace(ns);
@@ -265,6 +285,7 @@ impl State {
             history_limit: self.history_limit,
             compacted: self.rv,
             watchers: Vec::new(),
+            evictions: Vec::new(),
         }
     }
 
@@ -1258,56 +1279,90 @@ impl State {
             .cloned()
             .ok_or_else(|| ApiError::not_found("", "pods", name))?;
         let opts = DeleteOpts::from_body(body.get("deleteOptions"));
-        let ok = || success_status(201, json!({"name": name, "kind": "pods"}));
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let decided = self.decide_eviction(&pod, ns);
+        self.evictions.push(Eviction {
+            namespace: ns.to_string(),
+            pod: name.to_string(),
+            node,
+            allowed: decided.is_ok(),
+            pdb: match &decided {
+                Ok(p) | Err((p, _)) => p.clone(),
+            },
+            message: match &decided {
+                Ok(_) => String::new(),
+                Err((_, e)) => e.message.clone(),
+            },
+        });
+        if let Err((_, e)) = decided {
+            return Err(e);
+        }
+        self.delete(def, Some(ns), name, &opts)?;
+        Ok(success_status(201, json!({"name": name, "kind": "pods"})))
+    }
+
+    /// Whether `pod` may be evicted now: `Ok` with the deciding budget, or the refusal.
+    fn decide_eviction(
+        &self,
+        pod: &Value,
+        ns: &str,
+    ) -> Result<Option<String>, (Option<String>, ApiError)> {
+        let name = meta_str(pod, "name").unwrap_or_default();
         let phase = pod
             .pointer("/status/phase")
             .and_then(Value::as_str)
             .unwrap_or("Pending");
-        if terminating(&pod) || matches!(phase, "Succeeded" | "Failed" | "Pending") {
-            self.delete(def, Some(ns), name, &opts)?;
-            return Ok(ok());
+        if terminating(pod) || matches!(phase, "Succeeded" | "Failed" | "Pending") {
+            return Ok(None);
         }
         let pdbs: Vec<Arc<Value>> = self
             .list_objs(&Self::pdb_key(), Some(ns))
             .into_iter()
-            .filter(|p| pdb::pdb_selector(p).is_some_and(|s| s.matches(&pod)))
+            .filter(|p| pdb::pdb_selector(p).is_some_and(|s| s.matches(pod)))
             .collect();
         if pdbs.len() > 1 {
-            return Err(ApiError::new(
-                Reason::InternalError,
-                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            return Err((
+                None,
+                ApiError::new(
+                    Reason::InternalError,
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ),
             ));
         }
-        if let Some(p) = pdbs.first() {
-            let pods = self.list_objs(&Self::pod_key(), Some(ns));
-            let refs: Vec<&Value> = pods.iter().map(|p| p.as_ref()).collect();
-            let b = pdb::budget(p, &refs, &self.controller_scales(ns));
-            let healthy = pdb::pod_healthy(&pod);
-            let always = p
-                .pointer("/spec/unhealthyPodEvictionPolicy")
-                .and_then(Value::as_str)
-                == Some("AlwaysAllow");
-            let allowed = if healthy {
-                b.allowed > 0
-            } else {
-                always || b.current >= b.desired
-            };
-            if !allowed {
-                let pdb_name = meta_str(p, "name").unwrap_or_default();
-                let cause = format!(
-                    "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
-                    b.desired, b.current
-                );
-                return Err(ApiError::new(
-                    Reason::TooManyRequests,
-                    format!("Cannot evict pod as it would violate the pod's disruption budget. {cause}"),
-                )
-                .with_details(json!({"name": name, "kind": "pods",
-                    "causes": [{"reason": "DisruptionBudget", "message": cause}], "retryAfterSeconds": 0})));
-            }
+        let Some(p) = pdbs.first() else {
+            return Ok(None);
+        };
+        let pdb_name = meta_str(p, "name").unwrap_or_default().to_string();
+        let pods = self.list_objs(&Self::pod_key(), Some(ns));
+        let refs: Vec<&Value> = pods.iter().map(|p| p.as_ref()).collect();
+        let b = pdb::budget(p, &refs, &self.controller_scales(ns));
+        let healthy = pdb::pod_healthy(pod);
+        let always = p
+            .pointer("/spec/unhealthyPodEvictionPolicy")
+            .and_then(Value::as_str)
+            == Some("AlwaysAllow");
+        let allowed = if healthy {
+            b.allowed > 0
+        } else {
+            always || b.current >= b.desired
+        };
+        if allowed {
+            return Ok(Some(pdb_name));
         }
-        self.delete(def, Some(ns), name, &opts)?;
-        Ok(ok())
+        let cause = format!(
+            "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+            b.desired, b.current
+        );
+        let e = ApiError::new(
+            Reason::TooManyRequests,
+            format!("Cannot evict pod as it would violate the pod's disruption budget. {cause}"),
+        )
+        .with_details(json!({"name": name, "kind": "pods",
+            "causes": [{"reason": "DisruptionBudget", "message": cause}], "retryAfterSeconds": 0}));
+        Err((Some(pdb_name), e))
     }
 
     /// Keeps PodDisruptionBudget statuses up to date after pod or PDB writes.

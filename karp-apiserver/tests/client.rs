@@ -655,6 +655,26 @@ async fn eviction_honours_pod_disruption_budgets() {
     pods.evict("web-pending", &EvictParams::default())
         .await
         .unwrap();
+
+    // Every answer is on record, refused ones with the budget that refused them.
+    let record: Vec<(String, bool, Option<String>)> = server
+        .evictions()
+        .into_iter()
+        .map(|e| (e.pod, e.allowed, e.pdb))
+        .collect();
+    let pdb = || Some("web-pdb".to_string());
+    assert_eq!(
+        record,
+        [
+            ("web-0".to_string(), false, pdb()),
+            ("web-0".to_string(), true, pdb()),
+            ("web-1".to_string(), false, pdb()),
+            ("web-1".to_string(), true, pdb()),
+            ("web-2".to_string(), false, pdb()),
+            ("web-pending".to_string(), true, None),
+        ]
+    );
+    assert!(server.evictions()[0].message.contains("web-pdb"));
 }
 
 #[tokio::test]

@@ -91,6 +91,49 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Disruption.
+    #[command(flatten)]
+    pub disruption: DisruptionArgs,
+}
+
+/// Disruption flags of `karp run`, `karp cluster` and `karp demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DisruptionArgs {
+    /// Consolidator of NodePools without the `karp.dev/consolidation-mode` annotation:
+    /// `karpenter` (Karpenter v1.14's methods) or `global` (karp's global consolidator).
+    #[arg(long = "consolidation-mode", env = "CONSOLIDATION_MODE", value_enum, default_value_t = ModeArg::Karpenter)]
+    pub consolidation_mode: ModeArg,
+    /// Feature gates as Karpenter's, `Name=true|false` separated by commas; karp acts on
+    /// `SpotToSpotConsolidation` and accepts Karpenter's others.
+    #[arg(long = "feature-gates", env = "FEATURE_GATES", default_value = "")]
+    pub feature_gates: String,
+    /// Run the disruption controller (consolidation, emptiness, drift).
+    #[arg(long = "disruption", default_value_t = true, action = clap::ArgAction::Set)]
+    pub disruption: bool,
+}
+
+impl DisruptionArgs {
+    /// The controller settings these flags select (Karpenter's timings).
+    ///
+    /// # Errors
+    /// A message naming the malformed `--feature-gates` entry.
+    pub fn control(&self) -> Result<crate::controllers::disruption::DisruptionControl, String> {
+        let spot_to_spot = crate::controllers::disruption::spot_to_spot_gate(&self.feature_gates)
+            .map_err(|e| format!("--feature-gates: {e}"))?;
+        Ok(crate::controllers::disruption::DisruptionControl {
+            enabled: self.disruption,
+            mode: mode_of(self.consolidation_mode),
+            spot_to_spot,
+            ..Default::default()
+        })
+    }
+}
+
+fn mode_of(m: ModeArg) -> Mode {
+    match m {
+        ModeArg::Karpenter => Mode::Karpenter,
+        ModeArg::Global => Mode::Global,
+    }
 }
 
 /// `--log-format`.
@@ -125,8 +168,16 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("karp-{}", std::process::id()))
     });
+    let disruption = match args.disruption.control() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let settings = crate::controllers::OperatorSettings {
         identity: identity.clone(),
+        disruption,
         ..crate::controllers::OperatorSettings::default()
     };
     let options = crate::commands::run::RunOptions {
@@ -179,6 +230,9 @@ pub struct DemoArgs {
     /// Manifests to apply (the seed NodePool / EC2NodeClass and workloads).
     #[arg(short = 'f', long = "filename", default_value = "examples")]
     pub path: PathBuf,
+    /// Disruption.
+    #[command(flatten)]
+    pub disruption: DisruptionArgs,
 }
 
 #[cfg(feature = "embedded")]
@@ -202,6 +256,9 @@ pub struct ClusterArgs {
     /// SSM prefix `/karp/karp`); without it, karp starts and seeds its own moto_server.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Disruption.
+    #[command(flatten)]
+    pub disruption: DisruptionArgs,
 }
 
 #[cfg(feature = "embedded")]
@@ -230,11 +287,22 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 #[cfg(feature = "embedded")]
 /// Run `karp demo`.
 pub fn run_demo(args: &DemoArgs) -> ExitCode {
+    let control = match args.disruption.control() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
     let mut stdout = std::io::stdout();
-    match rt.block_on(crate::commands::demo::run_demo(&args.path, &mut stdout)) {
+    match rt.block_on(crate::commands::demo::run_demo(
+        &args.path,
+        control,
+        &mut stdout,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(
             e @ (crate::commands::demo::DemoError::ReadManifests { .. }
@@ -253,6 +321,13 @@ pub fn run_demo(args: &DemoArgs) -> ExitCode {
 #[cfg(feature = "embedded")]
 /// Run `karp cluster` until Ctrl-C.
 pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
+    let control = match args.disruption.control() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
@@ -292,6 +367,7 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
             args.allow_remote,
             &args.kubeconfig,
             cloud,
+            control,
             &mut stdout,
             shutdown,
         )
@@ -533,28 +609,16 @@ pub fn run_catalog(args: &CatalogArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `--feature-gates` into disruption options.
+/// `--feature-gates` into disruption options (a dry run names unknown gates as errors).
 fn feature_gates(text: &str, options: &mut DisruptOptions) -> Result<(), String> {
-    for gate in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
-        let (name, value) = gate
-            .split_once('=')
-            .ok_or_else(|| format!("--feature-gates: {gate:?} is not Name=true|false"))?;
-        let on = match value {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(format!(
-                    "--feature-gates: {name}: {other:?} is not true or false"
-                ))
-            }
-        };
-        match name {
+    let gates = crate::controllers::disruption::parse_feature_gates(text)
+        .map_err(|e| format!("--feature-gates: {e}"))?;
+    for (name, on) in gates {
+        match name.as_str() {
             "SpotToSpotConsolidation" => options.spot_to_spot_consolidation = on,
-            other => {
-                return Err(format!(
+            other => return Err(format!(
                 "--feature-gates: unknown feature gate {other:?} (known: SpotToSpotConsolidation)"
-            ))
-            }
+            )),
         }
     }
     Ok(())
@@ -562,10 +626,7 @@ fn feature_gates(text: &str, options: &mut DisruptOptions) -> Result<(), String>
 
 /// Run `karp disrupt`, printing the dry run on stdout and warnings / errors on stderr.
 pub fn run_disrupt(args: &DisruptArgs) -> ExitCode {
-    let mode = match args.mode {
-        ModeArg::Karpenter => Mode::Karpenter,
-        ModeArg::Global => Mode::Global,
-    };
+    let mode = mode_of(args.mode);
     let min_savings = match args.min_savings.as_deref().map(SavingsThreshold::parse) {
         None => SavingsThreshold::DEFAULT,
         Some(Ok(t)) => t,

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::api::nodeclaim::NodeClaim;
+use crate::controllers::disruption::DisruptionControl;
 use crate::embedded::{EmbeddedCluster, EmbeddedOptions};
 
 /// Errors of `karp demo` / `karp cluster`.
@@ -246,9 +247,14 @@ async fn wait_settled(
 ///
 /// # Errors
 /// [`DemoError`] when the manifests are invalid or the cluster does not settle.
-pub async fn run_demo(examples: &Path, out: &mut dyn Write) -> Result<(), DemoError> {
+pub async fn run_demo(
+    examples: &Path,
+    disruption: DisruptionControl,
+    out: &mut dyn Write,
+) -> Result<(), DemoError> {
     let started = Instant::now();
     let mut options = EmbeddedOptions::fast();
+    options.operator.disruption = disruption;
     // Karpenter's 1 s idle batch window; nodes become Ready after a second.
     options.operator.batch.idle = Duration::from_secs(1);
     options.sim.kubelet = options
@@ -421,6 +427,7 @@ pub async fn run_cluster(
     allow_remote: bool,
     kubeconfig: &Path,
     cloud: ClusterCloud,
+    disruption: DisruptionControl,
     out: &mut dyn Write,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
@@ -439,6 +446,7 @@ pub async fn run_cluster(
         .map_err(|e| DemoError::Serve(e.to_string()))?;
     let mut options = EmbeddedOptions::fast();
     options.operator.batch.idle = Duration::from_secs(1);
+    options.operator.disruption = disruption;
     // kubectl sends a bearer token only over TLS: serve HTTPS with a certificate made now.
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     names.push(addr.ip().to_string());

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use karp_core::disruption::candidates::consolidatable_at;
 use karp_core::disruption::{DisruptionSettings, NodeClaimFacts, Timestamp};
@@ -80,7 +80,7 @@ pub fn updated_conditions(claim: &NodeClaim, want: bool, now: &str) -> Option<Ve
 
 /// One comparison of every claim in the cache; returns how many were written.
 async fn scan(ctx: &Context) -> usize {
-    let now = SystemTime::now();
+    let now = ctx.settings.clock.now();
     let (at, text) = (Timestamp::from(now), rfc3339(now));
     let mut settings: BTreeMap<String, DisruptionSettings> = BTreeMap::new();
     for np in ctx.stores.nodepools.state() {

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use karp_core::disruption::{DisruptionInput, Timestamp};
 use kube::api::{Patch, PatchParams};
@@ -153,7 +153,7 @@ async fn scan(ctx: &Context) {
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     rehash_claims(&objects, &api).await;
     let types = instance_types(ctx, &objects).await;
-    let now = SystemTime::now();
+    let now = ctx.settings.clock.now();
     let input = match live_input(&without_drifted(&objects), types, Timestamp::from(now)) {
         Ok(i) => i,
         Err(e) => {

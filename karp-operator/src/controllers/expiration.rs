@@ -9,7 +9,7 @@
 //! `expired` and is recorded as a `Disrupted` Event on the NodeClaim.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use karp_core::disruption::time::parse_go_duration;
 use karp_core::disruption::Timestamp;
@@ -52,7 +52,7 @@ pub fn expired(claim: &NodeClaim, now: Timestamp) -> bool {
 }
 
 async fn scan(ctx: &Context) {
-    let now = Timestamp::from(SystemTime::now());
+    let now = Timestamp::from(ctx.settings.clock.now());
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     for claim in ctx.stores.nodeclaims.state() {
         if let Err(e) = expires_at(&claim) {

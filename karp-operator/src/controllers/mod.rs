@@ -8,17 +8,20 @@
 //! - [`conditions`]: the `Consolidatable` condition of NodeClaims.
 //! - [`expiration`]: NodeClaims past their `expireAfter` are deleted (forceful).
 //! - [`drift`]: the `Drifted` condition of NodeClaims.
+//! - [`disruption`]: consolidation, emptiness and drift commands, executed by [`orchestration`].
 //! - [`status`]: NodePool and EC2NodeClass status.
 //!
 //! Cluster state comes from kube-runtime reflectors ([`Stores`]); every write is a patch or a
 //! create that is safe to repeat, so a restart at any point loses nothing.
 
 pub mod conditions;
+pub mod disruption;
 pub mod drift;
 pub mod expiration;
 pub mod gc;
 pub mod interruption;
 pub mod lifecycle;
+pub mod orchestration;
 pub mod podevents;
 pub mod provisioner;
 pub mod status;
@@ -401,6 +404,10 @@ pub struct OperatorSettings {
     /// Caches that have not listed after this long fail the start (a missing CRD or RBAC rule
     /// is an error, not a silent hang).
     pub sync_timeout: Duration,
+    /// The disruption controller.
+    pub disruption: disruption::DisruptionControl,
+    /// The clock of disruption decisions (tests and the demo advance it).
+    pub clock: crate::runtime::clock::Clock,
 }
 
 impl Default for OperatorSettings {
@@ -414,6 +421,8 @@ impl Default for OperatorSettings {
             identity: "karp".into(),
             provision_retry: Duration::from_secs(5),
             sync_timeout: Duration::from_secs(120),
+            disruption: disruption::DisruptionControl::default(),
+            clock: crate::runtime::clock::Clock::default(),
         }
     }
 }
@@ -558,6 +567,7 @@ impl Operator {
         tasks.push(sv.spawn("conditions", conditions::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("expiration", expiration::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("drift", drift::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("disruption", disruption::run(Arc::clone(&ctx))));
         Ok(Operator {
             ctx,
             tasks,

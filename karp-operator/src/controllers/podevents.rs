@@ -205,7 +205,7 @@ pub async fn run(ctx: Arc<Context>) {
         }
         let span = info_span!("pod_events", nodes = nodes.len());
         async {
-            let now = SystemTime::now();
+            let now = ctx.settings.clock.now();
             let by_node = claims_by_node(&ctx);
             for node in &nodes {
                 if let Some(claim) = by_node.get(node) {

@@ -12,14 +12,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karp_core::cloud::InstanceType;
 use karp_core::labels;
-use karp_core::scheduling::{schedule, SchedulerOptions};
+use karp_core::scheduling::{schedule, NewNodeClaim, SchedulerOptions};
 use kube::api::{Api, PostParams};
 use kube::Resource;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{Context, LiveObjects, OperatorError};
 use crate::api::nodeclaim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
-use crate::api::nodepool::{KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
+use crate::api::nodepool::{NodePool, KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
 use crate::convert::nodeclaim::{quantities, requirement_specs, taint_spec};
 use crate::convert::{build_snapshot, BuildOptions, ConvertError, TypesByNodeClass};
 
@@ -163,65 +163,79 @@ pub fn plan(
             continue;
         };
         let pool = snapshot.node_pools.iter().find(|p| p.name == c.nodepool);
-        let t = &np.spec.template;
-        let mut labels = t.metadata.labels.clone();
-        labels.insert(labels::NODEPOOL.into(), c.nodepool.clone());
-        if let Some(r) = &t.spec.node_class_ref {
-            labels.insert(node_class_label.to_string(), r.name.clone());
-        }
-        let mut requirements = c.requirements.clone();
-        // The scheduler's view keeps every option; the claim carries them as requirements.
-        if requirements.get(labels::INSTANCE_TYPE).is_none() {
-            requirements.add(karp_core::requirements::Requirement::in_values(
-                labels::INSTANCE_TYPE,
-                c.instance_types.iter().map(|it| it.name.clone()),
-            ));
-        }
-        let owner = OwnerReference {
-            api_version: "karpenter.sh/v1".into(),
-            kind: "NodePool".into(),
-            name: c.nodepool.clone(),
-            uid: np.metadata.uid.clone().unwrap_or_default(),
-            block_owner_deletion: Some(true),
-            controller: None,
-        };
-        let claim = NodeClaim {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}-", c.nodepool)),
-                labels: Some(labels),
-                annotations: Some({
-                    let mut a = t.metadata.annotations.clone();
-                    a.insert(NODEPOOL_HASH.into(), np.spec.template_hash());
-                    a.insert(NODEPOOL_HASH_VERSION.into(), KARP_HASH_VERSION.into());
-                    a
-                }),
-                owner_references: Some(vec![owner]),
-                ..ObjectMeta::default()
-            },
-            spec: NodeClaimSpec {
-                requirements: requirement_specs(&requirements),
-                resources: Some(ResourceRequirements {
-                    requests: quantities(&c.requests),
-                }),
-                taints: c.taints.iter().map(taint_spec).collect(),
-                startup_taints: pool
-                    .map(|p| p.startup_taints.iter().map(taint_spec).collect())
-                    .unwrap_or_default(),
-                node_class_ref: t.spec.node_class_ref.clone(),
-                expire_after: np.spec.expire_after().map(str::to_string),
-                termination_grace_period: t
-                    .spec
-                    .termination_grace_period
-                    .as_ref()
-                    .map(|s| s.0.clone()),
-            },
-            ..NodeClaim::default()
-        };
+        let claim = claim_object(c, np, pool, node_class_label);
         out.nodeclaims.push(claim);
         out.pods_per_claim
             .push(c.pods.iter().map(|&i| pod_name(i)).collect());
     }
     Ok(out)
+}
+
+/// The NodeClaim object for a scheduler's new claim `c` of NodePool `np` (`pool`: the pool as
+/// the scheduler saw it, for its startup taints): the template's labels and annotations, karp's
+/// NodePool hash, the requirements with every instance-type option, the requests, taints, node
+/// class, `expireAfter` and `terminationGracePeriod`; the name is left to `generateName`.
+#[must_use]
+pub fn claim_object(
+    c: &NewNodeClaim,
+    np: &NodePool,
+    pool: Option<&karp_core::cluster::NodePool>,
+    node_class_label: &str,
+) -> NodeClaim {
+    let t = &np.spec.template;
+    let mut labels = t.metadata.labels.clone();
+    labels.insert(labels::NODEPOOL.into(), c.nodepool.clone());
+    if let Some(r) = &t.spec.node_class_ref {
+        labels.insert(node_class_label.to_string(), r.name.clone());
+    }
+    let mut requirements = c.requirements.clone();
+    // The scheduler's view keeps every option; the claim carries them as requirements.
+    if requirements.get(labels::INSTANCE_TYPE).is_none() {
+        requirements.add(karp_core::requirements::Requirement::in_values(
+            labels::INSTANCE_TYPE,
+            c.instance_types.iter().map(|it| it.name.clone()),
+        ));
+    }
+    let owner = OwnerReference {
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodePool".into(),
+        name: c.nodepool.clone(),
+        uid: np.metadata.uid.clone().unwrap_or_default(),
+        block_owner_deletion: Some(true),
+        controller: None,
+    };
+    NodeClaim {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", c.nodepool)),
+            labels: Some(labels),
+            annotations: Some({
+                let mut a = t.metadata.annotations.clone();
+                a.insert(NODEPOOL_HASH.into(), np.spec.template_hash());
+                a.insert(NODEPOOL_HASH_VERSION.into(), KARP_HASH_VERSION.into());
+                a
+            }),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: NodeClaimSpec {
+            requirements: requirement_specs(&requirements),
+            resources: Some(ResourceRequirements {
+                requests: quantities(&c.requests),
+            }),
+            taints: c.taints.iter().map(taint_spec).collect(),
+            startup_taints: pool
+                .map(|p| p.startup_taints.iter().map(taint_spec).collect())
+                .unwrap_or_default(),
+            node_class_ref: t.spec.node_class_ref.clone(),
+            expire_after: np.spec.expire_after().map(str::to_string),
+            termination_grace_period: t
+                .spec
+                .termination_grace_period
+                .as_ref()
+                .map(|s| s.0.clone()),
+        },
+        ..NodeClaim::default()
+    }
 }
 
 /// The provisioning loop.

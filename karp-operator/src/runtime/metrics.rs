@@ -10,18 +10,26 @@ use std::sync::Mutex;
 
 type Labels = Vec<(String, String)>;
 
-/// Histogram buckets (seconds) for scheduling durations.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Histogram buckets (seconds) for durations.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// The scheduling-duration histogram, always rendered (also before the first pass).
+const SCHEDULING: &str = "karpenter_provisioner_scheduling_duration_seconds";
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    n: u64,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
     counters: BTreeMap<String, BTreeMap<Labels, f64>>,
     gauges: BTreeMap<String, BTreeMap<Labels, f64>>,
-    histogram_counts: [u64; BUCKETS.len()],
-    histogram_sum: f64,
-    histogram_n: u64,
+    histograms: BTreeMap<String, BTreeMap<Labels, Histogram>>,
 }
 
 /// The operator's metrics registry.
@@ -89,16 +97,37 @@ impl Metrics {
             .insert(labels(l), v);
     }
 
-    /// Records one scheduling simulation's duration.
-    pub fn observe_scheduling(&self, seconds: f64) {
+    /// Records one observation (seconds) in a histogram.
+    pub fn observe(&self, name: &str, l: &[(&str, &str)], seconds: f64) {
         let mut g = self.lock();
+        let h = g
+            .histograms
+            .entry(name.to_string())
+            .or_default()
+            .entry(labels(l))
+            .or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if seconds <= *b {
-                g.histogram_counts[i] += 1;
+                h.counts[i] += 1;
             }
         }
-        g.histogram_sum += seconds;
-        g.histogram_n += 1;
+        h.sum += seconds;
+        h.n += 1;
+    }
+
+    /// Records one scheduling simulation's duration.
+    pub fn observe_scheduling(&self, seconds: f64) {
+        self.observe(SCHEDULING, &[], seconds);
+    }
+
+    /// A gauge's value, if set.
+    #[must_use]
+    pub fn gauge(&self, name: &str, l: &[(&str, &str)]) -> Option<f64> {
+        self.lock()
+            .gauges
+            .get(name)
+            .and_then(|m| m.get(&labels(l)))
+            .copied()
     }
 
     /// A counter's value (0 when never incremented).
@@ -129,14 +158,33 @@ impl Metrics {
                 let _ = writeln!(s, "{name}{} {v}", render_labels(l));
             }
         }
-        let h = "karpenter_provisioner_scheduling_duration_seconds";
-        let _ = writeln!(s, "# TYPE {h} histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(s, "{h}_bucket{{le=\"{b}\"}} {}", g.histogram_counts[i]);
+        let mut histograms = g.histograms.clone();
+        histograms
+            .entry(SCHEDULING.to_string())
+            .or_default()
+            .entry(Vec::new())
+            .or_default();
+        for (name, series) in &histograms {
+            let _ = writeln!(s, "# TYPE {name} histogram");
+            for (l, h) in series {
+                let with_le = |le: &str| {
+                    let mut l = l.clone();
+                    l.push(("le".to_string(), le.to_string()));
+                    render_labels(&l)
+                };
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "{name}_bucket{} {}",
+                        with_le(&b.to_string()),
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(s, "{name}_bucket{} {}", with_le("+Inf"), h.n);
+                let _ = writeln!(s, "{name}_sum{} {}", render_labels(l), h.sum);
+                let _ = writeln!(s, "{name}_count{} {}", render_labels(l), h.n);
+            }
         }
-        let _ = writeln!(s, "{h}_bucket{{le=\"+Inf\"}} {}", g.histogram_n);
-        let _ = writeln!(s, "{h}_sum {}", g.histogram_sum);
-        let _ = writeln!(s, "{h}_count {}", g.histogram_n);
         s
     }
 }
