@@ -616,9 +616,11 @@ fn feature_gates(text: &str, options: &mut DisruptOptions) -> Result<(), String>
     for (name, on) in gates {
         match name.as_str() {
             "SpotToSpotConsolidation" => options.spot_to_spot_consolidation = on,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "--feature-gates: unknown feature gate {other:?} (known: SpotToSpotConsolidation)"
-            )),
+            ))
+            }
         }
     }
     Ok(())

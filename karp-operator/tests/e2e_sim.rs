@@ -984,3 +984,285 @@ async fn a_template_label_change_drifts_the_claims_by_the_nodepool_hash() {
     .await;
     cluster.shutdown().await;
 }
+
+// ---- disruption controller ------------------------------------------------------------------
+
+/// An on-demand NodePool `od` (c/m families, 2 to 16 vCPUs) consolidating after 30 s, with
+/// `budgets` (YAML list) and extra `disruption` fields.
+fn od_pool(budgets: &str) -> String {
+    let class = seed()
+        .split("\n---\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    format!(
+        r#"{class}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: od}}
+spec:
+  template:
+    spec:
+      requirements:
+        - {{key: karpenter.k8s.aws/instance-category, operator: In, values: ["c", "m"]}}
+        - {{key: karpenter.k8s.aws/instance-cpu, operator: In, values: ["2", "4", "8", "16"]}}
+        - {{key: kubernetes.io/arch, operator: In, values: ["amd64"]}}
+        - {{key: karpenter.sh/capacity-type, operator: In, values: ["on-demand"]}}
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: karpenter-nodeclass-al2023}}
+      expireAfter: Never
+  disruption:
+    consolidationPolicy: WhenEmptyOrUnderutilized
+    consolidateAfter: 30s
+    budgets: {budgets}
+"#
+    )
+}
+
+/// A Deployment of `replicas` pods of `cpu`, at most one per node (required anti-affinity).
+fn spread_deployment(name: &str, replicas: u32, cpu: &str) -> String {
+    format!(
+        r"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            - labelSelector: {{matchLabels: {{app: {name}}}}}
+              topologyKey: kubernetes.io/hostname
+      containers:
+        - name: c
+          image: pause
+          resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}
+"
+    )
+}
+
+fn pdb_yaml(app: &str, field: &str, value: u32) -> String {
+    format!(
+        r"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: {app}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: {app}}}}}
+  {field}: {value}
+"
+    )
+}
+
+async fn scale(client: &kube::Client, name: &str, replicas: u32) {
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "default")
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// The cost per hour of the cluster's launched NodeClaims.
+async fn cost(cluster: &EmbeddedCluster) -> f64 {
+    karp_operator::commands::demo::progress(cluster)
+        .await
+        .cost_per_hour
+}
+
+/// Node names of the live NodeClaims.
+async fn claim_nodes(client: &kube::Client) -> Vec<String> {
+    let mut v: Vec<String> = claims(client)
+        .await
+        .iter()
+        .filter_map(|c| c.status.as_ref().and_then(|s| s.node_name.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn running_count(client: &kube::Client, app: &str) -> usize {
+    app_pods(client, app)
+        .await
+        .iter()
+        .filter(|p| running(p) && p.metadata.deletion_timestamp.is_none())
+        .count()
+}
+
+/// Advances the operator's clock `step` every 200 ms of real time until `done` holds, checking
+/// `invariant` at every step; panics after `timeout` of real time.
+async fn advance_until<F, Fut, I, IFut>(
+    cluster: &EmbeddedCluster,
+    step: Duration,
+    timeout: Duration,
+    what: &str,
+    mut done: F,
+    mut invariant: I,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+    I: FnMut() -> IFut,
+    IFut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    loop {
+        invariant().await;
+        if done().await {
+            return;
+        }
+        if start.elapsed() > timeout {
+            dump(&cluster.client).await;
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        cluster.clock().advance(step);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shrinking_cluster_is_consolidated_with_pods_running_throughout_and_pdbs_kept() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
+    cluster
+        .apply_yaml(&spread_deployment("spread", 4, "500m"))
+        .unwrap();
+    cluster.apply_yaml(&deployment("big", 4, "1500m")).unwrap();
+    cluster
+        .apply_yaml(&pdb_yaml("spread", "maxUnavailable", 1))
+        .unwrap();
+    cluster
+        .apply_yaml(&pdb_yaml("big", "minAvailable", 1))
+        .unwrap();
+    wait_for("every pod running", Duration::from_secs(60), || async {
+        running_count(&client, "spread").await == 4 && running_count(&client, "big").await == 4
+    })
+    .await;
+    assert_capacity(&client).await;
+    let before_nodes = claim_nodes(&client).await;
+    let peak = cost(&cluster).await;
+    assert!(before_nodes.len() >= 4, "{before_nodes:?}");
+
+    scale(&client, "spread", 2).await;
+    scale(&client, "big", 2).await;
+    wait_for("the scale-down", Duration::from_secs(30), || async {
+        app_pods(&client, "spread").await.len() == 2 && app_pods(&client, "big").await.len() == 2
+    })
+    .await;
+    let shrunk = cost(&cluster).await;
+    assert!(
+        (shrunk - peak).abs() < 1e-9,
+        "nothing is disrupted before consolidateAfter"
+    );
+
+    let min_running = std::sync::Mutex::new((usize::MAX, usize::MAX));
+    let stable = std::sync::Mutex::new((Vec::<String>::new(), 0usize));
+    advance_until(
+        &cluster,
+        Duration::from_secs(5),
+        Duration::from_secs(120),
+        "a consolidated, stable cluster",
+        || async {
+            let cs = claims(&client).await;
+            let settled = cs
+                .iter()
+                .all(|c| c.metadata.deletion_timestamp.is_none() && c.is_true("Initialized"));
+            let mut names: Vec<String> =
+                cs.iter().filter_map(|c| c.metadata.name.clone()).collect();
+            names.sort();
+            let mut st = stable.lock().unwrap();
+            if settled && st.0 == names {
+                st.1 += 1;
+            } else {
+                *st = (names, 0);
+            }
+            // 20 steps of 5 s: longer than consolidateAfter, the validation delay and a poll.
+            st.1 >= 20
+        },
+        || async {
+            let s = running_count(&client, "spread").await;
+            let b = running_count(&client, "big").await;
+            let mut m = min_running.lock().unwrap();
+            *m = (m.0.min(s), m.1.min(b));
+        },
+    )
+    .await;
+    let (min_spread, min_big) = *min_running.lock().unwrap();
+    assert!(
+        min_spread >= 1,
+        "spread dropped to {min_spread} running (PDB maxUnavailable 1)"
+    );
+    assert!(
+        min_big >= 1,
+        "big dropped to {min_big} running (PDB minAvailable 1)"
+    );
+    assert_capacity(&client).await;
+    let end = cost(&cluster).await;
+    assert!(end < shrunk, "cost {shrunk} → {end}");
+    // Two spread pods need two nodes (anti-affinity), and two nodes hold everything.
+    assert_eq!(claim_nodes(&client).await.len(), 2);
+    assert_eq!(running_count(&client, "spread").await, 2);
+    assert_eq!(running_count(&client, "big").await, 2);
+    // Every eviction of a budgeted pod went through its budget; refusals are recorded.
+    let evictions = cluster.server.evictions();
+    let allowed = evictions.iter().filter(|e| e.allowed).count();
+    let refused = evictions.iter().filter(|e| !e.allowed).count();
+    eprintln!("evictions allowed {allowed}, refused {refused}; cost ${peak:.4}/h → ${end:.4}/h");
+    for line in cluster.metrics.render().lines() {
+        if line.starts_with("karpenter_voluntary_disruption_decisions_total") {
+            eprintln!("{line}");
+        }
+    }
+    if std::env::var_os("KARP_E2E_DUMP").is_some() {
+        for c in claims(&client).await {
+            eprintln!(
+                "claim {:?} {:?} node {:?}",
+                c.metadata.name,
+                c.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("node.kubernetes.io/instance-type")),
+                c.status.as_ref().and_then(|s| s.node_name.clone())
+            );
+        }
+        for app in ["spread", "big"] {
+            for p in app_pods(&client, app).await {
+                eprintln!(
+                    "pod {:?} on {:?}",
+                    p.metadata.name,
+                    p.spec.and_then(|s| s.node_name)
+                );
+            }
+        }
+    }
+    for e in &evictions {
+        assert!(
+            e.pdb.as_deref() == Some(e.pod.split('-').next().unwrap_or_default()),
+            "{e:?}"
+        );
+    }
+    // No candidate is left tainted.
+    for n in Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        let tainted = n
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "karpenter.sh/disrupted");
+        assert!(!tainted || n.metadata.deletion_timestamp.is_some());
+    }
+    cluster.shutdown().await;
+}

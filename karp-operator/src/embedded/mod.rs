@@ -301,6 +301,14 @@ impl ClusterControl {
         .await
     }
 
+    /// The clock of the operator's disruption decisions (shared by every operator started on
+    /// this cluster, across restarts): tests and the demo advance it instead of waiting out
+    /// `consolidateAfter`, `expireAfter`, budget windows and the validation delay.
+    #[must_use]
+    pub fn clock(&self) -> &crate::runtime::clock::Clock {
+        &self.options.operator.clock
+    }
+
     /// Stops the operator (simulating a crash or a lost leadership); the cluster keeps running.
     pub async fn stop_operator(&mut self) {
         if let Some(op) = self.operator.take() {
