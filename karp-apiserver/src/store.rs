@@ -1283,40 +1283,35 @@ impl State {
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let decided = self.decide_eviction(&pod, ns);
+        let (pdb, refusal) = self.decide_eviction(&pod, ns);
         self.evictions.push(Eviction {
             namespace: ns.to_string(),
             pod: name.to_string(),
             node,
-            allowed: decided.is_ok(),
-            pdb: match &decided {
-                Ok(p) | Err((p, _)) => p.clone(),
-            },
-            message: match &decided {
-                Ok(_) => String::new(),
-                Err((_, e)) => e.message.clone(),
-            },
+            allowed: refusal.is_none(),
+            pdb,
+            message: refusal
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
         });
-        if let Err((_, e)) = decided {
+        if let Some(e) = refusal {
             return Err(e);
         }
         self.delete(def, Some(ns), name, &opts)?;
         Ok(success_status(201, json!({"name": name, "kind": "pods"})))
     }
 
-    /// Whether `pod` may be evicted now: `Ok` with the deciding budget, or the refusal.
-    fn decide_eviction(
-        &self,
-        pod: &Value,
-        ns: &str,
-    ) -> Result<Option<String>, (Option<String>, ApiError)> {
+    /// Whether `pod` may be evicted now: the deciding budget (if one selects the pod) and the
+    /// refusal (`None`: allowed).
+    fn decide_eviction(&self, pod: &Value, ns: &str) -> (Option<String>, Option<ApiError>) {
         let name = meta_str(pod, "name").unwrap_or_default();
         let phase = pod
             .pointer("/status/phase")
             .and_then(Value::as_str)
             .unwrap_or("Pending");
         if terminating(pod) || matches!(phase, "Succeeded" | "Failed" | "Pending") {
-            return Ok(None);
+            return (None, None);
         }
         let pdbs: Vec<Arc<Value>> = self
             .list_objs(&Self::pdb_key(), Some(ns))
@@ -1324,16 +1319,16 @@ impl State {
             .filter(|p| pdb::pdb_selector(p).is_some_and(|s| s.matches(pod)))
             .collect();
         if pdbs.len() > 1 {
-            return Err((
+            return (
                 None,
-                ApiError::new(
+                Some(ApiError::new(
                     Reason::InternalError,
                     "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-                ),
-            ));
+                )),
+            );
         }
         let Some(p) = pdbs.first() else {
-            return Ok(None);
+            return (None, None);
         };
         let pdb_name = meta_str(p, "name").unwrap_or_default().to_string();
         let pods = self.list_objs(&Self::pod_key(), Some(ns));
@@ -1350,7 +1345,7 @@ impl State {
             always || b.current >= b.desired
         };
         if allowed {
-            return Ok(Some(pdb_name));
+            return (Some(pdb_name), None);
         }
         let cause = format!(
             "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
@@ -1362,7 +1357,7 @@ impl State {
         )
         .with_details(json!({"name": name, "kind": "pods",
             "causes": [{"reason": "DisruptionBudget", "message": cause}], "retryAfterSeconds": 0}));
-        Err((Some(pdb_name), e))
+        (Some(pdb_name), Some(e))
     }
 
     /// Keeps PodDisruptionBudget statuses up to date after pod or PDB writes.

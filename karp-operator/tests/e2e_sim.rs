@@ -1125,6 +1125,42 @@ async fn advance_until<F, Fut, I, IFut>(
     }
 }
 
+/// Advances the clock in 5 s steps until the NodeClaims stay the same, all initialized and none
+/// deleting, for 20 steps (longer than `consolidateAfter`, the validation delay and a poll),
+/// checking `invariant` at every step.
+async fn settle<I, IFut>(cluster: &EmbeddedCluster, invariant: I)
+where
+    I: FnMut() -> IFut,
+    IFut: std::future::Future<Output = ()>,
+{
+    let client = cluster.client.clone();
+    let stable = std::sync::Mutex::new((Vec::<String>::new(), 0usize));
+    advance_until(
+        cluster,
+        Duration::from_secs(5),
+        Duration::from_secs(150),
+        "a stable cluster",
+        || async {
+            let cs = claims(&client).await;
+            let settled = cs
+                .iter()
+                .all(|c| c.metadata.deletion_timestamp.is_none() && c.is_true("Initialized"));
+            let mut names: Vec<String> =
+                cs.iter().filter_map(|c| c.metadata.name.clone()).collect();
+            names.sort();
+            let mut st = stable.lock().unwrap();
+            if settled && st.0 == names {
+                st.1 += 1;
+            } else {
+                *st = (names, 0);
+            }
+            st.1 >= 20
+        },
+        invariant,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shrinking_cluster_is_consolidated_with_pods_running_throughout_and_pdbs_kept() {
     let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
@@ -1164,36 +1200,12 @@ async fn a_shrinking_cluster_is_consolidated_with_pods_running_throughout_and_pd
     );
 
     let min_running = std::sync::Mutex::new((usize::MAX, usize::MAX));
-    let stable = std::sync::Mutex::new((Vec::<String>::new(), 0usize));
-    advance_until(
-        &cluster,
-        Duration::from_secs(5),
-        Duration::from_secs(120),
-        "a consolidated, stable cluster",
-        || async {
-            let cs = claims(&client).await;
-            let settled = cs
-                .iter()
-                .all(|c| c.metadata.deletion_timestamp.is_none() && c.is_true("Initialized"));
-            let mut names: Vec<String> =
-                cs.iter().filter_map(|c| c.metadata.name.clone()).collect();
-            names.sort();
-            let mut st = stable.lock().unwrap();
-            if settled && st.0 == names {
-                st.1 += 1;
-            } else {
-                *st = (names, 0);
-            }
-            // 20 steps of 5 s: longer than consolidateAfter, the validation delay and a poll.
-            st.1 >= 20
-        },
-        || async {
-            let s = running_count(&client, "spread").await;
-            let b = running_count(&client, "big").await;
-            let mut m = min_running.lock().unwrap();
-            *m = (m.0.min(s), m.1.min(b));
-        },
-    )
+    settle(&cluster, || async {
+        let s = running_count(&client, "spread").await;
+        let b = running_count(&client, "big").await;
+        let mut m = min_running.lock().unwrap();
+        *m = (m.0.min(s), m.1.min(b));
+    })
     .await;
     let (min_spread, min_big) = *min_running.lock().unwrap();
     assert!(
@@ -1263,6 +1275,290 @@ async fn a_shrinking_cluster_is_consolidated_with_pods_running_throughout_and_pd
             .iter()
             .any(|t| t.key == "karpenter.sh/disrupted");
         assert!(!tainted || n.metadata.deletion_timestamp.is_some());
+    }
+    cluster.shutdown().await;
+}
+
+async fn claim_of_node(client: &kube::Client, node: &str) -> NodeClaim {
+    claims(client)
+        .await
+        .into_iter()
+        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .unwrap_or_else(|| panic!("no claim for {node}"))
+}
+
+async fn nodes_of(client: &kube::Client, app: &str) -> Vec<String> {
+    let mut v: Vec<String> = app_pods(client, app)
+        .await
+        .into_iter()
+        .filter_map(|p| p.spec.and_then(|s| s.node_name))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `spread` pods on `n` nodes of pool `od` with `budgets`, all running.
+async fn spread_cluster(budgets: &str, n: u32) -> EmbeddedCluster {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    cluster.apply_yaml(&od_pool(budgets)).unwrap();
+    cluster
+        .apply_yaml(&spread_deployment("spread", n, "500m"))
+        .unwrap();
+    let client = cluster.client.clone();
+    wait_for("spread pods running", Duration::from_secs(60), || async {
+        running_count(&client, "spread").await == n as usize
+    })
+    .await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zero_budget_blocks_all_and_do_not_disrupt_pods_and_nodes_are_never_touched() {
+    let cluster = spread_cluster("[{nodes: '0'}]", 3).await;
+    let client = cluster.client.clone();
+    let all = claim_nodes(&client).await;
+    assert_eq!(all.len(), 3);
+    scale(&client, "spread", 1).await;
+    wait_for("the scale-down", Duration::from_secs(30), || async {
+        app_pods(&client, "spread").await.len() == 1
+    })
+    .await;
+    // Two empty nodes, but the budget allows nothing: they stay however long we wait.
+    settle(&cluster, || async {}).await;
+    assert_eq!(claim_nodes(&client).await, all);
+    let allowed = cluster.metrics.gauge(
+        "karpenter_nodepools_allowed_disruptions",
+        &[("nodepool", "od"), ("reason", "Empty")],
+    );
+    assert_eq!(allowed, Some(0.0));
+
+    // The budget opens; one empty node carries do-not-disrupt, the pod too.
+    let busy = nodes_of(&client, "spread").await;
+    let empty: Vec<&String> = all.iter().filter(|n| !busy.contains(n)).collect();
+    let pinned_node = empty[0].clone();
+    Api::<Node>::all(client.clone())
+        .patch(
+            &pinned_node,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}
+            })),
+        )
+        .await
+        .unwrap();
+    let pod = app_pods(&client, "spread").await.remove(0);
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .patch(
+            pod.metadata.name.as_deref().unwrap(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}
+            })),
+        )
+        .await
+        .unwrap();
+    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
+        .patch(
+            "od",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "spec": {"disruption": {"budgets": [{"nodes": "100%"}]}}
+            })),
+        )
+        .await
+        .unwrap();
+    settle(&cluster, || async {}).await;
+    let mut left = claim_nodes(&client).await;
+    left.sort();
+    let mut want = vec![pinned_node.clone(), busy[0].clone()];
+    want.sort();
+    assert_eq!(left, want, "only the unprotected empty node goes");
+    assert_eq!(running_count(&client, "spread").await, 1);
+    assert_eq!(
+        nodes_of(&client, "spread").await,
+        busy,
+        "the pinned pod never moved"
+    );
+    assert!(cluster.server.evictions().is_empty());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requirement_change_drifts_every_node_and_replaces_them_one_at_a_time() {
+    let cluster = spread_cluster(
+        "[{nodes: '1', reasons: [Drifted]}, {nodes: '0', reasons: [Empty, Underutilized]}]",
+        3,
+    )
+    .await;
+    let client = cluster.client.clone();
+    let family = |c: &NodeClaim| {
+        c.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("karpenter.k8s.aws/instance-category").cloned())
+            .unwrap_or_default()
+    };
+    let old: Vec<String> = claims(&client)
+        .await
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let first = family(&claims(&client).await[0]);
+    let other = if first == "c" { "m" } else { "c" };
+    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
+        .patch(
+            "od",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"template": {"spec": {"requirements": [
+                {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": [other]},
+                {"key": "karpenter.k8s.aws/instance-cpu", "operator": "In", "values": ["2", "4", "8", "16"]},
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+            ]}}}})),
+        )
+        .await
+        .unwrap();
+    let most_disrupting = std::sync::Mutex::new(0usize);
+    let fewest_running = std::sync::Mutex::new(usize::MAX);
+    advance_until(
+        &cluster,
+        Duration::from_secs(5),
+        Duration::from_secs(150),
+        "every drifted node replaced",
+        || async {
+            let cs = claims(&client).await;
+            cs.len() == 3
+                && cs.iter().all(|c| {
+                    !old.contains(c.metadata.name.as_ref().unwrap())
+                        && c.is_true("Initialized")
+                        && family(c) == other
+                })
+                && running_count(&client, "spread").await == 3
+        },
+        || async {
+            let nodes = Api::<Node>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items;
+            let disrupting = nodes
+                .iter()
+                .filter(|n| {
+                    n.metadata.deletion_timestamp.is_some()
+                        || n.spec
+                            .as_ref()
+                            .and_then(|s| s.taints.as_ref())
+                            .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+                })
+                .count();
+            {
+                let mut m = most_disrupting.lock().unwrap();
+                *m = (*m).max(disrupting);
+            }
+            let r = running_count(&client, "spread").await;
+            let mut f = fewest_running.lock().unwrap();
+            *f = (*f).min(r);
+        },
+    )
+    .await;
+    assert_eq!(
+        *most_disrupting.lock().unwrap(),
+        1,
+        "the Drifted budget is one node"
+    );
+    assert!(*fewest_running.lock().unwrap() >= 2);
+    assert!(
+        cluster.metrics.counter(
+            "karpenter_voluntary_disruption_decisions_total",
+            &[
+                ("decision", "replace"),
+                ("reason", "drifted"),
+                ("consolidation_type", "")
+            ]
+        ) >= 3.0
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_restart_in_the_middle_of_a_command_leaves_no_tainted_node_and_no_orphan() {
+    let mut cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
+    cluster.apply_yaml(&deployment("big", 4, "1500m")).unwrap();
+    wait_for("big running", Duration::from_secs(60), || async {
+        running_count(&client, "big").await == 4
+    })
+    .await;
+    scale(&client, "big", 1).await;
+    // Advance until a candidate is tainted (a command waits for its replacement), then stop.
+    let tainted = || async {
+        Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|n| {
+                n.metadata.deletion_timestamp.is_none()
+                    && n.spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+            })
+            .filter_map(|n| n.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    let start = Instant::now();
+    let mut marked = Vec::new();
+    while marked.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no command started"
+        );
+        cluster.clock().advance(Duration::from_secs(5));
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            marked = tainted().await;
+            if !marked.is_empty() {
+                break;
+            }
+        }
+    }
+    cluster.stop_operator().await;
+    let claims_at_stop = claims(&client).await.len();
+    assert!(
+        claims_at_stop >= 2,
+        "the replacement exists: {claims_at_stop} claims"
+    );
+    cluster.restart_operator().await.unwrap();
+    wait_for("the marks rolled back", Duration::from_secs(30), || async {
+        tainted().await.is_empty()
+    })
+    .await;
+    for n in &marked {
+        let c = claim_of_node(&client, n).await;
+        assert!(
+            c.condition("DisruptionReason").is_none() || c.metadata.deletion_timestamp.is_some()
+        );
+    }
+    // The replacement is an ordinary claim; later passes consolidate again, and every
+    // instance ends up with a claim.
+    settle(&cluster, || async {}).await;
+    assert!(tainted().await.is_empty());
+    assert_eq!(running_count(&client, "big").await, 1);
+    let ids: Vec<String> = claims(&client)
+        .await
+        .iter()
+        .filter_map(|c| c.provider_id().map(str::to_string))
+        .collect();
+    for i in cluster.cloud.running_instances() {
+        let id = &i.instance.provider_id;
+        assert!(ids.contains(id), "orphan instance {id}");
     }
     cluster.shutdown().await;
 }

@@ -633,7 +633,10 @@ mod tests {
             Some(vec![taint(DISRUPTED_TAINT, "NoSchedule")])
         );
         assert_eq!(taints_with_disrupted(&variant, false), Some(vec![]));
-        assert_eq!(taints_with_disrupted(&[other.clone()], false), None);
+        assert_eq!(
+            taints_with_disrupted(std::slice::from_ref(&other), false),
+            None
+        );
     }
 
     fn node(name: &str, tainted: bool, deleting: bool, managed: bool) -> Arc<Node> {
