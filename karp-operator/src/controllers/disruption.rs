@@ -145,6 +145,17 @@ async fn read(ctx: &Context, queue: &Queue) -> Option<Read> {
             n.deleting = true;
         }
     }
+    let coming = queue.replacements();
+    for claim in objects
+        .nodeclaims
+        .iter()
+        .filter(|c| c.metadata.name.as_ref().is_some_and(|n| coming.contains(n)))
+    {
+        let node = claim.status.as_ref().and_then(|s| s.node_name.as_ref());
+        if let Some(f) = node.and_then(|n| input.nodes.get_mut(n)) {
+            f.nominated = true;
+        }
+    }
     Some(Read {
         objects,
         input: Arc::new(input),

@@ -1,7 +1,10 @@
 //! The executor of disruption commands, as Karpenter's orchestration queue: mark the candidates
 //! (taint `karpenter.sh/disrupted:NoSchedule` on the Node, `DisruptionReason` on the NodeClaim),
 //! create the replacements, wait until every replacement is initialized, then delete the
-//! candidates (the termination controller drains them through the Eviction API).
+//! candidates (the termination controller drains them through the Eviction API). The command
+//! stays in the [`Queue`] until the candidates' nodes are gone: its candidates count as deleting
+//! and its replacements as nominated, so the next passes neither pick them nor find a
+//! replacement empty while the evicted pods are on their way to it.
 //!
 //! - A replacement that disappears (insufficient capacity, liveness timeout) or a wait longer
 //!   than [`replacement_timeout`] (Karpenter: 80 ms per queued candidate, clamped to
@@ -58,36 +61,72 @@ pub fn consolidation_type(m: Method) -> &'static str {
     }
 }
 
-/// The candidate nodes of the commands in progress, by command id.
+/// One command in progress: its candidate nodes and replacement NodeClaims.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    candidates: Vec<String>,
+    replacements: Vec<String>,
+}
+
+/// The commands in progress, by id: their candidates count as deleting (they are neither
+/// candidates again nor destinations, and they consume budgets) and their replacements as
+/// nominated (not emptied while the candidates' pods are on their way) until the candidates'
+/// nodes are gone.
 #[derive(Debug, Default)]
 pub struct Queue {
-    commands: Mutex<BTreeMap<u64, Vec<String>>>,
+    commands: Mutex<BTreeMap<u64, Held>>,
     next: AtomicU64,
 }
 
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Vec<String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Held>> {
         self.commands
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Holds `nodes` under a new command id.
+    /// Holds candidate `nodes` under a new command id.
     pub fn insert(&self, nodes: Vec<String>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
-        self.lock().insert(id, nodes);
+        self.lock().insert(
+            id,
+            Held {
+                candidates: nodes,
+                replacements: Vec::new(),
+            },
+        );
         id
     }
 
-    /// Releases a command's nodes.
+    /// Sets a command's candidates (those that were marked) and replacements (claim names).
+    pub fn update(&self, id: u64, candidates: Vec<String>, replacements: Vec<String>) {
+        if let Some(h) = self.lock().get_mut(&id) {
+            h.candidates = candidates;
+            h.replacements = replacements;
+        }
+    }
+
+    /// Releases a command.
     pub fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
 
-    /// Every node held by a command in progress.
+    /// Every candidate node held by a command in progress.
     #[must_use]
     pub fn nodes(&self) -> BTreeSet<String> {
-        self.lock().values().flatten().cloned().collect()
+        self.lock()
+            .values()
+            .flat_map(|h| h.candidates.iter().cloned())
+            .collect()
+    }
+
+    /// Every replacement NodeClaim of a command in progress.
+    #[must_use]
+    pub fn replacements(&self) -> BTreeSet<String> {
+        self.lock()
+            .values()
+            .flat_map(|h| h.replacements.iter().cloned())
+            .collect()
     }
 
     /// Commands in progress.
@@ -427,8 +466,7 @@ pub async fn start(
     }
     // Candidates that could not be marked leave the command.
     let kept: Vec<String> = marked.iter().map(|t| t.node.clone()).collect();
-    queue.remove(id);
-    let id = queue.insert(kept);
+    queue.update(id, kept, replacements.clone());
     Ok(Started {
         id,
         targets: marked,
@@ -554,6 +592,29 @@ pub async fn finish(ctx: &Context, queue: &Queue, command: &Command, started: St
                         .await;
                 }
                 info!(node = %t.node, reason, "candidate deleted");
+            }
+            // The command holds its replacements until the candidates are gone, so the pods
+            // on their way do not find them empty.
+            let deadline = Instant::now()
+                + replacement_timeout(
+                    queue.nodes().len(),
+                    control.replacement_timeout_min,
+                    control.replacement_timeout_max,
+                );
+            while Instant::now() < deadline && !ctx.is_shutdown() {
+                let nodes = ctx.stores.objects().nodes;
+                let left = started.targets.iter().any(|t| {
+                    nodes
+                        .iter()
+                        .any(|n| n.metadata.name.as_deref() == Some(t.node.as_str()))
+                });
+                if !left {
+                    break;
+                }
+                tokio::select! {
+                    () = ctx.shutdown_requested() => {}
+                    () = tokio::time::sleep(control.replacement_poll) => {}
+                }
             }
         }
         Finished::RolledBack(why) => {
