@@ -293,3 +293,113 @@ async fn two_replicas_on_karp_aws_elect_one_leader_and_fail_over() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shrinking_deployment_on_karp_aws_is_consolidated_onto_a_cheaper_instance() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, 33)
+        .await
+        .unwrap();
+    let cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    let pool = common::aws_pool(CLUSTER)
+        + "  disruption: {consolidateAfter: 30s, budgets: [{nodes: '100%'}]}\n";
+    cluster.apply_yaml(&pool).unwrap();
+    cluster
+        .apply_yaml(&common::deployment("shrinky", 4, "1500m"))
+        .unwrap();
+    cluster
+        .apply_yaml(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: shrinky, namespace: default}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: shrinky}}\n",
+        )
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let running_shrinky = || async {
+        pods.list(&ListParams::default().labels("app=shrinky"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| running(p) && p.metadata.deletion_timestamp.is_none())
+            .count()
+    };
+    wait("4 running pods", || async { running_shrinky().await == 4 }).await;
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let before = claims.list(&ListParams::default()).await.unwrap().items;
+    assert!(before.len() >= 2, "{} claims", before.len());
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "default")
+        .patch(
+            "shrinky",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    // Advance the operator's clock past consolidateAfter and the validation delay, step by
+    // step, until one m5.large is left (the PDB allows the one eviction the move needs; a
+    // minAvailable: 1 budget would block it, as in Karpenter).
+    let start = Instant::now();
+    loop {
+        let cs = claims.list(&ListParams::default()).await.unwrap().items;
+        let n = running_shrinky().await;
+        let types: Vec<String> = cs
+            .iter()
+            .filter_map(|c| {
+                c.metadata
+                    .labels
+                    .as_ref()?
+                    .get("node.kubernetes.io/instance-type")
+                    .cloned()
+            })
+            .collect();
+        if cs.len() == 1 && types == ["m5.large"] && cs[0].is_true("Initialized") && n == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not consolidated: {types:?}, {n} running"
+        );
+        cluster.clock().advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every instance karp launched is tracked by the claim left or terminated.
+    let left = claims.list(&ListParams::default()).await.unwrap().items;
+    let name = left[0].metadata.name.clone().unwrap();
+    for c in &before {
+        let n = c.metadata.name.clone().unwrap();
+        if n != name {
+            wait(&format!("{n}'s instance terminated"), || async {
+                live_instances_of(&clients, &n).await == 0
+            })
+            .await;
+        }
+    }
+    assert_eq!(live_instances_of(&clients, &name).await, 1);
+    assert!(
+        cluster.metrics.counter(
+            "karpenter_voluntary_disruption_decisions_total",
+            &[
+                ("decision", "delete"),
+                ("reason", "empty"),
+                ("consolidation_type", "empty")
+            ]
+        ) + cluster.metrics.counter(
+            "karpenter_voluntary_disruption_decisions_total",
+            &[
+                ("decision", "replace"),
+                ("reason", "underutilized"),
+                ("consolidation_type", "single")
+            ]
+        ) >= 1.0
+    );
+    cluster.shutdown().await;
+}

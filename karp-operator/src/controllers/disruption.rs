@@ -282,6 +282,7 @@ async fn publish_on_node(
     reason: &str,
     message: &str,
 ) {
+    debug!(%node, reason, message, "disruption event");
     ctx.events
         .publish(&node_ref(node), "Normal", reason, message)
         .await;
