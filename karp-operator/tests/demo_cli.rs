@@ -13,7 +13,7 @@ fn examples() -> String {
 }
 
 #[test]
-fn demo_scales_up_removes_a_node_and_summarizes() {
+fn demo_scales_up_removes_a_node_consolidates_the_scale_down_and_summarizes() {
     let out = Command::new(env!("CARGO_BIN_EXE_karp"))
         .args(["demo", "-f", &examples()])
         .output()
@@ -32,6 +32,35 @@ fn demo_scales_up_removes_a_node_and_summarizes() {
         .to_string();
     assert!(last.contains("pending pods   0"), "{last}");
     assert!(stdout.contains("instances launched"), "{stdout}");
+    // The scale-down is consolidated and the cost falls.
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("scale-down to"))
+        .unwrap_or_else(|| panic!("no consolidation summary:\n{stdout}"));
+    assert!(line.contains("consolidation ran"), "{line}");
+    let dollars: Vec<f64> = line
+        .split('$')
+        .skip(1)
+        .filter_map(|t| t.split('/').next()?.parse().ok())
+        .collect();
+    assert!(dollars.len() >= 2 && dollars[1] < dollars[0], "{line}");
+}
+
+#[test]
+fn demo_rejects_a_malformed_feature_gate_with_exit_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_karp"))
+        .args([
+            "demo",
+            "-f",
+            &examples(),
+            "--feature-gates",
+            "SpotToSpotConsolidation",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--feature-gates"), "{stderr}");
 }
 
 #[test]

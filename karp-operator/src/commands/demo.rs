@@ -2,7 +2,10 @@
 //!
 //! `karp demo` applies `examples/` (the seed NodePool / EC2NodeClass and the workloads), shows the
 //! scale-up (pending pods, NodeClaims, nodes, cost per hour) while the real controllers work,
-//! then removes the busiest node (drain, pods placed again) and ends with a summary.
+//! then removes the busiest node (drain, pods placed again), scales the Deployments down to a
+//! third and lets the disruption controller consolidate (the operator's clock advanced so
+//! `consolidateAfter` passes in seconds), and ends with a summary: what was consolidated and the
+//! cost per hour before and after.
 //! `karp cluster` serves the embedded cluster on a loopback port with a kubeconfig for kubectl.
 
 use std::collections::BTreeMap;
@@ -243,6 +246,150 @@ async fn wait_settled(
     }
 }
 
+/// The Deployments scaled to a third (at least one replica each); the operator's clock is then
+/// advanced in 5 s steps (every 250 ms) past `consolidateAfter` and the validation delay until
+/// the NodeClaims stay the same for 20 steps. Returns what consolidation did, from the
+/// disruption metrics.
+async fn scale_down_and_consolidate(
+    cluster: &EmbeddedCluster,
+    out: &mut dyn Write,
+    started: Instant,
+) -> Result<String, DemoError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments = Api::<Deployment>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut shrunk = Vec::new();
+    for d in &deployments {
+        let (Some(ns), Some(name)) = (&d.metadata.namespace, &d.metadata.name) else {
+            continue;
+        };
+        let from = d.spec.replicas.unwrap_or(1);
+        let to = (from / 3).max(1);
+        if to == from {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"replicas": to}});
+        Api::<Deployment>::namespaced(cluster.client.clone(), ns)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .map_err(|e| DemoError::Timeout(format!("scaling {ns}/{name}: {e}")))?;
+        shrunk.push(format!("{name} {from}→{to}"));
+    }
+    let _ = writeln!(
+        out,
+        "\nscale-down ({}); consolidation, with the operator's clock advanced 5 s every 250 ms:",
+        shrunk.join(", ")
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = String::new();
+    let mut same = (Vec::<String>::new(), 0usize);
+    loop {
+        let p = progress(cluster).await;
+        let line = p.to_string();
+        if line != last {
+            let _ = writeln!(out, "  {:>5.1}s  {line}", started.elapsed().as_secs_f64());
+            last = line;
+        }
+        let claims = Api::<NodeClaim>::all(cluster.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let settled = claims
+            .iter()
+            .all(|c| c.metadata.deletion_timestamp.is_none() && c.is_true("Initialized"));
+        let mut names: Vec<String> = claims
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        names.sort();
+        if settled && p.pending == 0 && p.running == p.pods && same.0 == names {
+            same.1 += 1;
+        } else {
+            same = (names, 0);
+        }
+        if same.1 >= 20 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Timeout(format!(
+                "consolidation did not settle within 180 s: {p}"
+            )));
+        }
+        cluster.clock().advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let m = &cluster.metrics;
+    let mut counts: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for decision in ["delete", "replace"] {
+        for (reason, kind) in [
+            ("empty", "empty"),
+            ("underutilized", "single"),
+            ("underutilized", "multi"),
+            ("underutilized", "global"),
+            ("drifted", ""),
+        ] {
+            let n = m.counter(
+                "karpenter_voluntary_disruption_decisions_total",
+                &[
+                    ("decision", decision),
+                    ("reason", reason),
+                    ("consolidation_type", kind),
+                ],
+            );
+            *counts.entry((decision, reason)).or_default() += n;
+        }
+    }
+    let pools: Vec<String> = Api::<crate::api::nodepool::NodePool>::all(cluster.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let nodes = |reason: &str| -> f64 {
+        let mut n = 0.0;
+        for pool in &pools {
+            for ct in ["spot", "on-demand", "reserved"] {
+                n += m.counter(
+                    "karpenter_nodeclaims_disrupted_total",
+                    &[
+                        ("reason", reason),
+                        ("nodepool", pool),
+                        ("capacity_type", ct),
+                    ],
+                );
+            }
+        }
+        n
+    };
+    let described: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|((decision, reason), n)| format!("{n} {reason} {decision} command(s)"))
+        .collect();
+    Ok(if described.is_empty() {
+        "had nothing to do".to_string()
+    } else {
+        format!(
+            "ran {} ({} empty and {} underutilized node(s) removed)",
+            described.join(", "),
+            nodes("empty"),
+            nodes("underutilized")
+        )
+    })
+}
+
 /// Runs the demo on `examples`, writing progress to `out`.
 ///
 /// # Errors
@@ -353,6 +500,8 @@ pub async fn run_demo(
         .await?;
         removed = format!("{node} ({name})");
     }
+    let before_scale_down = progress(&cluster).await;
+    let consolidated = scale_down_and_consolidate(&cluster, out, started).await?;
     let end = progress(&cluster).await;
 
     // Summary.
@@ -391,9 +540,20 @@ pub async fn run_demo(
         let _ = writeln!(
             s,
             "  removed {removed}; its pods run again on {} nodes",
-            end.nodes
+            before_scale_down.nodes
         );
     }
+    let saved = before_scale_down.cost_per_hour - end.cost_per_hour;
+    let pct = if before_scale_down.cost_per_hour > 0.0 {
+        100.0 * saved / before_scale_down.cost_per_hour
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        s,
+        "  scale-down to {} pods: consolidation {consolidated}; ${:.4}/h → ${:.4}/h (saves ${saved:.4}/h, {pct:.0}%)",
+        end.pods, before_scale_down.cost_per_hour, end.cost_per_hour
+    );
     let _ = writeln!(
         s,
         "  instances launched {} / terminated {}; now {} pods running at ${:.4}/h",
