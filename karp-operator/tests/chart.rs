@@ -52,7 +52,10 @@ async fn default_chart_renders_and_applies_with_kubectl() {
     }
     kinds.sort();
     // The disruption settings reach the operator as Karpenter's environment variables.
-    assert!(all.contains("value: \"SpotToSpotConsolidation=false\""), "{all}");
+    assert!(
+        all.contains("value: \"SpotToSpotConsolidation=false\""),
+        "{all}"
+    );
     assert!(all.contains("name: CONSOLIDATION_MODE"), "{all}");
     assert_eq!(
         kinds,

@@ -1670,3 +1670,49 @@ async fn a_cron_budget_window_blocks_while_it_is_open_and_releases_when_it_close
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cloud_provider_drift_reason_drifts_the_claim_and_it_is_replaced() {
+    let cluster = spread_cluster("[{nodes: '100%'}]", 2).await;
+    let client = cluster.client.clone();
+    let victim = claims(&client).await.remove(0);
+    let name = victim.metadata.name.clone().unwrap();
+    cluster
+        .cloud
+        .mark_drifted(victim.provider_id().unwrap(), "AMIDrift");
+    let api = Api::<NodeClaim>::all(client.clone());
+    wait_for("Drifted=AMIDrift", Duration::from_secs(20), || async {
+        api.get(&name).await.is_ok_and(|c| {
+            c.condition("Drifted")
+                .is_some_and(|d| d.status == "True" && d.reason == "AMIDrift")
+        }) || api.get_opt(&name).await.ok().flatten().is_none()
+    })
+    .await;
+    advance_until(
+        &cluster,
+        Duration::from_secs(5),
+        Duration::from_secs(90),
+        "the drifted claim replaced",
+        || async {
+            let cs = claims(&client).await;
+            cs.len() == 2
+                && cs.iter().all(|c| {
+                    c.metadata.name.as_deref() != Some(name.as_str()) && c.is_true("Initialized")
+                })
+                && running_count(&client, "spread").await == 2
+        },
+        || async {},
+    )
+    .await;
+    assert!(
+        cluster.metrics.counter(
+            "karpenter_voluntary_disruption_decisions_total",
+            &[
+                ("decision", "replace"),
+                ("reason", "drifted"),
+                ("consolidation_type", "")
+            ]
+        ) >= 1.0
+    );
+    cluster.shutdown().await;
+}

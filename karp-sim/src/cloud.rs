@@ -156,6 +156,8 @@ struct State {
     ice: BTreeMap<OfferingKey, Instant>,
     fail_next: VecDeque<CloudError>,
     stats: SimCloudStats,
+    /// Drift reasons reported by `is_drifted`, by provider ID.
+    drifted: BTreeMap<String, String>,
 }
 
 impl State {
@@ -293,6 +295,14 @@ impl SimCloud {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Report the instance `provider_id` drifted from its node class with `reason` (as karp-aws
+    /// reports `AMIDrift`, `SubnetDrift`, ...), until it is terminated.
+    pub fn mark_drifted(&self, provider_id: &str, reason: &str) {
+        self.state()
+            .drifted
+            .insert(provider_id.to_string(), reason.to_string());
     }
 
     /// Make launches of `instance_type` in `zone` with `capacity_type` fail with insufficient
@@ -515,7 +525,7 @@ impl CloudProvider for SimCloud {
             .collect())
     }
 
-    async fn is_drifted(&self, _instance: &Instance) -> Result<Option<String>, CloudError> {
-        Ok(None)
+    async fn is_drifted(&self, instance: &Instance) -> Result<Option<String>, CloudError> {
+        Ok(self.state().drifted.get(&instance.provider_id).cloned())
     }
 }

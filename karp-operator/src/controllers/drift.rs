@@ -14,7 +14,12 @@
 //! status controller stamps it on NodePools, the provisioner on new NodeClaims, and a claim
 //! carrying another version (made by Karpenter, or before karp stamped hashes) and not drifted
 //! gets its pool's current hash here ([`rehash`]), so a migration from Karpenter re-annotates
-//! claims instead of drifting them all at once. Not yet: the cloud provider's own drift reasons.
+//! claims instead of drifting them all at once.
+//!
+//! A launched claim with none of those reasons is asked of the cloud provider
+//! ([`CloudProvider::is_drifted`](karp_core::cloud::CloudProvider::is_drifted): karp-aws's
+//! `AMIDrift`, `SubnetDrift`, `SecurityGroupDrift`, ...) at most once per
+//! `OperatorSettings::cloud_drift_period` (5 min; each check is an API call per instance).
 //!
 //! [`NodePoolSpec::template_hash`]: crate::api::nodepool::NodePoolSpec::template_hash
 
@@ -148,7 +153,42 @@ async fn rehash_claims(objects: &LiveObjects, api: &Api<NodeClaim>) {
     }
 }
 
-async fn scan(ctx: &Context) {
+/// The cloud provider's last answer per claim: when it was asked and its reason.
+type CloudDrift = BTreeMap<String, (std::time::Instant, Option<String>)>;
+
+/// The cloud's drift reason for `claim`, asked again once the cached answer is older than the
+/// period (a failed check keeps the previous answer).
+async fn cloud_reason(ctx: &Context, claim: &NodeClaim, cache: &mut CloudDrift) -> Option<String> {
+    let name = claim.metadata.name.clone()?;
+    let provider_id = claim.provider_id()?.to_string();
+    if let Some((at, reason)) = cache.get(&name) {
+        if at.elapsed() < ctx.settings.cloud_drift_period {
+            return reason.clone();
+        }
+    }
+    let labels = claim.metadata.labels.clone().unwrap_or_default();
+    let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+    let instance = karp_core::cloud::Instance {
+        provider_id,
+        nodeclaim: Some(name.clone()),
+        instance_type: get(karp_core::labels::INSTANCE_TYPE),
+        zone: get(karp_core::labels::ZONE),
+        capacity_type: get(karp_core::labels::CAPACITY_TYPE),
+        labels: labels.clone(),
+    };
+    match ctx.cloud.is_drifted(&instance).await {
+        Ok(reason) => {
+            cache.insert(name, (std::time::Instant::now(), reason.clone()));
+            reason
+        }
+        Err(e) => {
+            debug!(nodeclaim = %name, error = %e, "cloud drift check failed");
+            cache.get(&name).and_then(|(_, r)| r.clone())
+        }
+    }
+}
+
+async fn scan(ctx: &Context, cache: &mut CloudDrift) {
     let objects = ctx.stores.objects();
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
     rehash_claims(&objects, &api).await;
@@ -179,7 +219,12 @@ async fn scan(ctx: &Context) {
         let Some(&reason) = reasons.get(name.as_str()) else {
             continue;
         };
-        let reason = (!reason.is_empty()).then_some(reason);
+        let cloud = if reason.is_empty() && claim.is_true("Launched") {
+            cloud_reason(ctx, claim, cache).await
+        } else {
+            None
+        };
+        let reason = (!reason.is_empty()).then_some(reason).or(cloud.as_deref());
         let Some(conditions) = updated_conditions(claim, reason, &text) else {
             continue;
         };
@@ -196,7 +241,20 @@ async fn scan(ctx: &Context) {
 
 /// Keeps `Drifted` up to date on every NodeClaim until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    super::every(&ctx, PERIOD, || scan(&ctx).instrument(info_span!("drift"))).await;
+    let cache = tokio::sync::Mutex::new(CloudDrift::new());
+    super::every(&ctx, PERIOD, || async {
+        let mut cache = cache.lock().await;
+        let live: std::collections::BTreeSet<String> = ctx
+            .stores
+            .nodeclaims
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        cache.retain(|name, _| live.contains(name));
+        scan(&ctx, &mut cache).instrument(info_span!("drift")).await;
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -406,6 +406,8 @@ pub struct OperatorSettings {
     pub sync_timeout: Duration,
     /// The disruption controller.
     pub disruption: disruption::DisruptionControl,
+    /// How often each launched NodeClaim is asked of the cloud provider's drift check.
+    pub cloud_drift_period: Duration,
     /// The clock of disruption decisions (tests and the demo advance it).
     pub clock: crate::runtime::clock::Clock,
 }
@@ -422,6 +424,7 @@ impl Default for OperatorSettings {
             provision_retry: Duration::from_secs(5),
             sync_timeout: Duration::from_secs(120),
             disruption: disruption::DisruptionControl::default(),
+            cloud_drift_period: Duration::from_secs(300),
             clock: crate::runtime::clock::Clock::default(),
         }
     }

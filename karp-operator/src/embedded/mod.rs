@@ -189,6 +189,7 @@ impl EmbeddedOptions {
         operator.gc_grace = Duration::from_secs(2);
         operator.provision_retry = Duration::from_secs(1);
         operator.sync_timeout = Duration::from_secs(30);
+        operator.cloud_drift_period = Duration::from_secs(2);
         let sim = SimOptions::default()
             .kubelet(
                 KubeletOptions::default()
