@@ -1372,6 +1372,17 @@ async fn a_zero_budget_blocks_all_and_do_not_disrupt_pods_and_nodes_are_never_to
         &[("nodepool", "od"), ("reason", "Empty")],
     );
     assert_eq!(allowed, Some(0.0));
+    let recorded = events(&client).await;
+    assert!(
+        recorded
+            .iter()
+            .any(|(reason, object, note)| reason == "DisruptionBlocked"
+                && object == "NodePool/od"
+                && note.contains(
+                    "No allowed disruptions for disruption reason Empty due to blocking budget"
+                )),
+        "{recorded:?}"
+    );
 
     // The budget opens; one empty node carries do-not-disrupt, the pod too.
     let busy = nodes_of(&client, "spread").await;
@@ -1421,6 +1432,137 @@ async fn a_zero_budget_blocks_all_and_do_not_disrupt_pods_and_nodes_are_never_to
         "the pinned pod never moved"
     );
     assert!(cluster.server.evictions().is_empty());
+    let recorded = events(&client).await;
+    assert!(
+        recorded
+            .iter()
+            .any(|(reason, object, note)| reason == "DisruptionBlocked"
+                && object == &format!("Node/{pinned_node}")
+                && note.contains("do-not-disrupt")),
+        "{:?}", recorded.iter().filter(|e| e.1.contains(&pinned_node)).collect::<Vec<_>>()
+    );
+    cluster.shutdown().await;
+}
+
+/// Every event as (reason, kind/name of the object, note).
+async fn events(client: &kube::Client) -> Vec<(String, String, String)> {
+    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| {
+            let r = e.regarding.unwrap_or_default();
+            (
+                e.reason.unwrap_or_default(),
+                format!(
+                    "{}/{}",
+                    r.kind.unwrap_or_default(),
+                    r.name.unwrap_or_default()
+                ),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_not_initialized_in_time_rolls_the_command_back_and_keeps_it_tracked() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut options = EmbeddedOptions::fast();
+    // Replacements become Ready after 300 ms: a 50 ms wait always times out.
+    options.operator.disruption.replacement_timeout_min = Duration::from_millis(50);
+    options.operator.disruption.replacement_timeout_max = Duration::from_millis(50);
+    options.operator.disruption.replacement_poll = Duration::from_millis(10);
+    let cluster = EmbeddedCluster::start(options).await.unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
+    cluster.apply_yaml(&deployment("big", 4, "1500m")).unwrap();
+    wait_for("big running", Duration::from_secs(60), || async {
+        running_count(&client, "big").await == 4
+    })
+    .await;
+    let before: Vec<String> = claims(&client)
+        .await
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    scale(&client, "big", 1).await;
+    advance_until(
+        &cluster,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+        "a rolled-back command",
+        || async {
+            cluster.metrics.counter(
+                "karpenter_voluntary_disruption_queue_failures_total",
+                &[
+                    ("decision", "replace"),
+                    ("reason", "underutilized"),
+                    ("consolidation_type", "single"),
+                ],
+            ) >= 1.0
+        },
+        || async {},
+    )
+    .await;
+    // Stop consolidating, then check what the rollback left.
+    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
+        .patch(
+            "od",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "spec": {"disruption": {"budgets": [{"nodes": "0"}]}}
+            })),
+        )
+        .await
+        .unwrap();
+    wait_for("no node tainted", Duration::from_secs(20), || async {
+        Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|n| {
+                n.metadata.deletion_timestamp.is_some()
+                    || !n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
+            })
+    })
+    .await;
+    // The candidates are still there (rolled back, not deleted) and the replacement is an
+    // ordinary claim with its instance.
+    let now = claims(&client).await;
+    let names: Vec<String> = now.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    assert!(
+        names.iter().any(|n| !before.contains(n)),
+        "a replacement exists: {names:?}"
+    );
+    wait_for("every claim launched", Duration::from_secs(20), || async {
+        claims(&client)
+            .await
+            .iter()
+            .all(|c| c.provider_id().is_some())
+    })
+    .await;
+    let ids: Vec<String> = claims(&client)
+        .await
+        .iter()
+        .filter_map(|c| c.provider_id().map(str::to_string))
+        .collect();
+    for i in cluster.cloud.running_instances() {
+        let id = &i.instance.provider_id;
+        assert!(ids.contains(id), "orphan instance {id}");
+    }
+    assert_eq!(running_count(&client, "big").await, 1);
     cluster.shutdown().await;
 }
 

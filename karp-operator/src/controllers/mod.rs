@@ -294,7 +294,10 @@ impl Events {
         }
     }
 
-    /// Publishes an event about `reference` (failures are logged, never fatal).
+    /// Publishes an event about `reference` (failures are logged, never fatal). Repeats of the
+    /// same reason and note on one object are one event with a growing series count; another
+    /// note is another event (the recorder keys on the action, which carries the note), as
+    /// client-go's recorder aggregates by message.
     pub async fn publish(
         &self,
         reference: &ObjectReference,
@@ -310,7 +313,11 @@ impl Events {
             },
             reason: reason.to_string(),
             note: Some(note.chars().take(1000).collect()),
-            action: reason.to_string(),
+            action: if note.is_empty() {
+                reason.to_string()
+            } else {
+                note.chars().take(128).collect()
+            },
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, reference).await {
