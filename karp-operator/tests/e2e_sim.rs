@@ -1439,7 +1439,11 @@ async fn a_zero_budget_blocks_all_and_do_not_disrupt_pods_and_nodes_are_never_to
             .any(|(reason, object, note)| reason == "DisruptionBlocked"
                 && object == &format!("Node/{pinned_node}")
                 && note.contains("do-not-disrupt")),
-        "{:?}", recorded.iter().filter(|e| e.1.contains(&pinned_node)).collect::<Vec<_>>()
+        "{:?}",
+        recorded
+            .iter()
+            .filter(|e| e.1.contains(&pinned_node))
+            .collect::<Vec<_>>()
     );
     cluster.shutdown().await;
 }
@@ -1855,6 +1859,44 @@ async fn a_cloud_provider_drift_reason_drifts_the_claim_and_it_is_replaced() {
                 ("consolidation_type", "")
             ]
         ) >= 1.0
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_balanced_pool_scores_its_moves() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let pool = od_pool("[{nodes: '100%'}]").replace(
+        "consolidationPolicy: WhenEmptyOrUnderutilized",
+        "consolidationPolicy: Balanced",
+    );
+    assert!(pool.contains("Balanced"));
+    cluster.apply_yaml(&pool).unwrap();
+    cluster
+        .apply_yaml(&spread_deployment("spread", 3, "500m"))
+        .unwrap();
+    let client = cluster.client.clone();
+    wait_for("spread running", Duration::from_secs(60), || async {
+        running_count(&client, "spread").await == 3
+    })
+    .await;
+    scale(&client, "spread", 1).await;
+    settle(&cluster, || async {}).await;
+    assert_eq!(claims(&client).await.len(), 1);
+    let text = cluster.metrics.render();
+    assert!(
+        text.contains("karpenter_consolidation_score_count{decision=\"approved\",nodepool=\"od\",policy=\"Balanced\"}"),
+        "{text}"
+    );
+    let approved = events(&client).await;
+    assert!(
+        approved
+            .iter()
+            .any(|(r, _, note)| r == "ConsolidationApproved"
+                && note.contains("consolidationThreshold: 2")),
+        "{approved:?}"
     );
     cluster.shutdown().await;
 }

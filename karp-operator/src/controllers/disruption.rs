@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use karp_core::disruption::{
-    candidates, plan, validate, Command, DisruptionInput, DisruptionOptions, DisruptionPlan,
-    Method, Mode, Reason, Timestamp,
+    balanced, candidates, plan, validate, Command, DisruptionInput, DisruptionOptions,
+    DisruptionPlan, Method, Mode, Reason, Timestamp,
 };
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -395,6 +395,43 @@ fn count_moves(ctx: &Context, c: &Command, objects: &LiveObjects, decision: &str
     }
 }
 
+/// Scores `command` for each `Balanced` pool it takes nodes from (Karpenter 1.14's score, on
+/// `input` at `now`), records them in `karpenter_consolidation_score{decision,nodepool,policy}`
+/// and returns their messages.
+fn record_scores(
+    ctx: &Context,
+    input: &DisruptionInput,
+    now: Timestamp,
+    command: &Command,
+    decision: &str,
+) -> Vec<String> {
+    let (all, _) = candidates::evaluate(input, now);
+    let totals = balanced::pool_totals(&all);
+    let chosen: Vec<&candidates::Candidate> = all
+        .iter()
+        .filter(|c| command.candidates.contains(&c.name))
+        .collect();
+    if chosen.is_empty() {
+        return Vec::new();
+    }
+    balanced::evaluate(&totals, &chosen, command.savings_per_hour, None)
+        .into_iter()
+        .map(|(pool, score)| {
+            ctx.metrics.observe_in(
+                "karpenter_consolidation_score",
+                &[
+                    ("decision", decision),
+                    ("nodepool", &pool),
+                    ("policy", "Balanced"),
+                ],
+                crate::runtime::metrics::SCORE_BUCKETS,
+                score.score,
+            );
+            format!("NodePool {pool:?}: {}", score.message())
+        })
+        .collect()
+}
+
 /// Waits the validation delay and validates `command` on a fresh read; the command to start.
 async fn validated(
     ctx: &Context,
@@ -424,7 +461,11 @@ async fn validated(
             for (node, why) in &v.dropped {
                 debug!(%node, reason = %why, "dropped from the command at validation");
             }
-            let message = describe(&v.command);
+            let mut message = describe(&v.command);
+            let scores = record_scores(ctx, &fresh.input, fresh.now, &v.command, "approved");
+            if !scores.is_empty() {
+                message = format!("{message}; {}", scores.join("; "));
+            }
             for node in &v.command.candidates {
                 publish_on_node(ctx, &fresh.objects, node, "ConsolidationApproved", &message).await;
             }
@@ -433,6 +474,7 @@ async fn validated(
         }
         Err(e) => {
             info!(reason = %e, command = %message, "abandoning consolidation attempt due to pod churn, command is no longer valid");
+            record_scores(ctx, &fresh.input, fresh.now, &command, "rejected");
             for _ in &e.failed {
                 ctx.metrics.inc(
                     "karpenter_voluntary_disruption_failed_validations_total",

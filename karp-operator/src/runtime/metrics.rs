@@ -18,11 +18,26 @@ const BUCKETS: [f64; 14] = [
 /// The scheduling-duration histogram, always rendered (also before the first pass).
 const SCHEDULING: &str = "karpenter_provisioner_scheduling_duration_seconds";
 
-#[derive(Debug, Default, Clone, Copy)]
+/// Buckets of `karpenter_consolidation_score` (Karpenter 1.14's).
+pub const SCORE_BUCKETS: &[f64] = &[0.1, 0.25, 0.33, 0.5, 1.0, 2.0, 5.0, 10.0];
+
+#[derive(Debug, Clone)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    buckets: &'static [f64],
+    counts: Vec<u64>,
     sum: f64,
     n: u64,
+}
+
+impl Histogram {
+    fn new(buckets: &'static [f64]) -> Self {
+        Histogram {
+            buckets,
+            counts: vec![0; buckets.len()],
+            sum: 0.0,
+            n: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +66,21 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// A sample value as the exposition format writes it (`+Inf`, `-Inf`, `NaN`).
+fn value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        v.to_string()
+    }
 }
 
 fn render_labels(l: &Labels) -> String {
@@ -97,21 +127,26 @@ impl Metrics {
             .insert(labels(l), v);
     }
 
-    /// Records one observation (seconds) in a histogram.
+    /// Records one observation (seconds) in a duration histogram.
     pub fn observe(&self, name: &str, l: &[(&str, &str)], seconds: f64) {
+        self.observe_in(name, l, &BUCKETS, seconds);
+    }
+
+    /// Records one observation in a histogram with `buckets` (fixed by its first observation).
+    pub fn observe_in(&self, name: &str, l: &[(&str, &str)], buckets: &'static [f64], v: f64) {
         let mut g = self.lock();
         let h = g
             .histograms
             .entry(name.to_string())
             .or_default()
             .entry(labels(l))
-            .or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if seconds <= *b {
+            .or_insert_with(|| Histogram::new(buckets));
+        for (i, b) in h.buckets.iter().enumerate() {
+            if v <= *b {
                 h.counts[i] += 1;
             }
         }
-        h.sum += seconds;
+        h.sum += v;
         h.n += 1;
     }
 
@@ -149,13 +184,13 @@ impl Metrics {
         for (name, series) in &g.counters {
             let _ = writeln!(s, "# TYPE {name} counter");
             for (l, v) in series {
-                let _ = writeln!(s, "{name}{} {v}", render_labels(l));
+                let _ = writeln!(s, "{name}{} {}", render_labels(l), value(*v));
             }
         }
         for (name, series) in &g.gauges {
             let _ = writeln!(s, "# TYPE {name} gauge");
             for (l, v) in series {
-                let _ = writeln!(s, "{name}{} {v}", render_labels(l));
+                let _ = writeln!(s, "{name}{} {}", render_labels(l), value(*v));
             }
         }
         let mut histograms = g.histograms.clone();
@@ -163,7 +198,7 @@ impl Metrics {
             .entry(SCHEDULING.to_string())
             .or_default()
             .entry(Vec::new())
-            .or_default();
+            .or_insert_with(|| Histogram::new(&BUCKETS));
         for (name, series) in &histograms {
             let _ = writeln!(s, "# TYPE {name} histogram");
             for (l, h) in series {
@@ -172,7 +207,7 @@ impl Metrics {
                     l.push(("le".to_string(), le.to_string()));
                     render_labels(&l)
                 };
-                for (i, b) in BUCKETS.iter().enumerate() {
+                for (i, b) in h.buckets.iter().enumerate() {
                     let _ = writeln!(
                         s,
                         "{name}_bucket{} {}",
@@ -181,7 +216,7 @@ impl Metrics {
                     );
                 }
                 let _ = writeln!(s, "{name}_bucket{} {}", with_le("+Inf"), h.n);
-                let _ = writeln!(s, "{name}_sum{} {}", render_labels(l), h.sum);
+                let _ = writeln!(s, "{name}_sum{} {}", render_labels(l), value(h.sum));
                 let _ = writeln!(s, "{name}_count{} {}", render_labels(l), h.n);
             }
         }
@@ -227,6 +262,34 @@ mod tests {
                 &[("nodepool", "default"), ("reason", "provisioning")]
             ),
             2.0
+        );
+    }
+
+    #[test]
+    fn histograms_keep_their_own_buckets_and_infinite_values_render_as_inf() {
+        let m = Metrics::new();
+        let l = [
+            ("decision", "approved"),
+            ("nodepool", "od"),
+            ("policy", "Balanced"),
+        ];
+        m.observe_in("karpenter_consolidation_score", &l, SCORE_BUCKETS, 0.4);
+        m.observe_in(
+            "karpenter_consolidation_score",
+            &l,
+            SCORE_BUCKETS,
+            f64::INFINITY,
+        );
+        let t = m.render();
+        let b = "karpenter_consolidation_score_bucket{decision=\"approved\",nodepool=\"od\",policy=\"Balanced\"";
+        assert!(t.contains(&format!("{b},le=\"0.33\"}} 0")), "{t}");
+        assert!(t.contains(&format!("{b},le=\"0.5\"}} 1")), "{t}");
+        assert!(t.contains(&format!("{b},le=\"+Inf\"}} 2")), "{t}");
+        assert!(t.contains("karpenter_consolidation_score_sum{decision=\"approved\",nodepool=\"od\",policy=\"Balanced\"} +Inf"), "{t}");
+        // Duration histograms keep the default buckets.
+        assert!(
+            t.contains("karpenter_provisioner_scheduling_duration_seconds_bucket{le=\"60\"} 0"),
+            "{t}"
         );
     }
 }
