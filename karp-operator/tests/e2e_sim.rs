@@ -1900,3 +1900,75 @@ async fn a_balanced_pool_scores_its_moves() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_do_not_disrupt_duration_runs_from_the_pod_start_on_the_shared_clock() {
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
+    // The kubelet stamps pod start times from the same clock: an hour ahead of wall time.
+    cluster.clock().advance(Duration::from_secs(3600));
+    let pinned = deployment("pinned", 4, "1500m").replace(
+        "    metadata: {labels: {app: pinned}}",
+        "    metadata: {labels: {app: pinned}, annotations: {karpenter.sh/do-not-disrupt: 10m}}",
+    );
+    assert!(pinned.contains("do-not-disrupt: 10m"));
+    cluster.apply_yaml(&pinned).unwrap();
+    wait_for("pinned running", Duration::from_secs(60), || async {
+        running_count(&client, "pinned").await == 4
+    })
+    .await;
+    let pod = app_pods(&client, "pinned").await.remove(0);
+    let start = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .unwrap();
+    let start = std::time::SystemTime::from(start.0);
+    let ahead = start
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        ahead > Duration::from_secs(3000),
+        "startTime on the clock: {ahead:?} ahead"
+    );
+    scale(&client, "pinned", 1).await;
+    wait_for("the scale-down", Duration::from_secs(30), || async {
+        app_pods(&client, "pinned").await.len() == 1
+    })
+    .await;
+    let node = nodes_of(&client, "pinned").await.remove(0);
+    // Five minutes: the pod's 10m window still runs, its node stays.
+    for _ in 0..60 {
+        cluster.clock().advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(claim_nodes(&client).await.contains(&node));
+    assert_eq!(
+        nodes_of(&client, "pinned").await,
+        std::slice::from_ref(&node)
+    );
+    let blocked = events(&client).await;
+    assert!(
+        blocked
+            .iter()
+            .any(|(_, o, note)| o == &format!("Node/{node}") && note.contains("do-not-disrupt")),
+        "{blocked:?}"
+    );
+    cluster.clock().advance(Duration::from_secs(360));
+    settle(&cluster, || async {}).await;
+    let recorded = events(&client).await;
+    let last = recorded
+        .iter()
+        .rfind(|(r, o, _)| o == &format!("Node/{node}") && r != "Nominated")
+        .cloned();
+    // Past the window the node is an ordinary candidate again, and underutilized: replaced.
+    assert!(
+        !claim_nodes(&client).await.contains(&node),
+        "{node} kept; last event {last:?}"
+    );
+    assert_eq!(running_count(&client, "pinned").await, 1);
+    cluster.shutdown().await;
+}

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -52,6 +51,8 @@ pub struct KubeletOptions {
     pub pod_start_delay: Duration,
     /// From a bound pod's deletion to its removal (the simulated termination grace period).
     pub pod_stop_delay: Duration,
+    /// The time written into node conditions and pod statuses.
+    pub clock: crate::SimClock,
 }
 
 impl Default for KubeletOptions {
@@ -62,6 +63,7 @@ impl Default for KubeletOptions {
             startup_taint_delay: Duration::from_millis(500),
             pod_start_delay: Duration::from_millis(200),
             pod_stop_delay: Duration::from_millis(200),
+            clock: crate::SimClock::default(),
         }
     }
 }
@@ -144,10 +146,6 @@ impl std::fmt::Debug for Kubelet {
             .field("nodes", &self.registered.len())
             .finish_non_exhaustive()
     }
-}
-
-fn now_time() -> Time {
-    Time(Timestamp::now())
 }
 
 fn is_conflict_or_exists(e: &kube::Error) -> bool {
@@ -288,7 +286,7 @@ impl Kubelet {
 
     async fn register(&mut self, inst: &SimInstance, region: &str, now: Instant) {
         let api: Api<Node> = Api::all(self.client.clone());
-        let t = now_time();
+        let t = self.options.clock.time();
         let node = node_object(inst, region, &t);
         let name = inst.node_name(region);
         match api.create(&PostParams::default(), &node).await {
@@ -330,7 +328,8 @@ impl Kubelet {
             Readiness::NotReady
         };
         if ready_status(node) != Some(readiness.status()) {
-            let status = json!({"status": node_status(inst, region, readiness, &now_time())});
+            let status =
+                json!({"status": node_status(inst, region, readiness, &self.options.clock.time())});
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                 .await
@@ -396,8 +395,7 @@ impl Kubelet {
             return;
         };
         let api: Api<Node> = Api::all(self.client.clone());
-        let status =
-            json!({"status": {"conditions": node_conditions(Readiness::Unknown, &now_time())}});
+        let status = json!({"status": {"conditions": node_conditions(Readiness::Unknown, &self.options.clock.time())}});
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await
@@ -473,7 +471,12 @@ impl Kubelet {
                     ip
                 }
             };
-            let status = running_pod_status(&pod, ip, &inst.private_ip.to_string(), &now_time());
+            let status = running_pod_status(
+                &pod,
+                ip,
+                &inst.private_ip.to_string(),
+                &self.options.clock.time(),
+            );
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                 .await

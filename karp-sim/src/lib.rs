@@ -16,6 +16,7 @@
 //! [`SimCluster`] starts all loops at once and stops them.
 
 mod cache;
+pub mod clock;
 pub mod cloud;
 pub mod fit;
 pub mod kubelet;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use clock::SimClock;
 pub use cloud::{SimCloud, SimCloudOptions};
 pub use kubelet::{run_kubelet, InstanceSource, Kubelet, KubeletOptions};
 pub use scheduler::{run_scheduler, Scheduler, SchedulerOptions};
@@ -62,6 +64,14 @@ impl SimOptions {
     #[must_use]
     pub fn workloads(mut self, o: WorkloadOptions) -> Self {
         self.workloads = o;
+        self
+    }
+    /// Write timestamps from `clock` in the kubelet, the scheduler and the workload controllers.
+    #[must_use]
+    pub fn clock(mut self, clock: SimClock) -> Self {
+        self.kubelet.clock = clock.clone();
+        self.scheduler.clock = clock.clone();
+        self.workloads.clock = clock;
         self
     }
 }

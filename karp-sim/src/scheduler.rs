@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -39,6 +38,8 @@ pub struct SchedulerOptions {
     pub resync: Duration,
     /// How long to gather a burst of pod / node changes before a pass.
     pub debounce: Duration,
+    /// The time written into `PodScheduled` conditions.
+    pub clock: crate::SimClock,
 }
 
 impl Default for SchedulerOptions {
@@ -46,6 +47,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             resync: Duration::from_millis(500),
             debounce: Duration::from_millis(50),
+            clock: crate::SimClock::default(),
         }
     }
 }
@@ -279,7 +281,7 @@ impl Scheduler {
                     {
                         continue;
                     }
-                    let patch = unschedulable_patch(pod, &message, &Time(Timestamp::now()));
+                    let patch = unschedulable_patch(pod, &message, &self.options.clock.time());
                     match api
                         .patch_status(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await

@@ -55,6 +55,8 @@ pub struct WorkloadOptions {
     pub resync: Duration,
     /// How long to gather a burst of changes before a pass.
     pub debounce: Duration,
+    /// The time written into Job `startTime`.
+    pub clock: crate::SimClock,
 }
 
 impl Default for WorkloadOptions {
@@ -62,6 +64,7 @@ impl Default for WorkloadOptions {
         WorkloadOptions {
             resync: Duration::from_millis(500),
             debounce: Duration::from_millis(30),
+            clock: crate::SimClock::default(),
         }
     }
 }
@@ -813,11 +816,10 @@ impl WorkloadControllers {
             || status.ready.unwrap_or(0) != ready
             || status.start_time.is_none()
         {
-            let start = status.start_time.clone().unwrap_or_else(|| {
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    k8s_openapi::jiff::Timestamp::now(),
-                )
-            });
+            let start = status
+                .start_time
+                .clone()
+                .unwrap_or_else(|| self.options.clock.time());
             self.patch_status(j, json!({"active": n, "ready": ready, "startTime": start}))
                 .await;
         }

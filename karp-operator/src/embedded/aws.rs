@@ -196,7 +196,7 @@ impl EmbeddedAwsCluster {
                 let _ = stopped.await;
             }),
         );
-        let sim = karp_sim::SimCluster::start(client.clone(), instances, options.sim.clone());
+        let sim = karp_sim::SimCluster::start(client.clone(), instances, options.sim_options());
         let cloud: Arc<dyn CloudProvider> = provider.clone();
         let resolver = Arc::new(crate::providers::aws::AwsNodeClassResolver::new(
             Arc::clone(&provider),

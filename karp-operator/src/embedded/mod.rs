@@ -178,6 +178,16 @@ pub struct EmbeddedOptions {
 }
 
 impl EmbeddedOptions {
+    /// The simulators' options, writing timestamps from the operator's clock (so a test that
+    /// advances it sees pod start times and conditions on the same time line).
+    #[must_use]
+    pub fn sim_options(&self) -> SimOptions {
+        let clock = self.operator.clock.clone();
+        self.sim
+            .clone()
+            .clock(karp_sim::SimClock::from_fn(move || clock.now()))
+    }
+
     /// Quick timings for tests and the demo: 200 ms batch idle window, nodes Ready in 300 ms.
     #[must_use]
     pub fn fast() -> Self {
@@ -412,7 +422,7 @@ impl EmbeddedCluster {
         zones.sort();
         zones.dedup();
         let cloud = Arc::new(SimCloud::new(types, SimCloudOptions::default()));
-        let sim = SimCluster::start(client.clone(), Arc::clone(&cloud), options.sim.clone());
+        let sim = SimCluster::start(client.clone(), Arc::clone(&cloud), options.sim_options());
         let dyn_cloud: Arc<dyn CloudProvider> = cloud.clone();
         let resolver = Arc::new(SimNodeClassResolver::new(zones));
         let control = ClusterControl::start(
