@@ -403,3 +403,41 @@ async fn a_shrinking_deployment_on_karp_aws_is_consolidated_onto_a_cheaper_insta
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_restart_mid_command_on_karp_aws_leaves_no_tainted_node_and_no_orphan_instance()
+{
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, 34)
+        .await
+        .unwrap();
+    let mut cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
+        .await
+        .unwrap();
+    let pool = common::aws_pool(CLUSTER)
+        + "  disruption: {consolidateAfter: 30s, budgets: [{nodes: '100%'}]}\n";
+    common::restart_mid_command(&mut cluster, &pool).await;
+    // Every live EC2 instance is some claim's (garbage collection has had its grace).
+    let claims: Vec<String> = common::all_claims(&cluster.client)
+        .await
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let described = clients.ec2.describe_instances().send().await.unwrap();
+    for i in described.reservations().iter().flat_map(|r| r.instances()) {
+        let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+        if matches!(state, Some("terminated" | "shutting-down")) {
+            continue;
+        }
+        let owner = karp_aws::describe::tag(i.tags(), "karpenter.sh/nodeclaim");
+        assert!(
+            owner.is_some_and(|o| claims.iter().any(|c| c == o)),
+            "instance {:?} ({owner:?}) is no claim's",
+            i.instance_id()
+        );
+    }
+    cluster.shutdown().await;
+}

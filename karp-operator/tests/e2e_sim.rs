@@ -1095,71 +1095,7 @@ async fn running_count(client: &kube::Client, app: &str) -> usize {
         .count()
 }
 
-/// Advances the operator's clock `step` every 200 ms of real time until `done` holds, checking
-/// `invariant` at every step; panics after `timeout` of real time.
-async fn advance_until<F, Fut, I, IFut>(
-    cluster: &EmbeddedCluster,
-    step: Duration,
-    timeout: Duration,
-    what: &str,
-    mut done: F,
-    mut invariant: I,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-    I: FnMut() -> IFut,
-    IFut: std::future::Future<Output = ()>,
-{
-    let start = Instant::now();
-    loop {
-        invariant().await;
-        if done().await {
-            return;
-        }
-        if start.elapsed() > timeout {
-            dump(&cluster.client).await;
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        cluster.clock().advance(step);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Advances the clock in 5 s steps until the NodeClaims stay the same, all initialized and none
-/// deleting, for 20 steps (longer than `consolidateAfter`, the validation delay and a poll),
-/// checking `invariant` at every step.
-async fn settle<I, IFut>(cluster: &EmbeddedCluster, invariant: I)
-where
-    I: FnMut() -> IFut,
-    IFut: std::future::Future<Output = ()>,
-{
-    let client = cluster.client.clone();
-    let stable = std::sync::Mutex::new((Vec::<String>::new(), 0usize));
-    advance_until(
-        cluster,
-        Duration::from_secs(5),
-        Duration::from_secs(150),
-        "a stable cluster",
-        || async {
-            let cs = claims(&client).await;
-            let settled = cs
-                .iter()
-                .all(|c| c.metadata.deletion_timestamp.is_none() && c.is_true("Initialized"));
-            let mut names: Vec<String> =
-                cs.iter().filter_map(|c| c.metadata.name.clone()).collect();
-            names.sort();
-            let mut st = stable.lock().unwrap();
-            if settled && st.0 == names {
-                st.1 += 1;
-            } else {
-                *st = (names, 0);
-            }
-            st.1 >= 20
-        },
-        invariant,
-    )
-    .await;
-}
+use common::{advance_until, settle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shrinking_cluster_is_consolidated_with_pods_running_throughout_and_pdbs_kept() {
@@ -1316,14 +1252,6 @@ async fn shrink(mode: karp_core::disruption::Mode) -> f64 {
     }
     cluster.shutdown().await;
     end
-}
-
-async fn claim_of_node(client: &kube::Client, node: &str) -> NodeClaim {
-    claims(client)
-        .await
-        .into_iter()
-        .find(|c| c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-        .unwrap_or_else(|| panic!("no claim for {node}"))
 }
 
 async fn nodes_of(client: &kube::Client, app: &str) -> Vec<String> {
@@ -1672,71 +1600,8 @@ async fn an_operator_restart_in_the_middle_of_a_command_leaves_no_tainted_node_a
     let mut cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
         .await
         .unwrap();
-    let client = cluster.client.clone();
-    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
-    cluster.apply_yaml(&deployment("big", 4, "1500m")).unwrap();
-    wait_for("big running", Duration::from_secs(60), || async {
-        running_count(&client, "big").await == 4
-    })
-    .await;
-    scale(&client, "big", 1).await;
-    // Advance until a candidate is tainted (a command waits for its replacement), then stop.
-    let tainted = || async {
-        Api::<Node>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|n| {
-                n.metadata.deletion_timestamp.is_none()
-                    && n.spec
-                        .as_ref()
-                        .and_then(|s| s.taints.as_ref())
-                        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
-            })
-            .filter_map(|n| n.metadata.name)
-            .collect::<Vec<_>>()
-    };
-    let start = Instant::now();
-    let mut marked = Vec::new();
-    while marked.is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no command started"
-        );
-        cluster.clock().advance(Duration::from_secs(5));
-        for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            marked = tainted().await;
-            if !marked.is_empty() {
-                break;
-            }
-        }
-    }
-    cluster.stop_operator().await;
-    let claims_at_stop = claims(&client).await.len();
-    assert!(
-        claims_at_stop >= 2,
-        "the replacement exists: {claims_at_stop} claims"
-    );
-    cluster.restart_operator().await.unwrap();
-    wait_for("the marks rolled back", Duration::from_secs(30), || async {
-        tainted().await.is_empty()
-    })
-    .await;
-    for n in &marked {
-        let c = claim_of_node(&client, n).await;
-        assert!(
-            c.condition("DisruptionReason").is_none() || c.metadata.deletion_timestamp.is_some()
-        );
-    }
-    // The replacement is an ordinary claim; later passes consolidate again, and every
-    // instance ends up with a claim.
-    settle(&cluster, || async {}).await;
-    assert!(tainted().await.is_empty());
-    assert_eq!(running_count(&client, "big").await, 1);
-    let ids: Vec<String> = claims(&client)
+    common::restart_mid_command(&mut cluster, &od_pool("[{nodes: '100%'}]")).await;
+    let ids: Vec<String> = claims(&cluster.client)
         .await
         .iter()
         .filter_map(|c| c.provider_id().map(str::to_string))
