@@ -57,6 +57,8 @@ async fn default_chart_renders_and_applies_with_kubectl() {
         "{all}"
     );
     assert!(all.contains("name: CONSOLIDATION_MODE"), "{all}");
+    assert!(all.contains("value: \"milp\""), "{all}");
+    assert!(all.contains("name: LAUNCH_PRICE_MARGIN"), "{all}");
     assert_eq!(
         kinds,
         vec![

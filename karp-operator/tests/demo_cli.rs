@@ -15,13 +15,27 @@ fn examples() -> String {
 #[test]
 fn demo_scales_up_removes_a_node_consolidates_the_scale_down_and_summarizes() {
     let out = Command::new(env!("CARGO_BIN_EXE_karp"))
-        .args(["demo", "-f", &examples()])
+        .args(["demo", "-f", &examples(), "--solver", "milp"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("scale-up:"), "{stdout}");
+    // The MILP's scale-up costs less than FFD's plan of the same pods, and the summary says so.
+    let solver = stdout
+        .lines()
+        .find(|l| l.contains("solver milp: scale-up at"))
+        .unwrap_or_else(|| panic!("no solver line:\n{stdout}"));
+    let dollars: Vec<f64> = solver
+        .split('$')
+        .skip(1)
+        .filter_map(|t| t.split('/').next()?.parse().ok())
+        .collect();
+    assert!(
+        dollars.len() == 2 && dollars[0] < dollars[1] && solver.contains("% less"),
+        "{solver}"
+    );
     assert!(stdout.contains("removing node"), "{stdout}");
     assert!(stdout.contains("summary:"), "{stdout}");
     // Every pod of the examples ends up running.

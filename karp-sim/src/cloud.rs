@@ -158,6 +158,8 @@ struct State {
     stats: SimCloudStats,
     /// Drift reasons reported by `is_drifted`, by provider ID.
     drifted: BTreeMap<String, String>,
+    /// Offerings short at launch though listed available.
+    short: std::collections::BTreeSet<OfferingKey>,
 }
 
 impl State {
@@ -297,6 +299,18 @@ impl SimCloud {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Make launches skip an offering without reporting it unavailable from
+    /// [`CloudProvider::instance_types`]: the cloud is short of it only when asked, as EC2
+    /// CreateFleet skips an override without capacity and launches the next. Plans keep
+    /// choosing it; launches fall back to the claim's other options.
+    pub fn inject_shortage(&self, instance_type: &str, zone: &str, capacity_type: &str) {
+        self.state().short.insert(OfferingKey {
+            instance_type: instance_type.to_string(),
+            zone: zone.to_string(),
+            capacity_type: capacity_type.to_string(),
+        });
+    }
+
     /// Report the instance `provider_id` drifted from its node class with `reason` (as karp-aws
     /// reports `AMIDrift`, `SubnetDrift`, ...), until it is terminated.
     pub fn mark_drifted(&self, provider_id: &str, reason: &str) {
@@ -420,9 +434,10 @@ impl CloudProvider for SimCloud {
         }
         st.expire_ice(now);
         let (it, o) = {
-            let ice = &st.ice;
+            let (ice, short) = (&st.ice, &st.short);
             select_offering(&self.instance_types, request, &|it, o| {
-                ice.contains_key(&ice_key(it, o))
+                let key = ice_key(it, o);
+                ice.contains_key(&key) || short.contains(&key)
             })?
         };
         st.next_index += 1;

@@ -56,7 +56,7 @@ pub fn worst_launch_price(it: &InstanceType, claim: &NewNodeClaim) -> Option<f64
 ///
 /// # Errors
 /// A message when a `minValues` requirement is no longer satisfied.
-pub(super) fn narrow(
+pub(crate) fn narrow(
     claim: &NewNodeClaim,
     keep: impl Fn(&InstanceType) -> bool,
 ) -> Result<NewNodeClaim, String> {

@@ -14,6 +14,7 @@
 //! larger of the two resources. Packing constraints only make real plans dearer.
 
 #[cfg(feature = "milp")]
+pub mod flexibility;
 mod milp;
 
 #[cfg(feature = "milp")]

@@ -19,6 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::api::nodeclaim::NodeClaim;
 use crate::controllers::disruption::DisruptionControl;
+use crate::controllers::provisioner::{Solver, SolverSettings};
 use crate::embedded::{EmbeddedCluster, EmbeddedOptions};
 
 /// Errors of `karp demo` / `karp cluster`.
@@ -53,6 +54,23 @@ pub enum DemoError {
     /// `--listen` is not a loopback address and `--allow-remote` was not given.
     #[error("--listen {0}: not a loopback address; the cluster would be reachable from other machines (pass --allow-remote to serve it there, with the token of the written kubeconfig)")]
     RemoteListen(String),
+}
+
+/// The controller choices of `karp demo` and `karp cluster` (their `--solver` and disruption
+/// flags).
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    /// The disruption controller.
+    pub disruption: DisruptionControl,
+    /// How provisioning packs batches.
+    pub solver: SolverSettings,
+}
+
+impl Choices {
+    fn apply(self, options: &mut EmbeddedOptions) {
+        options.operator.disruption = self.disruption;
+        options.operator.solver = self.solver;
+    }
 }
 
 /// A fresh bearer token for one `karp cluster` run: 32 random bytes from the OS, hex.
@@ -390,18 +408,46 @@ async fn scale_down_and_consolidate(
     })
 }
 
+/// The summary's line comparing the solver that ran with the other on the same manifests (their
+/// `karp plan` costs), e.g. `solver milp: scale-up at $0.3933/h; Karpenter's FFD plans
+/// $0.6148/h for the same pods, so milp costs 36% less`.
+fn solver_comparison(examples: &Path, chosen: Solver, actual: f64) -> String {
+    let planned = |s: Solver| {
+        crate::commands::plan::plan_paths(&[examples.to_path_buf()], None, s)
+            .ok()
+            .map(|p| p.output.cost.total_per_hour)
+    };
+    match chosen {
+        Solver::Milp => match planned(Solver::Ffd) {
+            Some(ffd) if ffd > 0.0 => format!(
+                "solver milp: scale-up at ${actual:.4}/h; Karpenter's FFD plans ${ffd:.4}/h for the same pods, so milp costs {:.0}% less",
+                100.0 * (ffd - actual) / ffd
+            ),
+            _ => format!("solver milp: scale-up at ${actual:.4}/h"),
+        },
+        Solver::Ffd => match planned(Solver::Milp) {
+            Some(milp) if milp > 0.0 => format!(
+                "solver ffd: scale-up at ${actual:.4}/h; karp's MILP plans ${milp:.4}/h for the same pods (--solver milp, {:.0}% less)",
+                100.0 * (actual - milp) / actual.max(1e-9)
+            ),
+            _ => format!("solver ffd: scale-up at ${actual:.4}/h"),
+        },
+    }
+}
+
 /// Runs the demo on `examples`, writing progress to `out`.
 ///
 /// # Errors
 /// [`DemoError`] when the manifests are invalid or the cluster does not settle.
 pub async fn run_demo(
     examples: &Path,
-    disruption: DisruptionControl,
+    choices: Choices,
     out: &mut dyn Write,
 ) -> Result<(), DemoError> {
     let started = Instant::now();
     let mut options = EmbeddedOptions::fast();
-    options.operator.disruption = disruption;
+    let chosen = choices.solver.solver;
+    choices.apply(&mut options);
     // Karpenter's 1 s idle batch window; nodes become Ready after a second.
     options.operator.batch.idle = Duration::from_secs(1);
     options.sim.kubelet = options
@@ -536,6 +582,11 @@ pub async fn run_demo(
         "  scale-up: {} pods on {} nodes in {scale_up_secs:.1}s at ${:.4}/h",
         up.pods, up.nodes, up.cost_per_hour
     );
+    let _ = writeln!(
+        s,
+        "  {}",
+        solver_comparison(examples, chosen, up.cost_per_hour)
+    );
     if !removed.is_empty() {
         let _ = writeln!(
             s,
@@ -587,7 +638,7 @@ pub async fn run_cluster(
     allow_remote: bool,
     kubeconfig: &Path,
     cloud: ClusterCloud,
-    disruption: DisruptionControl,
+    choices: Choices,
     out: &mut dyn Write,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
@@ -606,7 +657,7 @@ pub async fn run_cluster(
         .map_err(|e| DemoError::Serve(e.to_string()))?;
     let mut options = EmbeddedOptions::fast();
     options.operator.batch.idle = Duration::from_secs(1);
-    options.operator.disruption = disruption;
+    choices.apply(&mut options);
     // kubectl sends a bearer token only over TLS: serve HTTPS with a certificate made now.
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     names.push(addr.ip().to_string());

@@ -415,6 +415,8 @@ pub struct OperatorSettings {
     pub disruption: disruption::DisruptionControl,
     /// How often each launched NodeClaim is asked of the cloud provider's drift check.
     pub cloud_drift_period: Duration,
+    /// How provisioning packs each batch.
+    pub solver: provisioner::SolverSettings,
     /// The clock of disruption decisions (tests and the demo advance it).
     pub clock: crate::runtime::clock::Clock,
 }
@@ -432,6 +434,7 @@ impl Default for OperatorSettings {
             sync_timeout: Duration::from_secs(120),
             disruption: disruption::DisruptionControl::default(),
             cloud_drift_period: Duration::from_secs(300),
+            solver: provisioner::SolverSettings::default(),
             clock: crate::runtime::clock::Clock::default(),
         }
     }

@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karp_core::cloud::InstanceType;
 use karp_core::labels;
-use karp_core::scheduling::{schedule, NewNodeClaim, SchedulerOptions};
+use karp_core::packing::flexibility::{limit_options, DEFAULT_PRICE_MARGIN, MIN_SPOT_OPTIONS};
+use karp_core::packing::{Clock, Ffd, Milp, PackResult, Packer};
+use karp_core::scheduling::{NewNodeClaim, SchedulerOptions};
 use kube::api::{Api, PostParams};
 use kube::Resource;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -20,6 +22,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::{Context, LiveObjects, OperatorError};
 use crate::api::nodeclaim::{NodeClaim, NodeClaimSpec, ResourceRequirements};
 use crate::api::nodepool::{NodePool, KARP_HASH_VERSION, NODEPOOL_HASH, NODEPOOL_HASH_VERSION};
+pub use crate::commands::plan::Solver;
 use crate::convert::nodeclaim::{quantities, requirement_specs, taint_spec};
 use crate::convert::{build_snapshot, BuildOptions, ConvertError, TypesByNodeClass};
 
@@ -104,6 +107,54 @@ fn is_bound(p: &Pod) -> bool {
         .is_some_and(|n| !n.is_empty())
 }
 
+/// How each batch is packed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolverSettings {
+    /// The packer.
+    pub solver: Solver,
+    /// The MILP's wall-clock budget per 1 000 pending pods (scaled linearly up to 5 000 pods;
+    /// at least this much), in seconds; when it runs out the batch keeps the best plan found,
+    /// FFD's at worst.
+    pub budget_secs: f64,
+    /// MILP claims may launch on instance types up to this fraction dearer than the chosen one
+    /// ([`limit_options`]).
+    pub price_margin: f64,
+    /// ... and keep at least this many options when they launch on spot.
+    pub min_spot_options: usize,
+}
+
+impl Default for SolverSettings {
+    fn default() -> Self {
+        SolverSettings {
+            solver: Solver::Milp,
+            budget_secs: 1.5,
+            price_margin: DEFAULT_PRICE_MARGIN,
+            min_spot_options: MIN_SPOT_OPTIONS,
+        }
+    }
+}
+
+impl SolverSettings {
+    /// Pack `snapshot` with the configured packer (the MILP under its wall-clock budget).
+    #[must_use]
+    pub fn pack(&self, snapshot: &karp_core::cluster::ClusterSnapshot) -> PackResult {
+        match self.solver {
+            Solver::Ffd => Ffd {
+                options: SchedulerOptions::default(),
+            }
+            .pack(snapshot),
+            Solver::Milp => {
+                let started = Instant::now();
+                let clock = Clock(Arc::new(move || started.elapsed().as_secs_f64()));
+                let mut milp = Milp::default().with_clock(clock);
+                milp.budget_secs = self.budget_secs;
+                milp.time_limit_secs = self.budget_secs;
+                milp.pack(snapshot)
+            }
+        }
+    }
+}
+
 /// The provisioner's decision.
 #[derive(Debug, Clone, Default)]
 pub struct ProvisionPlan {
@@ -117,6 +168,14 @@ pub struct ProvisionPlan {
     pub pending: usize,
     /// Cluster objects left out of the plan because they do not convert.
     pub skipped: Vec<ConvertError>,
+    /// The packer whose plan was kept (`ffd`, `milp`).
+    pub packer: &'static str,
+    /// Why the MILP's plan was not kept, when it was not.
+    pub fallback: Option<String>,
+    /// USD per hour of the new claims at their chosen offerings.
+    pub cost_per_hour: f64,
+    /// No plan placing the same pods costs less per hour (new claims only).
+    pub lower_bound_per_hour: f64,
 }
 
 /// Decides which NodeClaims to create for the provisionable pods: the live objects go through
@@ -130,6 +189,7 @@ pub fn plan(
     objects: &LiveObjects,
     types: BTreeMap<String, Vec<Arc<InstanceType>>>,
     node_class_label: &str,
+    solver: &SolverSettings,
 ) -> Result<ProvisionPlan, ConvertError> {
     let input = objects.cluster_objects(|p| is_bound(p) || is_provisionable(p));
     let pending = objects
@@ -140,7 +200,8 @@ pub fn plan(
     let options = BuildOptions { skip_invalid: true };
     let converted = build_snapshot(&input, &mut TypesByNodeClass(types), &options)?;
     let snapshot = &converted.snapshot;
-    let results = schedule(snapshot, &SchedulerOptions::default());
+    let packed = solver.pack(snapshot);
+    let results = &packed.results;
     let pod_name = |i: usize| {
         let p = &snapshot.pods[i];
         format!("{}/{}", p.namespace, p.name)
@@ -148,6 +209,14 @@ pub fn plan(
     let mut out = ProvisionPlan {
         pending,
         skipped: converted.skipped.clone(),
+        packer: packed.packer,
+        fallback: packed.fallback.clone(),
+        cost_per_hour: results
+            .new_nodeclaims
+            .iter()
+            .map(|c| c.cheapest.price)
+            .sum(),
+        lower_bound_per_hour: packed.lower_bound_per_hour,
         ..ProvisionPlan::default()
     };
     for u in &results.unschedulable {
@@ -163,6 +232,15 @@ pub fn plan(
             continue;
         };
         let pool = snapshot.node_pools.iter().find(|p| p.name == c.nodepool);
+        // A MILP claim launches on types close to its chosen price (Karpenter's FFD claims keep
+        // every option, as Karpenter's do).
+        let limited;
+        let c = if packed.packer == "milp" {
+            limited = limit_options(c, solver.price_margin, solver.min_spot_options);
+            &limited
+        } else {
+            c
+        };
         let claim = claim_object(c, np, pool, node_class_label);
         out.nodeclaims.push(claim);
         out.pods_per_claim
@@ -235,6 +313,43 @@ pub fn claim_object(
                 .map(|s| s.0.clone()),
         },
         ..NodeClaim::default()
+    }
+}
+
+/// The batch's figures: `karp_provisioning_cost_per_hour{solver}` and
+/// `karp_provisioning_lower_bound_per_hour{solver}` (gauges, the last batch that planned
+/// claims), `karp_provisioning_batches_total{solver}`, and
+/// `karp_provisioning_solver_fallbacks_total{reason}` when the MILP's plan was not kept
+/// (`no-improvement`: FFD's was as cheap; `budget`: the budget ran out first; `model`: the
+/// MILP could not model or replay the batch).
+fn record_batch(ctx: &Context, plan: &ProvisionPlan, took: Duration) {
+    let m = &ctx.metrics;
+    let solver = plan.packer;
+    m.set(
+        "karp_provisioning_cost_per_hour",
+        &[("solver", solver)],
+        plan.cost_per_hour,
+    );
+    m.set(
+        "karp_provisioning_lower_bound_per_hour",
+        &[("solver", solver)],
+        plan.lower_bound_per_hour,
+    );
+    m.inc("karp_provisioning_batches_total", &[("solver", solver)]);
+    if ctx.settings.solver.solver == Solver::Milp {
+        if let Some(why) = &plan.fallback {
+            let reason = if why.contains("not cheaper") {
+                "no-improvement"
+            } else if took.as_secs_f64() >= ctx.settings.solver.budget_secs {
+                "budget"
+            } else {
+                "model"
+            };
+            m.inc(
+                "karp_provisioning_solver_fallbacks_total",
+                &[("reason", reason)],
+            );
+        }
     }
 }
 
@@ -322,8 +437,25 @@ impl Provisioner {
         let objects = ctx.stores.objects();
         let types = instance_types(ctx, &objects).await;
         let started = Instant::now();
-        let plan = plan(&objects, types, ctx.resolver.node_class_label())
+        let label = ctx.resolver.node_class_label().to_string();
+        let solver = ctx.settings.solver.clone();
+        let plan = tokio::task::spawn_blocking(move || plan(&objects, types, &label, &solver))
+            .await
+            .map_err(|e| OperatorError::Convert(format!("the planner stopped: {e}")))?
             .map_err(|e| OperatorError::Convert(e.to_string()))?;
+        let millis = started.elapsed().as_millis();
+        if !plan.nodeclaims.is_empty() {
+            info!(
+                solver = plan.packer,
+                fallback = plan.fallback.as_deref().unwrap_or(""),
+                claims = plan.nodeclaims.len(),
+                cost_per_hour = plan.cost_per_hour,
+                lower_bound_per_hour = plan.lower_bound_per_hour,
+                millis,
+                "batch planned"
+            );
+            record_batch(ctx, &plan, started.elapsed());
+        }
         for skipped in &plan.skipped {
             warn!(error = %skipped, "object left out of provisioning: it does not convert");
             if let Some(object) = skipped.object() {
