@@ -441,3 +441,80 @@ async fn an_operator_restart_mid_command_on_karp_aws_leaves_no_tainted_node_and_
     }
     cluster.shutdown().await;
 }
+
+/// The trace sample on karp-aws + moto with `solver`, on on-demand c5/m5 (2–16 vCPU); the
+/// cluster's cost per hour (each claim at its launched offering's price in karp-aws's catalog)
+/// once every pod runs.
+async fn trace_on_moto(
+    solver: karp_operator::controllers::provisioner::Solver,
+    seed: u8,
+) -> (f64, usize) {
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, seed)
+        .await
+        .unwrap();
+    let mut options = EmbeddedOptions::fast();
+    options.operator.solver.solver = solver;
+    options.operator.disruption.enabled = false;
+    let cluster = EmbeddedAwsCluster::start(options, settings).await.unwrap();
+    let pool = common::aws_pool(CLUSTER).replace(
+        "{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}",
+        "{key: karpenter.k8s.aws/instance-family, operator: In, values: [c5, m5]}\n        - {key: karpenter.k8s.aws/instance-cpu, operator: In, values: ['2', '4', '8', '16']}",
+    );
+    assert!(pool.contains("instance-family"));
+    cluster.apply_yaml(&pool).unwrap();
+    let trace = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/alibaba-v2017-60.yaml"),
+    )
+    .unwrap();
+    cluster.apply_yaml(&trace).unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    wait("60 trace pods running on EC2 nodes", || async {
+        let p = pods.list(&ListParams::default()).await.unwrap().items;
+        p.len() == 60 && p.iter().all(running)
+    })
+    .await;
+    let types = karp_core::cloud::CloudProvider::instance_types(
+        cluster.provider.as_ref(),
+        "default",
+        Some("default"),
+    )
+    .await
+    .unwrap();
+    let claims = common::all_claims(&cluster.client).await;
+    let mut total = 0.0;
+    for c in &claims {
+        let l = c.metadata.labels.clone().unwrap_or_default();
+        let it = types
+            .iter()
+            .find(|t| t.name == l["node.kubernetes.io/instance-type"])
+            .expect("launched type in the catalog");
+        let price = it
+            .offerings
+            .iter()
+            .find(|o| {
+                o.zone == l["topology.kubernetes.io/zone"]
+                    && o.capacity_type == l["karpenter.sh/capacity-type"]
+            })
+            .map(|o| o.price)
+            .expect("launched offering priced");
+        total += price;
+    }
+    let n = claims.len();
+    cluster.shutdown().await;
+    (total, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn milp_on_karp_aws_provisions_the_trace_sample_for_less_than_ffd() {
+    use karp_operator::controllers::provisioner::Solver;
+    let (ffd, ffd_nodes) = trace_on_moto(Solver::Ffd, 35).await;
+    let (milp, milp_nodes) = trace_on_moto(Solver::Milp, 36).await;
+    eprintln!(
+        "moto: ffd ${ffd:.4}/h on {ffd_nodes} nodes, milp ${milp:.4}/h on {milp_nodes} nodes"
+    );
+    assert!(milp < ffd - 1e-9, "milp ${milp:.4}/h ≥ ffd ${ffd:.4}/h");
+}

@@ -354,6 +354,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Timing settings.
     pub settings: OperatorSettings,
+    /// Pods (`namespace/name`) the provisioner planned onto a NodeClaim not yet initialized,
+    /// with that claim: later passes count them on it instead of planning them again.
+    pub nominations: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }
@@ -563,6 +566,7 @@ impl Operator {
             stores,
             metrics,
             settings,
+            nominations: std::sync::Mutex::default(),
             shutdown: AtomicBool::new(false),
             shutdown_notify: Notify::new(),
         });

@@ -190,6 +190,7 @@ pub fn plan(
     types: BTreeMap<String, Vec<Arc<InstanceType>>>,
     node_class_label: &str,
     solver: &SolverSettings,
+    nominations: &BTreeMap<String, String>,
 ) -> Result<ProvisionPlan, ConvertError> {
     let input = objects.cluster_objects(|p| is_bound(p) || is_provisionable(p));
     let pending = objects
@@ -199,7 +200,9 @@ pub fn plan(
         .count();
     let options = BuildOptions { skip_invalid: true };
     let converted = build_snapshot(&input, &mut TypesByNodeClass(types), &options)?;
-    let snapshot = &converted.snapshot;
+    let mut snapshot = converted.snapshot.clone();
+    nominate(&mut snapshot, nominations);
+    let snapshot = &snapshot;
     let packed = solver.pack(snapshot);
     let results = &packed.results;
     let pod_name = |i: usize| {
@@ -247,6 +250,40 @@ pub fn plan(
             .push(c.pods.iter().map(|&i| pod_name(i)).collect());
     }
     Ok(out)
+}
+
+/// Counts each nominated pending pod on the in-flight NodeClaim it was planned onto (the
+/// snapshot's node named after the claim), so a later pass neither plans it again nor fills
+/// that claim with other pods. Without this, a pass re-packing pending pods first-fit onto
+/// in-flight claims sized for another assignment (the MILP's) would leave pods over and launch
+/// duplicate capacity.
+pub fn nominate(
+    snapshot: &mut karp_core::cluster::ClusterSnapshot,
+    nominations: &BTreeMap<String, String>,
+) {
+    if nominations.is_empty() {
+        return;
+    }
+    let in_flight: BTreeSet<&str> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| !n.initialized)
+        .map(|n| n.name.as_str())
+        .collect();
+    let mut bound: Vec<(usize, String)> = Vec::new();
+    for (i, p) in snapshot.pods.iter().enumerate() {
+        if p.node_name.is_some() {
+            continue;
+        }
+        if let Some(claim) = nominations.get(&p.key()) {
+            if in_flight.contains(claim.as_str()) {
+                bound.push((i, claim.clone()));
+            }
+        }
+    }
+    for (i, claim) in bound {
+        snapshot.pods[i].node_name = Some(claim);
+    }
 }
 
 /// The NodeClaim object for a scheduler's new claim `c` of NodePool `np` (`pool`: the pool as
@@ -314,6 +351,36 @@ pub fn claim_object(
         },
         ..NodeClaim::default()
     }
+}
+
+/// The nominations still valid, as pod → the snapshot node standing for its claim (the claim
+/// while in flight, its Node once registered): the pod still waits for capacity and its claim
+/// exists, is not being deleted and is not initialized yet (once it is, the kube-scheduler has
+/// had its chance and a pod still pending is planned afresh). The others are dropped.
+fn live_nominations(ctx: &Context, objects: &LiveObjects) -> BTreeMap<String, String> {
+    let pending = ctx.stores.provisionable_pods();
+    let waiting: BTreeMap<&str, String> = objects
+        .nodeclaims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && !c.is_true("Initialized"))
+        .filter_map(|c| {
+            let name = c.metadata.name.as_deref()?;
+            let node = c
+                .status
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| name.to_string());
+            Some((name, node))
+        })
+        .collect();
+    let mut n = ctx
+        .nominations
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    n.retain(|pod, claim| pending.contains(pod) && waiting.contains_key(claim.as_str()));
+    n.iter()
+        .filter_map(|(pod, claim)| Some((pod.clone(), waiting.get(claim.as_str())?.clone())))
+        .collect()
 }
 
 /// The batch's figures: `karp_provisioning_cost_per_hour{solver}` and
@@ -439,10 +506,13 @@ impl Provisioner {
         let started = Instant::now();
         let label = ctx.resolver.node_class_label().to_string();
         let solver = ctx.settings.solver.clone();
-        let plan = tokio::task::spawn_blocking(move || plan(&objects, types, &label, &solver))
-            .await
-            .map_err(|e| OperatorError::Convert(format!("the planner stopped: {e}")))?
-            .map_err(|e| OperatorError::Convert(e.to_string()))?;
+        let nominations = live_nominations(ctx, &objects);
+        let plan = tokio::task::spawn_blocking(move || {
+            plan(&objects, types, &label, &solver, &nominations)
+        })
+        .await
+        .map_err(|e| OperatorError::Convert(format!("the planner stopped: {e}")))?
+        .map_err(|e| OperatorError::Convert(e.to_string()))?;
         let millis = started.elapsed().as_millis();
         if !plan.nodeclaims.is_empty() {
             info!(
@@ -501,6 +571,15 @@ impl Provisioner {
                 ],
             );
             info!(nodeclaim = %name, pods = pods.len(), "created NodeClaim");
+            {
+                let mut n = ctx
+                    .nominations
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for pod in pods {
+                    n.insert(pod.clone(), name.clone());
+                }
+            }
             ctx.events
                 .publish_nodeclaim(
                     &created,
@@ -530,5 +609,47 @@ impl Provisioner {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use karp_core::cluster::{ClusterSnapshot, Node};
+    use karp_core::pod::Pod;
+    use karp_core::resources::Resources;
+
+    fn pending(name: &str) -> Pod {
+        Pod {
+            namespace: "default".into(),
+            name: name.into(),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn nominated_pods_count_on_their_in_flight_claim_only() {
+        let mut flight = Node::new("claim-a", BTreeMap::new(), Resources::default());
+        flight.initialized = false;
+        let mut ready = Node::new("node-b", BTreeMap::new(), Resources::default());
+        ready.initialized = true;
+        let mut snapshot = ClusterSnapshot {
+            nodes: vec![flight, ready],
+            pods: vec![pending("a"), pending("b"), pending("c"), pending("d")],
+            ..ClusterSnapshot::default()
+        };
+        let nominations = BTreeMap::from([
+            ("default/a".to_string(), "claim-a".to_string()),
+            // An initialized node or a claim that is gone holds nothing.
+            ("default/b".to_string(), "node-b".to_string()),
+            ("default/c".to_string(), "claim-gone".to_string()),
+        ]);
+        nominate(&mut snapshot, &nominations);
+        let bound: Vec<Option<&str>> = snapshot
+            .pods
+            .iter()
+            .map(|p| p.node_name.as_deref())
+            .collect();
+        assert_eq!(bound, [Some("claim-a"), None, None, None]);
     }
 }
