@@ -179,6 +179,27 @@ impl ProvisioningArgs {
     }
 }
 
+/// The controller settings the disruption and provisioning flags select; a bad flag is printed
+/// and becomes exit status 2.
+fn controller_flags(
+    disruption: &DisruptionArgs,
+    provisioning: &ProvisioningArgs,
+) -> Result<
+    (
+        crate::controllers::disruption::DisruptionControl,
+        crate::controllers::provisioner::SolverSettings,
+    ),
+    ExitCode,
+> {
+    disruption
+        .control()
+        .and_then(|d| Ok((d, provisioning.settings()?)))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+}
+
 fn solver_of(s: SolverArg) -> Solver {
     match s {
         SolverArg::Ffd => Solver::Ffd,
@@ -225,19 +246,9 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::env::var("HOSTNAME").unwrap_or_else(|_| format!("karp-{}", std::process::id()))
     });
-    let disruption = match args.disruption.control() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let solver = match args.provisioning.settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let (disruption, solver) = match controller_flags(&args.disruption, &args.provisioning) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let settings = crate::controllers::OperatorSettings {
         identity: identity.clone(),
@@ -358,19 +369,9 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 #[cfg(feature = "embedded")]
 /// Run `karp demo`.
 pub fn run_demo(args: &DemoArgs) -> ExitCode {
-    let control = match args.disruption.control() {
+    let (control, solver) = match controller_flags(&args.disruption, &args.provisioning) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let solver = match args.provisioning.settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
@@ -403,19 +404,9 @@ pub fn run_demo(args: &DemoArgs) -> ExitCode {
 #[cfg(feature = "embedded")]
 /// Run `karp cluster` until Ctrl-C.
 pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
-    let control = match args.disruption.control() {
+    let (control, solver) = match controller_flags(&args.disruption, &args.provisioning) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let solver = match args.provisioning.settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else {
         return ExitCode::from(1);

@@ -1021,28 +1021,24 @@ spec:
 
 /// A Deployment of `replicas` pods of `cpu`, at most one per node (required anti-affinity).
 fn spread_deployment(name: &str, replicas: u32, cpu: &str) -> String {
-    format!(
-        r"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: default}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-            - labelSelector: {{matchLabels: {{app: {name}}}}}
-              topologyKey: kubernetes.io/hostname
-      containers:
-        - name: c
-          image: pause
-          resources: {{requests: {{cpu: '{cpu}', memory: 1Gi}}}}
-"
-    )
+    let affinity = format!(
+        "    spec:\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n            - labelSelector: {{matchLabels: {{app: {name}}}}}\n              topologyKey: kubernetes.io/hostname\n"
+    );
+    let d = deployment(name, replicas, cpu).replacen("    spec:\n", &affinity, 1);
+    assert!(d.contains("podAntiAffinity"));
+    d
+}
+
+/// Merge-patches NodePool `name`.
+async fn patch_pool(client: &kube::Client, name: &str, patch: serde_json::Value) {
+    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .unwrap();
 }
 
 fn pdb_yaml(app: &str, field: &str, value: u32) -> String {
@@ -1236,20 +1232,7 @@ async fn shrink(mode: karp_core::disruption::Mode) -> f64 {
         );
     }
     // No candidate is left tainted.
-    for n in Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-    {
-        let tainted = n
-            .spec
-            .and_then(|s| s.taints)
-            .unwrap_or_default()
-            .iter()
-            .any(|t| t.key == "karpenter.sh/disrupted");
-        assert!(!tainted || n.metadata.deletion_timestamp.is_some());
-    }
+    assert!(common::tainted_nodes(&client).await.is_empty());
     cluster.shutdown().await;
     end
 }
@@ -1337,16 +1320,14 @@ async fn a_zero_budget_blocks_all_and_do_not_disrupt_pods_and_nodes_are_never_to
         )
         .await
         .unwrap();
-    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
-        .patch(
-            "od",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({
-                "spec": {"disruption": {"budgets": [{"nodes": "100%"}]}}
-            })),
-        )
-        .await
-        .unwrap();
+    patch_pool(
+        &client,
+        "od",
+        serde_json::json!({
+            "spec": {"disruption": {"budgets": [{"nodes": "100%"}]}}
+        }),
+    )
+    .await;
     settle(&cluster, || async {}).await;
     let mut left = claim_nodes(&client).await;
     left.sort();
@@ -1443,31 +1424,16 @@ async fn a_replacement_not_initialized_in_time_rolls_the_command_back_and_keeps_
     )
     .await;
     // Stop consolidating, then check what the rollback left.
-    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
-        .patch(
-            "od",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({
-                "spec": {"disruption": {"budgets": [{"nodes": "0"}]}}
-            })),
-        )
-        .await
-        .unwrap();
+    patch_pool(
+        &client,
+        "od",
+        serde_json::json!({
+            "spec": {"disruption": {"budgets": [{"nodes": "0"}]}}
+        }),
+    )
+    .await;
     wait_for("no node tainted", Duration::from_secs(20), || async {
-        Api::<Node>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .all(|n| {
-                n.metadata.deletion_timestamp.is_some()
-                    || !n
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.taints.as_ref())
-                        .is_some_and(|t| t.iter().any(|t| t.key == "karpenter.sh/disrupted"))
-            })
+        common::tainted_nodes(&client).await.is_empty()
     })
     .await;
     // The candidates are still there (rolled back, not deleted) and the replacement is an
@@ -1520,19 +1486,12 @@ async fn a_requirement_change_drifts_every_node_and_replaces_them_one_at_a_time(
         .collect();
     let first = family(&claims(&client).await[0]);
     let other = if first == "c" { "m" } else { "c" };
-    Api::<karp_operator::api::nodepool::NodePool>::all(client.clone())
-        .patch(
-            "od",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"template": {"spec": {"requirements": [
+    patch_pool(&client, "od", serde_json::json!({"spec": {"template": {"spec": {"requirements": [
                 {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": [other]},
                 {"key": "karpenter.k8s.aws/instance-cpu", "operator": "In", "values": ["2", "4", "8", "16"]},
                 {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                 {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-            ]}}}})),
-        )
-        .await
-        .unwrap();
+            ]}}}})).await;
     let most_disrupting = std::sync::Mutex::new(0usize);
     let fewest_running = std::sync::Mutex::new(usize::MAX);
     advance_until(

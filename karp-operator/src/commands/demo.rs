@@ -230,6 +230,22 @@ pub async fn progress(cluster: &EmbeddedCluster) -> Progress {
     }
 }
 
+/// Reads the progress and prints it when it differs from `last` (then its new value).
+async fn report(
+    cluster: &EmbeddedCluster,
+    out: &mut dyn Write,
+    started: Instant,
+    last: &mut String,
+) -> Progress {
+    let p = progress(cluster).await;
+    let line = p.to_string();
+    if line != *last {
+        let _ = writeln!(out, "  {:>5.1}s  {line}", started.elapsed().as_secs_f64());
+        *last = line;
+    }
+    p
+}
+
 async fn wait_settled(
     cluster: &EmbeddedCluster,
     out: &mut dyn Write,
@@ -241,12 +257,7 @@ async fn wait_settled(
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        let p = progress(cluster).await;
-        let line = p.to_string();
-        if line != last {
-            let _ = writeln!(out, "  {:>5.1}s  {line}", started.elapsed().as_secs_f64());
-            last = line;
-        }
+        let p = report(cluster, out, started, &mut last).await;
         if p.pods > 0
             && p.pending == 0
             && p.running == p.pods
@@ -309,12 +320,7 @@ async fn scale_down_and_consolidate(
     let mut last = String::new();
     let mut same = (Vec::<String>::new(), 0usize);
     loop {
-        let p = progress(cluster).await;
-        let line = p.to_string();
-        if line != last {
-            let _ = writeln!(out, "  {:>5.1}s  {line}", started.elapsed().as_secs_f64());
-            last = line;
-        }
+        let p = report(cluster, out, started, &mut last).await;
         let claims = Api::<NodeClaim>::all(cluster.client.clone())
             .list(&ListParams::default())
             .await

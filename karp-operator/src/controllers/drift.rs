@@ -244,13 +244,7 @@ pub async fn run(ctx: Arc<Context>) {
     let cache = tokio::sync::Mutex::new(CloudDrift::new());
     super::every(&ctx, PERIOD, || async {
         let mut cache = cache.lock().await;
-        let live: std::collections::BTreeSet<String> = ctx
-            .stores
-            .nodeclaims
-            .state()
-            .iter()
-            .filter_map(|c| c.metadata.name.clone())
-            .collect();
+        let live = ctx.stores.nodeclaim_names();
         cache.retain(|name, _| live.contains(name));
         scan(&ctx, &mut cache).instrument(info_span!("drift")).await;
     })

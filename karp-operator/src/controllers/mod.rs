@@ -248,6 +248,16 @@ impl Stores {
             .collect()
     }
 
+    /// Names of the NodeClaims in the cache.
+    #[must_use]
+    pub fn nodeclaim_names(&self) -> BTreeSet<String> {
+        self.nodeclaims
+            .state()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect()
+    }
+
     /// The node with this provider ID.
     #[must_use]
     pub fn node_by_provider_id(&self, provider_id: &str) -> Option<Arc<Node>> {

@@ -216,13 +216,7 @@ pub async fn run(ctx: Arc<Context>) {
         .instrument(span)
         .await;
         // Forget claims that are gone.
-        let live: BTreeSet<String> = ctx
-            .stores
-            .nodeclaims
-            .state()
-            .iter()
-            .filter_map(|c| c.metadata.name.clone())
-            .collect();
+        let live = ctx.stores.nodeclaim_names();
         written.retain(|name, _| live.contains(name));
     }
 }
