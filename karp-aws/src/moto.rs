@@ -4,6 +4,8 @@
 //! The server is a child Python process that exits when its parent does; [`MotoServer`] also
 //! kills it on drop.
 
+pub mod faults;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

@@ -518,3 +518,260 @@ async fn milp_on_karp_aws_provisions_the_trace_sample_for_less_than_ffd() {
     );
     assert!(milp < ffd - 1e-9, "milp ${milp:.4}/h ≥ ffd ${ffd:.4}/h");
 }
+
+// ---- the fault-injection soak --------------------------------------------------------------
+
+fn soak_deployment(name: &str, replicas: u32, cpu: &str, pinned: bool) -> String {
+    let d = common::deployment(name, replicas, cpu);
+    if pinned {
+        d.replace(
+            &format!("    metadata: {{labels: {{app: {name}}}}}"),
+            &format!(
+                "    metadata: {{labels: {{app: {name}}}, annotations: {{karpenter.sh/do-not-disrupt: 'true'}}}}"
+            ),
+        )
+    } else {
+        d
+    }
+}
+
+/// Running EC2 instances in moto (by id) with their `karpenter.sh/nodeclaim` tag.
+async fn running_instances(clients: &AwsClients) -> Vec<(String, Option<String>)> {
+    clients
+        .ec2
+        .describe_instances()
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !matches!(
+                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                Some("terminated" | "shutting-down")
+            )
+        })
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                karp_aws::describe::tag(i.tags(), "karpenter.sh/nodeclaim").map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    use karp_operator::embedded::faults::ApiFaults;
+    let rounds: usize = std::env::var("KARP_SOAK_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let proxy = karp_aws::moto::faults::FaultProxy::start(
+        &moto.url(),
+        karp_aws::moto::faults::FaultPlan {
+            throttle: 0.05,
+            lose_create_fleet: 0.2,
+            insufficient_capacity: 0.1,
+            describe_lag: Duration::from_secs(3),
+            seed: 11,
+        },
+    )
+    .await
+    .unwrap();
+    let mut direct = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    direct.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&direct).await;
+    karp_aws::moto::seed_cluster(&clients, &direct, 37)
+        .await
+        .unwrap();
+    let mut faulty = direct.clone();
+    faulty.endpoint_url = Some(proxy.url().to_string());
+    let mut options = EmbeddedOptions::fast();
+    options.api_faults = Some(ApiFaults::default());
+    let mut cluster = EmbeddedAwsCluster::start(options, faulty).await.unwrap();
+    let client = cluster.client.clone();
+    let pool = common::aws_pool(CLUSTER).replace(
+        "{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}",
+        "{key: karpenter.k8s.aws/instance-family, operator: In, values: [c5, m5]}\n        - {key: karpenter.k8s.aws/instance-cpu, operator: In, values: ['2', '4', '8', '16']}",
+    ) + "  disruption: {consolidateAfter: 30s, budgets: [{nodes: '30%'}]}\n";
+    cluster.apply_yaml(&pool).unwrap();
+    for (app, field) in [("web", "maxUnavailable: 1"), ("api", "minAvailable: 50%")] {
+        cluster
+            .apply_yaml(&format!(
+                "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: {app}, namespace: default}}\nspec:\n  {field}\n  selector: {{matchLabels: {{app: {app}}}}}\n"
+            ))
+            .unwrap();
+    }
+    cluster
+        .apply_yaml(&soak_deployment("pinned", 3, "500m", true))
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut restarts = 0;
+    let mut step = 0u64;
+    // Scale up through 200+ pods, down, up again; the operator restarts every few seconds and the
+    // clock runs ahead so consolidation acts on every scale-down.
+    let phases: Vec<[u32; 3]> =
+        std::iter::repeat_n([[80, 70, 60], [15, 10, 5], [40, 30, 20]], rounds)
+            .flatten()
+            .collect();
+    for (i, sizes) in phases.iter().enumerate() {
+        if (i + 1).is_multiple_of(3) {
+            // Drift: a template label changes the pool's hash, so every node drifts and is
+            // replaced within the budget (those holding do-not-disrupt pods stay).
+            let drifted = pool.replacen(
+                "  template:\n    spec:",
+                &format!("  template:\n    metadata: {{labels: {{soak-phase: '{i}'}}}}\n    spec:"),
+                1,
+            );
+            assert_ne!(drifted, pool);
+            cluster.apply_yaml(&drifted).unwrap();
+        }
+        for (app, n) in ["web", "api", "batch"].iter().zip(sizes) {
+            cluster
+                .apply_yaml(&soak_deployment(app, *n, "250m", false))
+                .unwrap();
+        }
+        let want: u32 = sizes.iter().sum::<u32>() + 3;
+        let t0 = Instant::now();
+        loop {
+            step += 1;
+            cluster.clock().advance(Duration::from_secs(5));
+            if step.is_multiple_of(30) {
+                cluster.stop_operator().await;
+                cluster.restart_operator().await.unwrap();
+                restarts += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let p = pods.list(&ListParams::default()).await.unwrap().items;
+            let up = p.len() == want as usize && p.iter().all(running);
+            if up && t0.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(180),
+                "phase {sizes:?}: {} of {want} pods, {} running",
+                p.len(),
+                p.iter().filter(|x| running(x)).count()
+            );
+        }
+    }
+    let pinned_uids: Vec<String> = pods
+        .list(&ListParams::default().labels("app=pinned"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    // Faults off: the cluster must settle with nothing leaked.
+    proxy.set_enabled(false);
+    cluster.api_faults.set_enabled(false);
+    common::settle(&cluster, || async {}).await;
+    let claims = || async { common::all_claims(&client).await };
+    let t0 = Instant::now();
+    loop {
+        let cs = claims().await;
+        let ids: Vec<String> = cs
+            .iter()
+            .filter_map(|c| {
+                c.provider_id()
+                    .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+            })
+            .collect();
+        let running_now = running_instances(&clients).await;
+        let leaked: Vec<&(String, Option<String>)> = running_now
+            .iter()
+            .filter(|(id, _)| !ids.contains(id))
+            .collect();
+        if leaked.is_empty() && running_now.len() == cs.len() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "leaked instances: {leaked:?}; {} running for {} claims",
+            running_now.len(),
+            cs.len()
+        );
+        cluster.clock().advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Every claim has a node; every pod runs; the pinned pods were never evicted or replaced.
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    for c in claims().await {
+        let pid = c.provider_id().expect("launched");
+        assert!(
+            nodes
+                .iter()
+                .any(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(pid)),
+            "{pid} has no node"
+        );
+    }
+    let all = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(all.iter().all(running), "not every pod runs");
+    let now_pinned: Vec<String> = pods
+        .list(&ListParams::default().labels("app=pinned"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    assert_eq!(now_pinned, pinned_uids, "a do-not-disrupt pod was replaced");
+    let evictions = cluster.server.evictions();
+    let pinned_evicted = evictions
+        .iter()
+        .filter(|e| e.allowed && e.pod.starts_with("pinned-"))
+        .count();
+    assert_eq!(pinned_evicted, 0, "do-not-disrupt pods evicted");
+    for e in evictions.iter().filter(|e| e.allowed) {
+        let app = e.pod.split('-').next().unwrap_or_default();
+        if app == "web" || app == "api" {
+            assert_eq!(e.pdb.as_deref(), Some(app), "{e:?} bypassed its PDB");
+        }
+    }
+    let launched = clients
+        .ec2
+        .describe_instances()
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+        .iter()
+        .map(|r| r.instances().len())
+        .sum::<usize>();
+    let m = &cluster.metrics;
+    eprintln!(
+        "soak ({rounds} round(s), {} phases, {step} clock steps of 5 s, {restarts} operator restarts): EC2 faults [{}]; API faults [{}]; instances launched {launched}, running at the end {}, claims {}; evictions allowed {}, refused {}; disruption decisions {} (drift {}); leaked 0, duplicates surviving 0, PDB bypasses 0, do-not-disrupt evictions 0",
+        phases.len(),
+        proxy.counts().summary(),
+        cluster.api_faults.summary(),
+        running_instances(&clients).await.len(),
+        claims().await.len(),
+        evictions.iter().filter(|e| e.allowed).count(),
+        evictions.iter().filter(|e| !e.allowed).count(),
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with("karpenter_voluntary_disruption_decisions_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>().unwrap_or(0.0))
+            .sum::<f64>(),
+        m.counter(
+            "karpenter_voluntary_disruption_decisions_total",
+            &[("decision", "replace"), ("reason", "drifted"), ("consolidation_type", "")]
+        ) + m.counter(
+            "karpenter_voluntary_disruption_decisions_total",
+            &[("decision", "delete"), ("reason", "drifted"), ("consolidation_type", "")]
+        )
+    );
+    cluster.shutdown().await;
+}

@@ -313,6 +313,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_mid_launch_adopts_the_instance_and_orphans_are_collected() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
         .await
         .unwrap();
@@ -332,7 +336,7 @@ spec:
   nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: karpenter-nodeclass-al2023}
   requirements:
     - {key: node.kubernetes.io/instance-type, operator: In, values: [m5.xlarge]}
-    - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+    - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}
 ",
     )
     .unwrap();

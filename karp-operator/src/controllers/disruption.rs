@@ -145,6 +145,12 @@ async fn read(ctx: &Context, queue: &Queue) -> Option<Read> {
             n.deleting = true;
         }
     }
+    // Nodes pending pods were planned onto are not candidates (Karpenter's nomination).
+    for node in super::provisioner::nominated_nodes(ctx, &objects) {
+        if let Some(f) = input.nodes.get_mut(&node) {
+            f.nominated = true;
+        }
+    }
     let coming = queue.replacements();
     for claim in objects
         .nodeclaims
@@ -593,6 +599,13 @@ pub async fn run(ctx: Arc<Context>) {
     }
     let queue = Arc::new(Queue::default());
     let mut published = Published::default();
+    // Let provisioning plan the pending pods first (its nominations are in memory: after a
+    // restart the first batch re-creates them), so a node pods are on their way to is not taken
+    // as empty.
+    tokio::select! {
+        () = ctx.shutdown_requested() => return,
+        () = tokio::time::sleep(ctx.settings.batch.max) => {}
+    }
     loop {
         if ctx.is_shutdown() {
             return;

@@ -364,9 +364,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Timing settings.
     pub settings: OperatorSettings,
-    /// Pods (`namespace/name`) the provisioner planned onto a NodeClaim not yet initialized,
-    /// with that claim: later passes count them on it instead of planning them again.
-    pub nominations: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Pods (`namespace/name`) the provisioner planned onto a NodeClaim, with that claim and
+    /// when: later provisioning passes count them on the claim until it is initialized, and
+    /// disruption does not take a node pods are nominated to (see
+    /// [`provisioner::Nomination`]).
+    pub nominations: std::sync::Mutex<std::collections::BTreeMap<String, provisioner::Nomination>>,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }

@@ -162,6 +162,9 @@ pub struct ProvisionPlan {
     pub nodeclaims: Vec<NodeClaim>,
     /// For each planned claim, the pods (`namespace/name`) it is for.
     pub pods_per_claim: Vec<Vec<String>>,
+    /// Pending pods placed on existing capacity (a node or an in-flight claim, by snapshot
+    /// node name): they are nominated there too.
+    pub pods_per_existing: Vec<(String, Vec<String>)>,
     /// Pods that fit nowhere, with the reason.
     pub unschedulable: Vec<(String, String)>,
     /// Provisionable pods considered.
@@ -224,6 +227,17 @@ pub fn plan(
     };
     for u in &results.unschedulable {
         out.unschedulable.push((pod_name(u.pod), u.reason.clone()));
+    }
+    for e in &results.existing {
+        let pods: Vec<String> = e
+            .pods
+            .iter()
+            .filter(|&&i| snapshot.pods[i].node_name.is_none())
+            .map(|&i| pod_name(i))
+            .collect();
+        if !pods.is_empty() {
+            out.pods_per_existing.push((e.node.clone(), pods));
+        }
     }
     for c in &results.new_nodeclaims {
         let Some(np) = objects
@@ -353,33 +367,111 @@ pub fn claim_object(
     }
 }
 
-/// The nominations still valid, as pod → the snapshot node standing for its claim (the claim
-/// while in flight, its Node once registered): the pod still waits for capacity and its claim
-/// exists, is not being deleted and is not initialized yet (once it is, the kube-scheduler has
-/// had its chance and a pod still pending is planned afresh). The others are dropped.
-fn live_nominations(ctx: &Context, objects: &LiveObjects) -> BTreeMap<String, String> {
+/// A pending pod planned onto a NodeClaim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nomination {
+    /// The NodeClaim.
+    pub claim: String,
+    /// When it was planned.
+    pub at: Instant,
+}
+
+/// How long a nomination keeps its node from disruption after the claim is initialized
+/// (Karpenter: twice the batch's maximum window, at least 10 s): the kube-scheduler binds the
+/// pods meanwhile.
+pub const NOMINATION_TTL: Duration = Duration::from_secs(20);
+
+/// Keeps the nominations whose pod still waits for capacity and whose claim exists and is not
+/// being deleted; returns the live claims, each with its snapshot node (the claim while in
+/// flight, its Node once registered) and whether it is initialized.
+fn prune_nominations(
+    ctx: &Context,
+    objects: &LiveObjects,
+) -> (
+    BTreeMap<String, Nomination>,
+    BTreeMap<String, (String, bool)>,
+) {
     let pending = ctx.stores.provisionable_pods();
-    let waiting: BTreeMap<&str, String> = objects
+    let live: BTreeMap<String, (String, bool)> = objects
         .nodeclaims
         .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_none() && !c.is_true("Initialized"))
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
         .filter_map(|c| {
-            let name = c.metadata.name.as_deref()?;
+            let name = c.metadata.name.clone()?;
             let node = c
                 .status
                 .as_ref()
                 .and_then(|s| s.node_name.clone())
-                .unwrap_or_else(|| name.to_string());
-            Some((name, node))
+                .unwrap_or_else(|| name.clone());
+            Some((name, (node, c.is_true("Initialized"))))
         })
         .collect();
     let mut n = ctx
         .nominations
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    n.retain(|pod, claim| pending.contains(pod) && waiting.contains_key(claim.as_str()));
-    n.iter()
-        .filter_map(|(pod, claim)| Some((pod.clone(), waiting.get(claim.as_str())?.clone())))
+    n.retain(|pod, nom| pending.contains(pod) && live.contains_key(&nom.claim));
+    (n.clone(), live)
+}
+
+/// Nominates the pending pods a plan placed on existing capacity to that capacity's NodeClaim
+/// (an in-flight claim's snapshot node is the claim; a registered node maps to its claim), as
+/// Karpenter nominates the nodes its scheduling simulations place pods on: after a restart the
+/// first pass re-creates the nominations of pods still on their way.
+fn nominate_existing(ctx: &Context, plan: &ProvisionPlan) {
+    if plan.pods_per_existing.is_empty() {
+        return;
+    }
+    let claims = ctx.stores.nodeclaims.state();
+    let claim_of = |node: &str| -> Option<String> {
+        claims
+            .iter()
+            .find(|c| {
+                c.metadata.name.as_deref() == Some(node)
+                    || c.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+            })
+            .and_then(|c| c.metadata.name.clone())
+    };
+    let now = Instant::now();
+    let mut n = ctx
+        .nominations
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (node, pods) in &plan.pods_per_existing {
+        let Some(claim) = claim_of(node) else {
+            continue;
+        };
+        for pod in pods {
+            n.entry(pod.clone()).or_insert_with(|| Nomination {
+                claim: claim.clone(),
+                at: now,
+            });
+        }
+    }
+}
+
+/// The nominations the provisioner counts, as pod → the snapshot node standing for its claim:
+/// those whose claim is not initialized yet (once it is, the kube-scheduler has had its chance
+/// and a pod still pending is planned afresh).
+fn live_nominations(ctx: &Context, objects: &LiveObjects) -> BTreeMap<String, String> {
+    let (noms, live) = prune_nominations(ctx, objects);
+    noms.into_iter()
+        .filter_map(|(pod, nom)| {
+            let (node, initialized) = live.get(&nom.claim)?;
+            (!initialized).then(|| (pod, node.clone()))
+        })
+        .collect()
+}
+
+/// Node names disruption must not take: nodes with pending pods nominated to them, while their
+/// claim is not initialized or for [`NOMINATION_TTL`] after the nomination.
+pub fn nominated_nodes(ctx: &Context, objects: &LiveObjects) -> BTreeSet<String> {
+    let (noms, live) = prune_nominations(ctx, objects);
+    noms.values()
+        .filter_map(|nom| {
+            let (node, initialized) = live.get(&nom.claim)?;
+            (!initialized || nom.at.elapsed() < NOMINATION_TTL).then(|| node.clone())
+        })
         .collect()
 }
 
@@ -556,6 +648,7 @@ impl Provisioner {
         for (pod, reason) in &plan.unschedulable {
             debug!(%pod, %reason, "unschedulable");
         }
+        nominate_existing(ctx, &plan);
         let api: Api<NodeClaim> = Api::all(ctx.client.clone());
         for (claim, pods) in plan.nodeclaims.iter().zip(&plan.pods_per_claim) {
             let created = api
@@ -577,7 +670,13 @@ impl Provisioner {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for pod in pods {
-                    n.insert(pod.clone(), name.clone());
+                    n.insert(
+                        pod.clone(),
+                        Nomination {
+                            claim: name.clone(),
+                            at: Instant::now(),
+                        },
+                    );
                 }
             }
             ctx.events

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod aws;
+pub mod faults;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,6 +176,8 @@ pub struct EmbeddedOptions {
     /// Whether [`EmbeddedCluster::start`] starts an operator (tests of leader election start
     /// their own replicas with [`EmbeddedCluster::new_operator`]).
     pub start_operator: bool,
+    /// Faults on the operator's connection to the API server (soak tests).
+    pub api_faults: Option<faults::ApiFaults>,
 }
 
 impl EmbeddedOptions {
@@ -213,6 +216,7 @@ impl EmbeddedOptions {
             operator,
             sim,
             start_operator: true,
+            api_faults: None,
         }
     }
 }
@@ -223,6 +227,7 @@ impl Default for EmbeddedOptions {
             operator: OperatorSettings::default(),
             sim: SimOptions::default(),
             start_operator: true,
+            api_faults: None,
         }
     }
 }
@@ -254,6 +259,8 @@ pub struct ClusterControl {
     sim: Option<SimCluster>,
     operator: Option<Operator>,
     options: EmbeddedOptions,
+    /// The faults injected on the operator's connection (when `api_faults` is set).
+    pub api_faults: Arc<faults::ApiFaultState>,
 }
 
 impl std::fmt::Debug for ClusterControl {
@@ -285,6 +292,7 @@ impl ClusterControl {
             sim: Some(sim),
             operator: None,
             options,
+            api_faults: Arc::default(),
         };
         if control.options.start_operator {
             control
@@ -302,8 +310,15 @@ impl ClusterControl {
     pub async fn new_operator(&self, identity: &str) -> Result<Operator, OperatorError> {
         let mut settings = self.options.operator.clone();
         settings.identity = identity.to_string();
+        let client = match self.options.api_faults {
+            Some(f) => Client::new(
+                faults::FaultyApi::new(self.server.clone(), f, Arc::clone(&self.api_faults)),
+                "default",
+            ),
+            None => self.client.clone(),
+        };
         Operator::start(
-            self.client.clone(),
+            client,
             Arc::clone(&self.cloud),
             Arc::clone(&self.resolver),
             Arc::clone(&self.metrics),

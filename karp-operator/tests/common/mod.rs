@@ -190,10 +190,21 @@ pub async fn advance_until<F, Fut, I, IFut>(
         }
         if start.elapsed() > timeout {
             for c in all_claims(&cluster.client).await {
+                let conditions: Vec<String> = c
+                    .status
+                    .as_ref()
+                    .map(|s| {
+                        s.conditions
+                            .iter()
+                            .map(|x| format!("{}={}({})", x.type_, x.status, x.reason))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 eprintln!(
-                    "claim {:?} {}",
+                    "claim {:?} deleting={} node={:?} {conditions:?}",
                     c.metadata.name,
-                    serde_json::to_string(&c.status).unwrap_or_default()
+                    c.metadata.deletion_timestamp.is_some(),
+                    c.status.as_ref().and_then(|s| s.node_name.clone()),
                 );
             }
             panic!("timed out after {timeout:?} waiting for {what}");
