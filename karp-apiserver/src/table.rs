@@ -288,11 +288,7 @@ pub(crate) fn jsonpath<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
         match chars[i] {
             '.' => {
                 i += 1;
-                let start = i;
-                while i < chars.len() && chars[i] != '.' && chars[i] != '[' {
-                    i += 1;
-                }
-                let key: String = chars[start..i].iter().collect();
+                let key = read_key(&chars, &mut i);
                 if key.is_empty() {
                     continue;
                 }
@@ -318,16 +314,32 @@ pub(crate) fn jsonpath<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
             }
             _ => {
                 // A path without a leading dot: treat as a key.
-                let start = i;
-                while i < chars.len() && chars[i] != '.' && chars[i] != '[' {
-                    i += 1;
-                }
-                let key: String = chars[start..i].iter().collect();
+                let key = read_key(&chars, &mut i);
                 cur = cur.into_iter().filter_map(|v| v.get(&key)).collect();
             }
         }
     }
     cur
+}
+
+/// A field name up to the next unescaped `.` or `[`, with `\\.` (and any `\\x`) taken
+/// literally, as kubectl's JSONPath reads `.metadata.labels.node\\.kubernetes\\.io/zone`.
+fn read_key(chars: &[char], i: &mut usize) -> String {
+    let mut key = String::new();
+    while *i < chars.len() {
+        match chars[*i] {
+            '\\' if *i + 1 < chars.len() => {
+                key.push(chars[*i + 1]);
+                *i += 2;
+            }
+            '.' | '[' => break,
+            c => {
+                key.push(c);
+                *i += 1;
+            }
+        }
+    }
+    key
 }
 
 fn apply_bracket<'a>(cur: Vec<&'a Value>, inner: &str) -> Vec<&'a Value> {
@@ -486,6 +498,14 @@ mod tests {
         assert!(jsonpath(&o, ".nope.x").is_empty());
         assert!(jsonpath(&o, ".status.conditions[?(@.type=='Gone')]").is_empty());
         let _ = jsonpath(&o, "[[[((");
+        // Escaped dots are part of the key (CRD printer columns on labels).
+        let n = json!({"metadata": {"labels": {"node.kubernetes.io/instance-type": "m5.large"}}});
+        assert_eq!(
+            jsonpath(&n, ".metadata.labels.node\\.kubernetes\\.io/instance-type"),
+            vec![&json!("m5.large")]
+        );
+        assert!(jsonpath(&n, ".metadata.labels.node.kubernetes.io/instance-type").is_empty());
+        let _ = jsonpath(&n, ".metadata\\");
         assert!(jsonpath(&o, &format!(".spec.l[{}]", i64::MIN)).is_empty());
     }
 }

@@ -201,6 +201,15 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
     }
     let (ok, text) = kubectl(&kubeconfig, &["get", "nodeclaims"]);
     assert!(ok && text.contains("karpenter-nodepool-"), "{text}");
+    // The printer columns read labels through escaped dots: TYPE and CAPACITY are filled.
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("karpenter-nodepool-"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("spot") && row.split_whitespace().any(|c| c.contains('.')),
+        "{text}"
+    );
     let (ok, text) = kubectl(&kubeconfig, &["get", "nodes", "-o", "name"]);
     assert!(ok && text.contains("node/ip-10-"), "{text}");
     // Scale down to 0 and delete the claims: nodes drain and go.
