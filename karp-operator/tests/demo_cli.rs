@@ -232,6 +232,12 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Every example workload applies as a folder, as a user would (namespaces first).
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", &format!("{examples}/workloads")],
+    );
+    assert!(ok, "{text}");
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).ok();
