@@ -44,27 +44,10 @@ spec:
 
 /// Instances in moto tagged with `claim` that are not terminated.
 async fn live_instances_of(clients: &AwsClients, claim: &str) -> usize {
-    clients
-        .ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:karpenter.sh/nodeclaim")
-                .values(claim)
-                .build(),
-        )
-        .send()
+    running_instances(clients)
         .await
-        .unwrap()
-        .reservations()
         .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            !matches!(
-                i.state().and_then(|s| s.name()).map(|n| n.as_str()),
-                Some("terminated" | "shutting-down")
-            )
-        })
+        .filter(|(_, owner)| owner.as_deref() == Some(claim))
         .count()
 }
 
@@ -426,17 +409,10 @@ async fn an_operator_restart_mid_command_on_karp_aws_leaves_no_tainted_node_and_
         .iter()
         .filter_map(|c| c.metadata.name.clone())
         .collect();
-    let described = clients.ec2.describe_instances().send().await.unwrap();
-    for i in described.reservations().iter().flat_map(|r| r.instances()) {
-        let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
-        if matches!(state, Some("terminated" | "shutting-down")) {
-            continue;
-        }
-        let owner = karp_aws::describe::tag(i.tags(), "karpenter.sh/nodeclaim");
+    for (id, owner) in running_instances(&clients).await {
         assert!(
-            owner.is_some_and(|o| claims.iter().any(|c| c == o)),
-            "instance {:?} ({owner:?}) is no claim's",
-            i.instance_id()
+            owner.as_ref().is_some_and(|o| claims.contains(o)),
+            "instance {id} ({owner:?}) is no claim's"
         );
     }
     cluster.shutdown().await;

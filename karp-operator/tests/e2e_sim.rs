@@ -740,6 +740,21 @@ spec:
     cluster.shutdown().await;
 }
 
+/// Waits until claim `name` is `Drifted=True` with `reason`.
+async fn wait_drifted(api: &Api<NodeClaim>, name: &str, reason: &str) {
+    wait_for(
+        &format!("{name} drifted ({reason})"),
+        Duration::from_secs(30),
+        || async {
+            api.get(name).await.is_ok_and(|c| {
+                c.condition("Drifted")
+                    .is_some_and(|d| d.status == "True" && d.reason == reason)
+            })
+        },
+    )
+    .await;
+}
+
 /// An embedded cluster running `seed` and a Deployment `app` of `replicas` pods requesting
 /// `cpu` each, returned once they all run.
 async fn running_app(seed: &str, app: &str, replicas: u32, cpu: &str) -> EmbeddedCluster {
@@ -917,17 +932,7 @@ async fn a_requirement_change_marks_the_claims_it_excludes_drifted() {
         .replace("karpenter-nodepool", &PostParams::default(), &np)
         .await
         .unwrap();
-    wait_for(
-        &format!("{name} ({ty}) drifted"),
-        Duration::from_secs(30),
-        || async {
-            claims_api.get(&name).await.is_ok_and(|c| {
-                c.condition("Drifted")
-                    .is_some_and(|d| d.status == "True" && d.reason == "RequirementsDrifted")
-            })
-        },
-    )
-    .await;
+    wait_drifted(&claims_api, &name, "RequirementsDrifted").await;
     let c = claims_api.get(&name).await.unwrap();
     for cond in ["Launched", "Registered", "Initialized"] {
         assert!(c.is_true(cond), "{name} lost {cond}");
@@ -975,17 +980,7 @@ async fn a_template_label_change_drifts_the_claims_by_the_nodepool_hash() {
         )
         .await
         .unwrap();
-    wait_for(
-        &format!("{name} drifted by the hash"),
-        Duration::from_secs(30),
-        || async {
-            claims_api.get(&name).await.is_ok_and(|c| {
-                c.condition("Drifted")
-                    .is_some_and(|d| d.status == "True" && d.reason == "NodePoolDrifted")
-            })
-        },
-    )
-    .await;
+    wait_drifted(&claims_api, &name, "NodePoolDrifted").await;
     cluster.shutdown().await;
 }
 

@@ -128,12 +128,6 @@ impl Queue {
             .flat_map(|h| h.replacements.iter().cloned())
             .collect()
     }
-
-    /// Commands in progress.
-    #[must_use]
-    pub fn commands(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 /// `taints` with the disrupted taint added (`on`) or removed; `None` when already so.
