@@ -234,6 +234,10 @@ pub fn plan_fleet(
         .iter()
         .map(|g| g.id.clone())
         .collect();
+    // The template holding the cheapest override first: EC2 weighs every override by price, but
+    // simpler fleets (moto among them) launch the first template's first override.
+    let mut groups: Vec<((String, i64), Vec<FleetOverride>)> = groups.into_iter().collect();
+    groups.sort_by(|(ka, a), (kb, b)| a[0].price.total_cmp(&b[0].price).then_with(|| ka.cmp(kb)));
     let templates = groups
         .into_iter()
         .map(|((image_id, max_pods), overrides)| {

@@ -438,16 +438,22 @@ async fn trace_on_moto(
     let cluster = EmbeddedAwsCluster::start(options, settings).await.unwrap();
     let pool = common::aws_pool(CLUSTER).replace(
         "{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}",
-        "{key: karpenter.k8s.aws/instance-family, operator: In, values: [c5, m5]}\n        - {key: karpenter.k8s.aws/instance-cpu, operator: In, values: ['2', '4', '8', '16']}",
+        "{key: karpenter.k8s.aws/instance-category, operator: In, values: [c, m]}\n        - {key: karpenter.k8s.aws/instance-cpu, operator: In, values: ['2', '4', '8', '16']}\n        - {key: kubernetes.io/arch, operator: In, values: [amd64]}",
     );
-    assert!(pool.contains("instance-family"));
-    cluster.apply_yaml(&pool).unwrap();
+    assert!(pool.contains("instance-category"));
     let trace = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/alibaba-v2017-60.yaml"),
     )
     .unwrap();
+    // All 60 pods pending before the pool exists, so both solvers plan them as one batch (on a
+    // loaded machine the workload controllers may otherwise spread them over several).
     cluster.apply_yaml(&trace).unwrap();
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    wait("60 trace pods created", || async {
+        pods.list(&ListParams::default()).await.unwrap().items.len() == 60
+    })
+    .await;
+    cluster.apply_yaml(&pool).unwrap();
     wait("60 trace pods running on EC2 nodes", || async {
         let p = pods.list(&ListParams::default()).await.unwrap().items;
         p.len() == 60 && p.iter().all(running)
@@ -480,6 +486,23 @@ async fn trace_on_moto(
         total += price;
     }
     let n = claims.len();
+    eprintln!(
+        "{solver:?}: batches {} planned {:?} bound {:?} fallbacks {}",
+        cluster
+            .metrics
+            .counter("karp_provisioning_batches_total", &[("solver", "milp")]),
+        cluster
+            .metrics
+            .gauge("karp_provisioning_cost_per_hour", &[("solver", "milp")]),
+        cluster.metrics.gauge(
+            "karp_provisioning_lower_bound_per_hour",
+            &[("solver", "milp")]
+        ),
+        cluster.metrics.counter(
+            "karp_provisioning_solver_fallbacks_total",
+            &[("reason", "budget")]
+        ),
+    );
     cluster.shutdown().await;
     (total, n)
 }
@@ -575,7 +598,7 @@ async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
     let client = cluster.client.clone();
     let pool = common::aws_pool(CLUSTER).replace(
         "{key: node.kubernetes.io/instance-type, operator: In, values: [m5.large, m5.xlarge]}",
-        "{key: karpenter.k8s.aws/instance-family, operator: In, values: [c5, m5]}\n        - {key: karpenter.k8s.aws/instance-cpu, operator: In, values: ['2', '4', '8', '16']}",
+        "{key: karpenter.k8s.aws/instance-category, operator: In, values: [c, m]}\n        - {key: karpenter.k8s.aws/instance-cpu, operator: In, values: ['2', '4', '8', '16']}\n        - {key: kubernetes.io/arch, operator: In, values: [amd64]}",
     ) + "  disruption: {consolidateAfter: 30s, budgets: [{nodes: '30%'}]}\n";
     cluster.apply_yaml(&pool).unwrap();
     for (app, field) in [("web", "maxUnavailable: 1"), ("api", "minAvailable: 50%")] {

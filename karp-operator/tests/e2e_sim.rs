@@ -1816,9 +1816,21 @@ async fn provisioned_with(
     options.operator.disruption.enabled = false;
     let cluster = EmbeddedCluster::start(options).await.unwrap();
     prepare(&cluster);
-    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
+    // All 60 pods pending before the pool exists, so both solvers plan them as one batch (on a
+    // loaded machine the workload controllers may otherwise spread them over several).
     cluster.apply_yaml(&trace_sample()).unwrap();
     let client = cluster.client.clone();
+    wait_for("60 trace pods created", Duration::from_secs(30), || async {
+        Api::<Pod>::namespaced(client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 60
+    })
+    .await;
+    cluster.apply_yaml(&od_pool("[{nodes: '100%'}]")).unwrap();
     wait_for("60 trace pods running", Duration::from_secs(90), || async {
         let pods = Api::<Pod>::namespaced(client.clone(), "default")
             .list(&ListParams::default())
