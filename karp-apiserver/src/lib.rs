@@ -20,6 +20,7 @@
 
 mod discovery;
 mod error;
+mod events;
 pub mod guard;
 mod patch;
 mod pdb;

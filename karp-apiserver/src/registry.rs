@@ -54,9 +54,21 @@ impl ResourceDef {
         }
     }
 
-    /// The storage key: objects are shared across versions of a group/plural.
+    /// The storage key: objects are shared across versions of a group/plural (and events.k8s.io
+    /// Events are core Events, see [`crate::events`]).
     pub fn store_key(&self) -> (String, String) {
+        if crate::events::is_events_v1(self) {
+            return (String::new(), "events".into());
+        }
         (self.group.clone(), self.plural.clone())
+    }
+
+    /// The apiVersion objects of this resource are stored with.
+    pub fn storage_api_version(&self) -> String {
+        if crate::events::is_events_v1(self) {
+            return "v1".into();
+        }
+        self.api_version()
     }
 }
 

@@ -401,10 +401,12 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
             st.resource_version(),
         )
     };
-    let items: Vec<Value> = objs
+    // Selectors see the object as this version serves it; objects already in that shape are
+    // serialized in place, not copied.
+    let items: Vec<std::borrow::Cow<'_, Value>> = objs
         .iter()
+        .map(|o| crate::events::view(&t.def, o))
         .filter(|o| labels.matches(o) && fields.matches(o))
-        .map(|o| State::render(&t.def, o))
         .collect();
     if wants_table(&req.headers) {
         let include = Include::parse(req.query.get("includeObject").map(String::as_str));
@@ -413,11 +415,22 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
             &table(&t.def, &items, Some(rv), include, true),
         ));
     }
-    Ok(json_response(
-        200,
-        &json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
-    ))
+    #[derive(serde::Serialize)]
+    struct ListOut<'a> {
+        kind: String,
+        #[serde(rename = "apiVersion")]
+        api_version: String,
+        metadata: Value,
+        items: &'a [std::borrow::Cow<'a, Value>],
+    }
+    let out = ListOut {
+        kind: format!("{}List", t.def.kind),
+        api_version: t.def.api_version(),
+        metadata: json!({"resourceVersion": rv.to_string()}),
+        items: &items,
+    };
+    let body = serde_json::to_vec(&out).unwrap_or_default();
+    Ok(full(200, "application/json", body))
 }
 
 fn get(
@@ -597,7 +610,8 @@ fn patch(
         }
         None => Err(ApiError::not_found(&t.def.group, &t.def.plural, name)),
         Some(old) => {
-            let mut doc = (*old).clone();
+            // Patches apply to the object as this version serves it.
+            let mut doc = State::render(&t.def, &old);
             apply_patch(&mut doc, req)?;
             let obj = st.update(&t.def, t.namespace.as_deref(), name, doc, mode)?;
             Ok(json_response(200, &obj))

@@ -376,12 +376,7 @@ impl State {
 
     /// The object as served for `def` (apiVersion of the requested version).
     pub fn render(def: &ResourceDef, obj: &Value) -> Value {
-        let mut o = obj.clone();
-        if let Some(m) = o.as_object_mut() {
-            m.insert("apiVersion".into(), json!(def.api_version()));
-            m.insert("kind".into(), json!(def.kind));
-        }
-        o
+        crate::events::view(def, obj).into_owned()
     }
 
     // ---- commit and watchers ----
@@ -491,6 +486,15 @@ impl State {
     }
 
     // ---- writes ----
+
+    /// A request body in the stored shape (events.k8s.io Events become core Events).
+    fn to_storage(def: &ResourceDef, body: Value) -> Value {
+        if crate::events::is_events_v1(def) {
+            crate::events::to_core(&body)
+        } else {
+            body
+        }
+    }
 
     fn check_type(def: &ResourceDef, body: &Value) -> Result<(), ApiError> {
         if let Some(av) = body.get("apiVersion").and_then(Value::as_str) {
@@ -628,9 +632,10 @@ impl State {
             ));
         };
         Self::check_type(def, &body)?;
+        let body = Self::to_storage(def, body);
         let ns = Self::resolve_namespace(def, path_ns, &body)?;
         let mut obj = body;
-        obj["apiVersion"] = json!(def.api_version());
+        obj["apiVersion"] = json!(def.storage_api_version());
         obj["kind"] = json!(def.kind);
         let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
         let key = def.store_key();
@@ -720,6 +725,7 @@ impl State {
             ));
         };
         Self::check_type(def, &body)?;
+        let body = Self::to_storage(def, body);
         let ns = Self::resolve_namespace(def, path_ns, &body)?;
         let body_name = meta_str(&body, "name").unwrap_or_default();
         if !body_name.is_empty() && body_name != name {
@@ -782,7 +788,7 @@ impl State {
                 n
             }
         };
-        new["apiVersion"] = json!(def.api_version());
+        new["apiVersion"] = json!(def.storage_api_version());
         new["kind"] = json!(def.kind);
         meta_mut(&mut new).insert(
             "resourceVersion".into(),

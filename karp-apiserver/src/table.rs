@@ -218,7 +218,123 @@ fn builtin_columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, i64, C
     }
 }
 
+/// When an Event (core shape) was last seen: the series' last observation, else
+/// `lastTimestamp`, else `eventTime`, else creation.
+fn event_last_seen(e: &Value) -> Value {
+    let at = [
+        "/series/lastObservedTime",
+        "/lastTimestamp",
+        "/eventTime",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .find_map(|p| e.pointer(p).and_then(Value::as_str).and_then(parse_rfc3339));
+    match at {
+        Some(t) => json!(human_age(now_secs() - t)),
+        None => json!("<unknown>"),
+    }
+}
+
+fn event_first_seen(e: &Value) -> Value {
+    let at = [
+        "/firstTimestamp",
+        "/eventTime",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .find_map(|p| e.pointer(p).and_then(Value::as_str).and_then(parse_rfc3339));
+    match at {
+        Some(t) => json!(human_age(now_secs() - t)),
+        None => json!("<unknown>"),
+    }
+}
+
+/// `kind/name` of the regarded object, kind in lower case (as kubectl prints it).
+fn event_object(e: &Value) -> Value {
+    let o = e.get("involvedObject").or_else(|| e.get("regarding"));
+    let kind = o
+        .and_then(|o| o.get("kind"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    let name = o
+        .and_then(|o| o.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!(format!("{kind}/{name}"))
+}
+
+fn event_source(e: &Value) -> Value {
+    let component = e
+        .pointer("/source/component")
+        .or_else(|| e.get("reportingComponent"))
+        .or_else(|| e.get("reportingController"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let host = e
+        .pointer("/source/host")
+        .or_else(|| e.get("reportingInstance"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!(if host.is_empty() {
+        component.to_string()
+    } else {
+        format!("{component}, {host}")
+    })
+}
+
+fn event_count(e: &Value) -> Value {
+    let n = e
+        .pointer("/series/count")
+        .or_else(|| e.get("count"))
+        .or_else(|| e.get("deprecatedCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    json!(n)
+}
+
+/// kube-apiserver's Event columns (both API groups): no leading Name column.
+fn event_columns() -> Vec<Col> {
+    let col = |name: &str, type_: &str, priority: i64, cell: Cell| Col {
+        name: name.into(),
+        type_: type_.into(),
+        priority,
+        description: String::new(),
+        cell: CellSrc::Builtin(cell),
+    };
+    vec![
+        col("Last Seen", "string", 0, Cell::Computed(event_last_seen)),
+        col("Type", "string", 0, Cell::Path("/type")),
+        col("Reason", "string", 0, Cell::Path("/reason")),
+        col("Object", "string", 0, Cell::Computed(event_object)),
+        col(
+            "Subobject",
+            "string",
+            1,
+            Cell::Path("/involvedObject/fieldPath"),
+        ),
+        col("Source", "string", 1, Cell::Computed(event_source)),
+        col(
+            "Message",
+            "string",
+            0,
+            Cell::Computed(|e| {
+                e.get("message")
+                    .or_else(|| e.get("note"))
+                    .cloned()
+                    .unwrap_or(json!(""))
+            }),
+        ),
+        col("First Seen", "string", 1, Cell::Computed(event_first_seen)),
+        col("Count", "integer", 1, Cell::Computed(event_count)),
+        col("Name", "string", 1, Cell::Computed(name)),
+    ]
+}
+
 fn columns(def: &ResourceDef) -> Vec<Col> {
+    if def.plural == "events" && (def.group.is_empty() || def.group == "events.k8s.io") {
+        return event_columns();
+    }
     let mut cols = vec![Col {
         name: "Name".into(),
         type_: "string".into(),
@@ -455,7 +571,7 @@ fn row(def: &ResourceDef, cols: &[Col], obj: &Value, include: Include) -> Value 
 /// A Table of `objs`; `headers` false leaves the column definitions out (watch events after the first).
 pub(crate) fn table(
     def: &ResourceDef,
-    objs: &[Value],
+    objs: &[impl std::borrow::Borrow<Value>],
     rv: Option<u64>,
     include: Include,
     headers: bool,
@@ -472,7 +588,10 @@ pub(crate) fn table(
     } else {
         Vec::new()
     };
-    let rows: Vec<Value> = objs.iter().map(|o| row(def, &cols, o, include)).collect();
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| row(def, &cols, o.borrow(), include))
+        .collect();
     let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "columnDefinitions": defs, "rows": rows});
     if let Some(rv) = rv {
         t["metadata"]["resourceVersion"] = json!(rv.to_string());

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Interval, Sleep};
 
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Event, EventKind, Msg, State};
+use crate::store::{Event, EventKind, Msg};
 use crate::table::{table, Include};
 use crate::{Inner, ResponseBody};
 
@@ -30,7 +30,8 @@ pub(crate) struct WatchFilter {
 
 impl WatchFilter {
     fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(obj) && self.fields.matches(obj)
+        let seen = crate::events::view(&self.def, obj);
+        self.labels.matches(&seen) && self.fields.matches(&seen)
     }
 
     /// The event type to send for a store event, if any (selector transitions become ADDED/DELETED).
@@ -59,10 +60,17 @@ pub(crate) struct Line {
 
 impl Line {
     fn encode(&mut self, kind: &str, obj: &Value) -> Bytes {
-        let rendered = State::render(&self.filter.def, obj);
-        let object = match self.filter.table {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            object: &'a Value,
+        }
+        let rendered = crate::events::view(&self.filter.def, obj);
+        let table_object;
+        let object: &Value = match self.filter.table {
             Some(include) => {
-                let t = table(
+                table_object = table(
                     &self.filter.def,
                     std::slice::from_ref(&rendered),
                     None,
@@ -70,12 +78,11 @@ impl Line {
                     !self.headers_sent,
                 );
                 self.headers_sent = true;
-                t
+                &table_object
             }
-            None => rendered,
+            None => &rendered,
         };
-        let mut v =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut v = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }

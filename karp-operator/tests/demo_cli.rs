@@ -212,6 +212,57 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
     );
     let (ok, text) = kubectl(&kubeconfig, &["get", "nodes", "-o", "name"]);
     assert!(ok && text.contains("node/ip-10-"), "{text}");
+    // karp records Events through events.k8s.io/v1; kubectl reads core/v1 Events: one resource.
+    let (ok, text) = kubectl(&kubeconfig, &["get", "events", "-A"]);
+    assert!(
+        ok && text.contains("LAST SEEN")
+            && text.contains("Nominated")
+            && text.contains("Pod should schedule on: nodeclaim/karpenter-nodepool-"),
+        "{text}"
+    );
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "events.v1.events.k8s.io",
+            "-A",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+    );
+    assert!(ok && text.contains("Pod should schedule on"), "{text}");
+    let (ok, pod) = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=inflate",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    assert!(ok, "{pod}");
+    let (ok, text) = kubectl(&kubeconfig, &["describe", "pod", pod.trim()]);
+    assert!(
+        ok && text.contains("Events:") && text.contains("Nominated"),
+        "{text}"
+    );
+    let (ok, claim) = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "nodeclaims",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    assert!(ok, "{claim}");
+    let (ok, text) = kubectl(&kubeconfig, &["describe", "nodeclaim", claim.trim()]);
+    assert!(
+        ok && text.contains("Events:") && text.contains("Nominated"),
+        "{text}"
+    );
     // Scale down to 0 and delete the claims: nodes drain and go.
     let (ok, text) = kubectl(
         &kubeconfig,

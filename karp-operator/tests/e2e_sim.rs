@@ -1922,9 +1922,12 @@ async fn milp_provisions_a_trace_sample_for_less_than_ffd_and_records_its_bound(
             &[("solver", "milp")],
         )
         .expect("batch bound recorded");
+    // The gauges hold the last batch that planned claims: the first (all 60 pods), or a later
+    // one for pods the kube-scheduler placed elsewhere than planned, whose bound may be 0 when
+    // in-flight capacity could hold them.
     assert!(
-        bound > 0.0 && bound <= planned + 1e-9,
-        "bound {bound} > cost {planned}"
+        planned > 0.0 && (0.0..=planned + 1e-9).contains(&bound),
+        "bound {bound} outside [0, cost {planned}]"
     );
     milp.shutdown().await;
 }

@@ -27,7 +27,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use karp_core::disruption::{
     balanced, candidates, plan, validate, Command, DisruptionInput, DisruptionOptions,
     DisruptionPlan, Method, Mode, Reason, Timestamp,
@@ -271,15 +270,6 @@ impl Published {
     }
 }
 
-fn node_ref(name: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Node".into()),
-        name: Some(name.to_string()),
-        ..Default::default()
-    }
-}
-
 /// Publishes `reason` with `message` on the node and its NodeClaim.
 async fn publish_on_node(
     ctx: &Context,
@@ -290,7 +280,7 @@ async fn publish_on_node(
 ) {
     debug!(%node, reason, message, "disruption event");
     ctx.events
-        .publish(&node_ref(node), "Normal", reason, message)
+        .publish(&objects.node_ref(node), "Normal", reason, message)
         .await;
     let names = [node.to_string()];
     if let Some(claim) = orchestration::targets(&names, objects)
@@ -352,12 +342,7 @@ async fn publish_pass_events(
         );
         let key = format!("nodepool/{}/{}", b.nodepool, b.reason.as_str());
         if published.fresh(&key, "DisruptionBlocked", &message) {
-            let reference = ObjectReference {
-                api_version: Some("karpenter.sh/v1".into()),
-                kind: Some("NodePool".into()),
-                name: Some(b.nodepool.clone()),
-                ..Default::default()
-            };
+            let reference = objects.nodepool_ref(&b.nodepool);
             ctx.events
                 .publish(&reference, "Normal", "DisruptionBlocked", &message)
                 .await;

@@ -28,7 +28,7 @@ pub mod status;
 pub mod termination;
 pub mod writes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,6 +156,74 @@ pub struct LiveObjects {
 }
 
 impl LiveObjects {
+    /// References (uid included, as `kubectl describe` selects Events by uid) to the pods named
+    /// `namespace/name` in `keys`; a pod not in the cache gets a reference without uid.
+    #[must_use]
+    pub fn pod_refs<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeMap<String, ObjectReference> {
+        let wanted: std::collections::BTreeSet<&str> =
+            keys.into_iter().map(String::as_str).collect();
+        let mut out: BTreeMap<String, ObjectReference> = wanted
+            .iter()
+            .map(|k| {
+                let (ns, name) = k.split_once('/').unwrap_or(("default", k));
+                let r = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    ..ObjectReference::default()
+                };
+                ((*k).to_string(), r)
+            })
+            .collect();
+        for p in &self.pods {
+            let key = format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+                p.metadata.name.as_deref().unwrap_or_default()
+            );
+            if let Some(r) = out.get_mut(&key) {
+                r.uid.clone_from(&p.metadata.uid);
+            }
+        }
+        out
+    }
+
+    /// A reference to the Node `name` (uid included when the cache has it).
+    #[must_use]
+    pub fn node_ref(&self, name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(name.to_string()),
+            uid: self
+                .nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name))
+                .and_then(|n| n.metadata.uid.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// A reference to the NodePool `name` (uid included when the cache has it).
+    #[must_use]
+    pub fn nodepool_ref(&self, name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("karpenter.sh/v1".into()),
+            kind: Some("NodePool".into()),
+            name: Some(name.to_string()),
+            uid: self
+                .nodepools
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name))
+                .and_then(|n| n.metadata.uid.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
     /// The snapshot builder's input: the pods `include` selects, and every other object.
     #[must_use]
     pub fn cluster_objects(&self, include: impl Fn(&Pod) -> bool) -> ClusterObjects {

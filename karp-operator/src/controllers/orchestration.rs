@@ -557,12 +557,7 @@ pub async fn finish(ctx: &Context, queue: &Queue, command: &Command, started: St
                         ("capacity_type", &t.capacity_type),
                     ],
                 );
-                let node_ref = k8s_openapi::api::core::v1::ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Node".into()),
-                    name: Some(t.node.clone()),
-                    ..Default::default()
-                };
+                let node_ref = objects.node_ref(&t.node);
                 ctx.events
                     .publish(
                         &node_ref,

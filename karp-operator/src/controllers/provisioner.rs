@@ -599,12 +599,13 @@ impl Provisioner {
         let label = ctx.resolver.node_class_label().to_string();
         let solver = ctx.settings.solver.clone();
         let nominations = live_nominations(ctx, &objects);
-        let plan = tokio::task::spawn_blocking(move || {
-            plan(&objects, types, &label, &solver, &nominations)
+        let (plan, objects) = tokio::task::spawn_blocking(move || {
+            let p = plan(&objects, types, &label, &solver, &nominations);
+            (p, objects)
         })
         .await
-        .map_err(|e| OperatorError::Convert(format!("the planner stopped: {e}")))?
-        .map_err(|e| OperatorError::Convert(e.to_string()))?;
+        .map_err(|e| OperatorError::Convert(format!("the planner stopped: {e}")))?;
+        let plan = plan.map_err(|e| OperatorError::Convert(e.to_string()))?;
         let millis = started.elapsed().as_millis();
         if !plan.nodeclaims.is_empty() {
             info!(
@@ -650,6 +651,7 @@ impl Provisioner {
         }
         nominate_existing(ctx, &plan);
         let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+        let pod_refs = objects.pod_refs(plan.pods_per_claim.iter().flatten());
         for (claim, pods) in plan.nodeclaims.iter().zip(&plan.pods_per_claim) {
             let created = api
                 .create(&PostParams::default(), claim)
@@ -689,17 +691,12 @@ impl Provisioner {
                 .await;
             // Each pod learns where it is going (Karpenter's Nominated event on the pod).
             for pod in pods {
-                let (ns, pod_name) = pod.split_once('/').unwrap_or(("default", pod.as_str()));
-                let reference = k8s_openapi::api::core::v1::ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    namespace: Some(ns.to_string()),
-                    name: Some(pod_name.to_string()),
-                    ..Default::default()
+                let Some(reference) = pod_refs.get(pod) else {
+                    continue;
                 };
                 ctx.events
                     .publish(
-                        &reference,
+                        reference,
                         "Normal",
                         "Nominated",
                         &format!("Pod should schedule on: nodeclaim/{name}"),
