@@ -1,7 +1,7 @@
 //! The object store: generic JSON objects, resourceVersions, event history, watchers and the
 //! server-side behaviours (finalizers, garbage collection, status subresources, CRDs, PDBs).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -139,6 +139,21 @@ pub(crate) struct State {
     watchers: Vec<Watcher>,
     /// Every eviction answered, in order.
     pub evictions: Vec<Eviction>,
+    /// Owner uid → the objects whose ownerReferences name it (garbage collection without a scan).
+    dependents: BTreeMap<String, BTreeSet<ObjectKey>>,
+    /// Uids of the stored objects.
+    uids: BTreeMap<String, ObjectKey>,
+}
+
+/// Where an object is stored: resource, namespace, name.
+type ObjectKey = (StoreKey, String, String);
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("uid").and_then(Value::as_str))
 }
 
 /// One eviction request the server answered.
@@ -267,6 +282,8 @@ impl State {
             compacted: 0,
             watchers: Vec::new(),
             evictions: Vec::new(),
+            dependents: BTreeMap::new(),
+            uids: BTreeMap::new(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             s.ensure_namespace(ns);
@@ -286,6 +303,37 @@ impl State {
             compacted: self.rv,
             watchers: Vec::new(),
             evictions: Vec::new(),
+            dependents: self.dependents.clone(),
+            uids: self.uids.clone(),
+        }
+    }
+
+    /// Keeps the uid and owner indexes in step with one stored object changing from `before` to
+    /// `after` (None: absent).
+    fn reindex(&mut self, at: &ObjectKey, before: Option<&Value>, after: Option<&Value>) {
+        if let Some(b) = before {
+            if let Some(uid) = meta_str(b, "uid") {
+                self.uids.remove(uid);
+            }
+            for owner in owner_uids(b) {
+                if let Some(set) = self.dependents.get_mut(owner) {
+                    set.remove(at);
+                    if set.is_empty() {
+                        self.dependents.remove(owner);
+                    }
+                }
+            }
+        }
+        if let Some(a) = after {
+            if let Some(uid) = meta_str(a, "uid") {
+                self.uids.insert(uid.to_string(), at.clone());
+            }
+            for owner in owner_uids(a) {
+                self.dependents
+                    .entry(owner.to_string())
+                    .or_default()
+                    .insert(at.clone());
+            }
         }
     }
 
@@ -394,14 +442,13 @@ impl State {
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let obj = Arc::new(obj);
         let map = self.objects.entry(key.clone()).or_default();
-        match kind {
-            EventKind::Deleted => {
-                map.remove(&(ns.clone(), name));
-            }
-            _ => {
-                map.insert((ns.clone(), name), obj.clone());
-            }
-        }
+        let at: ObjectKey = (key.clone(), ns.clone(), name.clone());
+        let before = match kind {
+            EventKind::Deleted => map.remove(&(ns.clone(), name)),
+            _ => map.insert((ns.clone(), name), obj.clone()),
+        };
+        let after = (kind != EventKind::Deleted).then_some(obj.as_ref());
+        self.reindex(&at, before.as_deref(), after);
         let ev = Arc::new(Event {
             rv: self.rv,
             key,
@@ -914,20 +961,11 @@ impl State {
 
     /// Garbage collection: dependents whose ownerReferences point to `uid`.
     fn collect_dependents(&mut self, uid: &str, propagation: Propagation) {
-        let mut dependents = Vec::new();
-        for (key, m) in &self.objects {
-            for ((ns, name), obj) in m {
-                let refs = obj
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array);
-                if refs.is_some_and(|r| {
-                    r.iter()
-                        .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))
-                }) {
-                    dependents.push((key.clone(), ns.clone(), name.clone()));
-                }
-            }
-        }
+        let dependents: Vec<ObjectKey> = self
+            .dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         for (key, ns, name) in dependents {
             let Some(obj) = self.get_obj(&key, &ns, &name).cloned() else {
                 continue;
@@ -971,9 +1009,7 @@ impl State {
     }
 
     fn uid_exists(&self, uid: &str) -> bool {
-        self.objects
-            .values()
-            .any(|m| m.values().any(|o| meta_str(o, "uid") == Some(uid)))
+        self.uids.contains_key(uid)
     }
 
     fn maybe_finish_namespace(&mut self, ns: &str) {

@@ -88,15 +88,49 @@ pub struct RunArgs {
     /// This replica's identity (default: the pod / host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Logging.
+    #[command(flatten)]
+    pub logging: LoggingArgs,
     /// Disruption.
     #[command(flatten)]
     pub disruption: DisruptionArgs,
     /// Provisioning.
     #[command(flatten)]
     pub provisioning: ProvisioningArgs,
+}
+
+/// Logging flags of `karp run` and `karp cluster`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoggingArgs {
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter such as
+    /// `info,karp_sim=debug`; `RUST_LOG`, when set, takes precedence.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl LoggingArgs {
+    /// Installs the process's tracing subscriber (logs to stderr).
+    ///
+    /// # Errors
+    /// A message naming `--log-level` when it is not a valid filter.
+    pub fn init(&self) -> Result<(), String> {
+        let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+            Ok(f) => f,
+            Err(_) => tracing_subscriber::EnvFilter::try_new(&self.log_level)
+                .map_err(|e| format!("--log-level {}: {e}", self.log_level))?,
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match self.log_format {
+            LogFormat::Json => builder.json().try_init(),
+            LogFormat::Text => builder.try_init(),
+        };
+        Ok(())
+    }
 }
 
 /// Disruption flags of `karp run`, `karp cluster` and `karp demo`.
@@ -225,15 +259,10 @@ pub enum LogFormat {
 
 /// Run `karp run` until SIGINT / SIGTERM.
 pub fn run_operator(args: &RunArgs) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match args.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    if let Err(e) = args.logging.init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let mut aws = karp_aws::AwsSettings::new(&args.region, &args.cluster_name);
     if let Some(url) = &args.endpoint_url {
         aws = aws.with_endpoint(url);
@@ -335,6 +364,13 @@ pub struct ClusterArgs {
     /// SSM prefix `/karp/karp`); without it, karp starts and seeds its own moto_server.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Serve the operator's `/metrics`, `/healthz` and `/readyz` on this address (off when
+    /// not given).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Logging (`--log-level warn` keeps only the status lines).
+    #[command(flatten)]
+    pub logging: LoggingArgs,
     /// Disruption.
     #[command(flatten)]
     pub disruption: DisruptionArgs,
@@ -408,6 +444,10 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = args.logging.init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
@@ -443,9 +483,12 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
         };
         let r = crate::commands::demo::run_cluster(
-            &args.listen,
-            args.allow_remote,
-            &args.kubeconfig,
+            &crate::commands::demo::Serving {
+                listen: args.listen.clone(),
+                allow_remote: args.allow_remote,
+                kubeconfig: args.kubeconfig.clone(),
+                metrics_addr: args.metrics_addr.clone(),
+            },
             cloud,
             crate::commands::demo::Choices {
                 disruption: control,

@@ -107,6 +107,9 @@ pub struct ClusterState {
     nodes: BTreeMap<String, NodeSlot>,
     /// Pods bound (or assumed bound) to a node, non-terminal, with their node.
     pods: Vec<(PodView, String)>,
+    /// Indexes into `pods` of the pods with anti-affinity terms (the symmetric check reads only
+    /// these, not every bound pod).
+    anti_affine: Vec<usize>,
 }
 
 /// Where one pod goes, or why it cannot go anywhere.
@@ -177,6 +180,9 @@ impl ClusterState {
         slot.used.add_assign(&pod.requests);
         slot.ports.extend(pod.host_ports.iter().cloned());
         slot.pods.push(idx);
+        if !pod.pod_anti_affinity.is_empty() {
+            self.anti_affine.push(idx);
+        }
         self.pods.push((pod, node.to_string()));
     }
 
@@ -214,7 +220,7 @@ impl ClusterState {
             t.forbidden.push((term.topology_key.clone(), domains));
         }
         // Symmetry: existing pods whose anti-affinity selects this pod.
-        for (q, n) in &self.pods {
+        for (q, n) in self.anti_affine.iter().map(|&i| &self.pods[i]) {
             for term in &q.pod_anti_affinity {
                 if term.selects(pod) {
                     if let Some(d) = self.domain_of(n, &term.topology_key) {

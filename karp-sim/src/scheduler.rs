@@ -265,7 +265,7 @@ impl Scheduler {
                         .await
                     {
                         Ok(_) => {
-                            tracing::info!(pod = %key, node = %node, "sim scheduler bound pod");
+                            tracing::debug!(pod = %key, node = %node, "sim scheduler bound pod");
                             self.assumed.insert(uid, (node, now));
                         }
                         Err(e) => {

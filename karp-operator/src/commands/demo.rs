@@ -12,15 +12,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::api::nodeclaim::NodeClaim;
 use crate::controllers::disruption::DisruptionControl;
 use crate::controllers::provisioner::{Solver, SolverSettings};
-use crate::embedded::{EmbeddedCluster, EmbeddedOptions};
+use crate::embedded::{ClusterControl, EmbeddedCluster, EmbeddedOptions};
 
 /// Errors of `karp demo` / `karp cluster`.
 #[derive(Debug, thiserror::Error)]
@@ -193,40 +194,76 @@ fn claim_price(cluster: &EmbeddedCluster, c: &NodeClaim) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Reads the current progress.
-pub async fn progress(cluster: &EmbeddedCluster) -> Progress {
-    let pods = Api::<Pod>::all(cluster.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let claims = Api::<NodeClaim>::all(cluster.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let nodes = Api::<Node>::all(cluster.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+/// Reads the current progress of an embedded cluster (any cloud): pods counted in the API
+/// server's store in place (cheap at tens of thousands of pods), each NodeClaim priced at its
+/// offering (type, zone, capacity type labels) in its cloud provider's catalog.
+pub async fn progress(control: &ClusterControl) -> Progress {
+    use serde_json::Value;
+    let server = &control.server;
+    let pods = karp_apiserver::Gvr::core("pods");
+    let bound = |p: &Value| {
+        p.pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+    };
+    let claims: Vec<NodeClaim> = server
+        .list(
+            &karp_apiserver::Gvr::new("karpenter.sh", "v1", "nodeclaims"),
+            None,
+        )
+        .into_iter()
+        .filter_map(|c| serde_json::from_value(c).ok())
+        .collect();
+    let mut catalogs: BTreeMap<
+        (String, String),
+        Vec<std::sync::Arc<karp_core::cloud::InstanceType>>,
+    > = BTreeMap::new();
+    let mut cost_per_hour = 0.0;
+    for c in &claims {
+        let labels = c.metadata.labels.clone().unwrap_or_default();
+        let pool = labels
+            .get(karp_core::labels::NODEPOOL)
+            .cloned()
+            .unwrap_or_default();
+        let class = c
+            .spec
+            .node_class_ref
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        let key = (pool, class);
+        if !catalogs.contains_key(&key) {
+            let types = control
+                .cloud()
+                .instance_types(&key.0, Some(key.1.as_str()).filter(|s| !s.is_empty()))
+                .await
+                .unwrap_or_default();
+            catalogs.insert(key.clone(), types);
+        }
+        let (Some(t), Some(z), Some(ct)) = (
+            labels.get(karp_core::labels::INSTANCE_TYPE),
+            labels.get(karp_core::labels::ZONE),
+            labels.get(karp_core::labels::CAPACITY_TYPE),
+        ) else {
+            continue;
+        };
+        cost_per_hour += catalogs[&key]
+            .iter()
+            .filter(|it| &it.name == t)
+            .flat_map(|it| it.offerings.iter())
+            .find(|o| &o.zone == z && &o.capacity_type == ct)
+            .map_or(0.0, |o| o.price);
+    }
     Progress {
-        pending: pods
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
-            .count(),
-        running: pods
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count(),
-        pods: pods.len(),
+        pending: server.count(&pods, None, |p| !bound(p)),
+        running: server.count(&pods, None, |p| {
+            p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+        }),
+        pods: server.count(&pods, None, |_| true),
         nodeclaims: claims.len(),
         ready_claims: claims.iter().filter(|c| c.is_true("Ready")).count(),
-        nodes: nodes.len(),
-        cost_per_hour: claims
-            .iter()
-            .map(|c| claim_price(cluster, c))
-            .fold(0.0, |a, b| a + b),
+        nodes: server.count(&karp_apiserver::Gvr::core("nodes"), None, |_| true),
+        cost_per_hour,
     }
 }
 
@@ -631,23 +668,73 @@ pub enum ClusterCloud {
     Aws(Box<karp_aws::AwsSettings>),
 }
 
-/// Stops a running embedded cluster.
-type Stop = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
+/// A running embedded cluster of either cloud.
+enum Running {
+    Sim(EmbeddedCluster),
+    Aws(Box<crate::embedded::aws::EmbeddedAwsCluster>),
+}
 
-/// Runs `karp cluster`: serves the embedded cluster on `listen`, writes `kubeconfig`, applies
-/// nothing, and runs until `shutdown` resolves.
+impl Running {
+    fn control(&self) -> &ClusterControl {
+        match self {
+            Running::Sim(c) => c,
+            Running::Aws(c) => c,
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Running::Sim(c) => c.shutdown().await,
+            Running::Aws(c) => c.shutdown().await,
+        }
+    }
+}
+
+/// Where and how `karp cluster` serves.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// Address of the Kubernetes API.
+    pub listen: String,
+    /// Whether a non-loopback `listen` is allowed.
+    pub allow_remote: bool,
+    /// Where the kubeconfig is written.
+    pub kubeconfig: PathBuf,
+    /// Address of the operator's `/metrics`, `/healthz`, `/readyz` (none: not served).
+    pub metrics_addr: Option<String>,
+}
+
+/// Prints a status line (pods, NodeClaims, nodes, cost) whenever it changes, polling every
+/// `every`, until the task is dropped.
+async fn status_lines(control: &ClusterControl, out: &mut dyn Write, every: Duration) {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let line = progress(control).await.to_string();
+        if line != last {
+            let _ = writeln!(out, "  {:>7.1}s  {line}", started.elapsed().as_secs_f64());
+            let _ = out.flush();
+            last = line;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs `karp cluster`: serves the embedded cluster on `serving.listen`, writes the kubeconfig,
+/// applies nothing, serves the operator's metrics when asked, prints a status line per change,
+/// and runs until `shutdown` resolves.
 ///
 /// # Errors
 /// [`DemoError`] when the address cannot be bound or the cluster cannot start.
 pub async fn run_cluster(
-    listen: &str,
-    allow_remote: bool,
-    kubeconfig: &Path,
+    serving: &Serving,
     cloud: ClusterCloud,
     choices: Choices,
     out: &mut dyn Write,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DemoError> {
+    let listen = serving.listen.as_str();
+    let allow_remote = serving.allow_remote;
+    let kubeconfig = serving.kubeconfig.as_path();
     let loopback = match listen.parse::<std::net::SocketAddr>() {
         Ok(a) => a.ip().is_loopback(),
         Err(_) => listen.starts_with("localhost:"),
@@ -688,39 +775,69 @@ pub async fn run_cluster(
         },
         ..karp_apiserver::ServeOptions::default()
     };
-    let (what, serve, stop): (String, _, Stop) = match cloud {
+    let (what, running) = match cloud {
         ClusterCloud::Sim => {
             let cluster = EmbeddedCluster::start(options)
                 .await
                 .map_err(DemoError::Start)?;
-            let serve = tokio::spawn(cluster.server.serve_with(listener, serve_options));
-            (
-                "simulated cloud".to_string(),
-                serve,
-                Box::new(move || Box::pin(cluster.shutdown())),
-            )
+            ("simulated cloud".to_string(), Running::Sim(cluster))
         }
         ClusterCloud::Aws(settings) => {
             let endpoint = settings.endpoint_url.clone().unwrap_or_default();
             let cluster = crate::embedded::aws::EmbeddedAwsCluster::start(options, *settings)
                 .await
                 .map_err(DemoError::Start)?;
-            let serve = tokio::spawn(cluster.server.serve_with(listener, serve_options));
             (
                 format!("karp-aws on {endpoint}"),
-                serve,
-                Box::new(move || Box::pin(cluster.shutdown())),
+                Running::Aws(Box::new(cluster)),
             )
         }
+    };
+    let control = running.control();
+    let serve = tokio::spawn(control.server.serve_with(listener, serve_options));
+    let metrics = match &serving.metrics_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DemoError::Serve(format!("binding --metrics-addr {addr}: {e}")))?;
+            let health = Arc::new(crate::runtime::health::Health::default());
+            health
+                .alive
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            health
+                .ready
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            health
+                .leader
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Some(tokio::spawn(crate::runtime::health::serve(
+                l,
+                Arc::clone(&control.metrics),
+                health,
+            )))
+        }
+        None => None,
     };
     let _ = writeln!(
         out,
         "karp cluster: serving {url} (kubeconfig {}); CRDs installed, {what}, karp controllers running. Ctrl-C stops.",
         kubeconfig.display()
     );
+    if let Some(addr) = &serving.metrics_addr {
+        let _ = writeln!(out, "metrics: http://{addr}/metrics");
+    }
     let _ = out.flush();
-    shutdown.await;
+    {
+        let status = status_lines(control, out, Duration::from_secs(1));
+        tokio::select! {
+            () = shutdown => {}
+            () = status => {}
+        }
+    }
     serve.abort();
-    stop().await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    running.shutdown().await;
     Ok(())
 }

@@ -327,6 +327,12 @@ impl ClusterControl {
         .await
     }
 
+    /// The cloud provider the operator provisions on.
+    #[must_use]
+    pub fn cloud(&self) -> &Arc<dyn CloudProvider> {
+        &self.cloud
+    }
+
     /// The clock of the operator's disruption decisions (shared by every operator started on
     /// this cluster, across restarts): tests and the demo advance it instead of waiting out
     /// `consolidateAfter`, `expireAfter`, budget windows and the validation delay.
