@@ -18,6 +18,7 @@
 //!
 //! See the crate README for what is and is not implemented.
 
+mod cel;
 mod discovery;
 mod error;
 pub mod guard;
