@@ -139,6 +139,38 @@ impl ApiError {
             .with_details(json!({"name": name, "kind": kind, "causes": [{"reason": "FieldValueInvalid", "message": message}]}))
     }
 
+    /// 422 for field errors, as kube's `NewInvalid`: the message is
+    /// `Kind.group "name" is invalid: <field>: <body>` (several as `[a, b]`, duplicates once), and
+    /// `details.causes` carry each error's reason, field and body (what kubectl prints).
+    pub(crate) fn invalid_fields(group: &str, kind: &str, name: &str, causes: &[Cause]) -> Self {
+        let qualified_kind = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let mut seen = Vec::new();
+        for c in causes {
+            let line = format!("{}: {}", c.field, c.message);
+            if !seen.contains(&line) {
+                seen.push(line);
+            }
+        }
+        let message = match seen.as_slice() {
+            [] => format!("{qualified_kind} \"{name}\" is invalid"),
+            [one] => format!("{qualified_kind} \"{name}\" is invalid: {one}"),
+            many => format!(
+                "{qualified_kind} \"{name}\" is invalid: [{}]",
+                many.join(", ")
+            ),
+        };
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        Self::new(Reason::Invalid, message)
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+    }
+
     pub(crate) fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let qualified = qualified(group, plural);
         Self::new(
@@ -188,6 +220,17 @@ impl ApiError {
             "the server does not allow this method on the requested resource",
         )
     }
+}
+
+/// One `details.causes` entry of an Invalid Status (kube's `StatusCause`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cause {
+    /// `FieldValueInvalid`, `FieldValueForbidden`, …
+    pub reason: &'static str,
+    /// The field path (`spec.template.spec.requirements[0].key`, `<nil>` for the root).
+    pub field: String,
+    /// The error without the field (`Invalid value: "string": <detail>`).
+    pub message: String,
 }
 
 /// `plural.group` (or `plural` for the core group), as Kubernetes names resources in messages.

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::cel::{CompileError, SharedValidator, Validator};
+
 /// Where a scalable kind keeps its replica counts and selector (JSON paths like `.spec.replicas`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ScalePaths {
@@ -42,6 +44,8 @@ pub(crate) struct ResourceDef {
     pub printer_columns: Vec<PrinterColumn>,
     /// The openAPIV3Schema of a CRD version (for defaults).
     pub schema: Option<Value>,
+    /// The compiled `x-kubernetes-validations` rules of that schema, if it has any.
+    pub validator: Option<SharedValidator>,
 }
 
 impl ResourceDef {
@@ -437,6 +441,7 @@ impl Registry {
                 crd: None,
                 printer_columns: Vec::new(),
                 schema: None,
+                validator: None,
             };
             defs.insert((group.into(), version.into(), plural.into()), def);
         }
@@ -491,23 +496,24 @@ impl Registry {
         out
     }
 
-    /// Registers the resources a CRD object defines (replacing what it registered before).
-    /// Returns false (and registers nothing) when the CRD is unusable or collides with a built-in.
-    pub fn register_crd(&mut self, crd: &Value) -> bool {
+    /// Registers the resources a CRD object defines (replacing what it registered before),
+    /// compiling the CEL rules of each served version's schema once.
+    ///
+    /// # Errors
+    /// The CRD is unusable or collides with a built-in, or rules do not compile; nothing is
+    /// registered then (and what the CRD registered before is gone).
+    pub fn register_crd(&mut self, crd: &Value) -> Result<(), CrdRejected> {
         let Some(name) = crd.pointer("/metadata/name").and_then(Value::as_str) else {
-            return false;
+            return Err(CrdRejected::Unusable);
         };
         self.unregister_crd(name);
-        let defs = match crd_defs(crd) {
-            Some(d) => d,
-            None => return false,
-        };
+        let defs = crd_defs(crd).ok_or(CrdRejected::Unusable)??;
         if defs.iter().any(|d| {
             self.defs
                 .get(&(d.group.clone(), d.version.clone(), d.plural.clone()))
                 .is_some_and(|e| e.crd.is_none())
         }) {
-            return false;
+            return Err(CrdRejected::Unusable);
         }
         if let Some(storage) = storage_version(crd) {
             if let Some(first) = defs.first() {
@@ -519,7 +525,7 @@ impl Registry {
             self.defs
                 .insert((d.group.clone(), d.version.clone(), d.plural.clone()), d);
         }
-        true
+        Ok(())
     }
 
     /// Removes every resource the CRD `name` registered; returns the removed storage keys.
@@ -537,6 +543,21 @@ impl Registry {
         });
         self.crd_preferred.remove(name);
         keys
+    }
+}
+
+/// Why a CRD could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CrdRejected {
+    /// Group, names or served versions are missing, or it would redefine a built-in resource.
+    Unusable,
+    /// `x-kubernetes-validations` rules that do not compile.
+    Rules(Vec<CompileError>),
+}
+
+impl From<Vec<CompileError>> for CrdRejected {
+    fn from(errors: Vec<CompileError>) -> Self {
+        CrdRejected::Rules(errors)
     }
 }
 
@@ -567,8 +588,9 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The resource definitions of a CRD's served versions.
-fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
+/// The resource definitions of a CRD's served versions (None: the CRD is unusable), or the
+/// compile errors of their rules.
+fn crd_defs(crd: &Value) -> Option<Result<Vec<ResourceDef>, Vec<CompileError>>> {
     let name = crd.pointer("/metadata/name")?.as_str()?;
     let spec = crd.get("spec")?;
     let group = spec.get("group")?.as_str()?;
@@ -586,7 +608,8 @@ fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
         .unwrap_or_else(|| kind.to_lowercase());
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let mut out = Vec::new();
-    for v in spec.get("versions")?.as_array()? {
+    let mut errors = Vec::new();
+    for (i, v) in spec.get("versions")?.as_array()?.iter().enumerate() {
         let Some(version) = v.get("name").and_then(Value::as_str) else {
             continue;
         };
@@ -641,6 +664,26 @@ fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
                     .collect()
             })
             .unwrap_or_default();
+        let schema = v.pointer("/schema/openAPIV3Schema").cloned();
+        let validator = match schema
+            .as_ref()
+            .map(|s| Validator::compile(s, &format!("spec.versions[{i}].schema.openAPIV3Schema")))
+        {
+            Some(Ok(Some(validator))) => {
+                tracing::debug!(
+                    crd = name,
+                    version,
+                    rules = validator.rule_count(),
+                    "CEL rules compiled"
+                );
+                Some(SharedValidator(std::sync::Arc::new(validator)))
+            }
+            Some(Ok(None)) | None => None,
+            Some(Err(e)) => {
+                errors.extend(e);
+                None
+            }
+        };
         out.push(ResourceDef {
             group: group.into(),
             version: version.into(),
@@ -655,10 +698,14 @@ fn crd_defs(crd: &Value) -> Option<Vec<ResourceDef>> {
             extra_subresources: Vec::new(),
             crd: Some(name.to_string()),
             printer_columns,
-            schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            schema,
+            validator,
         });
     }
-    (!out.is_empty()).then_some(out)
+    if !errors.is_empty() {
+        return Some(Err(errors));
+    }
+    (!out.is_empty()).then_some(Ok(out))
 }
 
 /// The status the server writes on an accepted CRD.
@@ -729,7 +776,7 @@ mod tests {
     #[test]
     fn a_crd_registers_its_served_versions_and_unregisters() {
         let mut r = Registry::builtin();
-        assert!(r.register_crd(&crd()));
+        assert_eq!(r.register_crd(&crd()), Ok(()));
         let d = r.get("example.com", "v1", "widgets").unwrap();
         assert!(!d.namespaced && d.status && d.scale.is_none());
         assert_eq!(d.short_names, vec!["wd"]);
@@ -747,7 +794,7 @@ mod tests {
         let mut r = Registry::builtin();
         let bad = json!({"metadata": {"name": "pods"}, "spec": {"group": "", "names": {"plural": "pods", "kind": "Pod"},
             "versions": [{"name": "v1", "served": true}]}});
-        assert!(!r.register_crd(&bad));
+        assert_eq!(r.register_crd(&bad), Err(CrdRejected::Unusable));
     }
 
     #[test]

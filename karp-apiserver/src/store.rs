@@ -8,10 +8,10 @@ use std::time::SystemTime;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::error::{success_status, ApiError, Reason};
+use crate::error::{success_status, ApiError, Cause, Reason};
 use crate::patch::strategic_merge;
 use crate::pdb;
-use crate::registry::{apply_defaults, crd_status, Registry, ResourceDef};
+use crate::registry::{apply_defaults, crd_status, CrdRejected, Registry, ResourceDef};
 use crate::time::rfc3339;
 
 /// Objects are stored per (group, plural), shared by every version of the resource.
@@ -645,19 +645,65 @@ impl State {
         Ok(())
     }
 
-    /// Registers (or re-registers) a CRD; 422 when it cannot be served.
+    /// Registers (or re-registers) a CRD; 422 when it cannot be served or its CEL rules do not
+    /// compile (the previous registration, if any, stays).
     fn register_crd(&mut self, crd: &Value, previous: Option<&Value>) -> Result<(), ApiError> {
-        if self.registry.register_crd(crd) {
-            return Ok(());
-        }
+        let rejected = match self.registry.register_crd(crd) {
+            Ok(()) => return Ok(()),
+            Err(r) => r,
+        };
         if let Some(p) = previous {
-            self.registry.register_crd(p);
+            if let Err(e) = self.registry.register_crd(p) {
+                tracing::warn!(error = ?e, "the previous CustomResourceDefinition no longer registers");
+            }
         }
         let name = meta_str(crd, "name").unwrap_or_default();
-        Err(ApiError::invalid(
-            "CustomResourceDefinition",
-            name,
-            "spec: Invalid value: the group, names (plural, kind) and served versions are required and may not redefine a built-in resource",
+        Err(match rejected {
+            CrdRejected::Unusable => ApiError::invalid(
+                "CustomResourceDefinition",
+                name,
+                "spec: Invalid value: the group, names (plural, kind) and served versions are required and may not redefine a built-in resource",
+            ),
+            CrdRejected::Rules(errors) => {
+                let causes: Vec<Cause> = errors
+                    .iter()
+                    .map(|e| Cause {
+                        reason: "FieldValueInvalid",
+                        field: e.field().to_string(),
+                        message: e.body(),
+                    })
+                    .collect();
+                ApiError::invalid_fields(
+                    "apiextensions.k8s.io",
+                    "CustomResourceDefinition",
+                    name,
+                    &causes,
+                )
+            }
+        })
+    }
+
+    /// Evaluates the kind's CEL validation rules on a write (`old`: the stored object, for
+    /// updates); 422 with every failed rule, as kube-apiserver answers.
+    fn check_rules(def: &ResourceDef, new: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let Some(validator) = &def.validator else {
+            return Ok(());
+        };
+        let failures = validator.0.validate(new, old);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let causes: Vec<Cause> = failures
+            .iter()
+            .map(|f| Cause {
+                reason: f.cause_type(),
+                field: f.field.clone(),
+                message: f.body(),
+            })
+            .collect();
+        let name = meta_str(new, "name").unwrap_or_default();
+        Err(ApiError::invalid_fields(
+            &def.group, &def.kind, name, &causes,
         ))
     }
 
@@ -749,6 +795,7 @@ impl State {
             }
         }
         self.prepare(def, &mut obj)?;
+        Self::check_rules(def, &obj, None)?;
         if Self::is_crd(def) {
             self.register_crd(&obj, None)?;
         }
@@ -844,6 +891,7 @@ impl State {
                 .unwrap_or(Value::Null),
         );
         self.prepare(def, &mut new)?;
+        Self::check_rules(def, &new, Some(&old))?;
         if generation_part(&new) != generation_part(&old) {
             let g = old
                 .pointer("/metadata/generation")

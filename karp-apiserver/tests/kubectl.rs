@@ -67,6 +67,33 @@ spec:
       - {key: karpenter.sh/capacity-type, operator: In, values: [spot, on-demand]}
 "#;
 
+/// A pool breaking one rule of the real CRD (a requirement on a restricted label).
+const BAD_NODEPOOL: &str = r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: bad
+spec:
+  template:
+    spec:
+      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+      requirements:
+      - {key: karpenter.sh/nodepool, operator: In, values: [a]}
+"#;
+
+/// A node class breaking two rules (no role or instanceProfile; a reserved tag).
+const BAD_NODECLASS: &str = r#"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata:
+  name: bad
+spec:
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: demo}}]
+  tags: {karpenter.sh/nodeclaim: x}
+"#;
+
 fn kubectl_binary() -> String {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
     let ok = std::process::Command::new(&bin)
@@ -114,6 +141,21 @@ impl Kubectl {
             "kubectl {args:?} failed: {stderr}\n{stdout}"
         );
         stdout
+    }
+
+    /// Runs kubectl expecting it to fail: its stderr.
+    async fn fail(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.cmd(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
+            .expect("kubectl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded: {stdout}"
+        );
+        stderr
     }
 
     fn write(&self, name: &str, text: &str) -> String {
@@ -260,5 +302,61 @@ async fn kubectl_applies_gets_watches_scales_and_deletes() {
         .is_none());
     let out = k.run(&["api-resources", "--api-group=karpenter.sh"]).await;
     assert!(!out.contains("nodepools"), "{out}");
+    let _ = std::fs::remove_dir_all(&k.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_is_refused_with_the_crd_rules_message() {
+    let bin = kubectl_binary();
+    let server = ApiServer::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener));
+    let dir =
+        std::env::temp_dir().join(format!("karp-apiserver-kubectl-cel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_kubeconfig(&dir.join("kubeconfig"), &url).unwrap();
+    let k = Kubectl { bin, dir };
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/karp/crds");
+    let out = k.run(&["apply", "-f", crds]).await;
+    assert!(out.contains("nodepools.karpenter.sh created"), "{out}");
+
+    // The valid pool is created; the invalid one is refused with kube's message.
+    let np = k.write("nodepool.yaml", NODEPOOL);
+    let out = k.run(&["apply", "-f", &np]).await;
+    assert!(
+        out.contains("nodepool.karpenter.sh/default created"),
+        "{out}"
+    );
+    let bad = k.write("bad-nodepool.yaml", BAD_NODEPOOL);
+    let err = k.fail(&["apply", "-f", &bad]).await;
+    assert!(
+        err.contains(r#"The NodePool "bad" is invalid: spec.template.spec.requirements[0].key: Invalid value: "string": label "karpenter.sh/nodepool" is restricted"#),
+        "{err}"
+    );
+    assert!(server
+        .get(&Gvr::new("karpenter.sh", "v1", "nodepools"), None, "bad")
+        .is_none());
+
+    // A transition rule on update (kubectl apply patches the existing pool).
+    let moved = k.write(
+        "moved.yaml",
+        &NODEPOOL.replace("group: karpenter.k8s.aws", "group: example.com"),
+    );
+    let err = k.fail(&["apply", "-f", &moved]).await;
+    assert!(
+        err.contains(r#"The NodePool "default" is invalid: spec.template.spec.nodeClassRef: Invalid value: "object": nodeClassRef.group is immutable"#),
+        "{err}"
+    );
+
+    // Several broken rules are listed one per line.
+    let bad = k.write("bad-nodeclass.yaml", BAD_NODECLASS);
+    let err = k.fail(&["create", "-f", &bad]).await;
+    assert!(
+        err.contains(r#"The EC2NodeClass "bad" is invalid: "#)
+            && err.contains(r#"* spec: Invalid value: "object": must specify exactly one of ['role', 'instanceProfile']"#)
+            && err.contains(r#"* spec.tags: Invalid value: "object": tag contains a restricted tag matching karpenter.sh/nodeclaim"#),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&k.dir);
 }

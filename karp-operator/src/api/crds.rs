@@ -149,7 +149,14 @@ const ALLOWED_K8S_LABELS: &str = r#"["beta.kubernetes.io/instance-type", "failur
 const ALLOWED_AWS_LABELS: &str = r#"["karpenter.k8s.aws/ec2nodeclass", "karpenter.k8s.aws/instance-encryption-in-transit-supported", "karpenter.k8s.aws/instance-category", "karpenter.k8s.aws/instance-hypervisor", "karpenter.k8s.aws/instance-family", "karpenter.k8s.aws/instance-generation", "karpenter.k8s.aws/instance-local-nvme", "karpenter.k8s.aws/instance-size", "karpenter.k8s.aws/instance-cpu", "karpenter.k8s.aws/instance-cpu-manufacturer", "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz", "karpenter.k8s.aws/instance-memory", "karpenter.k8s.aws/instance-ebs-bandwidth", "karpenter.k8s.aws/instance-network-bandwidth", "karpenter.k8s.aws/instance-gpu-name", "karpenter.k8s.aws/instance-gpu-manufacturer", "karpenter.k8s.aws/instance-gpu-count", "karpenter.k8s.aws/instance-gpu-memory", "karpenter.k8s.aws/instance-accelerator-name", "karpenter.k8s.aws/instance-accelerator-manufacturer", "karpenter.k8s.aws/instance-accelerator-count"]"#;
 
 /// The label-key restrictions, for one key (`self` is the key) or all keys of a map (`all`).
-fn restricted_label_rules(mut s: S, all: bool, allow_node_labels: bool) -> S {
+/// `restrict_nodepool_label`: whether `karpenter.sh/nodepool` itself is refused (NodePools; a
+/// NodeClaim's requirements carry it, so Karpenter's NodeClaim CRD allows it).
+fn restricted_label_rules(
+    mut s: S,
+    all: bool,
+    allow_node_labels: bool,
+    restrict_nodepool_label: bool,
+) -> S {
     let domain = |v: &str| format!("{v}.find(\"^([^/]+)\")");
     let wrap = |body: String| {
         if all {
@@ -182,10 +189,12 @@ fn restricted_label_rules(mut s: S, all: bool, allow_node_labels: bool) -> S {
         )),
         "label domain \"karpenter.sh\" is restricted",
     );
-    s = s.cel(
-        &wrap("SELF != \"karpenter.sh/nodepool\"".to_string()),
-        "label \"karpenter.sh/nodepool\" is restricted",
-    );
+    if restrict_nodepool_label {
+        s = s.cel(
+            &wrap("SELF != \"karpenter.sh/nodepool\"".to_string()),
+            "label \"karpenter.sh/nodepool\" is restricted",
+        );
+    }
     s = s.cel(
         &wrap("SELF != \"kubernetes.io/hostname\"".to_string()),
         "label \"kubernetes.io/hostname\" is restricted",
@@ -229,7 +238,7 @@ fn taint() -> S {
     .desc("A taint the node registers with.")
 }
 
-fn requirements(max_items: u32) -> S {
+fn requirements(max_items: u32, restrict_nodepool_label: bool) -> S {
     let key = restricted_label_rules(
         S::string()
             .set("maxLength", json!(316))
@@ -237,6 +246,7 @@ fn requirements(max_items: u32) -> S {
             .desc("The label key the requirement constrains."),
         false,
         true,
+        restrict_nodepool_label,
     );
     S::array(
         S::object(vec![
@@ -347,7 +357,7 @@ fn nodeclaim_spec_common() -> Vec<(&'static str, S)> {
                 .desc("How long a node may live before it is replaced (or Never)."),
         ),
         ("nodeClassRef", node_class_ref()),
-        ("requirements", requirements(100)),
+        ("requirements", requirements(100, true)),
         (
             "startupTaints",
             S::array(taint()).desc("Taints present at startup that a daemon removes; pods need not tolerate them."),
@@ -445,6 +455,7 @@ pub fn nodepool_crd() -> Value {
         .desc("Labels every node of this pool gets."),
         true,
         false,
+        true,
     );
     let mut template_spec_fields = nodeclaim_spec_common();
     template_spec_fields.retain(|(k, _)| *k != "nodeClassRef");
@@ -616,6 +627,10 @@ pub fn nodepool_crd() -> Value {
 #[must_use]
 pub fn nodeclaim_crd() -> Value {
     let mut fields = nodeclaim_spec_common();
+    // A claim's requirements include the pool's own `karpenter.sh/nodepool` (as Karpenter's do):
+    // only a NodePool's requirements may not name it.
+    fields.retain(|(k, _)| *k != "requirements");
+    fields.push(("requirements", requirements(100, false)));
     fields.push((
         "resources",
         S::object(vec![(
