@@ -728,11 +728,20 @@ pub(crate) fn crd_status(crd: &Value, now: &str) -> Value {
 }
 
 /// Fills `default:` values of an openAPIV3Schema into `obj` (objects and arrays, recursively).
+///
+/// As kube-apiserver's structural defaulting, a `null` in a field that is not `nullable: true`
+/// takes the field's default, or is dropped when it has none (clients that serialize absent
+/// optionals as `null` are read as if they had left the field out; validation rules then see no
+/// field, not a null).
 pub(crate) fn apply_defaults(obj: &mut Value, schema: &Value) {
     match obj {
         Value::Object(map) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, sub) in props {
+                    let nullable = sub.get("nullable").and_then(Value::as_bool) == Some(true);
+                    if !nullable && map.get(k).is_some_and(Value::is_null) {
+                        map.remove(k);
+                    }
                     if !map.contains_key(k) {
                         if let Some(d) = sub.get("default") {
                             map.insert(k.clone(), d.clone());
@@ -744,6 +753,9 @@ pub(crate) fn apply_defaults(obj: &mut Value, schema: &Value) {
                 }
             }
             if let Some(extra) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+                if extra.get("nullable").and_then(Value::as_bool) != Some(true) {
+                    map.retain(|_, v| !v.is_null());
+                }
                 for v in map.values_mut() {
                     apply_defaults(v, extra);
                 }
@@ -771,6 +783,23 @@ mod tests {
                           "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object",
                               "default": {}, "properties": {"size": {"type": "integer", "default": 3}}}}}}},
                          {"name": "v1beta1", "served": false}]}})
+    }
+
+    #[test]
+    fn nulls_of_non_nullable_fields_take_the_default_or_go() {
+        let schema = json!({"type": "object", "properties": {
+            "a": {"type": "integer", "default": 3},
+            "b": {"type": "integer"},
+            "c": {"type": "string", "nullable": true},
+            "m": {"type": "object", "additionalProperties": {"type": "string"}},
+            "l": {"type": "array", "items": {"type": "object", "properties": {"minValues": {"type": "integer"}}}}}});
+        let mut o = json!({"a": null, "b": null, "c": null, "m": {"x": null, "y": "1"},
+                           "l": [{"minValues": null}, {"minValues": 2}]});
+        apply_defaults(&mut o, &schema);
+        assert_eq!(
+            o,
+            json!({"a": 3, "c": null, "m": {"y": "1"}, "l": [{}, {"minValues": 2}]})
+        );
     }
 
     #[test]

@@ -360,10 +360,15 @@ pub struct ClusterArgs {
     #[arg(long, value_enum, default_value_t = CloudArg::Sim)]
     pub cloud: CloudArg,
     /// EC2 endpoint for `--cloud aws` (its account must have subnets and security groups tagged
-    /// `karpenter.sh/discovery: karp`, the role `KarpenterNodeRole-karp` and an AL2023 AMI under the
-    /// SSM prefix `/karp/karp`); without it, karp starts and seeds its own moto_server.
+    /// `karpenter.sh/discovery: <cluster name>`, the role `KarpenterNodeRole-<cluster name>` and
+    /// an AL2023 AMI under the SSM prefix `/karp/<cluster name>`); without it, karp starts its own
+    /// moto_server and seeds it so for the cluster name.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Cluster name of `--cloud aws` (discovery tags, node role, instance tags); the default is
+    /// the name examples/seed selects, so the README's example works in both clouds.
+    #[arg(long, default_value = "my-cluster")]
+    pub cluster_name: String,
     /// Serve the operator's `/metrics`, `/healthz` and `/readyz` on this address (off when
     /// not given).
     #[arg(long)]
@@ -468,8 +473,9 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
                         u
                     }
                 };
-                let mut settings = karp_aws::AwsSettings::for_moto("us-east-1", "karp", &url);
-                settings.ssm_parameter_prefix = "/karp/karp".into();
+                let mut settings =
+                    karp_aws::AwsSettings::for_moto("us-east-1", &args.cluster_name, &url);
+                settings.ssm_parameter_prefix = format!("/karp/{}", args.cluster_name);
                 if moto.is_some() {
                     let clients = karp_aws::AwsClients::load(&settings).await;
                     karp_aws::moto::seed_cluster(&clients, &settings, 0)

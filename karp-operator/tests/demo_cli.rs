@@ -108,6 +108,16 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The body of `GET path` on a loopback port (HTTP/1.0, whole answer).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
     let dir = std::env::temp_dir().join(format!("karp-cluster-{}", std::process::id()));
@@ -118,23 +128,47 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
         .local_addr()
         .unwrap()
         .port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_karp"))
         .args([
             "cluster",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
             "--kubeconfig",
         ])
         .arg(&kubeconfig)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    stdout.read_line(&mut line).unwrap();
     assert!(line.contains("serving"), "{line}");
+    // Everything else it prints (status lines on stdout, controller logs on stderr), collected.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    for (stream, sink) in [
+        (Box::new(stdout) as Box<dyn BufRead + Send>, printed.clone()),
+        (
+            Box::new(BufReader::new(child.stderr.take().unwrap())),
+            logs.clone(),
+        ),
+    ] {
+        std::thread::spawn(move || {
+            for l in stream.lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+    }
     // The kubeconfig holds this run's bearer token and only its owner may read it.
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -212,6 +246,23 @@ fn karp_cluster_serves_kubectl_and_provisions_for_applied_workloads() {
     );
     let (ok, text) = kubectl(&kubeconfig, &["get", "nodes", "-o", "name"]);
     assert!(ok && text.contains("node/ip-10-"), "{text}");
+    // Status lines as the cluster changed, controller logs, and the operator's metrics.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = printed.lock().unwrap().clone();
+    assert!(
+        status.contains("metrics: http://127.0.0.1:") && status.contains("running  10/10"),
+        "{status}"
+    );
+    let log = logs.lock().unwrap().clone();
+    assert!(
+        log.contains("created NodeClaim") && log.contains("INFO"),
+        "{log}"
+    );
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("karpenter_nodeclaims_created_total"),
+        "{metrics}"
+    );
     // karp records Events through events.k8s.io/v1; kubectl reads core/v1 Events: one resource.
     let (ok, text) = kubectl(&kubeconfig, &["get", "events", "-A"]);
     assert!(
@@ -324,54 +375,21 @@ fn karp_cluster_on_karp_aws_and_moto_provisions_ec2_nodes() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("karp-aws on http://127.0.0.1:"), "{line}");
-    let manifest = dir.join("aws.yaml");
-    std::fs::write(
-        &manifest,
-        r"
-apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata: {name: default}
-spec:
-  role: KarpenterNodeRole-karp
-  amiSelectorTerms: [{alias: al2023@latest}]
-  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: karp}}]
-  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: karp}}]
----
-apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata: {name: default}
-spec:
-  template:
-    spec:
-      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
-      requirements:
-        - {key: karpenter.k8s.aws/instance-family, operator: In, values: [m5, c5]}
-        - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
-",
-    )
-    .unwrap();
-    let (ok, text) = kubectl(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
-    assert!(ok, "{text}");
+    // The README's example as a user applies it: examples/seed (discovery tag my-cluster, the
+    // self-seeded moto account's name) and the workloads, namespaces first.
     let (ok, text) = kubectl(
         &kubeconfig,
-        &[
-            "apply",
-            "-f",
-            &format!("{}/workloads/inflate.yaml", examples()),
-        ],
+        &["apply", "-f", &format!("{}/seed", examples())],
     );
     assert!(ok, "{text}");
-    // inflate selects the examples' NodePool name; relabel it to ours.
     let (ok, text) = kubectl(
         &kubeconfig,
-        &[
-            "patch",
-            "deployment",
-            "inflate",
-            "--type=json",
-            "-p",
-            r#"[{"op":"replace","path":"/spec/template/spec/affinity","value":{}},{"op":"replace","path":"/spec/replicas","value":3}]"#,
-        ],
+        &["apply", "-f", &format!("{}/workloads", examples())],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl(
+        &kubeconfig,
+        &["scale", "deployment", "inflate", "--replicas=3"],
     );
     assert!(ok, "{text}");
     let start = Instant::now();
