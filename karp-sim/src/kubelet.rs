@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -30,6 +31,9 @@ use crate::node::{
     node_conditions, node_object, node_status, pod_ip, ready_status, removable_startup_taints,
     without_startup_taints, Readiness,
 };
+
+/// Pod status updates and removals in flight at once.
+const CONCURRENT_REQUESTS: usize = 64;
 
 /// How often the kubelet polls the cloud by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(150);
@@ -420,11 +424,13 @@ impl Kubelet {
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
         let mut seen: BTreeSet<String> = BTreeSet::new();
+        // Stops and starts go out concurrently, as a kubelet per node would send them.
+        let mut requests = Vec::new();
         for pod in all {
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
                 continue;
             };
-            let Some(inst) = live_nodes.get(node) else {
+            let Some(inst) = live_nodes.get(&node) else {
                 continue;
             };
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -438,19 +444,21 @@ impl Kubelet {
             if pod.metadata.deletion_timestamp.is_some() {
                 let since = *self.pods_deleting.entry(uid.clone()).or_insert(now);
                 if now.duration_since(since) >= self.options.pod_stop_delay {
-                    let dp = DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..DeleteParams::default()
-                    };
-                    match api.delete(&name, &dp).await {
-                        Ok(_) => {
-                            tracing::debug!(pod = %format!("{ns}/{name}"), "sim kubelet stopped pod")
+                    requests.push(futures::future::Either::Left(async move {
+                        let dp = DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..DeleteParams::default()
+                        };
+                        match api.delete(&name, &dp).await {
+                            Ok(_) => {
+                                tracing::debug!(pod = %format!("{ns}/{name}"), "sim kubelet stopped pod")
+                            }
+                            Err(e) if is_not_found(&e) => {}
+                            Err(e) => {
+                                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "sim kubelet could not remove pod")
+                            }
                         }
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => {
-                            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "sim kubelet could not remove pod")
-                        }
-                    }
+                    }));
                 }
                 continue;
             }
@@ -477,19 +485,25 @@ impl Kubelet {
                 &inst.private_ip.to_string(),
                 &self.options.clock.time(),
             );
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                Ok(_) => {
-                    tracing::debug!(pod = %format!("{ns}/{name}"), node = %node, "sim kubelet started pod")
+            requests.push(futures::future::Either::Right(async move {
+                match api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::debug!(pod = %format!("{ns}/{name}"), node = %node, "sim kubelet started pod")
+                    }
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => {
+                        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "sim kubelet could not post pod status")
+                    }
                 }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "sim kubelet could not post pod status")
-                }
-            }
+            }));
         }
+        futures::stream::iter(requests)
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect::<Vec<()>>()
+            .await;
         self.pods_bound.retain(|uid, _| seen.contains(uid));
         self.pods_deleting.retain(|uid, _| seen.contains(uid));
         self.pod_ips.retain(|uid, _| seen.contains(uid));

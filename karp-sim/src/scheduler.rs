@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -23,6 +24,9 @@ use crate::view::{NodeView, PodView};
 
 /// The scheduler name pods get by default; pods naming another scheduler are left alone.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Requests (bindings, status reports) in flight at once.
+const CONCURRENT_REQUESTS: usize = 64;
 
 /// How long a binding this scheduler made counts even though the cache does not show it yet.
 const ASSUME_TTL: Duration = Duration::from_secs(10);
@@ -100,21 +104,64 @@ pub fn is_pending(pod: &PodView) -> bool {
 pub fn plan(nodes: &[Node], pods: &[Pod]) -> Vec<PassDecision> {
     let node_views: Vec<NodeView> = nodes.iter().map(NodeView::from_node).collect();
     let mut sorted: Vec<&Pod> = pods.iter().collect();
-    sorted.sort_by_key(|p| queue_key(p));
+    sorted.sort_by_cached_key(|p| queue_key(p));
     let views: Vec<PodView> = sorted.iter().map(|p| PodView::from_pod(p)).collect();
     let mut state = ClusterState::new(
         node_views,
         views.iter().filter(|v| v.node_name.is_some()).cloned(),
     );
-    views
-        .iter()
-        .filter(|v| is_pending(v))
-        .map(|v| PassDecision {
+    // A pod that fits nowhere leaves the state as it was, so a later pod with the same
+    // scheduling inputs fits nowhere either, for the same reasons, until a binding changes the
+    // state: the last few such classes are remembered (pods of one ReplicaSet are alike).
+    let mut failed: Vec<(&PodView, u64, String)> = Vec::new();
+    let mut binds = 0u64;
+    let mut out = Vec::new();
+    for v in views.iter().filter(|v| is_pending(v)) {
+        let known = failed
+            .iter()
+            .find(|(f, at, _)| *at == binds && same_scheduling(f, v))
+            .map(|(_, _, m)| m.clone());
+        let decision = match known {
+            Some(message) => Decision::Unschedulable(message),
+            None => {
+                let d = state.place(v);
+                match &d {
+                    Decision::Bind(_) => binds += 1,
+                    Decision::Unschedulable(m) => {
+                        failed.retain(|(_, at, _)| *at == binds);
+                        if failed.len() == 8 {
+                            failed.remove(0);
+                        }
+                        failed.push((v, binds, m.clone()));
+                    }
+                }
+                d
+            }
+        };
+        out.push(PassDecision {
             namespace: v.namespace.clone(),
             name: v.name.clone(),
-            decision: state.place(v),
-        })
-        .collect()
+            decision,
+        });
+    }
+    out
+}
+
+/// Whether two pods are alike for every filter of a pass (everything but identity and
+/// placement), so one's Unschedulable verdict holds for the other.
+fn same_scheduling(a: &PodView, b: &PodView) -> bool {
+    a.namespace == b.namespace
+        && a.labels == b.labels
+        && a.scheduler_name == b.scheduler_name
+        && a.requests == b.requests
+        && a.tolerations == b.tolerations
+        && a.node_selector == b.node_selector
+        && a.required_node_terms == b.required_node_terms
+        && a.host_ports == b.host_ports
+        && a.pod_affinity == b.pod_affinity
+        && a.pod_anti_affinity == b.pod_anti_affinity
+        && a.spread == b.spread
+        && a.invalid == b.invalid
 }
 
 /// The PodScheduled condition of `pod`, if any.
@@ -233,6 +280,14 @@ impl Scheduler {
                 )
             })
             .collect();
+        // Bindings and Unschedulable reports go out concurrently (a real scheduler binds
+        // asynchronously too); their outcomes are recorded afterwards.
+        enum Outcome {
+            Bound(String, String),
+            Reported(String, String),
+            Failed,
+        }
+        let mut requests = Vec::new();
         for d in decisions {
             let Some(pod) = index.get(&(d.namespace.clone(), d.name.clone())) else {
                 continue;
@@ -255,23 +310,26 @@ impl Scheduler {
                             ..ObjectReference::default()
                         },
                     };
-                    match api
-                        .create_subresource::<Binding, serde_json::Value>(
-                            "binding",
-                            &d.name,
-                            &PostParams::default(),
-                            &binding,
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::debug!(pod = %key, node = %node, "sim scheduler bound pod");
-                            self.assumed.insert(uid, (node, now));
+                    requests.push(futures::future::Either::Left(async move {
+                        match api
+                            .create_subresource::<Binding, serde_json::Value>(
+                                "binding",
+                                &d.name,
+                                &PostParams::default(),
+                                &binding,
+                            )
+                            .await
+                        {
+                            Ok(_) => {
+                                tracing::debug!(pod = %key, node = %node, "sim scheduler bound pod");
+                                Outcome::Bound(uid, node)
+                            }
+                            Err(e) => {
+                                tracing::debug!(pod = %key, node = %node, error = %e, "sim scheduler could not bind pod");
+                                Outcome::Failed
+                            }
                         }
-                        Err(e) => {
-                            tracing::debug!(pod = %key, node = %node, error = %e, "sim scheduler could not bind pod");
-                        }
-                    }
+                    }));
                 }
                 Decision::Unschedulable(message) => {
                     if reports_unschedulable(pod, &message)
@@ -282,19 +340,37 @@ impl Scheduler {
                         continue;
                     }
                     let patch = unschedulable_patch(pod, &message, &self.options.clock.time());
-                    match api
-                        .patch_status(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::debug!(pod = %key, message = %message, "sim scheduler marked pod unschedulable");
-                            self.reported.insert(uid, (message, now));
+                    requests.push(futures::future::Either::Right(async move {
+                        match api
+                            .patch_status(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                        {
+                            Ok(_) => {
+                                tracing::debug!(pod = %key, message = %message, "sim scheduler marked pod unschedulable");
+                                Outcome::Reported(uid, message)
+                            }
+                            Err(e) => {
+                                tracing::debug!(pod = %key, error = %e, "sim scheduler could not mark pod unschedulable");
+                                Outcome::Failed
+                            }
                         }
-                        Err(e) => {
-                            tracing::debug!(pod = %key, error = %e, "sim scheduler could not mark pod unschedulable");
-                        }
-                    }
+                    }));
                 }
+            }
+        }
+        let outcomes: Vec<Outcome> = futures::stream::iter(requests)
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect()
+            .await;
+        for o in outcomes {
+            match o {
+                Outcome::Bound(uid, node) => {
+                    self.assumed.insert(uid, (node, now));
+                }
+                Outcome::Reported(uid, message) => {
+                    self.reported.insert(uid, (message, now));
+                }
+                Outcome::Failed => {}
             }
         }
     }

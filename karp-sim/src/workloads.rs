@@ -48,6 +48,10 @@ pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// yet (the real controllers' "expectations").
 const EXPECTATION_TTL: Duration = Duration::from_secs(10);
 
+/// At most this many pods created or deleted per ReplicaSet per pass (kube-controller-manager's
+/// `burstReplicas`).
+const BURST_REPLICAS: usize = 500;
+
 /// Options of the workload controllers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadOptions {
@@ -388,6 +392,65 @@ impl WorkloadControllers {
         self.pod_gc(&pods, &caches.nodes).await;
     }
 
+    /// Creates `count` pods from `pod` as kube-controller-manager does: in slow-start batches
+    /// (1, 2, 4, … concurrent requests), stopping after a batch with a failure.
+    async fn create_pods(&mut self, owner_uid: &str, pod: &Pod, count: usize, now: Instant) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let (mut left, mut batch) = (count, 1usize);
+        while left > 0 {
+            let n = batch.min(left);
+            let pp = PostParams::default();
+            let results = futures::future::join_all((0..n).map(|_| api.create(&pp, pod))).await;
+            let mut failed = false;
+            for r in results {
+                match r {
+                    Ok(created) => {
+                        let name = created.name_any();
+                        tracing::debug!(pod = %format!("{ns}/{name}"), "sim controller created pod");
+                        self.expectations.created(owner_uid, name, now);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        let prefix = pod.metadata.generate_name.clone().unwrap_or_default();
+                        log_err("pod create", &format!("{ns}/{prefix}"), &e);
+                    }
+                }
+            }
+            if failed {
+                break;
+            }
+            left -= n;
+            batch = (batch * 2).min(BURST_REPLICAS);
+        }
+    }
+
+    /// Deletes `pods` concurrently (one burst).
+    async fn delete_pods(&mut self, owner_uid: &str, pods: &[&Pod], now: Instant) {
+        let dp = DeleteParams::default();
+        let results = futures::future::join_all(pods.iter().map(|p| {
+            let (ns, name) = key_of(*p);
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let dp = &dp;
+            async move {
+                let r = api.delete(&name, dp).await;
+                (ns, name, r)
+            }
+        }))
+        .await;
+        for ((ns, name, r), p) in results.into_iter().zip(pods) {
+            match r {
+                Ok(_) => {
+                    tracing::debug!(pod = %format!("{ns}/{name}"), "sim controller deleted pod");
+                    if let Some(uid) = p.metadata.uid.clone() {
+                        self.expectations.deleted(owner_uid, uid, now);
+                    }
+                }
+                Err(e) => log_err("pod delete", &format!("{ns}/{name}"), &e),
+            }
+        }
+    }
+
     async fn create_pod(&mut self, owner_uid: &str, pod: &Pod, now: Instant) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
@@ -631,15 +694,13 @@ impl WorkloadControllers {
                         owner_ref(rs),
                         &BTreeMap::new(),
                     );
-                    for _ in have..desired {
-                        self.create_pod(&uid, &pod, now).await;
-                    }
+                    self.create_pods(&uid, &pod, (desired - have).min(BURST_REPLICAS), now)
+                        .await;
                 } else if have > desired && self.expectations.pending_creates(&uid) == 0 {
                     let mut victims = active.clone();
                     sort_for_deletion(&mut victims);
-                    for p in victims.into_iter().take(have - desired) {
-                        self.delete_pod(&uid, p, now).await;
-                    }
+                    victims.truncate((have - desired).min(BURST_REPLICAS));
+                    self.delete_pods(&uid, &victims, now).await;
                 }
             }
         }
