@@ -110,6 +110,9 @@ pub struct ClusterState {
     /// Indexes into `pods` of the pods with anti-affinity terms (the symmetric check reads only
     /// these, not every bound pod).
     anti_affine: Vec<usize>,
+    /// (free CPU millicores, node name) of every node, ascending: the best fit (least CPU left)
+    /// is the first node from the pod's request up that passes every filter.
+    by_free_cpu: BTreeSet<(i64, String)>,
 }
 
 /// Where one pod goes, or why it cannot go anywhere.
@@ -152,6 +155,7 @@ impl ClusterState {
     pub fn new(nodes: Vec<NodeView>, bound: impl IntoIterator<Item = PodView>) -> Self {
         let mut st = ClusterState::default();
         for n in nodes {
+            st.by_free_cpu.insert((n.allocatable.cpu, n.name.clone()));
             st.nodes.insert(
                 n.name.clone(),
                 NodeSlot {
@@ -177,7 +181,11 @@ impl ClusterState {
         let Some(slot) = self.nodes.get_mut(node) else {
             return;
         };
+        self.by_free_cpu
+            .remove(&(slot.view.allocatable.cpu - slot.used.cpu, node.to_string()));
         slot.used.add_assign(&pod.requests);
+        self.by_free_cpu
+            .insert((slot.view.allocatable.cpu - slot.used.cpu, node.to_string()));
         slot.ports.extend(pod.host_ports.iter().cloned());
         slot.pods.push(idx);
         if !pod.pod_anti_affinity.is_empty() {
@@ -358,32 +366,34 @@ impl ClusterState {
             );
         }
         let topo = self.topology(pod);
+        // Best fit: the node with the least CPU left after placement (ties by name) is the first
+        // passing node in (free CPU, name) order from the pod's request up.
+        // (A pod without a CPU request fits even on an overcommitted node: start from the lowest.)
+        let from = if pod.requests.cpu > 0 {
+            pod.requests.cpu
+        } else {
+            i64::MIN
+        };
+        for (_, name) in self.by_free_cpu.range((from, String::new())..) {
+            if let Some(slot) = self.nodes.get(name) {
+                if self.reasons(pod, slot, &topo).is_empty() {
+                    return Decision::Bind(name.clone());
+                }
+            }
+        }
+        // It fits nowhere: every node's reasons, for the message.
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        let mut best: Option<(i64, &str)> = None;
-        for (name, slot) in &self.nodes {
-            let reasons = self.reasons(pod, slot, &topo);
-            if reasons.is_empty() {
-                let left = slot.view.allocatable.cpu - slot.used.cpu - pod.requests.cpu;
-                if best.is_none_or(|(l, _)| left < l) {
-                    best = Some((left, name));
-                }
-            } else {
-                for r in reasons {
-                    *counts.entry(r).or_insert(0) += 1;
-                }
+        for slot in self.nodes.values() {
+            for r in self.reasons(pod, slot, &topo) {
+                *counts.entry(r).or_insert(0) += 1;
             }
         }
-        match best {
-            Some((_, name)) => Decision::Bind(name.to_string()),
-            None => {
-                let parts: Vec<String> = counts.iter().map(|(r, c)| format!("{c} {r}")).collect();
-                Decision::Unschedulable(format!(
-                    "0/{} nodes are available: {}.",
-                    self.nodes.len(),
-                    parts.join(", ")
-                ))
-            }
-        }
+        let parts: Vec<String> = counts.iter().map(|(r, c)| format!("{c} {r}")).collect();
+        Decision::Unschedulable(format!(
+            "0/{} nodes are available: {}.",
+            self.nodes.len(),
+            parts.join(", ")
+        ))
     }
 
     /// Decide where `pod` goes and, when it fits somewhere, record the placement.

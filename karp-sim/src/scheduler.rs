@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -101,9 +102,9 @@ pub fn is_pending(pod: &PodView) -> bool {
 /// Decide every pending pod of `pods` on `nodes` (pure): the bound pods occupy their nodes, then
 /// pending pods are placed one by one in queue order, each seeing the previous placements.
 #[must_use]
-pub fn plan(nodes: &[Node], pods: &[Pod]) -> Vec<PassDecision> {
+pub fn plan<P: std::borrow::Borrow<Pod>>(nodes: &[Node], pods: &[P]) -> Vec<PassDecision> {
     let node_views: Vec<NodeView> = nodes.iter().map(NodeView::from_node).collect();
-    let mut sorted: Vec<&Pod> = pods.iter().collect();
+    let mut sorted: Vec<&Pod> = pods.iter().map(std::borrow::Borrow::borrow).collect();
     sorted.sort_by_cached_key(|p| queue_key(p));
     let views: Vec<PodView> = sorted.iter().map(|p| PodView::from_pod(p)).collect();
     let mut state = ClusterState::new(
@@ -247,24 +248,29 @@ impl Scheduler {
     async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
         let now = Instant::now();
         let nodes: Vec<Node> = nodes.store.state().iter().map(|n| Node::clone(n)).collect();
-        let mut pods: Vec<Pod> = pods.store.state().iter().map(|p| Pod::clone(p)).collect();
+        // The cache's pods are shared, not copied; only pods this scheduler bound and the cache
+        // does not show bound yet are copied, with their node.
+        let mut pods: Vec<Arc<Pod>> = pods.store.state();
         // Forget assumptions the cache has caught up with (or that expired).
-        let by_uid: BTreeMap<String, &Pod> = pods
+        let by_uid: BTreeMap<&str, &Pod> = pods
             .iter()
-            .filter_map(|p| p.metadata.uid.clone().map(|u| (u, p)))
+            .filter_map(|p| p.metadata.uid.as_deref().map(|u| (u, p.as_ref())))
             .collect();
         self.assumed.retain(|uid, (_, at)| {
             by_uid
-                .get(uid)
+                .get(uid.as_str())
                 .is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
                 && now.duration_since(*at) < ASSUME_TTL
         });
-        self.reported.retain(|uid, _| by_uid.contains_key(uid));
+        self.reported
+            .retain(|uid, _| by_uid.contains_key(uid.as_str()));
         for p in &mut pods {
             if let Some((node, _)) = p.metadata.uid.as_ref().and_then(|u| self.assumed.get(u)) {
-                if let Some(spec) = p.spec.as_mut() {
+                let mut q = Pod::clone(p);
+                if let Some(spec) = q.spec.as_mut() {
                     spec.node_name = Some(node.clone());
                 }
+                *p = Arc::new(q);
             }
         }
         let decisions = plan(&nodes, &pods);
@@ -276,7 +282,7 @@ impl Scheduler {
                         p.metadata.namespace.clone().unwrap_or_default(),
                         p.metadata.name.clone().unwrap_or_default(),
                     ),
-                    p,
+                    p.as_ref(),
                 )
             })
             .collect();
