@@ -162,3 +162,66 @@ async fn default_chart_renders_and_applies_with_kubectl() {
         .any(|(_, t)| t.contains("kind: ServiceMonitor")));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The Deployment of `charts/karp` rendered with `overrides` (YAML), as parsed YAML.
+fn deployment(overrides: Option<&str>) -> serde_yaml::Value {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/karp");
+    let release = Release {
+        name: "karp".into(),
+        namespace: "karp".into(),
+    };
+    let overrides: Option<serde_yaml::Value> = overrides.map(|o| serde_yaml::from_str(o).unwrap());
+    let rendered = render(&chart, &release, overrides.as_ref()).unwrap();
+    let (file, text) = rendered
+        .iter()
+        .find(|(f, _)| f.ends_with("deployment.yaml"))
+        .expect("templates/deployment.yaml");
+    serde_yaml::from_str(text)
+        .unwrap_or_else(|e| panic!("{}: not YAML: {e}\n{text}", file.display()))
+}
+
+#[test]
+fn chart_app_version_is_the_workspace_version() {
+    // Cargo.toml's [workspace.package] version is the one place the version is decided; the
+    // chart's appVersion mirrors it because it is the image tag the chart deploys by default and
+    // the tag `scripts/image` gives the image.
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/karp/Chart.yaml");
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&chart).unwrap()).unwrap();
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "set charts/karp/Chart.yaml appVersion to the workspace version"
+    );
+}
+
+#[test]
+fn image_is_the_app_version_by_default_a_chosen_tag_or_a_pinned_digest() {
+    let image = |overrides: Option<&str>| {
+        let d = deployment(overrides);
+        let pod = &d["spec"]["template"]["spec"];
+        (
+            pod["containers"][0]["image"].as_str().unwrap().to_string(),
+            pod["imagePullSecrets"].clone(),
+        )
+    };
+    let (default, secrets) = image(None);
+    assert_eq!(
+        default,
+        format!("ghcr.io/karp-autoscaler/karp:{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(secrets.is_null(), "no pull secrets by default: {secrets:?}");
+    let (tagged, _) = image(Some(
+        "image: {repository: registry.example.com/platform/karp, tag: 0.1.0-abc1234}",
+    ));
+    assert_eq!(tagged, "registry.example.com/platform/karp:0.1.0-abc1234");
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (pinned, secrets) = image(Some(&format!(
+        "{{image: {{repository: registry.example.com/platform/karp, tag: ignored, digest: \"{digest}\"}}, imagePullSecrets: [{{name: regcred}}]}}"
+    )));
+    assert_eq!(
+        pinned,
+        format!("registry.example.com/platform/karp@{digest}")
+    );
+    assert_eq!(secrets[0]["name"], "regcred", "{secrets:?}");
+}

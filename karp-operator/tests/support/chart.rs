@@ -2,9 +2,9 @@
 //! the chart with its default values and apply the result (Helm itself is not installable here).
 //!
 //! Supported: `{{ .Values.a.b }}`, `{{ .Release.Name }}`, `{{ .Release.Namespace }}`,
-//! `{{ .Chart.Name }}` / `.Chart.Version` / `.Chart.AppVersion`, the pipes `| quote` and
-//! `| toJson`, `{{ if <expr> }} ... {{ end }}` (Helm truthiness), and `{{-` / `-}}` whitespace
-//! trimming. Anything else is an error naming the file and the action, so a template that grows
+//! `{{ .Chart.Name }}` / `.Chart.Version` / `.Chart.AppVersion`, the pipes `| quote`, `| toJson`
+//! and `| default <field>`, `{{ if <expr> }} ... {{ else }} ... {{ end }}` (Helm truthiness), and
+//! `{{-` / `-}}` whitespace trimming. Anything else is an error naming the file and the action, so a template that grows
 //! beyond the subset fails loudly instead of rendering wrong.
 
 use std::path::{Path, PathBuf};
@@ -71,12 +71,38 @@ impl Ctx<'_> {
     fn eval(&self, action: &str, expr: &str) -> Result<Value, ChartError> {
         let mut parts = expr.split('|').map(str::trim);
         let head = parts.next().unwrap_or_default();
+        let mut v = self.field(action, head)?;
+        for f in parts {
+            v = match f.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["quote"] => Value::String(
+                    serde_json::to_string(&scalar_text(&v))
+                        .map_err(|e| self.err(action, e.to_string()))?,
+                ),
+                ["toJson"] => Value::String(
+                    serde_json::to_string(&v).map_err(|e| self.err(action, e.to_string()))?,
+                ),
+                // Helm's `default`: the piped value unless it is empty, else the argument.
+                ["default", field] => {
+                    if truthy(&v) {
+                        v
+                    } else {
+                        self.field(action, field)?
+                    }
+                }
+                _ => return Err(self.err(action, format!("unsupported function {f:?}"))),
+            };
+        }
+        Ok(v)
+    }
+
+    /// The value of a field path (`.Values.a.b`, `.Release.Name`, `.Chart.AppVersion`).
+    fn field(&self, action: &str, head: &str) -> Result<Value, ChartError> {
         let path: Vec<&str> = head
             .strip_prefix('.')
             .ok_or_else(|| self.err(action, "expected a field path starting with '.'"))?
             .split('.')
             .collect();
-        let mut v = match path.first().copied() {
+        let v = match path.first().copied() {
             Some("Values") => lookup(self.values, &path[1..])
                 .cloned()
                 .unwrap_or(Value::Null),
@@ -96,18 +122,6 @@ impl Ctx<'_> {
             }
             _ => return Err(self.err(action, "only .Values, .Release and .Chart are supported")),
         };
-        for f in parts {
-            v = match f {
-                "quote" => Value::String(
-                    serde_json::to_string(&scalar_text(&v))
-                        .map_err(|e| self.err(action, e.to_string()))?,
-                ),
-                "toJson" => Value::String(
-                    serde_json::to_string(&v).map_err(|e| self.err(action, e.to_string()))?,
-                ),
-                other => return Err(self.err(action, format!("unsupported function {other:?}"))),
-            };
-        }
         Ok(v)
     }
 }
@@ -172,6 +186,15 @@ fn render_text(ctx: &Ctx<'_>, text: &str) -> Result<String, ChartError> {
         if let Some(cond) = action.strip_prefix("if ") {
             let v = ctx.eval(action, cond.trim())?;
             emit.push(truthy(&v));
+        } else if action == "else" {
+            // The branch that emits is the other one; enclosing ifs still decide.
+            match emit.len() {
+                1 => return Err(ctx.err(action, "else without if")),
+                _ => {
+                    let taken = emit.pop().unwrap_or(true);
+                    emit.push(!taken);
+                }
+            }
         } else if action == "end" {
             if emit.len() == 1 {
                 return Err(ctx.err(action, "end without if"));
@@ -290,11 +313,19 @@ mod tests {
             out,
             "n: 2\ns: \"hi\"\nm: {\"x\":1}\nr: r/ns\nv: 1.0\nyes: 1\n"
         );
+        // `default` keeps a non-empty value and replaces an empty or missing one.
+        let t = "{{ .Values.a.s | default .Chart.AppVersion }} {{ .Values.a.none | default .Chart.AppVersion | quote }}";
+        assert_eq!(render_text(&c, t).unwrap(), "hi \"1.0\"");
+        // `else` inverts the innermost if only.
+        let t = "{{ if .Values.a.off }}a{{ else }}b{{ end }}{{ if .Values.a.on }}c{{ else }}d{{ end }}{{ if .Values.a.off }}{{ if .Values.a.on }}e{{ else }}f{{ end }}{{ end }}";
+        assert_eq!(render_text(&c, t).unwrap(), "bc");
         for bad in [
             "{{ include \"x\" . }}",
             "{{ .Values.a | upper }}",
             "{{ if .Values.a.on }}",
             "{{ end }}",
+            "{{ else }}",
+            "{{ .Values.a.s | default }}",
             "{{ .Foo }}",
             "{{ .Values",
         ] {
