@@ -670,7 +670,7 @@ pub enum ClusterCloud {
 
 /// A running embedded cluster of either cloud.
 enum Running {
-    Sim(EmbeddedCluster),
+    Sim(Box<EmbeddedCluster>),
     Aws(Box<crate::embedded::aws::EmbeddedAwsCluster>),
 }
 
@@ -780,7 +780,10 @@ pub async fn run_cluster(
             let cluster = EmbeddedCluster::start(options)
                 .await
                 .map_err(DemoError::Start)?;
-            ("simulated cloud".to_string(), Running::Sim(cluster))
+            (
+                "simulated cloud".to_string(),
+                Running::Sim(Box::new(cluster)),
+            )
         }
         ClusterCloud::Aws(settings) => {
             let endpoint = settings.endpoint_url.clone().unwrap_or_default();
