@@ -1,6 +1,7 @@
 //! The `x-kubernetes-validations` CEL rules of karp's CRDs (`charts/karp/crds`), through the HTTP
-//! API: for every rule, one manifest that satisfies it is accepted and one that breaks it is
-//! refused with 422 `Invalid` and kube-apiserver's message. A test keeps the table complete.
+//! API and through kubectl: for every rule, one manifest that satisfies it is accepted and one
+//! that breaks it is refused with 422 `Invalid` and kube-apiserver's message (as kubectl prints
+//! it). A test keeps the table complete.
 
 use std::collections::BTreeSet;
 
@@ -1009,4 +1010,98 @@ fn the_example_manifests_are_valid() {
             .apply_yaml(text)
             .expect("the seed manifests satisfy every rule");
     }
+}
+
+/// kubectl against the server on a loopback port: (success, stdout + stderr).
+fn kubectl(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
+    let out = std::process::Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(dir.join("kubeconfig"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .env("HOME", dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubectl is required by this test and could not run ({bin:?}: {e}); install it \
+                 or set KUBECTL=/path/to/kubectl"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rule_through_kubectl_accepts_the_valid_and_refuses_the_invalid_manifest() {
+    let server = server_with_crds();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener));
+    let dir = std::env::temp_dir().join(format!("karp-cel-kubectl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    karp_apiserver::write_kubeconfig(&dir.join("kubeconfig"), &url).unwrap();
+    let file = |name: &str, obj: &Value| {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(obj).unwrap()).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    for (i, c) in all_cases().iter().enumerate() {
+        let what = format!("{:?} {} `{}`", c.kind, c.at, c.rule);
+        for (valid, edits) in [(true, &c.valid), (false, &c.invalid)] {
+            let name = format!("k{}-{i}", if valid { "ok" } else { "bad" });
+            // Transition rules: the original is created first, then replaced.
+            let (verb, obj) = match &c.before {
+                None => ("create", edit(c.kind.base(&name), edits)),
+                Some(before) => {
+                    let original = edit(c.kind.base(&name), before);
+                    let (ok, out) = kubectl(&dir, &["create", "-f", &file(&name, &original)]);
+                    assert!(ok, "{what}: the original was refused: {out}");
+                    let current = server
+                        .get(
+                            &Gvr::new(
+                                c.kind.group(),
+                                "v1",
+                                c.kind.collection().rsplit('/').next().unwrap(),
+                            ),
+                            None,
+                            &name,
+                        )
+                        .expect("the original is stored");
+                    let mut changed = edit(original, edits);
+                    changed["metadata"]["resourceVersion"] =
+                        current["metadata"]["resourceVersion"].clone();
+                    ("replace", changed)
+                }
+            };
+            let shown = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let (ok, out) = kubectl(&dir, &[verb, "-f", &file(&name, &obj)]);
+            if valid {
+                assert!(
+                    ok,
+                    "{what}: kubectl {verb} of the valid manifest failed: {out}"
+                );
+            } else {
+                assert!(
+                    !ok,
+                    "{what}: kubectl {verb} of the invalid manifest succeeded: {out}"
+                );
+                assert!(
+                    out.contains(&format!("The {} \"{shown}\" is invalid", c.kind.name()))
+                        && out.contains(c.error),
+                    "{what}: expected {:?} in kubectl's output: {out}",
+                    c.error
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
