@@ -218,35 +218,41 @@ fn builtin_columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, i64, C
     }
 }
 
-/// When an Event (core shape) was last seen: the series' last observation, else
-/// `lastTimestamp`, else `eventTime`, else creation.
-fn event_last_seen(e: &Value) -> Value {
-    let at = [
-        "/series/lastObservedTime",
-        "/lastTimestamp",
-        "/eventTime",
-        "/metadata/creationTimestamp",
-    ]
-    .iter()
-    .find_map(|p| e.pointer(p).and_then(Value::as_str).and_then(parse_rfc3339));
-    match at {
+/// The age of the first of `paths` that holds an RFC 3339 time (`<unknown>` when none does).
+fn age_of_first(e: &Value, paths: &[&str]) -> Value {
+    match paths
+        .iter()
+        .find_map(|p| e.pointer(p).and_then(Value::as_str).and_then(parse_rfc3339))
+    {
         Some(t) => json!(human_age(now_secs() - t)),
         None => json!("<unknown>"),
     }
 }
 
+/// When an Event (core shape) was last seen: the series' last observation, else
+/// `lastTimestamp`, else `eventTime`, else creation.
+fn event_last_seen(e: &Value) -> Value {
+    age_of_first(
+        e,
+        &[
+            "/series/lastObservedTime",
+            "/lastTimestamp",
+            "/eventTime",
+            "/metadata/creationTimestamp",
+        ],
+    )
+}
+
+/// When an Event was first seen: `firstTimestamp`, else `eventTime`, else creation.
 fn event_first_seen(e: &Value) -> Value {
-    let at = [
-        "/firstTimestamp",
-        "/eventTime",
-        "/metadata/creationTimestamp",
-    ]
-    .iter()
-    .find_map(|p| e.pointer(p).and_then(Value::as_str).and_then(parse_rfc3339));
-    match at {
-        Some(t) => json!(human_age(now_secs() - t)),
-        None => json!("<unknown>"),
-    }
+    age_of_first(
+        e,
+        &[
+            "/firstTimestamp",
+            "/eventTime",
+            "/metadata/creationTimestamp",
+        ],
+    )
 }
 
 /// `kind/name` of the regarded object, kind in lower case (as kubectl prints it).

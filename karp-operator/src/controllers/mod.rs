@@ -155,6 +155,25 @@ pub struct LiveObjects {
     pub pdbs: Vec<Arc<PodDisruptionBudget>>,
 }
 
+/// A reference to the cluster-scoped object `name` of `kind`, with its uid when `objects` holds it.
+fn cluster_ref<K: kube::Resource>(
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    objects: &[Arc<K>],
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: Some(name.to_string()),
+        uid: objects
+            .iter()
+            .find(|o| o.meta().name.as_deref() == Some(name))
+            .and_then(|o| o.meta().uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
 impl LiveObjects {
     /// References (uid included, as `kubectl describe` selects Events by uid) to the pods named
     /// `namespace/name` in `keys`; a pod not in the cache gets a reference without uid.
@@ -195,33 +214,13 @@ impl LiveObjects {
     /// A reference to the Node `name` (uid included when the cache has it).
     #[must_use]
     pub fn node_ref(&self, name: &str) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(name.to_string()),
-            uid: self
-                .nodes
-                .iter()
-                .find(|n| n.metadata.name.as_deref() == Some(name))
-                .and_then(|n| n.metadata.uid.clone()),
-            ..ObjectReference::default()
-        }
+        cluster_ref("v1", "Node", name, &self.nodes)
     }
 
     /// A reference to the NodePool `name` (uid included when the cache has it).
     #[must_use]
     pub fn nodepool_ref(&self, name: &str) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("karpenter.sh/v1".into()),
-            kind: Some("NodePool".into()),
-            name: Some(name.to_string()),
-            uid: self
-                .nodepools
-                .iter()
-                .find(|n| n.metadata.name.as_deref() == Some(name))
-                .and_then(|n| n.metadata.uid.clone()),
-            ..ObjectReference::default()
-        }
+        cluster_ref("karpenter.sh/v1", "NodePool", name, &self.nodepools)
     }
 
     /// The snapshot builder's input: the pods `include` selects, and every other object.
