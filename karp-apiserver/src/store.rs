@@ -167,8 +167,12 @@ pub struct Eviction {
     pub node: Option<String>,
     /// Whether the pod was evicted.
     pub allowed: bool,
-    /// The PodDisruptionBudget that decided (`None`: no budget selects the pod).
+    /// The PodDisruptionBudget that decided (`None`: no budget selects the pod, or budgets do
+    /// not apply to it: see [`Eviction::budgets_apply`]).
     pub pdb: Option<String>,
+    /// Whether budgets applied to the pod: as kube-apiserver, they do not for a pod that is
+    /// terminating, Pending (not yet started), Succeeded or Failed.
+    pub budgets_apply: bool,
     /// The refusal's message (empty when allowed).
     pub message: String,
 }
@@ -190,6 +194,16 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
         // `metadata` was set to an object just above.
         _ => unreachable!("metadata is an object"),
     }
+}
+
+/// Whether an eviction ignores PodDisruptionBudgets for this pod (kube-apiserver's rule: the pod
+/// is terminating, or Pending, Succeeded or Failed).
+fn pdb_ignored(pod: &Value) -> bool {
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    terminating(pod) || matches!(phase, "Succeeded" | "Failed" | "Pending")
 }
 
 fn finalizers(obj: &Value) -> usize {
@@ -1378,6 +1392,7 @@ impl State {
             namespace: ns.to_string(),
             pod: name.to_string(),
             node,
+            budgets_apply: !pdb_ignored(&pod),
             allowed: refusal.is_none(),
             pdb,
             message: refusal
@@ -1396,11 +1411,7 @@ impl State {
     /// refusal (`None`: allowed).
     fn decide_eviction(&self, pod: &Value, ns: &str) -> (Option<String>, Option<ApiError>) {
         let name = meta_str(pod, "name").unwrap_or_default();
-        let phase = pod
-            .pointer("/status/phase")
-            .and_then(Value::as_str)
-            .unwrap_or("Pending");
-        if terminating(pod) || matches!(phase, "Succeeded" | "Failed" | "Pending") {
+        if pdb_ignored(pod) {
             return (None, None);
         }
         let pdbs: Vec<Arc<Value>> = self
