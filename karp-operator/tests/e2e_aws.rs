@@ -534,6 +534,17 @@ fn soak_deployment(name: &str, replicas: u32, cpu: &str, pinned: bool) -> String
     }
 }
 
+/// Uids of the pods `selector` selects, in list order.
+async fn uids_of(pods: &Api<Pod>, selector: &str) -> Vec<String> {
+    pods.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect()
+}
+
 /// Running EC2 instances in moto (by id) with their `karpenter.sh/nodeclaim` tag.
 async fn running_instances(clients: &AwsClients) -> Vec<(String, Option<String>)> {
     clients
@@ -661,14 +672,7 @@ async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
             );
         }
     }
-    let pinned_uids: Vec<String> = pods
-        .list(&ListParams::default().labels("app=pinned"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter_map(|p| p.metadata.uid.clone())
-        .collect();
+    let pinned_uids = uids_of(&pods, "app=pinned").await;
     // Faults off: the cluster must settle with nothing leaked.
     proxy.set_enabled(false);
     cluster.api_faults.set_enabled(false);
@@ -718,14 +722,7 @@ async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
     }
     let all = pods.list(&ListParams::default()).await.unwrap().items;
     assert!(all.iter().all(running), "not every pod runs");
-    let now_pinned: Vec<String> = pods
-        .list(&ListParams::default().labels("app=pinned"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter_map(|p| p.metadata.uid.clone())
-        .collect();
+    let now_pinned = uids_of(&pods, "app=pinned").await;
     assert_eq!(now_pinned, pinned_uids, "a do-not-disrupt pod was replaced");
     let evictions = cluster.server.evictions();
     let pinned_evicted = evictions

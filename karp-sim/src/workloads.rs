@@ -412,8 +412,13 @@ impl WorkloadControllers {
                     }
                     Err(e) => {
                         failed = true;
-                        let prefix = pod.metadata.generate_name.clone().unwrap_or_default();
-                        log_err("pod create", &format!("{ns}/{prefix}"), &e);
+                        let name = pod
+                            .metadata
+                            .name
+                            .clone()
+                            .or_else(|| pod.metadata.generate_name.clone())
+                            .unwrap_or_default();
+                        log_err("pod create", &format!("{ns}/{name}"), &e);
                     }
                 }
             }
@@ -452,41 +457,11 @@ impl WorkloadControllers {
     }
 
     async fn create_pod(&mut self, owner_uid: &str, pod: &Pod, now: Instant) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        match api.create(&PostParams::default(), pod).await {
-            Ok(created) => {
-                let name = created.name_any();
-                tracing::debug!(pod = %format!("{ns}/{name}"), "sim controller created pod");
-                self.expectations.created(owner_uid, name, now);
-            }
-            Err(e) => log_err(
-                "pod create",
-                &format!(
-                    "{ns}/{}",
-                    pod.metadata
-                        .name
-                        .clone()
-                        .or_else(|| pod.metadata.generate_name.clone())
-                        .unwrap_or_default()
-                ),
-                &e,
-            ),
-        }
+        self.create_pods(owner_uid, pod, 1, now).await;
     }
 
     async fn delete_pod(&mut self, owner_uid: &str, pod: &Pod, now: Instant) {
-        let (ns, name) = key_of(pod);
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {
-                tracing::debug!(pod = %format!("{ns}/{name}"), "sim controller deleted pod");
-                if let Some(uid) = pod.metadata.uid.clone() {
-                    self.expectations.deleted(owner_uid, uid, now);
-                }
-            }
-            Err(e) => log_err("pod delete", &format!("{ns}/{name}"), &e),
-        }
+        self.delete_pods(owner_uid, &[pod], now).await;
     }
 
     async fn patch_status<K>(&self, obj: &K, status: serde_json::Value)
