@@ -35,6 +35,10 @@ use crate::node::{
 /// Pod status updates and removals in flight at once.
 const CONCURRENT_REQUESTS: usize = 64;
 
+/// How long the kubelet trusts its own Running status write over a cache that does not show
+/// it yet (so a pass does not start the same pod twice).
+const START_GRACE: Duration = Duration::from_secs(5);
+
 /// How often the kubelet polls the cloud by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(150);
 
@@ -140,6 +144,8 @@ pub struct Kubelet {
     pods_deleting: BTreeMap<String, Instant>,
     /// Pod UID → its IP.
     pod_ips: BTreeMap<String, Ipv4Addr>,
+    /// Pod UID → when its Running status was last written.
+    pods_started: BTreeMap<String, Instant>,
     next_pod_ip: u64,
 }
 
@@ -238,6 +244,7 @@ impl Kubelet {
             pods_bound: BTreeMap::new(),
             pods_deleting: BTreeMap::new(),
             pod_ips: BTreeMap::new(),
+            pods_started: BTreeMap::new(),
             next_pod_ip: 0,
         }
     }
@@ -467,9 +474,15 @@ impl Kubelet {
                 continue;
             }
             let since = *self.pods_bound.entry(uid.clone()).or_insert(now);
-            if now.duration_since(since) < self.options.pod_start_delay {
+            if now.duration_since(since) < self.options.pod_start_delay
+                || self
+                    .pods_started
+                    .get(&uid)
+                    .is_some_and(|at| now.duration_since(*at) < START_GRACE)
+            {
                 continue;
             }
+            self.pods_started.insert(uid.clone(), now);
             let ip = match self.pod_ips.get(&uid) {
                 Some(ip) => *ip,
                 None => {
@@ -507,6 +520,7 @@ impl Kubelet {
         self.pods_bound.retain(|uid, _| seen.contains(uid));
         self.pods_deleting.retain(|uid, _| seen.contains(uid));
         self.pod_ips.retain(|uid, _| seen.contains(uid));
+        self.pods_started.retain(|uid, _| seen.contains(uid));
     }
 }
 

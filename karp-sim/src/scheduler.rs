@@ -36,6 +36,11 @@ const ASSUME_TTL: Duration = Duration::from_secs(10);
 /// cache that does not show it yet.
 const REPORT_GRACE: Duration = Duration::from_secs(2);
 
+/// How often at most the scheduler rewrites an Unschedulable condition whose message changed
+/// (the node count, say): kube-scheduler retries an unschedulable pod after a back-off of at
+/// most 10 s, and only a retry rewrites the message. A pod not yet marked is marked at once.
+const REPORT_REFRESH: Duration = Duration::from_secs(10);
+
 /// Options of the simulated scheduler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerOptions {
@@ -175,6 +180,12 @@ fn scheduled_condition(pod: &Pod) -> Option<&PodCondition> {
         .find(|c| c.type_ == "PodScheduled")
 }
 
+/// Whether `pod` already says it is unschedulable (with any message).
+fn is_marked_unschedulable(pod: &Pod) -> bool {
+    scheduled_condition(pod)
+        .is_some_and(|c| c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+}
+
 /// Whether `pod` already says it is unschedulable with `message`.
 #[must_use]
 pub fn reports_unschedulable(pod: &Pod, message: &str) -> bool {
@@ -293,7 +304,7 @@ impl Scheduler {
             Reported(String, String),
             Failed,
         }
-        let mut requests = Vec::new();
+        let (mut binds, mut reports) = (Vec::new(), Vec::new());
         for d in decisions {
             let Some(pod) = index.get(&(d.namespace.clone(), d.name.clone())) else {
                 continue;
@@ -316,7 +327,7 @@ impl Scheduler {
                             ..ObjectReference::default()
                         },
                     };
-                    requests.push(futures::future::Either::Left(async move {
+                    binds.push(async move {
                         match api
                             .create_subresource::<Binding, serde_json::Value>(
                                 "binding",
@@ -335,18 +346,21 @@ impl Scheduler {
                                 Outcome::Failed
                             }
                         }
-                    }));
+                    });
                 }
                 Decision::Unschedulable(message) => {
+                    let marked = is_marked_unschedulable(pod);
                     if reports_unschedulable(pod, &message)
                         || self.reported.get(&uid).is_some_and(|(m, at)| {
-                            *m == message && now.duration_since(*at) < REPORT_GRACE
+                            let age = now.duration_since(*at);
+                            (*m == message && age < REPORT_GRACE)
+                                || (marked && age < REPORT_REFRESH)
                         })
                     {
                         continue;
                     }
                     let patch = unschedulable_patch(pod, &message, &self.options.clock.time());
-                    requests.push(futures::future::Either::Right(async move {
+                    reports.push(async move {
                         match api
                             .patch_status(&d.name, &PatchParams::default(), &Patch::Merge(&patch))
                             .await
@@ -360,14 +374,21 @@ impl Scheduler {
                                 Outcome::Failed
                             }
                         }
-                    }));
+                    });
                 }
             }
         }
-        let outcomes: Vec<Outcome> = futures::stream::iter(requests)
+        // Bindings first: a flood of condition rewrites must not hold up pods that fit.
+        let mut outcomes: Vec<Outcome> = futures::stream::iter(binds)
             .buffer_unordered(CONCURRENT_REQUESTS)
             .collect()
             .await;
+        outcomes.extend(
+            futures::stream::iter(reports)
+                .buffer_unordered(CONCURRENT_REQUESTS)
+                .collect::<Vec<Outcome>>()
+                .await,
+        );
         for o in outcomes {
             match o {
                 Outcome::Bound(uid, node) => {

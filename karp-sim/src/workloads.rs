@@ -184,17 +184,20 @@ pub fn pod_from_template(
 /// The order in which a ReplicaSet deletes surplus pods: unbound first, then not running, then
 /// not ready, then newest first (name descending as the last tie-breaker).
 pub fn sort_for_deletion(pods: &mut [&Pod]) {
-    pods.sort_by_key(|p| {
+    use k8s_openapi::jiff::Timestamp;
+    use std::cmp::Reverse;
+    fn key(p: &Pod) -> (bool, bool, bool, Reverse<Option<Timestamp>>, Reverse<Option<&str>>) {
         let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
         let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         (
             bound,
             running,
             is_ready(p),
-            std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
-            std::cmp::Reverse(p.metadata.name.clone()),
+            Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
+            Reverse(p.metadata.name.as_deref()),
         )
-    });
+    }
+    pods.sort_by(|a, b| key(a).cmp(&key(b)));
 }
 
 #[derive(Debug, Default)]
@@ -206,26 +209,39 @@ struct Expectations {
 }
 
 impl Expectations {
+    /// Forgets the creates now seen and the deletes no longer active (or either expired). Only
+    /// pods of owners with expectations are looked at, by reference.
     fn prune(&mut self, pods: &[Arc<Pod>], now: Instant) {
-        let names: BTreeSet<(String, String)> = pods
-            .iter()
-            .filter_map(|p| controller_uid(p.as_ref()).map(|o| (o.to_string(), p.name_any())))
-            .collect();
-        let active_uids: BTreeSet<String> = pods
-            .iter()
-            .filter(|p| is_active(p))
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
+        if self.creates.is_empty() && self.deletes.is_empty() {
+            return;
+        }
+        let mut names: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut active_uids: BTreeSet<&str> = BTreeSet::new();
+        for p in pods {
+            let Some(owner) = controller_uid(p.as_ref()) else {
+                continue;
+            };
+            if self.creates.contains_key(owner) {
+                if let Some(name) = p.metadata.name.as_deref() {
+                    names.insert((owner, name));
+                }
+            }
+            if self.deletes.contains_key(owner) && is_active(p) {
+                if let Some(uid) = p.metadata.uid.as_deref() {
+                    active_uids.insert(uid);
+                }
+            }
+        }
         for (owner, m) in &mut self.creates {
             m.retain(|name, at| {
-                !names.contains(&(owner.clone(), name.clone()))
+                !names.contains(&(owner.as_str(), name.as_str()))
                     && now.duration_since(*at) < EXPECTATION_TTL
             });
         }
         self.creates.retain(|_, m| !m.is_empty());
         for m in self.deletes.values_mut() {
             m.retain(|uid, at| {
-                active_uids.contains(uid) && now.duration_since(*at) < EXPECTATION_TTL
+                active_uids.contains(uid.as_str()) && now.duration_since(*at) < EXPECTATION_TTL
             });
         }
         self.deletes.retain(|_, m| !m.is_empty());
@@ -287,18 +303,25 @@ impl std::fmt::Debug for WorkloadControllers {
 }
 
 fn key_of<K: Resource>(o: &K) -> (String, String) {
+    let (ns, name) = key_ref(o);
+    (ns.to_string(), name.to_string())
+}
+
+/// The (namespace, name) of `o`, borrowed.
+fn key_ref<K: Resource>(o: &K) -> (&str, &str) {
     (
-        o.meta().namespace.clone().unwrap_or_default(),
-        o.meta().name.clone().unwrap_or_default(),
+        o.meta().namespace.as_deref().unwrap_or_default(),
+        o.meta().name.as_deref().unwrap_or_default(),
     )
 }
 
+/// The cache's objects by (namespace, name); keys are compared in place, not copied.
 fn sorted<K: Resource + Clone>(cache: &Cache<K>) -> Vec<Arc<K>>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let mut v = cache.store.state();
-    v.sort_by_key(|o| key_of(o.as_ref()));
+    v.sort_unstable_by(|a, b| key_ref(a.as_ref()).cmp(&key_ref(b.as_ref())));
     v
 }
 

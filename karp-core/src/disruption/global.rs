@@ -580,6 +580,12 @@ impl<'a> Pass<'a> {
 
     /// Karpenter's multi-node then single-node consolidation over the current scope.
     fn karpenter_consolidation(&mut self) -> Option<Command> {
+        if let Some(why) = self.pending_blocker() {
+            for c in self.consolidatable() {
+                self.note(&c.name, why.clone());
+            }
+            return None;
+        }
         self.multi_node().or_else(|| self.single_node())
     }
 

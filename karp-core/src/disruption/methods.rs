@@ -29,6 +29,8 @@ pub(super) struct Pass<'a> {
     pub scope: Option<BTreeSet<String>>,
     /// Scheduling state shared by the pass's simulations.
     pub cache: SchedulingCache,
+    /// New NodeClaims the pending pods need with no node removed (computed once, on first use).
+    pub pending_claims: Option<usize>,
 }
 
 impl<'a> Pass<'a> {
@@ -199,6 +201,34 @@ impl<'a> Pass<'a> {
 
     /// Candidates consolidation may take (within the scope), in savings-ratio order; notes the
     /// others.
+    /// How many new NodeClaims the pending pods need on the cluster as it is (no node removed),
+    /// simulated once per pass.
+    pub(super) fn pending_claims(&mut self) -> usize {
+        if let Some(n) = self.pending_claims {
+            return n;
+        }
+        let n = if self.input.snapshot.pods.iter().any(|p| p.node_name.is_none()) {
+            self.simulate(&[]).results.new_nodeclaims.len()
+        } else {
+            0
+        };
+        self.pending_claims = Some(n);
+        n
+    }
+
+    /// Why Karpenter's consolidation cannot act in this pass whatever it removes, if so: its
+    /// simulations schedule the pending pods too, and a move that needs more than one new
+    /// NodeClaim is refused. When the pending pods alone already need two or more (a large
+    /// Deployment waiting for capacity), removing nodes only adds pods and takes room away, so
+    /// every simulation would be refused: the pass skips them (tens of thousands of pending pods
+    /// rescheduled per candidate otherwise).
+    pub(super) fn pending_blocker(&mut self) -> Option<String> {
+        let n = self.pending_claims();
+        (n > 1).then(|| {
+            format!("Can't consolidate while pending pods need {n} new nodes (a move may create at most one)")
+        })
+    }
+
     pub(super) fn consolidatable(&mut self) -> Vec<&'a Candidate> {
         let mut out = Vec::new();
         let all: &'a [Candidate] = self.candidates;

@@ -353,6 +353,7 @@ pub fn plan(
         reasons: BTreeMap::new(),
         scope: None,
         cache: crate::scheduling::SchedulingCache::default(),
+        pending_claims: None,
     };
     let command = pass
         .emptiness()

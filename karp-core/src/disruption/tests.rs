@@ -524,6 +524,34 @@ fn single_node_consolidation_deletes_a_node_whose_pods_fit_elsewhere() {
 }
 
 #[test]
+fn consolidation_waits_while_pending_pods_need_more_than_one_new_node() {
+    // Two pending pods that each need a node of their own: any consolidation simulation would
+    // create at least two NodeClaims, which Karpenter refuses, so none is run.
+    let mut f = movable();
+    for name in ["big-1", "big-2"] {
+        f.input
+            .snapshot
+            .pods
+            .push(pod(name).cpu("1800m").memory("256Mi").build());
+    }
+    let out = f.plan();
+    assert!(out.commands.is_empty());
+    assert_eq!(
+        reason_of(&out, "node-a"),
+        "Can't consolidate while pending pods need 2 new nodes (a move may create at most one)"
+    );
+    // A pending pod that fits on the kept node does not hold consolidation up.
+    let mut f = movable();
+    f.input
+        .snapshot
+        .pods
+        .push(pod("small").cpu("200m").memory("256Mi").build());
+    let out = f.plan();
+    assert_eq!(out.commands[0].candidates, ["node-a"]);
+    assert_eq!(out.commands[0].decision, Decision::Delete);
+}
+
+#[test]
 fn consolidation_never_moves_pods_onto_nodes_inside_consolidate_after_or_uninitialized() {
     let mut f = movable();
     f.facts("node-b").last_pod_event = Some(now());

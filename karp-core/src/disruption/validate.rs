@@ -80,6 +80,7 @@ pub fn validate(
         reasons: BTreeMap::new(),
         scope: None,
         cache: SchedulingCache::default(),
+        pending_claims: None,
     };
     match command.method {
         Method::Drift | Method::Expiration => Ok(Validated {

@@ -16,6 +16,9 @@ struct Plan<'a> {
     nodes: &'a [PlanNode],
     /// The node (index into `nodes`) of every pod on one.
     pod_node: BTreeMap<usize, usize>,
+    /// The pods on a node that carry required anti-affinity, with their node (the only ones
+    /// whose terms can forbid another pod's domain).
+    anti: Vec<(usize, usize)>,
 }
 
 /// Check every topology rule of every pod newly placed on `nodes`, node by node.
@@ -30,10 +33,16 @@ pub(super) fn check_topology(
             pod_node.insert(p, ni);
         }
     }
+    let anti = pod_node
+        .iter()
+        .filter(|(&q, _)| !snapshot.pods[q].pod_anti_affinity.is_empty())
+        .map(|(&q, &ni)| (q, ni))
+        .collect();
     let plan = Plan {
         snapshot,
         nodes,
         pod_node,
+        anti,
     };
     for n in nodes {
         for &p in &n.new_pods {
@@ -254,7 +263,7 @@ impl Plan<'_> {
     fn check_others_anti_affinity(&self, n: &PlanNode, p: usize, v: &mut Vec<Violation>) {
         let pods = &self.snapshot.pods;
         let pod = &pods[p];
-        for (&q, &ni) in &self.pod_node {
+        for &(q, ni) in &self.anti {
             if q == p {
                 continue;
             }

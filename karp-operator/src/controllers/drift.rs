@@ -194,7 +194,11 @@ async fn scan(ctx: &Context, cache: &mut CloudDrift) {
     rehash_claims(&objects, &api).await;
     let types = instance_types(ctx, &objects).await;
     let now = ctx.settings.clock.now();
-    let input = match live_input(&without_drifted(&objects), types, Timestamp::from(now)) {
+    // Drift depends on nodes, claims, pools and instance types only: pods would only cost time
+    // (tens of thousands of them while a large Deployment waits for capacity).
+    let mut judged = without_drifted(&objects);
+    judged.pods = Vec::new();
+    let input = match live_input(&judged, types, Timestamp::from(now)) {
         Ok(i) => i,
         Err(e) => {
             warn!(error = %e, "drift not judged: the cluster does not convert");

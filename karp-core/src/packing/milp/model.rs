@@ -137,8 +137,26 @@ pub(super) fn selects(sel: Option<LabelSelector>, ns: &NamespaceSet, pod: &Pod) 
     sel.is_some_and(|s| ns.contains(&pod.namespace) && s.matches(&pod.labels))
 }
 
-/// Whether the MILP can move this pod freely (see the module docs).
-pub(super) fn is_free(snapshot: &ClusterSnapshot, pod: &Pod) -> bool {
+/// The pods of `snapshot` with any pod-topology term (spread, pod affinity or anti-affinity,
+/// required or preferred): the only ones whose terms can count or target another pod. Most
+/// snapshots have few, so [`is_free`] looks at these instead of every pod.
+pub(super) fn topology_pods(snapshot: &ClusterSnapshot) -> Vec<&Pod> {
+    snapshot
+        .pods
+        .iter()
+        .filter(|o| {
+            !o.topology_spread.is_empty()
+                || !o.pod_affinity.is_empty()
+                || !o.preferred_pod_affinity.is_empty()
+                || !o.pod_anti_affinity.is_empty()
+                || !o.preferred_pod_anti_affinity.is_empty()
+        })
+        .collect()
+}
+
+/// Whether the MILP can move this pod freely (see the module docs); `topology` is
+/// [`topology_pods`] of `snapshot`.
+pub(super) fn is_free(snapshot: &ClusterSnapshot, topology: &[&Pod], pod: &Pod) -> bool {
     let simple = pod.topology_spread.is_empty()
         && pod.pod_affinity.is_empty()
         && pod.preferred_pod_affinity.is_empty()
@@ -153,7 +171,7 @@ pub(super) fn is_free(snapshot: &ClusterSnapshot, pod: &Pod) -> bool {
         return false;
     }
     // Nobody's topology may count or target this pod, except hostname anti-affinity.
-    !snapshot.pods.iter().any(|o| {
+    !topology.iter().any(|o| {
         o.topology_spread.iter().any(|t| {
             o.namespace == pod.namespace
                 && o.spread_selector(t).is_some_and(|s| s.matches(&pod.labels))

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::model::{is_free, provider_keys, Bundle, Limits, Model, Pattern};
+use super::model::{is_free, provider_keys, topology_pods, Bundle, Limits, Model, Pattern};
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
 use crate::resources::Resources;
@@ -31,6 +31,7 @@ pub(super) fn split_ffd(
     fixed_pods: &mut usize,
 ) -> (Vec<(usize, Vec<usize>)>, Vec<Bundle>) {
     let pool_index = pool_index(snapshot);
+    let topology = topology_pods(snapshot);
     let mut free: Vec<(usize, Vec<usize>)> = Vec::new();
     let mut bundles: Vec<Bundle> = Vec::new();
     for c in &ffd.new_nodeclaims {
@@ -38,7 +39,7 @@ pub(super) fn split_ffd(
         let (movable, fixed): (Vec<usize>, Vec<usize>) = c
             .pods
             .iter()
-            .partition(|&&p| is_free(snapshot, &snapshot.pods[p]));
+            .partition(|&&p| is_free(snapshot, &topology, &snapshot.pods[p]));
         free.extend(movable.iter().map(|&p| (p, vec![pool])));
         if !fixed.is_empty() {
             *fixed_pods += fixed.len();
