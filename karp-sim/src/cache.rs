@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,12 +14,17 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// A reflector store kept up to date by a background task (aborted on drop).
+/// A reflector store kept up to date by a background task (aborted on drop); every change
+/// wakes each subscribed loop.
 pub(crate) struct Cache<K: Resource + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
     pub(crate) store: Store<K>,
+    wakes: Arc<Mutex<Vec<Arc<Notify>>>>,
+    /// True once the first list is in the store. (Not `Store::wait_until_ready`: it wakes only
+    /// the last of several waiting tasks, and the caches are shared.)
+    listed: tokio::sync::watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
@@ -30,25 +35,62 @@ where
 {
     /// Start watching `api`; every event (or error) notifies `wake`.
     pub(crate) fn start(api: Api<K>, wake: Arc<Notify>) -> Self {
+        let cache = Self::shared(api);
+        cache.subscribe(wake);
+        cache
+    }
+
+    /// Start watching `api` for several loops, which [`Cache::subscribe`] (as
+    /// kube-controller-manager's controllers share one informer per kind).
+    pub(crate) fn shared(api: Api<K>) -> Self {
         let (store, writer) = reflector::store();
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff();
+        let wakes: Arc<Mutex<Vec<Arc<Notify>>>> = Arc::default();
+        let subscribers = Arc::clone(&wakes);
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
-                if let Err(e) = ev {
-                    tracing::debug!(error = %e, "sim watch error (retrying with backoff)");
+                match ev {
+                    // The reflector has applied the event to the store before yielding it.
+                    Ok(watcher::Event::InitDone) => {
+                        listed_tx.send_replace(true);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sim watch error (retrying with backoff)");
+                    }
                 }
-                wake.notify_one();
+                for w in subscribers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                {
+                    w.notify_one();
+                }
             }
         });
-        Cache { store, task }
+        Cache {
+            store,
+            wakes,
+            listed,
+            task,
+        }
+    }
+
+    /// Wake `wake` on every change from now on.
+    pub(crate) fn subscribe(&self, wake: Arc<Notify>) {
+        self.wakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(wake);
     }
 
     /// Wait until the first list has arrived.
     pub(crate) async fn ready(&self) {
-        // The writer lives as long as the task; if it is gone the loop just runs on an empty store.
-        let _ = self.store.wait_until_ready().await;
+        // If the task is gone (the sender dropped) the loop just runs on an empty store.
+        let _ = self.listed.clone().wait_for(|listed| *listed).await;
     }
 }
 
@@ -98,22 +140,40 @@ pub(crate) trait NodePodLoop {
     ) -> impl std::future::Future<Output = ()> + Send + 'a;
 }
 
-/// Runs `sim` until `shutdown`: starts Node and Pod caches, waits until both have listed, then
-/// runs a pass on every change (debounced) or every `ticker.resync`.
+/// The Node and Pod caches the simulated kubelet, scheduler and workload controllers share:
+/// one watch per kind for all three, not one each.
+#[derive(Clone)]
+pub(crate) struct NodePodCaches {
+    pub(crate) nodes: Arc<Cache<k8s_openapi::api::core::v1::Node>>,
+    pub(crate) pods: Arc<Cache<k8s_openapi::api::core::v1::Pod>>,
+}
+
+impl NodePodCaches {
+    /// Start both watches through `client`.
+    pub(crate) fn start(client: &kube::Client) -> Self {
+        NodePodCaches {
+            nodes: Arc::new(Cache::shared(Api::all(client.clone()))),
+            pods: Arc::new(Cache::shared(Api::all(client.clone()))),
+        }
+    }
+
+    /// Wake `wake` on every Node or Pod change.
+    pub(crate) fn subscribe(&self, wake: &Arc<Notify>) {
+        self.nodes.subscribe(Arc::clone(wake));
+        self.pods.subscribe(Arc::clone(wake));
+    }
+}
+
+/// Runs `sim` until `shutdown` on `caches`: waits until both have listed, then runs a pass on
+/// every change (debounced) or every `ticker.resync`.
 pub(crate) async fn run_node_pod_loop<S: NodePodLoop>(
     sim: &mut S,
-    client: &kube::Client,
+    caches: &NodePodCaches,
     ticker: Ticker,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let nodes = Cache::start(
-        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
-        Arc::clone(&ticker.wake),
-    );
-    let pods = Cache::start(
-        Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
-        Arc::clone(&ticker.wake),
-    );
+    caches.subscribe(&ticker.wake);
+    let (nodes, pods) = (&*caches.nodes, &*caches.pods);
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
         () = &mut shutdown => return,
@@ -122,7 +182,7 @@ pub(crate) async fn run_node_pod_loop<S: NodePodLoop>(
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            () = sim.pass(&nodes, &pods) => {}
+            () = sim.pass(nodes, pods) => {}
         }
         tokio::select! {
             () = &mut shutdown => return,

@@ -25,7 +25,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{run_node_pod_loop, Cache, NodePodLoop, Ticker};
+use crate::cache::{run_node_pod_loop, Cache, NodePodCaches, NodePodLoop, Ticker};
 use crate::cloud::{InstanceState, SimCloud, SimInstance};
 use crate::node::{
     node_conditions, node_object, node_status, pod_ip, ready_status, removable_startup_taints,
@@ -250,10 +250,19 @@ impl Kubelet {
     }
 
     /// Run until `shutdown` completes. API errors are logged and retried on the next poll.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let caches = NodePodCaches::start(&self.client);
+        self.run_shared(caches, shutdown).await;
+    }
+
+    /// Run on caches shared with the other simulators until `shutdown` completes.
+    pub(crate) async fn run_shared(
+        mut self,
+        caches: NodePodCaches,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
         let ticker = Ticker::new(self.options.poll_interval, Duration::from_millis(20));
-        let client = self.client.clone();
-        run_node_pod_loop(&mut self, &client, ticker, shutdown).await;
+        run_node_pod_loop(&mut self, &caches, ticker, shutdown).await;
     }
 
     async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
@@ -430,27 +439,31 @@ impl Kubelet {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
-        let mut seen: BTreeSet<String> = BTreeSet::new();
+        // Pod UIDs on live nodes, borrowed from the cache's objects: most pods need nothing, and
+        // nothing is copied for them.
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
         // Stops and starts go out concurrently, as a kubelet per node would send them.
         let mut requests = Vec::new();
-        for pod in all {
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        for pod in &all {
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
                 continue;
             };
-            let Some(inst) = live_nodes.get(&node) else {
+            let Some(inst) = live_nodes.get(node) else {
                 continue;
             };
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let (Some(ns), Some(name)) =
-                (pod.metadata.namespace.clone(), pod.metadata.name.clone())
-            else {
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            let (Some(ns), Some(name)) = (
+                pod.metadata.namespace.as_deref(),
+                pod.metadata.name.as_deref(),
+            ) else {
                 continue;
             };
-            seen.insert(uid.clone());
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            seen.insert(uid);
             if pod.metadata.deletion_timestamp.is_some() {
-                let since = *self.pods_deleting.entry(uid.clone()).or_insert(now);
+                let since = first_seen(&mut self.pods_deleting, uid, now);
                 if now.duration_since(since) >= self.options.pod_stop_delay {
+                    let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+                    let (ns, name) = (ns.to_string(), name.to_string());
                     requests.push(futures::future::Either::Left(async move {
                         let dp = DeleteParams {
                             grace_period_seconds: Some(0),
@@ -470,30 +483,32 @@ impl Kubelet {
                 continue;
             }
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if matches!(phase, Some("Succeeded" | "Failed")) || pod_is_running(&pod) {
+            if matches!(phase, Some("Succeeded" | "Failed")) || pod_is_running(pod) {
                 continue;
             }
-            let since = *self.pods_bound.entry(uid.clone()).or_insert(now);
+            let since = first_seen(&mut self.pods_bound, uid, now);
             if now.duration_since(since) < self.options.pod_start_delay
                 || self
                     .pods_started
-                    .get(&uid)
+                    .get(uid)
                     .is_some_and(|at| now.duration_since(*at) < START_GRACE)
             {
                 continue;
             }
-            self.pods_started.insert(uid.clone(), now);
-            let ip = match self.pod_ips.get(&uid) {
+            self.pods_started.insert(uid.to_string(), now);
+            let ip = match self.pod_ips.get(uid) {
                 Some(ip) => *ip,
                 None => {
                     self.next_pod_ip += 1;
                     let ip = pod_ip(self.next_pod_ip);
-                    self.pod_ips.insert(uid.clone(), ip);
+                    self.pod_ips.insert(uid.to_string(), ip);
                     ip
                 }
             };
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let (ns, name, node) = (ns.to_string(), name.to_string(), node.to_string());
             let status = running_pod_status(
-                &pod,
+                pod,
                 ip,
                 &inst.private_ip.to_string(),
                 &self.options.clock.time(),
@@ -517,11 +532,23 @@ impl Kubelet {
             .buffer_unordered(CONCURRENT_REQUESTS)
             .collect::<Vec<()>>()
             .await;
-        self.pods_bound.retain(|uid, _| seen.contains(uid));
-        self.pods_deleting.retain(|uid, _| seen.contains(uid));
-        self.pod_ips.retain(|uid, _| seen.contains(uid));
-        self.pods_started.retain(|uid, _| seen.contains(uid));
+        self.pods_bound.retain(|uid, _| seen.contains(uid.as_str()));
+        self.pods_deleting
+            .retain(|uid, _| seen.contains(uid.as_str()));
+        self.pod_ips.retain(|uid, _| seen.contains(uid.as_str()));
+        self.pods_started
+            .retain(|uid, _| seen.contains(uid.as_str()));
     }
+}
+
+/// When `uid` was first seen in `map`, recording `now` if it is new (the key is copied only
+/// then).
+fn first_seen(map: &mut BTreeMap<String, Instant>, uid: &str, now: Instant) -> Instant {
+    if let Some(at) = map.get(uid) {
+        return *at;
+    }
+    map.insert(uid.to_string(), now);
+    now
 }
 
 /// Run a [`Kubelet`] until `shutdown` completes.

@@ -106,23 +106,20 @@ impl SimCluster {
         options: SimOptions,
     ) -> Self {
         let (stop, rx) = watch::channel(false);
+        // One Node and one Pod watch for the three, as kube's controllers share informers.
+        let caches = cache::NodePodCaches::start(&client);
         let tasks = vec![
-            tokio::spawn(run_kubelet(
-                client.clone(),
-                cloud,
-                options.kubelet,
-                stopped(rx.clone()),
-            )),
-            tokio::spawn(run_scheduler(
-                client.clone(),
-                options.scheduler,
-                stopped(rx.clone()),
-            )),
-            tokio::spawn(run_workload_controllers(
-                client,
-                options.workloads,
-                stopped(rx),
-            )),
+            tokio::spawn(
+                Kubelet::new(client.clone(), cloud, options.kubelet)
+                    .run_shared(caches.clone(), stopped(rx.clone())),
+            ),
+            tokio::spawn(
+                Scheduler::new(client.clone(), options.scheduler)
+                    .run_shared(caches.clone(), stopped(rx.clone())),
+            ),
+            tokio::spawn(
+                WorkloadControllers::new(client, options.workloads).run_shared(caches, stopped(rx)),
+            ),
         ];
         SimCluster { stop, tasks }
     }

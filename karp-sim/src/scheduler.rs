@@ -19,7 +19,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{run_node_pod_loop, Cache, NodePodLoop, Ticker};
+use crate::cache::{run_node_pod_loop, Cache, NodePodCaches, NodePodLoop, Ticker};
 use crate::fit::{ClusterState, Decision};
 use crate::view::{NodeView, PodView};
 
@@ -180,6 +180,13 @@ fn scheduled_condition(pod: &Pod) -> Option<&PodCondition> {
         .find(|c| c.type_ == "PodScheduled")
 }
 
+/// Whether `pod` is unbound and not being deleted: every pod [`is_pending`] holds for is (a
+/// cheap test on the object itself, before any view is built).
+fn may_be_pending(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_none_or(|s| s.node_name.is_none())
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
 /// Whether `pod` already says it is unschedulable (with any message).
 fn is_marked_unschedulable(pod: &Pod) -> bool {
     scheduled_condition(pod)
@@ -250,18 +257,34 @@ impl Scheduler {
     }
 
     /// Run until `shutdown` completes. API errors are logged and retried on the next pass.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let caches = NodePodCaches::start(&self.client);
+        self.run_shared(caches, shutdown).await;
+    }
+
+    /// Run on caches shared with the other simulators until `shutdown` completes.
+    pub(crate) async fn run_shared(
+        mut self,
+        caches: NodePodCaches,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
         let ticker = Ticker::new(self.options.resync, self.options.debounce);
-        let client = self.client.clone();
-        run_node_pod_loop(&mut self, &client, ticker, shutdown).await;
+        run_node_pod_loop(&mut self, &caches, ticker, shutdown).await;
     }
 
     async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
         let now = Instant::now();
-        let nodes: Vec<Node> = nodes.store.state().iter().map(|n| Node::clone(n)).collect();
         // The cache's pods are shared, not copied; only pods this scheduler bound and the cache
         // does not show bound yet are copied, with their node.
         let mut pods: Vec<Arc<Pod>> = pods.store.state();
+        // Nothing unbound and alive: nothing to decide (the common case while a cluster
+        // scales down), so no view of the cluster is built.
+        if !pods.iter().any(|p| may_be_pending(p)) {
+            self.assumed.clear();
+            self.reported.clear();
+            return;
+        }
+        let nodes: Vec<Node> = nodes.store.state().iter().map(|n| Node::clone(n)).collect();
         // Forget assumptions the cache has caught up with (or that expired).
         let by_uid: BTreeMap<&str, &Pod> = pods
             .iter()
@@ -287,6 +310,7 @@ impl Scheduler {
         let decisions = plan(&nodes, &pods);
         let index: BTreeMap<(String, String), &Pod> = pods
             .iter()
+            .filter(|p| may_be_pending(p))
             .map(|p| {
                 (
                     (

@@ -33,7 +33,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{Cache, Ticker};
+use crate::cache::{Cache, NodePodCaches, Ticker};
 
 /// The label Deployments add to their ReplicaSets' selectors and templates.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
@@ -186,7 +186,15 @@ pub fn pod_from_template(
 pub fn sort_for_deletion(pods: &mut [&Pod]) {
     use k8s_openapi::jiff::Timestamp;
     use std::cmp::Reverse;
-    fn key(p: &Pod) -> (bool, bool, bool, Reverse<Option<Timestamp>>, Reverse<Option<&str>>) {
+    fn key(
+        p: &Pod,
+    ) -> (
+        bool,
+        bool,
+        bool,
+        Reverse<Option<Timestamp>>,
+        Reverse<Option<&str>>,
+    ) {
         let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
         let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         (
@@ -281,8 +289,8 @@ struct Caches {
     replicasets: Cache<ReplicaSet>,
     statefulsets: Cache<StatefulSet>,
     jobs: Cache<Job>,
-    pods: Cache<Pod>,
-    nodes: Cache<Node>,
+    pods: Arc<Cache<Pod>>,
+    nodes: Arc<Cache<Node>>,
 }
 
 /// The simulated workload controllers and pod garbage collector.
@@ -344,17 +352,29 @@ impl WorkloadControllers {
     }
 
     /// Run until `shutdown` completes. API errors are logged and retried on the next pass.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let shared = NodePodCaches::start(&self.client);
+        self.run_shared(shared, shutdown).await;
+    }
+
+    /// Run with the Node and Pod caches shared with the other simulators until `shutdown`
+    /// completes.
+    pub(crate) async fn run_shared(
+        mut self,
+        shared: NodePodCaches,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
         let ticker = Ticker::new(self.options.resync, self.options.debounce);
         let c = &self.client;
         let w = &ticker.wake;
+        shared.subscribe(w);
         let caches = Caches {
             deployments: Cache::start(Api::all(c.clone()), Arc::clone(w)),
             replicasets: Cache::start(Api::all(c.clone()), Arc::clone(w)),
             statefulsets: Cache::start(Api::all(c.clone()), Arc::clone(w)),
             jobs: Cache::start(Api::all(c.clone()), Arc::clone(w)),
-            pods: Cache::start(Api::all(c.clone()), Arc::clone(w)),
-            nodes: Cache::start(Api::all(c.clone()), Arc::clone(w)),
+            pods: shared.pods,
+            nodes: shared.nodes,
         };
         let mut shutdown = std::pin::pin!(shutdown);
         tokio::select! {

@@ -207,7 +207,13 @@ impl<'a> Pass<'a> {
         if let Some(n) = self.pending_claims {
             return n;
         }
-        let n = if self.input.snapshot.pods.iter().any(|p| p.node_name.is_none()) {
+        let n = if self
+            .input
+            .snapshot
+            .pods
+            .iter()
+            .any(|p| p.node_name.is_none())
+        {
             self.simulate(&[]).results.new_nodeclaims.len()
         } else {
             0

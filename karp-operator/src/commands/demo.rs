@@ -200,39 +200,65 @@ fn claim_price(cluster: &EmbeddedCluster, c: &NodeClaim) -> f64 {
 pub async fn progress(control: &ClusterControl) -> Progress {
     use serde_json::Value;
     let server = &control.server;
-    let pods = karp_apiserver::Gvr::core("pods");
-    let bound = |p: &Value| {
-        p.pointer("/spec/nodeName")
+    let text = |v: &Value, path: &str| v.pointer(path).and_then(Value::as_str).map(str::to_string);
+    // One pass over the stored pods, in place.
+    let (mut pods, mut pending, mut running) = (0, 0, 0);
+    server.for_each(&karp_apiserver::Gvr::core("pods"), None, |p| {
+        pods += 1;
+        if p.pointer("/spec/nodeName")
             .and_then(Value::as_str)
-            .is_some_and(|n| !n.is_empty())
-    };
-    let claims: Vec<NodeClaim> = server
-        .list(
-            &karp_apiserver::Gvr::new("karpenter.sh", "v1", "nodeclaims"),
-            None,
-        )
-        .into_iter()
-        .filter_map(|c| serde_json::from_value(c).ok())
-        .collect();
+            .is_none_or(str::is_empty)
+        {
+            pending += 1;
+        }
+        if p.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
+            running += 1;
+        }
+    });
+    // Per claim: (pool, node class), (type, zone, capacity type) when launched, and Ready.
+    let mut claims: Vec<((String, String), Option<(String, String, String)>, bool)> = Vec::new();
+    server.for_each(
+        &karp_apiserver::Gvr::new("karpenter.sh", "v1", "nodeclaims"),
+        None,
+        |c| {
+            let label = |k: &str| {
+                c.get("metadata")
+                    .and_then(|m| m.get("labels"))
+                    .and_then(|l| l.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let key = (
+                label(karp_core::labels::NODEPOOL).unwrap_or_default(),
+                text(c, "/spec/nodeClassRef/name").unwrap_or_default(),
+            );
+            let offering = match (
+                label(karp_core::labels::INSTANCE_TYPE),
+                label(karp_core::labels::ZONE),
+                label(karp_core::labels::CAPACITY_TYPE),
+            ) {
+                (Some(t), Some(z), Some(ct)) => Some((t, z, ct)),
+                _ => None,
+            };
+            let ready = c
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter().any(|x| {
+                        x.get("type").and_then(Value::as_str) == Some("Ready")
+                            && x.get("status").and_then(Value::as_str) == Some("True")
+                    })
+                });
+            claims.push((key, offering, ready));
+        },
+    );
     let mut catalogs: BTreeMap<
         (String, String),
         Vec<std::sync::Arc<karp_core::cloud::InstanceType>>,
     > = BTreeMap::new();
     let mut cost_per_hour = 0.0;
-    for c in &claims {
-        let labels = c.metadata.labels.clone().unwrap_or_default();
-        let pool = labels
-            .get(karp_core::labels::NODEPOOL)
-            .cloned()
-            .unwrap_or_default();
-        let class = c
-            .spec
-            .node_class_ref
-            .as_ref()
-            .map(|r| r.name.clone())
-            .unwrap_or_default();
-        let key = (pool, class);
-        if !catalogs.contains_key(&key) {
+    for (key, offering, _) in &claims {
+        if !catalogs.contains_key(key) {
             let types = control
                 .cloud()
                 .instance_types(&key.0, Some(key.1.as_str()).filter(|s| !s.is_empty()))
@@ -240,14 +266,10 @@ pub async fn progress(control: &ClusterControl) -> Progress {
                 .unwrap_or_default();
             catalogs.insert(key.clone(), types);
         }
-        let (Some(t), Some(z), Some(ct)) = (
-            labels.get(karp_core::labels::INSTANCE_TYPE),
-            labels.get(karp_core::labels::ZONE),
-            labels.get(karp_core::labels::CAPACITY_TYPE),
-        ) else {
+        let Some((t, z, ct)) = offering else {
             continue;
         };
-        cost_per_hour += catalogs[&key]
+        cost_per_hour += catalogs[key]
             .iter()
             .filter(|it| &it.name == t)
             .flat_map(|it| it.offerings.iter())
@@ -255,13 +277,11 @@ pub async fn progress(control: &ClusterControl) -> Progress {
             .map_or(0.0, |o| o.price);
     }
     Progress {
-        pending: server.count(&pods, None, |p| !bound(p)),
-        running: server.count(&pods, None, |p| {
-            p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
-        }),
-        pods: server.count(&pods, None, |_| true),
+        pending,
+        running,
+        pods,
         nodeclaims: claims.len(),
-        ready_claims: claims.iter().filter(|c| c.is_true("Ready")).count(),
+        ready_claims: claims.iter().filter(|(_, _, ready)| *ready).count(),
         nodes: server.count(&karp_apiserver::Gvr::core("nodes"), None, |_| true),
         cost_per_hour,
     }

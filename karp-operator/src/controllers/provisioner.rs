@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use karp_core::cloud::InstanceType;
@@ -154,6 +155,12 @@ impl SolverSettings {
         }
     }
 }
+
+/// NodeClaim creates in flight at once.
+const CONCURRENT_CREATES: usize = 16;
+
+/// Event writes in flight at once.
+const CONCURRENT_EVENTS: usize = 32;
 
 /// The provisioner's decision.
 #[derive(Debug, Clone, Default)]
@@ -651,22 +658,26 @@ impl Provisioner {
         }
         nominate_existing(ctx, &plan);
         let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-        let pod_refs = objects.pod_refs(plan.pods_per_claim.iter().flatten());
+        // The claims are created in parallel, as Karpenter does; their nominations are recorded
+        // as each create returns, so a failed create does not lose the others'.
+        type Created<'p> = Result<(NodeClaim, &'p Vec<String>), OperatorError>;
+        let mut creates: Vec<futures::future::BoxFuture<'_, Created<'_>>> = Vec::new();
         for (claim, pods) in plan.nodeclaims.iter().zip(&plan.pods_per_claim) {
-            let created = api
-                .create(&PostParams::default(), claim)
-                .await
-                .map_err(|e| OperatorError::Kube("create NodeClaim", e.to_string()))?;
-            let name = created.meta().name.clone().unwrap_or_default();
-            ctx.metrics.inc(
-                "karpenter_nodeclaims_created_total",
-                &[
-                    ("nodepool", created.nodepool().unwrap_or_default()),
-                    ("reason", "provisioning"),
-                ],
-            );
-            info!(nodeclaim = %name, pods = pods.len(), "created NodeClaim");
-            {
+            let api = api.clone();
+            creates.push(Box::pin(async move {
+                let created = api
+                    .create(&PostParams::default(), claim)
+                    .await
+                    .map_err(|e| OperatorError::Kube("create NodeClaim", e.to_string()))?;
+                let name = created.meta().name.clone().unwrap_or_default();
+                ctx.metrics.inc(
+                    "karpenter_nodeclaims_created_total",
+                    &[
+                        ("nodepool", created.nodepool().unwrap_or_default()),
+                        ("reason", "provisioning"),
+                    ],
+                );
+                info!(nodeclaim = %name, pods = pods.len(), "created NodeClaim");
                 let mut n = ctx
                     .nominations
                     .lock()
@@ -680,29 +691,51 @@ impl Provisioner {
                         },
                     );
                 }
+                Ok((created, pods))
+            }));
+        }
+        let results: Vec<Created<'_>> = futures::stream::iter(creates)
+            .buffer_unordered(CONCURRENT_CREATES)
+            .collect()
+            .await;
+        let mut created = Vec::new();
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(c) => created.push(c),
+                Err(e) => failed = failed.or(Some(e)),
             }
-            ctx.events
-                .publish_nodeclaim(
-                    &created,
-                    "Normal",
-                    "Nominated",
-                    &format!("planned for {} pod(s): {}", pods.len(), pods.join(", ")),
-                )
-                .await;
-            // Each pod learns where it is going (Karpenter's Nominated event on the pod).
-            for pod in pods {
+        }
+        // Then the events, also in parallel: the claim's Nominated event, and each pod's
+        // (Karpenter's Nominated event on the pod says where it is going).
+        let pod_refs = objects.pod_refs(plan.pods_per_claim.iter().flatten());
+        let mut events: Vec<futures::future::BoxFuture<'_, ()>> = Vec::new();
+        for (claim, pods) in &created {
+            let name = claim.meta().name.clone().unwrap_or_default();
+            let note = format!("planned for {} pod(s): {}", pods.len(), pods.join(", "));
+            events.push(Box::pin(async move {
+                ctx.events
+                    .publish_nodeclaim(claim, "Normal", "Nominated", &note)
+                    .await;
+            }));
+            for pod in pods.iter() {
                 let Some(reference) = pod_refs.get(pod) else {
                     continue;
                 };
-                ctx.events
-                    .publish(
-                        reference,
-                        "Normal",
-                        "Nominated",
-                        &format!("Pod should schedule on: nodeclaim/{name}"),
-                    )
-                    .await;
+                let note = format!("Pod should schedule on: nodeclaim/{name}");
+                events.push(Box::pin(async move {
+                    ctx.events
+                        .publish(reference, "Normal", "Nominated", &note)
+                        .await;
+                }));
             }
+        }
+        futures::stream::iter(events)
+            .buffer_unordered(CONCURRENT_EVENTS)
+            .collect::<Vec<()>>()
+            .await;
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(())
     }
