@@ -392,63 +392,6 @@ fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> {
     Ok((labels, fields))
 }
 
-/// The (namespace, name) of a stored object.
-fn key_of(o: &Value) -> (&str, &str) {
-    let meta = o.get("metadata");
-    let field = |k: &str| {
-        meta.and_then(|m| m.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    (field("namespace"), field("name"))
-}
-
-/// A list request's chunking: `limit` (0 or absent: everything), and from the `continue`
-/// token the first page's resourceVersion and the key to resume after.
-struct Page {
-    limit: Option<usize>,
-    after: Option<(String, String)>,
-    first_rv: Option<u64>,
-}
-
-impl Page {
-    fn parse(req: &Req) -> Result<Page, ApiError> {
-        let limit = match req.query.get("limit").map(String::as_str) {
-            None | Some("") => None,
-            Some(l) => match l.parse::<usize>() {
-                Ok(0) => None,
-                Ok(n) => Some(n),
-                Err(_) => return Err(ApiError::bad_request(format!("invalid limit: {l}"))),
-            },
-        };
-        let (after, first_rv) = match req.query.get("continue").map(String::as_str) {
-            None | Some("") => (None, None),
-            Some(token) => {
-                let mut parts = token.splitn(3, '/');
-                match (
-                    parts.next().map(str::parse::<u64>),
-                    parts.next(),
-                    parts.next(),
-                ) {
-                    (Some(Ok(rv)), Some(ns), Some(name)) => {
-                        (Some((ns.to_string(), name.to_string())), Some(rv))
-                    }
-                    _ => {
-                        return Err(ApiError::bad_request(format!(
-                            "invalid continue token: {token}"
-                        )))
-                    }
-                }
-            }
-        };
-        Ok(Page {
-            limit,
-            after,
-            first_rv,
-        })
-    }
-}
-
 fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBody>, ApiError> {
     let (labels, fields) = selectors(req)?;
     let (objs, rv) = {
@@ -460,37 +403,17 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
     };
     // Selectors see the object as this version serves it; objects already in that shape are
     // serialized in place, not copied.
-    let page = Page::parse(req)?;
-    let mut items: Vec<std::borrow::Cow<'_, Value>> = objs
+    let items: Vec<std::borrow::Cow<'_, Value>> = objs
         .iter()
-        .filter(|o| {
-            page.after
-                .as_ref()
-                .is_none_or(|(ns, name)| key_of(o) > (ns.as_str(), name.as_str()))
-        })
         .map(|o| crate::events::view(&t.def, o))
         .filter(|o| labels.matches(o) && fields.matches(o))
         .collect();
-    // A page of `limit` items; the continue token carries the first page's resourceVersion and
-    // names the last item (objects are in (namespace, name) order). Later pages show objects as
-    // they are then but report the first page's version, so a watch from it replays every change
-    // made while the pages were read.
-    let rv = page.first_rv.unwrap_or(rv);
-    let mut list_meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = page.limit.filter(|l| *l < items.len()) {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        if let Some(last) = items.last() {
-            let (ns, name) = key_of(last);
-            list_meta["continue"] = json!(format!("{rv}/{ns}/{name}"));
-            list_meta["remainingItemCount"] = json!(remaining);
-        }
-    }
     if wants_table(&req.headers) {
         let include = Include::parse(req.query.get("includeObject").map(String::as_str));
-        let mut out = table(&t.def, &items, Some(rv), include, true);
-        out["metadata"] = list_meta;
-        return Ok(json_response(200, &out));
+        return Ok(json_response(
+            200,
+            &table(&t.def, &items, Some(rv), include, true),
+        ));
     }
     #[derive(serde::Serialize)]
     struct ListOut<'a> {
@@ -503,7 +426,7 @@ fn list(inner: &Arc<Inner>, req: &Req, t: &Target) -> Result<Response<ResponseBo
     let out = ListOut {
         kind: format!("{}List", t.def.kind),
         api_version: t.def.api_version(),
-        metadata: list_meta,
+        metadata: json!({"resourceVersion": rv.to_string()}),
         items: &items,
     };
     let body = serde_json::to_vec(&out).unwrap_or_default();
