@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -275,6 +276,9 @@ impl Kubelet {
             .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
             .collect();
         let mut live_nodes: BTreeMap<String, SimInstance> = BTreeMap::new();
+        // Node registrations and status updates go out concurrently, as each node's kubelet
+        // would send its own.
+        let mut requests: Vec<BoxFuture<'static, ()>> = Vec::new();
         for inst in self.cloud.instances() {
             let name = inst.node_name(&region);
             let pid = inst.instance.provider_id.clone();
@@ -282,64 +286,85 @@ impl Kubelet {
                 InstanceState::Running => {
                     if let Some(node) = node_map.get(&name) {
                         self.created.remove(&name);
-                        self.tend_node(&inst, node, &region, now).await;
+                        requests.extend(self.tend_node(&inst, node, &region, now));
                         live_nodes.insert(name, inst);
                     } else if self
                         .created
                         .get(&name)
                         .is_none_or(|t| now.duration_since(*t) > CREATE_GRACE)
                     {
-                        self.register(&inst, &region, now).await;
+                        requests.push(self.register(&inst, &region, now));
                     }
                 }
                 InstanceState::Terminated => {
                     self.registered.remove(&pid);
                     self.ready_since.remove(&pid);
                     if let Some(node) = node_map.get(&name) {
-                        self.mark_unknown(&inst, node).await;
+                        requests.extend(self.mark_unknown(&inst, node));
                     }
                 }
             }
         }
+        futures::stream::iter(requests)
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect::<Vec<()>>()
+            .await;
         self.tend_pods(pods, &live_nodes, now).await;
     }
 
-    async fn register(&mut self, inst: &SimInstance, region: &str, now: Instant) {
+    /// Registers the instance's Node (created, then its status through the subresource). The
+    /// Node counts as created from now (a failed create is retried after [`CREATE_GRACE`]).
+    fn register(
+        &mut self,
+        inst: &SimInstance,
+        region: &str,
+        now: Instant,
+    ) -> BoxFuture<'static, ()> {
         let api: Api<Node> = Api::all(self.client.clone());
         let t = self.options.clock.time();
         let node = node_object(inst, region, &t);
         let name = inst.node_name(region);
-        match api.create(&PostParams::default(), &node).await {
-            Ok(_) => {
-                tracing::info!(node = %name, provider_id = %inst.instance.provider_id, "sim kubelet registered node");
-            }
-            Err(e) if is_conflict_or_exists(&e) => {}
-            Err(e) => {
-                tracing::warn!(node = %name, error = %e, "sim kubelet could not register node");
-                return;
-            }
-        }
         self.created.insert(name.clone(), now);
         self.registered
             .insert(inst.instance.provider_id.clone(), now);
         self.ready_since.remove(&inst.instance.provider_id);
         // Some servers drop the status on create: send it through the status subresource too.
         let status = json!({"status": node_status(inst, region, Readiness::NotReady, &t)});
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            tracing::debug!(node = %name, error = %e, "sim kubelet could not post initial node status");
-        }
+        let provider_id = inst.instance.provider_id.clone();
+        Box::pin(async move {
+            match api.create(&PostParams::default(), &node).await {
+                Ok(_) => {
+                    tracing::info!(node = %name, provider_id = %provider_id, "sim kubelet registered node");
+                }
+                Err(e) if is_conflict_or_exists(&e) => {}
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "sim kubelet could not register node");
+                    return;
+                }
+            }
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                tracing::debug!(node = %name, error = %e, "sim kubelet could not post initial node status");
+            }
+        })
     }
 
-    async fn tend_node(&mut self, inst: &SimInstance, node: &Node, region: &str, now: Instant) {
+    /// The Node's readiness as the instance's age says, then the startup taints removed once
+    /// they are due: the requests to send, if any.
+    fn tend_node(
+        &mut self,
+        inst: &SimInstance,
+        node: &Node,
+        region: &str,
+        now: Instant,
+    ) -> Option<BoxFuture<'static, ()>> {
         if node.metadata.deletion_timestamp.is_some() {
-            return;
+            return None;
         }
         let pid = inst.instance.provider_id.clone();
         let name = inst.node_name(region);
-        let api: Api<Node> = Api::all(self.client.clone());
         let registered = *self.registered.entry(pid.clone()).or_insert(now);
         let want_ready = now.duration_since(registered) >= self.options.ready_delay;
         let readiness = if want_ready {
@@ -347,85 +372,78 @@ impl Kubelet {
         } else {
             Readiness::NotReady
         };
-        if ready_status(node) != Some(readiness.status()) {
-            let status =
-                json!({"status": node_status(inst, region, readiness, &self.options.clock.time())});
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-            {
-                Ok(_) => {
-                    if want_ready {
-                        tracing::info!(node = %name, "sim kubelet node ready");
+        let status = (ready_status(node) != Some(readiness.status())).then(
+            || json!({"status": node_status(inst, region, readiness, &self.options.clock.time())}),
+        );
+        let taints = if want_ready {
+            let ready_since = *self.ready_since.entry(pid).or_insert(now);
+            if now.duration_since(ready_since) < self.options.startup_taint_delay {
+                None
+            } else {
+                startup_taint_patch(inst, node)
+            }
+        } else {
+            None
+        };
+        if status.is_none() && taints.is_none() {
+            return None;
+        }
+        let api: Api<Node> = Api::all(self.client.clone());
+        Some(Box::pin(async move {
+            if let Some(status) = status {
+                match api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                {
+                    Ok(_) => {
+                        if want_ready {
+                            tracing::info!(node = %name, "sim kubelet node ready");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %name, error = %e, "sim kubelet could not post node status");
+                        return;
                     }
                 }
+            }
+            let Some(Ok(patch)) = taints.map(serde_json::from_value) else {
+                return;
+            };
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await
+            {
+                Ok(_) => tracing::info!(node = %name, "sim kubelet removed startup taints"),
                 Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "sim kubelet could not post node status");
-                    return;
+                    tracing::debug!(node = %name, error = %e, "sim kubelet startup taint removal raced; retrying")
                 }
             }
-        }
-        if !want_ready {
-            return;
-        }
-        let ready_since = *self.ready_since.entry(pid).or_insert(now);
-        if now.duration_since(ready_since) < self.options.startup_taint_delay {
-            return;
-        }
-        let startup = removable_startup_taints(inst);
-        if startup.is_empty() {
-            return;
-        }
-        let current = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
-        let Some(kept) = without_startup_taints(&current, &startup) else {
-            return;
-        };
-        // Optimistic concurrency: only replace the taints of the version we looked at, so a
-        // concurrent change by karp (removing karpenter.sh/unregistered) is never undone.
-        let patch = json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": node.metadata.resource_version},
-            {"op": "replace", "path": "/spec/taints", "value": kept},
-        ]);
-        let Ok(patch) = serde_json::from_value(patch) else {
-            return;
-        };
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-        {
-            Ok(_) => tracing::info!(node = %name, "sim kubelet removed startup taints"),
-            Err(e) => {
-                tracing::debug!(node = %name, error = %e, "sim kubelet startup taint removal raced; retrying")
-            }
-        }
+        }))
     }
 
-    async fn mark_unknown(&mut self, inst: &SimInstance, node: &Node) {
+    /// The Node of a terminated instance goes Unknown: the request, unless it already is.
+    fn mark_unknown(&mut self, inst: &SimInstance, node: &Node) -> Option<BoxFuture<'static, ()>> {
         if ready_status(node) == Some("Unknown")
             || node.spec.as_ref().and_then(|s| s.provider_id.as_deref())
                 != Some(inst.instance.provider_id.as_str())
         {
-            return;
+            return None;
         }
-        let Some(name) = node.metadata.name.clone() else {
-            return;
-        };
+        let name = node.metadata.name.clone()?;
         let api: Api<Node> = Api::all(self.client.clone());
         let status = json!({"status": {"conditions": node_conditions(Readiness::Unknown, &self.options.clock.time())}});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-        {
-            Ok(_) => tracing::info!(node = %name, "sim kubelet stopped: node status unknown"),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => {
-                tracing::warn!(node = %name, error = %e, "sim kubelet could not mark node unknown")
+        Some(Box::pin(async move {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => tracing::info!(node = %name, "sim kubelet stopped: node status unknown"),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "sim kubelet could not mark node unknown")
+                }
             }
-        }
+        }))
     }
 
     async fn tend_pods(
@@ -539,6 +557,26 @@ impl Kubelet {
         self.pods_started
             .retain(|uid, _| seen.contains(uid.as_str()));
     }
+}
+
+/// The JSON patch that removes the instance's startup taints from `node`, if it still has
+/// any. Optimistic concurrency: only the taints of the version looked at are replaced, so a
+/// concurrent change by karp (removing karpenter.sh/unregistered) is never undone.
+fn startup_taint_patch(inst: &SimInstance, node: &Node) -> Option<serde_json::Value> {
+    let startup = removable_startup_taints(inst);
+    if startup.is_empty() {
+        return None;
+    }
+    let current = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let kept = without_startup_taints(&current, &startup)?;
+    Some(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": node.metadata.resource_version},
+        {"op": "replace", "path": "/spec/taints", "value": kept},
+    ]))
 }
 
 /// When `uid` was first seen in `map`, recording `now` if it is new (the key is copied only
