@@ -186,15 +186,15 @@ pub fn pod_from_template(
 pub fn sort_for_deletion(pods: &mut [&Pod]) {
     use k8s_openapi::jiff::Timestamp;
     use std::cmp::Reverse;
-    fn key(
-        p: &Pod,
-    ) -> (
+    /// (bound, running, ready, newest first, name descending), borrowed from the pod.
+    type Key<'a> = (
         bool,
         bool,
         bool,
         Reverse<Option<Timestamp>>,
-        Reverse<Option<&str>>,
-    ) {
+        Reverse<Option<&'a str>>,
+    );
+    fn key(p: &Pod) -> Key<'_> {
         let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
         let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         (

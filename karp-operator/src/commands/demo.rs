@@ -216,7 +216,8 @@ pub async fn progress(control: &ClusterControl) -> Progress {
         }
     });
     // Per claim: (pool, node class), (type, zone, capacity type) when launched, and Ready.
-    let mut claims: Vec<((String, String), Option<(String, String, String)>, bool)> = Vec::new();
+    type Offering = (String, String, String);
+    let mut claims: Vec<((String, String), Option<Offering>, bool)> = Vec::new();
     server.for_each(
         &karp_apiserver::Gvr::new("karpenter.sh", "v1", "nodeclaims"),
         None,
