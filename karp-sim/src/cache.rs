@@ -132,6 +132,9 @@ impl Ticker {
 
 /// A simulator that reacts to Nodes and Pods: one pass over both caches at a time.
 pub(crate) trait NodePodLoop {
+    /// When its passes are due.
+    fn ticker(&self) -> Ticker;
+
     /// One pass over the current Nodes and Pods.
     fn pass<'a>(
         &'a mut self,
@@ -165,13 +168,13 @@ impl NodePodCaches {
 }
 
 /// Runs `sim` until `shutdown` on `caches`: waits until both have listed, then runs a pass on
-/// every change (debounced) or every `ticker.resync`.
+/// every change (debounced) or every resync of its ticker.
 pub(crate) async fn run_node_pod_loop<S: NodePodLoop>(
     sim: &mut S,
     caches: &NodePodCaches,
-    ticker: Ticker,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
+    let ticker = sim.ticker();
     caches.subscribe(&ticker.wake);
     let (nodes, pods) = (&*caches.nodes, &*caches.pods);
     let mut shutdown = std::pin::pin!(shutdown);

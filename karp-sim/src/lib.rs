@@ -108,15 +108,13 @@ impl SimCluster {
         let (stop, rx) = watch::channel(false);
         // One Node and one Pod watch for the three, as kube's controllers share informers.
         let caches = cache::NodePodCaches::start(&client);
+        let mut kubelet = Kubelet::new(client.clone(), cloud, options.kubelet);
+        let mut scheduler = Scheduler::new(client.clone(), options.scheduler);
+        let (k, s) = (caches.clone(), caches.clone());
+        let (k_stop, s_stop) = (stopped(rx.clone()), stopped(rx.clone()));
         let tasks = vec![
-            tokio::spawn(
-                Kubelet::new(client.clone(), cloud, options.kubelet)
-                    .run_shared(caches.clone(), stopped(rx.clone())),
-            ),
-            tokio::spawn(
-                Scheduler::new(client.clone(), options.scheduler)
-                    .run_shared(caches.clone(), stopped(rx.clone())),
-            ),
+            tokio::spawn(async move { cache::run_node_pod_loop(&mut kubelet, &k, k_stop).await }),
+            tokio::spawn(async move { cache::run_node_pod_loop(&mut scheduler, &s, s_stop).await }),
             tokio::spawn(
                 WorkloadControllers::new(client, options.workloads).run_shared(caches, stopped(rx)),
             ),

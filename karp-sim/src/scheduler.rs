@@ -257,19 +257,9 @@ impl Scheduler {
     }
 
     /// Run until `shutdown` completes. API errors are logged and retried on the next pass.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         let caches = NodePodCaches::start(&self.client);
-        self.run_shared(caches, shutdown).await;
-    }
-
-    /// Run on caches shared with the other simulators until `shutdown` completes.
-    pub(crate) async fn run_shared(
-        mut self,
-        caches: NodePodCaches,
-        shutdown: impl Future<Output = ()> + Send,
-    ) {
-        let ticker = Ticker::new(self.options.resync, self.options.debounce);
-        run_node_pod_loop(&mut self, &caches, ticker, shutdown).await;
+        run_node_pod_loop(&mut self, &caches, shutdown).await;
     }
 
     async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
@@ -437,6 +427,10 @@ pub async fn run_scheduler(
 }
 
 impl NodePodLoop for Scheduler {
+    fn ticker(&self) -> Ticker {
+        Ticker::new(self.options.resync, self.options.debounce)
+    }
+
     fn pass<'a>(
         &'a mut self,
         nodes: &'a Cache<Node>,
