@@ -475,15 +475,9 @@ impl ApiServer {
         namespace: Option<&str>,
         pred: impl Fn(&Value) -> bool,
     ) -> usize {
-        let st = self.inner.state();
-        let Some(def) = st.registry.get(&gvr.group, &gvr.version, &gvr.resource) else {
-            return 0;
-        };
-        let ns = if def.namespaced { namespace } else { None };
-        st.list_objs(&def.store_key(), ns)
-            .iter()
-            .filter(|o| pred(o))
-            .count()
+        let mut n = 0;
+        self.for_each(gvr, namespace, |o| n += usize::from(pred(o)));
+        n
     }
 
     /// Deletes an object as a DELETE request would (finalizers honoured, dependents collected).

@@ -103,6 +103,19 @@ where
     }
 }
 
+/// Requests a simulator has in flight at once (as a kubelet per node sends its own, and a
+/// scheduler binds asynchronously).
+pub(crate) const CONCURRENT_REQUESTS: usize = 64;
+
+/// Sends `requests` with at most [`CONCURRENT_REQUESTS`] in flight; their outcomes in
+/// completion order.
+pub(crate) async fn send_all<F: std::future::Future>(requests: Vec<F>) -> Vec<F::Output> {
+    futures::stream::iter(requests)
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .collect()
+        .await
+}
+
 /// When the next pass of a simulator loop is due: on a change notification (after `debounce`, to
 /// batch bursts of events) or after `resync`, whichever comes first.
 pub(crate) struct Ticker {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -26,15 +25,12 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{run_node_pod_loop, Cache, NodePodCaches, NodePodLoop, Ticker};
+use crate::cache::{run_node_pod_loop, send_all, Cache, NodePodCaches, NodePodLoop, Ticker};
 use crate::cloud::{InstanceState, SimCloud, SimInstance};
 use crate::node::{
     node_conditions, node_object, node_status, pod_ip, ready_status, removable_startup_taints,
     without_startup_taints, Readiness,
 };
-
-/// Pod status updates and removals in flight at once.
-const CONCURRENT_REQUESTS: usize = 64;
 
 /// How long the kubelet trusts its own Running status write over a cache that does not show
 /// it yet (so a pass does not start the same pod twice).
@@ -295,10 +291,7 @@ impl Kubelet {
                 }
             }
         }
-        futures::stream::iter(requests)
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .collect::<Vec<()>>()
-            .await;
+        send_all(requests).await;
         self.tend_pods(pods, &live_nodes, now).await;
     }
 
@@ -536,10 +529,7 @@ impl Kubelet {
                 }
             }));
         }
-        futures::stream::iter(requests)
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .collect::<Vec<()>>()
-            .await;
+        send_all(requests).await;
         self.pods_bound.retain(|uid, _| seen.contains(uid.as_str()));
         self.pods_deleting
             .retain(|uid, _| seen.contains(uid.as_str()));

@@ -11,7 +11,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -19,15 +18,12 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cache::{run_node_pod_loop, Cache, NodePodCaches, NodePodLoop, Ticker};
+use crate::cache::{run_node_pod_loop, send_all, Cache, NodePodCaches, NodePodLoop, Ticker};
 use crate::fit::{ClusterState, Decision};
 use crate::view::{NodeView, PodView};
 
 /// The scheduler name pods get by default; pods naming another scheduler are left alone.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
-
-/// Requests (bindings, status reports) in flight at once.
-const CONCURRENT_REQUESTS: usize = 64;
 
 /// How long a binding this scheduler made counts even though the cache does not show it yet.
 const ASSUME_TTL: Duration = Duration::from_secs(10);
@@ -393,16 +389,8 @@ impl Scheduler {
             }
         }
         // Bindings first: a flood of condition rewrites must not hold up pods that fit.
-        let mut outcomes: Vec<Outcome> = futures::stream::iter(binds)
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .collect()
-            .await;
-        outcomes.extend(
-            futures::stream::iter(reports)
-                .buffer_unordered(CONCURRENT_REQUESTS)
-                .collect::<Vec<Outcome>>()
-                .await,
-        );
+        let mut outcomes = send_all(binds).await;
+        outcomes.extend(send_all(reports).await);
         for o in outcomes {
             match o {
                 Outcome::Bound(uid, node) => {

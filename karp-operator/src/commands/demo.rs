@@ -200,7 +200,6 @@ fn claim_price(cluster: &EmbeddedCluster, c: &NodeClaim) -> f64 {
 pub async fn progress(control: &ClusterControl) -> Progress {
     use serde_json::Value;
     let server = &control.server;
-    let text = |v: &Value, path: &str| v.pointer(path).and_then(Value::as_str).map(str::to_string);
     // One pass over the stored pods, in place.
     let (mut pods, mut pending, mut running) = (0, 0, 0);
     server.for_each(&karp_apiserver::Gvr::core("pods"), None, |p| {
@@ -231,7 +230,10 @@ pub async fn progress(control: &ClusterControl) -> Progress {
             };
             let key = (
                 label(karp_core::labels::NODEPOOL).unwrap_or_default(),
-                text(c, "/spec/nodeClassRef/name").unwrap_or_default(),
+                c.pointer("/spec/nodeClassRef/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             );
             let offering = match (
                 label(karp_core::labels::INSTANCE_TYPE),
