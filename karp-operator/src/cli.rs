@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// SQS queue (name or URL) with EventBridge interruption messages.
     #[arg(long, env = "INTERRUPTION_QUEUE")]
     pub interruption_queue: Option<String>,
+    /// Drain nodes on EC2 rebalance recommendations too (default: record an Event only, as
+    /// Karpenter does).
+    #[arg(long, env = "DRAIN_ON_REBALANCE")]
+    pub drain_on_rebalance: bool,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: String,
@@ -288,7 +292,12 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
     let options = crate::commands::run::RunOptions {
         kubeconfig: args.kubeconfig.clone(),
         aws,
-        interruption_queue: args.interruption_queue.clone(),
+        interruption: args.interruption_queue.as_ref().map(|queue| {
+            crate::controllers::interruption::InterruptionOptions {
+                queue: queue.clone(),
+                drain_on_rebalance: args.drain_on_rebalance,
+            }
+        }),
         metrics_addr: args.metrics_addr.clone(),
         leader_election: args
             .leader_elect

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use karp_aws::moto::MotoServer;
 use karp_aws::{AwsClients, AwsSettings};
 use karp_operator::api::nodeclaim::NodeClaim;
+use karp_operator::controllers::interruption::InterruptionOptions;
 use karp_operator::embedded::aws::EmbeddedAwsCluster;
 use karp_operator::embedded::EmbeddedOptions;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -771,5 +772,318 @@ async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
             &[("decision", "delete"), ("reason", "drifted"), ("consolidation_type", "")]
         )
     );
+    cluster.shutdown().await;
+}
+
+/// Sends one raw message body to the interruption queue.
+async fn send_message(clients: &AwsClients, url: &str, body: &str) {
+    clients
+        .sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// An EventBridge message of `detail_type` about `instance` (in the shape AWS delivers).
+fn ec2_message(detail_type: &str, instance: &str, zone: &str, extra: &str) -> String {
+    format!(
+        r#"{{"version":"0","id":"{instance}-{n}","detail-type":"{detail_type}","source":"aws.ec2","account":"123456789012","time":"2026-12-07T00:00:00Z","region":"us-east-1","resources":["arn:aws:ec2:{zone}:instance/{instance}"],"detail":{{"instance-id":"{instance}"{extra}}}}}"#,
+        n = detail_type.len()
+    )
+}
+
+/// `reason: message` of the Events recorded about `name` (a NodeClaim or Node), as `kubectl describe`
+/// finds them (core/v1 Events).
+async fn event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
+    Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter_map(|e| Some(format!("{}: {}", e.reason?, e.message.unwrap_or_default())))
+        .collect()
+}
+
+/// The instance ID of a claim.
+fn instance_of(c: &NodeClaim) -> String {
+    c.provider_id()
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_record_events() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, 41)
+        .await
+        .unwrap();
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name("karp-interruption")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let mut cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
+        .await
+        .unwrap();
+    cluster
+        .handle_interruptions(InterruptionOptions {
+            queue: "karp-interruption".into(),
+            drain_on_rebalance: false,
+        })
+        .await;
+    let client = cluster.client.clone();
+    // Spot and on-demand allowed: karp launches spot (cheaper). Consolidation is off and drift
+    // may disrupt no node (moto launches spot fleet instances with the VPC's default security
+    // group instead of the launch template's, which karp rightly sees as SecurityGroupDrift), so
+    // every claim that goes away went because of a message.
+    cluster
+        .apply_yaml(
+            &manifests()
+                .replace("values: [on-demand]", "values: [spot, on-demand]")
+                .replace(
+                    "metadata: {name: default}\nspec:\n  template:",
+                    "metadata: {name: default}\nspec:\n  disruption:\n    consolidateAfter: Never\n    budgets: [{nodes: '0', reasons: [Drifted]}]\n  template:",
+                ),
+        )
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let all_running = || async {
+        let p = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items;
+        p.len() == 3 && p.iter().all(running)
+    };
+    wait("3 running pods on EC2 spot nodes", all_running).await;
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let launched = claims.list(&ListParams::default()).await.unwrap().items;
+    let victim = launched
+        .iter()
+        .find(|c| c.provider_id().is_some())
+        .unwrap()
+        .clone();
+    let victim_name = victim.metadata.name.clone().unwrap();
+    let labels = victim.metadata.labels.clone().unwrap_or_default();
+    let (itype, zone, ctype) = (
+        labels["node.kubernetes.io/instance-type"].clone(),
+        labels["topology.kubernetes.io/zone"].clone(),
+        labels["karpenter.sh/capacity-type"].clone(),
+    );
+    assert_eq!(ctype, "spot", "the cheapest offering is spot");
+    let id = instance_of(&victim);
+
+    // A malformed message, one about an instance that is not karp's, and a rebalance
+    // recommendation: all deleted from the queue; the recommendation is an Event only.
+    send_message(&clients, &url, "not an EventBridge message").await;
+    send_message(
+        &clients,
+        &url,
+        &ec2_message(
+            "EC2 Spot Instance Interruption Warning",
+            "i-0123456789abcdef0",
+            &zone,
+            r#","instance-action":"terminate""#,
+        ),
+    )
+    .await;
+    send_message(
+        &clients,
+        &url,
+        &ec2_message("EC2 Instance Rebalance Recommendation", &id, &zone, ""),
+    )
+    .await;
+    wait("the rebalance recommendation recorded", || async {
+        event_reasons(&client, &victim_name)
+            .await
+            .iter()
+            .any(|r| r.starts_with("SpotRebalanceRecommendation:"))
+    })
+    .await;
+    wait("the three messages deleted", || async {
+        cluster
+            .metrics
+            .counter("karpenter_interruption_deleted_messages_total", &[])
+            >= 3.0
+    })
+    .await;
+    assert_eq!(
+        cluster.metrics.counter(
+            "karpenter_interruption_received_messages_total",
+            &[("message_type", "Unparsable")]
+        ),
+        1.0
+    );
+    assert!(
+        claims
+            .get(&victim_name)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "a rebalance recommendation does not drain by default"
+    );
+
+    // The spot interruption warning: the offering is marked unavailable, the claim replaced and
+    // the pods running elsewhere well within the two-minute warning.
+    let warned = Instant::now();
+    send_message(
+        &clients,
+        &url,
+        &ec2_message(
+            "EC2 Spot Instance Interruption Warning",
+            &id,
+            &zone,
+            r#","instance-action":"terminate""#,
+        ),
+    )
+    .await;
+    wait(
+        "the interrupted claim gone and the pods running elsewhere",
+        || async {
+            let gone = claims.get_opt(&victim_name).await.unwrap().is_none();
+            gone && all_running().await
+        },
+    )
+    .await;
+    let took = warned.elapsed();
+    assert!(took < Duration::from_secs(120), "replaced in {took:?}");
+    assert!(cluster.provider.unavailable_offerings().is_unavailable(
+        &itype,
+        &zone,
+        "spot",
+        std::time::Instant::now()
+    ));
+    for c in claims.list(&ListParams::default()).await.unwrap().items {
+        let l = c.metadata.labels.clone().unwrap_or_default();
+        assert!(
+            !(l.get("node.kubernetes.io/instance-type") == Some(&itype)
+                && l.get("topology.kubernetes.io/zone") == Some(&zone)
+                && l.get("karpenter.sh/capacity-type").map(String::as_str) == Some("spot")
+                && c.metadata.name.as_deref() != Some(victim_name.as_str())),
+            "no new claim on the interrupted offering: {:?}",
+            c.metadata.name
+        );
+    }
+    let reasons = event_reasons(&client, &victim_name).await;
+    for want in ["SpotInterrupted", "TerminatingOnInterruption"] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(&format!("{want}:"))),
+            "{want} in {reasons:?}"
+        );
+    }
+
+    // With draining on rebalance enabled, a recommendation replaces the node; a state change to
+    // `stopping` and an EC2 scheduled change do too, with Karpenter's reasons.
+    // (A second queue: the first handler's long poll may still take a message as it stops.)
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name("karp-interruption-drain")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    cluster
+        .handle_interruptions(InterruptionOptions {
+            queue: url.clone(),
+            drain_on_rebalance: true,
+        })
+        .await;
+    for (detail_type, extra, reason) in [
+        (
+            "EC2 Instance Rebalance Recommendation",
+            "",
+            "SpotRebalanceRecommendation",
+        ),
+        (
+            "EC2 Instance State-change Notification",
+            r#","state":"stopping""#,
+            "InstanceStopping",
+        ),
+    ] {
+        let c = claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|c| c.provider_id().is_some() && c.metadata.deletion_timestamp.is_none())
+            .unwrap();
+        let name = c.metadata.name.clone().unwrap();
+        send_message(
+            &clients,
+            &url,
+            &ec2_message(detail_type, &instance_of(&c), &zone, extra),
+        )
+        .await;
+        wait(&format!("{name} replaced after {reason}"), || async {
+            claims.get_opt(&name).await.unwrap().is_none() && all_running().await
+        })
+        .await;
+        let reasons = event_reasons(&client, &name).await;
+        assert!(
+            reasons.iter().any(|r| r.starts_with(&format!("{reason}:"))),
+            "{reason} in {reasons:?}"
+        );
+    }
+    let c = claims
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|c| c.provider_id().is_some() && c.metadata.deletion_timestamp.is_none())
+        .unwrap();
+    let name = c.metadata.name.clone().unwrap();
+    let health = format!(
+        r#"{{"version":"0","id":"h1","detail-type":"AWS Health Event","source":"aws.health","account":"123456789012","time":"2026-12-07T00:00:00Z","region":"us-east-1","resources":[],"detail":{{"service":"EC2","eventTypeCode":"AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED","eventTypeCategory":"scheduledChange","affectedEntities":[{{"entityValue":"{}"}}]}}}}"#,
+        instance_of(&c)
+    );
+    send_message(&clients, &url, &health).await;
+    wait(
+        &format!("{name} replaced after a scheduled change"),
+        || async { claims.get_opt(&name).await.unwrap().is_none() && all_running().await },
+    )
+    .await;
+    assert!(event_reasons(&client, &name)
+        .await
+        .iter()
+        .any(|r| r.starts_with("InstanceUnhealthy:")));
+    // Every message was deleted: the queue is empty.
+    let attrs = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap();
+    let left = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned();
+    assert_eq!(left.as_deref(), Some("0"));
     cluster.shutdown().await;
 }

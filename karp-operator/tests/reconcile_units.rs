@@ -147,55 +147,105 @@ fn spot_interruption() -> karp_aws::interruption::InterruptionEvent {
     }
 }
 
-/// Runs `handle_event` against scripted answers: the list, then (if asked) the delete.
+fn json(code: u16, body: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+/// Runs `handle_event` against scripted answers: `list` for the NodeClaim list, an empty Node
+/// list, `delete` (when given) for the claim's deletion, and acceptance for every Event. Returns
+/// the result and the requests made (`METHOD path`), in order.
 async fn handle_with(
     list: Response<Body>,
     delete: Option<Response<Body>>,
-) -> Result<(), OperatorError> {
+) -> (Result<(), OperatorError>, Vec<String>) {
     let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let api: Api<NodeClaim> = Api::all(Client::new(mock, "default"));
+    let client = Client::new(mock, "default");
     let server = tokio::spawn(async move {
-        let (req, send) = handle.next_request().await.expect("a list");
-        assert_eq!(req.method(), http::Method::GET);
-        send.send_response(list);
-        if let Some(delete) = delete {
-            let (req, send) = handle.next_request().await.expect("a delete");
-            assert_eq!(req.method(), http::Method::DELETE);
-            send.send_response(delete);
+        let mut list = Some(list);
+        let mut delete = delete;
+        let mut seen = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_string();
+            seen.push(format!("{} {path}", req.method()));
+            let response = if path.ends_with("/events") {
+                let body = body_json(req).await;
+                json(201, &body)
+            } else if path.ends_with("/nodes") {
+                json(
+                    200,
+                    &serde_json::json!({"kind": "NodeList", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"}, "items": []}),
+                )
+            } else if path.ends_with("/nodeclaims") {
+                list.take().expect("one NodeClaim list")
+            } else {
+                delete.take().expect("one scripted delete")
+            };
+            send.send_response(response);
         }
+        seen
     });
-    let r = karp_operator::controllers::interruption::handle_event(
-        &api,
-        &spot_interruption(),
-        &|_, _| {},
-    )
-    .await;
-    server.await.unwrap();
-    r
+    let ctx = karp_operator::controllers::interruption::InterruptionContext {
+        claims: Api::all(client.clone()),
+        nodes: Api::all(client.clone()),
+        events: karp_operator::controllers::Events::new(client, "test"),
+        metrics: std::sync::Arc::new(karp_operator::runtime::metrics::Metrics::new()),
+        drain_on_rebalance: false,
+        mark_unavailable: Box::new(|_, _| {}),
+    };
+    let r =
+        karp_operator::controllers::interruption::handle_event(&ctx, &spot_interruption()).await;
+    drop(ctx);
+    (r, server.await.unwrap())
 }
 
 #[tokio::test]
 async fn an_interruption_is_not_handled_when_the_claims_cannot_be_listed() {
-    let r = handle_with(status(500, "InternalError"), None).await;
+    let (r, seen) = handle_with(status(500, "InternalError"), None).await;
     assert!(r.is_err(), "the message must stay queued");
+    assert_eq!(seen, ["GET /apis/karpenter.sh/v1/nodeclaims"]);
 }
 
 #[tokio::test]
 async fn an_interruption_is_not_handled_when_its_claim_cannot_be_deleted() {
-    let r = handle_with(
+    let (r, seen) = handle_with(
         claim_list("aws:///us-east-1a/i-1"),
         Some(status(500, "InternalError")),
     )
     .await;
     assert!(r.is_err(), "the message must stay queued");
+    assert!(
+        seen.iter().any(|r| r.starts_with("DELETE ")),
+        "the claim's deletion was tried: {seen:?}"
+    );
 }
 
 #[tokio::test]
 async fn an_interruption_whose_claim_is_already_gone_is_handled() {
-    let r = handle_with(
+    let (r, seen) = handle_with(
         claim_list("aws:///us-east-1a/i-1"),
         Some(status(404, "NotFound")),
     )
     .await;
     assert!(r.is_ok(), "{r:?}");
+    // The SpotInterrupted event before the delete, TerminatingOnInterruption after it.
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|r| {
+            if r.ends_with("/events") {
+                "event"
+            } else {
+                r.split(' ').next().unwrap_or_default()
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["GET", "GET", "event", "DELETE", "event"],
+        "{seen:?}"
+    );
 }

@@ -10,7 +10,7 @@ use karp_aws::{AwsClients, AwsCloudProvider, AwsSettings};
 use karp_core::cloud::CloudProvider;
 use kube::Client;
 
-use crate::controllers::interruption::run_interruption;
+use crate::controllers::interruption::{run_interruption, InterruptionOptions};
 use crate::controllers::{Operator, OperatorError, OperatorSettings};
 use crate::providers::aws::AwsNodeClassResolver;
 use crate::providers::NodeClassResolver;
@@ -25,8 +25,8 @@ pub struct RunOptions {
     pub kubeconfig: Option<std::path::PathBuf>,
     /// AWS settings.
     pub aws: AwsSettings,
-    /// Interruption queue name or URL.
-    pub interruption_queue: Option<String>,
+    /// The interruption queue and how to handle it (off when `None`).
+    pub interruption: Option<InterruptionOptions>,
     /// Address of /metrics, /healthz, /readyz.
     pub metrics_addr: String,
     /// Leader election (None: run at once).
@@ -141,12 +141,13 @@ pub async fn run(
             let _ = refresh_stopped.await;
         },
     ));
-    if let Some(q) = &options.interruption_queue {
+    if let Some(interruption) = &options.interruption {
         tokio::spawn(run_interruption(
             client.clone(),
             clients.clone(),
-            q.clone(),
+            interruption.clone(),
             Arc::clone(&provider),
+            Arc::clone(&metrics),
             Arc::clone(&health),
         ));
     }

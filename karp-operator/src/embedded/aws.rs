@@ -147,6 +147,7 @@ pub struct EmbeddedAwsCluster {
     pub provider: Arc<AwsCloudProvider>,
     control: crate::embedded::ClusterControl,
     stop_refresh: Option<tokio::sync::oneshot::Sender<()>>,
+    interruption: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::ops::Deref for EmbeddedAwsCluster {
@@ -208,11 +209,42 @@ impl EmbeddedAwsCluster {
             provider,
             control,
             stop_refresh: Some(stop_refresh),
+            interruption: None,
         })
+    }
+
+    /// Starts handling the interruption queue (queue mode, as `karp run --interruption-queue`)
+    /// on this cluster's EC2 endpoint, replacing a handler started before. The queue may be
+    /// created after this call: the handler retries until it opens.
+    pub async fn handle_interruptions(
+        &mut self,
+        options: crate::controllers::interruption::InterruptionOptions,
+    ) {
+        if let Some(old) = self.interruption.take() {
+            old.abort();
+        }
+        let clients = karp_aws::AwsClients::load(self.provider.settings()).await;
+        let health = Arc::new(crate::runtime::health::Health::default());
+        health
+            .leader
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.interruption = Some(tokio::spawn(
+            crate::controllers::interruption::run_interruption(
+                self.control.client.clone(),
+                clients,
+                options,
+                Arc::clone(&self.provider),
+                Arc::clone(&self.control.metrics),
+                health,
+            ),
+        ));
     }
 
     /// Stops everything.
     pub async fn shutdown(mut self) {
+        if let Some(task) = self.interruption.take() {
+            task.abort();
+        }
         self.control.stop().await;
         if let Some(tx) = self.stop_refresh.take() {
             let _ = tx.send(());
