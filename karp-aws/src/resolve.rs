@@ -1048,3 +1048,44 @@ mod tests {
         assert_eq!(amis.status, "True");
     }
 }
+
+#[cfg(test)]
+mod hash_pin {
+    use super::*;
+
+    /// A resolved node class around `yaml` (resolution results do not enter the hash).
+    pub(crate) fn resolved(yaml: &str) -> ResolvedNodeClass {
+        let node_class: EC2NodeClass = serde_yaml::from_str(yaml).unwrap();
+        ResolvedNodeClass {
+            settings: node_class.spec.settings().unwrap(),
+            node_class,
+            subnets: Vec::new(),
+            security_groups: Vec::new(),
+            amis: Vec::new(),
+            instance_profile: None,
+        }
+    }
+
+    const EXISTING: &str = include_str!("../../examples/seed/ec2nodeclass.yaml");
+
+    #[test]
+    fn the_hash_of_a_spec_without_the_new_fields_is_unchanged() {
+        // Computed on the code before networkInterfaces, placementGroupSelector,
+        // connectionTracking, cpuOptions, ipPrefixCount and capacity reservations existed: an
+        // upgrade must not drift every node.
+        assert_eq!(resolved(EXISTING).spec_hash(), "b9d90f8bbc6673ef");
+        let minimal =
+            "metadata: {name: a}\nspec:\n  amiSelectorTerms: [{alias: al2023@latest}]\n  role: R\n";
+        assert_eq!(resolved(minimal).spec_hash(), "0c26519de3f40ac1");
+        // Launch template names (derived from the hash and the template content) are unchanged too.
+        let settings = crate::sdk::AwsSettings::new("us-east-1", "pin");
+        let name = crate::launch::template_name(
+            &settings,
+            &resolved(EXISTING),
+            "ami-1",
+            "dXNlcmRhdGE=",
+            &["sg-1".to_string()],
+        );
+        assert_eq!(name, "karpenter.k8s.aws/a23565e4cc055da2");
+    }
+}
