@@ -213,6 +213,8 @@ pub struct NodeClassSettings {
     pub vm_memory_overhead_percent: f64,
     /// Karpenter's `--reserved-enis` (default 0).
     pub reserved_enis: i64,
+    /// `spec.ipPrefixCount`: above 0, pods are counted with prefix delegation (16 addresses per slot).
+    pub ip_prefix_count: Option<i64>,
 }
 
 impl Default for NodeClassSettings {
@@ -224,6 +226,7 @@ impl Default for NodeClassSettings {
             instance_store_raid0: false,
             vm_memory_overhead_percent: 0.075,
             reserved_enis: 0,
+            ip_prefix_count: None,
         }
     }
 }
@@ -261,6 +264,13 @@ impl NodeClassSettings {
     #[must_use]
     pub fn with_reserved_enis(mut self, enis: i64) -> Self {
         self.reserved_enis = enis;
+        self
+    }
+
+    /// Sets `spec.ipPrefixCount`.
+    #[must_use]
+    pub fn with_ip_prefix_count(mut self, count: Option<i64>) -> Self {
+        self.ip_prefix_count = count;
         self
     }
 
@@ -352,6 +362,26 @@ pub fn eni_limited_pods(default_card_enis: i64, ipv4_per_eni: i64, reserved_enis
     usable * (ipv4_per_eni - 1) + 2
 }
 
+/// Addresses in one IPv4 prefix (a /28) delegated to an ENI slot.
+pub const ADDRESSES_PER_PREFIX: i64 = 16;
+
+/// Pod density with prefix delegation (the EKS max-pods calculator's formula):
+/// `(ENIs − reserved) × (IPv4 per ENI − 1) × 16 + 2`, capped at 110 below 30 vCPUs and 250 from 30
+/// vCPUs on (more pods than that overload the kubelet); 0 when no ENI is usable.
+pub fn prefix_delegated_pods(
+    default_card_enis: i64,
+    ipv4_per_eni: i64,
+    reserved_enis: i64,
+    vcpus: i64,
+) -> i64 {
+    let usable = (default_card_enis - reserved_enis).max(0);
+    if usable == 0 {
+        return 0;
+    }
+    let pods = usable * (ipv4_per_eni - 1) * ADDRESSES_PER_PREFIX + 2;
+    pods.min(if vcpus < 30 { 110 } else { 250 })
+}
+
 /// `memory()`: capacity memory in bytes after the Graviton CMA and VM overhead deductions.
 pub fn memory_capacity_bytes(facts: &InstanceFacts, vm_memory_overhead_percent: f64) -> i64 {
     let mut mib = facts.memory_mib;
@@ -369,6 +399,16 @@ pub fn pods_capacity(facts: &InstanceFacts, settings: &NodeClassSettings) -> i64
     let family = settings.ami_family;
     let mut count = match settings.kubelet.max_pods {
         Some(n) => n,
+        None if family.supports_eni_limited_pod_density()
+            && settings.ip_prefix_count.is_some_and(|n| n > 0) =>
+        {
+            prefix_delegated_pods(
+                facts.default_card_enis,
+                facts.ipv4_per_eni,
+                settings.reserved_enis,
+                facts.vcpus,
+            )
+        }
         None if family.supports_eni_limited_pod_density() => eni_limited_pods(
             facts.default_card_enis,
             facts.ipv4_per_eni,
@@ -590,6 +630,26 @@ mod tests {
         assert_eq!(kube_reserved_cpu_millis(96_000), 310);
         // 500m: 6% of 500 = 30
         assert_eq!(kube_reserved_cpu_millis(500), 30);
+    }
+
+    #[test]
+    fn ip_prefix_count_counts_pods_with_prefix_delegation() {
+        // m5.large: 3 ENIs × 9 slots × 16 + 2 = 434, capped at 110 (2 vCPUs).
+        let facts = m5_large();
+        let pd = NodeClassSettings::default().with_ip_prefix_count(Some(1));
+        assert_eq!(pods_capacity(&facts, &pd), 110);
+        // 30 vCPUs and more: capped at 250; small ENI counts stay below the cap.
+        assert_eq!(prefix_delegated_pods(8, 30, 0, 96), 250);
+        assert_eq!(prefix_delegated_pods(2, 2, 0, 2), 2 * 16 + 2);
+        assert_eq!(prefix_delegated_pods(3, 10, 3, 2), 0);
+        // 0 prefixes is not prefix delegation; maxPods still wins.
+        let zero = NodeClassSettings::default().with_ip_prefix_count(Some(0));
+        assert_eq!(pods_capacity(&facts, &zero), 29);
+        let max = pd.with_kubelet(KubeletSettings {
+            max_pods: Some(58),
+            ..KubeletSettings::default()
+        });
+        assert_eq!(pods_capacity(&facts, &max), 58);
     }
 
     #[test]

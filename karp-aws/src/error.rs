@@ -50,6 +50,7 @@ pub fn classify(code: &str) -> ErrorKind {
             || c.ends_with("NotFoundException")
             || c == "ParameterNotFound"
             || c == "NoSuchEntity"
+            || c == "InvalidPlacementGroup.Unknown"
             || c == "InvalidInstanceID.Malformed" =>
         {
             ErrorKind::NotFound

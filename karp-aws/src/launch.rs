@@ -20,6 +20,8 @@ use aws_sdk_ec2::types::{
     LaunchTemplateInstanceMetadataProtocolIpv6,
     LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
     LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest,
+    ConnectionTrackingSpecificationRequest, LaunchTemplateCpuOptionsRequest,
+    LaunchTemplatePlacementRequest, NestedVirtualizationSpecification,
     OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
     SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
 };
@@ -29,7 +31,7 @@ use karp_core::taints::{Effect, Taint};
 
 use crate::allocatable::AmiFamily;
 use crate::error::{AwsError, ErrorKind};
-use crate::nodeclass::{BlockDevice, BlockDeviceMapping, QuantityString};
+use crate::nodeclass::{interface_type, BlockDevice, BlockDeviceMapping, QuantityString};
 use crate::quantity;
 use crate::resolve::{fnv1a, ResolvedNodeClass};
 use crate::sdk::{AwsClients, AwsSettings};
@@ -194,6 +196,16 @@ pub fn plan_fleet(
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| ao.zone.cmp(&bo.zone))
     });
+    // A cluster placement group lives in one zone: the fleet gets the cheapest offering's zone only.
+    if resolved
+        .placement_group
+        .as_ref()
+        .is_some_and(|pg| pg.strategy == "cluster")
+    {
+        if let Some(zone) = candidates.first().map(|(_, o)| o.zone.clone()) {
+            candidates.retain(|(_, o)| o.zone == zone);
+        }
+    }
     let mut groups: BTreeMap<(String, i64), Vec<FleetOverride>> = BTreeMap::new();
     let mut taken = 0;
     for (it, o) in candidates {
@@ -292,7 +304,7 @@ pub fn template_name(
     user_data: &str,
     security_group_ids: &[String],
 ) -> String {
-    let key = serde_json::json!({
+    let mut key = serde_json::json!({
         "cluster": settings.cluster_name,
         "image": image_id,
         "userData": user_data,
@@ -300,6 +312,16 @@ pub fn template_name(
         "instanceProfile": resolved.instance_profile,
         "spec": resolved.spec_hash(),
     });
+    // Template content that is not in the spec hash, added only when present so that templates
+    // of node classes without it keep their names.
+    if let Some(fields) = key.as_object_mut() {
+        if let Some(n) = resolved.node_class.spec.ip_prefix_count {
+            fields.insert("ipPrefixCount".into(), serde_json::json!(n));
+        }
+        if let Some(pg) = &resolved.placement_group {
+            fields.insert("placementGroup".into(), serde_json::json!(pg.id));
+        }
+    }
     format!(
         "karpenter.k8s.aws/{:016x}",
         fnv1a(key.to_string().as_bytes())
@@ -413,6 +435,20 @@ pub fn launch_template_data(
                 .set_tags(Some(sdk_tags(&plan.tags)))
                 .build(),
         );
+    if let Some(nv) = spec
+        .cpu_options
+        .as_ref()
+        .and_then(|c| c.nested_virtualization.as_deref())
+    {
+        data = data.cpu_options(
+            LaunchTemplateCpuOptionsRequest::builder()
+                .nested_virtualization(NestedVirtualizationSpecification::from(nv))
+                .build(),
+        );
+    }
+    if let Some(pg) = &resolved.placement_group {
+        data = data.placement(LaunchTemplatePlacementRequest::builder().group_id(&pg.id).build());
+    }
     if let Some(profile) = &plan.instance_profile {
         data = data.iam_instance_profile(
             LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
@@ -420,17 +456,81 @@ pub fn launch_template_data(
                 .build(),
         );
     }
-    data = match spec.associate_public_ip_address {
-        Some(public) => data.network_interfaces(
-            LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
-                .device_index(0)
-                .associate_public_ip_address(public)
-                .set_groups(Some(plan.security_group_ids.clone()))
-                .build(),
-        ),
+    // With network interfaces in the template, the security groups go on the interfaces.
+    data = match network_interfaces(resolved, plan) {
+        Some(nics) => data.set_network_interfaces(Some(nics)),
         None => data.set_security_group_ids(Some(plan.security_group_ids.clone())),
     };
     data.build()
+}
+
+/// The launch template's network interfaces, or `None` for EC2's default primary interface.
+///
+/// `spec.networkInterfaces` gives the layout (each interface with its card, device index and
+/// type, and the node class's security groups). Without it, a primary interface (device 0) is
+/// written only when `associatePublicIPAddress`, `ipPrefixCount` or `connectionTracking` needs
+/// one. The primary interface carries `AssociatePublicIpAddress` and `Ipv4PrefixCount`; every
+/// `interface`-type interface carries the connection-tracking timeouts (`efa-only` interfaces
+/// have no IP traffic to track).
+#[must_use]
+pub fn network_interfaces(
+    resolved: &ResolvedNodeClass,
+    plan: &FleetPlan,
+) -> Option<Vec<LaunchTemplateInstanceNetworkInterfaceSpecificationRequest>> {
+    let spec = &resolved.node_class.spec;
+    let layout: Vec<(i64, i64, Option<&str>)> = if spec.network_interfaces.is_empty() {
+        if spec.associate_public_ip_address.is_none()
+            && spec.ip_prefix_count.is_none()
+            && spec.connection_tracking.is_none()
+        {
+            return None;
+        }
+        vec![(0, 0, None)]
+    } else {
+        spec.network_interfaces
+            .iter()
+            .map(|n| {
+                (
+                    n.network_card_index,
+                    n.device_index,
+                    Some(n.interface_type.as_str()),
+                )
+            })
+            .collect()
+    };
+    let tracking = spec.connection_tracking.as_ref().map(|ct| {
+        let secs = |v: Option<i64>| v.and_then(|v| i32::try_from(v).ok());
+        ConnectionTrackingSpecificationRequest::builder()
+            .set_tcp_established_timeout(secs(ct.tcp_established_timeout))
+            .set_udp_stream_timeout(secs(ct.udp_stream_timeout))
+            .set_udp_timeout(secs(ct.udp_timeout))
+            .build()
+    });
+    let nics = layout
+        .into_iter()
+        .map(|(card, device, kind)| {
+            let primary = card == 0 && device == 0;
+            let mut nic = LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+                .device_index(i32::try_from(device).unwrap_or(i32::MAX))
+                .set_groups(Some(plan.security_group_ids.clone()))
+                .set_interface_type(kind.map(str::to_string));
+            if kind.is_some() {
+                nic = nic.network_card_index(i32::try_from(card).unwrap_or(i32::MAX));
+            }
+            if primary {
+                nic = nic
+                    .set_associate_public_ip_address(spec.associate_public_ip_address)
+                    .set_ipv4_prefix_count(
+                        spec.ip_prefix_count.and_then(|n| i32::try_from(n).ok()),
+                    );
+            }
+            if kind != Some(interface_type::EFA_ONLY) {
+                nic = nic.set_connection_tracking_specification(tracking.clone());
+            }
+            nic.build()
+        })
+        .collect();
+    Some(nics)
 }
 
 /// Creates the template unless it exists (a concurrent creator winning is success).

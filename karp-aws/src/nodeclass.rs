@@ -1,8 +1,8 @@
 //! `karpenter.k8s.aws/v1` `EC2NodeClass` serde types with Karpenter's field names, and the derivation
 //! of [`NodeClassSettings`] from a spec.
 //!
-//! Unknown fields are ignored (newer Karpenter fields such as `networkInterfaces` or `cpuOptions`
-//! deserialize fine); fields of the wrong type are serde errors.
+//! Unknown fields are ignored (fields of Karpenter releases newer than 1.14 deserialize fine);
+//! fields of the wrong type are serde errors.
 
 use std::collections::BTreeMap;
 
@@ -140,6 +140,104 @@ pub struct EC2NodeClassSpec {
     /// Launch context (reserved for AWS internal use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// The network interfaces of launched instances (multi-card and EFA layouts); empty = EC2's
+    /// default primary interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_interfaces: Vec<NetworkInterface>,
+    /// The placement group instances launch into, by name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_group_selector: Option<PlacementGroupSelectorTerm>,
+    /// Connection-tracking idle timeouts of the instances' network interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_tracking: Option<ConnectionTracking>,
+    /// CPU options of launched instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_options: Option<CpuOptions>,
+    /// IPv4 prefixes (/28) assigned to the primary network interface at launch (prefix delegation).
+    #[serde(
+        default,
+        rename = "ipPrefixCount",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ip_prefix_count: Option<i64>,
+}
+
+/// `spec.networkInterfaces[].interfaceType`.
+pub mod interface_type {
+    /// A regular ENA interface.
+    pub const INTERFACE: &str = "interface";
+    /// An Elastic Fabric Adapter without IP networking.
+    pub const EFA_ONLY: &str = "efa-only";
+}
+
+/// `spec.networkInterfaces[]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterface {
+    /// The network card the interface attaches to (0 = the default card).
+    #[serde(default)]
+    pub network_card_index: i64,
+    /// The device index on the card (0 on card 0 = the primary interface).
+    #[serde(default)]
+    pub device_index: i64,
+    /// `interface` or `efa-only` (see [`interface_type`]).
+    pub interface_type: String,
+}
+
+impl NetworkInterface {
+    /// Whether this is the primary interface (card 0, device 0).
+    #[must_use]
+    pub fn is_primary(&self) -> bool {
+        self.network_card_index == 0 && self.device_index == 0
+    }
+}
+
+/// `spec.placementGroupSelector`: exactly one of `name` or `id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementGroupSelectorTerm {
+    /// Placement group name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Placement group id (`pg-...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// `spec.connectionTracking`: idle timeouts in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionTracking {
+    /// Established TCP connections (60–432000).
+    #[serde(
+        default,
+        rename = "tcpEstablishedTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tcp_established_timeout: Option<i64>,
+    /// UDP flows classified as streams (60–180).
+    #[serde(
+        default,
+        rename = "udpStreamTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub udp_stream_timeout: Option<i64>,
+    /// Other UDP flows (30–60).
+    #[serde(
+        default,
+        rename = "udpTimeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub udp_timeout: Option<i64>,
+}
+
+/// `spec.cpuOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuOptions {
+    /// `enabled` or `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_virtualization: Option<String>,
 }
 
 /// `spec.amiSelectorTerms[]`.
@@ -352,9 +450,69 @@ pub struct EC2NodeClassStatus {
     /// The instance profile in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
+    /// Resolved capacity reservations (`spec.capacityReservationSelectorTerms`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_reservations: Vec<CapacityReservation>,
+    /// The resolved placement group (`spec.placementGroupSelector`), at most one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_groups: Vec<PlacementGroup>,
     /// Conditions (`Ready`, `AMIsReady`, `SubnetsReady`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// `status.capacityReservations[]`: an EC2 capacity reservation the node class may launch into.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityReservation {
+    /// Reservation id (`cr-...`).
+    pub id: String,
+    /// The reserved instance type.
+    pub instance_type: String,
+    /// The reservation's zone.
+    pub availability_zone: String,
+    /// The owning account.
+    #[serde(default, rename = "ownerID")]
+    pub owner_id: String,
+    /// `open` or `targeted`.
+    pub instance_match_criteria: String,
+    /// `default` (on-demand capacity reservation) or `capacity-block`.
+    #[serde(default = "default_reservation_type")]
+    pub reservation_type: String,
+    /// `active` or `expiring`.
+    #[serde(default = "default_reservation_state")]
+    pub state: String,
+    /// RFC 3339 time the reservation ends, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+}
+
+fn default_reservation_type() -> String {
+    "default".into()
+}
+
+fn default_reservation_state() -> String {
+    "active".into()
+}
+
+/// `status.placementGroups[]`: the placement group the node class launches into.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementGroup {
+    /// Group id (`pg-...`).
+    pub id: String,
+    /// Group name.
+    pub name: String,
+    /// `cluster`, `partition` or `spread`.
+    pub strategy: String,
+    /// Partitions of a `partition` group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_count: Option<i64>,
+    /// `rack` or `host` for a `spread` group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_level: Option<String>,
+    /// `available` (the only state karp resolves).
+    pub state: String,
 }
 
 /// `status.subnets[]`.
@@ -556,6 +714,112 @@ impl EC2NodeClassSpec {
         })
     }
 
+    /// Checks the launch-template fields the CRD's schema and CEL rules also check (node classes
+    /// read from files never meet the API server): `networkInterfaces`, `placementGroupSelector`,
+    /// `connectionTracking`, `cpuOptions` and `ipPrefixCount`.
+    ///
+    /// # Errors
+    /// [`NodeClassError::InvalidField`] naming the first offending field.
+    pub fn validate_launch_fields(&self) -> Result<(), NodeClassError> {
+        let nics = &self.network_interfaces;
+        for (i, n) in nics.iter().enumerate() {
+            let at = |f: &str| format!("spec.networkInterfaces[{i}].{f}");
+            if n.interface_type != interface_type::INTERFACE
+                && n.interface_type != interface_type::EFA_ONLY
+            {
+                return Err(invalid(
+                    at("interfaceType"),
+                    format!("must be interface or efa-only, got {:?}", n.interface_type),
+                ));
+            }
+            for (f, v) in [
+                ("networkCardIndex", n.network_card_index),
+                ("deviceIndex", n.device_index),
+            ] {
+                if v < 0 {
+                    return Err(invalid(at(f), format!("must not be negative, got {v}")));
+                }
+            }
+            if nics[..i].iter().any(|m| {
+                m.network_card_index == n.network_card_index && m.device_index == n.device_index
+            }) {
+                return Err(invalid(
+                    "spec.networkInterfaces",
+                    "networkCardIndex/deviceIndex combinations must be unique",
+                ));
+            }
+            if n.interface_type == interface_type::EFA_ONLY
+                && nics[..i].iter().any(|m| {
+                    m.interface_type == interface_type::EFA_ONLY
+                        && m.network_card_index == n.network_card_index
+                })
+            {
+                return Err(invalid(
+                    "spec.networkInterfaces",
+                    "a network card can have at most one efa-only interface",
+                ));
+            }
+        }
+        if !nics.is_empty()
+            && !nics
+                .iter()
+                .any(|n| n.is_primary() && n.interface_type == interface_type::INTERFACE)
+        {
+            return Err(invalid(
+                "spec.networkInterfaces",
+                "must include the primary interface (networkCardIndex 0, deviceIndex 0, interfaceType interface)",
+            ));
+        }
+        if let Some(pg) = &self.placement_group_selector {
+            if pg.name.is_some() == pg.id.is_some() {
+                return Err(invalid(
+                    "spec.placementGroupSelector",
+                    "expected exactly one of ['name', 'id']",
+                ));
+            }
+        }
+        if let Some(ct) = &self.connection_tracking {
+            let ranges = [
+                ("tcpEstablishedTimeout", ct.tcp_established_timeout, 60, 432_000),
+                ("udpStreamTimeout", ct.udp_stream_timeout, 60, 180),
+                ("udpTimeout", ct.udp_timeout, 30, 60),
+            ];
+            if ranges.iter().all(|(_, v, _, _)| v.is_none()) {
+                return Err(invalid(
+                    "spec.connectionTracking",
+                    "expected at least one of ['tcpEstablishedTimeout', 'udpStreamTimeout', 'udpTimeout']",
+                ));
+            }
+            for (f, v, lo, hi) in ranges {
+                if let Some(v) = v.filter(|v| !(lo..=hi).contains(v)) {
+                    return Err(invalid(
+                        format!("spec.connectionTracking.{f}"),
+                        format!("must be between {lo} and {hi} seconds, got {v}"),
+                    ));
+                }
+            }
+        }
+        if let Some(nv) = self
+            .cpu_options
+            .as_ref()
+            .and_then(|c| c.nested_virtualization.as_deref())
+        {
+            if nv != "enabled" && nv != "disabled" {
+                return Err(invalid(
+                    "spec.cpuOptions.nestedVirtualization",
+                    format!("must be enabled or disabled, got {nv:?}"),
+                ));
+            }
+        }
+        if let Some(n) = self.ip_prefix_count.filter(|n| *n < 0) {
+            return Err(invalid(
+                "spec.ipPrefixCount",
+                format!("must not be negative, got {n}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Derives the allocatable settings (kubelet, AMI family, root volume, instance-store policy) with
     /// Karpenter's operator defaults (`vm_memory_overhead_percent` 0.075, `reserved_enis` 0).
     ///
@@ -575,11 +839,13 @@ impl EC2NodeClassSpec {
                 ))
             }
         };
+        self.validate_launch_fields()?;
         let settings = NodeClassSettings {
             kubelet: self.kubelet_settings()?,
             ami_family,
             root_volume_bytes,
             instance_store_raid0,
+            ip_prefix_count: self.ip_prefix_count,
             ..NodeClassSettings::default()
         };
         settings.validate().map_err(|e| match e {

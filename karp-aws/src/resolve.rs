@@ -17,7 +17,8 @@ use crate::allocatable::{AmiFamily, NodeClassSettings};
 use crate::catalog::labels as aws_labels;
 use crate::error::{AwsError, ErrorKind};
 use crate::nodeclass::{
-    AMISelectorTerm, Ami, Condition, EC2NodeClass, EC2NodeClassStatus, NodeSelectorRequirement,
+    AMISelectorTerm, Ami, CapacityReservation, Condition, EC2NodeClass, EC2NodeClassSpec,
+    EC2NodeClassStatus, NodeSelectorRequirement, PlacementGroup, PlacementGroupSelectorTerm,
     SecurityGroup, SecurityGroupSelectorTerm, Subnet, SubnetSelectorTerm,
 };
 use crate::sdk::{AwsClients, AwsSettings};
@@ -281,6 +282,19 @@ pub struct ResolvedNodeClass {
     pub amis: Vec<ResolvedAmi>,
     /// Instance profile name.
     pub instance_profile: Option<String>,
+    /// The placement group of `spec.placementGroupSelector`.
+    pub placement_group: Option<PlacementGroup>,
+    /// Capacity reservations of `spec.capacityReservationSelectorTerms`, by id.
+    pub capacity_reservations: Vec<ResolvedCapacityReservation>,
+}
+
+/// A capacity reservation the node class selected, with how many instances it can still take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedCapacityReservation {
+    /// What the status shows.
+    pub reservation: CapacityReservation,
+    /// `AvailableInstanceCount` when resolved.
+    pub available_instances: i64,
 }
 
 impl ResolvedNodeClass {
@@ -336,7 +350,42 @@ impl ResolvedNodeClass {
             "kubelet": spec.kubelet,
             "context": spec.context,
         });
+        // Fields added after the hash was first computed enter it only when set, so a spec that
+        // does not use them keeps its hash (and its nodes) across upgrades. Like Karpenter,
+        // placementGroupSelector, capacityReservationSelectorTerms and ipPrefixCount stay out:
+        // the first two drift dynamically (the resolved group or reservation changes).
+        let mut relevant = relevant;
+        if let Some(fields) = relevant.as_object_mut() {
+            if !spec.network_interfaces.is_empty() {
+                fields.insert(
+                    "networkInterfaces".into(),
+                    serde_json::json!(spec.network_interfaces),
+                );
+            }
+            if let Some(ct) = &spec.connection_tracking {
+                fields.insert("connectionTracking".into(), serde_json::json!(ct));
+            }
+            if let Some(cpu) = &spec.cpu_options {
+                fields.insert("cpuOptions".into(), serde_json::json!(cpu));
+            }
+        }
         format!("{:016x}", fnv1a(relevant.to_string().as_bytes()))
+    }
+
+    /// The selected reservations of `instance_type` in `zone`, by id.
+    #[must_use]
+    pub fn reservations_for(
+        &self,
+        instance_type: &str,
+        zone: &str,
+    ) -> Vec<&ResolvedCapacityReservation> {
+        self.capacity_reservations
+            .iter()
+            .filter(|r| {
+                r.reservation.instance_type == instance_type
+                    && r.reservation.availability_zone == zone
+            })
+            .collect()
     }
 
     /// The status Karpenter would write (all conditions True).
@@ -373,10 +422,37 @@ impl ResolvedNodeClass {
                 })
                 .collect(),
             instance_profile: self.instance_profile.clone(),
-            conditions: conditions(&[]),
+            capacity_reservations: self
+                .capacity_reservations
+                .iter()
+                .map(|r| r.reservation.clone())
+                .collect(),
+            placement_groups: self.placement_group.iter().cloned().collect(),
+            conditions: conditions_of(&condition_types(&self.node_class.spec), &[]),
         }
     }
 }
+
+/// The condition types of a node class: [`CONDITION_TYPES`], plus `PlacementGroupReady` when it
+/// selects a placement group and `CapacityReservationsReady` when it selects reservations (as
+/// Karpenter adds them only then), before `Ready`.
+#[must_use]
+pub fn condition_types(spec: &EC2NodeClassSpec) -> Vec<&'static str> {
+    let mut types: Vec<&'static str> = CONDITION_TYPES[..CONDITION_TYPES.len() - 1].to_vec();
+    if !spec.capacity_reservation_selector_terms.is_empty() {
+        types.push(CAPACITY_RESERVATIONS_READY);
+    }
+    if spec.placement_group_selector.is_some() {
+        types.push(PLACEMENT_GROUP_READY);
+    }
+    types.push("Ready");
+    types
+}
+
+/// The condition of a resolved `spec.placementGroupSelector`.
+pub const PLACEMENT_GROUP_READY: &str = "PlacementGroupReady";
+/// The condition of resolved `spec.capacityReservationSelectorTerms`.
+pub const CAPACITY_RESERVATIONS_READY: &str = "CapacityReservationsReady";
 
 /// 64-bit FNV-1a: a stable, dependency-free hash for names and drift hashes.
 #[must_use]
@@ -402,8 +478,14 @@ pub const CONDITION_TYPES: [&str; 5] = [
 /// is False when anything failed.
 #[must_use]
 pub fn conditions(failures: &[(&str, &str, String)]) -> Vec<Condition> {
+    conditions_of(&CONDITION_TYPES, failures)
+}
+
+/// [`conditions`] over the given condition types (`Ready` last).
+#[must_use]
+pub fn conditions_of(types: &[&str], failures: &[(&str, &str, String)]) -> Vec<Condition> {
     let mut out = Vec::new();
-    for t in CONDITION_TYPES {
+    for &t in types {
         let failure = if t == "Ready" {
             failures
                 .first()
@@ -522,6 +604,25 @@ pub async fn resolve_node_class(
             None
         }
     };
+    let placement_group = match &spec.placement_group_selector {
+        None => None,
+        Some(term) => match describe_placement_group(clients, term).await? {
+            Some(pg) => Some(pg),
+            None => {
+                failures.push((
+                    PLACEMENT_GROUP_READY,
+                    "PlacementGroupNotFound",
+                    format!(
+                        "placement group {:?} not found (or not available)",
+                        term.name.as_deref().or(term.id.as_deref()).unwrap_or_default()
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let capacity_reservations =
+        describe_capacity_reservations(clients, &spec.capacity_reservation_selector_terms).await?;
     let mut status = EC2NodeClassStatus {
         subnets: subnets
             .iter()
@@ -533,6 +634,11 @@ pub async fn resolve_node_class(
             .collect(),
         security_groups: security_groups.clone(),
         instance_profile: instance_profile.clone(),
+        capacity_reservations: capacity_reservations
+            .iter()
+            .map(|r| r.reservation.clone())
+            .collect(),
+        placement_groups: placement_group.iter().cloned().collect(),
         ..EC2NodeClassStatus::default()
     };
     let resolved = match (failures.is_empty(), nc_settings) {
@@ -544,12 +650,14 @@ pub async fn resolve_node_class(
                 security_groups,
                 amis,
                 instance_profile,
+                placement_group,
+                capacity_reservations,
             };
             status = r.status();
             Ok(r)
         }
         _ => {
-            status.conditions = conditions(&failures);
+            status.conditions = conditions_of(&condition_types(spec), &failures);
             let mut why = String::new();
             for (t, _, m) in &failures {
                 let _ = write!(why, "{}{t}: {m}", if why.is_empty() { "" } else { "; " });
@@ -821,6 +929,130 @@ async fn describe_security_groups(
     Ok(by_id.into_values().collect())
 }
 
+/// Resolves `spec.placementGroupSelector` as Karpenter does: DescribePlacementGroups by id or by
+/// name, `state=available` only. `Ok(None)` when no such group is available.
+async fn describe_placement_group(
+    clients: &AwsClients,
+    term: &PlacementGroupSelectorTerm,
+) -> Result<Option<PlacementGroup>, AwsError> {
+    let req = clients
+        .ec2
+        .describe_placement_groups()
+        .filters(Filter::builder().name("state").values("available").build())
+        .set_group_ids(term.id.clone().map(|id| vec![id]))
+        .set_group_names(
+            term.id
+                .is_none()
+                .then(|| term.name.clone().map(|n| vec![n]))
+                .flatten(),
+        );
+    let out = match req.send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let err = AwsError::from_sdk("DescribePlacementGroups", &e);
+            return if err.kind() == ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(err)
+            };
+        }
+    };
+    Ok(out.placement_groups().iter().find_map(|g| {
+        Some(PlacementGroup {
+            id: g.group_id()?.to_string(),
+            name: g.group_name().unwrap_or_default().to_string(),
+            strategy: g.strategy().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            partition_count: g.partition_count().map(i64::from),
+            spread_level: g.spread_level().map(|l| l.as_str().to_string()),
+            state: g
+                .state()
+                .map_or_else(|| "available".to_string(), |s| s.as_str().to_string()),
+        })
+    }))
+}
+
+/// The `DescribeCapacityReservations` filters and ids of one capacity reservation selector term
+/// (Karpenter's: tags, owner, match criteria, or an id; active reservations only).
+#[must_use]
+pub fn capacity_reservation_filters(
+    term: &crate::nodeclass::CapacityReservationSelectorTerm,
+) -> (Vec<FilterSpec>, Vec<String>) {
+    let mut f = tag_filters(&term.tags);
+    if let Some(owner) = &term.owner_id {
+        f.push(("owner-id".into(), vec![owner.clone()]));
+    }
+    if let Some(c) = &term.instance_match_criteria {
+        f.push(("instance-match-criteria".into(), vec![c.clone()]));
+    }
+    f.push(("state".into(), vec!["active".into()]));
+    (f, term.id.iter().cloned().collect())
+}
+
+async fn describe_capacity_reservations(
+    clients: &AwsClients,
+    terms: &[crate::nodeclass::CapacityReservationSelectorTerm],
+) -> Result<Vec<ResolvedCapacityReservation>, AwsError> {
+    let mut by_id: BTreeMap<String, ResolvedCapacityReservation> = BTreeMap::new();
+    for term in terms {
+        let (filters, ids) = capacity_reservation_filters(term);
+        let found = clients
+            .ec2
+            .describe_capacity_reservations()
+            .set_filters(Some(sdk_filters(&filters)))
+            .set_capacity_reservation_ids((!ids.is_empty()).then_some(ids))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await;
+        let found = match found {
+            Ok(f) => f,
+            Err(e) => {
+                let err = AwsError::from_sdk("DescribeCapacityReservations", &e);
+                if err.kind() == ErrorKind::NotFound {
+                    continue;
+                }
+                return Err(err);
+            }
+        };
+        for r in found {
+            let (Some(id), Some(itype), Some(zone)) = (
+                r.capacity_reservation_id(),
+                r.instance_type(),
+                r.availability_zone(),
+            ) else {
+                continue;
+            };
+            let end_time = r.end_date().and_then(|t| {
+                t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()
+            });
+            by_id.insert(
+                id.to_string(),
+                ResolvedCapacityReservation {
+                    reservation: CapacityReservation {
+                        id: id.to_string(),
+                        instance_type: itype.to_string(),
+                        availability_zone: zone.to_string(),
+                        owner_id: r.owner_id().unwrap_or_default().to_string(),
+                        instance_match_criteria: r
+                            .instance_match_criteria()
+                            .map_or_else(|| "open".to_string(), |c| c.as_str().to_string()),
+                        reservation_type: r
+                            .reservation_type()
+                            .map_or_else(|| "default".to_string(), |t| t.as_str().to_string()),
+                        // Only active reservations are selected (Karpenter marks capacity
+                        // blocks about to end `expiring`; karp does not track that yet).
+                        state: "active".into(),
+                        end_time,
+                    },
+                    available_instances: i64::from(r.available_instance_count().unwrap_or(0)),
+                },
+            );
+        }
+    }
+    Ok(by_id.into_values().collect())
+}
+
 fn image_arch_requirements(arch: Option<&str>) -> Requirements {
     let kube = match arch {
         Some("arm64") => "arm64",
@@ -1063,6 +1295,8 @@ mod hash_pin {
             security_groups: Vec::new(),
             amis: Vec::new(),
             instance_profile: None,
+            placement_group: None,
+            capacity_reservations: Vec::new(),
         }
     }
 

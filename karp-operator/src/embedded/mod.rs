@@ -158,6 +158,7 @@ impl NodeClassResolver for SimNodeClassResolver {
             .into_iter()
             .map(condition)
             .collect(),
+            ..EC2NodeClassStatus::default()
         })
     }
 
