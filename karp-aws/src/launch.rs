@@ -11,19 +11,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{
-    DefaultTargetCapacityType, FleetLaunchTemplateConfigRequest,
-    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
-    FleetOnDemandAllocationStrategy, FleetType, InstanceType as Ec2InstanceType,
-    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    ConnectionTrackingSpecificationRequest, DefaultTargetCapacityType,
+    FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
+    FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType,
+    InstanceType as Ec2InstanceType, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateCpuOptionsRequest, LaunchTemplateEbsBlockDeviceRequest,
     LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
     LaunchTemplateInstanceMetadataProtocolIpv6,
-    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest,
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplatePlacementRequest,
     LaunchTemplateTagSpecificationRequest, LaunchTemplatesMonitoringRequest,
-    ConnectionTrackingSpecificationRequest, LaunchTemplateCpuOptionsRequest,
-    LaunchTemplatePlacementRequest, NestedVirtualizationSpecification,
-    OnDemandOptionsRequest, RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy,
-    SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
+    NestedVirtualizationSpecification, OnDemandOptionsRequest, RequestLaunchTemplateData,
+    ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest, VolumeType,
 };
 use karp_core::cloud::{CloudError, InstanceType, LaunchRequest, UnavailableOffering};
 use karp_core::labels;
@@ -447,7 +447,11 @@ pub fn launch_template_data(
         );
     }
     if let Some(pg) = &resolved.placement_group {
-        data = data.placement(LaunchTemplatePlacementRequest::builder().group_id(&pg.id).build());
+        data = data.placement(
+            LaunchTemplatePlacementRequest::builder()
+                .group_id(&pg.id)
+                .build(),
+        );
     }
     if let Some(profile) = &plan.instance_profile {
         data = data.iam_instance_profile(

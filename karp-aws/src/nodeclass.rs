@@ -780,7 +780,12 @@ impl EC2NodeClassSpec {
         }
         if let Some(ct) = &self.connection_tracking {
             let ranges = [
-                ("tcpEstablishedTimeout", ct.tcp_established_timeout, 60, 432_000),
+                (
+                    "tcpEstablishedTimeout",
+                    ct.tcp_established_timeout,
+                    60,
+                    432_000,
+                ),
                 ("udpStreamTimeout", ct.udp_stream_timeout, 60, 180),
                 ("udpTimeout", ct.udp_timeout, 30, 60),
             ];

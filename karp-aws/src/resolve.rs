@@ -614,7 +614,10 @@ pub async fn resolve_node_class(
                     "PlacementGroupNotFound",
                     format!(
                         "placement group {:?} not found (or not available)",
-                        term.name.as_deref().or(term.id.as_deref()).unwrap_or_default()
+                        term.name
+                            .as_deref()
+                            .or(term.id.as_deref())
+                            .unwrap_or_default()
                     ),
                 ));
                 None
@@ -961,7 +964,10 @@ async fn describe_placement_group(
         Some(PlacementGroup {
             id: g.group_id()?.to_string(),
             name: g.group_name().unwrap_or_default().to_string(),
-            strategy: g.strategy().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            strategy: g
+                .strategy()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
             partition_count: g.partition_count().map(i64::from),
             spread_level: g.spread_level().map(|l| l.as_str().to_string()),
             state: g
@@ -1023,9 +1029,9 @@ async fn describe_capacity_reservations(
             ) else {
                 continue;
             };
-            let end_time = r.end_date().and_then(|t| {
-                t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()
-            });
+            let end_time = r
+                .end_date()
+                .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok());
             by_id.insert(
                 id.to_string(),
                 ResolvedCapacityReservation {

@@ -12,10 +12,14 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::error::ErrorMetadata;
 use aws_sdk_ec2::operation::create_fleet::{CreateFleetError, CreateFleetInput, CreateFleetOutput};
+use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateInput;
 use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
+use aws_sdk_ec2::operation::describe_placement_groups::{
+    DescribePlacementGroupsInput, DescribePlacementGroupsOutput,
+};
 use aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput;
 use aws_sdk_ec2::operation::describe_spot_price_history::DescribeSpotPriceHistoryOutput;
 use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
@@ -27,8 +31,8 @@ use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, FleetLaunchTemplateOverrides, FleetOnDemandAllocationStrategy,
     FleetType, Image, Instance as Ec2Instance, InstanceLifecycle, InstanceState,
     InstanceStateChange, InstanceStateName, InstanceType as Ec2Type,
-    LaunchTemplateAndOverridesResponse, Placement, Reservation, ResourceType, SecurityGroup,
-    SpotAllocationStrategy, SpotPrice, Subnet, Tag,
+    LaunchTemplateAndOverridesResponse, Placement, PlacementGroupState, PlacementStrategy,
+    Reservation, ResourceType, SecurityGroup, SpotAllocationStrategy, SpotPrice, Subnet, Tag,
 };
 use aws_sdk_ssm::operation::get_parameter::{
     GetParameterError, GetParameterInput, GetParameterOutput,
@@ -315,14 +319,20 @@ fn capture_fleet(
 }
 
 async fn provider(extra_ec2: Vec<Rule>) -> AwsCloudProvider {
-    let (mut ec2, ssm) = resolution_rules();
-    ec2.extend(lt_rules());
+    let mut ec2 = lt_rules();
     ec2.extend(extra_ec2);
+    provider_for(&node_class(), ec2).await
+}
+
+/// A provider with `nc` resolved; `ec2` rules come before the resolution rules (so they win).
+async fn provider_for(nc: &EC2NodeClass, mut ec2: Vec<Rule>) -> AwsCloudProvider {
+    let (resolution, ssm) = resolution_rules();
+    ec2.extend(resolution);
     let ec2_refs: Vec<&Rule> = ec2.iter().collect();
     let ssm_refs: Vec<&Rule> = ssm.iter().collect();
     let p = AwsCloudProvider::new(clients(&ec2_refs, &ssm_refs, None), settings());
     p.set_account_catalog(builtin_account());
-    let status = p.resolve_node_class(&node_class()).await.unwrap();
+    let status = p.resolve_node_class(nc).await.unwrap();
     assert!(
         status.conditions.iter().all(|c| c.status == "True"),
         "{:?}",
@@ -1172,7 +1182,6 @@ fn tags_of(specs: &[aws_sdk_ec2::types::TagSpecification]) -> BTreeMap<String, S
 
 #[tokio::test]
 async fn the_documented_iam_policy_allows_every_call_karp_makes_with_the_tags_it_writes() {
-    use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateInput;
     // Capture what karp sends: the launch template's tags, the fleet's tags.
     let templates: Captured<CreateLaunchTemplateInput> = Arc::default();
     let fleets: Captured<CreateFleetInput> = Arc::default();
@@ -1363,4 +1372,269 @@ async fn the_documented_iam_policy_allows_every_call_karp_makes_with_the_tags_it
         context: BTreeMap::new(),
     };
     assert!(!denied.allowed_by(&policy));
+}
+
+/// A node class with every launch-template field of Karpenter 1.14 set.
+fn node_class_with_launch_fields(extra: &str) -> EC2NodeClass {
+    serde_yaml::from_str(&format!(
+        r"
+metadata: {{name: default}}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: mocked}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: mocked}}}}]
+  associatePublicIPAddress: false
+  ipPrefixCount: 2
+  connectionTracking: {{tcpEstablishedTimeout: 120, udpStreamTimeout: 90, udpTimeout: 30}}
+  cpuOptions: {{nestedVirtualization: enabled}}
+{extra}"
+    ))
+    .unwrap()
+}
+
+fn placement_group_rule(strategy: &str, captured: &Captured<DescribePlacementGroupsInput>) -> Rule {
+    let c = Arc::clone(captured);
+    let strategy = strategy.to_string();
+    mock!(aws_sdk_ec2::Client::describe_placement_groups)
+        .match_requests(move |i| {
+            c.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_output(move || {
+            DescribePlacementGroupsOutput::builder()
+                .placement_groups(
+                    aws_sdk_ec2::types::PlacementGroup::builder()
+                        .group_id("pg-0123abcd")
+                        .group_name("training")
+                        .strategy(PlacementStrategy::from(strategy.as_str()))
+                        .partition_count(3)
+                        .state(PlacementGroupState::Available)
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn capture_templates(captured: &Captured<CreateLaunchTemplateInput>) -> Vec<Rule> {
+    let c = Arc::clone(captured);
+    vec![
+        mock!(aws_sdk_ec2::Client::describe_launch_templates).then_error(|| {
+            aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidLaunchTemplateName.NotFoundException")
+                    .build(),
+            )
+        }),
+        mock!(aws_sdk_ec2::Client::create_launch_template)
+            .match_requests(move |i| {
+                c.lock().unwrap().push(i.clone());
+                true
+            })
+            .then_output(|| CreateLaunchTemplateOutput::builder().build()),
+    ]
+}
+
+#[tokio::test]
+async fn karpenter_1_14_launch_fields_reach_the_launch_template_as_karpenter_sends_them() {
+    let templates: Captured<CreateLaunchTemplateInput> = Arc::default();
+    let fleets: Captured<CreateFleetInput> = Arc::default();
+    let groups: Captured<DescribePlacementGroupsInput> = Arc::default();
+    let mut ec2 = capture_templates(&templates);
+    ec2.push(placement_group_rule("partition", &groups));
+    ec2.push(capture_fleet(&fleets, || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-1",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    }));
+    let nc = node_class_with_launch_fields(
+        "  placementGroupSelector: {name: training}
+  networkInterfaces:
+  - {networkCardIndex: 0, deviceIndex: 0, interfaceType: interface}
+  - {networkCardIndex: 0, deviceIndex: 1, interfaceType: efa-only}
+  - {networkCardIndex: 1, deviceIndex: 0, interfaceType: efa-only}
+",
+    );
+    let p = provider_for(&nc, ec2).await;
+    // The placement group is looked up by name, available ones only, and lands in the status.
+    let lookup = groups.lock().unwrap()[0].clone();
+    assert_eq!(lookup.group_names(), ["training"]);
+    assert!(lookup.group_ids().is_empty());
+    assert_eq!(lookup.filters()[0].name(), Some("state"));
+    assert_eq!(lookup.filters()[0].values(), ["available"]);
+    let status = p.resolved_node_class("default").unwrap().status();
+    assert_eq!(status.placement_groups[0].id, "pg-0123abcd");
+    assert_eq!(status.placement_groups[0].strategy, "partition");
+    assert_eq!(status.placement_groups[0].partition_count, Some(3));
+    assert!(status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "PlacementGroupReady" && c.status == "True"));
+
+    p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
+    let lt = templates.lock().unwrap()[0].clone();
+    let data = lt.launch_template_data().unwrap();
+    // Security groups move onto the interfaces.
+    assert!(data.security_group_ids().is_empty());
+    let nics = data.network_interfaces();
+    let layout: Vec<_> = nics
+        .iter()
+        .map(|n| {
+            (
+                n.network_card_index(),
+                n.device_index(),
+                n.interface_type().map(str::to_string),
+                n.groups().to_vec(),
+            )
+        })
+        .collect();
+    let sg = vec!["sg-1".to_string()];
+    assert_eq!(
+        layout,
+        vec![
+            (Some(0), Some(0), Some("interface".to_string()), sg.clone()),
+            (Some(0), Some(1), Some("efa-only".to_string()), sg.clone()),
+            (Some(1), Some(0), Some("efa-only".to_string()), sg.clone()),
+        ]
+    );
+    // The primary interface carries the public-IP choice and the prefixes; connection tracking
+    // goes on interfaces with IP traffic only.
+    assert_eq!(nics[0].associate_public_ip_address(), Some(false));
+    assert_eq!(nics[0].ipv4_prefix_count(), Some(2));
+    assert_eq!(nics[1].ipv4_prefix_count(), None);
+    let ct = nics[0].connection_tracking_specification().unwrap();
+    assert_eq!(
+        (
+            ct.tcp_established_timeout(),
+            ct.udp_stream_timeout(),
+            ct.udp_timeout()
+        ),
+        (Some(120), Some(90), Some(30))
+    );
+    assert!(nics[1].connection_tracking_specification().is_none());
+    assert_eq!(
+        data.cpu_options().and_then(|c| c.nested_virtualization()),
+        Some(&aws_sdk_ec2::types::NestedVirtualizationSpecification::Enabled)
+    );
+    let placement = data.placement().unwrap();
+    assert_eq!(placement.group_id(), Some("pg-0123abcd"));
+    assert_eq!(
+        placement.partition_number(),
+        None,
+        "EC2 picks the partition"
+    );
+    // A partition group keeps every zone in the fleet.
+    let fleet = fleets.lock().unwrap()[0].clone();
+    let zones: std::collections::BTreeSet<&str> = fleet
+        .launch_template_configs()
+        .iter()
+        .flat_map(|c| c.overrides())
+        .filter_map(|o| o.availability_zone())
+        .collect();
+    assert_eq!(zones.len(), 2, "{zones:?}");
+}
+
+#[tokio::test]
+async fn without_a_layout_the_new_fields_put_only_a_primary_interface_in_the_template() {
+    let templates: Captured<CreateLaunchTemplateInput> = Arc::default();
+    let mut ec2 = capture_templates(&templates);
+    ec2.push(capture_fleet(&Arc::default(), || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-1",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    }));
+    let p = provider_for(&node_class_with_launch_fields(""), ec2).await;
+    p.create(&request(&["m5.large"], &["spot"])).await.unwrap();
+    let lt = templates.lock().unwrap()[0].clone();
+    let nics = lt
+        .launch_template_data()
+        .unwrap()
+        .network_interfaces()
+        .to_vec();
+    assert_eq!(nics.len(), 1);
+    assert_eq!(nics[0].device_index(), Some(0));
+    assert_eq!(nics[0].network_card_index(), None);
+    assert_eq!(nics[0].interface_type(), None);
+    assert_eq!(nics[0].groups(), ["sg-1"]);
+    assert_eq!(nics[0].ipv4_prefix_count(), Some(2));
+    assert!(nics[0].connection_tracking_specification().is_some());
+    // ipPrefixCount counts pods with prefix delegation: m5.large gets 110, not 29.
+    let types = p.instance_types("default", Some("default")).await.unwrap();
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    assert_eq!(m5.capacity.pods, 110);
+}
+
+#[tokio::test]
+async fn a_cluster_placement_group_keeps_the_fleet_in_one_zone() {
+    let fleets: Captured<CreateFleetInput> = Arc::default();
+    let groups: Captured<DescribePlacementGroupsInput> = Arc::default();
+    let mut ec2 = lt_rules();
+    ec2.push(placement_group_rule("cluster", &groups));
+    ec2.push(capture_fleet(&fleets, || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-1",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::Spot,
+            ))
+            .build()
+    }));
+    let nc = node_class_with_launch_fields("  placementGroupSelector: {id: pg-0123abcd}\n");
+    let p = provider_for(&nc, ec2).await;
+    let lookup = groups.lock().unwrap()[0].clone();
+    assert_eq!(lookup.group_ids(), ["pg-0123abcd"]);
+    assert!(lookup.group_names().is_empty());
+    p.create(&request(&["m5.large", "m5.xlarge"], &["spot"]))
+        .await
+        .unwrap();
+    let fleet = fleets.lock().unwrap()[0].clone();
+    let zones: std::collections::BTreeSet<&str> = fleet
+        .launch_template_configs()
+        .iter()
+        .flat_map(|c| c.overrides())
+        .filter_map(|o| o.availability_zone())
+        .collect();
+    assert_eq!(zones.len(), 1, "{zones:?}");
+}
+
+#[tokio::test]
+async fn a_missing_placement_group_makes_the_node_class_not_ready() {
+    let (mut ec2, ssm) = resolution_rules();
+    ec2.insert(
+        0,
+        mock!(aws_sdk_ec2::Client::describe_placement_groups).then_error(|| {
+            aws_sdk_ec2::operation::describe_placement_groups::DescribePlacementGroupsError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidPlacementGroup.Unknown")
+                    .build(),
+            )
+        }),
+    );
+    let ec2_refs: Vec<&Rule> = ec2.iter().collect();
+    let ssm_refs: Vec<&Rule> = ssm.iter().collect();
+    let p = AwsCloudProvider::new(clients(&ec2_refs, &ssm_refs, None), settings());
+    p.set_account_catalog(builtin_account());
+    let nc = node_class_with_launch_fields("  placementGroupSelector: {name: gone}\n");
+    let status = p.resolve_node_class(&nc).await.unwrap();
+    let pg = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PlacementGroupReady")
+        .unwrap();
+    assert_eq!(
+        (pg.status.as_str(), pg.reason.as_deref()),
+        ("False", Some("PlacementGroupNotFound"))
+    );
+    assert!(p.resolved_node_class("default").is_err());
 }
