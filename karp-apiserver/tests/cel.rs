@@ -590,6 +590,34 @@ fn ec2nodeclass_cases() -> Vec<Case> {
             vec![("/spec/capacityReservationSelectorTerms", json!([{"tags": {"team": "a"}}]))],
             vec![("/spec/capacityReservationSelectorTerms", json!([{"tags": {"team": ""}}]))],
             r#"spec.capacityReservationSelectorTerms[0].tags: Invalid value: "object": empty tag keys or values aren't supported"#),
+        case(ec2, "spec.capacityReservationSelectorTerms", "self.all(x, has(x.tags) || has(x.id) || has(x.instanceMatchCriteria))",
+            vec![("/spec/capacityReservationSelectorTerms", json!([{"instanceMatchCriteria": "open"}]))],
+            vec![("/spec/capacityReservationSelectorTerms", json!([{"ownerID": "123456789012"}]))],
+            r#"spec.capacityReservationSelectorTerms: Invalid value: "array": expected at least one, got none, ['tags', 'id', 'instanceMatchCriteria']"#),
+        case(ec2, "spec.capacityReservationSelectorTerms", "!self.all(x, has(x.id) && (has(x.tags) || has(x.ownerID) || has(x.instanceMatchCriteria)))",
+            vec![("/spec/capacityReservationSelectorTerms", json!([{"id": "cr-0123abcd"}]))],
+            vec![("/spec/capacityReservationSelectorTerms", json!([{"id": "cr-0123abcd", "ownerID": "123456789012"}]))],
+            r#"spec.capacityReservationSelectorTerms: Invalid value: "array": 'id' is mutually exclusive, cannot be set along with other fields in a capacity reservation selector term"#),
+        case(ec2, "spec.connectionTracking", "has(self.tcpEstablishedTimeout) || has(self.udpStreamTimeout) || has(self.udpTimeout)",
+            vec![("/spec/connectionTracking", json!({"udpTimeout": 30}))],
+            vec![("/spec/connectionTracking", json!({}))],
+            r#"spec.connectionTracking: Invalid value: "object": expected at least one, got none, ['tcpEstablishedTimeout', 'udpStreamTimeout', 'udpTimeout']"#),
+        case(ec2, "spec.networkInterfaces", "self.exists(x, (has(x.networkCardIndex) ? x.networkCardIndex : 0) == 0 && (has(x.deviceIndex) ? x.deviceIndex : 0) == 0 && x.interfaceType == 'interface')",
+            vec![("/spec/networkInterfaces", json!([{"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "interface"}, {"networkCardIndex": 0, "deviceIndex": 1, "interfaceType": "efa-only"}]))],
+            vec![("/spec/networkInterfaces", json!([{"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "efa-only"}]))],
+            r#"spec.networkInterfaces: Invalid value: "array": must include a primary interface (networkCardIndex 0, deviceIndex 0) of interfaceType 'interface'"#),
+        case(ec2, "spec.networkInterfaces", "self.all(x, self.exists_one(y, (has(x.networkCardIndex) ? x.networkCardIndex : 0) == (has(y.networkCardIndex) ? y.networkCardIndex : 0) && (has(x.deviceIndex) ? x.deviceIndex : 0) == (has(y.deviceIndex) ? y.deviceIndex : 0)))",
+            vec![("/spec/networkInterfaces", json!([{"interfaceType": "interface"}, {"networkCardIndex": 1, "interfaceType": "interface"}]))],
+            vec![("/spec/networkInterfaces", json!([{"interfaceType": "interface"}, {"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "interface"}]))],
+            r#"spec.networkInterfaces: Invalid value: "array": networkCardIndex/deviceIndex combinations must be unique"#),
+        case(ec2, "spec.networkInterfaces", "self.all(x, x.interfaceType != 'efa-only' || self.exists_one(y, y.interfaceType == 'efa-only' && (has(x.networkCardIndex) ? x.networkCardIndex : 0) == (has(y.networkCardIndex) ? y.networkCardIndex : 0)))",
+            vec![("/spec/networkInterfaces", json!([{"interfaceType": "interface"}, {"deviceIndex": 1, "interfaceType": "efa-only"}, {"networkCardIndex": 1, "interfaceType": "efa-only"}]))],
+            vec![("/spec/networkInterfaces", json!([{"interfaceType": "interface"}, {"deviceIndex": 1, "interfaceType": "efa-only"}, {"deviceIndex": 2, "interfaceType": "efa-only"}]))],
+            r#"spec.networkInterfaces: Invalid value: "array": a network card can have at most one efa-only interface"#),
+        case(ec2, "spec.placementGroupSelector", "has(self.name) != has(self.id)",
+            vec![("/spec/placementGroupSelector", json!({"id": "pg-0123abcd"}))],
+            vec![("/spec/placementGroupSelector", json!({"id": "pg-0123abcd", "name": "training"}))],
+            r#"spec.placementGroupSelector: Invalid value: "object": expected exactly one of ['name', 'id']"#),
         case(ec2, "spec.instanceProfile", "self != ''",
             vec![("/spec/role", Value::Null), ("/spec/instanceProfile", json!("KarpenterProfile"))],
             vec![("/spec/role", Value::Null), ("/spec/instanceProfile", json!(""))],
@@ -754,7 +782,7 @@ fn the_table_covers_every_rule_of_the_crds_exactly_once() {
         unknown.is_empty(),
         "cases for rules the CRDs do not have: {unknown:#?}"
     );
-    assert_eq!(in_crds.len(), 74, "the three CRDs' rule count changed");
+    assert_eq!(in_crds.len(), 81, "the three CRDs' rule count changed");
 }
 
 /// Creates (or, for transition rules, creates then updates) the object; the Status on failure.

@@ -906,9 +906,60 @@ pub fn ec2nodeclass_crd() -> Value {
                 ("tags", selector_tags()),
             ]))
             .set("maxItems", json!(30))
-            .desc("Capacity reservations nodes may use."),
+            .cel(
+                "self.all(x, has(x.tags) || has(x.id) || has(x.instanceMatchCriteria))",
+                "expected at least one, got none, ['tags', 'id', 'instanceMatchCriteria']",
+            )
+            .cel(
+                "!self.all(x, has(x.id) && (has(x.tags) || has(x.ownerID) || has(x.instanceMatchCriteria)))",
+                "'id' is mutually exclusive, cannot be set along with other fields in a capacity reservation selector term",
+            )
+            .desc("Capacity reservations nodes may use (karpenter.sh/capacity-type: reserved)."),
+        ),
+        (
+            "connectionTracking",
+            S::object(vec![
+                (
+                    "tcpEstablishedTimeout",
+                    S::integer()
+                        .set("format", json!("int32"))
+                        .set("minimum", json!(60))
+                        .set("maximum", json!(432_000))
+                        .desc("Idle timeout of established TCP connections, in seconds."),
+                ),
+                (
+                    "udpStreamTimeout",
+                    S::integer()
+                        .set("format", json!("int32"))
+                        .set("minimum", json!(60))
+                        .set("maximum", json!(180))
+                        .desc("Idle timeout of UDP flows classified as streams, in seconds."),
+                ),
+                (
+                    "udpTimeout",
+                    S::integer()
+                        .set("format", json!("int32"))
+                        .set("minimum", json!(30))
+                        .set("maximum", json!(60))
+                        .desc("Idle timeout of other UDP flows, in seconds."),
+                ),
+            ])
+            .cel(
+                "has(self.tcpEstablishedTimeout) || has(self.udpStreamTimeout) || has(self.udpTimeout)",
+                "expected at least one, got none, ['tcpEstablishedTimeout', 'udpStreamTimeout', 'udpTimeout']",
+            )
+            .desc("Connection-tracking timeouts of the nodes' network interfaces."),
         ),
         ("context", S::string().desc("Context for CreateFleet (Outposts / reservations).")),
+        (
+            "cpuOptions",
+            S::object(vec![(
+                "nestedVirtualization",
+                S::enumeration(&["enabled", "disabled"])
+                    .desc("Nested virtualization on the nodes' CPUs."),
+            )])
+            .desc("CPU options of the nodes."),
+        ),
         (
             "detailedMonitoring",
             S::boolean().desc("Whether EC2 detailed monitoring is on."),
@@ -922,6 +973,13 @@ pub fn ec2nodeclass_crd() -> Value {
         (
             "instanceStorePolicy",
             S::enumeration(&["RAID0"]).desc("How local NVMe instance storage is used."),
+        ),
+        (
+            "ipPrefixCount",
+            S::integer()
+                .set("format", json!("int32"))
+                .set("minimum", json!(0))
+                .desc("IPv4 prefixes assigned to the primary network interface (prefix delegation)."),
         ),
         ("kubelet", kubelet),
         (
@@ -941,6 +999,63 @@ pub fn ec2nodeclass_crd() -> Value {
             ])
             .default(json!({"httpEndpoint": "enabled", "httpProtocolIPv6": "disabled", "httpPutResponseHopLimit": 1, "httpTokens": "required"}))
             .desc("Instance metadata service options (IMDSv2 required by default)."),
+        ),
+        (
+            "networkInterfaces",
+            S::array(
+                S::object(vec![
+                    (
+                        "deviceIndex",
+                        S::integer()
+                            .set("format", json!("int32"))
+                            .set("minimum", json!(0))
+                            .desc("Device index on the network card (0 on card 0 = primary)."),
+                    ),
+                    (
+                        "interfaceType",
+                        S::enumeration(&["interface", "efa-only"])
+                            .desc("interface (ENA) or efa-only (EFA without IP networking)."),
+                    ),
+                    (
+                        "networkCardIndex",
+                        S::integer()
+                            .set("format", json!("int32"))
+                            .set("minimum", json!(0))
+                            .desc("The network card the interface attaches to."),
+                    ),
+                ])
+                .required(&["interfaceType"]),
+            )
+            .cel(
+                "self.exists(x, (has(x.networkCardIndex) ? x.networkCardIndex : 0) == 0 && (has(x.deviceIndex) ? x.deviceIndex : 0) == 0 && x.interfaceType == 'interface')",
+                "must include a primary interface (networkCardIndex 0, deviceIndex 0) of interfaceType 'interface'",
+            )
+            .cel(
+                "self.all(x, self.exists_one(y, (has(x.networkCardIndex) ? x.networkCardIndex : 0) == (has(y.networkCardIndex) ? y.networkCardIndex : 0) && (has(x.deviceIndex) ? x.deviceIndex : 0) == (has(y.deviceIndex) ? y.deviceIndex : 0)))",
+                "networkCardIndex/deviceIndex combinations must be unique",
+            )
+            .cel(
+                "self.all(x, x.interfaceType != 'efa-only' || self.exists_one(y, y.interfaceType == 'efa-only' && (has(x.networkCardIndex) ? x.networkCardIndex : 0) == (has(y.networkCardIndex) ? y.networkCardIndex : 0)))",
+                "a network card can have at most one efa-only interface",
+            )
+            .desc("Network interfaces of the nodes (multi-card and EFA layouts)."),
+        ),
+        (
+            "placementGroupSelector",
+            S::object(vec![
+                ("id", S::string().pattern("^pg-[0-9a-z]+$").desc("Placement group id.")),
+                (
+                    "name",
+                    S::string()
+                        .set("minLength", json!(1))
+                        .desc("Placement group name."),
+                ),
+            ])
+            .cel(
+                "has(self.name) != has(self.id)",
+                "expected exactly one of ['name', 'id']",
+            )
+            .desc("The placement group the nodes launch into."),
         ),
         (
             "role",
@@ -1015,11 +1130,60 @@ pub fn ec2nodeclass_crd() -> Value {
             )
             .desc("Resolved AMIs."),
         ),
-        ("capacityReservations", S::array(S::preserve())),
+        (
+            "capacityReservations",
+            S::array(
+                S::object(vec![
+                    ("availabilityZone", S::string()),
+                    ("endTime", S::string().set("format", json!("date-time"))),
+                    ("id", S::string().pattern("^cr-[0-9a-z]+$")),
+                    (
+                        "instanceMatchCriteria",
+                        S::enumeration(&["open", "targeted"]),
+                    ),
+                    ("instanceType", S::string()),
+                    ("ownerID", S::string().pattern(r"^[0-9]{12}$")),
+                    (
+                        "reservationType",
+                        S::enumeration(&["default", "capacity-block"]).default(json!("default")),
+                    ),
+                    (
+                        "state",
+                        S::enumeration(&["active", "expiring"]).default(json!("active")),
+                    ),
+                ])
+                .required(&[
+                    "availabilityZone",
+                    "id",
+                    "instanceMatchCriteria",
+                    "instanceType",
+                    "ownerID",
+                ]),
+            )
+            .desc("Resolved capacity reservations."),
+        ),
         ("conditions", conditions()),
         (
             "instanceProfile",
             S::string().desc("Resolved instance profile."),
+        ),
+        (
+            "placementGroups",
+            S::array(
+                S::object(vec![
+                    ("id", S::string()),
+                    ("name", S::string()),
+                    ("partitionCount", S::integer().set("format", json!("int32"))),
+                    ("spreadLevel", S::string()),
+                    ("state", S::string()),
+                    (
+                        "strategy",
+                        S::enumeration(&["cluster", "partition", "spread"]),
+                    ),
+                ])
+                .required(&["id", "name", "state", "strategy"]),
+            )
+            .desc("The resolved placement group."),
         ),
         (
             "securityGroups",
