@@ -1638,3 +1638,104 @@ async fn a_missing_placement_group_makes_the_node_class_not_ready() {
     );
     assert!(p.resolved_node_class("default").is_err());
 }
+
+#[tokio::test]
+async fn capacity_reservations_are_resolved_into_the_status_as_karpenter_reports_them() {
+    use aws_sdk_ec2::operation::describe_capacity_reservations::{
+        DescribeCapacityReservationsInput, DescribeCapacityReservationsOutput,
+    };
+    use aws_sdk_ec2::types::{
+        CapacityReservation as Ec2Reservation, CapacityReservationInstancePlatform,
+        CapacityReservationState, CapacityReservationType, InstanceMatchCriteria,
+    };
+    let lookups: Captured<DescribeCapacityReservationsInput> = Arc::default();
+    let c = Arc::clone(&lookups);
+    let rule = mock!(aws_sdk_ec2::Client::describe_capacity_reservations)
+        .match_requests(move |i| {
+            c.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_output(|| {
+            DescribeCapacityReservationsOutput::builder()
+                .capacity_reservations(
+                    Ec2Reservation::builder()
+                        .capacity_reservation_id("cr-0123abcd")
+                        .instance_type("m5.large")
+                        .availability_zone("us-east-1a")
+                        .owner_id("123456789012")
+                        .instance_match_criteria(InstanceMatchCriteria::Targeted)
+                        .reservation_type(CapacityReservationType::CapacityBlock)
+                        .instance_platform(CapacityReservationInstancePlatform::LinuxUnix)
+                        .state(CapacityReservationState::Active)
+                        .available_instance_count(2)
+                        .end_date(aws_smithy_types::DateTime::from_secs(1_800_000_000))
+                        .build(),
+                )
+                .build()
+        });
+    let nc: EC2NodeClass = serde_yaml::from_str(
+        r"
+metadata: {name: default}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  capacityReservationSelectorTerms:
+  - {tags: {team: ml}, ownerID: '123456789012', instanceMatchCriteria: targeted}
+  - {id: cr-0123abcd}
+",
+    )
+    .unwrap();
+    let p = provider_for(&nc, vec![rule]).await;
+    let calls = lookups.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let filters: Vec<(String, Vec<String>)> = calls[0]
+        .filters()
+        .iter()
+        .map(|f| (f.name().unwrap().to_string(), f.values().to_vec()))
+        .collect();
+    let f = |n: &str, v: &str| (n.to_string(), vec![v.to_string()]);
+    assert_eq!(
+        filters,
+        vec![
+            f("tag:team", "ml"),
+            f("owner-id", "123456789012"),
+            f("instance-match-criteria", "targeted"),
+            f("state", "active"),
+        ]
+    );
+    assert_eq!(calls[1].capacity_reservation_ids(), ["cr-0123abcd"]);
+    let status = p.resolved_node_class("default").unwrap().status();
+    // Both terms select the same reservation: it is listed once.
+    assert_eq!(status.capacity_reservations.len(), 1);
+    let r = &status.capacity_reservations[0];
+    assert_eq!(
+        (
+            r.id.as_str(),
+            r.instance_type.as_str(),
+            r.availability_zone.as_str(),
+            r.owner_id.as_str(),
+            r.instance_match_criteria.as_str(),
+            r.reservation_type.as_str(),
+            r.state.as_str(),
+            r.end_time.as_deref()
+        ),
+        (
+            "cr-0123abcd",
+            "m5.large",
+            "us-east-1a",
+            "123456789012",
+            "targeted",
+            "capacity-block",
+            "active",
+            Some("2027-01-15T08:00:00Z")
+        )
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["capacityReservations"][0]["ownerID"], "123456789012");
+    assert!(status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "CapacityReservationsReady" && c.status == "True"));
+}
