@@ -573,3 +573,69 @@ async fn node_classes_sharing_a_role_get_their_own_instance_profiles() {
         again.conditions
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn karpenter_1_14_fields_reach_the_launch_template_moto_stores() {
+    let (provider, _) = provider("fields", 17).await;
+    let mut nc = node_class("fields", "fields");
+    nc.spec = serde_yaml::from_value(serde_yaml::Value::Mapping({
+        let mut m = serde_yaml::to_value(&nc.spec)
+            .unwrap()
+            .as_mapping()
+            .unwrap()
+            .clone();
+        let extra: serde_yaml::Mapping = serde_yaml::from_str(
+            "ipPrefixCount: 1\nconnectionTracking: {tcpEstablishedTimeout: 300, udpTimeout: 60}\ncpuOptions: {nestedVirtualization: enabled}\nnetworkInterfaces: [{networkCardIndex: 0, deviceIndex: 0, interfaceType: interface}]\n",
+        )
+        .unwrap();
+        m.extend(extra);
+        m
+    }))
+    .unwrap();
+    let status = provider.resolve_node_class(&nc).await.unwrap();
+    assert!(status.conditions.iter().all(|c| c.status == "True"));
+    provider
+        .create(&request("nc-fields-1", &["m5.large"], "on-demand"))
+        .await
+        .unwrap();
+    let ec2 = &provider.clients().ec2;
+    let lts = ec2
+        .describe_launch_templates()
+        .filters(
+            Filter::builder()
+                .name("tag:karpenter.k8s.aws/cluster")
+                .values("fields")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lts.launch_templates().len(), 1);
+    let name = lts.launch_templates()[0].launch_template_name().unwrap();
+    let versions = ec2
+        .describe_launch_template_versions()
+        .launch_template_name(name)
+        .send()
+        .await
+        .unwrap();
+    let data = versions.launch_template_versions()[0]
+        .launch_template_data()
+        .unwrap();
+    let nic = &data.network_interfaces()[0];
+    assert_eq!(nic.device_index(), Some(0));
+    assert_eq!(nic.network_card_index(), Some(0));
+    assert_eq!(nic.interface_type(), Some("interface"));
+    assert_eq!(nic.ipv4_prefix_count(), Some(1));
+    assert!(!nic.groups().is_empty());
+    let ct = nic.connection_tracking_specification().unwrap();
+    assert_eq!(
+        (ct.tcp_established_timeout(), ct.udp_timeout()),
+        (Some(300), Some(60))
+    );
+    assert_eq!(
+        data.cpu_options()
+            .and_then(|c| c.nested_virtualization())
+            .map(|n| n.as_str()),
+        Some("enabled")
+    );
+}
