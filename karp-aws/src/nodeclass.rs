@@ -945,8 +945,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_tolerated_but_wrong_types_are_errors() {
-        let ok = "spec:\n  amiFamily: AL2023\n  networkInterfaces: [{networkCardIndex: 0}]\n  cpuOptions: {coreCount: 2}\n";
+        let ok = "spec:\n  amiFamily: AL2023\n  futureField: [{a: 0}]\n  cpuOptions: {threadsPerCore: 1}\n";
         assert!(parse(ok).is_ok());
+        let bad = "spec:\n  networkInterfaces: [{networkCardIndex: 0}]\n";
+        assert!(parse(bad).is_err(), "interfaceType is required");
         let bad = "spec:\n  metadataOptions:\n    httpPutResponseHopLimit: two\n";
         assert!(parse(bad).is_err());
         let bad = "spec:\n  blockDeviceMappings:\n  - ebs: {volumeSize: [1]}\n";
@@ -1040,6 +1042,35 @@ mod tests {
             e.to_string().starts_with("spec.instanceStorePolicy:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn launch_fields_are_checked_like_the_crd_checks_them() {
+        let err = |extra: &str| {
+            parse(&format!("spec:\n  amiFamily: AL2023\n{extra}"))
+                .unwrap()
+                .spec
+                .settings()
+                .unwrap_err()
+                .to_string()
+        };
+        let ok = "spec:\n  amiFamily: AL2023\n  ipPrefixCount: 1\n  networkInterfaces:\n  - {interfaceType: interface}\n  - {networkCardIndex: 1, interfaceType: efa-only}\n  placementGroupSelector: {name: pg}\n  connectionTracking: {udpTimeout: 30}\n  cpuOptions: {nestedVirtualization: enabled}\n";
+        let settings = parse(ok).unwrap().spec.settings().unwrap();
+        assert_eq!(settings.ip_prefix_count, Some(1));
+        for (extra, field) in [
+            ("  networkInterfaces: [{interfaceType: efa}]\n", "spec.networkInterfaces[0].interfaceType:"),
+            ("  networkInterfaces: [{interfaceType: efa-only}]\n", "spec.networkInterfaces:"),
+            ("  networkInterfaces: [{interfaceType: interface}, {deviceIndex: 0, interfaceType: interface}]\n", "spec.networkInterfaces:"),
+            ("  networkInterfaces: [{interfaceType: interface, deviceIndex: -1}]\n", "spec.networkInterfaces[0].deviceIndex:"),
+            ("  placementGroupSelector: {name: a, id: pg-1}\n", "spec.placementGroupSelector:"),
+            ("  connectionTracking: {}\n", "spec.connectionTracking:"),
+            ("  connectionTracking: {udpTimeout: 5}\n", "spec.connectionTracking.udpTimeout:"),
+            ("  cpuOptions: {nestedVirtualization: on}\n", "spec.cpuOptions.nestedVirtualization:"),
+            ("  ipPrefixCount: -1\n", "spec.ipPrefixCount:"),
+        ] {
+            let e = err(extra);
+            assert!(e.starts_with(field), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -1328,4 +1328,24 @@ mod hash_pin {
         );
         assert_eq!(name, "karpenter.k8s.aws/a23565e4cc055da2");
     }
+
+    #[test]
+    fn set_launch_fields_change_the_hash_except_where_karpenter_ignores_them() {
+        let base = resolved(EXISTING).spec_hash();
+        let with = |extra: &str| resolved(&format!("{EXISTING}  {extra}\n")).spec_hash();
+        for hashed in [
+            "networkInterfaces: [{interfaceType: interface}]",
+            "connectionTracking: {udpTimeout: 30}",
+            "cpuOptions: {nestedVirtualization: enabled}",
+        ] {
+            assert_ne!(with(hashed), base, "{hashed}");
+        }
+        for dynamic in [
+            "ipPrefixCount: 2",
+            "placementGroupSelector: {name: pg}",
+            "capacityReservationSelectorTerms: [{id: cr-1}]",
+        ] {
+            assert_eq!(with(dynamic), base, "{dynamic}");
+        }
+    }
 }
