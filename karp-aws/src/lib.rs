@@ -47,6 +47,9 @@ pub mod catalog;
 pub mod catalog_file;
 pub mod describe;
 pub mod error;
+pub mod imds;
+#[cfg(feature = "test-support")]
+pub mod imds_emulator;
 pub mod interruption;
 pub mod launch;
 #[cfg(feature = "test-support")]
