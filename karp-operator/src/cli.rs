@@ -44,6 +44,52 @@ pub enum Command {
     Cluster(Box<ClusterArgs>),
     /// Run the operator against a Kubernetes cluster and EC2 (as deployed by the Helm chart).
     Run(Box<RunArgs>),
+    /// Watch this node's EC2 instance metadata (IMDSv2) for spot interruption notices, scheduled
+    /// maintenance and rebalance recommendations; taint, cordon and drain the node on them (the
+    /// chart's optional DaemonSet; no interruption queue or NodeClaim needed).
+    ImdsMonitor(Box<ImdsMonitorArgs>),
+}
+
+/// Arguments of `karp imds-monitor`.
+#[derive(Debug, clap::Args)]
+pub struct ImdsMonitorArgs {
+    /// The node this agent runs on (the DaemonSet sets it from `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Kubeconfig; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// IMDS endpoint (default: `http://169.254.169.254`, or
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+    #[arg(long, env = "IMDS_ENDPOINT")]
+    pub imds_endpoint: Option<String>,
+    /// How often to read IMDS (a duration: `2s`, `500ms`).
+    #[arg(long, default_value = "2s")]
+    pub poll_interval: String,
+    /// Taint, cordon and drain on spot interruption notices.
+    #[arg(long, env = "ENABLE_SPOT_INTERRUPTION_DRAINING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_spot_interruption_draining: bool,
+    /// Taint, cordon and drain on scheduled maintenance events (uncordon when EC2 cancels them).
+    #[arg(long, env = "ENABLE_SCHEDULED_EVENT_DRAINING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_scheduled_event_draining: bool,
+    /// Taint, cordon and drain on rebalance recommendations.
+    #[arg(long, env = "ENABLE_REBALANCE_DRAINING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enable_rebalance_draining: bool,
+    /// Taint and cordon (without draining) on rebalance recommendations.
+    #[arg(long, env = "ENABLE_REBALANCE_MONITORING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enable_rebalance_monitoring: bool,
+    /// Grace period in seconds of the evicted pods (-1: each pod's own).
+    #[arg(long, env = "POD_TERMINATION_GRACE_PERIOD", default_value_t = -1, allow_negative_numbers = true)]
+    pub pod_termination_grace_period: i64,
+    /// Effect of the monitor's taints: NoSchedule, PreferNoSchedule or NoExecute.
+    #[arg(long, env = "TAINT_EFFECT", default_value = "NoSchedule")]
+    pub taint_effect: String,
+    /// Log what would be done, without writing to the cluster.
+    #[arg(long, env = "DRY_RUN")]
+    pub dry_run: bool,
+    /// Logging.
+    #[command(flatten)]
+    pub logging: LoggingArgs,
 }
 
 /// Arguments of `karp run`.
@@ -261,6 +307,100 @@ pub enum LogFormat {
     Json,
 }
 
+/// Resolves on Ctrl-C or SIGTERM (how Kubernetes stops a pod).
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run `karp imds-monitor` until SIGTERM / Ctrl-C.
+pub fn run_imds_monitor(args: &ImdsMonitorArgs) -> ExitCode {
+    if let Err(e) = args.logging.init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let poll = match crate::api::duration::parse(&args.poll_interval) {
+        Ok(Some(d)) if !d.is_zero() => d,
+        _ => {
+            eprintln!(
+                "error: --poll-interval {:?}: expected a positive duration such as 2s",
+                args.poll_interval
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if !matches!(
+        args.taint_effect.as_str(),
+        "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+    ) {
+        eprintln!(
+            "error: --taint-effect {:?}: expected NoSchedule, PreferNoSchedule or NoExecute",
+            args.taint_effect
+        );
+        return ExitCode::from(2);
+    }
+    let poller = match karp_aws::imds::ImdsPoller::new(
+        args.imds_endpoint.as_deref(),
+        std::time::Duration::from_secs(21_600),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --imds-endpoint: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = crate::commands::imds_monitor::MonitorOptions {
+        node_name: args.node_name.clone(),
+        drain_on_spot: args.enable_spot_interruption_draining,
+        drain_on_scheduled: args.enable_scheduled_event_draining,
+        drain_on_rebalance: args.enable_rebalance_draining,
+        cordon_on_rebalance: args.enable_rebalance_monitoring,
+        dry_run: args.dry_run,
+        grace_period: (args.pod_termination_grace_period >= 0)
+            .then_some(args.pod_termination_grace_period),
+        taint_effect: args.taint_effect.clone(),
+        poll,
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    let result = rt.block_on(async {
+        let client = crate::commands::run::client(args.kubeconfig.as_deref())
+            .await
+            .map_err(|e| crate::commands::imds_monitor::MonitorError::KubeConfig(e.to_string()))?;
+        crate::commands::imds_monitor::run_monitor(client, poller, options, termination_signal())
+            .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ crate::commands::imds_monitor::MonitorError::ReadNode { .. }) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Run `karp run` until SIGINT / SIGTERM.
 pub fn run_operator(args: &RunArgs) -> ExitCode {
     if let Err(e) = args.logging.init() {
@@ -307,28 +447,7 @@ pub fn run_operator(args: &RunArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::from(1);
     };
-    let shutdown = async {
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    };
-    match rt.block_on(crate::commands::run::run(options, shutdown)) {
+    match rt.block_on(crate::commands::run::run(options, termination_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", report(&e));
@@ -832,6 +951,7 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "embedded")]
         Command::Demo(args) => run_demo(args),
         Command::Run(args) => run_operator(args),
+        Command::ImdsMonitor(args) => run_imds_monitor(args),
         #[cfg(feature = "embedded")]
         Command::Cluster(args) => run_cluster(args),
         Command::Crds => {

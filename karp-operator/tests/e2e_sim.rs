@@ -2003,3 +2003,183 @@ async fn a_milp_claim_whose_chosen_offering_is_short_launches_on_a_fallback_type
     assert!(fell_back >= 1, "no claim's chosen offering was short");
     cluster.shutdown().await;
 }
+
+/// A pod owned by a DaemonSet, bound to `node` (the sim has no DaemonSet controller).
+fn daemon_pod(node: &str) -> String {
+    format!(
+        r"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-{node}
+  namespace: default
+  labels: {{app: agent}}
+  ownerReferences: [{{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: 5f0c1e4e-0000-4000-8000-000000000001, controller: true}}]
+spec:
+  nodeName: {node}
+  tolerations: [{{operator: Exists}}]
+  containers: [{{name: c, image: pause, resources: {{requests: {{cpu: 10m}}}}}}]
+"
+    )
+}
+
+/// `reason` of the Events recorded about the node `name`.
+async fn node_event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
+    Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("Node")
+                && e.involved_object.name.as_deref() == Some(name)
+        })
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// The node's taint keys and whether it is unschedulable.
+async fn node_marks(client: &kube::Client, name: &str) -> (Vec<String>, bool) {
+    let n = Api::<Node>::all(client.clone()).get(name).await.unwrap();
+    let spec = n.spec.unwrap_or_default();
+    (
+        spec.taints
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.key)
+            .collect(),
+        spec.unschedulable.unwrap_or(false),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_canceled_event() {
+    use karp_aws::imds::ImdsPoller;
+    use karp_aws::imds_emulator::ImdsEmulator;
+    use karp_operator::commands::imds_monitor::{run_monitor, MonitorOptions};
+
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    // Budgets of 0: karp itself moves nothing; every eviction is the monitor's.
+    cluster.apply_yaml(&od_pool("[{nodes: '0'}]")).unwrap();
+    cluster.apply_yaml(&deployment("web", 4, "500m")).unwrap();
+    cluster
+        .apply_yaml(&pdb_yaml("web", "maxUnavailable", 1))
+        .unwrap();
+    let client = cluster.client.clone();
+    wait_for("4 running web pods", Duration::from_secs(60), || async {
+        let pods = app_pods(&client, "web").await;
+        pods.len() == 4 && pods.iter().all(running)
+    })
+    .await;
+    // The node with the most web pods is the monitored one.
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in app_pods(&client, "web").await {
+        *per_node
+            .entry(p.spec.unwrap().node_name.unwrap())
+            .or_default() += 1;
+    }
+    let node = per_node
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(n, _)| n.clone())
+        .unwrap();
+    cluster.apply_yaml(&daemon_pod(&node)).unwrap();
+
+    let imds = ImdsEmulator::start().await.unwrap();
+    let poller = ImdsPoller::new(Some(imds.url()), Duration::from_secs(21_600)).unwrap();
+    let mut options = MonitorOptions::for_node(&node);
+    options.poll = Duration::from_millis(200);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let monitor = tokio::spawn(run_monitor(client.clone(), poller, options, async {
+        let _ = stopped.await;
+    }));
+
+    // A scheduled maintenance event cordons and taints the node; EC2 canceling it undoes both.
+    imds.set_scheduled_events(Some(
+        r#"[{"Code": "system-reboot", "EventId": "instance-event-1", "State": "active",
+             "NotBefore": "21 Jan 2027 09:00:43 GMT", "Description": "scheduled reboot"}]"#,
+    ));
+    wait_for(
+        "the node cordoned for maintenance",
+        Duration::from_secs(20),
+        || async {
+            let (taints, unschedulable) = node_marks(&client, &node).await;
+            unschedulable && taints.iter().any(|t| t == "karp.dev/scheduled-maintenance")
+        },
+    )
+    .await;
+    imds.set_scheduled_events(Some(
+        r#"[{"Code": "system-reboot", "EventId": "instance-event-1", "State": "canceled",
+             "NotBefore": "21 Jan 2027 09:00:43 GMT", "Description": "Canceled - scheduled reboot"}]"#,
+    ));
+    wait_for("the node uncordoned", Duration::from_secs(20), || async {
+        let (taints, unschedulable) = node_marks(&client, &node).await;
+        !unschedulable && !taints.iter().any(|t| t.starts_with("karp.dev/"))
+    })
+    .await;
+    wait_for(
+        "every web pod running again",
+        Duration::from_secs(60),
+        || async { running_count(&client, "web").await == 4 },
+    )
+    .await;
+
+    // A spot interruption notice: cordoned, tainted, drained one pod at a time (the PDB allows
+    // one unavailable), the DaemonSet pod left alone, the pods running elsewhere.
+    imds.set_spot_action(Some(
+        r#"{"action": "terminate", "time": "2026-12-07T08:22:00Z"}"#,
+    ));
+    let start = Instant::now();
+    let mut fewest = 4;
+    loop {
+        let pods = app_pods(&client, "web").await;
+        let up = pods
+            .iter()
+            .filter(|p| running(p) && p.metadata.deletion_timestamp.is_none())
+            .count();
+        fewest = fewest.min(up);
+        let on_node = pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+            .count();
+        if on_node == 0 && up == 4 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "drain not done: {on_node} web pods on {node}, {up} up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fewest >= 3,
+        "the PDB allows one unavailable pod, saw {fewest} up"
+    );
+    let (taints, unschedulable) = node_marks(&client, &node).await;
+    assert!(
+        unschedulable && taints.iter().any(|t| t == "karp.dev/spot-itn"),
+        "{taints:?}"
+    );
+    let agent = Api::<Pod>::namespaced(client.clone(), "default")
+        .get(&format!("agent-{node}"))
+        .await
+        .unwrap();
+    assert!(
+        agent.metadata.deletion_timestamp.is_none(),
+        "DaemonSet pods stay"
+    );
+    let reasons = node_event_reasons(&client, &node).await;
+    for want in [
+        "ScheduledEvent",
+        "ScheduledEventCanceled",
+        "SpotInterruption",
+    ] {
+        assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
+    }
+    let _ = stop.send(());
+    monitor.await.unwrap().unwrap();
+    cluster.shutdown().await;
+}

@@ -4,5 +4,6 @@ pub mod catalog;
 #[cfg(feature = "embedded")]
 pub mod demo;
 pub mod disrupt;
+pub mod imds_monitor;
 pub mod plan;
 pub mod run;

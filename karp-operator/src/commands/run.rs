@@ -58,7 +58,11 @@ pub enum RunError {
     StartControllers(String),
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, RunError> {
+/// A Kubernetes client from `kubeconfig`, else the in-cluster / default configuration.
+///
+/// # Errors
+/// [`RunError::KubeConfig`] when no configuration can be loaded.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, RunError> {
     let config = match kubeconfig {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)

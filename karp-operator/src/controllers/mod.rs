@@ -360,11 +360,17 @@ impl Events {
     /// A recorder reporting as `karpenter` from `instance`.
     #[must_use]
     pub fn new(client: Client, instance: &str) -> Self {
+        Self::reporting_as(client, "karpenter", instance)
+    }
+
+    /// A recorder reporting as `controller` from `instance`.
+    #[must_use]
+    pub fn reporting_as(client: Client, controller: &str, instance: &str) -> Self {
         Events {
             recorder: Recorder::new(
                 client,
                 Reporter {
-                    controller: "karpenter".into(),
+                    controller: controller.into(),
                     instance: Some(instance.to_string()),
                 },
             ),

@@ -62,19 +62,31 @@ pub fn tier(p: &Pod) -> Tier {
     }
 }
 
+/// Whether a pod has finished (`Succeeded` or `Failed`).
+#[must_use]
+pub fn is_terminal(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether a pod is the API mirror of a static pod (the kubelet owns it; eviction cannot
+/// remove it).
+#[must_use]
+pub fn is_mirror(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+}
+
 /// Whether a pod on a draining node must be evicted: not terminal, not a mirror (static) pod, not
 /// tolerating the disrupted taint (it would come right back), not already going.
 #[must_use]
 pub fn needs_eviction(p: &Pod) -> bool {
-    let terminal = matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
-    let mirror = p
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+    let terminal = is_terminal(p);
+    let mirror = is_mirror(p);
     let tolerates = p
         .spec
         .as_ref()
