@@ -390,7 +390,7 @@ pub fn run_imds_monitor(args: &ImdsMonitorArgs) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ crate::commands::imds_monitor::MonitorError::ReadNode { .. }) => {
+        Err(e @ crate::commands::imds_monitor::MonitorError::NodeNotFound(_)) => {
             eprintln!("error: {}", report(&e));
             ExitCode::from(2)
         }

@@ -95,3 +95,26 @@ fn unreachable_endpoint_fails_naming_the_call() {
     assert!(stderr.contains("DescribeInstanceTypes failed"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn imds_monitor_flags_are_checked_before_anything_runs() {
+    for (flag, value) in [
+        ("--taint-effect", "Sometimes"),
+        ("--poll-interval", "soon"),
+        ("--poll-interval", "0s"),
+        ("--imds-endpoint", "not a url"),
+    ] {
+        let (code, _, stderr) = karp(&["imds-monitor", "--node-name", "n1", flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    let (code, _, stderr) = karp(&[
+        "imds-monitor",
+        "--node-name",
+        "n1",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+}

@@ -225,3 +225,118 @@ fn image_is_the_app_version_by_default_a_chosen_tag_or_a_pinned_digest() {
     );
     assert_eq!(secrets[0]["name"], "regcred", "{secrets:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_optional_imds_monitor_daemonset_applies_with_least_privilege() {
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/karp");
+    let release = Release {
+        name: "karp".into(),
+        namespace: "karp".into(),
+    };
+    let off = render(&chart, &release, None).unwrap();
+    assert!(
+        !off.iter().any(|(_, t)| t.contains("kind: DaemonSet")),
+        "off by default"
+    );
+    let overrides: serde_yaml::Value =
+        serde_yaml::from_str("imdsMonitor: {enabled: true, enableRebalanceDraining: true}")
+            .unwrap();
+    let rendered = render(&chart, &release, Some(&overrides)).unwrap();
+    let (_, text) = rendered
+        .iter()
+        .find(|(f, _)| f.ends_with("imds-monitor.yaml"))
+        .expect("templates/imds-monitor.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet"
+        ]
+    );
+    // Least privilege: the node (get, patch), pods (list), evictions and events; nothing else.
+    let rules = serde_json::to_value(&docs[1]["rules"]).unwrap();
+    assert_eq!(
+        rules,
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ])
+    );
+    let pod = &docs[3]["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], serde_yaml::Value::Bool(false));
+    assert_eq!(pod["tolerations"][0]["operator"].as_str(), Some("Exists"));
+    assert_eq!(
+        pod["serviceAccountName"].as_str(),
+        Some("karp-imds-monitor")
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"][0].as_str(), Some("imds-monitor"));
+    let env = |name: &str| {
+        c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not set"))
+    };
+    assert_eq!(
+        env("NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("spec.nodeName")
+    );
+    assert_eq!(
+        env("ENABLE_REBALANCE_DRAINING")["value"].as_str(),
+        Some("true")
+    );
+    assert_eq!(
+        env("ENABLE_SPOT_INTERRUPTION_DRAINING")["value"].as_str(),
+        Some("true")
+    );
+
+    // The objects apply to an API server with the real kubectl.
+    let server = karp_apiserver::ApiServer::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener));
+    let dir = std::env::temp_dir().join(format!("karp-chart-imds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    karp_apiserver::write_kubeconfig(&kubeconfig, &url).unwrap();
+    let manifest = dir.join("imds.yaml");
+    std::fs::write(
+        &manifest,
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: karp}}\n---\n{text}"),
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        kubectl(&kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+        let ds = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "daemonset",
+                "karp-imds-monitor",
+                "-n",
+                "karp",
+                "-o",
+                "json",
+            ],
+        );
+        let d: serde_json::Value = serde_json::from_str(&ds).unwrap();
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["args"][0],
+            "imds-monitor"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    })
+    .await
+    .unwrap();
+}

@@ -2090,6 +2090,20 @@ async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_cancel
 
     let imds = ImdsEmulator::start().await.unwrap();
     let poller = ImdsPoller::new(Some(imds.url()), Duration::from_secs(21_600)).unwrap();
+    let missing = run_monitor(
+        client.clone(),
+        ImdsPoller::new(Some(imds.url()), Duration::from_secs(60)).unwrap(),
+        MonitorOptions::for_node("no-such-node"),
+        std::future::pending(),
+    )
+    .await;
+    assert!(
+        matches!(
+            missing,
+            Err(karp_operator::commands::imds_monitor::MonitorError::NodeNotFound(_))
+        ),
+        "{missing:?}"
+    );
     let mut options = MonitorOptions::for_node(&node);
     options.poll = Duration::from_millis(200);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -317,7 +317,10 @@ pub enum MonitorError {
     /// The Kubernetes client could not be configured.
     #[error("configuring the Kubernetes client: {0}")]
     KubeConfig(String),
-    /// The node named by `--node-name` cannot be read.
+    /// The node named by `--node-name` does not exist.
+    #[error("--node-name {0}: no such Node in the cluster")]
+    NodeNotFound(String),
+    /// The node named by `--node-name` cannot be read (API server unreachable, forbidden).
     #[error("--node-name {node}: reading the Node: {reason}")]
     ReadNode {
         /// The node.
@@ -497,7 +500,8 @@ impl Executor {
 /// Polls IMDS and acts on the node until `shutdown`.
 ///
 /// # Errors
-/// [`MonitorError::ReadNode`] when the node cannot be read at start (a wrong `--node-name`).
+/// [`MonitorError::NodeNotFound`] when the node does not exist (a wrong `--node-name`),
+/// [`MonitorError::ReadNode`] when it cannot be read at start.
 pub async fn run_monitor(
     client: Client,
     mut poller: ImdsPoller,
@@ -505,13 +509,18 @@ pub async fn run_monitor(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), MonitorError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes
-        .get(&options.node_name)
-        .await
-        .map_err(|e| MonitorError::ReadNode {
-            node: options.node_name.clone(),
-            reason: e.to_string(),
-        })?;
+    match nodes.get(&options.node_name).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(MonitorError::NodeNotFound(options.node_name.clone()));
+        }
+        Err(e) => {
+            return Err(MonitorError::ReadNode {
+                node: options.node_name.clone(),
+                reason: e.to_string(),
+            })
+        }
+    }
     let span = info_span!("imds_monitor", node = %options.node_name, dry_run = options.dry_run);
     let mut executor = Executor {
         nodes,
