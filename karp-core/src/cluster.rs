@@ -40,6 +40,11 @@ pub struct NodePool {
     pub node_class: Option<String>,
     /// The instance types this pool can launch (node class already applied).
     pub instance_types: Vec<Arc<InstanceType>>,
+    /// `spec.replicas`: a static pool keeps exactly this many nodes whatever the pods need
+    /// (Karpenter's static capacity). The scheduler never opens a NodeClaim of a static pool for
+    /// pending pods (its nodes are destinations like any other), and consolidation leaves its
+    /// nodes alone; drift replaces them one for one ([`crate::disruption`]'s static drift).
+    pub replicas: Option<u64>,
 }
 
 impl NodePool {
@@ -56,7 +61,14 @@ impl NodePool {
             limits: Limits::default(),
             node_class: None,
             instance_types,
+            replicas: None,
         }
+    }
+
+    /// Whether the pool is static (`spec.replicas` set).
+    #[must_use]
+    pub fn is_static(&self) -> bool {
+        self.replicas.is_some()
     }
 
     /// The template requirements: spec requirements, template labels as `In`, and the pool label.

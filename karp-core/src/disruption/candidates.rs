@@ -45,6 +45,9 @@ pub struct Candidate {
     pub pod_blocker: Option<String>,
     /// When `consolidateAfter` has elapsed since the last pod event (`None`: `Never`).
     pub consolidatable_at: Option<Timestamp>,
+    /// Whether its NodePool is static (`spec.replicas`): never consolidated, drift replaces it
+    /// one for one.
+    pub static_pool: bool,
 }
 
 impl Candidate {
@@ -64,6 +67,11 @@ impl Candidate {
     #[must_use]
     pub fn consolidation_blocker(&self, now: Timestamp, empty_only: bool) -> Option<String> {
         let pool = &self.facts.nodepool;
+        if self.static_pool {
+            return Some(format!(
+                "NodePool {pool:?} is static (spec.replicas): its nodes are not consolidated"
+            ));
+        }
         let Some(at) = self.consolidatable_at else {
             return Some(format!("NodePool {pool:?} has consolidation disabled"));
         };
@@ -279,6 +287,11 @@ pub(crate) fn build(
         disruption_cost: cost,
         empty,
         pod_blocker: pod_blocker(input, pods, now),
+        static_pool: input
+            .snapshot
+            .node_pools
+            .iter()
+            .any(|p| p.name == facts.nodepool && p.is_static()),
     }
 }
 

@@ -131,19 +131,18 @@ impl<'a> Pass<'a> {
         Some(self.command(Method::Emptiness, Reason::Empty, &chosen, None, at))
     }
 
-    /// Drifted candidates: every empty one within budget at once, else the first (earliest
-    /// drifted, then name) whose pods can all be rescheduled, replaced by what they need.
-    pub fn drift(&mut self) -> Option<Command> {
-        let all: &'a [Candidate] = self.candidates;
+    /// The drifted ones of `candidates` (earliest drifted first, then name) that pod-level
+    /// blockers do not hold back; notes the others. A `terminationGracePeriod` lets drift
+    /// proceed past pod-level blockers.
+    fn drifted(&mut self, candidates: impl Iterator<Item = &'a Candidate>) -> Vec<&'a Candidate> {
         let mut drifted: Vec<&Candidate> =
-            all.iter().filter(|c| c.facts.drifted.is_some()).collect();
+            candidates.filter(|c| c.facts.drifted.is_some()).collect();
         drifted.sort_by(|a, b| {
             let since = |c: &Candidate| c.facts.drifted.as_ref().map(|d| d.since);
             since(a).cmp(&since(b)).then_with(|| a.name.cmp(&b.name))
         });
         let mut eligible = Vec::new();
         for c in drifted {
-            // A terminationGracePeriod lets drift proceed past pod-level blockers.
             if let Some(b) = &c.pod_blocker {
                 if c.facts.termination_grace_period.is_none() {
                     let b = b.clone();
@@ -153,6 +152,114 @@ impl<'a> Pass<'a> {
             }
             eligible.push(c);
         }
+        eligible
+    }
+
+    /// Karpenter's static drift: drifted nodes of static pools (`spec.replicas`), each replaced
+    /// one for one by a NodeClaim of its pool's template, as many as the pool's `Drifted` budget
+    /// and its `limits.nodes` (which must leave room for the replacement) allow, all in one
+    /// command. A pool still scaling down (more nodes than replicas) is left alone.
+    pub fn static_drift(&mut self) -> Option<Command> {
+        let all: &'a [Candidate] = self.candidates;
+        let eligible = self.drifted(all.iter().filter(|c| c.static_pool));
+        let mut by_pool: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
+        for c in eligible {
+            by_pool
+                .entry(c.facts.nodepool.as_str())
+                .or_default()
+                .push(c);
+        }
+        let deleting = super::candidates::deleting_nodes(self.input);
+        let mut chosen: Vec<&Candidate> = Vec::new();
+        let mut replacements = Vec::new();
+        for (pool_name, cands) in by_pool {
+            let Some(pool) = self
+                .input
+                .snapshot
+                .node_pools
+                .iter()
+                .find(|p| p.name == pool_name)
+            else {
+                continue;
+            };
+            let replicas = pool.replicas.unwrap_or(0);
+            let (mut active, mut total) = (0u64, 0u64);
+            for (name, f) in &self.input.nodes {
+                if f.nodepool == pool_name {
+                    total += 1;
+                    active += u64::from(!deleting.contains(name.as_str()));
+                }
+            }
+            if active > replicas {
+                for c in &cands {
+                    self.note(
+                        &c.name,
+                        format!(
+                            "Static NodePool {pool_name:?} is scaling down to {replicas} nodes"
+                        ),
+                    );
+                }
+                continue;
+            }
+            let key = (pool_name.to_string(), Reason::Drifted);
+            let mut allowed = self.allowed(pool_name, Reason::Drifted);
+            let room = pool.limits.nodes.map_or(u64::MAX, |l| {
+                u64::try_from(l).unwrap_or(0).saturating_sub(total)
+            });
+            let mut staged = 0u64;
+            for c in cands {
+                if !allowed.any() {
+                    self.budget_blocked(&c.name, Reason::Drifted);
+                    continue;
+                }
+                if staged >= room {
+                    self.note(
+                        &c.name,
+                        "Static NodePool is at its node limit and cannot stage a replacement",
+                    );
+                    continue;
+                }
+                match crate::scheduling::template_nodeclaim(
+                    pool,
+                    &self.input.snapshot.daemonsets,
+                    &format!("{pool_name}-static-{}", replacements.len()),
+                    self.options.scheduler.max_instance_types,
+                ) {
+                    Ok(claim) => {
+                        allowed.take();
+                        staged += 1;
+                        replacements.push(claim);
+                        chosen.push(c);
+                    }
+                    Err(why) => self.note(
+                        &c.name,
+                        format!("Static NodePool {pool_name:?} cannot launch a replacement: {why}"),
+                    ),
+                }
+            }
+            self.budgets.insert(key, allowed);
+        }
+        if chosen.is_empty() {
+            return None;
+        }
+        let mut cmd = self.command(
+            Method::StaticDrift,
+            Reason::Drifted,
+            &chosen,
+            None,
+            self.now,
+        );
+        cmd.savings_per_hour -= replacements.iter().map(|r| r.cheapest.price).sum::<f64>();
+        cmd.decision = super::Decision::Replace;
+        cmd.replacements = replacements;
+        Some(cmd)
+    }
+
+    /// Drifted candidates: every empty one within budget at once, else the first (earliest
+    /// drifted, then name) whose pods can all be rescheduled, replaced by what they need.
+    pub fn drift(&mut self) -> Option<Command> {
+        let all: &'a [Candidate] = self.candidates;
+        let eligible = self.drifted(all.iter().filter(|c| !c.static_pool));
         let mut empty = Vec::new();
         for &c in eligible.iter().filter(|c| c.reschedulable.is_empty()) {
             let key = (c.facts.nodepool.clone(), Reason::Drifted);
@@ -247,6 +354,8 @@ impl<'a> Pass<'a> {
                 continue;
             }
             match c.consolidation_blocker(self.now, false) {
+                // A static pool's node keeps what static drift said about it.
+                Some(_) if c.static_pool && self.reasons.contains_key(&c.name) => {}
                 Some(b) => {
                     self.reasons.insert(c.name.clone(), b);
                 }

@@ -7,15 +7,19 @@
 //!
 //! 1. **emptiness**: every empty candidate (no reschedulable pod with a positive eviction cost)
 //!    whose `consolidateAfter` has elapsed, within its pool's `Empty` budget; deleted together.
-//! 2. **drift**: drifted candidates within the `Drifted` budget; all empty ones together, else one
+//! 2. **static drift**: drifted nodes of static pools (`spec.replicas`) within the `Drifted`
+//!    budget and the pool's `limits.nodes` (room for each replacement), each replaced one for one
+//!    by a NodeClaim of the pool's template (no simulation: a static pool's size does not follow
+//!    its pods); skipped while the pool has more nodes than replicas (scaling down).
+//! 3. **drift**: drifted candidates within the `Drifted` budget; all empty ones together, else one
 //!    node (earliest drifted first), replaced by whatever its pods need (1 → N).
-//! 3. **expiration**: every managed node past `expireAfter`, forcefully (no budget, no blocker).
+//! 4. **expiration**: every managed node past `expireAfter`, forcefully (no budget, no blocker).
 //!    Karpenter deletes expired NodeClaims without pre-spinning nodes; the replacements listed
 //!    are what provisioning will launch for their pods.
-//! 4. **multi-node consolidation**: candidates by savings ratio within the `Underutilized` budget,
+//! 5. **multi-node consolidation**: candidates by savings ratio within the `Underutilized` budget,
 //!    at most 100; a binary search over prefix sizes for the largest that can be deleted or
 //!    replaced by one strictly cheaper node (not one of their own types unless cheaper).
-//! 5. **single-node consolidation**: the first candidate (savings-ratio order, pools
+//! 6. **single-node consolidation**: the first candidate (savings-ratio order, pools
 //!    interleaved) that can be deleted or replaced by one strictly cheaper node.
 //!
 //! In both consolidation methods a move that takes nodes of a `Balanced` pool must also be
@@ -35,7 +39,9 @@
 //!   (they have no window to wait for).
 //! - [`plan`] does not wait the 15 s delay (`at` says when Karpenter would execute a command);
 //!   an executor re-reads the cluster then and calls [`validate`].
-//! - Not implemented yet: static drift (`spec.replicas` pools).
+//! - Nodes of static pools are never consolidation candidates (emptiness included), as in
+//!   Karpenter; scaling a static pool up or down is the operator's static capacity controller's
+//!   work, not a disruption method.
 //!
 //! # Determinism and tie-breaks
 //! Nodes are visited in name order; consolidation orders candidates by savings ratio descending,
@@ -219,6 +225,8 @@ impl DisruptionOptions {
 pub enum Method {
     /// Empty nodes.
     Emptiness,
+    /// Drifted nodes of static pools (`spec.replicas`), replaced one for one.
+    StaticDrift,
     /// Drifted nodes.
     Drift,
     /// Expired nodes.
@@ -237,6 +245,7 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Emptiness => "emptiness",
+            Method::StaticDrift => "static-drift",
             Method::Drift => "drift",
             Method::Expiration => "expiration",
             Method::MultiNode => "multi-node",
@@ -357,6 +366,7 @@ pub fn plan(
     };
     let command = pass
         .emptiness()
+        .or_else(|| pass.static_drift())
         .or_else(|| pass.drift())
         .or_else(|| pass.expiration(&expired))
         .or_else(|| pass.consolidation());

@@ -1191,3 +1191,114 @@ fn replacement_validation_requires_the_commands_instance_types_to_still_fit() {
     let e = validate_at(&f, &c).unwrap_err();
     assert!(e.failed.is_empty());
 }
+
+// ---- static pools (spec.replicas) ------------------------------------------------------------
+
+/// Three m.large nodes of a static pool of `replicas`, with a pod each; `node-a` and `node-b`
+/// drifted (node-b first).
+fn static_pool(replicas: u64) -> Fixture {
+    let mut f = Fixture::new(two_cpu());
+    f.input.snapshot.node_pools[0].replicas = Some(replicas);
+    for (n, p) in [("node-a", "a"), ("node-b", "b"), ("node-c", "c")] {
+        f.node(n, "m.large", "on-demand");
+        f.pod(web(p, "500m"), n);
+    }
+    f.facts("node-a").drifted = Some(Drift {
+        reason: "AMIDrift".into(),
+        since: hours_ago(1),
+    });
+    f.facts("node-b").drifted = Some(Drift {
+        reason: "AMIDrift".into(),
+        since: hours_ago(2),
+    });
+    f
+}
+
+#[test]
+fn static_pool_nodes_are_never_consolidated_even_when_empty() {
+    let mut f = static_pool(3);
+    for n in ["node-a", "node-b"] {
+        f.facts(n).drifted = None;
+    }
+    f.node("node-d", "m.large", "on-demand");
+    let out = f.plan();
+    assert!(out.commands.is_empty(), "{:?}", out.commands);
+    for n in ["node-a", "node-d"] {
+        assert!(
+            reason_of(&out, n).contains("is static (spec.replicas)"),
+            "{n}: {}",
+            reason_of(&out, n)
+        );
+    }
+    // The same nodes in a dynamic pool: the empty one goes.
+    f.input.snapshot.node_pools[0].replicas = None;
+    assert_eq!(f.plan().commands[0].candidates, ["node-d"]);
+}
+
+#[test]
+fn static_drift_replaces_drifted_nodes_one_for_one_within_the_drifted_budget() {
+    let mut f = static_pool(3);
+    f.settings().budgets = vec![Budget::nodes("1").reasons(&[Reason::Drifted])];
+    let out = f.plan();
+    let c = &out.commands[0];
+    assert_eq!(
+        (c.method, c.decision, c.reason),
+        (Method::StaticDrift, Decision::Replace, Reason::Drifted)
+    );
+    assert_eq!(c.candidates, ["node-b"], "earliest drifted first");
+    assert_eq!(c.replacements.len(), 1);
+    let r = &c.replacements[0];
+    assert_eq!(r.nodepool, "default");
+    assert!(r.pods.is_empty(), "a static replica carries no pods");
+    assert_eq!(r.cheapest.instance_type, "m.large");
+    assert!(
+        reason_of(&out, "node-a").contains("blocking budget"),
+        "{}",
+        reason_of(&out, "node-a")
+    );
+    // A larger budget takes both in one command.
+    f.settings().budgets = vec![Budget::nodes("2")];
+    let out = f.plan();
+    assert_eq!(out.commands[0].candidates, ["node-a", "node-b"]);
+    assert_eq!(out.commands[0].replacements.len(), 2);
+}
+
+#[test]
+fn static_drift_needs_room_under_limits_nodes_and_waits_for_a_scale_down() {
+    let mut f = static_pool(3);
+    f.settings().budgets = vec![Budget::nodes("100%")];
+    f.input.snapshot.node_pools[0].limits.nodes = Some(4);
+    let out = f.plan();
+    assert_eq!(out.commands[0].candidates, ["node-b"], "one slot of room");
+    assert!(reason_of(&out, "node-a").contains("node limit"));
+    f.input.snapshot.node_pools[0].limits.nodes = Some(3);
+    let out = f.plan();
+    assert!(out.commands.is_empty());
+    assert!(reason_of(&out, "node-b").contains("node limit"));
+    // More nodes than replicas: the pool is scaling down, drift waits.
+    f.input.snapshot.node_pools[0].limits.nodes = None;
+    f.input.snapshot.node_pools[0].replicas = Some(2);
+    let out = f.plan();
+    assert!(out.commands.is_empty());
+    assert!(reason_of(&out, "node-b").contains("scaling down to 2"));
+}
+
+#[test]
+fn static_pools_open_no_nodeclaim_for_pending_pods() {
+    let mut f = static_pool(3);
+    // 1600m fits on no existing node (1500m free each), only on a new one.
+    let mut p = web("pending", "1600m");
+    p.node_name = None;
+    f.input.snapshot.pods.push(p.clone());
+    let results = crate::scheduling::schedule(&f.input.snapshot, &Default::default());
+    assert!(results.new_nodeclaims.is_empty());
+    assert_eq!(results.unschedulable.len(), 1);
+    // A dynamic pool next to it launches for the pod.
+    let mut dynamic = nodepool("dynamic", f.types.clone());
+    dynamic.weight = 0;
+    f.input.snapshot.node_pools.push(dynamic);
+    let results = crate::scheduling::schedule(&f.input.snapshot, &Default::default());
+    assert_eq!(results.new_nodeclaims.len(), 1);
+    assert_eq!(results.new_nodeclaims[0].nodepool, "dynamic");
+    let _ = p;
+}

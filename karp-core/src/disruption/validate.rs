@@ -83,7 +83,7 @@ pub fn validate(
         pending_claims: None,
     };
     match command.method {
-        Method::Drift | Method::Expiration => Ok(Validated {
+        Method::Drift | Method::StaticDrift | Method::Expiration => Ok(Validated {
             command: command.clone(),
             dropped: BTreeMap::new(),
         }),

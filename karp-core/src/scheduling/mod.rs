@@ -313,6 +313,24 @@ pub(crate) fn larger_first(a: &Resources, b: &Resources) -> std::cmp::Ordering {
     b.cpu.cmp(&a.cpu).then_with(|| b.memory.cmp(&a.memory))
 }
 
+/// A NodeClaim of `pool` for no pods: what a static pool (`spec.replicas`) launches for each
+/// replica, as Karpenter's static provisioning does. Every instance type the pool's template
+/// allows with an available offering, cheapest first (at most `max_types`); the DaemonSets that
+/// will run on it are counted in its requests.
+///
+/// # Errors
+/// A message when no instance type of the pool can be launched.
+pub fn template_nodeclaim(
+    pool: &NodePool,
+    daemonsets: &[Pod],
+    hostname: &str,
+    max_types: usize,
+) -> Result<NewNodeClaim, String> {
+    let ctx = cache::pool_ctx(pool, daemonsets);
+    let types: Vec<u32> = (0..ctx.types.len() as u32).collect();
+    Claim::new(0, &ctx, hostname.to_string(), 0, types).finalize(&ctx, max_types)
+}
+
 /// Run one scheduling pass over the snapshot's pending pods.
 #[must_use]
 pub fn schedule(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> SchedulingResults {
@@ -359,7 +377,10 @@ impl<'a> Scheduler<'a> {
         shared: Shared,
     ) -> Self {
         let respect = options.preference_policy == PreferencePolicy::Respect;
-        let mut pool_order: Vec<usize> = (0..snapshot.node_pools.len()).collect();
+        // Static pools keep their replica count: pending pods never open one of their claims.
+        let mut pool_order: Vec<usize> = (0..snapshot.node_pools.len())
+            .filter(|&i| !snapshot.node_pools[i].is_static())
+            .collect();
         pool_order.sort_by(|&a, &b| {
             let (a, b) = (&snapshot.node_pools[a], &snapshot.node_pools[b]);
             b.weight.cmp(&a.weight).then_with(|| a.name.cmp(&b.name))

@@ -57,7 +57,7 @@ pub fn consolidation_type(m: Method) -> &'static str {
         Method::SingleNode => "single",
         Method::MultiNode => "multi",
         Method::Global => "global",
-        Method::Drift | Method::Expiration => "",
+        Method::Drift | Method::StaticDrift | Method::Expiration => "",
     }
 }
 

@@ -181,6 +181,16 @@ impl Packer for Milp {
     }
 
     fn pack(&self, snapshot: &ClusterSnapshot) -> PackResult {
+        // Static pools (`spec.replicas`) launch nothing for pods: their nodes stay destinations.
+        if snapshot
+            .node_pools
+            .iter()
+            .any(crate::cluster::NodePool::is_static)
+        {
+            let mut dynamic = snapshot.clone();
+            dynamic.node_pools.retain(|p| !p.is_static());
+            return self.pack(&dynamic);
+        }
         let scale =
             (snapshot.pending().len() as f64 / PODS_PER_BUDGET).clamp(1.0, MAX_BUDGET_SCALE);
         let run = Run {
