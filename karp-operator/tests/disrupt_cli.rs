@@ -570,3 +570,55 @@ fn disrupt_without_managed_nodes_prints_plain_zero_costs() {
     let t = run(&m, &c, &["-o", "table"]);
     assert!(t.stdout.contains("$0.0000/h before"), "{}", t.stdout);
 }
+
+#[test]
+fn disrupt_replaces_drifted_nodes_of_a_static_pool_one_for_one() {
+    // The drift-requirements cluster with the pool static at three replicas.
+    let dir = scratch("static-drift");
+    let (m, c) = cluster(&dir, INITIALIZED);
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replacen(
+            "    spec:\n      nodeClassRef:",
+            "    spec:\n      requirements: [{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}, {key: node.kubernetes.io/instance-type, operator: NotIn, values: [m5.large]}]\n      nodeClassRef:",
+            1,
+        )
+        .replacen("spec:\n  disruption:", "spec:\n  replicas: 3\n  disruption:", 1);
+    std::fs::write(&m, text).unwrap();
+    std::fs::write(
+        &c,
+        CATALOG.replace(
+            "]}]}",
+            r#"]}, {"name": "m6i.large", "capacity": {"cpu": "2", "memory": "8Gi", "pods": "29"}, "overhead": {"cpu": "0", "memory": "0"}, "offerings": [{"zone": "us-east-1a", "capacity_type": "on-demand", "price": 0.0864, "available": true}]}]}"#,
+        ),
+    )
+    .unwrap();
+    let out = json(&run(&m, &c, &[]));
+    let cmd = &out["commands"][0];
+    assert_eq!(cmd["method"], "static-drift", "{out:#}");
+    assert_eq!(cmd["decision"], "replace");
+    assert_eq!(cmd["candidates"], serde_json::json!(["node-a", "node-b"]));
+    let replacements = cmd["replacements"].as_array().unwrap();
+    assert_eq!(replacements.len(), 2, "one for one: {cmd:#}");
+    for r in replacements {
+        assert_eq!(r["instance_type"], "m6i.large", "{r:#}");
+    }
+    // Without the drift, nothing is consolidated in a static pool, even the empty node-c.
+    let text = std::fs::read_to_string(&m).unwrap().replace(
+        ", {key: node.kubernetes.io/instance-type, operator: NotIn, values: [m5.large]}",
+        "",
+    );
+    std::fs::write(&m, text).unwrap();
+    let out = json(&run(&m, &c, &[]));
+    assert_eq!(out["commands"], serde_json::json!([]), "{out:#}");
+    let why: Vec<&str> = out["not_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        why.iter().any(|r| r.contains("is static (spec.replicas)")),
+        "{why:?}"
+    );
+}

@@ -2197,3 +2197,162 @@ async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_cancel
     monitor.await.unwrap().unwrap();
     cluster.shutdown().await;
 }
+
+/// A static NodePool of `replicas` on-demand 2–4 CPU nodes (room for one more under
+/// `limits.nodes`), one drift at a time.
+fn static_pool(replicas: u32) -> String {
+    let class = seed()
+        .split("\n---\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    format!(
+        r#"{class}
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: fixed}}
+spec:
+  replicas: {replicas}
+  limits: {{nodes: {limit}}}
+  template:
+    spec:
+      requirements:
+        - {{key: karpenter.k8s.aws/instance-category, operator: In, values: ["c", "m"]}}
+        - {{key: karpenter.k8s.aws/instance-cpu, operator: In, values: ["2", "4"]}}
+        - {{key: kubernetes.io/arch, operator: In, values: ["amd64"]}}
+        - {{key: karpenter.sh/capacity-type, operator: In, values: ["on-demand"]}}
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: karpenter-nodeclass-al2023}}
+      expireAfter: Never
+  disruption:
+    consolidateAfter: 0s
+    budgets: [{{nodes: "1"}}]
+"#,
+        limit = replicas + 1
+    )
+}
+
+/// The live (not deleting) NodeClaims of `pool` that have launched.
+async fn pool_claims(client: &kube::Client, pool: &str) -> Vec<NodeClaim> {
+    claims(client)
+        .await
+        .into_iter()
+        .filter(|c| c.nodepool() == Some(pool) && c.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces_drift_one_for_one()
+{
+    let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
+        .await
+        .unwrap();
+    let client = cluster.client.clone();
+    cluster.apply_yaml(&static_pool(3)).unwrap();
+    wait_for(
+        "3 initialized static nodes",
+        Duration::from_secs(60),
+        || async {
+            let cs = pool_claims(&client, "fixed").await;
+            cs.len() == 3 && cs.iter().all(|c| c.is_true("Initialized"))
+        },
+    )
+    .await;
+    // Pods land on the static nodes; karp launches nothing for them, and removes nothing empty.
+    cluster.apply_yaml(&deployment("web", 3, "500m")).unwrap();
+    wait_for("3 running web pods", Duration::from_secs(60), || async {
+        running_count(&client, "web").await == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        claims(&client).await.len(),
+        3,
+        "no claim for pods, none removed"
+    );
+
+    // `kubectl scale nodepool fixed --replicas=1`: the scale subresource; the pods move onto
+    // the node that stays.
+    let pools: Api<karp_operator::api::nodepool::NodePool> = Api::all(client.clone());
+    pools
+        .patch_scale(
+            "fixed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    wait_for("one static node left", Duration::from_secs(60), || async {
+        claims(&client).await.len() == 1
+    })
+    .await;
+    wait_for(
+        "the web pods running again",
+        Duration::from_secs(60),
+        || async { running_count(&client, "web").await == 3 },
+    )
+    .await;
+    let scale = pools.get_scale("fixed").await.unwrap();
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+    pools
+        .patch_scale(
+            "fixed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    wait_for("two static nodes", Duration::from_secs(60), || async {
+        let cs = pool_claims(&client, "fixed").await;
+        cs.len() == 2 && cs.iter().all(|c| c.is_true("Initialized"))
+    })
+    .await;
+
+    // A template change drifts both; static drift replaces them one at a time (budget 1), never
+    // above limits.nodes (3), and ends with exactly two nodes of the new template.
+    let before: Vec<String> = pool_claims(&client, "fixed")
+        .await
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    patch_pool(
+        &client,
+        "fixed",
+        serde_json::json!({"spec": {"template": {"metadata": {"labels": {"generation": "two"}}}}}),
+    )
+    .await;
+    let start = Instant::now();
+    let mut most = 0;
+    loop {
+        let all = claims(&client).await;
+        most = most.max(all.len());
+        let live = pool_claims(&client, "fixed").await;
+        let replaced = live.len() == 2
+            && all.len() == 2
+            && live.iter().all(|c| {
+                c.is_true("Initialized")
+                    && !before.contains(c.metadata.name.as_ref().unwrap())
+                    && c.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("generation"))
+                        .map(String::as_str)
+                        == Some("two")
+            });
+        if replaced {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "static drift not done: {:?}",
+            all.iter().map(|c| &c.metadata.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= 3, "limits.nodes is 3, saw {most} claims");
+    wait_for("the web pods running", Duration::from_secs(60), || async {
+        running_count(&client, "web").await == 3
+    })
+    .await;
+    cluster.shutdown().await;
+}

@@ -562,6 +562,12 @@ impl<'a> Scheduler<'a> {
         // A new NodeClaim from the first pool (by weight) that can take the pod.
         let mut reasons = Vec::new();
         if self.pools.is_empty() {
+            if self.snapshot.node_pools.iter().any(NodePool::is_static) {
+                return Err(
+                    "only static NodePools (spec.replicas) exist, and they launch no node for pods"
+                        .to_string(),
+                );
+            }
             return Err("no NodePool exists to launch a node for it".to_string());
         }
         for p in 0..self.pools.len() {

@@ -572,6 +572,13 @@ pub fn nodepool_crd() -> Value {
             .desc("What NodeClaims launched from this pool look like."),
         ),
         (
+            "replicas",
+            S::integer()
+                .set("format", json!("int64"))
+                .set("minimum", json!(0))
+                .desc("Static capacity: the pool keeps exactly this many nodes whatever the pods need (no consolidation; only limits.nodes, no weight)."),
+        ),
+        (
             "weight",
             S::integer()
                 .set("format", json!("int32"))
@@ -581,6 +588,18 @@ pub fn nodepool_crd() -> Value {
         ),
     ])
     .required(&["template"])
+    .cel(
+        "has(self.replicas) == has(oldSelf.replicas)",
+        "Cannot transition NodePool between static (replicas set) and dynamic (replicas unset) provisioning modes",
+    )
+    .cel(
+        "!has(self.replicas) || (!has(self.limits) || size(self.limits) == 0 || (size(self.limits) == 1 && 'nodes' in self.limits))",
+        "only 'limits.nodes' is supported on static NodePools",
+    )
+    .cel(
+        "!has(self.replicas) || !has(self.weight)",
+        "'weight' is not supported on static NodePools",
+    )
     .desc("A pool of nodes karp launches for unschedulable pods.");
     let status = S::object(vec![
         ("conditions", conditions()),
@@ -609,7 +628,7 @@ pub fn nodepool_crd() -> Value {
         {"jsonPath": ".status.resources.cpu", "name": "CPU", "priority": 1, "type": "string"},
         {"jsonPath": ".status.resources.memory", "name": "Memory", "priority": 1, "type": "string"}
     ]);
-    crd(
+    let mut crd = crd(
         &Names {
             group: "karpenter.sh",
             kind: "NodePool",
@@ -620,7 +639,13 @@ pub fn nodepool_crd() -> Value {
         spec,
         status,
         Vec::new(),
-    )
+    );
+    // `kubectl scale nodepool NAME --replicas=N` on static pools, as Karpenter's CRD allows.
+    crd["spec"]["versions"][0]["subresources"]["scale"] = json!({
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.nodes",
+    });
+    crd
 }
 
 /// The `nodeclaims.karpenter.sh` CRD.

@@ -70,6 +70,10 @@ pub struct NodePoolSpec {
     /// `spec.weight` (1..=100; higher is tried first).
     #[serde(default)]
     pub weight: Option<i32>,
+    /// `spec.replicas`: a static pool keeps exactly this many nodes whatever the pods need
+    /// (Karpenter's static capacity); only `limits.nodes` and no `weight` go with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
 }
 
 /// The annotation holding a NodePool's template hash (on the pool and on its NodeClaims).

@@ -330,13 +330,17 @@ fn render(
             reason: c.reason.as_str().to_string(),
             decision: c.decision.as_str().to_string(),
             candidates: c.candidates.clone(),
-            replacements: match &c.simulation {
-                Some(sim) => c
-                    .replacements
+            // Pod indices of replacements refer to the simulation's snapshot; a command without
+            // one (static drift) replaces with NodeClaims that carry no pods.
+            replacements: {
+                let snapshot = c
+                    .simulation
+                    .as_ref()
+                    .map_or(&input.snapshot, |s| &s.snapshot);
+                c.replacements
                     .iter()
-                    .map(|r| nodeclaim_output(&sim.snapshot, r))
-                    .collect(),
-                None => Vec::new(),
+                    .map(|r| nodeclaim_output(snapshot, r))
+                    .collect()
             },
             moves: c
                 .moves

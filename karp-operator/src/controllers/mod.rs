@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod orchestration;
 pub mod podevents;
 pub mod provisioner;
+pub mod static_capacity;
 pub mod status;
 pub mod termination;
 pub mod writes;
@@ -668,6 +669,7 @@ impl Operator {
         tasks.push(sv.spawn("podevents", podevents::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("conditions", conditions::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("expiration", expiration::run(Arc::clone(&ctx))));
+        tasks.push(sv.spawn("static_capacity", static_capacity::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("drift", drift::run(Arc::clone(&ctx))));
         tasks.push(sv.spawn("disruption", disruption::run(Arc::clone(&ctx))));
         Ok(Operator {

@@ -113,6 +113,30 @@ pub fn convert_nodepool(
         }
         pool.weight = w;
     }
+    if let Some(r) = spec.replicas {
+        let Ok(replicas) = u64::try_from(r) else {
+            return Err(field_err(
+                object,
+                "spec.replicas",
+                format!("must be 0 or more, got {r}"),
+            ));
+        };
+        if spec.weight.is_some() {
+            return Err(field_err(
+                object,
+                "spec.weight",
+                "'weight' is not supported on static NodePools (spec.replicas is set)",
+            ));
+        }
+        if let Some(other) = spec.limits.keys().find(|k| *k != "nodes") {
+            return Err(field_err(
+                object,
+                format!("spec.limits.{other}"),
+                "only 'limits.nodes' is supported on static NodePools (spec.replicas is set)",
+            ));
+        }
+        pool.replicas = Some(replicas);
+    }
     check_duration(
         object,
         "spec.template.spec.expireAfter",
@@ -304,6 +328,9 @@ mod tests {
     fn nodepool_field_errors_name_the_field() {
         let cases = [
             ("  weight: 0\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.weight"),
+            ("  replicas: -1\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.replicas: must be 0 or more"),
+            ("  replicas: 2\n  weight: 5\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.weight: 'weight' is not supported on static NodePools"),
+            ("  replicas: 2\n  limits: {nodes: 3, cpu: 8}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.limits.cpu: only 'limits.nodes' is supported on static NodePools"),
             ("  limits: {cpu: lots}\n  template: {spec: {nodeClassRef: {name: c}}}\n", "spec.limits.cpu"),
             ("  template: {spec: {}}\n", "spec.template.spec.nodeClassRef: required"),
             ("  template: {spec: {nodeClassRef: {name: c, kind: Other}}}\n", "spec.template.spec.nodeClassRef.kind"),
