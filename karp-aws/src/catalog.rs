@@ -116,6 +116,16 @@ impl CatalogEntry {
     /// The core's instance type for this entry.
     #[must_use]
     pub fn to_instance_type(&self) -> karp_core::cloud::InstanceType {
+        self.to_instance_type_with(Vec::new())
+    }
+
+    /// The core view with `extra` offerings besides the catalog's (a node class's capacity
+    /// reservations, as `reserved` offerings).
+    #[must_use]
+    pub fn to_instance_type_with(
+        &self,
+        extra: Vec<karp_core::cloud::Offering>,
+    ) -> karp_core::cloud::InstanceType {
         let offerings = self
             .offerings
             .iter()
@@ -124,7 +134,9 @@ impl CatalogEntry {
                 capacity_type: o.capacity_type.clone(),
                 price: o.price,
                 available: o.available,
+                reservation: None,
             })
+            .chain(extra)
             .collect();
         karp_core::cloud::InstanceType::new(
             self.name.clone(),

@@ -31,6 +31,7 @@ pub fn classify(code: &str) -> ErrorKind {
         | "InsufficientCapacity"
         | "InsufficientHostCapacity"
         | "InsufficientReservedInstanceCapacity"
+        | "ReservationCapacityExceeded"
         | "MaxSpotInstanceCountExceeded"
         | "SpotMaxPriceTooLow"
         | "UnfulfillableCapacity"

@@ -11,12 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{
+    CapacityReservationPreference, CapacityReservationTarget,
     ConnectionTrackingSpecificationRequest, DefaultTargetCapacityType,
     FleetLaunchTemplateConfigRequest, FleetLaunchTemplateOverridesRequest,
     FleetLaunchTemplateSpecificationRequest, FleetOnDemandAllocationStrategy, FleetType,
     InstanceType as Ec2InstanceType, LaunchTemplateBlockDeviceMappingRequest,
-    LaunchTemplateCpuOptionsRequest, LaunchTemplateEbsBlockDeviceRequest,
-    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
+    LaunchTemplateCapacityReservationSpecificationRequest, LaunchTemplateCpuOptionsRequest,
+    LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
     LaunchTemplateInstanceMetadataProtocolIpv6,
     LaunchTemplateInstanceNetworkInterfaceSpecificationRequest, LaunchTemplatePlacementRequest,
@@ -73,6 +75,8 @@ pub struct FleetOverride {
     pub zone: String,
     /// Price of the offering (USD/h).
     pub price: f64,
+    /// The capacity reservation it launches into (reserved launches only).
+    pub reservation_id: Option<String>,
 }
 
 /// A launch template a fleet uses, with its overrides.
@@ -88,12 +92,15 @@ pub struct TemplatePlan {
     pub user_data: String,
     /// Overrides launched with this template.
     pub overrides: Vec<FleetOverride>,
+    /// The capacity reservation the template targets (one template per reservation, as
+    /// Karpenter does: the target lives in the launch template).
+    pub capacity_reservation_id: Option<String>,
 }
 
 /// Everything one CreateFleet call needs, decided without IO.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetPlan {
-    /// `spot` or `on-demand`.
+    /// `reserved`, `spot` or `on-demand`.
     pub capacity_type: String,
     /// Launch templates and their overrides (all overrides, cheapest first across templates, ≤ 60).
     pub templates: Vec<TemplatePlan>,
@@ -177,7 +184,13 @@ pub fn plan_fleet(
             }
         }
     }
-    let capacity_type = if candidates.iter().any(|(_, o)| o.capacity_type == "spot") {
+    // Karpenter's preference: reserved capacity (paid for already), then spot, then on-demand.
+    let capacity_type = if candidates
+        .iter()
+        .any(|(_, o)| o.capacity_type == labels::CAPACITY_RESERVED && o.reservation.is_some())
+    {
+        labels::CAPACITY_RESERVED
+    } else if candidates.iter().any(|(_, o)| o.capacity_type == "spot") {
         "spot"
     } else if candidates
         .iter()
@@ -206,7 +219,8 @@ pub fn plan_fleet(
             candidates.retain(|(_, o)| o.zone == zone);
         }
     }
-    let mut groups: BTreeMap<(String, i64), Vec<FleetOverride>> = BTreeMap::new();
+    type GroupKey = (String, i64, Option<String>);
+    let mut groups: BTreeMap<GroupKey, Vec<FleetOverride>> = BTreeMap::new();
     let mut taken = 0;
     for (it, o) in candidates {
         if taken == MAX_OVERRIDES {
@@ -218,14 +232,16 @@ pub fn plan_fleet(
         let Some(subnet) = resolved.subnet_for_zone(&o.zone) else {
             continue;
         };
+        let reservation_id = o.reservation.as_ref().map(|r| r.id.clone());
         groups
-            .entry((ami.id.clone(), it.capacity.pods))
+            .entry((ami.id.clone(), it.capacity.pods, reservation_id.clone()))
             .or_default()
             .push(FleetOverride {
                 instance_type: it.name.clone(),
                 subnet_id: subnet.id.clone(),
                 zone: o.zone.clone(),
                 price: o.price,
+                reservation_id,
             });
         taken += 1;
     }
@@ -248,42 +264,46 @@ pub fn plan_fleet(
         .collect();
     // The template holding the cheapest override first: EC2 weighs every override by price, but
     // simpler fleets (moto among them) launch the first template's first override.
-    let mut groups: Vec<((String, i64), Vec<FleetOverride>)> = groups.into_iter().collect();
+    let mut groups: Vec<(GroupKey, Vec<FleetOverride>)> = groups.into_iter().collect();
     groups.sort_by(|(ka, a), (kb, b)| a[0].price.total_cmp(&b[0].price).then_with(|| ka.cmp(kb)));
     let templates = groups
         .into_iter()
-        .map(|((image_id, max_pods), overrides)| {
-            let bootstrap = Bootstrap {
-                cluster_name: settings.cluster_name.clone(),
-                cluster_endpoint: settings.cluster_endpoint.clone(),
-                ca_bundle: settings.cluster_ca_bundle.clone(),
-                cluster_cidr: settings.cluster_cidr.clone(),
-                cluster_dns: spec
-                    .kubelet
-                    .as_ref()
-                    .map(|k| k.cluster_dns.clone())
-                    .unwrap_or_default(),
-                labels: labels.clone(),
-                taints: taints.clone(),
-                max_pods: Some(max_pods),
-                custom: spec.user_data.clone(),
-            };
-            let user_data = userdata::encode(&userdata::user_data(family, &bootstrap));
-            let name = template_name(
-                settings,
-                resolved,
-                &image_id,
-                &user_data,
-                &security_group_ids,
-            );
-            TemplatePlan {
-                name,
-                image_id,
-                max_pods,
-                user_data,
-                overrides,
-            }
-        })
+        .map(
+            |((image_id, max_pods, capacity_reservation_id), overrides)| {
+                let bootstrap = Bootstrap {
+                    cluster_name: settings.cluster_name.clone(),
+                    cluster_endpoint: settings.cluster_endpoint.clone(),
+                    ca_bundle: settings.cluster_ca_bundle.clone(),
+                    cluster_cidr: settings.cluster_cidr.clone(),
+                    cluster_dns: spec
+                        .kubelet
+                        .as_ref()
+                        .map(|k| k.cluster_dns.clone())
+                        .unwrap_or_default(),
+                    labels: labels.clone(),
+                    taints: taints.clone(),
+                    max_pods: Some(max_pods),
+                    custom: spec.user_data.clone(),
+                };
+                let user_data = userdata::encode(&userdata::user_data(family, &bootstrap));
+                let name = template_name(
+                    settings,
+                    resolved,
+                    &image_id,
+                    &user_data,
+                    &security_group_ids,
+                    capacity_reservation_id.as_deref(),
+                );
+                TemplatePlan {
+                    name,
+                    image_id,
+                    max_pods,
+                    user_data,
+                    overrides,
+                    capacity_reservation_id,
+                }
+            },
+        )
         .collect();
     Ok(FleetPlan {
         capacity_type: capacity_type.to_string(),
@@ -303,6 +323,7 @@ pub fn template_name(
     image_id: &str,
     user_data: &str,
     security_group_ids: &[String],
+    capacity_reservation_id: Option<&str>,
 ) -> String {
     let mut key = serde_json::json!({
         "cluster": settings.cluster_name,
@@ -320,6 +341,20 @@ pub fn template_name(
         }
         if let Some(pg) = &resolved.placement_group {
             fields.insert("placementGroup".into(), serde_json::json!(pg.id));
+        }
+        if let Some(id) = capacity_reservation_id {
+            fields.insert("capacityReservation".into(), serde_json::json!(id));
+        }
+        if !resolved
+            .node_class
+            .spec
+            .capacity_reservation_selector_terms
+            .is_empty()
+        {
+            fields.insert(
+                "capacityReservationPreference".into(),
+                serde_json::json!("none"),
+            );
         }
     }
     format!(
@@ -450,6 +485,26 @@ pub fn launch_template_data(
         data = data.placement(
             LaunchTemplatePlacementRequest::builder()
                 .group_id(&pg.id)
+                .build(),
+        );
+    }
+    // A reserved template targets its reservation; the other templates of a node class that
+    // selects reservations opt out of open reservations, so EC2 never puts an instance in one
+    // karp did not choose (Karpenter's rule: it would drift, relaunch, and land there again).
+    if let Some(id) = &template.capacity_reservation_id {
+        data = data.capacity_reservation_specification(
+            LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                .capacity_reservation_target(
+                    CapacityReservationTarget::builder()
+                        .capacity_reservation_id(id)
+                        .build(),
+                )
+                .build(),
+        );
+    } else if !spec.capacity_reservation_selector_terms.is_empty() {
+        data = data.capacity_reservation_specification(
+            LaunchTemplateCapacityReservationSpecificationRequest::builder()
+                .capacity_reservation_preference(CapacityReservationPreference::None)
                 .build(),
         );
     }

@@ -40,6 +40,13 @@ pub fn instance_id(provider_id: &str) -> Option<&str> {
     id.starts_with("i-").then_some(id)
 }
 
+/// A `reserved` offering costs the on-demand price divided by this: the reservation is paid for
+/// whether used or not, so the scheduler prefers it to any other offering.
+pub const RESERVED_PRICE_DIVISOR: f64 = 10_000_000.0;
+
+/// The label naming the capacity reservation a node runs in (Karpenter's).
+pub const CAPACITY_RESERVATION_ID: &str = "karpenter.k8s.aws/capacity-reservation-id";
+
 /// The account's instance types and where they are offered.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountCatalog {
@@ -501,12 +508,62 @@ impl AwsCloudProvider {
             name: resolved.name().to_string(),
             reason: e.to_string(),
         })?;
+        let now = Instant::now();
         Ok(entries
             .iter()
-            .map(CatalogEntry::to_instance_type)
+            .map(|e| e.to_instance_type_with(self.reserved_offerings(resolved, e, now)))
             .filter(|it| resolved.ami_for(&it.requirements).is_some())
             .map(Arc::new)
             .collect())
+    }
+
+    /// The `reserved` offerings of `entry` from the node class's capacity reservations: one per
+    /// zone, backed by the reservation with the most room there (CreateFleet takes one launch
+    /// template per type and zone), priced at the on-demand price / [`RESERVED_PRICE_DIVISOR`]
+    /// (paid for already, so preferred to anything else), unavailable while full or while a
+    /// launch into it failed for lack of capacity.
+    fn reserved_offerings(
+        &self,
+        resolved: &ResolvedNodeClass,
+        entry: &CatalogEntry,
+        now: Instant,
+    ) -> Vec<karp_core::cloud::Offering> {
+        let mut out = Vec::new();
+        for zone in resolved.zones() {
+            let Some(best) = resolved
+                .reservations_for(&entry.name, &zone)
+                .into_iter()
+                .filter(|r| r.reservation.state == "active")
+                .max_by(|a, b| {
+                    a.available_instances
+                        .cmp(&b.available_instances)
+                        .then_with(|| b.reservation.id.cmp(&a.reservation.id))
+                })
+            else {
+                continue;
+            };
+            let on_demand = entry
+                .offerings
+                .iter()
+                .find(|o| o.zone == zone && o.capacity_type == labels::CAPACITY_ON_DEMAND)
+                .or_else(|| entry.offerings.iter().find(|o| o.zone == zone))
+                .map_or(0.0, |o| o.price);
+            let available = u32::try_from(best.available_instances.max(0)).unwrap_or(u32::MAX);
+            let mut o = karp_core::cloud::Offering::reserved(
+                zone.clone(),
+                on_demand / RESERVED_PRICE_DIVISOR,
+                best.reservation.id.clone(),
+                available,
+            );
+            if self
+                .unavailable
+                .is_unavailable(&entry.name, &zone, labels::CAPACITY_RESERVED, now)
+            {
+                o.available = false;
+            }
+            out.push(o);
+        }
+        out
     }
 
     fn to_instance(&self, inst: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
@@ -515,8 +572,11 @@ impl AwsCloudProvider {
             .placement()
             .and_then(|p| p.availability_zone())
             .unwrap_or_default();
+        let reservation = inst.capacity_reservation_id().filter(|id| !id.is_empty());
         let capacity_type = if inst.instance_lifecycle() == Some(&InstanceLifecycleType::Spot) {
             "spot"
+        } else if reservation.is_some() {
+            labels::CAPACITY_RESERVED
         } else {
             "on-demand"
         };
@@ -524,7 +584,7 @@ impl AwsCloudProvider {
             .instance_type()
             .map(|t| t.as_str().to_string())
             .unwrap_or_default();
-        let labels = BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (labels::INSTANCE_TYPE.to_string(), instance_type.clone()),
             (labels::ZONE.to_string(), zone.to_string()),
             (labels::CAPACITY_TYPE.to_string(), capacity_type.to_string()),
@@ -533,6 +593,9 @@ impl AwsCloudProvider {
                 self.settings.region.clone(),
             ),
         ]);
+        if let Some(id) = reservation {
+            labels.insert(CAPACITY_RESERVATION_ID.to_string(), id.to_string());
+        }
         Some(Instance {
             provider_id: provider_id(zone, id),
             nodeclaim: tag(inst.tags(), tags::NODECLAIM).map(str::to_string),
@@ -625,7 +688,7 @@ impl AwsCloudProvider {
                 .send()
                 .await;
         }
-        let labels = BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (labels::INSTANCE_TYPE.to_string(), itype.clone()),
             (labels::ZONE.to_string(), zone.clone()),
             (
@@ -637,6 +700,14 @@ impl AwsCloudProvider {
                 self.settings.region.clone(),
             ),
         ]);
+        // A reserved launch ran in the reservation of the override that launched.
+        if let Some(id) = plan
+            .overrides()
+            .find(|o| o.instance_type == itype && o.zone == zone)
+            .and_then(|o| o.reservation_id.clone())
+        {
+            labels.insert(CAPACITY_RESERVATION_ID.to_string(), id);
+        }
         info!(instance = %id, instance_type = %itype, %zone, capacity_type = %plan.capacity_type, "launched");
         Ok(Instance {
             provider_id: provider_id(&zone, &id),

@@ -1325,6 +1325,7 @@ mod hash_pin {
             "ami-1",
             "dXNlcmRhdGE=",
             &["sg-1".to_string()],
+            None,
         );
         assert_eq!(name, "karpenter.k8s.aws/a23565e4cc055da2");
     }

@@ -1739,3 +1739,234 @@ spec:
         .iter()
         .any(|c| c.type_ == "CapacityReservationsReady" && c.status == "True"));
 }
+
+#[tokio::test]
+async fn a_request_allowing_reserved_launches_into_the_selected_reservation_first() {
+    use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateInput;
+    use aws_sdk_ec2::operation::describe_capacity_reservations::DescribeCapacityReservationsOutput;
+    use aws_sdk_ec2::types::{
+        CapacityReservation as Ec2Reservation, CapacityReservationPreference,
+        CapacityReservationState, InstanceMatchCriteria,
+    };
+    let reservation =
+        mock!(aws_sdk_ec2::Client::describe_capacity_reservations).then_output(|| {
+            DescribeCapacityReservationsOutput::builder()
+                .capacity_reservations(
+                    Ec2Reservation::builder()
+                        .capacity_reservation_id("cr-0123abcd")
+                        .instance_type("m5.large")
+                        .availability_zone("us-east-1a")
+                        .owner_id("123456789012")
+                        .instance_match_criteria(InstanceMatchCriteria::Targeted)
+                        .state(CapacityReservationState::Active)
+                        .available_instance_count(1)
+                        .build(),
+                )
+                .build()
+        });
+    let templates: Captured<CreateLaunchTemplateInput> = Arc::default();
+    let t = Arc::clone(&templates);
+    let create_lt = mock!(aws_sdk_ec2::Client::create_launch_template)
+        .match_requests(move |i| {
+            t.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_output(|| CreateLaunchTemplateOutput::builder().build());
+    let fleets: Captured<CreateFleetInput> = Arc::default();
+    let fleet = capture_fleet(&fleets, || {
+        CreateFleetOutput::builder()
+            .instances(launched(
+                "i-r",
+                "m5.large",
+                "us-east-1a",
+                InstanceLifecycle::OnDemand,
+            ))
+            .build()
+    });
+    let nc: EC2NodeClass = serde_yaml::from_str(
+        r"
+metadata: {name: default}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  capacityReservationSelectorTerms: [{id: cr-0123abcd}]
+",
+    )
+    .unwrap();
+    let describe_lt = lt_rules().remove(0);
+    let p = provider_for(&nc, vec![describe_lt, create_lt, fleet, reservation]).await;
+
+    // The scheduler sees a reserved offering of m5.large in 1a, priced near zero, for one.
+    let types = p.instance_types("default", Some("default")).await.unwrap();
+    let m5 = types.iter().find(|t| t.name == "m5.large").unwrap();
+    let reserved: Vec<_> = m5
+        .offerings
+        .iter()
+        .filter(|o| o.capacity_type == "reserved")
+        .collect();
+    assert_eq!(reserved.len(), 1);
+    assert_eq!(reserved[0].zone, "us-east-1a");
+    assert_eq!(
+        reserved[0]
+            .reservation
+            .as_ref()
+            .map(|r| (r.id.as_str(), r.available)),
+        Some(("cr-0123abcd", 1))
+    );
+    assert!(reserved[0].price < 1e-6, "{}", reserved[0].price);
+
+    // A claim allowing reserved and on-demand launches reserved, on demand, into the
+    // reservation's template only.
+    let inst = p
+        .create(&request(
+            &["m5.large", "m5.xlarge"],
+            &["reserved", "on-demand"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(inst.capacity_type, "reserved");
+    assert_eq!(
+        inst.labels
+            .get("karpenter.k8s.aws/capacity-reservation-id")
+            .map(String::as_str),
+        Some("cr-0123abcd")
+    );
+    let input = fleets.lock().unwrap()[0].clone();
+    assert_eq!(
+        input
+            .target_capacity_specification()
+            .and_then(|t| t.default_target_capacity_type()),
+        Some(&DefaultTargetCapacityType::OnDemand)
+    );
+    let overrides: Vec<(String, String)> = input
+        .launch_template_configs()
+        .iter()
+        .flat_map(|c| c.overrides())
+        .map(|o| {
+            (
+                o.instance_type().unwrap().as_str().to_string(),
+                o.availability_zone().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        overrides,
+        [("m5.large".to_string(), "us-east-1a".to_string())]
+    );
+    let lt = templates.lock().unwrap()[0].clone();
+    let target = lt
+        .launch_template_data()
+        .and_then(|d| d.capacity_reservation_specification())
+        .and_then(|c| c.capacity_reservation_target())
+        .and_then(|t| t.capacity_reservation_id());
+    assert_eq!(target, Some("cr-0123abcd"));
+
+    // A claim without reserved gets a template that opts out of open reservations.
+    let inst = p
+        .create(&request(&["m5.large"], &["on-demand"]))
+        .await
+        .unwrap();
+    assert_eq!(inst.capacity_type, "on-demand");
+    let lts = templates.lock().unwrap().clone();
+    let plain = lts
+        .iter()
+        .map(|t| {
+            t.launch_template_data()
+                .and_then(|d| d.capacity_reservation_specification())
+                .and_then(|c| c.capacity_reservation_preference())
+                .cloned()
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        plain.contains(&Some(CapacityReservationPreference::None)),
+        "{plain:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_reservation_is_marked_unavailable_and_the_retry_launches_on_demand() {
+    use aws_sdk_ec2::operation::describe_capacity_reservations::DescribeCapacityReservationsOutput;
+    use aws_sdk_ec2::types::{
+        CapacityReservation as Ec2Reservation, CapacityReservationState, InstanceMatchCriteria,
+    };
+    let reservation =
+        mock!(aws_sdk_ec2::Client::describe_capacity_reservations).then_output(|| {
+            DescribeCapacityReservationsOutput::builder()
+                .capacity_reservations(
+                    Ec2Reservation::builder()
+                        .capacity_reservation_id("cr-full")
+                        .instance_type("m5.large")
+                        .availability_zone("us-east-1a")
+                        .instance_match_criteria(InstanceMatchCriteria::Targeted)
+                        .state(CapacityReservationState::Active)
+                        .available_instance_count(3)
+                        .build(),
+                )
+                .build()
+        });
+    let fleets: Captured<CreateFleetInput> = Arc::default();
+    let cap = Arc::clone(&fleets);
+    let calls = Arc::new(Mutex::new(0));
+    let c = Arc::clone(&calls);
+    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            cap.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_compute_output(move |_| {
+            let mut n = c.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                CreateFleetOutput::builder()
+                    .errors(fleet_error(
+                        "ReservationCapacityExceeded",
+                        "m5.large",
+                        "subnet-a",
+                    ))
+                    .build()
+            } else {
+                CreateFleetOutput::builder()
+                    .instances(launched(
+                        "i-od",
+                        "m5.large",
+                        "us-east-1a",
+                        InstanceLifecycle::OnDemand,
+                    ))
+                    .build()
+            }
+        });
+    let nc: EC2NodeClass = serde_yaml::from_str(
+        r"
+metadata: {name: default}
+spec:
+  role: KarpenterNodeRole
+  amiSelectorTerms: [{alias: al2023@latest}]
+  subnetSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: mocked}}]
+  capacityReservationSelectorTerms: [{id: cr-full}]
+",
+    )
+    .unwrap();
+    let mut rules = lt_rules();
+    rules.extend([fleet, reservation]);
+    let p = provider_for(&nc, rules).await;
+    let req = request(&["m5.large"], &["reserved", "on-demand"]);
+    let err = p.create(&req).await.unwrap_err();
+    assert!(
+        matches!(&err, CloudError::InsufficientCapacity { offerings } if offerings.iter().any(|o| o.capacity_type == "reserved")),
+        "{err:?}"
+    );
+    assert!(p.unavailable_offerings().is_unavailable(
+        "m5.large",
+        "us-east-1a",
+        "reserved",
+        Instant::now()
+    ));
+    let inst = p.create(&req).await.unwrap();
+    assert_eq!(inst.capacity_type, "on-demand");
+    assert!(!inst
+        .labels
+        .contains_key("karpenter.k8s.aws/capacity-reservation-id"));
+}

@@ -25,6 +25,18 @@ pub struct Offering {
     pub price: f64,
     /// Whether it can be launched now (false while an insufficient-capacity error is cached).
     pub available: bool,
+    /// For a `reserved` offering: the capacity reservation behind it and how many more
+    /// instances it takes. The scheduler plans at most that many NodeClaims on it per pass.
+    pub reservation: Option<ReservedCapacity>,
+}
+
+/// A capacity reservation an offering launches into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedCapacity {
+    /// The reservation's id (`cr-…`).
+    pub id: String,
+    /// Instances it can still take.
+    pub available: u32,
 }
 
 impl Offering {
@@ -36,6 +48,28 @@ impl Offering {
             capacity_type: capacity_type.into(),
             price,
             available: true,
+            reservation: None,
+        }
+    }
+
+    /// A `reserved` offering in `zone` backed by reservation `id` with room for `available`
+    /// more instances (unavailable when it has none).
+    #[must_use]
+    pub fn reserved(
+        zone: impl Into<String>,
+        price: f64,
+        id: impl Into<String>,
+        available: u32,
+    ) -> Self {
+        Offering {
+            zone: zone.into(),
+            capacity_type: labels::CAPACITY_RESERVED.to_string(),
+            price,
+            available: available > 0,
+            reservation: Some(ReservedCapacity {
+                id: id.into(),
+                available,
+            }),
         }
     }
 

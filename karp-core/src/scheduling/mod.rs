@@ -331,6 +331,66 @@ pub fn template_nodeclaim(
     Claim::new(0, &ctx, hostname.to_string(), 0, types).finalize(&ctx, max_types)
 }
 
+/// Caps the NodeClaims planned onto each capacity reservation at what it can still take: claims
+/// in order (the scheduler's creation order) use a reserved cheapest offering while its
+/// reservation has room; a later claim whose cheapest offering is a full reservation gets the
+/// cheapest other offering its requirements allow (it still may launch reserved if capacity frees
+/// up; the provider decides at launch). A claim left with no offering keeps its choice.
+pub fn limit_reservations(claims: &mut [NewNodeClaim]) {
+    let mut used: BTreeMap<String, u32> = BTreeMap::new();
+    for c in claims {
+        let room = |o: &crate::cloud::Offering, used: &BTreeMap<String, u32>| {
+            o.reservation
+                .as_ref()
+                .is_none_or(|r| used.get(&r.id).copied().unwrap_or(0) < r.available)
+        };
+        let chosen = c
+            .instance_types
+            .iter()
+            .find(|t| t.name == c.cheapest.instance_type)
+            .and_then(|t| {
+                t.offerings.iter().find(|o| {
+                    o.zone == c.cheapest.zone
+                        && o.capacity_type == c.cheapest.capacity_type
+                        && o.available
+                        && o.compatible(&c.requirements)
+                })
+            });
+        let Some(chosen) = chosen.filter(|o| o.reservation.is_some()) else {
+            continue;
+        };
+        if room(chosen, &used) {
+            if let Some(r) = &chosen.reservation {
+                *used.entry(r.id.clone()).or_default() += 1;
+            }
+            continue;
+        }
+        let next = c
+            .instance_types
+            .iter()
+            .flat_map(|t| t.offerings.iter().map(move |o| (t, o)))
+            .filter(|(_, o)| o.available && o.compatible(&c.requirements) && room(o, &used))
+            .min_by(|(ta, a), (tb, b)| {
+                a.price
+                    .total_cmp(&b.price)
+                    .then_with(|| ta.name.cmp(&tb.name))
+                    .then_with(|| a.zone.cmp(&b.zone))
+                    .then_with(|| a.capacity_type.cmp(&b.capacity_type))
+            });
+        if let Some((t, o)) = next {
+            if let Some(r) = &o.reservation {
+                *used.entry(r.id.clone()).or_default() += 1;
+            }
+            c.cheapest = ChosenOffering {
+                instance_type: t.name.clone(),
+                zone: o.zone.clone(),
+                capacity_type: o.capacity_type.clone(),
+                price: o.price,
+            };
+        }
+    }
+}
+
 /// Run one scheduling pass over the snapshot's pending pods.
 #[must_use]
 pub fn schedule(snapshot: &ClusterSnapshot, options: &SchedulerOptions) -> SchedulingResults {
@@ -649,6 +709,7 @@ impl<'a> Scheduler<'a> {
                 }
             }
         }
+        limit_reservations(&mut results.new_nodeclaims);
         for (slot, pods) in self.existing.iter().zip(existing_pods) {
             if !pods.is_empty() {
                 results.existing.push(ExistingPlacement {

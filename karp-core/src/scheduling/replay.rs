@@ -174,6 +174,7 @@ impl<'a> Replay<'a> {
                 self.sched.options.max_instance_types,
             )?);
         }
+        super::limit_reservations(&mut out);
         Ok(out)
     }
 }

@@ -1358,3 +1358,48 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_capacity_reservation_takes_at_most_its_available_count_of_claims_per_pass() {
+    use crate::cloud::Offering;
+    // One m.large per pod (1500m of 2 CPU); a reservation with room for two in zone a.
+    let it = instance_type("m.large")
+        .cpu("2")
+        .memory("8Gi")
+        .offerings(vec![
+            Offering::reserved("test-zone-1", 0.000_000_01, "cr-1", 2),
+            Offering::new("test-zone-1", "on-demand", 0.1),
+            Offering::new("test-zone-2", "on-demand", 0.1),
+        ])
+        .build();
+    let pods: Vec<Pod> = (0..3)
+        .map(|i| pod(&format!("p{i}")).cpu("1500m").memory("1Gi").build())
+        .collect();
+    let s = snapshot(vec![it.clone()], pods);
+    let r = schedule(&s, &SchedulerOptions::default());
+    assert!(validate(&s, &r).is_ok());
+    let types: Vec<&str> = r
+        .new_nodeclaims
+        .iter()
+        .map(|c| c.cheapest.capacity_type.as_str())
+        .collect();
+    assert_eq!(types, ["reserved", "reserved", "on-demand"]);
+    // Reserved capacity is priced near zero: the plan costs one on-demand node.
+    assert!(
+        (r.cost_per_hour() - 0.1).abs() < 1e-6,
+        "{}",
+        r.cost_per_hour()
+    );
+    // A full reservation is not planned on at all.
+    let full = instance_type("m.large")
+        .cpu("2")
+        .memory("8Gi")
+        .offerings(vec![
+            Offering::reserved("test-zone-1", 0.000_000_01, "cr-1", 0),
+            Offering::new("test-zone-1", "on-demand", 0.1),
+        ])
+        .build();
+    let s = snapshot(vec![full], vec![pod("p").cpu("1").build()]);
+    let r = schedule(&s, &SchedulerOptions::default());
+    assert_eq!(r.new_nodeclaims[0].cheapest.capacity_type, "on-demand");
+}
