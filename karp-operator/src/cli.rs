@@ -501,6 +501,14 @@ pub struct ClusterArgs {
     /// not given).
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// `--cloud aws`: handle EventBridge interruption messages from this SQS queue (name or URL),
+    /// as `karp run` does; with karp's own moto_server the queue is created, so
+    /// `aws sqs send-message` to it plays a spot interruption.
+    #[arg(long)]
+    pub interruption_queue: Option<String>,
+    /// `--cloud aws`: drain nodes on rebalance recommendations too.
+    #[arg(long)]
+    pub drain_on_rebalance: bool,
     /// Logging (`--log-level warn` keeps only the status lines).
     #[command(flatten)]
     pub logging: LoggingArgs,
@@ -573,6 +581,13 @@ pub fn run_demo(args: &DemoArgs) -> ExitCode {
 #[cfg(feature = "embedded")]
 /// Run `karp cluster` until Ctrl-C.
 pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
+    if args.cloud == CloudArg::Sim && (args.interruption_queue.is_some() || args.drain_on_rebalance)
+    {
+        eprintln!(
+            "error: --interruption-queue and --drain-on-rebalance need --cloud aws (the simulated cloud sends no interruption messages)"
+        );
+        return ExitCode::from(2);
+    }
     let (control, solver) = match controller_flags(&args.disruption, &args.provisioning) {
         Ok(c) => c,
         Err(code) => return code,
@@ -609,8 +624,31 @@ pub fn run_cluster(args: &ClusterArgs) -> ExitCode {
                     karp_aws::moto::seed_cluster(&clients, &settings, 0)
                         .await
                         .map_err(crate::commands::demo::DemoError::Start)?;
+                    if let Some(q) = args
+                        .interruption_queue
+                        .as_ref()
+                        .filter(|q| !q.contains("://"))
+                    {
+                        clients
+                            .sqs
+                            .create_queue()
+                            .queue_name(q)
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                crate::commands::demo::DemoError::Start(format!(
+                                    "creating the interruption queue {q} in moto: {e}"
+                                ))
+                            })?;
+                    }
                 }
-                crate::commands::demo::ClusterCloud::Aws(Box::new(settings))
+                let interruption = args.interruption_queue.as_ref().map(|queue| {
+                    crate::controllers::interruption::InterruptionOptions {
+                        queue: queue.clone(),
+                        drain_on_rebalance: args.drain_on_rebalance,
+                    }
+                });
+                crate::commands::demo::ClusterCloud::Aws(Box::new(settings), interruption)
             }
         };
         let shutdown = async {

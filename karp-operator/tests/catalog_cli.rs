@@ -118,3 +118,10 @@ fn imds_monitor_flags_are_checked_before_anything_runs() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
 }
+
+#[test]
+fn cluster_interruption_flags_need_the_aws_cloud() {
+    let (code, _, stderr) = karp(&["cluster", "--interruption-queue", "q"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--cloud aws"), "{stderr}");
+}

@@ -687,8 +687,12 @@ pub async fn run_demo(
 pub enum ClusterCloud {
     /// The in-memory simulated cloud.
     Sim,
-    /// karp-aws against an EC2 endpoint (moto_server).
-    Aws(Box<karp_aws::AwsSettings>),
+    /// karp-aws against an EC2 endpoint (moto_server), handling an interruption queue when one
+    /// is given (queue mode, as `karp run --interruption-queue`).
+    Aws(
+        Box<karp_aws::AwsSettings>,
+        Option<crate::controllers::interruption::InterruptionOptions>,
+    ),
 }
 
 /// A running embedded cluster of either cloud.
@@ -808,15 +812,17 @@ pub async fn run_cluster(
                 Running::Sim(Box::new(cluster)),
             )
         }
-        ClusterCloud::Aws(settings) => {
+        ClusterCloud::Aws(settings, interruption) => {
             let endpoint = settings.endpoint_url.clone().unwrap_or_default();
-            let cluster = crate::embedded::aws::EmbeddedAwsCluster::start(options, *settings)
+            let mut cluster = crate::embedded::aws::EmbeddedAwsCluster::start(options, *settings)
                 .await
                 .map_err(DemoError::Start)?;
-            (
-                format!("karp-aws on {endpoint}"),
-                Running::Aws(Box::new(cluster)),
-            )
+            let mut what = format!("karp-aws on {endpoint}");
+            if let Some(i) = interruption {
+                what.push_str(&format!(", interruption queue {}", i.queue));
+                cluster.handle_interruptions(i).await;
+            }
+            (what, Running::Aws(Box::new(cluster)))
         }
     };
     let control = running.control();
