@@ -794,6 +794,17 @@ pub fn drift_reason(
             return Some("NodeClassDrift");
         }
     }
+    // An instance in a capacity reservation the node class no longer selects (or that expired
+    // and left the status) no longer has the capacity it was launched for.
+    if let Some(id) = inst.capacity_reservation_id().filter(|id| !id.is_empty()) {
+        if !resolved
+            .capacity_reservations
+            .iter()
+            .any(|r| r.reservation.id == id)
+        {
+            return Some("CapacityReservationDrift");
+        }
+    }
     None
 }
 
@@ -875,5 +886,39 @@ impl CloudProvider for AwsCloudProvider {
         };
         let resolved = self.resolved_node_class(class)?;
         Ok(drift_reason(&inst, &resolved).map(str::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_in_a_reservation_the_node_class_no_longer_selects_drifts() {
+        let mut resolved = crate::resolve::hash_pin::resolved(
+            "metadata: {name: a}\nspec:\n  amiSelectorTerms: [{alias: al2023@latest}]\n  role: R\n",
+        );
+        let inst = aws_sdk_ec2::types::Instance::builder()
+            .instance_id("i-1")
+            .capacity_reservation_id("cr-1")
+            .build();
+        assert_eq!(
+            drift_reason(&inst, &resolved),
+            Some("CapacityReservationDrift")
+        );
+        resolved
+            .capacity_reservations
+            .push(crate::resolve::ResolvedCapacityReservation {
+                reservation: crate::nodeclass::CapacityReservation {
+                    id: "cr-1".into(),
+                    ..Default::default()
+                },
+                available_instances: 0,
+            });
+        assert_eq!(drift_reason(&inst, &resolved), None);
+        let plain = aws_sdk_ec2::types::Instance::builder()
+            .instance_id("i-2")
+            .build();
+        assert_eq!(drift_reason(&plain, &resolved), None);
     }
 }

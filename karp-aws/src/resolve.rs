@@ -1288,7 +1288,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod hash_pin {
+pub(crate) mod hash_pin {
     use super::*;
 
     /// A resolved node class around `yaml` (resolution results do not enter the hash).
