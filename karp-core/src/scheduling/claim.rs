@@ -542,12 +542,20 @@ impl Claim {
         let Some(first) = types.first() else {
             return Err("no instance type with an available offering remains".to_string());
         };
-        // Capacity types actually offered by the options.
-        let offered: BTreeSet<String> = kept
+        // Capacity types actually offered by the options (marked by index, named once).
+        let mut offered_idx = vec![false; pool.capacity_types.len()];
+        for &t in &kept {
+            for &(z, c, _, _) in &pool.types[t as usize].offers {
+                if mask.zones[z as usize] && mask.capacity_types[c as usize] {
+                    offered_idx[c as usize] = true;
+                }
+            }
+        }
+        let offered: BTreeSet<String> = offered_idx
             .iter()
-            .flat_map(|&t| pool.types[t as usize].offers.iter())
-            .filter(|&&(z, c, _, _)| mask.zones[z as usize] && mask.capacity_types[c as usize])
-            .map(|&(_, c, _, _)| pool.capacity_types[c as usize].clone())
+            .zip(&pool.capacity_types)
+            .filter(|(on, _)| **on)
+            .map(|(_, c)| c.clone())
             .collect();
         reqs.add(Requirement::in_values(labels::CAPACITY_TYPE, offered));
         reqs.add(instance_type_requirement(&types));
