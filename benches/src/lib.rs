@@ -113,35 +113,46 @@ const LABEL_VALUES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
 const CPU_MILLIS: [&str; 5] = ["100m", "250m", "500m", "1000m", "1500m"];
 const MEMORY_MI: [&str; 6] = ["100Mi", "256Mi", "512Mi", "1024Mi", "2048Mi", "4096Mi"];
 
-/// The five-way pod mix: plain, zonal spread, hostname spread, zonal self-affinity, hostname
-/// anti-affinity (all sharing `app=nginx`), remainder plain.
+/// One pod of Karpenter's benchmark mix, before it is built (so the same draws give core pods
+/// for the benches and Kubernetes manifests for `karp plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixPod {
+    /// Name (`pod-<kind>-<i>`).
+    pub name: String,
+    /// 0 plain, 1 zonal spread, 2 hostname spread, 3 zonal self-affinity, 4 hostname
+    /// anti-affinity.
+    pub kind: usize,
+    /// CPU request.
+    pub cpu: &'static str,
+    /// Memory request.
+    pub memory: &'static str,
+    /// The pod's own label value (`my-label`, or `my-affinity` for kind 3).
+    pub own: &'static str,
+    /// The value its spread constraint selects (kinds 1 and 2).
+    pub selects: &'static str,
+}
+
+/// The five-way mix of [`diverse_pods`], as specs.
 #[must_use]
-pub fn diverse_pods(count: usize, rng: &mut Rng) -> Vec<Pod> {
+pub fn mix_specs(count: usize, rng: &mut Rng) -> Vec<MixPod> {
     let per = count / 5;
     let mut out = Vec::with_capacity(count);
-    let next = |rng: &mut Rng, kind: usize, i: usize| -> Pod {
+    let next = |rng: &mut Rng, kind: usize, i: usize| -> MixPod {
         let cpu = CPU_MILLIS[rng.below(CPU_MILLIS.len())];
-        let mem = MEMORY_MI[rng.below(MEMORY_MI.len())];
-        let b = pod(&format!("pod-{kind}-{i}")).cpu(cpu).memory(mem);
-        match kind {
-            1 | 2 => {
-                let key = if kind == 1 { ZONE } else { HOSTNAME };
-                let own = LABEL_VALUES[rng.below(7)];
-                let sel = LABEL_VALUES[rng.below(7)];
-                b.label("my-label", own)
-                    .spread(key, 1, &[("my-label", sel)])
-            }
-            3 => {
-                let v = LABEL_VALUES[rng.below(7)];
-                b.label("my-affinity", v)
-                    .affinity(ZONE, &[("my-affinity", v)])
-            }
-            4 => b
-                .label("app", "nginx")
-                .anti_affinity(HOSTNAME, &[("app", "nginx")]),
-            _ => b.label("my-label", LABEL_VALUES[rng.below(7)]),
+        let memory = MEMORY_MI[rng.below(MEMORY_MI.len())];
+        let (own, selects) = match kind {
+            1 | 2 => (LABEL_VALUES[rng.below(7)], LABEL_VALUES[rng.below(7)]),
+            4 => ("nginx", ""),
+            _ => (LABEL_VALUES[rng.below(7)], ""),
+        };
+        MixPod {
+            name: format!("pod-{kind}-{i}"),
+            kind,
+            cpu,
+            memory,
+            own,
+            selects,
         }
-        .build()
     };
     for kind in 0..5 {
         for i in 0..per {
@@ -150,6 +161,72 @@ pub fn diverse_pods(count: usize, rng: &mut Rng) -> Vec<Pod> {
     }
     for i in out.len()..count {
         out.push(next(rng, 0, i));
+    }
+    out
+}
+
+/// The five-way pod mix: plain, zonal spread, hostname spread, zonal self-affinity, hostname
+/// anti-affinity (all sharing `app=nginx`), remainder plain.
+#[must_use]
+pub fn diverse_pods(count: usize, rng: &mut Rng) -> Vec<Pod> {
+    mix_specs(count, rng)
+        .into_iter()
+        .map(|m| {
+            let b = pod(&m.name).cpu(m.cpu).memory(m.memory);
+            match m.kind {
+                1 | 2 => {
+                    let key = if m.kind == 1 { ZONE } else { HOSTNAME };
+                    b.label("my-label", m.own)
+                        .spread(key, 1, &[("my-label", m.selects)])
+                }
+                3 => b
+                    .label("my-affinity", m.own)
+                    .affinity(ZONE, &[("my-affinity", m.own)]),
+                4 => b
+                    .label("app", "nginx")
+                    .anti_affinity(HOSTNAME, &[("app", "nginx")]),
+                _ => b.label("my-label", m.own),
+            }
+            .build()
+        })
+        .collect()
+}
+
+/// The mix as Kubernetes Pod manifests (multi-document YAML, namespace `default`), for timing
+/// `karp plan` on the path users take.
+#[must_use]
+pub fn mix_manifests(count: usize, seed: u64) -> String {
+    let mut rng = Rng::new(seed);
+    let mut out = String::with_capacity(count * 400);
+    for m in mix_specs(count, &mut rng) {
+        let (labels, extra) = match m.kind {
+            1 | 2 => (
+                format!("my-label: {}", m.own),
+                format!(
+                    "  topologySpreadConstraints: [{{maxSkew: 1, topologyKey: {}, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{my-label: {}}}}}}}]\n",
+                    if m.kind == 1 { ZONE } else { HOSTNAME },
+                    m.selects
+                ),
+            ),
+            3 => (
+                format!("my-affinity: {}", m.own),
+                format!(
+                    "  affinity: {{podAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{topologyKey: {ZONE}, labelSelector: {{matchLabels: {{my-affinity: {}}}}}}}]}}}}\n",
+                    m.own
+                ),
+            ),
+            4 => (
+                "app: nginx".to_string(),
+                format!(
+                    "  affinity: {{podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{topologyKey: {HOSTNAME}, labelSelector: {{matchLabels: {{app: nginx}}}}}}]}}}}\n"
+                ),
+            ),
+            _ => (format!("my-label: {}", m.own), String::new()),
+        };
+        out.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{{labels}}}}}\nspec:\n  containers: [{{name: c, image: pause, resources: {{requests: {{cpu: {}, memory: {}}}}}}}]\n{extra}",
+            m.name, m.cpu, m.memory
+        ));
     }
     out
 }
@@ -230,5 +307,32 @@ impl FromStr for Workload {
                 let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
                 format!("unknown workload {s:?} (one of {})", names.join(", "))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_as_manifests_is_the_mix_as_pods() {
+        let pods = diverse_pods(25, &mut Rng::new(42));
+        let yaml = mix_manifests(25, 42);
+        let docs: Vec<&str> = yaml.split("---\n").filter(|d| !d.is_empty()).collect();
+        assert_eq!(docs.len(), pods.len());
+        for (doc, p) in docs.iter().zip(&pods) {
+            assert!(doc.contains(&format!("name: {},", p.name)), "{doc}");
+            // Every constraint of the core pod appears in its manifest.
+            assert_eq!(
+                doc.contains("topologySpreadConstraints"),
+                !p.topology_spread.is_empty(),
+                "{doc}"
+            );
+            assert_eq!(
+                doc.contains("podAntiAffinity"),
+                p.name.starts_with("pod-4-")
+            );
+            assert_eq!(doc.contains("podAffinity:"), p.name.starts_with("pod-3-"));
+        }
     }
 }
