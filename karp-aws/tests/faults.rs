@@ -318,6 +318,64 @@ fn capture_fleet(
         .then_output(respond)
 }
 
+/// CreateFleet that fails the first call with `code` for m5.large in subnet-a (us-east-1a) and
+/// then launches `id` on demand there; every input is captured.
+fn fails_once_then_on_demand(
+    captured: &Captured<CreateFleetInput>,
+    code: &'static str,
+    id: &'static str,
+) -> Rule {
+    let calls = Arc::new(Mutex::new(0));
+    let cap = Arc::clone(captured);
+    mock!(aws_sdk_ec2::Client::create_fleet)
+        .match_requests(move |i| {
+            cap.lock().unwrap().push(i.clone());
+            true
+        })
+        .then_compute_output(move |_| {
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                CreateFleetOutput::builder()
+                    .errors(fleet_error(code, "m5.large", "subnet-a"))
+                    .build()
+            } else {
+                CreateFleetOutput::builder()
+                    .instances(launched(
+                        id,
+                        "m5.large",
+                        "us-east-1a",
+                        InstanceLifecycle::OnDemand,
+                    ))
+                    .build()
+            }
+        })
+}
+
+/// DescribeCapacityReservations answering one active, targeted reservation `id` of m5.large in
+/// us-east-1a with room for `available` instances.
+fn m5_large_reservation(id: &'static str, available: i32) -> Rule {
+    use aws_sdk_ec2::operation::describe_capacity_reservations::DescribeCapacityReservationsOutput;
+    use aws_sdk_ec2::types::{
+        CapacityReservation, CapacityReservationState, InstanceMatchCriteria,
+    };
+    mock!(aws_sdk_ec2::Client::describe_capacity_reservations).then_output(move || {
+        DescribeCapacityReservationsOutput::builder()
+            .capacity_reservations(
+                CapacityReservation::builder()
+                    .capacity_reservation_id(id)
+                    .instance_type("m5.large")
+                    .availability_zone("us-east-1a")
+                    .owner_id("123456789012")
+                    .instance_match_criteria(InstanceMatchCriteria::Targeted)
+                    .state(CapacityReservationState::Active)
+                    .available_instance_count(available)
+                    .build(),
+            )
+            .build()
+    })
+}
+
 async fn provider(extra_ec2: Vec<Rule>) -> AwsCloudProvider {
     let mut ec2 = lt_rules();
     ec2.extend(extra_ec2);
@@ -608,36 +666,7 @@ async fn partial_fleet_errors_still_launch_and_cache_the_failures() {
 #[tokio::test]
 async fn account_wide_spot_limit_falls_back_to_on_demand() {
     let captured: Captured<CreateFleetInput> = Arc::default();
-    let calls = Arc::new(Mutex::new(0));
-    let c = Arc::clone(&calls);
-    let cap = Arc::clone(&captured);
-    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
-        .match_requests(move |i| {
-            cap.lock().unwrap().push(i.clone());
-            true
-        })
-        .then_compute_output(move |_| {
-            let mut n = c.lock().unwrap();
-            *n += 1;
-            if *n == 1 {
-                CreateFleetOutput::builder()
-                    .errors(fleet_error(
-                        "MaxSpotInstanceCountExceeded",
-                        "m5.large",
-                        "subnet-a",
-                    ))
-                    .build()
-            } else {
-                CreateFleetOutput::builder()
-                    .instances(launched(
-                        "i-5",
-                        "m5.large",
-                        "us-east-1a",
-                        InstanceLifecycle::OnDemand,
-                    ))
-                    .build()
-            }
-        });
+    let fleet = fails_once_then_on_demand(&captured, "MaxSpotInstanceCountExceeded", "i-5");
     let p = provider(vec![fleet]).await;
     let req = request(&["m5.large"], &["spot", "on-demand"]);
     assert!(p.create(&req).await.unwrap_err().is_insufficient_capacity());
@@ -1743,27 +1772,8 @@ spec:
 #[tokio::test]
 async fn a_request_allowing_reserved_launches_into_the_selected_reservation_first() {
     use aws_sdk_ec2::operation::create_launch_template::CreateLaunchTemplateInput;
-    use aws_sdk_ec2::operation::describe_capacity_reservations::DescribeCapacityReservationsOutput;
-    use aws_sdk_ec2::types::{
-        CapacityReservation as Ec2Reservation, CapacityReservationPreference,
-        CapacityReservationState, InstanceMatchCriteria,
-    };
-    let reservation =
-        mock!(aws_sdk_ec2::Client::describe_capacity_reservations).then_output(|| {
-            DescribeCapacityReservationsOutput::builder()
-                .capacity_reservations(
-                    Ec2Reservation::builder()
-                        .capacity_reservation_id("cr-0123abcd")
-                        .instance_type("m5.large")
-                        .availability_zone("us-east-1a")
-                        .owner_id("123456789012")
-                        .instance_match_criteria(InstanceMatchCriteria::Targeted)
-                        .state(CapacityReservationState::Active)
-                        .available_instance_count(1)
-                        .build(),
-                )
-                .build()
-        });
+    use aws_sdk_ec2::types::CapacityReservationPreference;
+    let reservation = m5_large_reservation("cr-0123abcd", 1);
     let templates: Captured<CreateLaunchTemplateInput> = Arc::default();
     let t = Arc::clone(&templates);
     let create_lt = mock!(aws_sdk_ec2::Client::create_launch_template)
@@ -1887,56 +1897,9 @@ spec:
 
 #[tokio::test]
 async fn a_full_reservation_is_marked_unavailable_and_the_retry_launches_on_demand() {
-    use aws_sdk_ec2::operation::describe_capacity_reservations::DescribeCapacityReservationsOutput;
-    use aws_sdk_ec2::types::{
-        CapacityReservation as Ec2Reservation, CapacityReservationState, InstanceMatchCriteria,
-    };
-    let reservation =
-        mock!(aws_sdk_ec2::Client::describe_capacity_reservations).then_output(|| {
-            DescribeCapacityReservationsOutput::builder()
-                .capacity_reservations(
-                    Ec2Reservation::builder()
-                        .capacity_reservation_id("cr-full")
-                        .instance_type("m5.large")
-                        .availability_zone("us-east-1a")
-                        .instance_match_criteria(InstanceMatchCriteria::Targeted)
-                        .state(CapacityReservationState::Active)
-                        .available_instance_count(3)
-                        .build(),
-                )
-                .build()
-        });
+    let reservation = m5_large_reservation("cr-full", 3);
     let fleets: Captured<CreateFleetInput> = Arc::default();
-    let cap = Arc::clone(&fleets);
-    let calls = Arc::new(Mutex::new(0));
-    let c = Arc::clone(&calls);
-    let fleet = mock!(aws_sdk_ec2::Client::create_fleet)
-        .match_requests(move |i| {
-            cap.lock().unwrap().push(i.clone());
-            true
-        })
-        .then_compute_output(move |_| {
-            let mut n = c.lock().unwrap();
-            *n += 1;
-            if *n == 1 {
-                CreateFleetOutput::builder()
-                    .errors(fleet_error(
-                        "ReservationCapacityExceeded",
-                        "m5.large",
-                        "subnet-a",
-                    ))
-                    .build()
-            } else {
-                CreateFleetOutput::builder()
-                    .instances(launched(
-                        "i-od",
-                        "m5.large",
-                        "us-east-1a",
-                        InstanceLifecycle::OnDemand,
-                    ))
-                    .build()
-            }
-        });
+    let fleet = fails_once_then_on_demand(&fleets, "ReservationCapacityExceeded", "i-od");
     let nc: EC2NodeClass = serde_yaml::from_str(
         r"
 metadata: {name: default}

@@ -43,6 +43,19 @@ spec:
 "
 }
 
+/// moto_server with its account seeded for [`CLUSTER`] (`seed` varies the addresses), the
+/// settings of karp-aws on it and its clients.
+async fn seeded_moto(seed: u8) -> (MotoServer, AwsSettings, AwsClients) {
+    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
+    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let clients = AwsClients::load(&settings).await;
+    karp_aws::moto::seed_cluster(&clients, &settings, seed)
+        .await
+        .unwrap();
+    (moto, settings, clients)
+}
+
 /// Instances in moto tagged with `claim` that are not terminated.
 async fn live_instances_of(clients: &AwsClients, claim: &str) -> usize {
     running_instances(clients)
@@ -74,14 +87,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ec2_instances_on_moto_become_nodes_and_are_removed_with_their_claims() {
-    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
-    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
+    let (_moto, mut settings, clients) = seeded_moto(31).await;
     settings.cluster_endpoint = "https://api.example".into();
-    let clients = AwsClients::load(&settings).await;
-    karp_aws::moto::seed_cluster(&clients, &settings, 31)
-        .await
-        .unwrap();
     let mut cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
         .await
         .unwrap();
@@ -244,13 +251,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_karp_aws_elect_one_leader_and_fail_over() {
-    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
-    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
-    let clients = AwsClients::load(&settings).await;
-    karp_aws::moto::seed_cluster(&clients, &settings, 32)
-        .await
-        .unwrap();
+    let (_moto, settings, _clients) = seeded_moto(32).await;
     let mut options = EmbeddedOptions::fast();
     options.start_operator = false;
     let cluster = std::sync::Arc::new(EmbeddedAwsCluster::start(options, settings).await.unwrap());
@@ -280,17 +281,8 @@ async fn two_replicas_on_karp_aws_elect_one_leader_and_fail_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shrinking_deployment_on_karp_aws_is_consolidated_onto_a_cheaper_instance() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
-    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
-    let clients = AwsClients::load(&settings).await;
-    karp_aws::moto::seed_cluster(&clients, &settings, 33)
-        .await
-        .unwrap();
+    common::trace();
+    let (_moto, settings, clients) = seeded_moto(33).await;
     let cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
         .await
         .unwrap();
@@ -391,13 +383,7 @@ async fn a_shrinking_deployment_on_karp_aws_is_consolidated_onto_a_cheaper_insta
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_restart_mid_command_on_karp_aws_leaves_no_tainted_node_and_no_orphan_instance()
 {
-    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
-    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
-    let clients = AwsClients::load(&settings).await;
-    karp_aws::moto::seed_cluster(&clients, &settings, 34)
-        .await
-        .unwrap();
+    let (_moto, settings, clients) = seeded_moto(34).await;
     let mut cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
         .await
         .unwrap();
@@ -426,13 +412,7 @@ async fn trace_on_moto(
     solver: karp_operator::controllers::provisioner::Solver,
     seed: u8,
 ) -> (f64, usize) {
-    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
-    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
-    let clients = AwsClients::load(&settings).await;
-    karp_aws::moto::seed_cluster(&clients, &settings, seed)
-        .await
-        .unwrap();
+    let (_moto, settings, _clients) = seeded_moto(seed).await;
     let mut options = EmbeddedOptions::fast();
     options.operator.solver.solver = solver;
     options.operator.disruption.enabled = false;
@@ -574,10 +554,7 @@ async fn running_instances(clients: &AwsClients) -> Vec<(String, Option<String>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::trace();
     use karp_operator::embedded::faults::ApiFaults;
     let rounds: usize = std::env::var("KARP_SOAK_ROUNDS")
         .ok()
@@ -795,18 +772,21 @@ fn ec2_message(detail_type: &str, instance: &str, zone: &str, extra: &str) -> St
     )
 }
 
-/// `reason: message` of the Events recorded about `name` (a NodeClaim or Node), as `kubectl describe`
-/// finds them (core/v1 Events).
+/// `reason: message` of the Events recorded about `name` (a NodeClaim or Node).
 async fn event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
-    Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+    common::described_events(client, None, name).await
+}
+
+/// A launched NodeClaim that is not being deleted.
+async fn a_live_claim(claims: &Api<NodeClaim>) -> NodeClaim {
+    claims
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .filter_map(|e| Some(format!("{}: {}", e.reason?, e.message.unwrap_or_default())))
-        .collect()
+        .find(|c| c.provider_id().is_some() && c.metadata.deletion_timestamp.is_none())
+        .unwrap()
 }
 
 /// The instance ID of a claim.
@@ -819,17 +799,8 @@ fn instance_of(c: &NodeClaim) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_record_events() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let moto = MotoServer::start().unwrap_or_else(|e| panic!("{e}"));
-    let mut settings = AwsSettings::for_moto("us-east-1", CLUSTER, &moto.url());
-    settings.ssm_parameter_prefix = format!("/karp-test/{CLUSTER}");
-    let clients = AwsClients::load(&settings).await;
-    karp_aws::moto::seed_cluster(&clients, &settings, 41)
-        .await
-        .unwrap();
+    common::trace();
+    let (_moto, settings, clients) = seeded_moto(41).await;
     let url = clients
         .sqs
         .create_queue()
@@ -1023,14 +994,7 @@ async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_
             "InstanceStopping",
         ),
     ] {
-        let c = claims
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find(|c| c.provider_id().is_some() && c.metadata.deletion_timestamp.is_none())
-            .unwrap();
+        let c = a_live_claim(&claims).await;
         let name = c.metadata.name.clone().unwrap();
         send_message(
             &clients,
@@ -1048,14 +1012,7 @@ async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_
             "{reason} in {reasons:?}"
         );
     }
-    let c = claims
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|c| c.provider_id().is_some() && c.metadata.deletion_timestamp.is_none())
-        .unwrap();
+    let c = a_live_claim(&claims).await;
     let name = c.metadata.name.clone().unwrap();
     let health = format!(
         r#"{{"version":"0","id":"h1","detail-type":"AWS Health Event","source":"aws.health","account":"123456789012","time":"2026-12-07T00:00:00Z","region":"us-east-1","resources":[],"detail":{{"service":"EC2","eventTypeCode":"AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED","eventTypeCategory":"scheduledChange","affectedEntities":[{{"entityValue":"{}"}}]}}}}"#,

@@ -26,6 +26,15 @@ fn seed() -> String {
 
 use common::deployment;
 
+/// The EC2NodeClass of examples/seed (the first document of [`seed`]).
+fn seed_node_class() -> String {
+    seed()
+        .split("\n---\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -137,10 +146,7 @@ async fn assert_capacity(client: &kube::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pending_pods_get_nodes_and_a_deleted_nodeclaim_drains_through_its_pdb() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
         .await
         .unwrap();
@@ -313,10 +319,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_mid_launch_adopts_the_instance_and_orphans_are_collected() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let mut cluster = EmbeddedCluster::start(EmbeddedOptions::fast())
         .await
         .unwrap();
@@ -989,11 +992,7 @@ async fn a_template_label_change_drifts_the_claims_by_the_nodepool_hash() {
 /// An on-demand NodePool `od` (c/m families, 2 to 16 vCPUs) consolidating after 30 s, with
 /// `budgets` (YAML list) and extra `disruption` fields.
 fn od_pool(budgets: &str) -> String {
-    let class = seed()
-        .split("\n---\n")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let class = seed_node_class();
     format!(
         r#"{class}
 ---
@@ -1110,10 +1109,7 @@ async fn global_mode_ends_at_most_as_expensive_as_karpenter_mode() {
 
 /// The shrinking scenario under `mode`; the cost per hour it ends at.
 async fn shrink(mode: karp_core::disruption::Mode) -> f64 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let mut options = EmbeddedOptions::fast();
     options.operator.disruption.mode = mode;
     let cluster = EmbeddedCluster::start(options).await.unwrap();
@@ -1383,10 +1379,7 @@ async fn events(client: &kube::Client) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replacement_not_initialized_in_time_rolls_the_command_back_and_keeps_it_tracked() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::trace();
     let mut options = EmbeddedOptions::fast();
     // Replacements become Ready after 300 ms: a 50 ms wait always times out.
     options.operator.disruption.replacement_timeout_min = Duration::from_millis(50);
@@ -2023,22 +2016,6 @@ spec:
     )
 }
 
-/// `reason` of the Events recorded about the node `name`.
-async fn node_event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
-    Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some("Node")
-                && e.involved_object.name.as_deref() == Some(name)
-        })
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
 /// The node's taint keys and whether it is unschedulable.
 async fn node_marks(client: &kube::Client, name: &str) -> (Vec<String>, bool) {
     let n = Api::<Node>::all(client.clone()).get(name).await.unwrap();
@@ -2185,13 +2162,16 @@ async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_cancel
         agent.metadata.deletion_timestamp.is_none(),
         "DaemonSet pods stay"
     );
-    let reasons = node_event_reasons(&client, &node).await;
+    let reasons = common::described_events(&client, Some("Node"), &node).await;
     for want in [
         "ScheduledEvent",
         "ScheduledEventCanceled",
         "SpotInterruption",
     ] {
-        assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.starts_with(&format!("{want}:"))),
+            "{want} in {reasons:?}"
+        );
     }
     let _ = stop.send(());
     monitor.await.unwrap().unwrap();
@@ -2201,11 +2181,7 @@ async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_cancel
 /// A static NodePool of `replicas` on-demand 2–4 CPU nodes (room for one more under
 /// `limits.nodes`), one drift at a time.
 fn static_pool(replicas: u32) -> String {
-    let class = seed()
-        .split("\n---\n")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let class = seed_node_class();
     format!(
         r#"{class}
 ---
@@ -2230,6 +2206,22 @@ spec:
 "#,
         limit = replicas + 1
     )
+}
+
+/// `kubectl scale nodepool NAME --replicas=N`: a merge patch of the scale subresource.
+async fn scale_pool(
+    pools: &Api<karp_operator::api::nodepool::NodePool>,
+    name: &str,
+    replicas: u32,
+) {
+    pools
+        .patch_scale(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
 }
 
 /// The live (not deleting) NodeClaims of `pool` that have launched.
@@ -2274,14 +2266,7 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
     // `kubectl scale nodepool fixed --replicas=1`: the scale subresource; the pods move onto
     // the node that stays.
     let pools: Api<karp_operator::api::nodepool::NodePool> = Api::all(client.clone());
-    pools
-        .patch_scale(
-            "fixed",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 1}})),
-        )
-        .await
-        .unwrap();
+    scale_pool(&pools, "fixed", 1).await;
     wait_for("one static node left", Duration::from_secs(60), || async {
         claims(&client).await.len() == 1
     })
@@ -2294,14 +2279,7 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
     .await;
     let scale = pools.get_scale("fixed").await.unwrap();
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
-    pools
-        .patch_scale(
-            "fixed",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
-        )
-        .await
-        .unwrap();
+    scale_pool(&pools, "fixed", 2).await;
     wait_for("two static nodes", Duration::from_secs(60), || async {
         let cs = pool_claims(&client, "fixed").await;
         cs.len() == 2 && cs.iter().all(|c| c.is_true("Initialized"))

@@ -330,3 +330,34 @@ pub async fn restart_mid_command(cluster: &mut ClusterControl, pool: &str) {
     assert!(tainted_nodes(&client).await.is_empty());
     wait_running(&client, "big", 1).await;
 }
+
+/// Logs to the test's output, filtered by `RUST_LOG` (once per test binary).
+#[allow(dead_code)] // not every test binary logs
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// `reason: message` of the core/v1 Events about the object `name` (of `kind` when given), as
+/// `kubectl describe` finds them.
+#[allow(dead_code)] // not every test binary reads events
+pub async fn described_events(
+    client: &kube::Client,
+    kind: Option<&str>,
+    name: &str,
+) -> Vec<String> {
+    kube::Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(name)
+                && kind.is_none_or(|k| e.involved_object.kind.as_deref() == Some(k))
+        })
+        .filter_map(|e| Some(format!("{}: {}", e.reason?, e.message.unwrap_or_default())))
+        .collect()
+}
