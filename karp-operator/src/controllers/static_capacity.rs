@@ -161,9 +161,15 @@ fn order(a: &Rank, b: &Rank) -> std::cmp::Ordering {
         .then_with(|| a.name.cmp(&b.name))
 }
 
-/// What every static pool needs at `now` (pure): pools in name order.
+/// What every static pool needs at `now` (pure): pools in name order. `unseen` counts, per pool,
+/// NodeClaims this controller created that the cache does not show yet: they count as the
+/// pool's, so a lagging cache never makes it create a replica twice.
 #[must_use]
-pub fn decide(objects: &LiveObjects, now: Timestamp) -> Vec<StaticStep> {
+pub fn decide(
+    objects: &LiveObjects,
+    now: Timestamp,
+    unseen: &BTreeMap<String, u64>,
+) -> Vec<StaticStep> {
     let mut pods_by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in &objects.pods {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
@@ -185,7 +191,7 @@ pub fn decide(objects: &LiveObjects, now: Timestamp) -> Vec<StaticStep> {
             .iter()
             .filter(|c| c.nodepool() == Some(name.as_str()))
             .collect();
-        let total = claims.len() as u64;
+        let total = claims.len() as u64 + unseen.get(&name).copied().unwrap_or(0);
         let running: Vec<&Arc<NodeClaim>> = claims
             .iter()
             .copied()
@@ -233,19 +239,47 @@ pub fn decide(objects: &LiveObjects, now: Timestamp) -> Vec<StaticStep> {
     steps
 }
 
-/// Creates `count` NodeClaims of the static pool `pool`'s template.
+/// How long a created NodeClaim counts as its pool's before the cache shows it (a watch lagging
+/// longer than this lets the controller create again; the surplus is then scaled down).
+const UNSEEN_TTL: Duration = Duration::from_secs(60);
+
+/// NodeClaims created by this controller, by pool, with when: until the cache shows them.
+#[derive(Debug, Default)]
+struct Created(BTreeMap<String, Vec<(String, std::time::Instant)>>);
+
+impl Created {
+    /// Forgets what the cache shows or what is too old; counts the rest per pool.
+    fn unseen(&mut self, objects: &LiveObjects) -> BTreeMap<String, u64> {
+        let seen: std::collections::BTreeSet<&str> = objects
+            .nodeclaims
+            .iter()
+            .filter_map(|c| c.metadata.name.as_deref())
+            .collect();
+        let mut out = BTreeMap::new();
+        for (pool, names) in &mut self.0 {
+            names.retain(|(n, at)| !seen.contains(n.as_str()) && at.elapsed() < UNSEEN_TTL);
+            if !names.is_empty() {
+                out.insert(pool.clone(), names.len() as u64);
+            }
+        }
+        self.0.retain(|_, names| !names.is_empty());
+        out
+    }
+}
+
+/// Creates `count` NodeClaims of the static pool `pool`'s template; returns their names.
 async fn create(
     ctx: &Context,
     objects: &LiveObjects,
     pool: &str,
     count: u64,
-) -> Result<(), OperatorError> {
+) -> Result<Vec<String>, OperatorError> {
     let Some(np) = objects
         .nodepools
         .iter()
         .find(|p| p.metadata.name.as_deref() == Some(pool))
     else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let types = instance_types(ctx, objects).await;
     let input = objects.cluster_objects(|_| false);
@@ -273,6 +307,7 @@ async fn create(
     )
     .map_err(|e| OperatorError::Convert(format!("NodePool {pool:?}: {e}")))?;
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
+    let mut names = Vec::new();
     for _ in 0..count {
         let object = claim_object(&template, np, Some(view), ctx.resolver.node_class_label());
         let created = api
@@ -284,11 +319,12 @@ async fn create(
             &[("nodepool", pool), ("reason", "provisioned")],
         );
         info!(nodeclaim = ?created.meta().name, nodepool = %pool, "static capacity: created");
+        names.extend(created.meta().name.clone());
     }
-    Ok(())
+    Ok(names)
 }
 
-async fn reconcile(ctx: &Context) {
+async fn reconcile(ctx: &Context, created: &mut Created) {
     let objects = ctx.stores.objects();
     if !objects
         .nodepools
@@ -299,13 +335,22 @@ async fn reconcile(ctx: &Context) {
     }
     let now = Timestamp::from(ctx.settings.clock.now());
     let api: Api<NodeClaim> = Api::all(ctx.client.clone());
-    for step in decide(&objects, now) {
+    let unseen = created.unseen(&objects);
+    for step in decide(&objects, now, &unseen) {
         match step {
-            StaticStep::Create { pool, count } => {
-                if let Err(e) = create(ctx, &objects, &pool, count).await {
+            StaticStep::Create { pool, count } => match create(ctx, &objects, &pool, count).await {
+                Ok(names) => {
+                    let at = std::time::Instant::now();
+                    created
+                        .0
+                        .entry(pool)
+                        .or_default()
+                        .extend(names.into_iter().map(|n| (n, at)));
+                }
+                Err(e) => {
                     warn!(nodepool = %pool, error = %e, "static capacity: creating NodeClaims failed");
                 }
-            }
+            },
             StaticStep::AtLimit {
                 pool,
                 nodes,
@@ -349,8 +394,11 @@ async fn reconcile(ctx: &Context) {
 
 /// Runs the static capacity controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
+    let created = tokio::sync::Mutex::new(Created::default());
     super::every(&ctx, PERIOD, || {
-        reconcile(&ctx).instrument(info_span!("static_capacity"))
+        let (ctx, created) = (&ctx, &created);
+        async move { reconcile(ctx, &mut *created.lock().await).await }
+            .instrument(info_span!("static_capacity"))
     })
     .await;
 }
@@ -403,6 +451,10 @@ mod tests {
         Timestamp::from_utc(2026, 12, 7, 0, 0, 0)
     }
 
+    fn none() -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
+
     fn objects(pool: Arc<NodePool>, claims: Vec<NodeClaim>, pods: Vec<Arc<Pod>>) -> LiveObjects {
         LiveObjects {
             nodepools: vec![pool],
@@ -420,22 +472,38 @@ mod tests {
             count,
         };
         assert_eq!(
-            decide(&objects(pool(3, None, true), one(), vec![]), now()),
+            decide(&objects(pool(3, None, true), one(), vec![]), now(), &none()),
             [create(2)]
         );
         assert_eq!(
-            decide(&objects(pool(3, Some(2), true), one(), vec![]), now()),
+            decide(
+                &objects(pool(3, Some(2), true), one(), vec![]),
+                now(),
+                &none()
+            ),
             [create(1)]
         );
         assert_eq!(
-            decide(&objects(pool(3, Some(1), true), one(), vec![]), now()),
+            decide(
+                &objects(pool(3, Some(1), true), one(), vec![]),
+                now(),
+                &none()
+            ),
             [StaticStep::AtLimit {
                 pool: "static".into(),
                 nodes: 1,
                 replicas: 3
             }]
         );
-        assert!(decide(&objects(pool(3, None, false), one(), vec![]), now()).is_empty());
+        assert!(decide(
+            &objects(pool(3, None, false), one(), vec![]),
+            now(),
+            &none()
+        )
+        .is_empty());
+        // Claims created but not in the cache yet count: nothing is created twice.
+        let unseen = BTreeMap::from([("static".to_string(), 2)]);
+        assert!(decide(&objects(pool(3, None, true), one(), vec![]), now(), &unseen).is_empty());
         // A deleting claim still counts: it is replaced once gone.
         let mut deleting = claim("b", Some("n-b"));
         deleting.metadata.deletion_timestamp =
@@ -445,7 +513,11 @@ mod tests {
         let mut claims = one();
         claims.push(deleting);
         assert_eq!(
-            decide(&objects(pool(3, None, true), claims, vec![]), now()),
+            decide(
+                &objects(pool(3, None, true), claims, vec![]),
+                now(),
+                &none()
+            ),
             [create(1)]
         );
     }
@@ -474,7 +546,8 @@ mod tests {
         assert_eq!(
             decide(
                 &objects(pool(1, None, true), claims.clone(), pods.clone()),
-                now()
+                now(),
+                &none()
             ),
             [StaticStep::Delete {
                 pool: "static".into(),
@@ -489,7 +562,7 @@ mod tests {
             .get_or_insert_with(Default::default)
             .insert(DEPROVISIONING_PRIORITY.into(), "10".into());
         assert_eq!(
-            decide(&objects(pool(3, None, true), claims, pods), now()),
+            decide(&objects(pool(3, None, true), claims, pods), now(), &none()),
             [StaticStep::Delete {
                 pool: "static".into(),
                 claims: vec!["b".into(), "c".into()]
@@ -509,6 +582,11 @@ mod tests {
             ..Default::default()
         }];
         let claims = vec![marked, claim("y", Some("n-y")), claim("z", None)];
-        assert!(decide(&objects(pool(2, None, true), claims, vec![]), now()).is_empty());
+        assert!(decide(
+            &objects(pool(2, None, true), claims, vec![]),
+            now(),
+            &none()
+        )
+        .is_empty());
     }
 }
