@@ -150,13 +150,18 @@ pub enum RequirementError {
     },
 }
 
+/// The values of a [`ValueSet`], shared: cloning a requirement (every NodeClaim of a pass carries
+/// its instance-type options, hundreds of names) copies a pointer, and a set is copied only when
+/// one holder changes it.
+pub type Values = std::sync::Arc<BTreeSet<String>>;
+
 /// The set of values a requirement allows (when the label is present).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ValueSet {
     /// Exactly these values.
-    Only(BTreeSet<String>),
+    Only(Values),
     /// Any value except these.
-    AllExcept(BTreeSet<String>),
+    AllExcept(Values),
 }
 
 /// One label requirement: which states of label `key` are allowed.
@@ -241,36 +246,36 @@ impl Requirement {
             Operator::Exists | Operator::DoesNotExist if !set.is_empty() => {
                 return Err(RequirementError::UnexpectedValues { key, operator: op });
             }
-            Operator::In => base(false, ValueSet::Only(set)),
-            Operator::NotIn => base(true, ValueSet::AllExcept(set)),
-            Operator::Exists => base(false, ValueSet::AllExcept(BTreeSet::new())),
-            Operator::DoesNotExist => base(true, ValueSet::Only(BTreeSet::new())),
+            Operator::In => base(false, ValueSet::Only(Values::new(set))),
+            Operator::NotIn => base(true, ValueSet::AllExcept(Values::new(set))),
+            Operator::Exists => base(false, ValueSet::AllExcept(Values::default())),
+            Operator::DoesNotExist => base(true, ValueSet::Only(Values::default())),
             Operator::Gt => {
                 let n = int_value()?;
                 Requirement {
                     min: Some(n.saturating_add(1)),
-                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                    ..base(false, ValueSet::AllExcept(Values::default()))
                 }
             }
             Operator::Gte => {
                 let n = int_value()?;
                 Requirement {
                     min: Some(n),
-                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                    ..base(false, ValueSet::AllExcept(Values::default()))
                 }
             }
             Operator::Lt => {
                 let n = int_value()?;
                 Requirement {
                     max: Some(n.saturating_sub(1)),
-                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                    ..base(false, ValueSet::AllExcept(Values::default()))
                 }
             }
             Operator::Lte => {
                 let n = int_value()?;
                 Requirement {
                     max: Some(n),
-                    ..base(false, ValueSet::AllExcept(BTreeSet::new()))
+                    ..base(false, ValueSet::AllExcept(Values::default()))
                 }
             }
         };
@@ -287,7 +292,7 @@ impl Requirement {
         Requirement {
             key: key.into(),
             allow_absent: false,
-            values: ValueSet::Only(values.into_iter().map(Into::into).collect()),
+            values: ValueSet::Only(Values::new(values.into_iter().map(Into::into).collect())),
             min: None,
             max: None,
             min_values: None,
@@ -300,7 +305,7 @@ impl Requirement {
         Requirement {
             key: key.into(),
             allow_absent: false,
-            values: ValueSet::AllExcept(BTreeSet::new()),
+            values: ValueSet::AllExcept(Values::default()),
             min: None,
             max: None,
             min_values: None,
@@ -313,7 +318,7 @@ impl Requirement {
         Requirement {
             key: key.into(),
             allow_absent: true,
-            values: ValueSet::Only(BTreeSet::new()),
+            values: ValueSet::Only(Values::default()),
             min: None,
             max: None,
             min_values: None,
@@ -326,7 +331,7 @@ impl Requirement {
         Requirement {
             key: key.into(),
             allow_absent: true,
-            values: ValueSet::AllExcept(BTreeSet::new()),
+            values: ValueSet::AllExcept(Values::default()),
             min: None,
             max: None,
             min_values: None,
@@ -398,7 +403,7 @@ impl Requirement {
         match &mut self.values {
             ValueSet::Only(set) => {
                 if min.is_some() || max.is_some() {
-                    set.retain(in_bounds);
+                    std::sync::Arc::make_mut(set).retain(in_bounds);
                 }
                 self.min = None;
                 self.max = None;
@@ -406,10 +411,10 @@ impl Requirement {
             ValueSet::AllExcept(set) => {
                 if min.is_some() || max.is_some() {
                     // Only excluded values inside the range matter.
-                    set.retain(|v| in_bounds(v));
+                    std::sync::Arc::make_mut(set).retain(|v| in_bounds(v));
                     if let (Some(lo), Some(hi)) = (min, max) {
                         if lo > hi {
-                            self.values = ValueSet::Only(BTreeSet::new());
+                            self.values = ValueSet::Only(Values::default());
                             self.min = None;
                             self.max = None;
                         }
@@ -469,14 +474,14 @@ impl Requirement {
         };
         let values = match (&self.values, &other.values) {
             (ValueSet::Only(a), ValueSet::Only(b)) => {
-                ValueSet::Only(a.intersection(b).cloned().collect())
+                ValueSet::Only(Values::new(a.intersection(b).cloned().collect()))
             }
             (ValueSet::Only(a), ValueSet::AllExcept(b))
             | (ValueSet::AllExcept(b), ValueSet::Only(a)) => {
-                ValueSet::Only(a.difference(b).cloned().collect())
+                ValueSet::Only(Values::new(a.difference(b).cloned().collect()))
             }
             (ValueSet::AllExcept(a), ValueSet::AllExcept(b)) => {
-                ValueSet::AllExcept(a.union(b).cloned().collect())
+                ValueSet::AllExcept(Values::new(a.union(b).cloned().collect()))
             }
         };
         let min_values = self.min_values.max(other.min_values);

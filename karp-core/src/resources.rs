@@ -550,15 +550,24 @@ impl Resources {
     #[must_use]
     pub fn max(&self, other: &Resources) -> Resources {
         let mut r = self.clone();
-        r.cpu = r.cpu.max(other.cpu);
-        r.memory = r.memory.max(other.memory);
-        r.ephemeral_storage = r.ephemeral_storage.max(other.ephemeral_storage);
-        r.pods = r.pods.max(other.pods);
-        for (k, v) in &other.extended {
-            let e = r.extended.entry(k.clone()).or_insert(*v);
-            *e = (*e).max(*v);
-        }
+        r.max_assign(other);
         r
+    }
+
+    /// [`Resources::max`] in place.
+    pub fn max_assign(&mut self, other: &Resources) {
+        self.cpu = self.cpu.max(other.cpu);
+        self.memory = self.memory.max(other.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
+        self.pods = self.pods.max(other.pods);
+        for (k, v) in &other.extended {
+            match self.extended.get_mut(k) {
+                Some(e) => *e = (*e).max(*v),
+                None => {
+                    self.extended.insert(k.clone(), *v);
+                }
+            }
+        }
     }
 
     /// Whether `self` (a request) fits in `capacity`: every requested amount is at most the

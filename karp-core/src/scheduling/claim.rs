@@ -141,6 +141,10 @@ impl PoolCtx {
     }
 }
 
+/// The `node.kubernetes.io/instance-type In [...]` requirement of each (pool, kept option
+/// indices) finalized in a pass.
+pub(super) type OptionRequirements = BTreeMap<(String, Vec<u32>), Requirement>;
+
 /// A NodeClaim opened in this pass.
 pub(super) struct Claim {
     pub pool: usize,
@@ -359,9 +363,11 @@ impl Claim {
 
     /// Largest capacity among the remaining options (for limits).
     pub fn max_capacity(&self, pool: &PoolCtx) -> Resources {
-        self.types.iter().fold(Resources::new(), |m, &t| {
-            m.max(&pool.types[t as usize].it.capacity)
-        })
+        let mut m = Resources::new();
+        for &t in &self.types {
+            m.max_assign(&pool.types[t as usize].it.capacity);
+        }
+        m
     }
 
     /// Try to add the pod; on success the claim is updated (the caller records the pod index).
@@ -511,8 +517,15 @@ impl Claim {
         }
     }
 
-    /// Order the options by price, truncate, and describe the NodeClaim.
-    pub fn finalize(&self, pool: &PoolCtx, max_types: usize) -> Result<NewNodeClaim, String> {
+    /// Order the options by price, truncate, and describe the NodeClaim. It keeps the
+    /// instance-type requirement (`type_reqs`) of each option list seen in this pass (claims of one pool often
+    /// end with the same options; the requirement's values are shared, not copied).
+    pub fn finalize(
+        &self,
+        pool: &PoolCtx,
+        max_types: usize,
+        type_reqs: &mut OptionRequirements,
+    ) -> Result<NewNodeClaim, String> {
         let mut reqs = (*self.requirements).clone();
         let mask = pool.mask(&reqs);
         let mut options: Vec<(f64, &Arc<InstanceType>, u32)> = self
@@ -558,7 +571,11 @@ impl Claim {
             .map(|(_, c)| c.clone())
             .collect();
         reqs.add(Requirement::in_values(labels::CAPACITY_TYPE, offered));
-        reqs.add(instance_type_requirement(&types));
+        let type_req = type_reqs
+            .entry((pool.name.clone(), kept.clone()))
+            .or_insert_with(|| instance_type_requirement(&types))
+            .clone();
+        reqs.add(type_req);
         let offering = first.cheapest_offering(&reqs).cloned();
         reqs.remove(labels::HOSTNAME);
         let Some(o) = offering else {

@@ -328,7 +328,11 @@ pub fn template_nodeclaim(
 ) -> Result<NewNodeClaim, String> {
     let ctx = cache::pool_ctx(pool, daemonsets);
     let types: Vec<u32> = (0..ctx.types.len() as u32).collect();
-    Claim::new(0, &ctx, hostname.to_string(), 0, types).finalize(&ctx, max_types)
+    Claim::new(0, &ctx, hostname.to_string(), 0, types).finalize(
+        &ctx,
+        max_types,
+        &mut claim::OptionRequirements::new(),
+    )
 }
 
 /// Caps the NodeClaims planned onto each capacity reservation at what it can still take: claims
@@ -695,9 +699,10 @@ impl<'a> Scheduler<'a> {
             .into_iter()
             .map(|(s, e)| (states[s].idx, e))
             .collect();
+        let mut options = claim::OptionRequirements::new();
         for claim in &self.claims {
             let pool = &self.pools[claim.pool];
-            match claim.finalize(pool, self.options.max_instance_types) {
+            match claim.finalize(pool, self.options.max_instance_types, &mut options) {
                 Ok(nc) => results.new_nodeclaims.push(nc),
                 Err(e) => {
                     for &p in &claim.pods {
