@@ -145,6 +145,10 @@ impl PoolCtx {
 /// indices) finalized in a pass.
 pub(super) type OptionRequirements = BTreeMap<(String, Vec<u32>), Requirement>;
 
+/// Why a pod does not go on a claim: most rejections are one of a few fixed reasons, which
+/// allocate nothing (a pass tries each pod on many claims and discards the reasons).
+pub(super) type Reject = std::borrow::Cow<'static, str>;
+
 /// A NodeClaim opened in this pass.
 pub(super) struct Claim {
     pub pool: usize,
@@ -378,20 +382,20 @@ impl Claim {
         groups: &PodGroups,
         pool: &PoolCtx,
         topology: &mut Topology<'t>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Reject> {
         // Quick rejections first: they decide most attempts in large passes.
         if !self.pods.is_empty()
             && !self
                 .with_daemons
                 .sum_fits_in(&pod.requests, &self.max_alloc)
         {
-            return Err("no remaining instance type has room".to_string());
+            return Err("no remaining instance type has room".into());
         }
         if topology.hostname_blocked(groups, self.host) {
-            return Err("pod anti-affinity on kubernetes.io/hostname".to_string());
+            return Err("pod anti-affinity on kubernetes.io/hostname".into());
         }
         if let Some(t) = first_untolerated(&pool.taints, &data.tolerations) {
-            return Err(format!("did not tolerate taint {t}"));
+            return Err(format!("did not tolerate taint {t}").into());
         }
         if let Some(hp) = pod
             .host_ports
@@ -401,11 +405,12 @@ impl Claim {
             return Err(format!(
                 "host port {}/{} is already used on the node",
                 hp.port, hp.protocol
-            ));
+            )
+            .into());
         }
         self.requirements
             .compatible(&data.requirements, &|k| pool.is_well_known(k))
-            .map_err(|e| format!("incompatible requirements, {e}"))?;
+            .map_err(|e| Reject::from(format!("incompatible requirements, {e}")))?;
         let mut reqs: Cow<'_, Requirements> =
             if self.requirements.is_narrowed_by(&data.requirements) {
                 Cow::Owned(self.requirements.intersect(&data.requirements))
@@ -414,10 +419,10 @@ impl Claim {
             };
         topology
             .add_requirements(pod, groups, &data.strict, &mut reqs, &pool.taints)
-            .map_err(|e| e.0)?;
+            .map_err(|e| Reject::from(e.0))?;
         let changed = matches!(reqs, Cow::Owned(_));
         if changed && reqs.is_unsatisfiable() {
-            return Err(format!("incompatible requirements, {reqs}"));
+            return Err(format!("incompatible requirements, {reqs}").into());
         }
         let total = self.requests.plus(&pod.requests);
         let with_daemons = total.plus(&pool.daemon_overhead);
@@ -443,10 +448,12 @@ impl Claim {
                 .collect()
         };
         if remaining.is_empty() {
-            return Err(self.explain_no_type(pool, &reqs, &pod.requests, &with_daemons));
+            return Err(self
+                .explain_no_type(pool, &reqs, &pod.requests, &with_daemons)
+                .into());
         }
         if let Some(v) = min_values_violation(pool, &remaining, &reqs) {
-            return Err(v);
+            return Err(v.into());
         }
         if let Cow::Owned(r) = reqs {
             self.requirements = Arc::new(r);

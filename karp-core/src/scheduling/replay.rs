@@ -157,7 +157,8 @@ impl<'a> Replay<'a> {
             &st.groups,
             pool,
             &mut self.sched.topology,
-        )?;
+        )
+        .map_err(std::borrow::Cow::into_owned)?;
         c.pods.push(pod);
         Ok(())
     }
