@@ -2334,3 +2334,67 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
     .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_imds_monitor_cordons_once_the_api_server_answers_again() {
+    use karp_aws::imds::ImdsPoller;
+    use karp_aws::imds_emulator::ImdsEmulator;
+    use karp_operator::commands::imds_monitor::{run_monitor, MonitorOptions};
+    use karp_operator::embedded::faults::{ApiFaultState, ApiFaults, FaultyApi};
+
+    let cluster = running_app(&seed(), "web", 1, "500m").await;
+    let node = app_pods(&cluster.client, "web").await[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap();
+    // The monitor's API connection fails every request while the switch is on.
+    let faults = std::sync::Arc::new(ApiFaultState::default());
+    faults.set_enabled(false);
+    let every_request_fails = ApiFaults {
+        server_errors: 1.0,
+        conflicts: 0.0,
+        dropped_watches: 0.0,
+        seed: 1,
+    };
+    let client = kube::Client::new(
+        FaultyApi::new(
+            cluster.server.clone(),
+            every_request_fails,
+            std::sync::Arc::clone(&faults),
+        ),
+        "default",
+    );
+    let imds = ImdsEmulator::start().await.unwrap();
+    let poller = ImdsPoller::new(Some(imds.url()), Duration::from_secs(21_600)).unwrap();
+    let mut options = MonitorOptions::for_node(&node);
+    options.poll = Duration::from_millis(100);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let monitor = tokio::spawn(run_monitor(client, poller, options, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    faults.set_enabled(true);
+    imds.set_spot_action(Some(
+        r#"{"action": "terminate", "time": "2026-12-07T08:22:00Z"}"#,
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (taints, unschedulable) = node_marks(&cluster.client, &node).await;
+    assert!(
+        !unschedulable && !taints.iter().any(|t| t.starts_with("karp.dev/")),
+        "no write got through: {taints:?}"
+    );
+    faults.set_enabled(false);
+    wait_for(
+        "the node cordoned and tainted after the outage",
+        Duration::from_secs(10),
+        || async {
+            let (taints, unschedulable) = node_marks(&cluster.client, &node).await;
+            unschedulable && taints.iter().any(|t| t == "karp.dev/spot-itn")
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    monitor.await.unwrap().unwrap();
+    cluster.shutdown().await;
+}

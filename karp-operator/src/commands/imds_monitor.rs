@@ -367,6 +367,46 @@ impl Executor {
         }
     }
 
+    /// Puts every taint of `state` on the node and cordons it, unless it already is so (a
+    /// write that failed at the notice is retried at every poll until the node carries them).
+    async fn ensure_marks(&mut self, state: &MonitorState) {
+        if self.options.dry_run || state.taints.is_empty() {
+            return;
+        }
+        let Some(n) = self.node().await else { return };
+        let spec = n.spec.unwrap_or_default();
+        let current = spec.taints.unwrap_or_default();
+        let effect = self.options.taint_effect.clone();
+        let has = |key: &str, value: &str| {
+            current
+                .iter()
+                .any(|t| t.key == key && t.value.as_deref() == Some(value) && t.effect == effect)
+        };
+        let missing = state.taints.iter().any(|(k, v)| !has(k.taint_key(), v));
+        let cordoned = spec.unschedulable.unwrap_or(false);
+        if !missing && cordoned {
+            return;
+        }
+        self.was_unschedulable.get_or_insert(cordoned);
+        let mut taints: Vec<Taint> = current
+            .into_iter()
+            .filter(|t| !state.taints.keys().any(|k| k.taint_key() == t.key))
+            .collect();
+        for (k, v) in &state.taints {
+            taints.push(Taint {
+                key: k.taint_key().into(),
+                value: Some(v.clone()),
+                effect: effect.clone(),
+                time_added: None,
+            });
+        }
+        self.patch_node(
+            json!({"spec": {"unschedulable": true, "taints": taints}}),
+            "cordoning the node",
+        )
+        .await;
+    }
+
     async fn act(&mut self, action: &MonitorAction, state: &mut MonitorState) {
         if self.options.dry_run {
             if *action != MonitorAction::Drain || !self.drained {
@@ -389,28 +429,8 @@ impl Executor {
                 }
             }
             MonitorAction::Cordon { kind, value } => {
-                let Some(n) = self.node().await else { return };
-                let spec = n.spec.clone().unwrap_or_default();
-                self.was_unschedulable
-                    .get_or_insert(spec.unschedulable.unwrap_or(false));
-                let mut taints: Vec<Taint> = spec
-                    .taints
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|t| t.key != kind.taint_key())
-                    .collect();
-                taints.push(Taint {
-                    key: kind.taint_key().into(),
-                    value: Some(value.clone()),
-                    effect: self.options.taint_effect.clone(),
-                    time_added: None,
-                });
-                self.patch_node(
-                    json!({"spec": {"unschedulable": true, "taints": taints}}),
-                    "cordoning the node",
-                )
-                .await;
                 self.drained = false;
+                self.ensure_marks(state).await;
                 info!(taint = kind.taint_key(), value = %value, "tainted and cordoned");
             }
             MonitorAction::Uncordon { kind } => {
@@ -559,6 +579,13 @@ pub async fn run_monitor(
             };
             for a in &actions {
                 executor.act(a, &mut state).await;
+            }
+            // A cordon that failed (API unreachable at the notice) is tried again.
+            if !actions
+                .iter()
+                .any(|a| matches!(a, MonitorAction::Cordon { .. }))
+            {
+                executor.ensure_marks(&state).await;
             }
             tokio::select! {
                 () = &mut shutdown => return,
