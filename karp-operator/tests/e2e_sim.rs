@@ -2336,7 +2336,7 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_imds_monitor_cordons_once_the_api_server_answers_again() {
+async fn the_imds_monitor_cordons_and_uncordons_once_the_api_server_answers_again() {
     use karp_aws::imds::ImdsPoller;
     use karp_aws::imds_emulator::ImdsEmulator;
     use karp_operator::commands::imds_monitor::{run_monitor, MonitorOptions};
@@ -2375,9 +2375,12 @@ async fn the_imds_monitor_cordons_once_the_api_server_answers_again() {
     }));
     tokio::time::sleep(Duration::from_millis(300)).await;
     faults.set_enabled(true);
-    imds.set_spot_action(Some(
-        r#"{"action": "terminate", "time": "2026-12-07T08:22:00Z"}"#,
-    ));
+    let event = |state: &str| {
+        format!(
+            r#"[{{"Code": "system-reboot", "EventId": "instance-event-9", "State": "{state}", "NotBefore": "21 Jan 2027 09:00:43 GMT", "Description": "scheduled reboot"}}]"#
+        )
+    };
+    imds.set_scheduled_events(Some(&event("active")));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (taints, unschedulable) = node_marks(&cluster.client, &node).await;
     assert!(
@@ -2390,7 +2393,22 @@ async fn the_imds_monitor_cordons_once_the_api_server_answers_again() {
         Duration::from_secs(10),
         || async {
             let (taints, unschedulable) = node_marks(&cluster.client, &node).await;
-            unschedulable && taints.iter().any(|t| t == "karp.dev/spot-itn")
+            unschedulable && taints.iter().any(|t| t == "karp.dev/scheduled-maintenance")
+        },
+    )
+    .await;
+    // The cancellation arrives during another outage: the node is uncordoned once it is over.
+    faults.set_enabled(true);
+    imds.set_scheduled_events(Some(&event("canceled")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(node_marks(&cluster.client, &node).await.1, "still cordoned");
+    faults.set_enabled(false);
+    wait_for(
+        "the node uncordoned after the outage",
+        Duration::from_secs(10),
+        || async {
+            let (taints, unschedulable) = node_marks(&cluster.client, &node).await;
+            !unschedulable && !taints.iter().any(|t| t.starts_with("karp.dev/"))
         },
     )
     .await;

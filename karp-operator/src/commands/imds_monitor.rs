@@ -353,8 +353,8 @@ impl Executor {
         }
     }
 
-    async fn patch_node(&self, patch: serde_json::Value, what: &str) {
-        if let Err(e) = self
+    async fn patch_node(&self, patch: serde_json::Value, what: &str) -> bool {
+        match self
             .nodes
             .patch(
                 &self.options.node_name,
@@ -363,45 +363,73 @@ impl Executor {
             )
             .await
         {
-            warn!(error = %e, "{what} failed");
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "{what} failed");
+                false
+            }
         }
     }
 
-    /// Puts every taint of `state` on the node and cordons it, unless it already is so (a
-    /// write that failed at the notice is retried at every poll until the node carries them).
+    /// Makes the node carry exactly the monitor's taints of `state` (others' taints untouched)
+    /// and be cordoned while it has any; once it has none, uncordons it if the monitor cordoned
+    /// it. Level-triggered: a write that failed (API unreachable at the notice or at the
+    /// cancellation) is made again at the next poll.
     async fn ensure_marks(&mut self, state: &MonitorState) {
-        if self.options.dry_run || state.taints.is_empty() {
+        if self.options.dry_run {
             return;
+        }
+        let ours = |key: &str| {
+            [
+                NoticeKind::SpotInterruption,
+                NoticeKind::ScheduledMaintenance,
+                NoticeKind::RebalanceRecommendation,
+            ]
+            .iter()
+            .any(|k| k.taint_key() == key)
+        };
+        if state.taints.is_empty() && self.was_unschedulable.is_none() {
+            return; // nothing of ours to put on or take off
         }
         let Some(n) = self.node().await else { return };
         let spec = n.spec.unwrap_or_default();
         let current = spec.taints.unwrap_or_default();
         let effect = self.options.taint_effect.clone();
-        let has = |key: &str, value: &str| {
-            current
-                .iter()
-                .any(|t| t.key == key && t.value.as_deref() == Some(value) && t.effect == effect)
-        };
-        let missing = state.taints.iter().any(|(k, v)| !has(k.taint_key(), v));
+        let mut wanted: Vec<Taint> = current.iter().filter(|t| !ours(&t.key)).cloned().collect();
+        wanted.extend(state.taints.iter().map(|(k, v)| Taint {
+            key: k.taint_key().into(),
+            value: Some(v.clone()),
+            effect: effect.clone(),
+            time_added: None,
+        }));
+        let same =
+            |a: &Taint, b: &Taint| a.key == b.key && a.value == b.value && a.effect == b.effect;
+        let taints_ok = wanted.len() == current.len()
+            && wanted.iter().all(|w| current.iter().any(|c| same(w, c)));
         let cordoned = spec.unschedulable.unwrap_or(false);
-        if !missing && cordoned {
+        if state.taints.is_empty() {
+            // Uncordon only what the monitor cordoned.
+            let uncordon = self.was_unschedulable == Some(false) && cordoned;
+            if taints_ok && !uncordon {
+                self.was_unschedulable = None;
+                return;
+            }
+            let mut patch = json!({"spec": {"taints": wanted}});
+            if uncordon {
+                patch["spec"]["unschedulable"] = json!(false);
+            }
+            if self.patch_node(patch, "uncordoning the node").await {
+                self.was_unschedulable = None;
+                info!("taints removed; node uncordoned");
+            }
+            return;
+        }
+        if taints_ok && cordoned {
             return;
         }
         self.was_unschedulable.get_or_insert(cordoned);
-        let mut taints: Vec<Taint> = current
-            .into_iter()
-            .filter(|t| !state.taints.keys().any(|k| k.taint_key() == t.key))
-            .collect();
-        for (k, v) in &state.taints {
-            taints.push(Taint {
-                key: k.taint_key().into(),
-                value: Some(v.clone()),
-                effect: effect.clone(),
-                time_added: None,
-            });
-        }
         self.patch_node(
-            json!({"spec": {"unschedulable": true, "taints": taints}}),
+            json!({"spec": {"unschedulable": true, "taints": wanted}}),
             "cordoning the node",
         )
         .await;
@@ -434,30 +462,8 @@ impl Executor {
                 info!(taint = kind.taint_key(), value = %value, "tainted and cordoned");
             }
             MonitorAction::Uncordon { kind } => {
-                let Some(n) = self.node().await else { return };
-                let ours: BTreeSet<&str> = [
-                    NoticeKind::SpotInterruption,
-                    NoticeKind::ScheduledMaintenance,
-                    NoticeKind::RebalanceRecommendation,
-                ]
-                .into_iter()
-                .filter(|k| state.taints.contains_key(k))
-                .map(NoticeKind::taint_key)
-                .collect();
-                let taints: Vec<Taint> = n
-                    .spec
-                    .and_then(|s| s.taints)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|t| t.key != kind.taint_key())
-                    .collect();
-                let mut patch = json!({"spec": {"taints": taints}});
-                if ours.is_empty() && self.was_unschedulable == Some(false) {
-                    patch["spec"]["unschedulable"] = json!(false);
-                    self.was_unschedulable = None;
-                }
-                self.patch_node(patch, "uncordoning the node").await;
-                info!(taint = kind.taint_key(), "taint removed");
+                self.ensure_marks(state).await;
+                info!(taint = kind.taint_key(), "notice canceled");
             }
             MonitorAction::Drain => self.drain_wave(state).await,
         }
@@ -580,11 +586,13 @@ pub async fn run_monitor(
             for a in &actions {
                 executor.act(a, &mut state).await;
             }
-            // A cordon that failed (API unreachable at the notice) is tried again.
-            if !actions
-                .iter()
-                .any(|a| matches!(a, MonitorAction::Cordon { .. }))
-            {
+            // A cordon or uncordon that failed (API unreachable) is made again.
+            if !actions.iter().any(|a| {
+                matches!(
+                    a,
+                    MonitorAction::Cordon { .. } | MonitorAction::Uncordon { .. }
+                )
+            }) {
                 executor.ensure_marks(&state).await;
             }
             tokio::select! {
