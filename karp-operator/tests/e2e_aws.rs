@@ -993,6 +993,11 @@ async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_
             r#","state":"stopping""#,
             "InstanceStopping",
         ),
+        (
+            "EC2 Instance State-change Notification",
+            r#","state":"terminated""#,
+            "InstanceTerminating",
+        ),
     ] {
         let c = a_live_claim(&claims).await;
         let name = c.metadata.name.clone().unwrap();

@@ -2118,6 +2118,25 @@ async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_cancel
     )
     .await;
 
+    // A rebalance recommendation is an Event only by default: nothing is cordoned.
+    imds.set_rebalance(Some(r#"{"noticeTime": "2026-12-07T08:17:00Z"}"#));
+    wait_for(
+        "the rebalance recorded",
+        Duration::from_secs(20),
+        || async {
+            common::described_events(&client, Some("Node"), &node)
+                .await
+                .iter()
+                .any(|r| r.starts_with("RebalanceRecommendation:"))
+        },
+    )
+    .await;
+    let (taints, unschedulable) = node_marks(&client, &node).await;
+    assert!(
+        !unschedulable && !taints.iter().any(|t| t.starts_with("karp.dev/")),
+        "{taints:?}"
+    );
+
     // A spot interruption notice: cordoned, tainted, drained one pod at a time (the PDB allows
     // one unavailable), the DaemonSet pod left alone, the pods running elsewhere.
     imds.set_spot_action(Some(
