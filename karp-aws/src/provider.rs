@@ -511,7 +511,7 @@ impl AwsCloudProvider {
         let now = Instant::now();
         Ok(entries
             .iter()
-            .map(|e| e.to_instance_type_with(self.reserved_offerings(resolved, e, now)))
+            .map(|e| e.to_instance_type_with(self.reserved_offerings(resolved, &zones, e, now)))
             .filter(|it| resolved.ami_for(&it.requirements).is_some())
             .map(Arc::new)
             .collect())
@@ -525,13 +525,17 @@ impl AwsCloudProvider {
     fn reserved_offerings(
         &self,
         resolved: &ResolvedNodeClass,
+        zones: &BTreeSet<String>,
         entry: &CatalogEntry,
         now: Instant,
     ) -> Vec<karp_core::cloud::Offering> {
         let mut out = Vec::new();
-        for zone in resolved.zones() {
+        if resolved.capacity_reservations.is_empty() {
+            return out;
+        }
+        for zone in zones {
             let Some(best) = resolved
-                .reservations_for(&entry.name, &zone)
+                .reservations_for(&entry.name, zone)
                 .into_iter()
                 .filter(|r| r.reservation.state == "active")
                 .max_by(|a, b| {
@@ -545,8 +549,8 @@ impl AwsCloudProvider {
             let on_demand = entry
                 .offerings
                 .iter()
-                .find(|o| o.zone == zone && o.capacity_type == labels::CAPACITY_ON_DEMAND)
-                .or_else(|| entry.offerings.iter().find(|o| o.zone == zone))
+                .find(|o| o.zone == *zone && o.capacity_type == labels::CAPACITY_ON_DEMAND)
+                .or_else(|| entry.offerings.iter().find(|o| o.zone == *zone))
                 .map_or(0.0, |o| o.price);
             let available = u32::try_from(best.available_instances.max(0)).unwrap_or(u32::MAX);
             let mut o = karp_core::cloud::Offering::reserved(
@@ -557,7 +561,7 @@ impl AwsCloudProvider {
             );
             if self
                 .unavailable
-                .is_unavailable(&entry.name, &zone, labels::CAPACITY_RESERVED, now)
+                .is_unavailable(&entry.name, zone, labels::CAPACITY_RESERVED, now)
             {
                 o.available = false;
             }

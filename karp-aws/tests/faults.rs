@@ -318,6 +318,16 @@ fn capture_fleet(
         .then_output(respond)
 }
 
+/// The zones of a CreateFleet request's overrides.
+fn override_zones(fleet: &CreateFleetInput) -> std::collections::BTreeSet<&str> {
+    fleet
+        .launch_template_configs()
+        .iter()
+        .flat_map(|c| c.overrides())
+        .filter_map(|o| o.availability_zone())
+        .collect()
+}
+
 /// CreateFleet that fails the first call with `code` for m5.large in subnet-a (us-east-1a) and
 /// then launches `id` on demand there; every input is captured.
 fn fails_once_then_on_demand(
@@ -1559,12 +1569,7 @@ async fn karpenter_1_14_launch_fields_reach_the_launch_template_as_karpenter_sen
     );
     // A partition group keeps every zone in the fleet.
     let fleet = fleets.lock().unwrap()[0].clone();
-    let zones: std::collections::BTreeSet<&str> = fleet
-        .launch_template_configs()
-        .iter()
-        .flat_map(|c| c.overrides())
-        .filter_map(|o| o.availability_zone())
-        .collect();
+    let zones = override_zones(&fleet);
     assert_eq!(zones.len(), 2, "{zones:?}");
 }
 
@@ -1628,12 +1633,7 @@ async fn a_cluster_placement_group_keeps_the_fleet_in_one_zone() {
         .await
         .unwrap();
     let fleet = fleets.lock().unwrap()[0].clone();
-    let zones: std::collections::BTreeSet<&str> = fleet
-        .launch_template_configs()
-        .iter()
-        .flat_map(|c| c.overrides())
-        .filter_map(|o| o.availability_zone())
-        .collect();
+    let zones = override_zones(&fleet);
     assert_eq!(zones.len(), 1, "{zones:?}");
 }
 

@@ -752,6 +752,20 @@ async fn soak_with_faults_leaks_nothing_and_keeps_every_budget() {
     cluster.shutdown().await;
 }
 
+/// Creates the SQS queue `name`; returns its URL.
+async fn create_queue(clients: &AwsClients, name: &str) -> String {
+    clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
 /// Sends one raw message body to the interruption queue.
 async fn send_message(clients: &AwsClients, url: &str, body: &str) {
     clients
@@ -792,7 +806,7 @@ async fn a_live_claim(claims: &Api<NodeClaim>) -> NodeClaim {
 /// The instance ID of a claim.
 fn instance_of(c: &NodeClaim) -> String {
     c.provider_id()
-        .and_then(|p| p.rsplit('/').next())
+        .and_then(karp_aws::provider::instance_id)
         .unwrap_or_default()
         .to_string()
 }
@@ -801,25 +815,14 @@ fn instance_of(c: &NodeClaim) -> String {
 async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_record_events() {
     common::trace();
     let (_moto, settings, clients) = seeded_moto(41).await;
-    let url = clients
-        .sqs
-        .create_queue()
-        .queue_name("karp-interruption")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let url = create_queue(&clients, "karp-interruption").await;
     let mut cluster = EmbeddedAwsCluster::start(EmbeddedOptions::fast(), settings)
         .await
         .unwrap();
-    cluster
-        .handle_interruptions(InterruptionOptions {
-            queue: "karp-interruption".into(),
-            drain_on_rebalance: false,
-        })
-        .await;
+    cluster.handle_interruptions(InterruptionOptions {
+        queue: "karp-interruption".into(),
+        drain_on_rebalance: false,
+    });
     let client = cluster.client.clone();
     // Spot and on-demand allowed: karp launches spot (cheaper). Consolidation is off and drift
     // may disrupt no node (moto launches spot fleet instances with the VPC's default security
@@ -966,22 +969,11 @@ async fn interruption_messages_on_moto_sqs_replace_nodes_within_the_warning_and_
     // With draining on rebalance enabled, a recommendation replaces the node; a state change to
     // `stopping` and an EC2 scheduled change do too, with Karpenter's reasons.
     // (A second queue: the first handler's long poll may still take a message as it stops.)
-    let url = clients
-        .sqs
-        .create_queue()
-        .queue_name("karp-interruption-drain")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    cluster
-        .handle_interruptions(InterruptionOptions {
-            queue: url.clone(),
-            drain_on_rebalance: true,
-        })
-        .await;
+    let url = create_queue(&clients, "karp-interruption-drain").await;
+    cluster.handle_interruptions(InterruptionOptions {
+        queue: url.clone(),
+        drain_on_rebalance: true,
+    });
     for (detail_type, extra, reason) in [
         (
             "EC2 Instance Rebalance Recommendation",

@@ -1091,6 +1091,15 @@ async fn running_count(client: &kube::Client, app: &str) -> usize {
 
 use common::{advance_until, settle};
 
+/// Waits up to a minute until `n` pods of `app` run (and none is terminating); `what` names the
+/// wait in the timeout message.
+async fn wait_running(client: &kube::Client, app: &str, n: usize, what: &str) {
+    wait_for(what, Duration::from_secs(60), || async {
+        running_count(client, app).await == n
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shrinking_cluster_is_consolidated_with_pods_running_throughout_and_pdbs_kept() {
     shrink(karp_core::disruption::Mode::Karpenter).await;
@@ -2111,12 +2120,7 @@ async fn the_imds_monitor_drains_its_node_through_the_pdb_and_uncordons_a_cancel
         !unschedulable && !taints.iter().any(|t| t.starts_with("karp.dev/"))
     })
     .await;
-    wait_for(
-        "every web pod running again",
-        Duration::from_secs(60),
-        || async { running_count(&client, "web").await == 4 },
-    )
-    .await;
+    wait_running(&client, "web", 4, "every web pod running again").await;
 
     // A rebalance recommendation is an Event only by default: nothing is cordoned.
     imds.set_rebalance(Some(r#"{"noticeTime": "2026-12-07T08:17:00Z"}"#));
@@ -2271,10 +2275,7 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
     .await;
     // Pods land on the static nodes; karp launches nothing for them, and removes nothing empty.
     cluster.apply_yaml(&deployment("web", 3, "500m")).unwrap();
-    wait_for("3 running web pods", Duration::from_secs(60), || async {
-        running_count(&client, "web").await == 3
-    })
-    .await;
+    wait_running(&client, "web", 3, "3 running web pods").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         claims(&client).await.len(),
@@ -2290,12 +2291,7 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
         claims(&client).await.len() == 1
     })
     .await;
-    wait_for(
-        "the web pods running again",
-        Duration::from_secs(60),
-        || async { running_count(&client, "web").await == 3 },
-    )
-    .await;
+    wait_running(&client, "web", 3, "the web pods running again").await;
     let scale = pools.get_scale("fixed").await.unwrap();
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
     scale_pool(&pools, "fixed", 2).await;
@@ -2347,10 +2343,7 @@ async fn a_static_nodepool_keeps_its_replicas_follows_kubectl_scale_and_replaces
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(most <= 3, "limits.nodes is 3, saw {most} claims");
-    wait_for("the web pods running", Duration::from_secs(60), || async {
-        running_count(&client, "web").await == 3
-    })
-    .await;
+    wait_running(&client, "web", 3, "the web pods running").await;
     cluster.shutdown().await;
 }
 

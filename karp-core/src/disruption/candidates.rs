@@ -106,8 +106,13 @@ impl Candidate {
 /// `[-10, 10]`.
 #[must_use]
 pub fn eviction_cost(pod: &Pod, facts: &PodFacts) -> f64 {
-    (1.0 + f64::from(facts.deletion_cost) / DELETION_COST_SCALE
-        + f64::from(pod.priority) / PRIORITY_SCALE)
+    eviction_cost_of(facts.deletion_cost, pod.priority)
+}
+
+/// [`eviction_cost`] from a pod's `controller.kubernetes.io/pod-deletion-cost` and priority.
+#[must_use]
+pub fn eviction_cost_of(deletion_cost: i32, priority: i32) -> f64 {
+    (1.0 + f64::from(deletion_cost) / DELETION_COST_SCALE + f64::from(priority) / PRIORITY_SCALE)
         .clamp(-10.0, 10.0)
 }
 

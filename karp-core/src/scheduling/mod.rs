@@ -342,7 +342,12 @@ pub fn template_nodeclaim(
 /// up; the provider decides at launch). A claim left with no offering keeps its choice.
 pub fn limit_reservations(claims: &mut [NewNodeClaim]) {
     let mut used: BTreeMap<String, u32> = BTreeMap::new();
-    for c in claims {
+    // Only a claim whose cheapest offering is reserved can be over a reservation; the others
+    // cost one comparison (this runs on every pass).
+    for c in claims
+        .iter_mut()
+        .filter(|c| c.cheapest.capacity_type == labels::CAPACITY_RESERVED)
+    {
         let room = |o: &crate::cloud::Offering, used: &BTreeMap<String, u32>| {
             o.reservation
                 .as_ref()

@@ -820,7 +820,7 @@ pub async fn run_cluster(
             let mut what = format!("karp-aws on {endpoint}");
             if let Some(i) = interruption {
                 what.push_str(&format!(", interruption queue {}", i.queue));
-                cluster.handle_interruptions(i).await;
+                cluster.handle_interruptions(i);
             }
             (what, Running::Aws(Box::new(cluster)))
         }

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use karp_aws::interruption::{
     InterruptionAction, InterruptionEvent, InterruptionKind, InterruptionQueue,
 };
+use karp_aws::provider::instance_id;
 use karp_aws::{AwsClients, AwsCloudProvider};
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
@@ -143,14 +144,6 @@ pub fn action_for(event: &InterruptionEvent, drain_on_rebalance: bool) -> Interr
     } else {
         event.action()
     }
-}
-
-/// The instance ID at the end of a provider ID (`aws:///us-east-1a/i-0abc` → `i-0abc`).
-fn instance_id(provider_id: &str) -> Option<&str> {
-    provider_id
-        .rsplit('/')
-        .next()
-        .filter(|id| id.starts_with("i-"))
 }
 
 /// The steps for `event` given the NodeClaims and Nodes (pure): claims are matched to the

@@ -84,21 +84,12 @@ fn marked(claim: &NodeClaim) -> bool {
     claim.is_true(DISRUPTION_REASON)
 }
 
-/// A pod's eviction cost (Karpenter's: `1 + deletionCost/2^27 + priority/2^25`, in [-10, 10]).
+/// A pod's eviction cost, as disruption computes it.
 fn eviction_cost(p: &Pod) -> f64 {
-    let deletion_cost = p
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("controller.kubernetes.io/pod-deletion-cost"))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let priority = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.priority)
-        .map_or(0.0, f64::from);
-    (1.0 + deletion_cost / 134_217_728.0 + priority / 33_554_432.0).clamp(-10.0, 10.0)
+    karp_core::disruption::candidates::eviction_cost_of(
+        crate::convert::disruption::deletion_cost(p),
+        p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+    )
 }
 
 /// How a running claim ranks for scale down (smaller goes first).

@@ -203,15 +203,20 @@ fn annotation<'a>(
         .map(String::as_str)
 }
 
+/// A pod's `controller.kubernetes.io/pod-deletion-cost` (0 when absent or not an int32).
+pub(crate) fn deletion_cost(pod: &corev1::Pod) -> i32 {
+    annotation(&pod.metadata, DELETION_COST)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Metadata of a pod object.
 fn pod_facts(pod: &corev1::Pod) -> PodFacts {
     let meta = &pod.metadata;
     let status = pod.status.as_ref();
     PodFacts {
         do_not_disrupt: annotation(meta, DO_NOT_DISRUPT).map(str::to_string),
-        deletion_cost: annotation(meta, DELETION_COST)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0),
+        deletion_cost: deletion_cost(pod),
         owner_kind: meta
             .owner_references
             .iter()

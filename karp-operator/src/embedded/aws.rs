@@ -216,14 +216,14 @@ impl EmbeddedAwsCluster {
     /// Starts handling the interruption queue (queue mode, as `karp run --interruption-queue`)
     /// on this cluster's EC2 endpoint, replacing a handler started before. The queue may be
     /// created after this call: the handler retries until it opens.
-    pub async fn handle_interruptions(
+    pub fn handle_interruptions(
         &mut self,
         options: crate::controllers::interruption::InterruptionOptions,
     ) {
         if let Some(old) = self.interruption.take() {
             old.abort();
         }
-        let clients = karp_aws::AwsClients::load(self.provider.settings()).await;
+        let clients = self.provider.clients().clone();
         let health = Arc::new(crate::runtime::health::Health::default());
         health
             .leader
