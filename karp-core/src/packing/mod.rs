@@ -18,7 +18,7 @@ pub mod flexibility;
 mod milp;
 
 #[cfg(feature = "milp")]
-pub use milp::{Clock, Milp, WorkLimits};
+pub use milp::{Clock, Milp, WorkLimits, EXACT_MAX_PATTERNS, EXACT_MAX_VISITS};
 
 use crate::cluster::ClusterSnapshot;
 use crate::labels;
@@ -45,6 +45,11 @@ pub struct PackStats {
     /// nodes, or its largest fractional one, and re-solves the rest, repeatedly) rather than the
     /// integer master over every pattern.
     pub residual: bool,
+    /// Whether the problem was small enough for the exact integer master over every maximal
+    /// pattern (then `columns` counts them; see `EXACT_MAX_PATTERNS`).
+    pub exact: bool,
+    /// Whether the exact integer master proved its plan optimal.
+    pub optimal: bool,
 }
 
 /// A packed plan.

@@ -335,3 +335,221 @@ mod properties {
         }
     }
 }
+
+/// Five request shapes, twelve pods each, on three instance types.
+fn small_mix() -> ClusterSnapshot {
+    let types = vec![
+        instance_type("c")
+            .cpu("4")
+            .memory("8Gi")
+            .price(0.17)
+            .spot_price(0.17)
+            .build(),
+        instance_type("m")
+            .cpu("4")
+            .memory("16Gi")
+            .price(0.192)
+            .spot_price(0.192)
+            .build(),
+        instance_type("r")
+            .cpu("8")
+            .memory("64Gi")
+            .price(0.504)
+            .spot_price(0.504)
+            .build(),
+    ];
+    let shapes = [
+        ("700m", "1536Mi"),
+        ("1300m", "3Gi"),
+        ("300m", "5Gi"),
+        ("1900m", "1Gi"),
+        ("900m", "2560Mi"),
+    ];
+    let pods = (0..60)
+        .map(|i| {
+            let (cpu, mem) = shapes[i % shapes.len()];
+            pod(&format!("p{i}")).cpu(cpu).memory(mem).build()
+        })
+        .collect();
+    ClusterSnapshot {
+        node_pools: vec![nodepool("default", types)],
+        pods,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_small_mix_is_packed_exactly_with_a_proven_bound() {
+    let s = small_mix();
+    let (f, m) = both(&s);
+    let heuristic = Milp {
+        exact_patterns: 0,
+        ..deterministic()
+    }
+    .pack(&s);
+    check(&s, &heuristic);
+    let cost = m.results.cost_per_hour();
+    eprintln!(
+        "ffd {:.4} heuristic {:.4} (bound {:.4}) exact {cost:.4} (bound {:.4}) {:?}",
+        f.results.cost_per_hour(),
+        heuristic.results.cost_per_hour(),
+        heuristic.lower_bound_per_hour,
+        m.lower_bound_per_hour,
+        m.stats
+    );
+    assert!(m.stats.exact && m.stats.optimal, "{:?}", m.stats);
+    assert!((m.lower_bound_per_hour - cost).abs() < 1e-9);
+    assert!(cost <= heuristic.results.cost_per_hour() + 1e-9);
+    assert!(heuristic.lower_bound_per_hour <= cost + 1e-9);
+}
+
+/// The cheapest plan for `pods` on new nodes of `types` (each node the cheapest type whose
+/// allocatable, less `overhead`, holds its pods), by trying every partition of the pods into
+/// nodes; pods whose hostname anti-affinity selects each other, or that want the same host
+/// port, never share a node. `None` when some pod fits no type. Tiny inputs only.
+fn brute_force(
+    types: &[std::sync::Arc<crate::cloud::InstanceType>],
+    pods: &[crate::pod::Pod],
+    overhead: &crate::resources::Resources,
+) -> Option<f64> {
+    use crate::resources::Resources;
+    fn node_price(
+        types: &[std::sync::Arc<crate::cloud::InstanceType>],
+        sum: &Resources,
+        overhead: &Resources,
+    ) -> Option<f64> {
+        types
+            .iter()
+            .filter(|t| sum.plus(overhead).fits_in(t.allocatable()))
+            .filter_map(|t| t.offerings.iter().map(|o| o.price).min_by(f64::total_cmp))
+            .min_by(f64::total_cmp)
+    }
+    fn clash(a: &crate::pod::Pod, b: &crate::pod::Pod) -> bool {
+        let anti = |o: &crate::pod::Pod, q: &crate::pod::Pod| {
+            !o.pod_anti_affinity.is_empty() && o.labels == q.labels
+        };
+        anti(a, b) || anti(b, a) || a.host_ports.iter().any(|x| b.host_ports.contains(x))
+    }
+    fn go(
+        i: usize,
+        blocks: &mut Vec<Vec<usize>>,
+        types: &[std::sync::Arc<crate::cloud::InstanceType>],
+        pods: &[crate::pod::Pod],
+        overhead: &Resources,
+        best: &mut Option<f64>,
+    ) {
+        if i == pods.len() {
+            let cost: Option<f64> = blocks
+                .iter()
+                .map(|b| {
+                    let sum = b
+                        .iter()
+                        .fold(Resources::new(), |acc, &p| acc.plus(&pods[p].requests));
+                    node_price(types, &sum, overhead)
+                })
+                .sum();
+            if let Some(c) = cost {
+                if best.is_none_or(|b| c < b) {
+                    *best = Some(c);
+                }
+            }
+            return;
+        }
+        for b in 0..blocks.len() {
+            if blocks[b].iter().any(|&q| clash(&pods[q], &pods[i])) {
+                continue;
+            }
+            blocks[b].push(i);
+            go(i + 1, blocks, types, pods, overhead, best);
+            blocks[b].pop();
+        }
+        blocks.push(vec![i]);
+        go(i + 1, blocks, types, pods, overhead, best);
+        blocks.pop();
+    }
+    let mut best = None;
+    go(0, &mut Vec::new(), types, pods, overhead, &mut best);
+    best
+}
+
+mod exact_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_types() -> impl Strategy<Value = Vec<std::sync::Arc<crate::cloud::InstanceType>>> {
+        prop::collection::vec((1u32..4, 1u32..5, 50u32..150), 1..4).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (cpu_exp, mem_ratio, cents))| {
+                    let cpu = 1i64 << cpu_exp;
+                    let mem = cpu * i64::from(mem_ratio) * 2;
+                    let price = f64::from(cents) / 1000.0 * cpu as f64;
+                    instance_type(&format!("t{i}"))
+                        .cpu(&cpu.to_string())
+                        .memory(&format!("{mem}Gi"))
+                        .price(price)
+                        .spot_price(price)
+                        .build()
+                })
+                .collect()
+        })
+    }
+
+    fn arb_pods() -> impl Strategy<Value = Vec<crate::pod::Pod>> {
+        prop::collection::vec((1u32..12, 1u32..12, 0u8..8), 1..8).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (cpu, mem, kind))| {
+                    let b = pod(&format!("p{i}"))
+                        .cpu(&format!("{}m", cpu * 250))
+                        .memory(&format!("{}Mi", mem * 768));
+                    match kind {
+                        0 => b.label("app", "x").anti_affinity(HOSTNAME, &[("app", "x")]),
+                        1 => b.host_port(8080),
+                        _ => b,
+                    }
+                    .build()
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// On tiny problems the MILP's plan is the cheapest partition of the pods into nodes,
+        /// and its bound proves it.
+        #[test]
+        fn exact_packings_match_brute_force(
+            types in arb_types(),
+            pods in arb_pods(),
+            daemonset in prop::option::of(1u32..4),
+        ) {
+            let daemonsets: Vec<crate::pod::Pod> = daemonset
+                .map(|c| pod("ds").cpu(&format!("{}m", c * 100)).build())
+                .into_iter()
+                .collect();
+            let overhead = daemonsets
+                .iter()
+                .fold(crate::resources::Resources::new(), |acc, d| acc.plus(&d.requests));
+            let best = brute_force(&types, &pods, &overhead);
+            prop_assume!(best.is_some());
+            let best = best.unwrap_or_default();
+            let s = ClusterSnapshot {
+                node_pools: vec![nodepool("default", types)],
+                pods,
+                daemonsets,
+                ..Default::default()
+            };
+            for milp in [deterministic(), Milp::default()] {
+                let r = milp.pack(&s);
+                check(&s, &r);
+                prop_assert!(r.results.unschedulable.is_empty());
+                let cost = r.results.cost_per_hour();
+                prop_assert!((cost - best).abs() < 1e-9, "milp {} brute force {}: {:?}", cost, best, r.fallback);
+                prop_assert!((r.lower_bound_per_hour - best).abs() < 1e-9,
+                    "bound {} brute force {}", r.lower_bound_per_hour, best);
+            }
+        }
+    }
+}

@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use good_lp::{highs, Solution, SolverModel, WithInitialSolution};
+use ::highs::HighsSolutionStatus;
+use good_lp::{highs, SolverModel};
 
-use super::budget::{Effort, HighsValue};
+use super::budget::Effort;
 use super::model::{Model, Pattern};
 
 /// Column-generation rounds per diving step.
@@ -159,26 +160,79 @@ impl Model {
         limit: impl Into<Effort>,
         gap: f64,
     ) -> Result<Vec<u32>, String> {
-        let (vars, x, objective, cover, limits) = self.master(true);
-        let problem = vars.minimise(objective).using(highs).set_threads(1);
-        let problem = match limit.into().option() {
-            (name, HighsValue::Float(v)) => problem.set_option(name, v),
-            (name, HighsValue::Int(v)) => problem.set_option(name, v),
-        };
-        let mut problem = problem
-            .set_mip_rel_gap(gap as f32)
-            .map_err(|e| format!("MIP gap: {e}"))?;
+        let solved = self.integer_master(Some(warm), limit.into(), gap, "integer master")?;
+        Ok(pattern_counts(&solved))
+    }
+
+    /// The integer master over the model's patterns, solved by HiGHS within `limit` and the
+    /// relative gap `gap`, from the pattern counts `warm` if given (then without presolve, see
+    /// [`warm_start`]); `what` names it in errors. Fails unless HiGHS returns a feasible
+    /// solution.
+    pub(super) fn integer_master(
+        &self,
+        warm: Option<&[f64]>,
+        limit: Effort,
+        gap: f64,
+        what: &str,
+    ) -> Result<::highs::SolvedModel, String> {
+        let (vars, _, objective, cover, limits) = self.master(true);
+        let mut problem = vars.minimise(objective).using(highs);
         for c in cover.into_iter().chain(limits) {
             problem.add_constraint(c);
         }
-        let problem = problem.with_initial_solution(x.iter().copied().zip(warm.iter().copied()));
-        let sol = problem
-            .solve()
-            .map_err(|e| format!("integer master: {e}"))?;
-        Ok(x.iter()
-            .map(|v| sol.value(*v).round().max(0.0) as u32)
-            .collect())
+        let mut model = problem
+            .try_into_inner()
+            .map_err(|e| format!("{what}: {e}"))?;
+        limit
+            .configure(&mut model)
+            .ok_or_else(|| format!("{what}: setting HiGHS options"))?;
+        model
+            .try_set_option("mip_rel_gap", gap)
+            .map_err(|e| format!("{what}: mip_rel_gap: {e:?}"))?;
+        if gap == 0.0 {
+            // Optimal then means within 1e-9 $/h, not HiGHS's default 1e-6.
+            model
+                .try_set_option("mip_abs_gap", 1e-9)
+                .map_err(|e| format!("{what}: mip_abs_gap: {e:?}"))?;
+        }
+        if let Some(warm) = warm {
+            warm_start(&mut model, warm).map_err(|e| format!("{what}: {e}"))?;
+        }
+        let solved = model.try_solve().map_err(|e| format!("{what}: {e:?}"))?;
+        if solved.primal_solution_status() != HighsSolutionStatus::Feasible {
+            return Err(format!("{what}: no solution ({:?})", solved.status()));
+        }
+        Ok(solved)
     }
+}
+
+/// Pattern counts of a solved integer master, in pattern (column) order.
+pub(super) fn pattern_counts(solved: &::highs::SolvedModel) -> Vec<u32> {
+    solved
+        .get_solution()
+        .columns()
+        .iter()
+        .map(|v| v.round().max(0.0) as u32)
+        .collect()
+}
+
+/// Start `model`'s branch and bound from the column values `warm` (none when empty), with
+/// presolve off.
+///
+/// HiGHS 1.16 maps a MIP start into its presolved space without the objective of the columns
+/// presolve removed: a start that uses them then counts as objective 0 there, and the search
+/// stops at once, reporting the start optimal with a dual bound of 0. Without presolve the start
+/// keeps its value and branch and bound improves on it.
+fn warm_start(model: &mut ::highs::Model, warm: &[f64]) -> Result<(), String> {
+    if warm.is_empty() {
+        return Ok(());
+    }
+    model
+        .try_set_option("presolve", "off")
+        .map_err(|e| format!("presolve: {e:?}"))?;
+    model
+        .try_set_solution(Some(warm), None, None, None)
+        .map_err(|e| format!("warm start: {e:?}"))
 }
 
 impl Model {

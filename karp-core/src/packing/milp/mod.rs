@@ -39,6 +39,7 @@ mod bound;
 mod budget;
 mod colgen;
 mod dive;
+mod exact;
 mod fluid;
 mod model;
 mod pricing;
@@ -56,6 +57,7 @@ use crate::validation::validate;
 
 pub(super) use bound::pattern_bound;
 pub use budget::WorkLimits;
+pub use exact::{EXACT_MAX_PATTERNS, EXACT_MAX_VISITS};
 
 use bound::model_is_relaxation;
 use budget::{
@@ -143,6 +145,11 @@ pub struct Milp {
     /// Deterministic work limits replacing every HiGHS time limit (none: time limits). With
     /// them and no clock, the same snapshot always gives the same [`PackResult`].
     pub work_limits: Option<WorkLimits>,
+    /// Problems with at most this many maximal patterns (and whose listing visits at most
+    /// [`EXACT_MAX_VISITS`] partial patterns) are solved exactly: the integer master over every
+    /// maximal pattern, to a relative gap of 0, replaces column generation and diving (see
+    /// [`PackStats::exact`](super::PackStats::exact)). 0 turns this off.
+    pub exact_patterns: usize,
 }
 
 impl Default for Milp {
@@ -155,6 +162,7 @@ impl Default for Milp {
             budget_secs: 1.5,
             clock: None,
             work_limits: None,
+            exact_patterns: EXACT_MAX_PATTERNS,
         }
     }
 }
@@ -207,6 +215,14 @@ struct Run {
     started: f64,
     budget: f64,
     time_limit: f64,
+}
+
+/// A problem small enough for [`Milp::pack_exact`]: its model, every maximal pattern, and
+/// whether the model is a relaxation of every valid plan.
+struct Small {
+    model: Model,
+    all: Vec<Pattern>,
+    relaxation: bool,
 }
 
 /// What the LP phases leave: the fluid LP's value (0 if it failed), and column generation's
@@ -276,6 +292,19 @@ impl Milp {
             );
         }
         let warm_patterns = model.warm_start(snapshot, &ffd);
+        let relaxation =
+            snapshot.nodes.is_empty() && model_is_relaxation(snapshot, &model, &free, &overheads);
+        let all = (self.exact_patterns > 0)
+            .then(|| model.all_patterns(self.exact_patterns))
+            .flatten();
+        if let Some(all) = all {
+            let small = Small {
+                model,
+                all,
+                relaxation,
+            };
+            return self.pack_exact(snapshot, ffd, stats, small, &bundles, run);
+        }
         if !model.seed_single() {
             return self.fallback(snapshot, ffd, stats, "no single-group pattern fits".into());
         }
@@ -284,9 +313,7 @@ impl Milp {
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         // The LP bound comes from this model when it is a relaxation of every valid plan.
-        let model_lb = (snapshot.nodes.is_empty()
-            && model_is_relaxation(snapshot, &model, &free, &overheads))
-        .then(|| self.model_bound(&model, &relaxed, run));
+        let model_lb = relaxation.then(|| self.model_bound(&model, &relaxed, run));
         stats.rounds = relaxed.rounds;
         stats.columns = model.patterns.len();
         stats.lp_cost = model.lp_value;
@@ -295,6 +322,54 @@ impl Milp {
             Err(e) => return self.fallback_with(model_lb, snapshot, ffd, stats, e),
         };
         match run::replay_plan(snapshot, &self.options, &ffd, &model, &bundles, &counts) {
+            Ok(rebuilt) => self.conclude(model_lb, snapshot, ffd, stats, rebuilt),
+            Err(e) => self.fallback_with(model_lb, snapshot, ffd, stats, e),
+        }
+    }
+
+    /// A small problem solved exactly: the integer master over every maximal pattern, with a
+    /// relative gap of 0 within the rest of the budget (or `master_nodes` under work limits).
+    /// Its dual bound is the plan's bound when the model is a relaxation; the FFD plan stands
+    /// when this one is not cheaper.
+    fn pack_exact(
+        &self,
+        snapshot: &ClusterSnapshot,
+        ffd: SchedulingResults,
+        mut stats: PackStats,
+        small: Small,
+        bundles: &[model::Bundle],
+        run: &Run,
+    ) -> PackResult {
+        let Small {
+            mut model,
+            all,
+            relaxation,
+        } = small;
+        stats.exact = true;
+        for p in all {
+            model.add_pattern(p);
+        }
+        stats.columns = model.patterns.len();
+        let left = match &self.clock {
+            Some(_) => (run.budget * (1.0 - self.elapsed_fraction(run))).max(MIN_MASTER_SECS),
+            None => run.time_limit,
+        };
+        let limit = self.effort(left, |w| Effort::Nodes(w.master_nodes));
+        let exact = match model.solve_exact(limit) {
+            Ok(e) => e,
+            Err(e) => return self.fallback(snapshot, ffd, stats, e),
+        };
+        stats.optimal = exact.optimal;
+
+        let model_lb = relaxation.then_some(exact.bound);
+        match run::replay_plan(
+            snapshot,
+            &self.options,
+            &ffd,
+            &model,
+            bundles,
+            &exact.counts,
+        ) {
             Ok(rebuilt) => self.conclude(model_lb, snapshot, ffd, stats, rebuilt),
             Err(e) => self.fallback_with(model_lb, snapshot, ffd, stats, e),
         }
