@@ -536,6 +536,8 @@ impl Milp {
         model_lb: Option<f64>,
     ) -> f64 {
         let simple = lower_bound_per_hour(snapshot, results);
+        // A proven optimum sums the same prices in another order: keep the bound at the cost.
+        let model_lb = model_lb.map(|b| clamp_to_cost(b, results.cost_per_hour()));
         simple.max(model_lb.unwrap_or_else(|| {
             pattern_bound(
                 snapshot,
@@ -545,5 +547,14 @@ impl Milp {
                 self.work_limits,
             )
         }))
+    }
+}
+
+/// `bound`, or `cost` when the bound exceeds it by rounding only (1e-9 relative).
+fn clamp_to_cost(bound: f64, cost: f64) -> f64 {
+    if bound > cost && bound <= cost * (1.0 + 1e-9) {
+        cost
+    } else {
+        bound
     }
 }
