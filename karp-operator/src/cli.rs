@@ -827,22 +827,21 @@ fn print_result<T: serde::Serialize>(
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    let text = match format {
-        OutputFormat::Json => match serde_json::to_string_pretty(output) {
-            Ok(s) => s + "\n",
+    let stdout = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout);
+    let written = match format {
+        // Streamed: a plan of 20 000 pods is tens of megabytes of JSON.
+        OutputFormat::Json => match serde_json::to_writer_pretty(&mut out, output) {
+            Ok(()) => out.write_all(b"\n"),
+            Err(e) if e.is_io() => Err(e.into()),
             Err(e) => {
                 eprintln!("error: cannot serialize {what}: {e}");
                 return ExitCode::from(1);
             }
         },
-        OutputFormat::Table => table(output),
+        OutputFormat::Table => out.write_all(table(output).as_bytes()),
     };
-    let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
+    if written.and_then(|()| out.flush()).is_err() {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
