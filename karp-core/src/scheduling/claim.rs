@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::topology::{PodGroups, Topology};
+use super::topology::{PodGroups, Topology, TopologyError};
 use super::{instance_type_requirement, ChosenOffering, NewNodeClaim, PodData};
 use crate::cloud::InstanceType;
 use crate::cluster::{Node, NodePool};
@@ -145,9 +145,39 @@ impl PoolCtx {
 /// indices) finalized in a pass.
 pub(super) type OptionRequirements = BTreeMap<(String, Vec<u32>), Requirement>;
 
-/// Why a pod does not go on a claim: most rejections are one of a few fixed reasons, which
-/// allocate nothing (a pass tries each pod on many claims and discards the reasons).
-pub(super) type Reject = std::borrow::Cow<'static, str>;
+/// Why a pod does not go on a claim or node. A pass tries each pod on many claims and discards
+/// the reasons, so making one allocates nothing in the common cases: a fixed reason, or a
+/// topology group that cannot be satisfied. The text is made only when a reason is reported
+/// ([`Reject::describe`]).
+#[derive(Debug, Clone)]
+pub(super) enum Reject {
+    /// A reason worded already.
+    Text(Cow<'static, str>),
+    /// A topology group refused the placement.
+    Topology(TopologyError),
+}
+
+impl From<&'static str> for Reject {
+    fn from(s: &'static str) -> Self {
+        Reject::Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Reject {
+    fn from(s: String) -> Self {
+        Reject::Text(Cow::Owned(s))
+    }
+}
+
+impl Reject {
+    /// The reason in words (a topology group described by `topology`, which refused it).
+    pub(super) fn describe(self, topology: &Topology<'_>) -> String {
+        match self {
+            Reject::Text(t) => t.into_owned(),
+            Reject::Topology(e) => topology.describe_error(&e),
+        }
+    }
+}
 
 /// A NodeClaim opened in this pass.
 pub(super) struct Claim {
@@ -419,7 +449,7 @@ impl Claim {
             };
         topology
             .add_requirements(pod, groups, &data.strict, &mut reqs, &pool.taints)
-            .map_err(|e| Reject::from(e.0))?;
+            .map_err(Reject::Topology)?;
         let changed = matches!(reqs, Cow::Owned(_));
         if changed && reqs.is_unsatisfiable() {
             return Err(format!("incompatible requirements, {reqs}").into());
@@ -652,32 +682,32 @@ impl ExistingSlot {
         data: &PodData,
         groups: &PodGroups,
         topology: &mut Topology<'t>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Reject> {
         if !pod.requests.fits_in(&self.available) {
-            return Err(format!("not enough resources on node {}", self.name));
+            return Err("not enough resources on the node".into());
         }
         if topology.hostname_blocked(groups, self.host) {
-            return Err("pod anti-affinity on kubernetes.io/hostname".to_string());
+            return Err("pod anti-affinity on kubernetes.io/hostname".into());
         }
         if let Some(t) = first_untolerated(&self.taints, &data.tolerations) {
-            return Err(format!("did not tolerate taint {t}"));
+            return Err(format!("did not tolerate taint {t}").into());
         }
         if pod
             .host_ports
             .iter()
             .any(|hp| self.host_ports.iter().any(|u| u.conflicts(hp)))
         {
-            return Err("host port conflict".to_string());
+            return Err("host port conflict".into());
         }
         self.requirements
             .compatible(&data.requirements, &|_| false)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Reject::from(e.to_string()))?;
         let mut reqs: Cow<'_, Requirements> = Cow::Borrowed(&*self.requirements);
         topology
             .add_requirements(pod, groups, &data.strict, &mut reqs, &self.taints)
-            .map_err(|e| e.0)?;
+            .map_err(Reject::Topology)?;
         if reqs.is_unsatisfiable() {
-            return Err("topology".to_string());
+            return Err("topology".into());
         }
         topology.record(pod, groups, &self.requirements, &self.taints);
         self.available = self.available.minus(&pod.requests);

@@ -684,7 +684,11 @@ impl<'a> Scheduler<'a> {
                     self.buckets[1].insert(id);
                     return Ok(());
                 }
-                Err(e) => reasons.push(format!("incompatible with nodepool {:?}: {e}", pool.name)),
+                Err(e) => reasons.push(format!(
+                    "incompatible with nodepool {:?}: {}",
+                    pool.name,
+                    e.describe(&self.topology)
+                )),
             }
         }
         Err(reasons.join("; "))

@@ -151,14 +151,9 @@ impl<'a> Replay<'a> {
         let st = &self.states[s];
         let c = &mut self.sched.claims[claim];
         let pool = &self.sched.pools[c.pool];
-        c.try_add(
-            st.orig,
-            &st.data,
-            &st.groups,
-            pool,
-            &mut self.sched.topology,
-        )
-        .map_err(std::borrow::Cow::into_owned)?;
+        let topology = &mut self.sched.topology;
+        c.try_add(st.orig, &st.data, &st.groups, pool, topology)
+            .map_err(|e| e.describe(topology))?;
         c.pods.push(pod);
         Ok(())
     }

@@ -315,9 +315,12 @@ impl PodConstraints {
     }
 }
 
-/// Why the topology refused a placement.
+/// Why the topology refused a placement: a group (by index) that cannot be satisfied, worded by
+/// [`Topology::describe_error`] when it is reported.
 #[derive(Debug, Clone)]
-pub(crate) struct TopologyError(pub String);
+pub(crate) struct TopologyError {
+    group: usize,
+}
 
 impl<'a> Topology<'a> {
     /// Build the topology from the snapshot: domains from node pools, instance types and nodes;
@@ -588,6 +591,11 @@ impl<'a> Topology<'a> {
             .any(|&g| self.groups[g].count(host) > 0)
     }
 
+    /// The words of a [`TopologyError`] this topology returned.
+    pub(crate) fn describe_error(&self, e: &TopologyError) -> String {
+        format!("{} cannot be satisfied", self.groups[e.group].describe())
+    }
+
     /// Narrow `node` (a node's or NodeClaim's requirements, already intersected with the pod's)
     /// by every group the pod takes part in; clones `node` only when something narrows.
     ///
@@ -607,12 +615,7 @@ impl<'a> Topology<'a> {
             let allowed = match node.get(key).and_then(Requirement::single_value) {
                 Some(v) => match self.pinned_allowed(g, pod, groups, pod_domains, v) {
                     Some(true) => continue,
-                    Some(false) => {
-                        return Err(TopologyError(format!(
-                            "{} cannot be satisfied",
-                            group.describe()
-                        )))
-                    }
+                    Some(false) => return Err(TopologyError { group: g }),
                     None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
                 },
                 None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
@@ -622,10 +625,7 @@ impl<'a> Topology<'a> {
             }
             node.to_mut().add(allowed);
             if node.get(key).is_some_and(Requirement::is_empty) {
-                return Err(TopologyError(format!(
-                    "{} cannot be satisfied",
-                    group.describe()
-                )));
+                return Err(TopologyError { group: g });
             }
         }
         // Pin every domain that a group counts this pod in, so counts stay exact.
