@@ -341,6 +341,34 @@ fn the_milp_solver_is_never_dearer_than_ffd_and_schedules_the_same_pods() {
     assert_eq!(pods(&milp), pods(&ffd));
 }
 
+/// benches/manifests/small-mix: 60 pods of five shapes on three instance types, small enough
+/// for the MILP's exact integer master, which proves its plan optimal (bound = cost).
+#[test]
+fn the_milp_proves_a_small_mix_optimal() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/manifests/small-mix");
+    let dir = dir.to_str().unwrap();
+    let ffd = karp(&["plan", "-f", dir, "--solver", "ffd"]).json();
+    let milp = karp(&["plan", "-f", dir, "--solver", "milp"]).json();
+    let cost = |p: &Value| p["cost"]["total_per_hour"].as_f64().unwrap();
+    let bound = |p: &Value| p["cost"]["lower_bound_per_hour"].as_f64().unwrap();
+    assert_eq!(milp["solver"]["name"], "milp");
+    assert_eq!(pod_names(&milp), pod_names(&ffd));
+    assert_eq!(pod_names(&milp).len(), 60);
+    assert!(
+        cost(&milp) < cost(&ffd),
+        "{} vs {}",
+        cost(&milp),
+        cost(&ffd)
+    );
+    assert!(
+        (bound(&milp) - cost(&milp)).abs() < 1e-9,
+        "bound {} cost {}",
+        bound(&milp),
+        cost(&milp)
+    );
+    assert!(bound(&ffd) <= cost(&milp) + 1e-9);
+}
+
 #[test]
 fn helm_rendered_namespaces_on_cluster_scoped_objects_are_accepted() {
     let dir = scratch("helm_namespace");

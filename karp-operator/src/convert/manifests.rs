@@ -536,6 +536,44 @@ metadata: {name: c}
     }
 
     #[test]
+    fn merge_keys_are_applied_and_plain_files_read_the_same() {
+        let merged = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: &labels {app: web, tier: front}
+  labels:
+    <<: *labels
+    extra: "1"
+spec: {containers: [{name: c, image: pause}]}
+"#;
+        let plain = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: {app: web, tier: front}
+  labels: {app: web, tier: front, extra: "1"}
+spec: {containers: [{name: c, image: pause}]}
+"#;
+        let labels = |text: &str| {
+            let m = parse_text("x.yaml", text).unwrap();
+            let pod = m
+                .objects
+                .iter()
+                .find_map(|o| match &o.object {
+                    Object::Pod(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .expect("a pod");
+            pod.metadata.labels.clone().unwrap_or_default()
+        };
+        assert_eq!(labels(merged), labels(plain));
+        assert_eq!(labels(plain).len(), 3);
+    }
+
+    #[test]
     fn cluster_scoped_objects_ignore_a_namespace() {
         let text = "apiVersion: v1\nkind: Node\nmetadata: {name: n1, namespace: karpenter}\n";
         let m = parse_text("x.yaml", text).unwrap();
