@@ -278,27 +278,37 @@ fn fluid_bound_couples_resources_and_counts_whole_pods() {
     }
 }
 
+/// `count` random instance types of 2^`cpu_exp` CPUs, 2–8 GiB per CPU and 5–15 cents per CPU
+/// hour, spot at the on-demand price.
+fn arb_instance_types(
+    cpu_exp: std::ops::Range<u32>,
+    count: std::ops::Range<usize>,
+) -> impl proptest::strategy::Strategy<Value = Vec<std::sync::Arc<crate::cloud::InstanceType>>> {
+    use proptest::prelude::*;
+    prop::collection::vec((cpu_exp, 1u32..5, 50u32..150), count).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (cpu_exp, mem_ratio, cents))| {
+                let cpu = 1i64 << cpu_exp;
+                let mem = cpu * i64::from(mem_ratio) * 2;
+                let price = f64::from(cents) / 1000.0 * cpu as f64;
+                instance_type(&format!("t{i}"))
+                    .cpu(&cpu.to_string())
+                    .memory(&format!("{mem}Gi"))
+                    .price(price)
+                    .spot_price(price)
+                    .build()
+            })
+            .collect()
+    })
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
     fn arb_types() -> impl Strategy<Value = Vec<std::sync::Arc<crate::cloud::InstanceType>>> {
-        prop::collection::vec((1u32..5, 1u32..5, 50u32..150), 2..6).prop_map(|v| {
-            v.into_iter()
-                .enumerate()
-                .map(|(i, (cpu_exp, mem_ratio, cents))| {
-                    let cpu = 1i64 << cpu_exp;
-                    let mem = cpu * i64::from(mem_ratio) * 2;
-                    let price = f64::from(cents) / 1000.0 * cpu as f64;
-                    instance_type(&format!("t{i}"))
-                        .cpu(&cpu.to_string())
-                        .memory(&format!("{mem}Gi"))
-                        .price(price)
-                        .spot_price(price)
-                        .build()
-                })
-                .collect()
-        })
+        arb_instance_types(1..5, 2..6)
     }
 
     fn arb_pods() -> impl Strategy<Value = Vec<crate::pod::Pod>> {
@@ -477,22 +487,7 @@ mod exact_properties {
     use proptest::prelude::*;
 
     fn arb_types() -> impl Strategy<Value = Vec<std::sync::Arc<crate::cloud::InstanceType>>> {
-        prop::collection::vec((1u32..4, 1u32..5, 50u32..150), 1..4).prop_map(|v| {
-            v.into_iter()
-                .enumerate()
-                .map(|(i, (cpu_exp, mem_ratio, cents))| {
-                    let cpu = 1i64 << cpu_exp;
-                    let mem = cpu * i64::from(mem_ratio) * 2;
-                    let price = f64::from(cents) / 1000.0 * cpu as f64;
-                    instance_type(&format!("t{i}"))
-                        .cpu(&cpu.to_string())
-                        .memory(&format!("{mem}Gi"))
-                        .price(price)
-                        .spot_price(price)
-                        .build()
-                })
-                .collect()
-        })
+        arb_instance_types(1..4, 1..4)
     }
 
     fn arb_pods() -> impl Strategy<Value = Vec<crate::pod::Pod>> {
