@@ -360,8 +360,10 @@ impl Milp {
             Err(e) => return self.fallback(snapshot, ffd, stats, e),
         };
         stats.optimal = exact.optimal;
-
-        let model_lb = relaxation.then_some(exact.bound);
+        // Without a dual bound (HiGHS stopped before its root LP), the relaxed model's bound.
+        let model_lb = relaxation
+            .then_some(exact.bound)
+            .filter(|b| exact.optimal || *b > 0.0);
         match run::replay_plan(
             snapshot,
             &self.options,
