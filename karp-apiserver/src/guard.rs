@@ -10,10 +10,12 @@ use http::{HeaderMap, Method, StatusCode};
 /// etcd; this leaves room for large lists of patches).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
-/// The request content types the server accepts for a body: JSON, YAML and the patch types.
-pub const CONTENT_TYPES: [&str; 6] = [
+/// The request content types the server accepts for a body: JSON, YAML, Kubernetes protobuf
+/// (kubectl's typed clients) and the patch types.
+pub const CONTENT_TYPES: [&str; 7] = [
     "application/json",
     "application/yaml",
+    "application/vnd.kubernetes.protobuf",
     "application/merge-patch+json",
     "application/json-patch+json",
     "application/strategic-merge-patch+json",

@@ -27,6 +27,8 @@ mod events;
 pub mod guard;
 mod patch;
 mod pdb;
+mod protobuf;
+mod qos;
 mod registry;
 mod rest;
 mod selector;

@@ -106,6 +106,11 @@ fn parse_json_or_yaml(body: &Bytes) -> Result<Value, ApiError> {
 
 fn body_value(req: &Req) -> Result<Value, ApiError> {
     let ctype = content_type(req);
+    if ctype == "application/vnd.kubernetes.protobuf" {
+        return crate::protobuf::decode(&req.body).map_err(|e| {
+            ApiError::bad_request(format!("error decoding protobuf request body: {e}"))
+        });
+    }
     if ctype.contains("protobuf") || ctype.contains("cbor") {
         return Err(unsupported_media(&ctype));
     }
@@ -316,13 +321,7 @@ fn resource(
             ))
         }
         (&Method::POST, Some(n), Some("eviction")) => {
-            // kubectl drain posts evictions as protobuf; the pod is named by the URL, so a body
-            // that cannot be read as JSON only loses its DeleteOptions.
-            let body = if content_type(req).contains("protobuf") {
-                json!({})
-            } else {
-                body_value(req)?
-            };
+            let body = body_value(req)?;
             if let Some(k) = body.get("kind").and_then(Value::as_str) {
                 if k != "Eviction" {
                     return Err(ApiError::bad_request(format!(
@@ -538,7 +537,7 @@ fn watch_handler(
 fn unsupported_media(got: &str) -> ApiError {
     ApiError::new(
         Reason::UnsupportedMediaType,
-        format!("the body of the request was in an unknown format ({got:?}) - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
+        format!("the body of the request was in an unknown format ({got:?}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
     )
 }
 

@@ -791,7 +791,10 @@ impl State {
                 | ("", "persistentvolumes")
                 | ("", "persistentvolumeclaims")
                 | ("", "services") => {}
-                ("", "pods") => obj["status"] = json!({"phase": "Pending"}),
+                ("", "pods") => {
+                    let qos = crate::qos::qos_class(&obj);
+                    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+                }
                 ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
                 _ => {
                     if let Some(m) = obj.as_object_mut() {

@@ -8,11 +8,18 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
+    rfc3339_at(secs as i64, None)
+}
+
+/// Formats `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, or with `micros` as
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` (a `MicroTime`).
+pub(crate) fn rfc3339_at(secs: i64, micros: Option<u32>) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
+    let frac = micros.map(|u| format!(".{u:06}")).unwrap_or_default();
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60

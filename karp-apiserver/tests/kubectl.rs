@@ -360,3 +360,209 @@ async fn kubectl_apply_is_refused_with_the_crd_rules_message() {
     );
     let _ = std::fs::remove_dir_all(&k.dir);
 }
+
+/// `want` is contained in `got`: every field `want` sets has the same value in `got` (the server
+/// may add fields); a `null` (Go's zero time) or `{}` in `want` may be absent, and the top-level
+/// `status` is the server's.
+fn contained(want: &Value, got: &Value, path: &str) -> Result<(), String> {
+    match (want, got) {
+        (Value::Null, _) => Ok(()),
+        (Value::Object(w), Value::Object(g)) => w.iter().try_for_each(|(k, v)| {
+            let at = format!("{path}.{k}");
+            let empty = v.is_null() || v.as_object().is_some_and(|o| o.is_empty());
+            match g.get(k) {
+                _ if at == ".status" => Ok(()),
+                Some(gv) => contained(v, gv, &at),
+                None if empty => Ok(()),
+                None => Err(format!("{at} is missing (want {v})")),
+            }
+        }),
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => w
+            .iter()
+            .zip(g)
+            .enumerate()
+            .try_for_each(|(i, (a, b))| contained(a, b, &format!("{path}[{i}]"))),
+        _ if want == got => Ok(()),
+        _ => Err(format!("{path}: want {want}, got {got}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_sends_protobuf_and_the_server_stores_what_kubectl_meant() {
+    let bin = kubectl_binary();
+    let server = ApiServer::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.serve(listener));
+    let dir =
+        std::env::temp_dir().join(format!("karp-apiserver-kubectl-pb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_kubeconfig(&dir.join("kubeconfig"), &url).unwrap();
+    let k = Kubectl { bin, dir };
+
+    // kubectl's typed clients send protobuf: the first create says so in its request log.
+    let log = k
+        .cmd(&["create", "namespace", "team-a", "-v=8"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&log.stderr);
+    assert!(log.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Content-Type: application/vnd.kubernetes.protobuf"),
+        "kubectl create no longer sends protobuf, so this test checks nothing: {stderr}"
+    );
+
+    // A secret's bytes need not be text.
+    let key = k.dir.join("key.bin");
+    std::fs::write(&key, b"\x00\xffkey").unwrap();
+    let binary = format!("--from-file=key={}", key.display());
+    // Each create: what kubectl means (its client-side dry run, as JSON) is what the server
+    // stores from the protobuf body.
+    let creates: &[(&[&str], &str, &str)] = &[
+        (&["create", "namespace", "team-b"], "namespace", "team-b"),
+        (
+            &[
+                "create",
+                "deployment",
+                "web",
+                "--image=nginx:1.27",
+                "--replicas=3",
+                "--port=8080",
+                "-n",
+                "team-a",
+            ],
+            "deployment",
+            "web",
+        ),
+        (
+            &[
+                "create",
+                "configmap",
+                "cfg",
+                "--from-literal=a=b",
+                "--from-literal=empty=",
+                "-n",
+                "team-a",
+            ],
+            "configmap",
+            "cfg",
+        ),
+        (
+            &[
+                "create",
+                "secret",
+                "generic",
+                "s",
+                "--from-literal=k=v",
+                &binary,
+                "-n",
+                "team-a",
+            ],
+            "secret",
+            "s",
+        ),
+        (
+            &[
+                "create",
+                "job",
+                "j",
+                "--image=busybox",
+                "-n",
+                "team-a",
+                "--",
+                "sleep",
+                "5",
+            ],
+            "job",
+            "j",
+        ),
+        (
+            &[
+                "create",
+                "cronjob",
+                "cj",
+                "--image=busybox",
+                "--schedule=*/5 * * * *",
+                "-n",
+                "team-a",
+            ],
+            "cronjob",
+            "cj",
+        ),
+        (
+            &[
+                "create",
+                "poddisruptionbudget",
+                "pdb",
+                "--selector=app=web",
+                "--min-available=50%",
+                "-n",
+                "team-a",
+            ],
+            "pdb",
+            "pdb",
+        ),
+        (
+            &[
+                "create",
+                "service",
+                "clusterip",
+                "svc",
+                "--tcp=80:8080",
+                "-n",
+                "team-a",
+            ],
+            "service",
+            "svc",
+        ),
+        (
+            &["create", "serviceaccount", "sa", "-n", "team-a"],
+            "serviceaccount",
+            "sa",
+        ),
+        (
+            &[
+                "create",
+                "role",
+                "reader",
+                "--verb=get,list",
+                "--resource=pods",
+                "-n",
+                "team-a",
+            ],
+            "role",
+            "reader",
+        ),
+    ];
+    for (args, kind, name) in creates {
+        // The flags go before a `--` (after it they would be the container's arguments).
+        let mut dry = args.to_vec();
+        let at = dry.iter().position(|a| *a == "--").unwrap_or(dry.len());
+        dry.splice(at..at, ["--dry-run=client", "-o", "json"]);
+        let want: Value = serde_json::from_str(&k.run(&dry).await).unwrap();
+        k.run(args).await;
+        let mut get = vec!["get", kind, name, "-o", "json"];
+        if args.contains(&"-n") {
+            get.extend(["-n", "team-a"]);
+        }
+        let got: Value = serde_json::from_str(&k.run(&get).await).unwrap();
+        if let Err(e) = contained(&want, &got, "") {
+            panic!("kubectl {args:?}: {e}\nwant {want:#}\ngot {got:#}");
+        }
+    }
+    // The Deployment runs through the server's own machinery like an applied one.
+    let out = k
+        .run(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await;
+    assert_eq!(out, "3");
+    let _ = std::fs::remove_dir_all(&k.dir);
+}
