@@ -36,7 +36,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ::cel::common::types::{CelInt, CelList, CelString};
 use ::cel::objects::{Key, Map};
@@ -343,9 +343,26 @@ fn kubernetes_regex(env: &mut Env) -> Result<(), cel::DeclarationError> {
     Ok(())
 }
 
+/// The compiled `pattern`. Rules run on every write with the same few patterns, so compiled
+/// patterns are kept (up to [`REGEX_CACHE`] of them; the cache starts over when full).
 fn regex(function: &str, pattern: &str) -> Result<regex::Regex, ExecutionError> {
-    regex::Regex::new(pattern).map_err(|e| ExecutionError::function_error(function, e))
+    static CACHE: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(re) = cache.lock().ok().and_then(|c| c.get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::Regex::new(pattern).map_err(|e| ExecutionError::function_error(function, e))?;
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= REGEX_CACHE {
+            c.clear();
+        }
+        c.insert(pattern.to_string(), re.clone());
+    }
+    Ok(re)
 }
+
+/// How many compiled patterns [`regex`] keeps.
+const REGEX_CACHE: usize = 256;
 
 /// `s.find(re)`: the first match of `re` in `s`, or `""`.
 fn find(this: &CelString<'_>, re: &CelString<'_>) -> Result<CelString<'static>, ExecutionError> {

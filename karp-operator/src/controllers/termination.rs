@@ -245,6 +245,11 @@ pub fn next_step(f: &NodeFacts<'_>) -> NodeStep {
 }
 
 async fn facts_and_step(node: &Node, ctx: &Context) -> NodeStep {
+    // Every pod change reconciles its node: a node that is not being terminated needs no facts
+    // (no scan of every pod, no VolumeAttachment list), and `next_step` would ignore it anyway.
+    if node.metadata.deletion_timestamp.is_none() || !has_finalizer(&node.metadata) {
+        return NodeStep::Ignore;
+    }
     let name = node.metadata.name.as_deref().unwrap_or_default();
     let claim = node
         .spec
