@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ where
 {
     pub(crate) store: Store<K>,
     wakes: Arc<Mutex<Vec<Arc<Notify>>>>,
+    /// Counts the watch events applied to the store (see [`Cache::changes`]).
+    changes: Arc<AtomicU64>,
     /// True once the first list is in the store. (Not `Store::wait_until_ready`: it wakes only
     /// the last of several waiting tasks, and the caches are shared.)
     listed: tokio::sync::watch::Receiver<bool>,
@@ -49,9 +52,12 @@ where
         let wakes: Arc<Mutex<Vec<Arc<Notify>>>> = Arc::default();
         let subscribers = Arc::clone(&wakes);
         let (listed_tx, listed) = tokio::sync::watch::channel(false);
+        let changes = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&changes);
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
+                counter.fetch_add(1, Ordering::Release);
                 match ev {
                     // The reflector has applied the event to the store before yielding it.
                     Ok(watcher::Event::InitDone) => {
@@ -74,9 +80,16 @@ where
         Cache {
             store,
             wakes,
+            changes,
             listed,
             task,
         }
+    }
+
+    /// How many watch events the store has applied so far. Read before the store: if the count
+    /// is unchanged since a pass, so is everything that pass saw.
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Wake `wake` on every change from now on.

@@ -143,6 +143,11 @@ pub struct Kubelet {
     pod_ips: BTreeMap<String, Ipv4Addr>,
     /// Pod UID → when its Running status was last written.
     pods_started: BTreeMap<String, Instant>,
+    /// What the last pod pass saw: the pod and node caches' change counts and the live nodes.
+    /// An unchanged view with nothing waiting on a timer needs no pass over every pod.
+    tended: Option<(u64, u64, usize)>,
+    /// The last pod pass left work for later (a start or stop delay running, a request sent).
+    tend_again: bool,
     next_pod_ip: u64,
 }
 
@@ -242,6 +247,8 @@ impl Kubelet {
             pods_deleting: BTreeMap::new(),
             pod_ips: BTreeMap::new(),
             pods_started: BTreeMap::new(),
+            tended: None,
+            tend_again: false,
             next_pod_ip: 0,
         }
     }
@@ -255,6 +262,8 @@ impl Kubelet {
     async fn pass_once(&mut self, nodes: &Cache<Node>, pods: &Cache<Pod>) {
         let now = Instant::now();
         let region = self.cloud.region().to_string();
+        // Counted before the stores are read (see `Cache::changes`).
+        let (pod_changes, node_changes) = (pods.changes(), nodes.changes());
         let node_map: BTreeMap<String, Arc<Node>> = nodes
             .store
             .state()
@@ -292,7 +301,11 @@ impl Kubelet {
             }
         }
         send_all(requests).await;
-        self.tend_pods(pods, &live_nodes, now).await;
+        let view = (pod_changes, node_changes, live_nodes.len());
+        if self.tend_again || self.tended != Some(view) {
+            self.tended = Some(view);
+            self.tend_again = self.tend_pods(pods, &live_nodes, now).await;
+        }
     }
 
     /// Registers the instance's Node (created, then its status through the subresource). The
@@ -429,12 +442,16 @@ impl Kubelet {
         }))
     }
 
+    /// Starts the pods bound to live nodes and removes the ones being deleted there, each after
+    /// its delay. True when something is left for a later pass (a delay still running, or
+    /// requests sent whose effect the next pass checks).
     async fn tend_pods(
         &mut self,
         pods: &Cache<Pod>,
         live_nodes: &BTreeMap<String, SimInstance>,
         now: Instant,
-    ) {
+    ) -> bool {
+        let mut waiting = false;
         let mut all: Vec<Arc<Pod>> = pods.store.state();
         all.sort_by(|a, b| {
             (&a.metadata.namespace, &a.metadata.name)
@@ -462,6 +479,7 @@ impl Kubelet {
             seen.insert(uid);
             if pod.metadata.deletion_timestamp.is_some() {
                 let since = first_seen(&mut self.pods_deleting, uid, now);
+                waiting = true;
                 if now.duration_since(since) >= self.options.pod_stop_delay {
                     let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
                     let (ns, name) = (ns.to_string(), name.to_string());
@@ -494,6 +512,7 @@ impl Kubelet {
                     .get(uid)
                     .is_some_and(|at| now.duration_since(*at) < START_GRACE)
             {
+                waiting = true;
                 continue;
             }
             self.pods_started.insert(uid.to_string(), now);
@@ -529,6 +548,7 @@ impl Kubelet {
                 }
             }));
         }
+        let sent = !requests.is_empty();
         send_all(requests).await;
         self.pods_bound.retain(|uid, _| seen.contains(uid.as_str()));
         self.pods_deleting
@@ -536,6 +556,7 @@ impl Kubelet {
         self.pod_ips.retain(|uid, _| seen.contains(uid.as_str()));
         self.pods_started
             .retain(|uid, _| seen.contains(uid.as_str()));
+        waiting || sent
     }
 }
 

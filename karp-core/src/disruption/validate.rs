@@ -269,6 +269,7 @@ fn revalidate_global(
     nodes: &[&Candidate],
     command: &Command,
 ) -> Result<Command, Invalid> {
+    #[cfg_attr(not(feature = "milp"), allow(unused_mut))]
     let mut trial = pass.trial(nodes, None);
     #[cfg(feature = "milp")]
     if trial

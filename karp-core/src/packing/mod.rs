@@ -15,6 +15,7 @@
 
 #[cfg(feature = "milp")]
 pub mod flexibility;
+#[cfg(feature = "milp")]
 mod milp;
 
 #[cfg(feature = "milp")]
