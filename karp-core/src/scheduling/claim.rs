@@ -37,6 +37,10 @@ pub(super) struct PoolCtx {
     pub taints: Arc<Vec<Taint>>,
     pub daemon_overhead: Resources,
     pub types: Vec<TypeCtx>,
+    /// Each type's allocatable, by type index, side by side (the hot loops read only these).
+    allocatable: Vec<Resources>,
+    /// [`bounds`] over every type (what each new NodeClaim starts with).
+    all_bounds: (Resources, Resources),
     provider_keys: BTreeSet<String>,
     zones: Vec<String>,
     capacity_types: Vec<String>,
@@ -96,7 +100,13 @@ impl PoolCtx {
                 });
             }
         }
+        let allocatable: Vec<Resources> =
+            types.iter().map(|t| t.it.allocatable().clone()).collect();
+        let every: Vec<u32> = (0..types.len() as u32).collect();
+        let all_bounds = bounds(&allocatable, &every);
         PoolCtx {
+            allocatable,
+            all_bounds,
             name: pool.name.clone(),
             template,
             labels: pool.labels.clone(),
@@ -126,6 +136,14 @@ impl PoolCtx {
         }
     }
 
+    /// Component-wise max and min allocatable over `types`.
+    fn bounds(&self, types: &[u32]) -> (Resources, Resources) {
+        if types.len() == self.types.len() {
+            return self.all_bounds.clone();
+        }
+        bounds(&self.allocatable, types)
+    }
+
     pub fn is_well_known(&self, key: &str) -> bool {
         labels::is_well_known(key) || self.provider_keys.contains(key)
     }
@@ -141,9 +159,58 @@ impl PoolCtx {
     }
 }
 
-/// The `node.kubernetes.io/instance-type In [...]` requirement of each (pool, kept option
-/// indices) finalized in a pass.
-pub(super) type OptionRequirements = BTreeMap<(String, Vec<u32>), Requirement>;
+/// What the NodeClaims finalized in one pass share.
+#[derive(Default)]
+pub(super) struct FinalizeCache {
+    /// The `node.kubernetes.io/instance-type In [...]` requirement of each (pool, kept option
+    /// indices).
+    type_reqs: BTreeMap<(String, Vec<u32>), Requirement>,
+    /// Each pool's types in launch order for an offering mask (zones then capacity types
+    /// allowed): by their cheapest allowed offering's price, then name; types without one left
+    /// out. A claim's options are this order filtered to its types, with no sort of its own.
+    by_price: BTreeMap<(String, Vec<bool>), Vec<(f64, u32)>>,
+}
+
+impl PoolCtx {
+    /// Every type with an offering `mask` allows, cheapest first (ties by name).
+    fn price_order(&self, mask: &OfferingMask) -> Vec<(f64, u32)> {
+        let mut order: Vec<(f64, u32)> = self
+            .types
+            .iter()
+            .enumerate()
+            .filter_map(|(t, tc)| {
+                tc.offers
+                    .iter()
+                    .filter(|&&(z, c, _, _)| {
+                        mask.zones[z as usize] && mask.capacity_types[c as usize]
+                    })
+                    .map(|&(_, _, p, _)| p)
+                    .min_by(f64::total_cmp)
+                    .map(|p| (p, t as u32))
+            })
+            .collect();
+        order.sort_by(|a, b| {
+            a.0.total_cmp(&b.0).then_with(|| {
+                self.types[a.1 as usize]
+                    .it
+                    .name
+                    .cmp(&self.types[b.1 as usize].it.name)
+            })
+        });
+        order
+    }
+}
+
+impl OfferingMask {
+    /// The mask as one key: zones, then capacity types.
+    fn key(&self) -> Vec<bool> {
+        self.zones
+            .iter()
+            .chain(&self.capacity_types)
+            .copied()
+            .collect()
+    }
+}
 
 /// Why a pod does not go on a claim or node. A pass tries each pod on many claims and discards
 /// the reasons, so making one allocates nothing in the common cases: a fixed reason, or a
@@ -197,12 +264,12 @@ pub(super) struct Claim {
     host_ports: Vec<HostPort>,
 }
 
-fn bounds(pool: &PoolCtx, types: &[u32]) -> (Resources, Resources) {
+fn bounds(allocatable: &[Resources], types: &[u32]) -> (Resources, Resources) {
     let mut max = Resources::new();
     let mut min = Resources::new();
     let mut first = true;
     for &t in types {
-        let a = pool.types[t as usize].it.allocatable();
+        let a = &allocatable[t as usize];
         if first {
             max = a.clone();
             min = a.clone();
@@ -331,7 +398,7 @@ impl Claim {
     ) -> Self {
         let mut requirements = pool.template.clone();
         requirements.add(Requirement::in_values(labels::HOSTNAME, [hostname.clone()]));
-        let (max_alloc, min_alloc) = bounds(pool, &types);
+        let (max_alloc, min_alloc) = pool.bounds(&types);
         Claim {
             pool: pool_idx,
             hostname,
@@ -366,14 +433,14 @@ impl Claim {
         let types: Vec<u32> = (0..pool.types.len() as u32)
             .filter(|&t| {
                 let tc = &pool.types[t as usize];
-                with_daemons.fits_in(tc.it.allocatable())
+                with_daemons.fits_in(&pool.allocatable[t as usize])
                     && type_allowed(tc, &requirements, &keys, &mask)
             })
             .collect();
         if types.is_empty() {
             return None;
         }
-        let (max_alloc, min_alloc) = bounds(pool, &types);
+        let (max_alloc, min_alloc) = pool.bounds(&types);
         Some(Claim {
             pool: pool_idx,
             hostname,
@@ -458,8 +525,9 @@ impl Claim {
         let with_daemons = total.plus(&pool.daemon_overhead);
         // Instance types still able to hold everything.
         let quick_fit = with_daemons.fits_in(&self.min_alloc);
-        let remaining: Vec<u32> = if quick_fit && !changed {
-            self.types.clone()
+        // `None`: every type stays.
+        let narrowed: Option<Vec<u32>> = if quick_fit && !changed {
+            None
         } else {
             let keys = if changed {
                 changed_keys(&self.requirements, &reqs)
@@ -472,29 +540,32 @@ impl Claim {
                 .copied()
                 .filter(|&t| {
                     let tc = &pool.types[t as usize];
-                    (quick_fit || with_daemons.fits_in(tc.it.allocatable()))
+                    (quick_fit || with_daemons.fits_in(&pool.allocatable[t as usize]))
                         && (!changed || type_allowed(tc, &reqs, &keys, &mask))
                 })
-                .collect()
-        };
+                .collect::<Vec<u32>>()
+                .into()
+        }
+        .filter(|r: &Vec<u32>| r.len() != self.types.len());
+        let remaining = narrowed.as_deref().unwrap_or(&self.types);
         if remaining.is_empty() {
             return Err(self
                 .explain_no_type(pool, &reqs, &pod.requests, &with_daemons)
                 .into());
         }
-        if let Some(v) = min_values_violation(pool, &remaining, &reqs) {
+        if let Some(v) = min_values_violation(pool, remaining, &reqs) {
             return Err(v.into());
         }
         if let Cow::Owned(r) = reqs {
             self.requirements = Arc::new(r);
         }
         topology.record(pod, groups, &self.requirements, &pool.taints);
-        if remaining.len() != self.types.len() {
-            let (max_alloc, min_alloc) = bounds(pool, &remaining);
+        if let Some(remaining) = narrowed {
+            let (max_alloc, min_alloc) = pool.bounds(&remaining);
             self.max_alloc = max_alloc;
             self.min_alloc = min_alloc;
+            self.types = remaining;
         }
-        self.types = remaining;
         self.requests = total;
         self.with_daemons = with_daemons;
         self.host_ports.extend(pod.host_ports.iter().cloned());
@@ -518,7 +589,7 @@ impl Claim {
         let by_res = self
             .types
             .iter()
-            .filter(|&&t| total.fits_in(pool.types[t as usize].it.allocatable()))
+            .filter(|&&t| total.fits_in(&pool.allocatable[t as usize]))
             .count();
         let overhead = if pool.daemon_overhead.is_zero() {
             String::new()
@@ -561,27 +632,25 @@ impl Claim {
         &self,
         pool: &PoolCtx,
         max_types: usize,
-        type_reqs: &mut OptionRequirements,
+        cache: &mut FinalizeCache,
     ) -> Result<NewNodeClaim, String> {
         let mut reqs = (*self.requirements).clone();
         let mask = pool.mask(&reqs);
-        let mut options: Vec<(f64, &Arc<InstanceType>, u32)> = self
-            .types
+        // The claim's types in the pool's launch order for this mask, the cheapest `max_types`.
+        let order = cache
+            .by_price
+            .entry((pool.name.clone(), mask.key()))
+            .or_insert_with(|| pool.price_order(&mask));
+        let mut member = vec![false; pool.types.len()];
+        for &t in &self.types {
+            member[t as usize] = true;
+        }
+        let options: Vec<(f64, &Arc<InstanceType>, u32)> = order
             .iter()
-            .filter_map(|&t| {
-                let tc = &pool.types[t as usize];
-                tc.offers
-                    .iter()
-                    .filter(|&&(z, c, _, _)| {
-                        mask.zones[z as usize] && mask.capacity_types[c as usize]
-                    })
-                    .map(|&(_, _, p, _)| p)
-                    .min_by(f64::total_cmp)
-                    .map(|p| (p, &tc.it, t))
-            })
+            .filter(|&&(_, t)| member[t as usize])
+            .take(max_types.max(1))
+            .map(|&(p, t)| (p, &pool.types[t as usize].it, t))
             .collect();
-        options.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
-        options.truncate(max_types.max(1));
         let kept: Vec<u32> = options.iter().map(|o| o.2).collect();
         if let Some(v) = min_values_violation(pool, &kept, &reqs) {
             return Err(format!(
@@ -608,12 +677,14 @@ impl Claim {
             .map(|(_, c)| c.clone())
             .collect();
         reqs.add(Requirement::in_values(labels::CAPACITY_TYPE, offered));
-        let type_req = type_reqs
+        let type_req = cache
+            .type_reqs
             .entry((pool.name.clone(), kept.clone()))
             .or_insert_with(|| instance_type_requirement(&types))
             .clone();
         reqs.add(type_req);
         let offering = first.cheapest_offering(&reqs).cloned();
+        let first_name = first.name.clone();
         reqs.remove(labels::HOSTNAME);
         let Some(o) = offering else {
             return Err("no instance type with an available offering remains".to_string());
@@ -622,14 +693,15 @@ impl Claim {
             nodepool: pool.name.clone(),
             hostname: self.hostname.clone(),
             requirements: reqs,
-            instance_types: types.clone(),
+            // Moved, not cloned: every clone of a type's `Arc` is an atomic write to the type.
+            instance_types: types,
             pods: self.pods.clone(),
             requests: self.requests.plus(&pool.daemon_overhead),
             daemon_overhead: pool.daemon_overhead.clone(),
             labels: node_labels(pool, &self.requirements),
             taints: pool.taints.to_vec(),
             cheapest: ChosenOffering {
-                instance_type: first.name.clone(),
+                instance_type: first_name,
                 zone: o.zone,
                 capacity_type: o.capacity_type,
                 price: o.price,

@@ -331,7 +331,7 @@ pub fn template_nodeclaim(
     Claim::new(0, &ctx, hostname.to_string(), 0, types).finalize(
         &ctx,
         max_types,
-        &mut claim::OptionRequirements::new(),
+        &mut claim::FinalizeCache::default(),
     )
 }
 
@@ -592,6 +592,23 @@ impl<'a> Scheduler<'a> {
     }
 
     fn add(&mut self, st: &PodState<'a>, existing_pods: &mut [Vec<usize>]) -> Result<(), String> {
+        if self.topology.hostname_blocked_everywhere(&st.groups) {
+            // Every node and NodeClaim would refuse the pod at its first check; they count as
+            // attempted, as the scan would have.
+            self.stats.attempts += (self.existing.len() + self.claims.len()) as u64;
+        } else if let Some(placed) = self.add_to_existing_or_claims(st, existing_pods) {
+            return placed;
+        }
+        self.add_to_new_claim(st)
+    }
+
+    /// Places the pod on the first existing node, else the first NodeClaim of this pass (fewest
+    /// pods first), that takes it; `None` when none does.
+    fn add_to_existing_or_claims(
+        &mut self,
+        st: &PodState<'a>,
+        existing_pods: &mut [Vec<usize>],
+    ) -> Option<Result<(), String>> {
         for (i, slot) in self.existing.iter_mut().enumerate() {
             self.stats.attempts += 1;
             if slot
@@ -599,7 +616,7 @@ impl<'a> Scheduler<'a> {
                 .is_ok()
             {
                 existing_pods[i].push(st.idx);
-                return Ok(());
+                return Some(Ok(()));
             }
         }
         // NodeClaims of this pass, fewest pods first.
@@ -626,8 +643,13 @@ impl<'a> Scheduler<'a> {
             }
             self.buckets[n].insert(c);
             self.claims[c].pods.push(st.idx);
-            return Ok(());
+            return Some(Ok(()));
         }
+        None
+    }
+
+    /// Opens a new NodeClaim for the pod from the first pool (by weight) that can take it.
+    fn add_to_new_claim(&mut self, st: &PodState<'a>) -> Result<(), String> {
         // A new NodeClaim from the first pool (by weight) that can take the pod.
         let mut reasons = Vec::new();
         if self.pools.is_empty() {
@@ -708,7 +730,7 @@ impl<'a> Scheduler<'a> {
             .into_iter()
             .map(|(s, e)| (states[s].idx, e))
             .collect();
-        let mut options = claim::OptionRequirements::new();
+        let mut options = claim::FinalizeCache::default();
         for claim in &self.claims {
             let pool = &self.pools[claim.pool];
             match claim.finalize(pool, self.options.max_instance_types, &mut options) {

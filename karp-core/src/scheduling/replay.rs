@@ -164,7 +164,7 @@ impl<'a> Replay<'a> {
     /// When a NodeClaim cannot be finalized (for example `minValues` after truncation).
     pub fn finish(self) -> Result<Vec<NewNodeClaim>, String> {
         let mut out = Vec::new();
-        let mut options = super::claim::OptionRequirements::new();
+        let mut options = super::claim::FinalizeCache::default();
         for c in self.sched.claims.iter().filter(|c| !c.pods.is_empty()) {
             out.push(c.finalize(
                 &self.sched.pools[c.pool],

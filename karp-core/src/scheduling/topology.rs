@@ -591,6 +591,22 @@ impl<'a> Topology<'a> {
             .any(|&g| self.groups[g].count(host) > 0)
     }
 
+    /// Whether a hostname anti-affinity excludes the pod from every hostname domain known so far
+    /// (so from every node and NodeClaim of the pass): one blocking group already counts a pod
+    /// in each of them. Counts only grow, so this stays true for the rest of the pass; a pod of
+    /// a self anti-affinity group skips the scan of every NodeClaim that holds one of its peers.
+    pub fn hostname_blocked_everywhere(&self, groups: &PodGroups) -> bool {
+        let hosts = self
+            .domains
+            .get(labels::HOSTNAME)
+            .map_or(0, |d| d.names.len());
+        hosts > 0
+            && groups
+                .hostname_blockers
+                .iter()
+                .any(|&g| self.groups[g].nonzero.len() >= hosts)
+    }
+
     /// The words of a [`TopologyError`] this topology returned.
     pub(crate) fn describe_error(&self, e: &TopologyError) -> String {
         format!("{} cannot be satisfied", self.groups[e.group].describe())
