@@ -107,10 +107,14 @@ fn same_pool(a: &NodePool, b: &NodePool) -> bool {
 /// daemonset overhead of its nodes.
 pub(crate) fn pool_ctx(pool: &NodePool, daemonsets: &[Pod]) -> PoolCtx {
     let template = pool.template_requirements();
+    // Borrowed while collecting: the types repeat the same few keys.
     let provider_keys: BTreeSet<String> = pool
         .instance_types
         .iter()
-        .flat_map(|t| t.requirements.keys().map(str::to_string))
+        .flat_map(|t| t.requirements.keys())
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .map(str::to_string)
         .collect();
     let overhead = daemon_overhead(daemonsets, pool, &template, &provider_keys);
     PoolCtx::new(pool, template, overhead, provider_keys)
@@ -120,22 +124,28 @@ pub(crate) fn pool_ctx(pool: &NodePool, daemonsets: &[Pod]) -> PoolCtx {
 /// the order the topology interns them.
 pub(crate) fn pool_domains(pool: &NodePool) -> PoolDomains {
     let template = pool.template_requirements();
-    let mut seen: BTreeSet<(String, Option<String>)> = BTreeSet::new();
+    // The values seen per key, looked up by reference: most types repeat what earlier ones
+    // named, and nothing is copied for them.
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut out = Vec::new();
     for it in &pool.instance_types {
         let reqs = template.intersect(&it.requirements);
         for r in reqs.iter() {
-            if r.key() == labels::HOSTNAME {
+            let key = r.key();
+            if key == labels::HOSTNAME {
                 continue;
             }
-            let key = (r.key().to_string(), None);
-            if seen.insert(key.clone()) {
-                out.push(key);
+            if !seen.contains_key(key) {
+                out.push((key.to_string(), None));
+                seen.insert(key.to_string(), BTreeSet::new());
             }
+            let Some(values) = seen.get_mut(key) else {
+                continue;
+            };
             for v in r.values() {
-                let kv = (r.key().to_string(), Some(v.to_string()));
-                if seen.insert(kv.clone()) {
-                    out.push(kv);
+                if !values.contains(v) {
+                    values.insert(v.to_string());
+                    out.push((key.to_string(), Some(v.to_string())));
                 }
             }
         }

@@ -57,16 +57,18 @@ impl PoolCtx {
         let zones: Vec<String> = pool
             .instance_types
             .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.zone.clone()))
+            .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
             .collect::<BTreeSet<_>>()
             .into_iter()
+            .map(str::to_string)
             .collect();
         let capacity_types: Vec<String> = pool
             .instance_types
             .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.capacity_type.clone()))
+            .flat_map(|t| t.offerings.iter().map(|o| o.capacity_type.as_str()))
             .collect::<BTreeSet<_>>()
             .into_iter()
+            .map(str::to_string)
             .collect();
         for it in &pool.instance_types {
             let mut full = it.requirements.clone();
@@ -265,16 +267,29 @@ pub(super) struct Claim {
 }
 
 fn bounds(allocatable: &[Resources], types: &[u32]) -> (Resources, Resources) {
-    let mut max = Resources::new();
-    let mut min = Resources::new();
-    let mut first = true;
+    let mut b = Bounds::default();
     for &t in types {
-        let a = &allocatable[t as usize];
-        if first {
-            max = a.clone();
-            min = a.clone();
-            first = false;
-            continue;
+        b.add(&allocatable[t as usize]);
+    }
+    b.into_pair()
+}
+
+/// Component-wise max and min of the allocatables added so far.
+#[derive(Default)]
+struct Bounds {
+    max: Resources,
+    min: Resources,
+    any: bool,
+}
+
+impl Bounds {
+    fn add(&mut self, a: &Resources) {
+        let (max, min) = (&mut self.max, &mut self.min);
+        if !self.any {
+            *max = a.clone();
+            *min = a.clone();
+            self.any = true;
+            return;
         }
         max.cpu = max.cpu.max(a.cpu);
         max.memory = max.memory.max(a.memory);
@@ -298,7 +313,10 @@ fn bounds(allocatable: &[Resources], types: &[u32]) -> (Resources, Resources) {
             });
         }
     }
-    (max, min)
+
+    fn into_pair(self) -> (Resources, Resources) {
+        (self.max, self.min)
+    }
 }
 
 /// The labels a NodeClaim's node carries besides those of its instance type and offering: the
@@ -525,8 +543,9 @@ impl Claim {
         let with_daemons = total.plus(&pool.daemon_overhead);
         // Instance types still able to hold everything.
         let quick_fit = with_daemons.fits_in(&self.min_alloc);
-        // `None`: every type stays.
-        let narrowed: Option<Vec<u32>> = if quick_fit && !changed {
+        // `None`: every type stays. Otherwise the types that stay, with their bounds (taken in
+        // the same pass over them).
+        let narrowed: Option<(Vec<u32>, Bounds)> = if quick_fit && !changed {
             None
         } else {
             let keys = if changed {
@@ -535,19 +554,21 @@ impl Claim {
                 Vec::new()
             };
             let mask = pool.mask(&reqs);
-            self.types
-                .iter()
-                .copied()
-                .filter(|&t| {
-                    let tc = &pool.types[t as usize];
-                    (quick_fit || with_daemons.fits_in(&pool.allocatable[t as usize]))
-                        && (!changed || type_allowed(tc, &reqs, &keys, &mask))
-                })
-                .collect::<Vec<u32>>()
-                .into()
+            let mut kept = Vec::with_capacity(self.types.len());
+            let mut b = Bounds::default();
+            for &t in &self.types {
+                let a = &pool.allocatable[t as usize];
+                if (quick_fit || with_daemons.fits_in(a))
+                    && (!changed || type_allowed(&pool.types[t as usize], &reqs, &keys, &mask))
+                {
+                    kept.push(t);
+                    b.add(a);
+                }
+            }
+            Some((kept, b))
         }
-        .filter(|r: &Vec<u32>| r.len() != self.types.len());
-        let remaining = narrowed.as_deref().unwrap_or(&self.types);
+        .filter(|(r, _)| r.len() != self.types.len());
+        let remaining = narrowed.as_ref().map_or(&self.types[..], |(r, _)| r);
         if remaining.is_empty() {
             return Err(self
                 .explain_no_type(pool, &reqs, &pod.requests, &with_daemons)
@@ -560,8 +581,8 @@ impl Claim {
             self.requirements = Arc::new(r);
         }
         topology.record(pod, groups, &self.requirements, &pool.taints);
-        if let Some(remaining) = narrowed {
-            let (max_alloc, min_alloc) = pool.bounds(&remaining);
+        if let Some((remaining, b)) = narrowed {
+            let (max_alloc, min_alloc) = b.into_pair();
             self.max_alloc = max_alloc;
             self.min_alloc = min_alloc;
             self.types = remaining;
