@@ -165,17 +165,22 @@ impl Kubectl {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_applies_gets_watches_scales_and_deletes() {
+/// A server on a loopback port and kubectl configured for it, in a directory named after `name`.
+async fn serve(name: &str) -> (ApiServer, Kubectl) {
     let bin = kubectl_binary();
     let server = ApiServer::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(server.serve(listener));
-    let dir = std::env::temp_dir().join(format!("karp-apiserver-kubectl-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("karp-apiserver-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     write_kubeconfig(&dir.join("kubeconfig"), &url).unwrap();
-    let k = Kubectl { bin, dir };
+    (server, Kubectl { bin, dir })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_gets_watches_scales_and_deletes() {
+    let (server, k) = serve("kubectl").await;
     let app = k.write("app.yaml", APP);
     let np = k.write("nodepool.yaml", NODEPOOL);
 
@@ -307,16 +312,7 @@ async fn kubectl_applies_gets_watches_scales_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_is_refused_with_the_crd_rules_message() {
-    let bin = kubectl_binary();
-    let server = ApiServer::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server.serve(listener));
-    let dir =
-        std::env::temp_dir().join(format!("karp-apiserver-kubectl-cel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    write_kubeconfig(&dir.join("kubeconfig"), &url).unwrap();
-    let k = Kubectl { bin, dir };
+    let (server, k) = serve("kubectl-cel").await;
     let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/karp/crds");
     let out = k.run(&["apply", "-f", crds]).await;
     assert!(out.contains("nodepools.karpenter.sh created"), "{out}");
@@ -389,16 +385,7 @@ fn contained(want: &Value, got: &Value, path: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_sends_protobuf_and_the_server_stores_what_kubectl_meant() {
-    let bin = kubectl_binary();
-    let server = ApiServer::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server.serve(listener));
-    let dir =
-        std::env::temp_dir().join(format!("karp-apiserver-kubectl-pb-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    write_kubeconfig(&dir.join("kubeconfig"), &url).unwrap();
-    let k = Kubectl { bin, dir };
+    let (server, k) = serve("kubectl-pb").await;
 
     // kubectl's typed clients send protobuf: the first create says so in its request log.
     let log = k
@@ -551,18 +538,18 @@ async fn kubectl_create_sends_protobuf_and_the_server_stores_what_kubectl_meant(
             panic!("kubectl {args:?}: {e}\nwant {want:#}\ngot {got:#}");
         }
     }
-    // The Deployment runs through the server's own machinery like an applied one.
-    let out = k
-        .run(&[
-            "get",
-            "deploy",
+    // The server holds the Deployment as it holds an applied one.
+    let d = server
+        .get(
+            &Gvr::new("apps", "v1", "deployments"),
+            Some("team-a"),
             "web",
-            "-n",
-            "team-a",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ])
-        .await;
-    assert_eq!(out, "3");
+        )
+        .expect("the created Deployment is stored");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27"
+    );
     let _ = std::fs::remove_dir_all(&k.dir);
 }

@@ -170,13 +170,16 @@ pub(super) struct FinalizeCache {
     /// Each pool's types in launch order for an offering mask (zones then capacity types
     /// allowed): by their cheapest allowed offering's price, then name; types without one left
     /// out. A claim's options are this order filtered to its types, with no sort of its own.
-    by_price: BTreeMap<(String, Vec<bool>), Vec<(f64, u32)>>,
+    by_price: BTreeMap<(String, Vec<bool>), PriceOrder>,
 }
+
+/// Type indices with the price of their cheapest allowed offering, cheapest first.
+type PriceOrder = Vec<(f64, u32)>;
 
 impl PoolCtx {
     /// Every type with an offering `mask` allows, cheapest first (ties by name).
-    fn price_order(&self, mask: &OfferingMask) -> Vec<(f64, u32)> {
-        let mut order: Vec<(f64, u32)> = self
+    fn price_order(&self, mask: &OfferingMask) -> PriceOrder {
+        let mut order: PriceOrder = self
             .types
             .iter()
             .enumerate()
