@@ -40,6 +40,7 @@ mod claim;
 pub(crate) mod replay;
 mod topology;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -179,7 +180,8 @@ impl SchedulingResults {
 /// What the scheduler keeps per pending pod (the relaxed copy of its constraints).
 struct PodState<'a> {
     idx: usize,
-    pod: Pod,
+    /// The pod under its current relaxation: the snapshot's own until something is relaxed.
+    pod: Cow<'a, Pod>,
     /// The snapshot pod (labels and namespace are what topology records).
     orig: &'a Pod,
     tolerate_prefer_no_schedule: bool,
@@ -223,21 +225,22 @@ impl PodState<'_> {
 
     /// One relaxation step in Karpenter's order; returns what was relaxed.
     fn relax(&mut self, any_prefer_no_schedule: bool) -> Option<&'static str> {
-        let p = &mut self.pod;
+        // Looked at through the shared pod; copied only when something is relaxed.
+        let p = &self.pod;
         if p.required_node_affinity.len() > 1 {
-            p.required_node_affinity.remove(0);
+            self.pod.to_mut().required_node_affinity.remove(0);
             return Some("required node affinity term");
         }
         if let Some(i) = heaviest(&p.preferred_pod_affinity) {
-            p.preferred_pod_affinity.remove(i);
+            self.pod.to_mut().preferred_pod_affinity.remove(i);
             return Some("preferred pod affinity term");
         }
         if let Some(i) = heaviest(&p.preferred_pod_anti_affinity) {
-            p.preferred_pod_anti_affinity.remove(i);
+            self.pod.to_mut().preferred_pod_anti_affinity.remove(i);
             return Some("preferred pod anti-affinity term");
         }
         if let Some(i) = heaviest(&p.preferred_node_affinity) {
-            p.preferred_node_affinity.remove(i);
+            self.pod.to_mut().preferred_node_affinity.remove(i);
             return Some("preferred node affinity term");
         }
         if let Some(i) = p
@@ -245,7 +248,7 @@ impl PodState<'_> {
             .iter()
             .position(|t| t.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway)
         {
-            p.topology_spread.remove(i);
+            self.pod.to_mut().topology_spread.remove(i);
             return Some("ScheduleAnyway topology spread constraint");
         }
         if any_prefer_no_schedule && !self.tolerate_prefer_no_schedule {
@@ -509,8 +512,10 @@ impl<'a> Scheduler<'a> {
         let mut states: Vec<PodState> = pending
             .iter()
             .map(|&idx| {
-                let mut pod = self.snapshot.pods[idx].clone();
+                // Shared with the snapshot unless preferences are dropped.
+                let mut pod = Cow::Borrowed(&self.snapshot.pods[idx]);
                 if !self.respect {
+                    let pod = pod.to_mut();
                     pod.preferred_node_affinity.clear();
                     pod.preferred_pod_affinity.clear();
                     pod.preferred_pod_anti_affinity.clear();
