@@ -188,11 +188,16 @@ fn has_finalizer(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
         .any(|f| f == TERMINATION_FINALIZER)
 }
 
+/// Whether karp terminates `node` now: it is being deleted and still holds karp's finalizer.
+fn terminating(node: &Node) -> bool {
+    node.metadata.deletion_timestamp.is_some() && has_finalizer(&node.metadata)
+}
+
 /// The next termination step (pure: unit-tested without IO).
 #[must_use]
 pub fn next_step(f: &NodeFacts<'_>) -> NodeStep {
     let node = f.node;
-    if node.metadata.deletion_timestamp.is_none() || !has_finalizer(&node.metadata) {
+    if !terminating(node) {
         return NodeStep::Ignore;
     }
     if let Some(claim) = f.claim {
@@ -247,7 +252,7 @@ pub fn next_step(f: &NodeFacts<'_>) -> NodeStep {
 async fn facts_and_step(node: &Node, ctx: &Context) -> NodeStep {
     // Every pod change reconciles its node: a node that is not being terminated needs no facts
     // (no scan of every pod, no VolumeAttachment list), and `next_step` would ignore it anyway.
-    if node.metadata.deletion_timestamp.is_none() || !has_finalizer(&node.metadata) {
+    if !terminating(node) {
         return NodeStep::Ignore;
     }
     let name = node.metadata.name.as_deref().unwrap_or_default();
