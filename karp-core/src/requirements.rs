@@ -19,6 +19,7 @@
 //! assert_eq!(both.get("karpenter.sh/capacity-type").unwrap().values(), vec!["on-demand"]);
 //! ```
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -731,6 +732,84 @@ impl Requirements {
         let mut r = self.clone();
         r.add_all(other);
         r
+    }
+
+    /// Visit each key of `self.intersect(other)` in key order with the present values the
+    /// intersection allows there (what [`Requirement::values`] of it returns, in the same
+    /// order), without building the intersection.
+    ///
+    /// ```
+    /// use karp_core::requirements::{Requirement, Requirements};
+    /// let a: Requirements = [Requirement::in_values("zone", ["a", "b"])].into_iter().collect();
+    /// let b: Requirements = [
+    ///     Requirement::in_values("arch", ["arm64"]),
+    ///     Requirement::in_values("zone", ["b", "c"]),
+    /// ]
+    /// .into_iter()
+    /// .collect();
+    /// let mut seen = Vec::new();
+    /// a.for_each_intersected(&b, |key, values| {
+    ///     seen.push((key.to_string(), values.map(str::to_string).collect::<Vec<_>>()));
+    /// });
+    /// assert_eq!(seen, [("arch".into(), vec!["arm64".into()]), ("zone".into(), vec!["b".into()])]);
+    /// ```
+    pub fn for_each_intersected<'s>(
+        &'s self,
+        other: &'s Requirements,
+        mut f: impl FnMut(&'s str, &mut dyn Iterator<Item = &'s str>),
+    ) {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        // The values one side allows: its `In` set, or none for a complement.
+        let own = |r: &'s Requirement| match &r.values {
+            ValueSet::Only(s) => &**s,
+            ValueSet::AllExcept(_) => &NONE,
+        };
+        let mut visit =
+            |key: &'s str, from: &'s BTreeSet<String>, filter: &'s BTreeSet<String>, keep: bool| {
+                f(
+                    key,
+                    &mut from
+                        .iter()
+                        .filter(move |v| filter.contains(*v) == keep)
+                        .map(String::as_str),
+                );
+            };
+        let mut a = self.map.iter().peekable();
+        let mut b = other.map.iter().peekable();
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+            };
+            match order {
+                Ordering::Less => {
+                    if let Some((k, r)) = a.next() {
+                        visit(k, own(r), &NONE, false);
+                    }
+                }
+                Ordering::Greater => {
+                    if let Some((k, r)) = b.next() {
+                        visit(k, own(r), &NONE, false);
+                    }
+                }
+                Ordering::Equal => {
+                    if let (Some((k, ra)), Some((_, rb))) = (a.next(), b.next()) {
+                        match (&ra.values, &rb.values) {
+                            (ValueSet::Only(x), ValueSet::Only(y)) => visit(k, x, y, true),
+                            (ValueSet::Only(x), ValueSet::AllExcept(y))
+                            | (ValueSet::AllExcept(y), ValueSet::Only(x)) => {
+                                visit(k, x, y, false);
+                            }
+                            (ValueSet::AllExcept(_), ValueSet::AllExcept(_)) => {
+                                visit(k, &NONE, &NONE, false);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The requirement on `key`, if constrained.

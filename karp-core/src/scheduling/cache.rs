@@ -108,14 +108,14 @@ fn same_pool(a: &NodePool, b: &NodePool) -> bool {
 pub(crate) fn pool_ctx(pool: &NodePool, daemonsets: &[Pod]) -> PoolCtx {
     let template = pool.template_requirements();
     // Borrowed while collecting: the types repeat the same few keys.
-    let provider_keys: BTreeSet<String> = pool
-        .instance_types
-        .iter()
-        .flat_map(|t| t.requirements.keys())
-        .collect::<BTreeSet<&str>>()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    // Inserted one by one: a handful of distinct keys, so no sort of every type's keys.
+    let mut keys: BTreeSet<&str> = BTreeSet::new();
+    for t in &pool.instance_types {
+        for k in t.requirements.keys() {
+            keys.insert(k);
+        }
+    }
+    let provider_keys: BTreeSet<String> = keys.into_iter().map(str::to_string).collect();
     let overhead = daemon_overhead(daemonsets, pool, &template, &provider_keys);
     PoolCtx::new(pool, template, overhead, provider_keys)
 }
@@ -129,26 +129,24 @@ pub(crate) fn pool_domains(pool: &NodePool) -> PoolDomains {
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut out = Vec::new();
     for it in &pool.instance_types {
-        let reqs = template.intersect(&it.requirements);
-        for r in reqs.iter() {
-            let key = r.key();
+        template.for_each_intersected(&it.requirements, |key, values| {
             if key == labels::HOSTNAME {
-                continue;
+                return;
             }
             if !seen.contains_key(key) {
                 out.push((key.to_string(), None));
                 seen.insert(key.to_string(), BTreeSet::new());
             }
-            let Some(values) = seen.get_mut(key) else {
-                continue;
+            let Some(seen_values) = seen.get_mut(key) else {
+                return;
             };
-            for v in r.values() {
-                if !values.contains(v) {
-                    values.insert(v.to_string());
+            for v in values {
+                if !seen_values.contains(v) {
+                    seen_values.insert(v.to_string());
                     out.push((key.to_string(), Some(v.to_string())));
                 }
             }
-        }
+        });
     }
     Arc::new(out)
 }

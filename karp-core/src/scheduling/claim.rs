@@ -39,6 +39,9 @@ pub(super) struct PoolCtx {
     pub types: Vec<TypeCtx>,
     /// Each type's allocatable, by type index, side by side (the hot loops read only these).
     allocatable: Vec<Resources>,
+    /// Each type's set of extended resource names, interned: types of one set combine their
+    /// extended amounts position by position in [`Bounds::add`].
+    extended_sets: Vec<u32>,
     /// [`bounds`] over every type (what each new NodeClaim starts with).
     all_bounds: (Resources, Resources),
     provider_keys: BTreeSet<String>,
@@ -54,22 +57,15 @@ impl PoolCtx {
         provider_keys: BTreeSet<String>,
     ) -> Self {
         let mut types = Vec::new();
-        let zones: Vec<String> = pool
-            .instance_types
-            .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.zone.as_str()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let capacity_types: Vec<String> = pool
-            .instance_types
-            .iter()
-            .flat_map(|t| t.offerings.iter().map(|o| o.capacity_type.as_str()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        // Inserted one by one: a few distinct values among thousands of offerings.
+        let mut zone_set: BTreeSet<&str> = BTreeSet::new();
+        let mut capacity_set: BTreeSet<&str> = BTreeSet::new();
+        for o in pool.instance_types.iter().flat_map(|t| &t.offerings) {
+            zone_set.insert(&o.zone);
+            capacity_set.insert(&o.capacity_type);
+        }
+        let zones: Vec<String> = zone_set.into_iter().map(str::to_string).collect();
+        let capacity_types: Vec<String> = capacity_set.into_iter().map(str::to_string).collect();
         for it in &pool.instance_types {
             let mut full = it.requirements.clone();
             for k in &provider_keys {
@@ -104,9 +100,19 @@ impl PoolCtx {
         }
         let allocatable: Vec<Resources> =
             types.iter().map(|t| t.it.allocatable().clone()).collect();
+        let mut sets: BTreeMap<Vec<&str>, u32> = BTreeMap::new();
+        let extended_sets: Vec<u32> = allocatable
+            .iter()
+            .map(|a| {
+                let names: Vec<&str> = a.extended.keys().map(String::as_str).collect();
+                let next = sets.len() as u32;
+                *sets.entry(names).or_insert(next)
+            })
+            .collect();
         let every: Vec<u32> = (0..types.len() as u32).collect();
-        let all_bounds = bounds(&allocatable, &every);
+        let all_bounds = bounds(&allocatable, &extended_sets, &every);
         PoolCtx {
+            extended_sets,
             allocatable,
             all_bounds,
             name: pool.name.clone(),
@@ -143,7 +149,7 @@ impl PoolCtx {
         if types.len() == self.types.len() {
             return self.all_bounds.clone();
         }
-        bounds(&self.allocatable, types)
+        bounds(&self.allocatable, &self.extended_sets, types)
     }
 
     pub fn is_well_known(&self, key: &str) -> bool {
@@ -269,10 +275,10 @@ pub(super) struct Claim {
     host_ports: Vec<HostPort>,
 }
 
-fn bounds(allocatable: &[Resources], types: &[u32]) -> (Resources, Resources) {
+fn bounds(allocatable: &[Resources], sets: &[u32], types: &[u32]) -> (Resources, Resources) {
     let mut b = Bounds::default();
     for &t in types {
-        b.add(&allocatable[t as usize]);
+        b.add(&allocatable[t as usize], sets[t as usize]);
     }
     b.into_pair()
 }
@@ -283,15 +289,19 @@ struct Bounds {
     max: Resources,
     min: Resources,
     any: bool,
+    /// The extended-name set (see [`PoolCtx`]) every allocatable added so far had, if one.
+    set: Option<u32>,
 }
 
 impl Bounds {
-    fn add(&mut self, a: &Resources) {
+    /// Add `a`, whose extended names are the interned set `set`.
+    fn add(&mut self, a: &Resources, set: u32) {
         let (max, min) = (&mut self.max, &mut self.min);
         if !self.any {
             *max = a.clone();
             *min = a.clone();
             self.any = true;
+            self.set = Some(set);
             return;
         }
         max.cpu = max.cpu.max(a.cpu);
@@ -302,24 +312,86 @@ impl Bounds {
         min.memory = min.memory.min(a.memory);
         min.ephemeral_storage = min.ephemeral_storage.min(a.ephemeral_storage);
         min.pods = min.pods.min(a.pods);
-        if !a.extended.is_empty() || !max.extended.is_empty() || !min.extended.is_empty() {
-            for (k, v) in &a.extended {
-                let e = max.extended.entry(k.clone()).or_insert(*v);
-                *e = (*e).max(*v);
+        if self.set == Some(set) {
+            // The same names as everything so far: max and min hold exactly them, in order.
+            for ((hi, lo), v) in max
+                .extended
+                .values_mut()
+                .zip(min.extended.values_mut())
+                .zip(a.extended.values())
+            {
+                *hi = (*hi).max(*v);
+                *lo = (*lo).min(*v);
             }
-            min.extended.retain(|k, v| match a.extended.get(k) {
-                Some(o) => {
-                    *v = (*v).min(*o);
-                    true
-                }
-                None => false,
-            });
+        } else if !a.extended.is_empty() || !max.extended.is_empty() || !min.extended.is_empty() {
+            self.set = None;
+            max_extended(&mut max.extended, &a.extended);
+            min_extended(&mut min.extended, &a.extended);
         }
     }
 
     fn into_pair(self) -> (Resources, Resources) {
         (self.max, self.min)
     }
+}
+
+/// `max` becomes the key-wise maximum of `max` and `a` (a key of either counts). Both maps are
+/// walked in key order together, so the usual case (the same few keys) costs one comparison per
+/// key and no allocation.
+fn max_extended(max: &mut BTreeMap<String, i64>, a: &BTreeMap<String, i64>) {
+    let mut missing = false;
+    let mut mine = max.iter_mut().peekable();
+    for (k, v) in a {
+        loop {
+            match mine.peek_mut() {
+                Some((mk, mv)) => match mk.as_str().cmp(k.as_str()) {
+                    std::cmp::Ordering::Less => {
+                        mine.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        **mv = (**mv).max(*v);
+                        mine.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        missing = true;
+                        break;
+                    }
+                },
+                None => {
+                    missing = true;
+                    break;
+                }
+            }
+        }
+    }
+    if missing {
+        for (k, v) in a {
+            max.entry(k.clone()).or_insert(*v);
+        }
+    }
+}
+
+/// `min` keeps only the keys `a` also has, at the smaller amount (a key missing from either
+/// means zero of it). Walked in key order together, like [`max_extended`].
+fn min_extended(min: &mut BTreeMap<String, i64>, a: &BTreeMap<String, i64>) {
+    let mut theirs = a.iter().peekable();
+    min.retain(|k, v| {
+        while let Some((ak, av)) = theirs.peek() {
+            match ak.as_str().cmp(k.as_str()) {
+                std::cmp::Ordering::Less => {
+                    theirs.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    *v = (*v).min(**av);
+                    theirs.next();
+                    return true;
+                }
+                std::cmp::Ordering::Greater => return false,
+            }
+        }
+        false
+    });
 }
 
 /// The labels a NodeClaim's node carries besides those of its instance type and offering: the
@@ -483,13 +555,13 @@ impl Claim {
         self.host_ports.extend(pod.host_ports.iter().cloned());
     }
 
-    /// Largest capacity among the remaining options (for limits).
-    pub fn max_capacity(&self, pool: &PoolCtx) -> Resources {
-        let mut m = Resources::new();
-        for &t in &self.types {
-            m.max_assign(&pool.types[t as usize].it.capacity);
-        }
-        m
+    /// Largest capacity of resource `name` among the remaining options (for limits).
+    pub fn max_capacity(&self, pool: &PoolCtx, name: &str) -> i64 {
+        self.types
+            .iter()
+            .map(|&t| pool.types[t as usize].it.capacity.get(name))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Try to add the pod; on success the claim is updated (the caller records the pod index).
@@ -565,7 +637,7 @@ impl Claim {
                     && (!changed || type_allowed(&pool.types[t as usize], &reqs, &keys, &mask))
                 {
                     kept.push(t);
-                    b.add(a);
+                    b.add(a, pool.extended_sets[t as usize]);
                 }
             }
             Some((kept, b))
@@ -809,5 +881,44 @@ impl ExistingSlot {
         self.available = self.available.minus(&pod.requests);
         self.host_ports.extend(pod.host_ports.iter().cloned());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::{max_extended, min_extended};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn extended() -> impl Strategy<Value = BTreeMap<String, i64>> {
+        proptest::collection::btree_map(
+            proptest::sample::select(vec!["a", "b/gpu", "c", "vpc/pod-eni", "z"])
+                .prop_map(String::from),
+            0i64..8,
+            0..5,
+        )
+    }
+
+    proptest! {
+        /// The merged walks equal the definition: the maximum over the union of keys, the
+        /// minimum over the keys both have.
+        #[test]
+        fn merged_walks_equal_the_definition(x in extended(), y in extended()) {
+            let mut max = x.clone();
+            max_extended(&mut max, &y);
+            let mut want = x.clone();
+            for (k, v) in &y {
+                let e = want.entry(k.clone()).or_insert(*v);
+                *e = (*e).max(*v);
+            }
+            prop_assert_eq!(max, want);
+            let mut min = x.clone();
+            min_extended(&mut min, &y);
+            let want: BTreeMap<String, i64> = x
+                .iter()
+                .filter_map(|(k, v)| y.get(k).map(|o| (k.clone(), (*v).min(*o))))
+                .collect();
+            prop_assert_eq!(min, want);
+        }
     }
 }

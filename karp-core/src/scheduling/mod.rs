@@ -693,10 +693,9 @@ impl<'a> Scheduler<'a> {
             match claim.try_add(st.orig, &st.data, &st.groups, pool, &mut self.topology) {
                 Ok(()) => {
                     // Track the largest option against the pool's limits.
-                    let max_cap = claim.max_capacity(pool);
                     if let Some((lim, nodes)) = self.remaining.get_mut(&pool.name) {
                         for (k, v) in lim.iter_mut() {
-                            *v -= max_cap.get(k);
+                            *v -= claim.max_capacity(pool, k);
                         }
                         if let Some(n) = nodes {
                             *n -= 1;

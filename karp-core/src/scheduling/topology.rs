@@ -628,15 +628,16 @@ impl<'a> Topology<'a> {
             let group = &self.groups[g];
             let key = group.id.key.as_str();
             let pod_domains = strict.get(key);
-            let allowed = match node.get(key).and_then(Requirement::single_value) {
+            let current = node.get(key);
+            let allowed = match current.and_then(Requirement::single_value) {
                 Some(v) => match self.pinned_allowed(g, pod, groups, pod_domains, v) {
                     Some(true) => continue,
                     Some(false) => return Err(TopologyError { group: g }),
-                    None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
+                    None => self.allowed(g, pod, groups, pod_domains, current),
                 },
-                None => self.allowed(g, pod, groups, pod_domains, node.get(key)),
+                None => self.allowed(g, pod, groups, pod_domains, current),
             };
-            if node.get(key).is_some_and(|r| r.is_subset_of(&allowed)) {
+            if current.is_some_and(|r| r.is_subset_of(&allowed)) {
                 continue;
             }
             node.to_mut().add(allowed);

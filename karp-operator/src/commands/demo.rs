@@ -337,8 +337,8 @@ async fn wait_settled(
 
 /// The Deployments scaled to a third (at least one replica each); the operator's clock is then
 /// advanced in 5 s steps (every 250 ms) past `consolidateAfter` and the validation delay until
-/// the NodeClaims stay the same for 20 steps. Returns what consolidation did, from the
-/// disruption metrics.
+/// the NodeClaims stay the same for 20 steps and two disruption passes. Returns what
+/// consolidation did, from the disruption metrics.
 async fn scale_down_and_consolidate(
     cluster: &EmbeddedCluster,
     out: &mut dyn Write,
@@ -379,6 +379,14 @@ async fn scale_down_and_consolidate(
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = String::new();
     let mut same = (Vec::<String>::new(), 0usize);
+    let passes = || {
+        cluster
+            .metrics
+            .counter(crate::controllers::disruption::PASSES_TOTAL, &[])
+    };
+    // Passes decided when the NodeClaims last changed: settled also needs two passes since, so a
+    // slow machine does not take "no pass ran yet" for "nothing to do".
+    let mut passes_then = passes();
     loop {
         let p = report(cluster, out, started, &mut last).await;
         let claims = Api::<NodeClaim>::all(cluster.client.clone())
@@ -398,8 +406,9 @@ async fn scale_down_and_consolidate(
             same.1 += 1;
         } else {
             same = (names, 0);
+            passes_then = passes();
         }
-        if same.1 >= 20 {
+        if same.1 >= 20 && passes() >= passes_then + 2.0 {
             break;
         }
         if Instant::now() > deadline {

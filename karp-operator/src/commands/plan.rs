@@ -253,10 +253,18 @@ pub fn plan_manifests(
     catalog: &CatalogSource,
     solver: Solver,
 ) -> Result<Plan, PlanError> {
-    let objects = manifests.cluster_objects()?;
-    let mut types = AwsCatalog::from_manifests(&manifests, catalog);
-    let converted = build_snapshot(&objects, &mut types, &BuildOptions::default())?;
-    let mut warnings = manifests.warnings.clone();
+    let converted = {
+        let objects = manifests.cluster_objects()?;
+        let mut types = AwsCatalog::from_manifests(&manifests, catalog);
+        build_snapshot(&objects, &mut types, &BuildOptions::default())?
+    };
+    let Manifests {
+        objects,
+        mut warnings,
+    } = manifests;
+    // The parsed manifests are not needed any more: freed now, their memory serves the solve's
+    // allocations (otherwise fresh pages, which the kernel must zero on first touch).
+    drop(objects);
     warnings.extend(converted.warnings);
     let snapshot = converted.snapshot;
     let started = Instant::now();

@@ -221,8 +221,14 @@ fn decide(input: &DisruptionInput, now: Timestamp, options: &DisruptionOptions) 
 /// nodes already disrupting are subtracted; a reason no budget limits reports the pool's node
 /// count) and `karpenter_nodepools_nodes_consuming_budgets{nodepool,reason}` (NotReady or
 /// deleting nodes).
+/// Counter of disruption passes decided (`karp_disruption_passes_total`, no labels).
+pub const PASSES_TOTAL: &str = "karp_disruption_passes_total";
+
 fn record_pass(ctx: &Context, d: &Decided) {
     let m = &ctx.metrics;
+    // Passes decided (acting or not): how callers such as `karp demo` know the planner has
+    // seen a cluster state, whatever the machine's speed.
+    m.inc(PASSES_TOTAL, &[]);
     for (reason, n) in &d.eligible {
         #[allow(clippy::cast_precision_loss)]
         m.set(
