@@ -39,9 +39,11 @@ pub(super) struct PoolCtx {
     pub types: Vec<TypeCtx>,
     /// Each type's allocatable, by type index, side by side (the hot loops read only these).
     allocatable: Vec<Resources>,
-    /// Each type's set of extended resource names, interned: types of one set combine their
-    /// extended amounts position by position in [`Bounds::add`].
-    extended_sets: Vec<u32>,
+    /// Every extended resource name some type's allocatable has, in order.
+    extended_names: Vec<String>,
+    /// Each type's allocatable amount of each of `extended_names` (`None`: the type lacks it),
+    /// `extended_names.len()` entries per type: [`Bounds`] combines these by position.
+    extended: Vec<Option<i64>>,
     /// [`bounds`] over every type (what each new NodeClaim starts with).
     all_bounds: (Resources, Resources),
     provider_keys: BTreeSet<String>,
@@ -67,19 +69,30 @@ impl PoolCtx {
         let zones: Vec<String> = zone_set.into_iter().map(str::to_string).collect();
         let capacity_types: Vec<String> = capacity_set.into_iter().map(str::to_string).collect();
         for it in &pool.instance_types {
-            let mut full = it.requirements.clone();
-            for k in &provider_keys {
-                if !full.has_key(k) {
-                    full.add(Requirement::does_not_exist(k.clone()));
-                }
-            }
-            // Keep only types the template allows and that have an offering it allows.
-            if full.intersects(&template)
+            // Keep only types the template allows and that have an offering it allows. Decided
+            // before the type's full requirements are built: `full.intersects(&template)`, a
+            // provider key the type lacks counting as `DoesNotExist`.
+            let allowed = template
+                .iter()
+                .all(|tr| match it.requirements.get(tr.key()) {
+                    Some(r) => r.intersects(tr),
+                    None if provider_keys.contains(tr.key()) => {
+                        Requirement::does_not_exist(tr.key()).intersects(tr)
+                    }
+                    None => true,
+                });
+            if allowed
                 && it
                     .offerings
                     .iter()
                     .any(|o| o.available && o.compatible(&template))
             {
+                let mut full = it.requirements.clone();
+                for k in &provider_keys {
+                    if !full.has_key(k) {
+                        full.add(Requirement::does_not_exist(k.clone()));
+                    }
+                }
                 let offers = it
                     .offerings
                     .iter()
@@ -100,19 +113,22 @@ impl PoolCtx {
         }
         let allocatable: Vec<Resources> =
             types.iter().map(|t| t.it.allocatable().clone()).collect();
-        let mut sets: BTreeMap<Vec<&str>, u32> = BTreeMap::new();
-        let extended_sets: Vec<u32> = allocatable
+        let extended_names: Vec<String> = allocatable
             .iter()
-            .map(|a| {
-                let names: Vec<&str> = a.extended.keys().map(String::as_str).collect();
-                let next = sets.len() as u32;
-                *sets.entry(names).or_insert(next)
-            })
+            .flat_map(|a| a.extended.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        let extended: Vec<Option<i64>> = allocatable
+            .iter()
+            .flat_map(|a| extended_names.iter().map(|n| a.extended.get(n).copied()))
             .collect();
         let every: Vec<u32> = (0..types.len() as u32).collect();
-        let all_bounds = bounds(&allocatable, &extended_sets, &every);
+        let all_bounds = bounds_of(&allocatable, &extended_names, &extended, &every);
         PoolCtx {
-            extended_sets,
+            extended_names,
+            extended,
             allocatable,
             all_bounds,
             name: pool.name.clone(),
@@ -149,7 +165,19 @@ impl PoolCtx {
         if types.len() == self.types.len() {
             return self.all_bounds.clone();
         }
-        bounds(&self.allocatable, &self.extended_sets, types)
+        bounds_of(
+            &self.allocatable,
+            &self.extended_names,
+            &self.extended,
+            types,
+        )
+    }
+
+    /// Type `t`'s extended amounts by position in `extended_names`.
+    fn extended_of(&self, t: u32) -> &[Option<i64>] {
+        let k = self.extended_names.len();
+        let t = t as usize;
+        &self.extended[t * k..(t + 1) * k]
     }
 
     pub fn is_well_known(&self, key: &str) -> bool {
@@ -167,16 +195,16 @@ impl PoolCtx {
     }
 }
 
-/// What the NodeClaims finalized in one pass share.
+/// What the NodeClaims finalized in one pass share (one pass: pools are known by index).
 #[derive(Default)]
 pub(super) struct FinalizeCache {
-    /// The `node.kubernetes.io/instance-type In [...]` requirement of each (pool, kept option
-    /// indices).
-    type_reqs: BTreeMap<(String, Vec<u32>), Requirement>,
-    /// Each pool's types in launch order for an offering mask (zones then capacity types
+    /// Per pool (by the claims' pool index), the `node.kubernetes.io/instance-type In [...]`
+    /// requirement of each list of kept option indices.
+    type_reqs: Vec<BTreeMap<Vec<u32>, Requirement>>,
+    /// Per pool (by index), its types in launch order for an offering mask (zones then capacity types
     /// allowed): by their cheapest allowed offering's price, then name; types without one left
     /// out. A claim's options are this order filtered to its types, with no sort of its own.
-    by_price: BTreeMap<(String, Vec<bool>), PriceOrder>,
+    by_price: Vec<BTreeMap<Vec<bool>, PriceOrder>>,
 }
 
 /// Type indices with the price of their cheapest allowed offering, cheapest first.
@@ -275,33 +303,47 @@ pub(super) struct Claim {
     host_ports: Vec<HostPort>,
 }
 
-fn bounds(allocatable: &[Resources], sets: &[u32], types: &[u32]) -> (Resources, Resources) {
+fn bounds_of(
+    allocatable: &[Resources],
+    names: &[String],
+    extended: &[Option<i64>],
+    types: &[u32],
+) -> (Resources, Resources) {
     let mut b = Bounds::default();
+    let k = names.len();
     for &t in types {
-        b.add(&allocatable[t as usize], sets[t as usize]);
+        let t = t as usize;
+        b.add(&allocatable[t], &extended[t * k..(t + 1) * k]);
     }
-    b.into_pair()
+    b.into_pair(names)
 }
 
-/// Component-wise max and min of the allocatables added so far.
+/// Component-wise max and min of the allocatables added so far. Extended resources are kept
+/// by position in the pool's `extended_names`: the maximum over the types that have one, the
+/// minimum only while every type added has it (a type without it holds none).
 #[derive(Default)]
 struct Bounds {
     max: Resources,
     min: Resources,
     any: bool,
-    /// The extended-name set (see [`PoolCtx`]) every allocatable added so far had, if one.
-    set: Option<u32>,
+    ext_max: Vec<Option<i64>>,
+    ext_min: Vec<Option<i64>>,
 }
 
 impl Bounds {
-    /// Add `a`, whose extended names are the interned set `set`.
-    fn add(&mut self, a: &Resources, set: u32) {
+    /// Add an allocatable, `ext` being its extended amounts by the pool's name positions.
+    fn add(&mut self, a: &Resources, ext: &[Option<i64>]) {
         let (max, min) = (&mut self.max, &mut self.min);
         if !self.any {
-            *max = a.clone();
-            *min = a.clone();
+            for r in [&mut *max, &mut *min] {
+                r.cpu = a.cpu;
+                r.memory = a.memory;
+                r.ephemeral_storage = a.ephemeral_storage;
+                r.pods = a.pods;
+            }
+            self.ext_max = ext.to_vec();
+            self.ext_min = ext.to_vec();
             self.any = true;
-            self.set = Some(set);
             return;
         }
         max.cpu = max.cpu.max(a.cpu);
@@ -312,86 +354,32 @@ impl Bounds {
         min.memory = min.memory.min(a.memory);
         min.ephemeral_storage = min.ephemeral_storage.min(a.ephemeral_storage);
         min.pods = min.pods.min(a.pods);
-        if self.set == Some(set) {
-            // The same names as everything so far: max and min hold exactly them, in order.
-            for ((hi, lo), v) in max
-                .extended
-                .values_mut()
-                .zip(min.extended.values_mut())
-                .zip(a.extended.values())
-            {
-                *hi = (*hi).max(*v);
-                *lo = (*lo).min(*v);
-            }
-        } else if !a.extended.is_empty() || !max.extended.is_empty() || !min.extended.is_empty() {
-            self.set = None;
-            max_extended(&mut max.extended, &a.extended);
-            min_extended(&mut min.extended, &a.extended);
+        for ((hi, lo), v) in self.ext_max.iter_mut().zip(&mut self.ext_min).zip(ext) {
+            *hi = match (*hi, *v) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            };
+            *lo = match (*lo, *v) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                _ => None,
+            };
         }
     }
 
-    fn into_pair(self) -> (Resources, Resources) {
-        (self.max, self.min)
+    /// The max and min, with extended amounts named by `names`.
+    fn into_pair(self, names: &[String]) -> (Resources, Resources) {
+        let named = |ext: Vec<Option<i64>>| -> BTreeMap<String, i64> {
+            names
+                .iter()
+                .zip(ext)
+                .filter_map(|(n, v)| v.map(|v| (n.clone(), v)))
+                .collect()
+        };
+        let (mut max, mut min) = (self.max, self.min);
+        max.extended = named(self.ext_max);
+        min.extended = named(self.ext_min);
+        (max, min)
     }
-}
-
-/// `max` becomes the key-wise maximum of `max` and `a` (a key of either counts). Both maps are
-/// walked in key order together, so the usual case (the same few keys) costs one comparison per
-/// key and no allocation.
-fn max_extended(max: &mut BTreeMap<String, i64>, a: &BTreeMap<String, i64>) {
-    let mut missing = false;
-    let mut mine = max.iter_mut().peekable();
-    for (k, v) in a {
-        loop {
-            match mine.peek_mut() {
-                Some((mk, mv)) => match mk.as_str().cmp(k.as_str()) {
-                    std::cmp::Ordering::Less => {
-                        mine.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        **mv = (**mv).max(*v);
-                        mine.next();
-                        break;
-                    }
-                    std::cmp::Ordering::Greater => {
-                        missing = true;
-                        break;
-                    }
-                },
-                None => {
-                    missing = true;
-                    break;
-                }
-            }
-        }
-    }
-    if missing {
-        for (k, v) in a {
-            max.entry(k.clone()).or_insert(*v);
-        }
-    }
-}
-
-/// `min` keeps only the keys `a` also has, at the smaller amount (a key missing from either
-/// means zero of it). Walked in key order together, like [`max_extended`].
-fn min_extended(min: &mut BTreeMap<String, i64>, a: &BTreeMap<String, i64>) {
-    let mut theirs = a.iter().peekable();
-    min.retain(|k, v| {
-        while let Some((ak, av)) = theirs.peek() {
-            match ak.as_str().cmp(k.as_str()) {
-                std::cmp::Ordering::Less => {
-                    theirs.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    *v = (*v).min(**av);
-                    theirs.next();
-                    return true;
-                }
-                std::cmp::Ordering::Greater => return false,
-            }
-        }
-        false
-    });
 }
 
 /// The labels a NodeClaim's node carries besides those of its instance type and offering: the
@@ -637,7 +625,7 @@ impl Claim {
                     && (!changed || type_allowed(&pool.types[t as usize], &reqs, &keys, &mask))
                 {
                     kept.push(t);
-                    b.add(a, pool.extended_sets[t as usize]);
+                    b.add(a, pool.extended_of(t));
                 }
             }
             Some((kept, b))
@@ -657,7 +645,7 @@ impl Claim {
         }
         topology.record(pod, groups, &self.requirements, &pool.taints);
         if let Some((remaining, b)) = narrowed {
-            let (max_alloc, min_alloc) = b.into_pair();
+            let (max_alloc, min_alloc) = b.into_pair(&pool.extended_names);
             self.max_alloc = max_alloc;
             self.min_alloc = min_alloc;
             self.types = remaining;
@@ -733,10 +721,17 @@ impl Claim {
         let mut reqs = (*self.requirements).clone();
         let mask = pool.mask(&reqs);
         // The claim's types in the pool's launch order for this mask, the cheapest `max_types`.
-        let order = cache
-            .by_price
-            .entry((pool.name.clone(), mask.key()))
-            .or_insert_with(|| pool.price_order(&mask));
+        // Looked up by reference; keys are copied only for a new entry.
+        if cache.by_price.len() <= self.pool {
+            cache.by_price.resize_with(self.pool + 1, BTreeMap::new);
+            cache.type_reqs.resize_with(self.pool + 1, BTreeMap::new);
+        }
+        let orders = &mut cache.by_price[self.pool];
+        let mask_key = mask.key();
+        if !orders.contains_key(&mask_key) {
+            orders.insert(mask_key.clone(), pool.price_order(&mask));
+        }
+        let order = &orders[&mask_key];
         let mut member = vec![false; pool.types.len()];
         for &t in &self.types {
             member[t as usize] = true;
@@ -773,11 +768,15 @@ impl Claim {
             .map(|(_, c)| c.clone())
             .collect();
         reqs.add(Requirement::in_values(labels::CAPACITY_TYPE, offered));
-        let type_req = cache
-            .type_reqs
-            .entry((pool.name.clone(), kept.clone()))
-            .or_insert_with(|| instance_type_requirement(&types))
-            .clone();
+        let type_reqs = &mut cache.type_reqs[self.pool];
+        let type_req = match type_reqs.get(kept.as_slice()) {
+            Some(r) => r.clone(),
+            None => {
+                let r = instance_type_requirement(&types);
+                type_reqs.insert(kept, r.clone());
+                r
+            }
+        };
         reqs.add(type_req);
         let offering = first.cheapest_offering(&reqs).cloned();
         let first_name = first.name.clone();
@@ -886,39 +885,75 @@ impl ExistingSlot {
 
 #[cfg(test)]
 mod bounds_tests {
-    use super::{max_extended, min_extended};
+    use super::bounds_of;
+    use crate::resources::Resources;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
-    fn extended() -> impl Strategy<Value = BTreeMap<String, i64>> {
-        proptest::collection::btree_map(
-            proptest::sample::select(vec!["a", "b/gpu", "c", "vpc/pod-eni", "z"])
-                .prop_map(String::from),
-            0i64..8,
-            0..5,
+    fn allocatable() -> impl Strategy<Value = Resources> {
+        (
+            0i64..64,
+            0i64..64,
+            proptest::collection::btree_map(
+                proptest::sample::select(vec!["a", "b/gpu", "c", "vpc/pod-eni", "z"])
+                    .prop_map(String::from),
+                0i64..8,
+                0..5,
+            ),
         )
+            .prop_map(|(cpu, memory, extended)| Resources {
+                cpu,
+                memory,
+                pods: 110,
+                extended,
+                ..Resources::default()
+            })
     }
 
     proptest! {
-        /// The merged walks equal the definition: the maximum over the union of keys, the
-        /// minimum over the keys both have.
+        /// The dense bounds equal the definition: per resource the maximum over the types that
+        /// have it, and the minimum over the types, a type lacking an extended resource
+        /// leaving it out of the minimum.
         #[test]
-        fn merged_walks_equal_the_definition(x in extended(), y in extended()) {
-            let mut max = x.clone();
-            max_extended(&mut max, &y);
-            let mut want = x.clone();
-            for (k, v) in &y {
-                let e = want.entry(k.clone()).or_insert(*v);
-                *e = (*e).max(*v);
-            }
-            prop_assert_eq!(max, want);
-            let mut min = x.clone();
-            min_extended(&mut min, &y);
-            let want: BTreeMap<String, i64> = x
+        fn bounds_equal_the_definition(
+            types in proptest::collection::vec(allocatable(), 1..8),
+            pick in proptest::collection::vec(any::<bool>(), 8),
+        ) {
+            let names: Vec<String> = types
                 .iter()
-                .filter_map(|(k, v)| y.get(k).map(|o| (k.clone(), (*v).min(*o))))
+                .flat_map(|a| a.extended.keys().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
                 .collect();
-            prop_assert_eq!(min, want);
+            let dense: Vec<Option<i64>> = types
+                .iter()
+                .flat_map(|a| names.iter().map(|n| a.extended.get(n).copied()))
+                .collect();
+            let chosen: Vec<u32> = (0..types.len() as u32).filter(|&i| pick[i as usize]).collect();
+            prop_assume!(!chosen.is_empty());
+            let (max, min) = bounds_of(&types, &names, &dense, &chosen);
+            let of = |i: &u32| &types[*i as usize];
+            prop_assert_eq!(max.cpu, chosen.iter().map(|i| of(i).cpu).max().unwrap());
+            prop_assert_eq!(min.memory, chosen.iter().map(|i| of(i).memory).min().unwrap());
+            let mut want_max: BTreeMap<String, i64> = BTreeMap::new();
+            for i in &chosen {
+                for (k, v) in &of(i).extended {
+                    let e = want_max.entry(k.clone()).or_insert(*v);
+                    *e = (*e).max(*v);
+                }
+            }
+            let want_min: BTreeMap<String, i64> = names
+                .iter()
+                .filter_map(|n| {
+                    chosen
+                        .iter()
+                        .map(|i| of(i).extended.get(n).copied())
+                        .collect::<Option<Vec<i64>>>()
+                        .map(|v| (n.clone(), v.into_iter().min().unwrap()))
+                })
+                .collect();
+            prop_assert_eq!(max.extended, want_max);
+            prop_assert_eq!(min.extended, want_min);
         }
     }
 }
