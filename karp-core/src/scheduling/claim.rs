@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::topology::{PodGroups, Topology, TopologyError};
+use super::topology::{Pins, PodGroups, Topology, TopologyError, NO_PINS};
 use super::{instance_type_requirement, ChosenOffering, NewNodeClaim, PodData};
 use crate::cloud::InstanceType;
 use crate::cluster::{Node, NodePool};
@@ -301,6 +301,8 @@ pub(super) struct Claim {
     max_alloc: Resources,
     min_alloc: Resources,
     host_ports: Vec<HostPort>,
+    /// Its pinned topology domains, from `requirements` (see [`Pins`]).
+    pub pins: Pins,
 }
 
 fn bounds_of(
@@ -492,6 +494,7 @@ impl Claim {
             max_alloc,
             min_alloc,
             host_ports: Vec::new(),
+            pins: NO_PINS,
         }
     }
 
@@ -534,6 +537,7 @@ impl Claim {
             max_alloc,
             min_alloc,
             host_ports: Vec::new(),
+            pins: NO_PINS,
         })
     }
 
@@ -644,6 +648,9 @@ impl Claim {
             self.requirements = Arc::new(r);
         }
         topology.record(pod, groups, &self.requirements, &pool.taints);
+        if changed {
+            self.pins = topology.pins_of(&self.requirements);
+        }
         if let Some((remaining, b)) = narrowed {
             let (max_alloc, min_alloc) = b.into_pair(&pool.extended_names);
             self.max_alloc = max_alloc;

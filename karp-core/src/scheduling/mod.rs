@@ -624,12 +624,20 @@ impl<'a> Scheduler<'a> {
                 return Some(Ok(()));
             }
         }
-        // NodeClaims of this pass, fewest pods first.
+        // NodeClaims of this pass, fewest pods first. A claim pinned to a domain one of the
+        // pod's groups refuses is passed over on its kept pins alone (try_add would refuse it
+        // in its topology step, after reading its requirements).
+        let refused = self
+            .topology
+            .refused_pins(st.orig, &st.groups, &st.data.strict);
         let mut chosen = None;
         'outer: for bucket in &self.buckets {
             for &c in bucket {
                 self.stats.attempts += 1;
                 let claim = &mut self.claims[c];
+                if !refused.is_empty() && Topology::pins_refused(&refused, &claim.pins) {
+                    continue;
+                }
                 let pool = &self.pools[claim.pool];
                 if claim
                     .try_add(st.orig, &st.data, &st.groups, pool, &mut self.topology)

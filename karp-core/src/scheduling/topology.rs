@@ -85,6 +85,8 @@ pub(crate) struct Group {
     counts: Vec<i32>,
     /// Domains with a non-zero count.
     nonzero: BTreeSet<u32>,
+    /// The key's slot in the topology's pin keys, if it has one.
+    pin_slot: Option<usize>,
 }
 
 impl Group {
@@ -228,7 +230,21 @@ pub(crate) struct Topology<'a> {
     /// Pods placed so far (bound pods and this pass).
     placed: Vec<Placed<'a>>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Up to [`PIN_SLOTS`] group keys other than the hostname, in order of first use: a
+    /// NodeClaim keeps its pinned domain of each ([`Pins`]).
+    pin_keys: Vec<String>,
 }
+
+/// How many topology keys a NodeClaim keeps its pinned domain of.
+pub(crate) const PIN_SLOTS: usize = 4;
+
+/// A NodeClaim's pinned domain id per [`Topology`] pin key (`u32::MAX`: not pinned, or not
+/// known when last computed), kept in the claim so that a placement scan can refuse it without
+/// reading its requirement map.
+pub(crate) type Pins = [u32; PIN_SLOTS];
+
+/// No pinned domain known.
+pub(crate) const NO_PINS: Pins = [u32::MAX; PIN_SLOTS];
 
 /// A constraint of a pod turned into a group key, plus whether it is inverse-owned.
 fn pod_group_keys(
@@ -447,10 +463,21 @@ impl<'a> Topology<'a> {
         }
         let inverse = key.kind == GroupKind::InverseAntiAffinity;
         let id = self.groups.len();
+        let pin_slot = if key.key == labels::HOSTNAME {
+            None
+        } else if let Some(i) = self.pin_keys.iter().position(|k| *k == key.key) {
+            Some(i)
+        } else if self.pin_keys.len() < PIN_SLOTS {
+            self.pin_keys.push(key.key.clone());
+            Some(self.pin_keys.len() - 1)
+        } else {
+            None
+        };
         self.groups.push(Group {
             id: key.clone(),
             counts: Vec::new(),
             nonzero: BTreeSet::new(),
+            pin_slot,
         });
         self.index.insert(key, id);
         self.domains
@@ -589,6 +616,62 @@ impl<'a> Topology<'a> {
             .hostname_blockers
             .iter()
             .any(|&g| self.groups[g].count(host) > 0)
+    }
+
+    /// The domains the pod's groups with a pin slot refuse outright, as (slot, domain ids): a
+    /// NodeClaim pinned to one of them would be refused by [`Topology::add_requirements`] (the
+    /// same pinned-domain answer). Computed once per placement scan: counts change only when a
+    /// pod is placed.
+    pub fn refused_pins(
+        &self,
+        pod: &Pod,
+        groups: &PodGroups,
+        strict: &Requirements,
+    ) -> Vec<(usize, Vec<u32>)> {
+        let mut out = Vec::new();
+        for &g in groups.owned.iter().chain(&groups.inverse_selecting) {
+            let Some(slot) = self.groups[g].pin_slot else {
+                continue;
+            };
+            let key = self.groups[g].id.key.as_str();
+            let Some(table) = self.domains.get(key) else {
+                continue;
+            };
+            let pod_domains = strict.get(key);
+            let refused: Vec<u32> = table
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| self.pinned_allowed(g, pod, groups, pod_domains, n) == Some(false))
+                .map(|(d, _)| d as u32)
+                .collect();
+            if !refused.is_empty() {
+                out.push((slot, refused));
+            }
+        }
+        out
+    }
+
+    /// Whether `pins` (a claim's) hold a domain [`Topology::refused_pins`] listed.
+    pub fn pins_refused(refused: &[(usize, Vec<u32>)], pins: &Pins) -> bool {
+        refused
+            .iter()
+            .any(|(slot, ids)| pins[*slot] != u32::MAX && ids.contains(&pins[*slot]))
+    }
+
+    /// The pinned domain ids of `reqs` for the pin keys known now.
+    pub fn pins_of(&self, reqs: &Requirements) -> Pins {
+        let mut pins = NO_PINS;
+        for (slot, key) in self.pin_keys.iter().enumerate() {
+            if let Some(d) = reqs
+                .get(key)
+                .and_then(Requirement::single_value)
+                .and_then(|v| self.domain_id(key, v))
+            {
+                pins[slot] = d;
+            }
+        }
+        pins
     }
 
     /// Whether a hostname anti-affinity excludes the pod from every hostname domain known so far
