@@ -113,17 +113,7 @@ impl PoolCtx {
         }
         let allocatable: Vec<Resources> =
             types.iter().map(|t| t.it.allocatable().clone()).collect();
-        let extended_names: Vec<String> = allocatable
-            .iter()
-            .flat_map(|a| a.extended.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .cloned()
-            .collect();
-        let extended: Vec<Option<i64>> = allocatable
-            .iter()
-            .flat_map(|a| extended_names.iter().map(|n| a.extended.get(n).copied()))
-            .collect();
+        let (extended_names, extended) = extended_layout(&allocatable);
         let every: Vec<u32> = (0..types.len() as u32).collect();
         let all_bounds = bounds_of(&allocatable, &extended_names, &extended, &every);
         PoolCtx {
@@ -303,6 +293,23 @@ pub(super) struct Claim {
     host_ports: Vec<HostPort>,
     /// Its pinned topology domains, from `requirements` (see [`Pins`]).
     pub pins: Pins,
+}
+
+/// The extended resource names of `allocatable` (sorted, each once) and every allocatable's
+/// amount of each, by position (`None` where it lacks one): the layout [`bounds_of`] reads.
+fn extended_layout(allocatable: &[Resources]) -> (Vec<String>, Vec<Option<i64>>) {
+    let names: Vec<String> = allocatable
+        .iter()
+        .flat_map(|a| a.extended.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .cloned()
+        .collect();
+    let amounts = allocatable
+        .iter()
+        .flat_map(|a| names.iter().map(|n| a.extended.get(n).copied()))
+        .collect();
+    (names, amounts)
 }
 
 fn bounds_of(
@@ -892,10 +899,10 @@ impl ExistingSlot {
 
 #[cfg(test)]
 mod bounds_tests {
-    use super::bounds_of;
+    use super::{bounds_of, extended_layout};
     use crate::resources::Resources;
     use proptest::prelude::*;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     fn allocatable() -> impl Strategy<Value = Resources> {
         (
@@ -926,16 +933,7 @@ mod bounds_tests {
             types in proptest::collection::vec(allocatable(), 1..8),
             pick in proptest::collection::vec(any::<bool>(), 8),
         ) {
-            let names: Vec<String> = types
-                .iter()
-                .flat_map(|a| a.extended.keys().cloned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let dense: Vec<Option<i64>> = types
-                .iter()
-                .flat_map(|a| names.iter().map(|n| a.extended.get(n).copied()))
-                .collect();
+            let (names, dense) = extended_layout(&types);
             let chosen: Vec<u32> = (0..types.len() as u32).filter(|&i| pick[i as usize]).collect();
             prop_assume!(!chosen.is_empty());
             let (max, min) = bounds_of(&types, &names, &dense, &chosen);
