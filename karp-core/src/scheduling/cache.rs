@@ -107,8 +107,8 @@ fn same_pool(a: &NodePool, b: &NodePool) -> bool {
 /// daemonset overhead of its nodes.
 pub(crate) fn pool_ctx(pool: &NodePool, daemonsets: &[Pod]) -> PoolCtx {
     let template = pool.template_requirements();
-    // Borrowed while collecting: the types repeat the same few keys.
-    // Inserted one by one: a handful of distinct keys, so no sort of every type's keys.
+    // Borrowed and inserted one by one: the types repeat a handful of keys, so nothing is
+    // copied or sorted per type.
     let mut keys: BTreeSet<&str> = BTreeSet::new();
     for t in &pool.instance_types {
         for k in t.requirements.keys() {
