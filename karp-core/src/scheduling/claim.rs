@@ -165,9 +165,7 @@ impl PoolCtx {
 
     /// Type `t`'s extended amounts by position in `extended_names`.
     fn extended_of(&self, t: u32) -> &[Option<i64>] {
-        let k = self.extended_names.len();
-        let t = t as usize;
-        &self.extended[t * k..(t + 1) * k]
+        extended_row(&self.extended, self.extended_names.len(), t)
     }
 
     pub fn is_well_known(&self, key: &str) -> bool {
@@ -191,9 +189,9 @@ pub(super) struct FinalizeCache {
     /// Per pool (by the claims' pool index), the `node.kubernetes.io/instance-type In [...]`
     /// requirement of each list of kept option indices.
     type_reqs: Vec<BTreeMap<Vec<u32>, Requirement>>,
-    /// Per pool (by index), its types in launch order for an offering mask (zones then capacity types
-    /// allowed): by their cheapest allowed offering's price, then name; types without one left
-    /// out. A claim's options are this order filtered to its types, with no sort of its own.
+    /// Per pool (by index), its types in launch order for an offering mask (zones then capacity
+    /// types allowed): by their cheapest allowed offering's price, then name; types without one
+    /// left out. A claim's options are this order filtered to its types, with no sort of its own.
     by_price: Vec<BTreeMap<Vec<bool>, PriceOrder>>,
 }
 
@@ -319,12 +317,19 @@ fn bounds_of(
     types: &[u32],
 ) -> (Resources, Resources) {
     let mut b = Bounds::default();
-    let k = names.len();
     for &t in types {
-        let t = t as usize;
-        b.add(&allocatable[t], &extended[t * k..(t + 1) * k]);
+        b.add(
+            &allocatable[t as usize],
+            extended_row(extended, names.len(), t),
+        );
     }
     b.into_pair(names)
+}
+
+/// Type `t`'s row of an [`extended_layout`] with `k` names.
+fn extended_row(extended: &[Option<i64>], k: usize, t: u32) -> &[Option<i64>] {
+    let t = t as usize;
+    &extended[t * k..(t + 1) * k]
 }
 
 /// Component-wise max and min of the allocatables added so far. Extended resources are kept
@@ -735,17 +740,13 @@ impl Claim {
         let mut reqs = (*self.requirements).clone();
         let mask = pool.mask(&reqs);
         // The claim's types in the pool's launch order for this mask, the cheapest `max_types`.
-        // Looked up by reference; keys are copied only for a new entry.
         if cache.by_price.len() <= self.pool {
             cache.by_price.resize_with(self.pool + 1, BTreeMap::new);
             cache.type_reqs.resize_with(self.pool + 1, BTreeMap::new);
         }
-        let orders = &mut cache.by_price[self.pool];
-        let mask_key = mask.key();
-        if !orders.contains_key(&mask_key) {
-            orders.insert(mask_key.clone(), pool.price_order(&mask));
-        }
-        let order = &orders[&mask_key];
+        let order = cache.by_price[self.pool]
+            .entry(mask.key())
+            .or_insert_with(|| pool.price_order(&mask));
         let mut member = vec![false; pool.types.len()];
         for &t in &self.types {
             member[t as usize] = true;

@@ -652,11 +652,10 @@ impl<'a> Topology<'a> {
         out
     }
 
-    /// Whether `pins` (a claim's) hold a domain [`Topology::refused_pins`] listed.
+    /// Whether `pins` (a claim's) hold a domain [`Topology::refused_pins`] listed (an unknown
+    /// pin, `u32::MAX`, is never a listed domain id).
     pub fn pins_refused(refused: &[(usize, Vec<u32>)], pins: &Pins) -> bool {
-        refused
-            .iter()
-            .any(|(slot, ids)| pins[*slot] != u32::MAX && ids.contains(&pins[*slot]))
+        refused.iter().any(|(slot, ids)| ids.contains(&pins[*slot]))
     }
 
     /// The pinned domain ids of `reqs` for the pin keys known now.
