@@ -40,7 +40,7 @@ mod claim;
 pub(crate) mod replay;
 mod topology;
 
-use std::borrow::Cow;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -181,12 +181,39 @@ impl SchedulingResults {
 struct PodState<'a> {
     idx: usize,
     /// The pod under its current relaxation: the snapshot's own until something is relaxed.
-    pod: Cow<'a, Pod>,
+    pod: Relaxed<'a>,
     /// The snapshot pod (labels and namespace are what topology records).
     orig: &'a Pod,
     tolerate_prefer_no_schedule: bool,
     groups: PodGroups,
     data: PodData,
+}
+
+/// A pod as relaxed so far: the snapshot's own until something is relaxed, then a boxed copy
+/// (boxed so a [`PodState`] stays small: the pass reads the states one after another).
+struct Relaxed<'a> {
+    shared: &'a Pod,
+    copy: Option<Box<Pod>>,
+}
+
+impl<'a> Relaxed<'a> {
+    fn new(shared: &'a Pod) -> Self {
+        Relaxed { shared, copy: None }
+    }
+
+    /// The pod to change, copied from the snapshot on first use.
+    fn to_mut(&mut self) -> &mut Pod {
+        let shared = self.shared;
+        self.copy.get_or_insert_with(|| Box::new(shared.clone()))
+    }
+}
+
+impl std::ops::Deref for Relaxed<'_> {
+    type Target = Pod;
+
+    fn deref(&self) -> &Pod {
+        self.copy.as_deref().unwrap_or(self.shared)
+    }
 }
 
 /// Derived scheduling data of a pod under its current relaxation.
@@ -219,7 +246,7 @@ impl PodState<'_> {
         };
     }
 
-    fn constraints(&self, respect: bool) -> PodConstraints {
+    fn constraints(&self, respect: bool) -> PodConstraints<'_> {
         PodConstraints::of(&self.pod, respect)
     }
 
@@ -313,7 +340,12 @@ pub(crate) fn daemon_overhead(
 
 /// Karpenter's pod order: larger CPU request first, then larger memory request.
 pub(crate) fn larger_first(a: &Resources, b: &Resources) -> std::cmp::Ordering {
-    b.cpu.cmp(&a.cpu).then_with(|| b.memory.cmp(&a.memory))
+    larger_first_key(a).cmp(&larger_first_key(b))
+}
+
+/// The sort key of [`larger_first`]'s order.
+fn larger_first_key(r: &Resources) -> (Reverse<i64>, Reverse<i64>) {
+    (Reverse(r.cpu), Reverse(r.memory))
 }
 
 /// A NodeClaim of `pool` for no pods: what a static pool (`spec.replicas`) launches for each
@@ -506,14 +538,24 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Build every pending pod's state and the topology.
+    /// Build every pending pod's state (in first-fit-decreasing order) and the topology.
     fn prepare(&mut self) -> Vec<PodState<'a>> {
-        let pending = self.snapshot.pending();
-        let mut states: Vec<PodState> = pending
-            .iter()
-            .map(|&idx| {
+        // First-fit decreasing: CPU then memory, descending; ties keep snapshot order. The
+        // states are laid out in that order, so the pass reads them (and what they allocate)
+        // front to back; the sort reads keys copied out, not the snapshot's pods.
+        let pods = &self.snapshot.pods;
+        let mut keys: Vec<((Reverse<i64>, Reverse<i64>), usize)> = self
+            .snapshot
+            .pending()
+            .into_iter()
+            .map(|i| (larger_first_key(&pods[i].requests), i))
+            .collect();
+        keys.sort_unstable();
+        let mut states: Vec<PodState> = keys
+            .into_iter()
+            .map(|(_, idx)| {
                 // Shared with the snapshot unless preferences are dropped.
-                let mut pod = Cow::Borrowed(&self.snapshot.pods[idx]);
+                let mut pod = Relaxed::new(&self.snapshot.pods[idx]);
                 if !self.respect {
                     let pod = pod.to_mut();
                     pod.preferred_node_affinity.clear();
@@ -536,17 +578,22 @@ impl<'a> Scheduler<'a> {
                 }
             })
             .collect();
-        let constraints: Vec<(usize, PodConstraints)> = states
+        // The topology learns the pods in snapshot order.
+        let mut by_idx: Vec<usize> = (0..states.len()).collect();
+        by_idx.sort_by_key(|&k| states[k].idx);
+        let constraints: Vec<(usize, PodConstraints<'_>)> = by_idx
             .iter()
-            .map(|s| (s.idx, s.constraints(self.respect)))
+            .map(|&k| (states[k].idx, states[k].constraints(self.respect)))
             .collect();
         let (topology, groups) = Topology::new(self.snapshot, &constraints, &self.shared);
         self.topology = topology;
         for slot in &mut self.existing {
             slot.bind(&mut self.topology);
         }
-        for (s, g) in states.iter_mut().zip(groups) {
-            s.groups = g;
+        for (&k, g) in by_idx.iter().zip(groups) {
+            states[k].groups = g;
+        }
+        for s in &mut states {
             s.compute(self.respect);
         }
         self.stats.pods = states.len();
@@ -556,13 +603,8 @@ impl<'a> Scheduler<'a> {
     fn solve(mut self) -> SchedulingResults {
         let mut states = self.prepare();
 
-        // First-fit decreasing: CPU then memory, descending; ties keep snapshot order.
-        let mut order: Vec<usize> = (0..states.len()).collect();
-        order.sort_by(|&a, &b| {
-            larger_first(&states[a].pod.requests, &states[b].pod.requests)
-                .then_with(|| states[a].idx.cmp(&states[b].idx))
-        });
-        let mut queue: VecDeque<usize> = order.into_iter().collect();
+        // The states are already in first-fit-decreasing order (see `prepare`).
+        let mut queue: VecDeque<usize> = (0..states.len()).collect();
         // Karpenter's queue: stop when a full cycle made no progress.
         let mut last_len: BTreeMap<usize, usize> = BTreeMap::new();
         let mut errors: BTreeMap<usize, String> = BTreeMap::new();

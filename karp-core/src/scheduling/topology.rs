@@ -249,7 +249,7 @@ pub(crate) const NO_PINS: Pins = [u32::MAX; PIN_SLOTS];
 /// A constraint of a pod turned into a group key, plus whether it is inverse-owned.
 fn pod_group_keys(
     pod: &Pod,
-    c: &PodConstraints,
+    c: &PodConstraints<'_>,
     namespaces: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> (Vec<GroupKey>, Vec<GroupKey>) {
     let mut owned = Vec::new();
@@ -299,35 +299,36 @@ fn pod_group_keys(
     (owned, inverse)
 }
 
-/// The (possibly relaxed) constraints of a pending pod that create groups.
+/// The (possibly relaxed) constraints of a pending pod that create groups, borrowed from it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PodConstraints {
-    pub spread: Vec<crate::pod::TopologySpreadConstraint>,
-    pub affinity: Vec<crate::pod::PodAffinityTerm>,
-    pub anti_affinity: Vec<crate::pod::PodAffinityTerm>,
+pub(crate) struct PodConstraints<'p> {
+    pub spread: Vec<&'p crate::pod::TopologySpreadConstraint>,
+    pub affinity: Vec<&'p crate::pod::PodAffinityTerm>,
+    pub anti_affinity: Vec<&'p crate::pod::PodAffinityTerm>,
 }
 
-impl PodConstraints {
-    /// Required and preferred terms, all treated as required; ScheduleAnyway spread included.
-    pub fn of(pod: &Pod, respect_preferences: bool) -> Self {
-        let mut c = PodConstraints {
-            spread: pod.topology_spread.clone(),
-            affinity: pod.pod_affinity.clone(),
-            anti_affinity: pod.pod_anti_affinity.clone(),
-        };
+impl<'p> PodConstraints<'p> {
+    /// Required and preferred terms, all treated as required; ScheduleAnyway spread included
+    /// only when preferences are respected.
+    pub fn of(pod: &'p Pod, respect_preferences: bool) -> Self {
+        let spread = pod
+            .topology_spread
+            .iter()
+            .filter(|t| {
+                respect_preferences || t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
+            })
+            .collect();
+        let mut affinity: Vec<_> = pod.pod_affinity.iter().collect();
+        let mut anti_affinity: Vec<_> = pod.pod_anti_affinity.iter().collect();
         if respect_preferences {
-            c.affinity
-                .extend(pod.preferred_pod_affinity.iter().map(|w| w.term.clone()));
-            c.anti_affinity.extend(
-                pod.preferred_pod_anti_affinity
-                    .iter()
-                    .map(|w| w.term.clone()),
-            );
-        } else {
-            c.spread
-                .retain(|t| t.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule);
+            affinity.extend(pod.preferred_pod_affinity.iter().map(|w| &w.term));
+            anti_affinity.extend(pod.preferred_pod_anti_affinity.iter().map(|w| &w.term));
         }
-        c
+        PodConstraints {
+            spread,
+            affinity,
+            anti_affinity,
+        }
     }
 }
 
@@ -343,7 +344,7 @@ impl<'a> Topology<'a> {
     /// groups of every pending pod; counts of bound pods.
     pub fn new(
         snapshot: &'a ClusterSnapshot,
-        pending: &[(usize, PodConstraints)],
+        pending: &[(usize, PodConstraints<'_>)],
         shared: &Shared,
     ) -> (Self, Vec<PodGroups>) {
         let mut t = Topology {
@@ -426,7 +427,7 @@ impl<'a> Topology<'a> {
     }
 
     /// The groups a pod owns under its current constraints (creating and counting new ones).
-    pub fn groups_for(&mut self, pod: &Pod, c: &PodConstraints) -> PodGroups {
+    pub fn groups_for(&mut self, pod: &Pod, c: &PodConstraints<'_>) -> PodGroups {
         let (owned, inverse) = pod_group_keys(pod, c, &self.namespaces);
         let owned: Vec<usize> = owned.into_iter().map(|k| self.ensure(k)).collect();
         let inverse_owned: Vec<usize> = inverse.into_iter().map(|k| self.ensure(k)).collect();
@@ -489,7 +490,9 @@ impl<'a> Topology<'a> {
             // Count every pod placed so far.
             let placed = std::mem::take(&mut self.placed);
             for p in &placed {
-                self.count_into(id, p.pod, &p.reqs, &p.taints);
+                if self.groups[id].selects(p.pod) {
+                    self.count_into(id, &p.reqs, &p.taints);
+                }
             }
             self.placed = placed;
         }
@@ -551,11 +554,10 @@ impl<'a> Topology<'a> {
         }
     }
 
-    fn count_into(&mut self, g: usize, pod: &Pod, reqs: &Requirements, taints: &[Taint]) {
+    /// Counts a pod that group `g` selects (the caller checked) on a node with `reqs` and
+    /// `taints`.
+    fn count_into(&mut self, g: usize, reqs: &Requirements, taints: &[Taint]) {
         let group = &self.groups[g];
-        if !group.selects(pod) {
-            return;
-        }
         match &group.id.kind {
             GroupKind::Spread { filter, .. } => {
                 if !filter.matches(reqs, taints) {
@@ -591,12 +593,15 @@ impl<'a> Topology<'a> {
         reqs: &Arc<Requirements>,
         taints: &Arc<Vec<Taint>>,
     ) {
+        // `counted_in` lists the groups (known when it was computed) that select the pod.
         for &g in &groups.counted_in {
-            self.count_into(g, pod, reqs, taints);
+            self.count_into(g, reqs, taints);
         }
         for g in groups.known..self.groups.len() {
-            if self.groups[g].id.kind != GroupKind::InverseAntiAffinity {
-                self.count_into(g, pod, reqs, taints);
+            if self.groups[g].id.kind != GroupKind::InverseAntiAffinity
+                && self.groups[g].selects(pod)
+            {
+                self.count_into(g, reqs, taints);
             }
         }
         for &g in &groups.inverse_owned {
