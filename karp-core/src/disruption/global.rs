@@ -22,7 +22,12 @@
 //!    the MILP packer of the options (by default with deterministic work limits), which places
 //!    the pods on new NodeClaims more cheaply than FFD; the cheapest valid result wins, the
 //!    smaller prefix on a tie.
-//! 4. The move is taken only when Karpenter's Balanced score approves it (k = 2, or the pool's
+//! 4. When no prefix saves, the exchange search (`Pass::exchange`) tries sets of
+//!    complementary nodes, and when that finds nothing either, the staged search
+//!    (`Pass::staged`) fills one node of an offering the whole candidate list would re-pack
+//!    onto with the candidates the budget allows: a step toward that re-pack that saves on its
+//!    own, for pools whose budget is smaller than the move that would save most.
+//! 5. The move is taken only when Karpenter's Balanced score approves it (k = 2, or the pool's
 //!    `consolidationThreshold`: its share of the pools' cost saved is at least half its share of
 //!    their disruption cost) and its savings reach the threshold ([`SavingsThreshold`]: an
 //!    absolute amount and a fraction of the touched pools' cost, per pool overridable; see
@@ -39,14 +44,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::cluster::Node;
 use crate::labels;
 use crate::requirements::Requirement;
-use crate::scheduling::NewNodeClaim;
+use crate::scheduling::replay::Replay;
+use crate::scheduling::{larger_first, NewNodeClaim, SchedulingResults};
 
 use super::budgets::Allowed;
 use super::candidates::Candidate;
 use super::consolidation::{narrow, worst_launch_price};
 use super::methods::{Pass, CONSOLIDATION_TTL};
 use super::model::{Mode, Reason};
-use super::simulate::{simulate_with, Placement, Simulation};
+use super::simulate::{simulate_with, without, Placement, Simulation};
 use super::{Command, Method};
 
 /// The global consolidator justifies its moves with Karpenter's Balanced score at this `k` (a
@@ -223,6 +229,8 @@ const EXCHANGE_SEEDS: usize = 8;
 const EXCHANGE_PAIRS: usize = 8;
 /// Extensions of the best set simulated per round: those of the highest [`potential`].
 const EXCHANGE_EXTENSIONS: usize = 3;
+/// The staged search re-packs at most this many candidates together.
+const STAGED_MAX_CANDIDATES: usize = 200;
 
 /// Pin `claim` to its cheapest offering's capacity type and keep the instance types whose
 /// worst-case launch price is not above the chosen type's. A spot claim whose chosen type costs
@@ -314,6 +322,16 @@ impl<'a> Pass<'a> {
         nodes: &[&'a Candidate],
         packer: Option<&dyn crate::packing::Packer>,
     ) -> Option<Trial<'a>> {
+        self.priced(nodes, self.simulation(nodes, packer))
+    }
+
+    /// Simulate removing `nodes`, their pods placed by `packer` (FFD by default); with the
+    /// `SpotToSpotConsolidation` gate off, no spot replacement for a set holding a spot node.
+    fn simulation(
+        &self,
+        nodes: &[&'a Candidate],
+        packer: Option<&dyn crate::packing::Packer>,
+    ) -> Simulation {
         let forbid_spot = !self.options.spot_to_spot_consolidation
             && nodes.iter().any(|c| {
                 c.facts
@@ -326,13 +344,18 @@ impl<'a> Pass<'a> {
             forbid_spot,
             cache: Some(&self.cache),
         };
-        let mut sim = simulate_with(
+        simulate_with(
             self.input,
             nodes,
             self.now,
             &self.options.scheduler,
             placement,
-        );
+        )
+    }
+
+    /// The simulation of removing `nodes` as a [`Trial`]: `None` when a running pod would be
+    /// left pending or the replacements (pinned, see [`pin`]) could cost as much as the nodes.
+    fn priced(&self, nodes: &[&'a Candidate], mut sim: Simulation) -> Option<Trial<'a>> {
         if sim.running_pod_failure().is_some() {
             return None;
         }
@@ -437,6 +460,9 @@ impl<'a> Pass<'a> {
         }
         if best.is_none() {
             best = self.exchange(&everyone);
+        }
+        if best.is_none() {
+            best = self.staged(&everyone);
         }
         let Some(t) = best else {
             for c in &within {
@@ -570,6 +596,198 @@ impl<'a> Pass<'a> {
             }
         }
         best.map(|(_, t)| t)
+    }
+
+    /// The staged search, for pools whose budget is smaller than the move that would save
+    /// (no prefix and no exchange saves): every candidate is re-packed together, budget
+    /// ignored, by the provisioning scheduler. For each offering that re-pack
+    /// uses (instance type and capacity type), one new node of it is filled greedily with whole
+    /// candidates (their reschedulable pods), densest first (price over the share of the node
+    /// they take: the largest share, then each resource's share in turn; the dearest fill wins)
+    /// while the budgets allow. When the fill costs more than the node's worst-case launch
+    /// price, its pods are placed on a NodeClaim of exactly that offering with the scheduler's
+    /// checks: a step toward the re-pack that saves on its own, and whose room later passes may
+    /// fill. The step saving most wins; the search is skipped past [`STAGED_MAX_CANDIDATES`]
+    /// candidates.
+    fn staged(&self, ordered: &[(Load, &'a Candidate)]) -> Option<Trial<'a>> {
+        if ordered.len() < 2 || ordered.len() > STAGED_MAX_CANDIDATES {
+            return None;
+        }
+        let all: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
+        let target = self.simulation(&all, None);
+        if target.running_pod_failure().is_some() {
+            return None;
+        }
+        // One NodeClaim per offering the target uses (its first), in the target's order.
+        let mut likes: Vec<&NewNodeClaim> = Vec::new();
+        for c in &target.results.new_nodeclaims {
+            if !likes.iter().any(|l| {
+                l.cheapest.instance_type == c.cheapest.instance_type
+                    && l.cheapest.capacity_type == c.cheapest.capacity_type
+            }) {
+                likes.push(c);
+            }
+        }
+        let pods = &self.input.snapshot.pods;
+        let requests: Vec<crate::resources::Resources> = all
+            .iter()
+            .map(|c| {
+                c.reschedulable
+                    .iter()
+                    .fold(crate::resources::Resources::new(), |acc, &i| {
+                        acc.plus(&pods[i].requests)
+                    })
+            })
+            .collect();
+        // The node requirements of each candidate's pods (a quick filter; the scheduler's own
+        // checks decide).
+        let needs: Vec<Vec<crate::requirements::Requirements>> = all
+            .iter()
+            .map(|c| {
+                c.reschedulable
+                    .iter()
+                    .map(|&i| pods[i].strict_requirements())
+                    .collect()
+            })
+            .collect();
+        let mut best: Option<Trial<'a>> = None;
+        for like in likes {
+            let Some(it) = like
+                .instance_types
+                .iter()
+                .find(|t| t.name == like.cheapest.instance_type)
+            else {
+                continue;
+            };
+            let Some((_, worst)) = pin(like) else {
+                continue;
+            };
+            let alloc = it.allocatable();
+            let mut node = like.requirements.clone();
+            node.add(Requirement::in_values(
+                labels::INSTANCE_TYPE,
+                [like.cheapest.instance_type.clone()],
+            ));
+            // Candidates that fit the new node on their own, with each resource's share of it.
+            let fitting: Vec<(usize, BTreeMap<&str, f64>)> = (0..all.len())
+                .filter(|&i| {
+                    like.daemon_overhead.plus(&requests[i]).fits_in(alloc)
+                        && needs[i]
+                            .iter()
+                            .all(|r| node.compatible(r, &|_| true).is_ok())
+                })
+                .map(|i| {
+                    let shares = requests[i]
+                        .iter()
+                        .filter(|(_, amount)| *amount > 0)
+                        .map(|(name, amount)| (name, amount as f64 / alloc.get(name) as f64))
+                        .collect();
+                    (i, shares)
+                })
+                .collect();
+            // Fill the node greedily, densest first, by the largest share and by each
+            // resource's share in turn; the fullest fill (by price) is the step.
+            let mut keys: Vec<Option<&str>> = vec![None];
+            keys.extend(
+                alloc
+                    .iter()
+                    .filter(|(n, a)| {
+                        *a > 0
+                            && *n != crate::resources::names::PODS
+                            && *n != crate::resources::names::EPHEMERAL_STORAGE
+                    })
+                    .map(|(n, _)| Some(n)),
+            );
+            let mut step: Vec<&'a Candidate> = Vec::new();
+            let mut step_price = 0.0;
+            for key in keys {
+                let mut order: Vec<(f64, usize)> = fitting
+                    .iter()
+                    .map(|(i, shares)| {
+                        let share = match key {
+                            None => shares.values().copied().fold(0.0, f64::max),
+                            Some(k) => shares.get(k).copied().unwrap_or(0.0),
+                        };
+                        let price = all[*i].price().unwrap_or(0.0);
+                        let density = if share > 0.0 {
+                            price / share
+                        } else {
+                            f64::INFINITY
+                        };
+                        (density, *i)
+                    })
+                    .collect();
+                order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut budgets = self.budgets.clone();
+                let mut used = like.daemon_overhead.clone();
+                let mut chosen: Vec<&'a Candidate> = Vec::new();
+                for (_, i) in order {
+                    let with = used.plus(&requests[i]);
+                    if with.fits_in(alloc) && take_budget(&mut budgets, all[i]) {
+                        used = with;
+                        chosen.push(all[i]);
+                    }
+                }
+                let price: f64 = chosen.iter().filter_map(|c| c.price()).sum();
+                if price > step_price + EPSILON {
+                    step = chosen;
+                    step_price = price;
+                }
+            }
+            let price: f64 = step.iter().filter_map(|c| c.price()).sum();
+            if step.len() < 2 || worst >= price - EPSILON {
+                continue;
+            }
+            if let Some(t) = self.staged_trial(&step, like) {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| t.savings > b.savings + EPSILON)
+                {
+                    best = Some(t);
+                }
+            }
+        }
+        best
+    }
+
+    /// Remove `nodes` and place every pod that was running on them on one NodeClaim of exactly
+    /// `like`'s cheapest offering (its pool, requirements and hostname), with the scheduler's
+    /// checks; `None` when a pod does not fit or the node would not be strictly cheaper at its
+    /// worst-case launch price.
+    fn staged_trial(&self, nodes: &[&'a Candidate], like: &NewNodeClaim) -> Option<Trial<'a>> {
+        let (snapshot, was_running) = without(self.input, nodes, self.now);
+        let mut requirements = like.requirements.clone();
+        requirements.add(Requirement::in_values(
+            labels::INSTANCE_TYPE,
+            [like.cheapest.instance_type.clone()],
+        ));
+        requirements.add(Requirement::in_values(
+            labels::CAPACITY_TYPE,
+            [like.cheapest.capacity_type.clone()],
+        ));
+        let new_nodeclaims = {
+            let mut replay = Replay::new(&snapshot, &self.options.scheduler, &[], &[]);
+            let claim = replay
+                .open_with(&like.hostname, &like.nodepool, requirements, Vec::new())
+                .ok()?;
+            let mut pods: Vec<usize> = was_running.keys().copied().collect();
+            pods.sort_by(|&a, &b| {
+                larger_first(&snapshot.pods[a].requests, &snapshot.pods[b].requests).then(a.cmp(&b))
+            });
+            for p in pods {
+                replay.add(claim, p).ok()?;
+            }
+            replay.finish().ok()?
+        };
+        let sim = Simulation {
+            snapshot,
+            results: SchedulingResults {
+                new_nodeclaims,
+                ..SchedulingResults::default()
+            },
+            was_running,
+        };
+        self.priced(nodes, sim)
     }
 
     /// Whether the budgets allow disrupting all of `nodes` at once (each for its own reason).

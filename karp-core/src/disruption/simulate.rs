@@ -171,7 +171,7 @@ pub fn simulate_with(
 /// The cluster without `candidates`: their reschedulable pods (and those of deleting nodes)
 /// pending, non-destinations marked deleting; with the simulation indices of the pods that were
 /// running and the node each left.
-fn without(
+pub(super) fn without(
     input: &DisruptionInput,
     candidates: &[&Candidate],
     now: Timestamp,

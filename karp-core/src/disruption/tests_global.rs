@@ -486,3 +486,68 @@ fn spot_replacements_are_pinned_to_their_zone_when_spot_prices_differ_by_zone() 
         c.savings_per_hour
     );
 }
+
+/// Three nodes of a dear `special` type whose pods need it (the least utilized, so they take
+/// the first places of the budget of six and lead Karpenter's order) and eight nearly full
+/// small nodes: only six small nodes together, on one big node, save.
+fn budget_bound() -> Fixture {
+    let on_demand = |name: &str, cpu: &str, price: f64| {
+        instance_type(name)
+            .cpu(cpu)
+            .memory("64Gi")
+            .price(price)
+            .capacity_types(["on-demand"])
+            .build()
+    };
+    let mut f = Fixture::new(vec![
+        on_demand("small", "2", 0.1),
+        on_demand("big", "16", 0.5),
+        on_demand("special", "2", 1.0),
+    ]);
+    for i in 0..3 {
+        let node = format!("special-{i}");
+        f.node(&node, "special", "on-demand");
+        let p = pod(&format!("s{i}"))
+            .cpu("1200m")
+            .memory("256Mi")
+            .node_selector(labels::INSTANCE_TYPE, "special")
+            .build();
+        f.pod(p, &node);
+    }
+    for i in 0..8 {
+        let node = format!("small-{i}");
+        f.node(&node, "small", "on-demand");
+        f.pod(web(&format!("w{i}"), "1700m"), &node);
+    }
+    f.settings().budgets = vec![Budget::nodes("6")];
+    f
+}
+
+#[test]
+fn the_staged_search_fills_one_big_node_within_the_budget() {
+    let f = budget_bound();
+    assert!(f.plan().commands.is_empty(), "karpenter mode finds no move");
+    // Saving $0.10 of $3.80 for six of eleven pods is not justified at the default k = 2.
+    assert!(f.plan_with(&global()).commands.is_empty());
+    let every = global().justification(Justification::Off);
+    let out = f.plan_with(&every);
+    let c = &out.commands[0];
+    assert_eq!((c.method, c.decision), (Method::Global, Decision::Replace));
+    assert_eq!(c.candidates.len(), 6, "{:?}", c.candidates);
+    assert!(c.candidates.iter().all(|n| n.starts_with("small-")));
+    let types: Vec<&str> = c
+        .replacements
+        .iter()
+        .map(|r| r.cheapest.instance_type.as_str())
+        .collect();
+    assert_eq!(types, ["big"]);
+    assert!(
+        (c.savings_per_hour - 0.1).abs() < 1e-9,
+        "{}",
+        c.savings_per_hour
+    );
+    // A budget of five leaves no step that saves (five small nodes cost what one big does).
+    let mut f = budget_bound();
+    f.settings().budgets = vec![Budget::nodes("5")];
+    assert!(f.plan_with(&every).commands.is_empty());
+}

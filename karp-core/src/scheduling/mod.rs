@@ -36,7 +36,6 @@
 
 mod cache;
 mod claim;
-#[cfg(feature = "milp")]
 pub(crate) mod replay;
 mod topology;
 
@@ -343,8 +342,11 @@ pub(crate) fn larger_first(a: &Resources, b: &Resources) -> std::cmp::Ordering {
     larger_first_key(a).cmp(&larger_first_key(b))
 }
 
+/// The sort key of [`larger_first`]'s order: CPU, then memory, both descending.
+type LargerFirstKey = (Reverse<i64>, Reverse<i64>);
+
 /// The sort key of [`larger_first`]'s order.
-fn larger_first_key(r: &Resources) -> (Reverse<i64>, Reverse<i64>) {
+fn larger_first_key(r: &Resources) -> LargerFirstKey {
     (Reverse(r.cpu), Reverse(r.memory))
 }
 
@@ -544,7 +546,7 @@ impl<'a> Scheduler<'a> {
         // states are laid out in that order, so the pass reads them (and what they allocate)
         // front to back; the sort reads keys copied out, not the snapshot's pods.
         let pods = &self.snapshot.pods;
-        let mut keys: Vec<((Reverse<i64>, Reverse<i64>), usize)> = self
+        let mut keys: Vec<(LargerFirstKey, usize)> = self
             .snapshot
             .pending()
             .into_iter()
