@@ -4,6 +4,23 @@ use super::*;
 use crate::cloud::Offering;
 use crate::taints::{Effect, Taint, Toleration};
 
+/// The instance type each replacement of `c` launches, in order.
+fn replacement_types(c: &Command) -> Vec<&str> {
+    c.replacements
+        .iter()
+        .map(|r| r.cheapest.instance_type.as_str())
+        .collect()
+}
+
+/// `c` saves `per_hour` (to 1e-9).
+fn assert_saves(c: &Command, per_hour: f64) {
+    assert!(
+        (c.savings_per_hour - per_hour).abs() < 1e-9,
+        "saves {} instead of {per_hour}",
+        c.savings_per_hour
+    );
+}
+
 fn global() -> DisruptionOptions {
     DisruptionOptions::default()
         .mode(Mode::Global)
@@ -51,17 +68,8 @@ fn global_mode_splits_one_node_into_two_cheaper_ones() {
     let c = &out.commands[0];
     assert_eq!((c.method, c.decision), (Method::Global, Decision::Replace));
     assert_eq!(c.candidates, ["node-a"]);
-    let types: Vec<&str> = c
-        .replacements
-        .iter()
-        .map(|r| r.cheapest.instance_type.as_str())
-        .collect();
-    assert_eq!(types, ["small", "small"]);
-    assert!(
-        (c.savings_per_hour - 0.2).abs() < 1e-9,
-        "{}",
-        c.savings_per_hour
-    );
+    assert_eq!(replacement_types(c), ["small", "small"]);
+    assert_saves(c, 0.2);
     assert_eq!(c.reason, Reason::Underutilized);
     // Every replacement is pinned to its capacity type.
     for r in &c.replacements {
@@ -403,17 +411,8 @@ fn the_exchange_search_repacks_complementary_misfits_together() {
     let c = &out.commands[0];
     assert_eq!((c.method, c.decision), (Method::Global, Decision::Replace));
     assert_eq!(c.candidates, ["node-c", "node-m"]);
-    let types: Vec<&str> = c
-        .replacements
-        .iter()
-        .map(|r| r.cheapest.instance_type.as_str())
-        .collect();
-    assert_eq!(types, ["balanced"]);
-    assert!(
-        (c.savings_per_hour - 0.24).abs() < 1e-9,
-        "{}",
-        c.savings_per_hour
-    );
+    assert_eq!(replacement_types(c), ["balanced"]);
+    assert_saves(c, 0.24);
 }
 
 #[cfg(feature = "milp")]
@@ -480,11 +479,7 @@ fn spot_replacements_are_pinned_to_their_zone_when_spot_prices_differ_by_zone() 
     assert_eq!(r.cheapest.instance_type, "small");
     let zone = r.requirements.get(labels::ZONE).map(|z| z.values());
     assert_eq!(zone, Some(vec!["test-zone-1"]));
-    assert!(
-        (c.savings_per_hour - 0.35).abs() < 1e-9,
-        "{}",
-        c.savings_per_hour
-    );
+    assert_saves(c, 0.35);
 }
 
 /// Three nodes of a dear `special` type whose pods need it (the least utilized, so they take
@@ -535,17 +530,8 @@ fn the_staged_search_fills_one_big_node_within_the_budget() {
     assert_eq!((c.method, c.decision), (Method::Global, Decision::Replace));
     assert_eq!(c.candidates.len(), 6, "{:?}", c.candidates);
     assert!(c.candidates.iter().all(|n| n.starts_with("small-")));
-    let types: Vec<&str> = c
-        .replacements
-        .iter()
-        .map(|r| r.cheapest.instance_type.as_str())
-        .collect();
-    assert_eq!(types, ["big"]);
-    assert!(
-        (c.savings_per_hour - 0.1).abs() < 1e-9,
-        "{}",
-        c.savings_per_hour
-    );
+    assert_eq!(replacement_types(c), ["big"]);
+    assert_saves(c, 0.1);
     // A budget of five leaves no step that saves (five small nodes cost what one big does).
     let mut f = budget_bound();
     f.settings().budgets = vec![Budget::nodes("5")];
