@@ -229,6 +229,17 @@ const EXCHANGE_SEEDS: usize = 8;
 const EXCHANGE_PAIRS: usize = 8;
 /// Extensions of the best set simulated per round: those of the highest [`potential`].
 const EXCHANGE_EXTENSIONS: usize = 3;
+/// How the staged search measures the share of a new node a candidate's pods take.
+#[derive(Clone, Copy)]
+enum Share<'k> {
+    /// The largest fraction over the node's resources.
+    Largest,
+    /// The sum of the fractions.
+    Total,
+    /// The fraction of one resource.
+    Of(&'k str),
+}
+
 /// The staged search re-packs at most this many candidates together.
 const STAGED_MAX_CANDIDATES: usize = 200;
 
@@ -603,12 +614,13 @@ impl<'a> Pass<'a> {
     /// ignored, by the provisioning scheduler. For each offering that re-pack
     /// uses (instance type and capacity type), one new node of it is filled greedily with whole
     /// candidates (their reschedulable pods), densest first (price over the share of the node
-    /// they take: the largest share, then each resource's share in turn; the dearest fill wins)
-    /// while the budgets allow. When the fill costs more than the node's worst-case launch
-    /// price, its pods are placed on a NodeClaim of exactly that offering with the scheduler's
-    /// checks: a step toward the re-pack that saves on its own, and whose room later passes may
-    /// fill. The step saving most wins; the search is skipped past [`STAGED_MAX_CANDIDATES`]
-    /// candidates.
+    /// they take: the largest share, the sum of the shares, then each resource's share in turn;
+    /// the dearest fill wins) while the budgets allow, then improved by adding a candidate that
+    /// still fits or swapping one for a dearer one that fits in its place. When the fill costs
+    /// more than the node's worst-case launch price, its pods are placed on a NodeClaim of
+    /// exactly that offering with the scheduler's checks: a step toward the re-pack that saves
+    /// on its own, and whose room later passes may fill. The step saving most wins; the search
+    /// is skipped past [`STAGED_MAX_CANDIDATES`] candidates.
     fn staged(&self, ordered: &[(Load, &'a Candidate)]) -> Option<Trial<'a>> {
         if ordered.len() < 2 || ordered.len() > STAGED_MAX_CANDIDATES {
             return None;
@@ -687,7 +699,7 @@ impl<'a> Pass<'a> {
                 .collect();
             // Fill the node greedily, densest first, by the largest share and by each
             // resource's share in turn; the fullest fill (by price) is the step.
-            let mut keys: Vec<Option<&str>> = vec![None];
+            let mut keys: Vec<Share> = vec![Share::Largest, Share::Total];
             keys.extend(
                 alloc
                     .iter()
@@ -696,7 +708,7 @@ impl<'a> Pass<'a> {
                             && *n != crate::resources::names::PODS
                             && *n != crate::resources::names::EPHEMERAL_STORAGE
                     })
-                    .map(|(n, _)| Some(n)),
+                    .map(|(n, _)| Share::Of(n)),
             );
             let mut step: Vec<&'a Candidate> = Vec::new();
             let mut step_price = 0.0;
@@ -705,8 +717,9 @@ impl<'a> Pass<'a> {
                     .iter()
                     .map(|(i, shares)| {
                         let share = match key {
-                            None => shares.values().copied().fold(0.0, f64::max),
-                            Some(k) => shares.get(k).copied().unwrap_or(0.0),
+                            Share::Largest => shares.values().copied().fold(0.0, f64::max),
+                            Share::Total => shares.values().sum(),
+                            Share::Of(k) => shares.get(k).copied().unwrap_or(0.0),
                         };
                         let price = all[*i].price().unwrap_or(0.0);
                         let density = if share > 0.0 {
@@ -720,14 +733,52 @@ impl<'a> Pass<'a> {
                 order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 let mut budgets = self.budgets.clone();
                 let mut used = like.daemon_overhead.clone();
-                let mut chosen: Vec<&'a Candidate> = Vec::new();
-                for (_, i) in order {
+                let mut picked: Vec<usize> = Vec::new();
+                for &(_, i) in &order {
                     let with = used.plus(&requests[i]);
                     if with.fits_in(alloc) && take_budget(&mut budgets, all[i]) {
                         used = with;
-                        chosen.push(all[i]);
+                        picked.push(i);
                     }
                 }
+                // Then add a candidate that still fits, or swap a picked one for a dearer one
+                // that fits in its place, while one does (each raises the fill's price, so this
+                // ends).
+                let price_of = |i: usize| all[i].price().unwrap_or(0.0);
+                'swaps: loop {
+                    for &(_, j) in &order {
+                        if picked.contains(&j) {
+                            continue;
+                        }
+                        let with = used.plus(&requests[j]);
+                        let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
+                        set.push(all[j]);
+                        if with.fits_in(alloc) && self.within_budget(&set) {
+                            used = with;
+                            picked.push(j);
+                            continue 'swaps;
+                        }
+                    }
+                    for k in 0..picked.len() {
+                        let out = picked[k];
+                        for &(_, j) in &order {
+                            if picked.contains(&j) || price_of(j) <= price_of(out) + EPSILON {
+                                continue;
+                            }
+                            let with = used.minus(&requests[out]).plus(&requests[j]);
+                            let mut set: Vec<&'a Candidate> =
+                                picked.iter().map(|&i| all[i]).collect();
+                            set[k] = all[j];
+                            if with.fits_in(alloc) && self.within_budget(&set) {
+                                used = with;
+                                picked[k] = j;
+                                continue 'swaps;
+                            }
+                        }
+                    }
+                    break;
+                }
+                let chosen: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
                 let price: f64 = chosen.iter().filter_map(|c| c.price()).sum();
                 if price > step_price + EPSILON {
                     step = chosen;
