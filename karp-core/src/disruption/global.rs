@@ -674,117 +674,7 @@ impl<'a> Pass<'a> {
             let Some((_, worst)) = pin(like) else {
                 continue;
             };
-            let alloc = it.allocatable();
-            let mut node = like.requirements.clone();
-            node.add(Requirement::in_values(
-                labels::INSTANCE_TYPE,
-                [like.cheapest.instance_type.clone()],
-            ));
-            // Candidates that fit the new node on their own, with each resource's share of it.
-            let fitting: Vec<(usize, BTreeMap<&str, f64>)> = (0..all.len())
-                .filter(|&i| {
-                    like.daemon_overhead.plus(&requests[i]).fits_in(alloc)
-                        && needs[i]
-                            .iter()
-                            .all(|r| node.compatible(r, &|_| true).is_ok())
-                })
-                .map(|i| {
-                    let shares = requests[i]
-                        .iter()
-                        .filter(|(_, amount)| *amount > 0)
-                        .map(|(name, amount)| (name, amount as f64 / alloc.get(name) as f64))
-                        .collect();
-                    (i, shares)
-                })
-                .collect();
-            // Fill the node greedily, densest first, by the largest share and by each
-            // resource's share in turn; the fullest fill (by price) is the step.
-            let mut keys: Vec<Share> = vec![Share::Largest, Share::Total];
-            keys.extend(
-                alloc
-                    .iter()
-                    .filter(|(n, a)| {
-                        *a > 0
-                            && *n != crate::resources::names::PODS
-                            && *n != crate::resources::names::EPHEMERAL_STORAGE
-                    })
-                    .map(|(n, _)| Share::Of(n)),
-            );
-            let mut step: Vec<&'a Candidate> = Vec::new();
-            let mut step_price = 0.0;
-            for key in keys {
-                let mut order: Vec<(f64, usize)> = fitting
-                    .iter()
-                    .map(|(i, shares)| {
-                        let share = match key {
-                            Share::Largest => shares.values().copied().fold(0.0, f64::max),
-                            Share::Total => shares.values().sum(),
-                            Share::Of(k) => shares.get(k).copied().unwrap_or(0.0),
-                        };
-                        let price = all[*i].price().unwrap_or(0.0);
-                        let density = if share > 0.0 {
-                            price / share
-                        } else {
-                            f64::INFINITY
-                        };
-                        (density, *i)
-                    })
-                    .collect();
-                order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                let mut budgets = self.budgets.clone();
-                let mut used = like.daemon_overhead.clone();
-                let mut picked: Vec<usize> = Vec::new();
-                for &(_, i) in &order {
-                    let with = used.plus(&requests[i]);
-                    if with.fits_in(alloc) && take_budget(&mut budgets, all[i]) {
-                        used = with;
-                        picked.push(i);
-                    }
-                }
-                // Then add a candidate that still fits, or swap a picked one for a dearer one
-                // that fits in its place, while one does (each raises the fill's price, so this
-                // ends).
-                let price_of = |i: usize| all[i].price().unwrap_or(0.0);
-                'swaps: loop {
-                    for &(_, j) in &order {
-                        if picked.contains(&j) {
-                            continue;
-                        }
-                        let with = used.plus(&requests[j]);
-                        let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
-                        set.push(all[j]);
-                        if with.fits_in(alloc) && self.within_budget(&set) {
-                            used = with;
-                            picked.push(j);
-                            continue 'swaps;
-                        }
-                    }
-                    for k in 0..picked.len() {
-                        let out = picked[k];
-                        for &(_, j) in &order {
-                            if picked.contains(&j) || price_of(j) <= price_of(out) + EPSILON {
-                                continue;
-                            }
-                            let with = used.minus(&requests[out]).plus(&requests[j]);
-                            let mut set: Vec<&'a Candidate> =
-                                picked.iter().map(|&i| all[i]).collect();
-                            set[k] = all[j];
-                            if with.fits_in(alloc) && self.within_budget(&set) {
-                                used = with;
-                                picked[k] = j;
-                                continue 'swaps;
-                            }
-                        }
-                    }
-                    break;
-                }
-                let chosen: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
-                let price: f64 = chosen.iter().filter_map(|c| c.price()).sum();
-                if price > step_price + EPSILON {
-                    step = chosen;
-                    step_price = price;
-                }
-            }
+            let step = self.fill(&all, &requests, &needs, like, it.allocatable());
             let price: f64 = step.iter().filter_map(|c| c.price()).sum();
             if step.len() < 2 || worst >= price - EPSILON {
                 continue;
@@ -799,6 +689,130 @@ impl<'a> Pass<'a> {
             }
         }
         best
+    }
+
+    /// The staged search's fill of one new node like `like` (allocatable `alloc`): whole
+    /// candidates of `all` (their pods' summed `requests` and node requirements `needs`) that
+    /// fit it, within the budgets, chosen greedily densest first under each share measure and
+    /// improved by adds and swaps (see [`Pass::staged`]); the dearest fill.
+    fn fill(
+        &self,
+        all: &[&'a Candidate],
+        requests: &[crate::resources::Resources],
+        needs: &[Vec<crate::requirements::Requirements>],
+        like: &NewNodeClaim,
+        alloc: &crate::resources::Resources,
+    ) -> Vec<&'a Candidate> {
+        let mut node = like.requirements.clone();
+        node.add(Requirement::in_values(
+            labels::INSTANCE_TYPE,
+            [like.cheapest.instance_type.clone()],
+        ));
+        // Candidates that fit the new node on their own, with each resource's share of it.
+        let fitting: Vec<(usize, BTreeMap<&str, f64>)> = (0..all.len())
+            .filter(|&i| {
+                like.daemon_overhead.plus(&requests[i]).fits_in(alloc)
+                    && needs[i]
+                        .iter()
+                        .all(|r| node.compatible(r, &|_| true).is_ok())
+            })
+            .map(|i| {
+                let shares = requests[i]
+                    .iter()
+                    .filter(|(_, amount)| *amount > 0)
+                    .map(|(name, amount)| (name, amount as f64 / alloc.get(name) as f64))
+                    .collect();
+                (i, shares)
+            })
+            .collect();
+        // Fill the node greedily, densest first, by the largest share and by each
+        // resource's share in turn; the fullest fill (by price) is the step.
+        let mut keys: Vec<Share> = vec![Share::Largest, Share::Total];
+        keys.extend(
+            alloc
+                .iter()
+                .filter(|(n, a)| {
+                    *a > 0
+                        && *n != crate::resources::names::PODS
+                        && *n != crate::resources::names::EPHEMERAL_STORAGE
+                })
+                .map(|(n, _)| Share::Of(n)),
+        );
+        let mut step: Vec<&'a Candidate> = Vec::new();
+        let mut step_price = 0.0;
+        for key in keys {
+            let mut order: Vec<(f64, usize)> = fitting
+                .iter()
+                .map(|(i, shares)| {
+                    let share = match key {
+                        Share::Largest => shares.values().copied().fold(0.0, f64::max),
+                        Share::Total => shares.values().sum(),
+                        Share::Of(k) => shares.get(k).copied().unwrap_or(0.0),
+                    };
+                    let price = all[*i].price().unwrap_or(0.0);
+                    let density = if share > 0.0 {
+                        price / share
+                    } else {
+                        f64::INFINITY
+                    };
+                    (density, *i)
+                })
+                .collect();
+            order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut budgets = self.budgets.clone();
+            let mut used = like.daemon_overhead.clone();
+            let mut picked: Vec<usize> = Vec::new();
+            for &(_, i) in &order {
+                let with = used.plus(&requests[i]);
+                if with.fits_in(alloc) && take_budget(&mut budgets, all[i]) {
+                    used = with;
+                    picked.push(i);
+                }
+            }
+            // Then add a candidate that still fits, or swap a picked one for a dearer one
+            // that fits in its place, while one does (each raises the fill's price, so this
+            // ends).
+            let price_of = |i: usize| all[i].price().unwrap_or(0.0);
+            'swaps: loop {
+                for &(_, j) in &order {
+                    if picked.contains(&j) {
+                        continue;
+                    }
+                    let with = used.plus(&requests[j]);
+                    let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
+                    set.push(all[j]);
+                    if with.fits_in(alloc) && self.within_budget(&set) {
+                        used = with;
+                        picked.push(j);
+                        continue 'swaps;
+                    }
+                }
+                for k in 0..picked.len() {
+                    let out = picked[k];
+                    for &(_, j) in &order {
+                        if picked.contains(&j) || price_of(j) <= price_of(out) + EPSILON {
+                            continue;
+                        }
+                        let with = used.minus(&requests[out]).plus(&requests[j]);
+                        let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
+                        set[k] = all[j];
+                        if with.fits_in(alloc) && self.within_budget(&set) {
+                            used = with;
+                            picked[k] = j;
+                            continue 'swaps;
+                        }
+                    }
+                }
+                break;
+            }
+            let chosen: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
+            let price: f64 = chosen.iter().filter_map(|c| c.price()).sum();
+            if price > step_price + EPSILON {
+                step = chosen;
+                step_price = price;
+            }
+        }
+        step
     }
 
     /// Remove `nodes` and place every pod that was running on them on one NodeClaim of exactly
