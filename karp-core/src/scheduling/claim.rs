@@ -510,7 +510,6 @@ impl Claim {
         }
     }
 
-    #[cfg(feature = "milp")]
     /// A NodeClaim with given requirements and pods, keeping every type of the pool that allows
     /// the requirements and holds the pods plus the daemonset overhead (no topology checks: the
     /// caller guarantees the pods' topology, e.g. by keeping an earlier placement).
@@ -553,7 +552,6 @@ impl Claim {
         })
     }
 
-    #[cfg(feature = "milp")]
     /// Record the host ports of a pod placed without [`Claim::try_add`].
     pub fn add_host_ports(&mut self, pod: &Pod) {
         self.host_ports.extend(pod.host_ports.iter().cloned());
