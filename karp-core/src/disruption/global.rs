@@ -773,15 +773,23 @@ impl<'a> Pass<'a> {
             // that fits in its place, while one does (each raises the fill's price, so this
             // ends).
             let price_of = |i: usize| all[i].price().unwrap_or(0.0);
+            // Whether the budgets allow `picked` with `j` added, or in place of its `k`-th;
+            // asked only of fills that fit.
+            let within = |picked: &[usize], k: Option<usize>, j: usize| {
+                let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
+                match k {
+                    Some(k) => set[k] = all[j],
+                    None => set.push(all[j]),
+                }
+                self.within_budget(&set)
+            };
             'swaps: loop {
                 for &(_, j) in &order {
                     if picked.contains(&j) {
                         continue;
                     }
                     let with = used.plus(&requests[j]);
-                    let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
-                    set.push(all[j]);
-                    if with.fits_in(alloc) && self.within_budget(&set) {
+                    if with.fits_in(alloc) && within(&picked, None, j) {
                         used = with;
                         picked.push(j);
                         continue 'swaps;
@@ -794,9 +802,7 @@ impl<'a> Pass<'a> {
                             continue;
                         }
                         let with = used.minus(&requests[out]).plus(&requests[j]);
-                        let mut set: Vec<&'a Candidate> = picked.iter().map(|&i| all[i]).collect();
-                        set[k] = all[j];
-                        if with.fits_in(alloc) && self.within_budget(&set) {
+                        if with.fits_in(alloc) && within(&picked, Some(k), j) {
                             used = with;
                             picked[k] = j;
                             continue 'swaps;
