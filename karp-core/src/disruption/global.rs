@@ -10,7 +10,16 @@
 //!    then the dearest first, then by name). Each takes one disruption from its own pool's budget
 //!    for its own reason (`Empty` for nodes Karpenter counts empty, else `Underutilized`); a node
 //!    the budget does not allow is left out.
-//! 2. Prefixes of that order are simulated (sizes 1, 2, 3, 4, 6, 8, 12, … and all), each with
+//! 2. First, for pools of at most 200 candidates, the target-directed search
+//!    (`Pass::toward`): the whole candidate list re-packed from nothing (with the MILP packer
+//!    when there is one) is the *target*; the candidates that already are target nodes, partly
+//!    filled, are kept, and a step removes the others the budget allows, their pods going to
+//!    the target's free slots on kept nodes and on target nodes it launches, as long as the step
+//!    saves. Passes over the same pods aim at the same target, so the pool reaches it in
+//!    budget-sized steps that each save, where the searches below, which take the move saving
+//!    most now, stop in a local optimum. When the pool is at its target, or no step saves, the
+//!    searches below run.
+//! 3. Prefixes of that order are simulated (sizes 1, 2, 3, 4, 6, 8, 12, … and all), each with
 //!    the provisioning scheduler: the prefix's pods go to the free room of the kept nodes first
 //!    and then to any number of new NodeClaims (N → M, 1 → 2 splits included). Each replacement
 //!    is pinned to the capacity type of its cheapest offering and keeps only the instance types
@@ -18,16 +27,16 @@
 //!    running is placed and the replacements' worst-case launch price is strictly below the
 //!    prefix's price. With the `SpotToSpotConsolidation` gate off, a prefix holding a spot node
 //!    gets no spot replacements (Karpenter's rule, applied to any command that removes spot).
-//! 3. With the `milp` feature, the best prefix and the whole candidate list are re-packed with
+//! 4. With the `milp` feature, the best prefix and the whole candidate list are re-packed with
 //!    the MILP packer of the options (by default with deterministic work limits), which places
 //!    the pods on new NodeClaims more cheaply than FFD; the cheapest valid result wins, the
 //!    smaller prefix on a tie.
-//! 4. When no prefix saves, the exchange search (`Pass::exchange`) tries sets of
+//! 5. When no prefix saves, the exchange search (`Pass::exchange`) tries sets of
 //!    complementary nodes, and when that finds nothing either, the staged search
 //!    (`Pass::staged`) fills one node of an offering the whole candidate list would re-pack
 //!    onto with the candidates the budget allows: a step toward that re-pack that saves on its
 //!    own, for pools whose budget is smaller than the move that would save most.
-//! 5. The move is taken only when Karpenter's Balanced score approves it (k = 2, or the pool's
+//! 6. The move is taken only when Karpenter's Balanced score approves it (k = 2, or the pool's
 //!    `consolidationThreshold`: its share of the pools' cost saved is at least half its share of
 //!    their disruption cost) and its savings reach the threshold ([`SavingsThreshold`]: an
 //!    absolute amount and a fraction of the touched pools' cost, per pool overridable; see
@@ -35,9 +44,11 @@
 //!
 //! The consolidation step of a pass ([`Pass::consolidation`]) runs Karpenter's multi-node then
 //! single-node consolidation for the `karpenter` pools, and for the `global` pools both the
-//! global consolidator and Karpenter's methods (so `global` never does worse in a pass than
-//! `karpenter` would), all subject to the threshold; the command saving most wins (Karpenter's
-//! on a tie).
+//! global consolidator and Karpenter's methods, all subject to the threshold; the command saving
+//! most wins (Karpenter's on a tie), except that a step of the target-directed search wins over
+//! Karpenter's command: taking the larger saving now would move the pool away from the cheaper
+//! target (`plan_until_stable` still plays the all-`karpenter` sequence too and keeps the
+//! cheaper end, so `global` never ends dearer than `karpenter`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,7 +63,7 @@ use super::candidates::Candidate;
 use super::consolidation::{narrow, worst_launch_price};
 use super::methods::{Pass, CONSOLIDATION_TTL};
 use super::model::{Mode, Reason};
-use super::simulate::{simulate_with, without, Placement, Simulation};
+use super::simulate::{forbid_spot, simulate_with, without, Placement, Simulation};
 use super::{Command, Method};
 
 /// The global consolidator justifies its moves with Karpenter's Balanced score at this `k` (a
@@ -240,6 +251,121 @@ enum Share<'k> {
     Of(&'k str),
 }
 
+/// Where the target-directed search puts a pod.
+#[derive(Debug, Clone, PartialEq)]
+enum Dest {
+    /// An existing node, by name.
+    Node(String),
+    /// A new NodeClaim of the target, by index.
+    Claim(usize),
+}
+
+/// What makes pods interchangeable for the target-directed search: requests, node
+/// requirements, tolerations and host ports (the scheduler's checks decide the rest).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PodClass {
+    requests: Vec<(String, i64)>,
+    requirements: crate::requirements::Requirements,
+    tolerations: Vec<crate::taints::Toleration>,
+    host_ports: Vec<crate::pod::HostPort>,
+}
+
+impl PodClass {
+    fn of(p: &crate::pod::Pod) -> PodClass {
+        PodClass {
+            requests: p
+                .requests
+                .iter()
+                .filter(|(_, v)| *v != 0)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            requirements: p.strict_requirements(),
+            tolerations: p.tolerations.clone(),
+            host_ports: p.host_ports.clone(),
+        }
+    }
+}
+
+/// Where [`Slots::place`] put each pod class: (node, count) in order.
+type Placed = Vec<(PodClass, Vec<(Dest, usize)>)>;
+
+/// The free slots of the target-directed search: per kept or launched target node, counts per
+/// pod class; and the target nodes not launched yet.
+#[derive(Clone)]
+struct Slots {
+    /// Free counts of each open node.
+    free: Vec<BTreeMap<PodClass, usize>>,
+    /// Where each open node is: a kept node, or a target NodeClaim by index.
+    node: Vec<Dest>,
+    /// Target NodeClaims not launched, by index, with their counts.
+    launch: BTreeMap<usize, BTreeMap<PodClass, usize>>,
+}
+
+impl Slots {
+    /// Take free slots for `need` (count per class), launching target nodes when a class has
+    /// none left (the one with most slots for what is still needed first, then the cheapest at
+    /// `worst`, then the first); the launch cost and where each class goes (node, count), or
+    /// `None` when the target nodes cannot hold it.
+    fn place(&mut self, need: &[(&PodClass, usize)], worst: &[f64]) -> Option<(f64, Placed)> {
+        let mut cost = 0.0;
+        let mut placed: Placed = Vec::new();
+        let mut left: BTreeMap<&PodClass, usize> = need.iter().map(|(c, n)| (*c, *n)).collect();
+        loop {
+            for (class, n) in left.iter_mut() {
+                for (i, free) in self.free.iter_mut().enumerate() {
+                    if *n == 0 {
+                        break;
+                    }
+                    if let Some(m) = free.get_mut(*class).filter(|m| **m > 0) {
+                        let take = (*m).min(*n);
+                        *m -= take;
+                        *n -= take;
+                        let to = self.node[i].clone();
+                        match placed.iter_mut().find(|(c, _)| c == *class) {
+                            Some((_, v)) => v.push((to, take)),
+                            None => placed.push(((*class).clone(), vec![(to, take)])),
+                        }
+                    }
+                }
+            }
+            left.retain(|_, n| *n > 0);
+            if left.is_empty() {
+                return Some((cost, placed));
+            }
+            let covers = |counts: &BTreeMap<PodClass, usize>| -> usize {
+                left.iter()
+                    .map(|(c, n)| counts.get(*c).map_or(0, |m| (*m).min(*n)))
+                    .sum()
+            };
+            let (&j, _) = self
+                .launch
+                .iter()
+                .filter(|(_, counts)| covers(counts) > 0)
+                .max_by(|(ja, a), (jb, b)| {
+                    covers(a)
+                        .cmp(&covers(b))
+                        .then_with(|| worst[**jb].total_cmp(&worst[**ja]))
+                        .then_with(|| jb.cmp(ja))
+                })?;
+            let counts = self.launch.remove(&j)?;
+            cost += worst[j];
+            self.free.push(counts);
+            self.node.push(Dest::Claim(j));
+        }
+    }
+
+    /// Target NodeClaims launched in `self` and not in `before`.
+    fn launched_since(&self, before: &Slots) -> Vec<usize> {
+        self.node[before.node.len()..]
+            .iter()
+            .filter_map(|d| match d {
+                Dest::Claim(j) => Some(*j),
+                Dest::Node(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// The staged search re-packs at most this many candidates together.
 const STAGED_MAX_CANDIDATES: usize = 200;
 
@@ -343,16 +469,9 @@ impl<'a> Pass<'a> {
         nodes: &[&'a Candidate],
         packer: Option<&dyn crate::packing::Packer>,
     ) -> Simulation {
-        let forbid_spot = !self.options.spot_to_spot_consolidation
-            && nodes.iter().any(|c| {
-                c.facts
-                    .offering
-                    .as_ref()
-                    .is_some_and(|o| o.capacity_type == labels::CAPACITY_SPOT)
-            });
         let placement = Placement {
             packer,
-            forbid_spot,
+            forbid_spot: self.forbids_spot(nodes),
             cache: Some(&self.cache),
         };
         simulate_with(
@@ -362,6 +481,18 @@ impl<'a> Pass<'a> {
             &self.options.scheduler,
             placement,
         )
+    }
+
+    /// Whether removing `nodes` may get no spot replacement: the `SpotToSpotConsolidation`
+    /// gate is off and one of them is spot.
+    fn forbids_spot(&self, nodes: &[&Candidate]) -> bool {
+        !self.options.spot_to_spot_consolidation
+            && nodes.iter().any(|c| {
+                c.facts
+                    .offering
+                    .as_ref()
+                    .is_some_and(|o| o.capacity_type == labels::CAPACITY_SPOT)
+            })
     }
 
     /// The simulation of removing `nodes` as a [`Trial`]: `None` when a running pod would be
@@ -441,39 +572,14 @@ impl<'a> Pass<'a> {
         if within.is_empty() {
             return None;
         }
-        let mut best: Option<Trial<'a>> = None;
-        let consider = |t: Option<Trial<'a>>, best: &mut Option<Trial<'a>>| {
-            if let Some(t) = t {
-                let better = best.as_ref().is_none_or(|b| {
-                    t.savings > b.savings + EPSILON
-                        || (t.savings > b.savings - EPSILON && t.nodes.len() < b.nodes.len())
-                });
-                if better {
-                    *best = Some(t);
-                }
-            }
-        };
-        for k in prefix_sizes(within.len()) {
-            consider(self.trial(&within[..k], None), &mut best);
-        }
-        #[cfg(feature = "milp")]
-        if let Some(milp) = &self.options.milp {
-            let mut milp = milp.clone();
-            milp.options = self.options.scheduler.clone();
-            let mut sizes = vec![within.len()];
-            if let Some(b) = &best {
-                sizes.insert(0, b.nodes.len());
-            }
-            sizes.dedup();
-            for k in sizes {
-                consider(self.trial(&within[..k], Some(&milp)), &mut best);
-            }
-        }
-        if best.is_none() {
-            best = self.exchange(&everyone);
-        }
-        if best.is_none() {
-            best = self.staged(&everyone);
+        // A step toward the whole pool's target first; else the prefixes, then the exchange
+        // and staged searches.
+        self.aimed = false;
+        let mut best: Option<Trial<'a>> = self.toward(&everyone);
+        if best.is_some() {
+            self.aimed = true;
+        } else {
+            best = self.unaimed(&within, &everyone);
         }
         let Some(t) = best else {
             for c in &within {
@@ -519,6 +625,50 @@ impl<'a> Pass<'a> {
         Some(self.command(Method::Global, reason, &t.nodes, Some(t.sim), at))
     }
 
+    /// The global consolidator's searches other than the target-directed one: prefixes of
+    /// `within` (the utilization order cut to the budgets) with FFD, the best prefix and all of
+    /// `within` with the MILP packer, then, when no prefix saves, the exchange and the staged
+    /// searches over `everyone`.
+    fn unaimed(
+        &self,
+        within: &[&'a Candidate],
+        everyone: &[(Load, &'a Candidate)],
+    ) -> Option<Trial<'a>> {
+        let mut best: Option<Trial<'a>> = None;
+        let consider = |t: Option<Trial<'a>>, best: &mut Option<Trial<'a>>| {
+            if let Some(t) = t {
+                let better = best.as_ref().is_none_or(|b| {
+                    t.savings > b.savings + EPSILON
+                        || (t.savings > b.savings - EPSILON && t.nodes.len() < b.nodes.len())
+                });
+                if better {
+                    *best = Some(t);
+                }
+            }
+        };
+        for k in prefix_sizes(within.len()) {
+            consider(self.trial(&within[..k], None), &mut best);
+        }
+        #[cfg(feature = "milp")]
+        if let Some(milp) = self.repacker() {
+            let mut sizes = vec![within.len()];
+            if let Some(b) = &best {
+                sizes.insert(0, b.nodes.len());
+            }
+            sizes.dedup();
+            for k in sizes {
+                consider(self.trial(&within[..k], Some(&milp)), &mut best);
+            }
+        }
+        if best.is_none() {
+            best = self.exchange(everyone);
+        }
+        if best.is_none() {
+            best = self.staged(everyone);
+        }
+        best
+    }
+
     /// The exchange search, for clusters whose nodes are full but of the wrong shapes (a
     /// CPU-heavy node on a memory-optimized type next to a memory-heavy one on a CPU type): no
     /// prefix of the utilization order saves, but re-packing a few complementary nodes together
@@ -533,10 +683,7 @@ impl<'a> Pass<'a> {
         let within: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
         let loads: Vec<Load> = ordered.iter().map(|(l, _)| l.clone()).collect();
         #[cfg(feature = "milp")]
-        let milp = self.options.milp.clone().map(|mut m| {
-            m.options = self.options.scheduler.clone();
-            m
-        });
+        let milp = self.repacker();
         #[cfg(feature = "milp")]
         let packer = milp.as_ref().map(|m| m as &dyn crate::packing::Packer);
         #[cfg(not(feature = "milp"))]
@@ -607,6 +754,268 @@ impl<'a> Pass<'a> {
             }
         }
         best.map(|(_, t)| t)
+    }
+
+    /// The packer of the global consolidator's re-packs: the options' MILP packer (with the
+    /// pass's scheduler options) when there is one, else FFD (`None`).
+    #[cfg(feature = "milp")]
+    fn repacker(&self) -> Option<crate::packing::Milp> {
+        self.options.milp.clone().map(|mut m| {
+            m.options = self.options.scheduler.clone();
+            m
+        })
+    }
+
+    /// The target-directed search, for pools whose budget is smaller than the re-pack that
+    /// would save most. The *target* is the re-pack of every candidate's pods from nothing
+    /// (the MILP packer when the options have one), computed over the pods in name order so
+    /// that every pass over the same pods aims at the same nodes. Pods with the same requests,
+    /// node requirements, tolerations and host ports are interchangeable, so a target node is
+    /// a count per such pod class on an offering (pool, instance type, capacity type). A
+    /// candidate of a target node's offering whose pods fit within that node's counts *is*
+    /// that node, partly filled (its remaining counts are free slots, which the node has room
+    /// for); every other candidate is to be removed. A step removes, within the budgets, the
+    /// candidates saving most: each one's pods go to free slots of the kept nodes and of the
+    /// target nodes the step launches (exactly their offering; a node is launched when a pod
+    /// finds no free slot of its class, the one with most slots for what is left first). A
+    /// candidate that launches nothing saves its whole price; the others are taken while the
+    /// step still saves at worst-case launch prices. Every placement goes through the
+    /// scheduler's own checks. Skipped past [`STAGED_MAX_CANDIDATES`] candidates, and when the
+    /// target is not cheaper than the candidates now.
+    fn toward(&self, ordered: &[(Load, &'a Candidate)]) -> Option<Trial<'a>> {
+        if ordered.len() < 2 || ordered.len() > STAGED_MAX_CANDIDATES {
+            return None;
+        }
+        #[cfg(feature = "milp")]
+        let milp = self.repacker();
+        #[cfg(feature = "milp")]
+        let packer = milp.as_ref().map(|m| m as &dyn crate::packing::Packer);
+        #[cfg(not(feature = "milp"))]
+        let packer: Option<&dyn crate::packing::Packer> = None;
+        let all: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
+        let (mut snapshot, _) = without(self.input, &all, self.now);
+        if self.forbids_spot(&all) {
+            forbid_spot(&mut snapshot);
+        }
+        snapshot.pods.sort_by_cached_key(crate::pod::Pod::key);
+        let scratch = match packer {
+            Some(p) => p.pack(&snapshot).results,
+            None => crate::scheduling::schedule(&snapshot, &self.options.scheduler),
+        };
+        if !scratch.unschedulable.is_empty() {
+            return None;
+        }
+        let claims = &scratch.new_nodeclaims;
+        let worst: Vec<f64> = claims
+            .iter()
+            .map(|c| pin(c).map_or(f64::INFINITY, |(_, w)| w))
+            .collect();
+        let pattern = |pods: &mut dyn Iterator<Item = &crate::pod::Pod>| {
+            let mut counts: BTreeMap<PodClass, usize> = BTreeMap::new();
+            for p in pods {
+                *counts.entry(PodClass::of(p)).or_default() += 1;
+            }
+            counts
+        };
+        let patterns: Vec<BTreeMap<PodClass, usize>> = claims
+            .iter()
+            .map(|c| pattern(&mut c.pods.iter().map(|&i| &snapshot.pods[i])))
+            .collect();
+        let pods = &self.input.snapshot.pods;
+        // Kept candidates: the most utilized first, each the first unmatched target node of its
+        // offering whose counts hold its pods.
+        let mut fullest: Vec<&(Load, &'a Candidate)> = ordered.iter().collect();
+        fullest.sort_by(|(la, a), (lb, b)| {
+            lb.utilization()
+                .total_cmp(&la.utilization())
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut slots = Slots {
+            free: Vec::new(),
+            node: Vec::new(),
+            launch: BTreeMap::new(),
+        };
+        let mut matched = vec![false; claims.len()];
+        let mut kept: BTreeSet<&str> = BTreeSet::new();
+        for (_, c) in fullest {
+            let Some(o) = &c.facts.offering else {
+                continue;
+            };
+            let has = pattern(&mut c.reschedulable.iter().map(|&i| &pods[i]));
+            let fits = |j: usize| {
+                !matched[j]
+                    && claims[j].nodepool == c.facts.nodepool
+                    && claims[j].cheapest.instance_type == o.instance_type
+                    && claims[j].cheapest.capacity_type == o.capacity_type
+                    && has
+                        .iter()
+                        .all(|(k, n)| patterns[j].get(k).is_some_and(|m| m >= n))
+            };
+            if let Some(j) = (0..claims.len()).find(|&j| fits(j)) {
+                matched[j] = true;
+                kept.insert(c.name.as_str());
+                let mut free = patterns[j].clone();
+                for (k, n) in &has {
+                    if let Some(m) = free.get_mut(k) {
+                        *m -= n;
+                    }
+                }
+                slots.free.push(free);
+                slots.node.push(Dest::Node(c.name.clone()));
+            }
+        }
+        for (j, _) in claims.iter().enumerate().filter(|(j, _)| !matched[*j]) {
+            slots.launch.insert(j, patterns[j].clone());
+        }
+        let removable: Vec<&'a Candidate> = all
+            .iter()
+            .copied()
+            .filter(|c| !kept.contains(c.name.as_str()))
+            .collect();
+        let now: f64 = all.iter().filter_map(|c| c.price()).sum();
+        let target: f64 = all
+            .iter()
+            .filter(|c| kept.contains(c.name.as_str()))
+            .filter_map(|c| c.price())
+            .sum::<f64>()
+            + slots.launch.keys().map(|&j| worst[j]).sum::<f64>();
+        if removable.is_empty() || target >= now - EPSILON {
+            return None;
+        }
+        let demand: Vec<Vec<(PodClass, Vec<usize>)>> = removable
+            .iter()
+            .map(|c| {
+                let mut by: BTreeMap<PodClass, Vec<usize>> = BTreeMap::new();
+                for &i in &c.reschedulable {
+                    by.entry(PodClass::of(&pods[i])).or_default().push(i);
+                }
+                by.into_iter().collect()
+            })
+            .collect();
+        let counts = |k: usize| -> Vec<(&PodClass, usize)> {
+            demand[k].iter().map(|(c, v)| (c, v.len())).collect()
+        };
+        let alone = |k: usize| {
+            slots
+                .clone()
+                .place(&counts(k), &worst)
+                .map_or(f64::NEG_INFINITY, |(cost, _)| {
+                    removable[k].price().unwrap_or(0.0) - cost
+                })
+        };
+        let mut order: Vec<(f64, usize)> = (0..removable.len()).map(|k| (alone(k), k)).collect();
+        order.retain(|(v, _)| v.is_finite());
+        order.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| removable[a.1].name.cmp(&removable[b.1].name))
+        });
+        // The step: the candidates saving on their own first, then those that launch nodes
+        // while the step still saves, within the budgets.
+        let mut budgets = self.budgets.clone();
+        let mut step: Vec<usize> = Vec::new();
+        let mut dest: BTreeMap<String, Dest> = BTreeMap::new();
+        let mut opened: BTreeSet<usize> = BTreeSet::new();
+        let mut saves = 0.0;
+        for must_save in [true, false] {
+            for &(_, k) in &order {
+                if step.contains(&k) {
+                    continue;
+                }
+                let mut trial = slots.clone();
+                let Some((cost, placed)) = trial.place(&counts(k), &worst) else {
+                    continue;
+                };
+                let marginal = removable[k].price().unwrap_or(0.0) - cost;
+                let ok = if must_save {
+                    marginal > EPSILON
+                } else {
+                    saves + marginal > EPSILON
+                };
+                if !ok || !self.within_budget_with(&budgets, removable[k]) {
+                    continue;
+                }
+                take_budget(&mut budgets, removable[k]);
+                step.push(k);
+                saves += marginal;
+                for j in trial.launched_since(&slots) {
+                    opened.insert(j);
+                }
+                slots = trial;
+                // Hand out the class's pods to the places found, in order.
+                for (class, places) in placed {
+                    let Some((_, pods_of)) = demand[k].iter().find(|(c, _)| *c == class) else {
+                        continue;
+                    };
+                    let mut it = pods_of.iter();
+                    for (to, n) in places {
+                        for &i in it.by_ref().take(n) {
+                            dest.insert(pods[i].key(), to.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if step.is_empty() {
+            return None;
+        }
+        step.sort_unstable();
+        let nodes: Vec<&'a Candidate> = step.iter().map(|&k| removable[k]).collect();
+        self.toward_trial(&nodes, &dest, claims, &opened)
+    }
+
+    /// Remove `nodes` and place each pod that was running on them where `dest` says: an
+    /// existing node, or one of `claims` (those in `opened`), launched on exactly its cheapest
+    /// offering; with the scheduler's checks. `None` when a pod does not fit or the step would
+    /// not be strictly cheaper at its worst-case launch prices.
+    fn toward_trial(
+        &self,
+        nodes: &[&'a Candidate],
+        dest: &BTreeMap<String, Dest>,
+        claims: &[NewNodeClaim],
+        opened: &BTreeSet<usize>,
+    ) -> Option<Trial<'a>> {
+        let (snapshot, was_running) = without(self.input, nodes, self.now);
+        let (new_nodeclaims, existing) = {
+            let mut replay = Replay::new(&snapshot, &self.options.scheduler, &[], &[]);
+            let mut ids: BTreeMap<usize, usize> = BTreeMap::new();
+            for &j in opened {
+                let like = &claims[j];
+                let mut requirements = like.requirements.clone();
+                requirements.add(Requirement::in_values(
+                    labels::INSTANCE_TYPE,
+                    [like.cheapest.instance_type.clone()],
+                ));
+                requirements.add(Requirement::in_values(
+                    labels::CAPACITY_TYPE,
+                    [like.cheapest.capacity_type.clone()],
+                ));
+                let id = replay
+                    .open_with(&like.hostname, &like.nodepool, requirements, Vec::new())
+                    .ok()?;
+                ids.insert(j, id);
+            }
+            let mut pods: Vec<usize> = was_running.keys().copied().collect();
+            pods.sort_by(|&a, &b| {
+                larger_first(&snapshot.pods[a].requests, &snapshot.pods[b].requests).then(a.cmp(&b))
+            });
+            for p in pods {
+                match dest.get(&snapshot.pods[p].key())? {
+                    Dest::Node(n) => replay.add_existing(n, p).ok()?,
+                    Dest::Claim(j) => replay.add(*ids.get(j)?, p).ok()?,
+                }
+            }
+            replay.finish_with_existing().ok()?
+        };
+        let sim = Simulation {
+            snapshot,
+            results: SchedulingResults {
+                new_nodeclaims,
+                existing,
+                ..SchedulingResults::default()
+            },
+            was_running,
+        };
+        self.priced(nodes, sim)
     }
 
     /// The staged search, for pools whose budget is smaller than the move that would save
@@ -861,6 +1270,15 @@ impl<'a> Pass<'a> {
         self.priced(nodes, sim)
     }
 
+    /// Whether `budgets` have a disruption left for `c` (its pool, its [`global_reason`]).
+    fn within_budget_with(
+        &self,
+        budgets: &BTreeMap<(String, Reason), Allowed>,
+        c: &Candidate,
+    ) -> bool {
+        take_budget(&mut budgets.clone(), c)
+    }
+
     /// Whether the budgets allow disrupting all of `nodes` at once (each for its own reason).
     fn within_budget(&self, nodes: &[&Candidate]) -> bool {
         let mut budgets = self.budgets.clone();
@@ -880,7 +1298,8 @@ impl<'a> Pass<'a> {
 
     /// The consolidation step of a pass: Karpenter's methods for `karpenter` pools; for `global`
     /// pools the better of the global consolidator and Karpenter's methods, when it clears the
-    /// savings threshold; the command saving most of the two.
+    /// savings threshold (a step toward the global target, else the command saving most); the
+    /// command saving most of the two.
     pub fn consolidation(&mut self) -> Option<Command> {
         let pools: BTreeSet<String> = self
             .candidates
@@ -901,7 +1320,11 @@ impl<'a> Pass<'a> {
             let k = self.karpenter_consolidation();
             let g = self.global();
             let chosen = match (g, k) {
-                (Some(g), Some(k)) if k.savings_per_hour > g.savings_per_hour + EPSILON => Some(k),
+                (Some(g), Some(k))
+                    if !self.aimed && k.savings_per_hour > g.savings_per_hour + EPSILON =>
+                {
+                    Some(k)
+                }
                 (Some(g), _) => Some(g),
                 (None, k) => k,
             };

@@ -31,6 +31,8 @@ pub(super) struct Pass<'a> {
     pub cache: SchedulingCache,
     /// New NodeClaims the pending pods need with no node removed (computed once, on first use).
     pub pending_claims: Option<usize>,
+    /// Whether the global consolidator's command is a step of the target-directed search.
+    pub aimed: bool,
 }
 
 impl<'a> Pass<'a> {

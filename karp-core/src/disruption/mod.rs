@@ -363,6 +363,7 @@ pub fn plan(
         scope: None,
         cache: crate::scheduling::SchedulingCache::default(),
         pending_claims: None,
+        aimed: false,
     };
     let command = pass
         .emptiness()

@@ -149,12 +149,7 @@ pub fn simulate_with(
 ) -> Simulation {
     let (mut snapshot, was_running) = without(input, candidates, now);
     if placement.forbid_spot {
-        for pool in &mut snapshot.node_pools {
-            pool.requirements.add(Requirement::in_values(
-                labels::CAPACITY_TYPE,
-                [labels::CAPACITY_ON_DEMAND, labels::CAPACITY_RESERVED],
-            ));
-        }
+        forbid_spot(&mut snapshot);
     }
     let results = match (placement.packer, placement.cache) {
         (Some(p), _) => p.pack(&snapshot).results,
@@ -165,6 +160,16 @@ pub fn simulate_with(
         snapshot,
         results,
         was_running,
+    }
+}
+
+/// Allow no spot NodeClaim in `snapshot` (on-demand and reserved capacity only).
+pub(super) fn forbid_spot(snapshot: &mut ClusterSnapshot) {
+    for pool in &mut snapshot.node_pools {
+        pool.requirements.add(Requirement::in_values(
+            labels::CAPACITY_TYPE,
+            [labels::CAPACITY_ON_DEMAND, labels::CAPACITY_RESERVED],
+        ));
     }
 }
 

@@ -537,3 +537,75 @@ fn the_staged_search_fills_one_big_node_within_the_budget() {
     f.settings().budgets = vec![Budget::nodes("5")];
     assert!(f.plan_with(&every).commands.is_empty());
 }
+
+/// CPU-, general- and memory-optimized types in two sizes, priced per CPU like AWS's Graviton
+/// families (the larger size holds a little more than two of the smaller: less overhead).
+fn families() -> Vec<Arc<InstanceType>> {
+    let t = |name: &str, cpu: &str, memory: &str, price: f64| {
+        instance_type(name)
+            .cpu(cpu)
+            .memory(memory)
+            .price(price)
+            .capacity_types(["on-demand"])
+            .build()
+    };
+    vec![
+        t("c.2x", "8", "16Gi", 0.272),
+        t("c.4x", "16", "32Gi", 0.544),
+        t("m.2x", "8", "32Gi", 0.308),
+        t("m.4x", "16", "64Gi", 0.616),
+        t("r.2x", "8", "64Gi", 0.4032),
+        t("r.4x", "16", "128Gi", 0.8064),
+    ]
+}
+
+/// A pool provisioned for its peak and then shrunk: nine large nodes, three of each family,
+/// each a third full with a pseudo-random mix of memory-heavy, light and CPU-heavy pods, and a
+/// budget of one node at a time.
+fn shrunk() -> Fixture {
+    let mut f = Fixture::new(families());
+    let families = ["c.4x", "m.4x", "r.4x"];
+    let mut seed = 7u64;
+    for i in 0..9 {
+        let node = format!("node-{i}");
+        f.node(&node, families[i % 3], "on-demand");
+        for j in 0..6 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let (cpu, memory) = match (seed >> 33) % 3 {
+                0 => ("500m", "3500Mi"),
+                1 => ("500m", "1100Mi"),
+                _ => ("1", "1400Mi"),
+            };
+            f.pod(shaped(&format!("p{i}-{j}"), cpu, memory), &node);
+        }
+    }
+    f.settings().budgets = vec![Budget::nodes("1")];
+    f
+}
+
+#[cfg(feature = "milp")]
+#[test]
+fn until_stable_reaches_the_repack_from_nothing_one_node_at_a_time() {
+    let f = shrunk();
+    let options = global().justification(Justification::Off);
+    let milp = options
+        .milp
+        .clone()
+        .expect("the default options have a MILP packer");
+    let repacked = repacked_per_hour(&f.input, &milp);
+    let k = plan_until_stable(&f.input, now(), &DisruptionOptions::default(), 200);
+    let g = plan_until_stable(&f.input, now(), &options, 200);
+    check_run(&g);
+    assert!(
+        end_cost(&k) > repacked + 0.01,
+        "karpenter mode ends at {} (the re-pack: {repacked})",
+        end_cost(&k)
+    );
+    assert!(
+        end_cost(&g) <= repacked + 1e-9,
+        "global mode ends at {}, above the re-pack from nothing {repacked}",
+        end_cost(&g)
+    );
+}

@@ -81,6 +81,7 @@ pub fn validate(
         scope: None,
         cache: SchedulingCache::default(),
         pending_claims: None,
+        aimed: false,
     };
     match command.method {
         Method::Drift | Method::StaticDrift | Method::Expiration => Ok(Validated {

@@ -14,6 +14,8 @@ pub(crate) struct Replay<'a> {
     states: Vec<PodState<'a>>,
     by_pod: BTreeMap<usize, usize>,
     opened: usize,
+    /// Pods added to each existing node (parallel to the scheduler's existing slots).
+    existing_pods: Vec<Vec<usize>>,
 }
 
 impl<'a> Replay<'a> {
@@ -64,11 +66,13 @@ impl<'a> Replay<'a> {
                 }
             }
         }
+        let existing_pods = vec![Vec::new(); sched.existing.len()];
         Replay {
             sched,
             states,
             by_pod,
             opened: 0,
+            existing_pods,
         }
     }
 
@@ -156,6 +160,55 @@ impl<'a> Replay<'a> {
             .map_err(|e| e.describe(topology))?;
         c.pods.push(pod);
         Ok(())
+    }
+
+    /// Add pending pod `pod` (snapshot index) to the existing node named `node`, with the
+    /// checks the scheduler makes there (room, taints, host ports, requirements, topology).
+    ///
+    /// # Errors
+    /// When the node is not a destination (absent or deleting), or the scheduler's reason when
+    /// the pod does not fit.
+    pub fn add_existing(&mut self, node: &str, pod: usize) -> Result<(), String> {
+        let s = *self
+            .by_pod
+            .get(&pod)
+            .ok_or_else(|| format!("pod {pod} is not pending"))?;
+        let i = self
+            .sched
+            .existing
+            .iter()
+            .position(|e| e.name == node)
+            .ok_or_else(|| format!("node {node} is not a destination"))?;
+        let st = &self.states[s];
+        let topology = &mut self.sched.topology;
+        self.sched.existing[i]
+            .try_add(st.orig, &st.data, &st.groups, topology)
+            .map_err(|e| e.describe(topology))?;
+        self.existing_pods[i].push(pod);
+        Ok(())
+    }
+
+    /// [`Replay::finish`], with the pods [`Replay::add_existing`] placed on existing nodes (by
+    /// node name).
+    ///
+    /// # Errors
+    /// As [`Replay::finish`].
+    pub fn finish_with_existing(
+        mut self,
+    ) -> Result<(Vec<NewNodeClaim>, Vec<ExistingPlacement>), String> {
+        let mut existing: Vec<ExistingPlacement> = self
+            .sched
+            .existing
+            .iter()
+            .zip(std::mem::take(&mut self.existing_pods))
+            .filter(|(_, pods)| !pods.is_empty())
+            .map(|(slot, pods)| ExistingPlacement {
+                node: slot.name.clone(),
+                pods,
+            })
+            .collect();
+        existing.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok((self.finish()?, existing))
     }
 
     /// Finalize every opened NodeClaim (empty ones are dropped).
