@@ -798,10 +798,19 @@ impl<'a> Pass<'a> {
             forbid_spot(&mut snapshot);
         }
         snapshot.pods.sort_by_cached_key(crate::pod::Pod::key);
-        let scratch = match packer {
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            format!("{snapshot:?}").hash(&mut h);
+            format!("{:?}", self.options.scheduler).hash(&mut h);
+            #[cfg(feature = "milp")]
+            format!("{milp:?}").hash(&mut h);
+            h.finish()
+        };
+        let scratch = self.options.targets.get_or_pack(key, || match packer {
             Some(p) => p.pack(&snapshot).results,
             None => crate::scheduling::schedule(&snapshot, &self.options.scheduler),
-        };
+        });
         if !scratch.unschedulable.is_empty() {
             return None;
         }

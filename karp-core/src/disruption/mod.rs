@@ -87,9 +87,10 @@ pub mod validate;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use crate::cluster::ClusterSnapshot;
-use crate::scheduling::{NewNodeClaim, SchedulerOptions};
+use crate::scheduling::{NewNodeClaim, SchedulerOptions, SchedulingResults};
 
 pub use budgets::{Allowed, BudgetStatus};
 pub use global::GLOBAL_BALANCED_K;
@@ -128,6 +129,64 @@ pub struct DisruptionOptions {
     /// How `global` moves justify their disruption (pools with the `Balanced` policy always use
     /// their own `consolidationThreshold`).
     pub justification: Justification,
+    /// The global consolidator's re-packs from nothing, by what they packed (shared by clones):
+    /// successive passes over the same pods pack once.
+    pub targets: TargetCache,
+}
+
+/// The re-packs from nothing of the global consolidator's target-directed search, by a
+/// fingerprint of the snapshot and packer they came from: the same pods give the same target,
+/// so the passes of `plan_until_stable`, or an operator's successive passes with the same
+/// options, pack once while the pods stay the same. Clones share the cache; it keeps the
+/// [`TARGET_CACHE_ENTRIES`] latest re-packs.
+#[derive(Clone, Default)]
+pub struct TargetCache(Arc<Mutex<Vec<TargetEntry>>>);
+
+/// A [`TargetCache`] entry: the fingerprint and the re-pack.
+type TargetEntry = (u64, Arc<SchedulingResults>);
+
+/// How many re-packs a [`TargetCache`] keeps.
+pub const TARGET_CACHE_ENTRIES: usize = 4;
+
+impl std::fmt::Debug for TargetCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |v| v.len());
+        write!(f, "TargetCache({n} entries)")
+    }
+}
+
+impl TargetCache {
+    /// The re-pack stored under `key`, else `pack()`'s, stored.
+    pub(crate) fn get_or_pack(
+        &self,
+        key: u64,
+        pack: impl FnOnce() -> SchedulingResults,
+    ) -> Arc<SchedulingResults> {
+        let found = {
+            let entries = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            entries
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, r)| r.clone())
+        };
+        if let Some(r) = found {
+            return r;
+        }
+        let r = Arc::new(pack());
+        let mut entries = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|(k, _)| *k != key);
+        entries.push((key, r.clone()));
+        if entries.len() > TARGET_CACHE_ENTRIES {
+            entries.remove(0);
+        }
+        r
+    }
 }
 
 /// How the global consolidator justifies a move's disruption beyond its savings threshold.
@@ -186,6 +245,7 @@ impl Default for DisruptionOptions {
                     .with_work_limits(crate::packing::WorkLimits::default()),
             ),
             justification: Justification::default(),
+            targets: TargetCache::default(),
         }
     }
 }

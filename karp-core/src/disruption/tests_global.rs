@@ -609,3 +609,30 @@ fn until_stable_reaches_the_repack_from_nothing_one_node_at_a_time() {
         end_cost(&g)
     );
 }
+
+#[test]
+fn the_target_cache_packs_once_per_key_and_keeps_the_latest_entries() {
+    let cache = TargetCache::default();
+    let packs = std::cell::Cell::new(0);
+    let pack = || {
+        packs.set(packs.get() + 1);
+        crate::scheduling::SchedulingResults::default()
+    };
+    cache.get_or_pack(1, pack);
+    cache.clone().get_or_pack(1, pack);
+    assert_eq!(packs.get(), 1, "clones share the cache");
+    for key in 2..=TARGET_CACHE_ENTRIES as u64 + 1 {
+        cache.get_or_pack(key, pack);
+    }
+    assert_eq!(packs.get(), 1 + TARGET_CACHE_ENTRIES);
+    cache.get_or_pack(1, pack);
+    assert_eq!(
+        packs.get(),
+        2 + TARGET_CACHE_ENTRIES,
+        "the oldest entry went"
+    );
+    assert_eq!(
+        format!("{cache:?}"),
+        format!("TargetCache({TARGET_CACHE_ENTRIES} entries)")
+    );
+}

@@ -170,9 +170,11 @@ async fn read(ctx: &Context, queue: &Queue) -> Option<Read> {
 
 fn options(ctx: &Context) -> DisruptionOptions {
     let c = &ctx.settings.disruption;
-    DisruptionOptions::default()
+    let mut options = DisruptionOptions::default()
         .mode(c.mode)
-        .spot_to_spot(c.spot_to_spot)
+        .spot_to_spot(c.spot_to_spot);
+    options.targets = ctx.targets.clone();
+    options
 }
 
 /// The pass's decision and the candidate facts behind its events and metrics.

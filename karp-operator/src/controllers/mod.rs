@@ -443,6 +443,9 @@ pub struct Context {
     /// disruption does not take a node pods are nominated to (see
     /// [`provisioner::Nomination`]).
     pub nominations: std::sync::Mutex<std::collections::BTreeMap<String, provisioner::Nomination>>,
+    /// The global consolidator's targets, kept from one disruption pass to the next (they are
+    /// recomputed only when the pods they pack change).
+    pub targets: karp_core::disruption::TargetCache,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }
@@ -653,6 +656,7 @@ impl Operator {
             metrics,
             settings,
             nominations: std::sync::Mutex::default(),
+            targets: karp_core::disruption::TargetCache::default(),
             shutdown: AtomicBool::new(false),
             shutdown_notify: Notify::new(),
         });
