@@ -390,6 +390,21 @@ fn pin(claim: &NewNodeClaim) -> Option<(NewNodeClaim, f64)> {
     by_type
 }
 
+/// `claim`'s requirements narrowed to exactly its cheapest offering's instance type and capacity
+/// type: a NodeClaim launched like this has the room `claim`'s plan counted on.
+fn exactly(claim: &NewNodeClaim) -> crate::requirements::Requirements {
+    let mut requirements = claim.requirements.clone();
+    requirements.add(Requirement::in_values(
+        labels::INSTANCE_TYPE,
+        [claim.cheapest.instance_type.clone()],
+    ));
+    requirements.add(Requirement::in_values(
+        labels::CAPACITY_TYPE,
+        [claim.cheapest.capacity_type.clone()],
+    ));
+    requirements
+}
+
 /// [`pin`] to the cheapest offering's capacity type (and zone when `zone`).
 fn pin_to(claim: &NewNodeClaim, zone: bool) -> Option<(NewNodeClaim, f64)> {
     let mut c = claim.clone();
@@ -989,17 +1004,8 @@ impl<'a> Pass<'a> {
             let mut ids: BTreeMap<usize, usize> = BTreeMap::new();
             for &j in opened {
                 let like = &claims[j];
-                let mut requirements = like.requirements.clone();
-                requirements.add(Requirement::in_values(
-                    labels::INSTANCE_TYPE,
-                    [like.cheapest.instance_type.clone()],
-                ));
-                requirements.add(Requirement::in_values(
-                    labels::CAPACITY_TYPE,
-                    [like.cheapest.capacity_type.clone()],
-                ));
                 let id = replay
-                    .open_with(&like.hostname, &like.nodepool, requirements, Vec::new())
+                    .open_with(&like.hostname, &like.nodepool, exactly(like), Vec::new())
                     .ok()?;
                 ids.insert(j, id);
             }
@@ -1121,11 +1127,7 @@ impl<'a> Pass<'a> {
         like: &NewNodeClaim,
         alloc: &crate::resources::Resources,
     ) -> Vec<&'a Candidate> {
-        let mut node = like.requirements.clone();
-        node.add(Requirement::in_values(
-            labels::INSTANCE_TYPE,
-            [like.cheapest.instance_type.clone()],
-        ));
+        let node = exactly(like);
         // Candidates that fit the new node on their own, with each resource's share of it.
         let fitting: Vec<(usize, BTreeMap<&str, f64>)> = (0..all.len())
             .filter(|&i| {
@@ -1244,39 +1246,18 @@ impl<'a> Pass<'a> {
     /// checks; `None` when a pod does not fit or the node would not be strictly cheaper at its
     /// worst-case launch price.
     fn staged_trial(&self, nodes: &[&'a Candidate], like: &NewNodeClaim) -> Option<Trial<'a>> {
-        let (snapshot, was_running) = without(self.input, nodes, self.now);
-        let mut requirements = like.requirements.clone();
-        requirements.add(Requirement::in_values(
-            labels::INSTANCE_TYPE,
-            [like.cheapest.instance_type.clone()],
-        ));
-        requirements.add(Requirement::in_values(
-            labels::CAPACITY_TYPE,
-            [like.cheapest.capacity_type.clone()],
-        ));
-        let new_nodeclaims = {
-            let mut replay = Replay::new(&snapshot, &self.options.scheduler, &[], &[]);
-            let claim = replay
-                .open_with(&like.hostname, &like.nodepool, requirements, Vec::new())
-                .ok()?;
-            let mut pods: Vec<usize> = was_running.keys().copied().collect();
-            pods.sort_by(|&a, &b| {
-                larger_first(&snapshot.pods[a].requests, &snapshot.pods[b].requests).then(a.cmp(&b))
-            });
-            for p in pods {
-                replay.add(claim, p).ok()?;
-            }
-            replay.finish().ok()?
-        };
-        let sim = Simulation {
-            snapshot,
-            results: SchedulingResults {
-                new_nodeclaims,
-                ..SchedulingResults::default()
-            },
-            was_running,
-        };
-        self.priced(nodes, sim)
+        let pods = &self.input.snapshot.pods;
+        let dest: BTreeMap<String, Dest> = nodes
+            .iter()
+            .flat_map(|c| c.reschedulable.iter())
+            .map(|&i| (pods[i].key(), Dest::Claim(0)))
+            .collect();
+        self.toward_trial(
+            nodes,
+            &dest,
+            std::slice::from_ref(like),
+            &BTreeSet::from([0]),
+        )
     }
 
     /// Whether `budgets` have a disruption left for `c` (its pool, its [`global_reason`]).
