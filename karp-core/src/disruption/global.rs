@@ -17,8 +17,8 @@
 //!    the target's free slots on kept nodes and on target nodes it launches, as long as the step
 //!    saves. Passes over the same pods aim at the same target, so the pool reaches it in
 //!    budget-sized steps that each save, where the searches below, which take the move saving
-//!    most now, stop in a local optimum. When the pool is at its target, or no step saves, the
-//!    searches below run.
+//!    most now, stop in a local optimum. When the pool is at its target, or no step saves, or
+//!    the step is below the savings threshold or not justified (6.), the searches below run.
 //! 3. Prefixes of that order are simulated (sizes 1, 2, 3, 4, 6, 8, 12, … and all), each with
 //!    the provisioning scheduler: the prefix's pods go to the free room of the kept nodes first
 //!    and then to any number of new NodeClaims (N → M, 1 → 2 splits included). Each replacement
@@ -587,15 +587,11 @@ impl<'a> Pass<'a> {
         if within.is_empty() {
             return None;
         }
-        // A step toward the whole pool's target first; else the prefixes, then the exchange
-        // and staged searches.
-        self.aimed = false;
-        let mut best: Option<Trial<'a>> = self.toward(&everyone);
-        if best.is_some() {
-            self.aimed = true;
-        } else {
-            best = self.unaimed(&within, &everyone);
-        }
+        // A step toward the whole pool's target first, when it clears the threshold and is
+        // justified; else the prefixes, then the exchange and staged searches.
+        let aimed = self.toward(&everyone).filter(|t| self.refusal(t).is_none());
+        self.aimed = aimed.is_some();
+        let best = aimed.or_else(|| self.unaimed(&within, &everyone));
         let Some(t) = best else {
             for c in &within {
                 self.note(
@@ -605,29 +601,9 @@ impl<'a> Pass<'a> {
             }
             return None;
         };
-        let names: Vec<&str> = t.nodes.iter().map(|c| c.name.as_str()).collect();
-        let required = self.required_savings(&names);
-        if t.savings < required - EPSILON {
+        if let Some(why) = self.refusal(&t) {
             for c in &t.nodes {
-                self.note(
-                    &c.name,
-                    format!(
-                        "Global consolidation would save ${:.4}/h, below the savings threshold ${:.4}/h",
-                        t.savings, required
-                    ),
-                );
-            }
-            return None;
-        }
-        let totals = super::balanced::pool_totals(self.candidates);
-        if let Err(why) = super::balanced::approve_with(
-            &totals,
-            &t.nodes,
-            t.savings,
-            self.options.justification.k(),
-        ) {
-            for c in &t.nodes {
-                self.note(&c.name, format!("Global consolidation rejected: {why}"));
+                self.note(&c.name, why.clone());
             }
             return None;
         }
@@ -638,6 +614,23 @@ impl<'a> Pass<'a> {
         };
         let at = self.now.plus(CONSOLIDATION_TTL);
         Some(self.command(Method::Global, reason, &t.nodes, Some(t.sim), at))
+    }
+
+    /// Why the global move `t` is not taken: its savings are below the savings threshold, or
+    /// the Balanced score does not justify it; `None` when it may be taken.
+    fn refusal(&self, t: &Trial<'a>) -> Option<String> {
+        let names: Vec<&str> = t.nodes.iter().map(|c| c.name.as_str()).collect();
+        let required = self.required_savings(&names);
+        if t.savings < required - EPSILON {
+            return Some(format!(
+                "Global consolidation would save ${:.4}/h, below the savings threshold ${:.4}/h",
+                t.savings, required
+            ));
+        }
+        let totals = super::balanced::pool_totals(self.candidates);
+        super::balanced::approve_with(&totals, &t.nodes, t.savings, self.options.justification.k())
+            .err()
+            .map(|why| format!("Global consolidation rejected: {why}"))
     }
 
     /// The global consolidator's searches other than the target-directed one: prefixes of
