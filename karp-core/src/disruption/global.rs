@@ -260,6 +260,25 @@ enum Dest {
     Claim(usize),
 }
 
+/// The packer of the global consolidator's re-packs: the options' MILP packer (with the pass's
+/// scheduler options) when the crate has the `milp` feature and the options one, else FFD.
+#[derive(Debug)]
+struct Repacker(#[cfg(feature = "milp")] Option<crate::packing::Milp>);
+
+impl Repacker {
+    /// The MILP packer to hand to a simulation (`None`: FFD).
+    #[cfg(feature = "milp")]
+    fn packer(&self) -> Option<&dyn crate::packing::Packer> {
+        self.0.as_ref().map(|m| m as &dyn crate::packing::Packer)
+    }
+
+    /// Without the `milp` feature there is no MILP packer (`None`: FFD).
+    #[cfg(not(feature = "milp"))]
+    fn packer(&self) -> Option<&dyn crate::packing::Packer> {
+        None
+    }
+}
+
 /// What makes pods interchangeable for the target-directed search: requests, node
 /// requirements, tolerations and host ports (the scheduler's checks decide the rest).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -657,15 +676,15 @@ impl<'a> Pass<'a> {
         for k in prefix_sizes(within.len()) {
             consider(self.trial(&within[..k], None), &mut best);
         }
-        #[cfg(feature = "milp")]
-        if let Some(milp) = self.repacker() {
+        let repacker = self.repacker();
+        if let Some(milp) = repacker.packer() {
             let mut sizes = vec![within.len()];
             if let Some(b) = &best {
                 sizes.insert(0, b.nodes.len());
             }
             sizes.dedup();
             for k in sizes {
-                consider(self.trial(&within[..k], Some(&milp)), &mut best);
+                consider(self.trial(&within[..k], Some(milp)), &mut best);
             }
         }
         if best.is_none() {
@@ -690,12 +709,8 @@ impl<'a> Pass<'a> {
         }
         let within: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
         let loads: Vec<Load> = ordered.iter().map(|(l, _)| l.clone()).collect();
-        #[cfg(feature = "milp")]
-        let milp = self.repacker();
-        #[cfg(feature = "milp")]
-        let packer = milp.as_ref().map(|m| m as &dyn crate::packing::Packer);
-        #[cfg(not(feature = "milp"))]
-        let packer: Option<&dyn crate::packing::Packer> = None;
+        let repacker = self.repacker();
+        let packer = repacker.packer();
         let nodes_of = |set: &BTreeSet<usize>| -> Vec<&'a Candidate> {
             set.iter().map(|&i| within[i]).collect()
         };
@@ -764,14 +779,15 @@ impl<'a> Pass<'a> {
         best.map(|(_, t)| t)
     }
 
-    /// The packer of the global consolidator's re-packs: the options' MILP packer (with the
-    /// pass's scheduler options) when there is one, else FFD (`None`).
-    #[cfg(feature = "milp")]
-    fn repacker(&self) -> Option<crate::packing::Milp> {
-        self.options.milp.clone().map(|mut m| {
-            m.options = self.options.scheduler.clone();
-            m
-        })
+    /// The packer of the global consolidator's re-packs (see [`Repacker`]).
+    fn repacker(&self) -> Repacker {
+        Repacker(
+            #[cfg(feature = "milp")]
+            self.options.milp.clone().map(|mut m| {
+                m.options = self.options.scheduler.clone();
+                m
+            }),
+        )
     }
 
     /// The target-directed search, for pools whose budget is smaller than the re-pack that
@@ -794,12 +810,8 @@ impl<'a> Pass<'a> {
         if ordered.len() < 2 || ordered.len() > STAGED_MAX_CANDIDATES {
             return None;
         }
-        #[cfg(feature = "milp")]
-        let milp = self.repacker();
-        #[cfg(feature = "milp")]
-        let packer = milp.as_ref().map(|m| m as &dyn crate::packing::Packer);
-        #[cfg(not(feature = "milp"))]
-        let packer: Option<&dyn crate::packing::Packer> = None;
+        let repacker = self.repacker();
+        let packer = repacker.packer();
         let all: Vec<&'a Candidate> = ordered.iter().map(|(_, c)| *c).collect();
         let (mut snapshot, _) = without(self.input, &all, self.now);
         if self.forbids_spot(&all) {
@@ -811,8 +823,7 @@ impl<'a> Pass<'a> {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             format!("{snapshot:?}").hash(&mut h);
             format!("{:?}", self.options.scheduler).hash(&mut h);
-            #[cfg(feature = "milp")]
-            format!("{milp:?}").hash(&mut h);
+            format!("{repacker:?}").hash(&mut h);
             h.finish()
         };
         let scratch = self.options.targets.get_or_pack(key, || match packer {
