@@ -838,18 +838,29 @@ impl<'a> Pass<'a> {
             .iter()
             .map(|c| pin(c).map_or(f64::INFINITY, |(_, w)| w))
             .collect();
-        let pattern = |pods: &mut dyn Iterator<Item = &crate::pod::Pod>| {
-            let mut counts: BTreeMap<PodClass, usize> = BTreeMap::new();
-            for p in pods {
-                *counts.entry(PodClass::of(p)).or_default() += 1;
+        // Pods (indices into `pods`) by class.
+        let by_class = |pods: &[crate::pod::Pod], of: &mut dyn Iterator<Item = usize>| {
+            let mut classes: BTreeMap<PodClass, Vec<usize>> = BTreeMap::new();
+            for i in of {
+                classes.entry(PodClass::of(&pods[i])).or_default().push(i);
             }
-            counts
+            classes
+        };
+        let counts_of = |classes: &BTreeMap<PodClass, Vec<usize>>| -> BTreeMap<PodClass, usize> {
+            classes.iter().map(|(c, v)| (c.clone(), v.len())).collect()
         };
         let patterns: Vec<BTreeMap<PodClass, usize>> = claims
             .iter()
-            .map(|c| pattern(&mut c.pods.iter().map(|&i| &snapshot.pods[i])))
+            .map(|c| counts_of(&by_class(&snapshot.pods, &mut c.pods.iter().copied())))
             .collect();
         let pods = &self.input.snapshot.pods;
+        let classes: BTreeMap<&str, BTreeMap<PodClass, Vec<usize>>> = all
+            .iter()
+            .map(|c| {
+                let of = by_class(pods, &mut c.reschedulable.iter().copied());
+                (c.name.as_str(), of)
+            })
+            .collect();
         // Kept candidates: the most utilized first, each the first unmatched target node of its
         // offering whose counts hold its pods.
         let mut fullest: Vec<&(Load, &'a Candidate)> = ordered.iter().collect();
@@ -869,7 +880,7 @@ impl<'a> Pass<'a> {
             let Some(o) = &c.facts.offering else {
                 continue;
             };
-            let has = pattern(&mut c.reschedulable.iter().map(|&i| &pods[i]));
+            let has = counts_of(&classes[c.name.as_str()]);
             let fits = |j: usize| {
                 !matched[j]
                     && claims[j].nodepool == c.facts.nodepool
@@ -910,18 +921,9 @@ impl<'a> Pass<'a> {
         if removable.is_empty() || target >= now - EPSILON {
             return None;
         }
-        let demand: Vec<Vec<(PodClass, Vec<usize>)>> = removable
-            .iter()
-            .map(|c| {
-                let mut by: BTreeMap<PodClass, Vec<usize>> = BTreeMap::new();
-                for &i in &c.reschedulable {
-                    by.entry(PodClass::of(&pods[i])).or_default().push(i);
-                }
-                by.into_iter().collect()
-            })
-            .collect();
+        let demand = |k: usize| &classes[removable[k].name.as_str()];
         let counts = |k: usize| -> Vec<(&PodClass, usize)> {
-            demand[k].iter().map(|(c, v)| (c, v.len())).collect()
+            demand(k).iter().map(|(c, v)| (c, v.len())).collect()
         };
         let alone = |k: usize| {
             slots
@@ -959,10 +961,10 @@ impl<'a> Pass<'a> {
                 } else {
                     saves + marginal > EPSILON
                 };
-                if !ok || !self.within_budget_with(&budgets, removable[k]) {
+                // take_budget takes a disruption only when one is left.
+                if !ok || !take_budget(&mut budgets, removable[k]) {
                     continue;
                 }
-                take_budget(&mut budgets, removable[k]);
                 step.push(k);
                 saves += marginal;
                 for j in trial.launched_since(&slots) {
@@ -971,7 +973,7 @@ impl<'a> Pass<'a> {
                 slots = trial;
                 // Hand out the class's pods to the places found, in order.
                 for (class, places) in placed {
-                    let Some((_, pods_of)) = demand[k].iter().find(|(c, _)| *c == class) else {
+                    let Some(pods_of) = demand(k).get(&class) else {
                         continue;
                     };
                     let mut it = pods_of.iter();
@@ -1262,15 +1264,6 @@ impl<'a> Pass<'a> {
             std::slice::from_ref(like),
             &BTreeSet::from([0]),
         )
-    }
-
-    /// Whether `budgets` have a disruption left for `c` (its pool, its [`global_reason`]).
-    fn within_budget_with(
-        &self,
-        budgets: &BTreeMap<(String, Reason), Allowed>,
-        c: &Candidate,
-    ) -> bool {
-        take_budget(&mut budgets.clone(), c)
     }
 
     /// Whether the budgets allow disrupting all of `nodes` at once (each for its own reason).
